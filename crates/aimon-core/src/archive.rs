@@ -1,0 +1,544 @@
+//! The portable backup archive (DESIGN.md rule 11): a directory any backend can restore.
+//!
+//! ```text
+//! PATH/
+//!   manifest.json            format, version, source backend, counts, file names
+//!   metrics.ndjson.gz        one `Metric` per line (a long series spans several lines)
+//!   alerts.ndjson.gz         one `Alert` per line
+//!   agent_states.ndjson.gz   one `AgentState` per line
+//! ```
+//!
+//! Writing streams: items are read from the backend page by page through the public query API
+//! (keyset pagination on `id`) and compressed on a blocking thread, so memory holds one page,
+//! never the store. The manifest is written last; an archive without one is incomplete.
+//!
+//! Restoring reads the archive twice: the first pass checks every line (JSON, validation, counts
+//! against the manifest) without writing anything, the second merges the items in batches by
+//! the keys of DESIGN.md rules 1, 4 and 5. A damaged archive is therefore rejected whole with
+//! [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted) and the store is left untouched.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use flate2::Compression;
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::backend::{BackupFormat, StorageBackend, TransferReport};
+use crate::config::StorageBackendType;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{AgentState, Alert, DataKind, Metric};
+use crate::query::{AgentStateQuery, AlertQuery, FilterOp, MetricQuery, QueryOptions};
+use crate::{time, validate};
+
+/// The `format` field of every manifest.
+pub const FORMAT: &str = "aimon-archive";
+/// The archive version this build writes and the newest it reads.
+pub const VERSION: u32 = 1;
+/// The manifest's file name.
+pub const MANIFEST: &str = "manifest.json";
+/// Samples per archived line; longer series are split over several lines.
+pub const SAMPLES_PER_LINE: usize = 10_000;
+
+const SERIES_PAGE: usize = 16;
+const ITEM_PAGE: usize = 1_000;
+const RESTORE_BATCH_SAMPLES: usize = 5_000;
+const RESTORE_BATCH_ITEMS: usize = 500;
+
+/// Where the archive came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveSource {
+    pub backend: String,
+    pub backend_type: StorageBackendType,
+}
+
+/// How many items each file holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveCounts {
+    pub series: u64,
+    pub samples: u64,
+    pub alerts: u64,
+    pub agent_states: u64,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub created_at: DateTime<Utc>,
+    pub source: ArchiveSource,
+    pub counts: ArchiveCounts,
+    /// File name per data kind, relative to the archive directory.
+    pub files: std::collections::BTreeMap<DataKind, String>,
+}
+
+fn file_name(kind: DataKind) -> String {
+    format!("{kind}.ndjson.gz")
+}
+
+enum Item {
+    Metric(Metric),
+    Alert(Alert),
+    AgentState(AgentState),
+}
+
+struct Writers {
+    metrics: GzEncoder<BufWriter<File>>,
+    alerts: GzEncoder<BufWriter<File>>,
+    agent_states: GzEncoder<BufWriter<File>>,
+    counts: ArchiveCounts,
+}
+
+impl Writers {
+    fn create(dir: &Path) -> Result<Self> {
+        let open = |kind| -> Result<GzEncoder<BufWriter<File>>> {
+            let file = File::create(dir.join(file_name(kind)))?;
+            Ok(GzEncoder::new(BufWriter::new(file), Compression::fast()))
+        };
+        Ok(Writers {
+            metrics: open(DataKind::Metrics)?,
+            alerts: open(DataKind::Alerts)?,
+            agent_states: open(DataKind::AgentStates)?,
+            counts: ArchiveCounts::default(),
+        })
+    }
+
+    fn line<T: Serialize>(out: &mut GzEncoder<BufWriter<File>>, item: &T) -> Result<()> {
+        serde_json::to_writer(&mut *out, item)
+            .map_err(|e| Error::new(ErrorKind::Backend, "cannot encode").with_source(e))?;
+        out.write_all(b"\n")?;
+        Ok(())
+    }
+
+    fn write(&mut self, item: Item) -> Result<()> {
+        match item {
+            Item::Metric(metric) => {
+                self.counts.series += 1;
+                self.counts.samples += metric.values.len() as u64;
+                if metric.values.len() <= SAMPLES_PER_LINE {
+                    return Self::line(&mut self.metrics, &metric);
+                }
+                let mut part = Metric {
+                    values: Vec::new(),
+                    ..metric.clone()
+                };
+                for chunk in metric.values.chunks(SAMPLES_PER_LINE) {
+                    part.values = chunk.to_vec();
+                    Self::line(&mut self.metrics, &part)?;
+                }
+                Ok(())
+            }
+            Item::Alert(alert) => {
+                self.counts.alerts += 1;
+                Self::line(&mut self.alerts, &alert)
+            }
+            Item::AgentState(state) => {
+                self.counts.agent_states += 1;
+                Self::line(&mut self.agent_states, &state)
+            }
+        }
+    }
+
+    fn finish(self) -> Result<ArchiveCounts> {
+        for encoder in [self.metrics, self.alerts, self.agent_states] {
+            let mut inner = encoder.finish()?;
+            inner.flush()?;
+            inner
+                .into_inner()
+                .map_err(|e| Error::from(e.into_error()))?
+                .sync_all()?;
+        }
+        Ok(self.counts)
+    }
+}
+
+fn prepare_dir(path: &Path) -> Result<()> {
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "{} exists and is not empty; choose a new backup path",
+                        path.display()
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(std::fs::create_dir_all(path)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "{} exists and is a file; choose a new backup path",
+                path.display()
+            ),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn send(tx: &mpsc::Sender<Item>, item: Item) -> Result<()> {
+    tx.send(item)
+        .await
+        .map_err(|_| Error::new(ErrorKind::Backend, "the archive writer stopped"))
+}
+
+async fn export(backend: &dyn StorageBackend, tx: mpsc::Sender<Item>) -> Result<()> {
+    let mut after: Option<String> = None;
+    loop {
+        let mut options = QueryOptions::default().limit(SERIES_PAGE);
+        if let Some(id) = &after {
+            options = options.filter("id", FilterOp::Gt, id.as_str());
+        }
+        let page = backend
+            .query_metrics(&MetricQuery::new().options(options))
+            .await?;
+        let done = page.len() < SERIES_PAGE;
+        after = page.last().map(|m| m.id.clone());
+        for metric in page {
+            send(&tx, Item::Metric(metric)).await?;
+        }
+        if done {
+            break;
+        }
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let mut options = QueryOptions::default().limit(ITEM_PAGE);
+        if let Some(id) = &after {
+            options = options.filter("id", FilterOp::Gt, id.as_str());
+        }
+        let page = backend
+            .query_alerts(&AlertQuery::new().options(options))
+            .await?;
+        let done = page.len() < ITEM_PAGE;
+        after = page.last().map(|a| a.id.clone());
+        for alert in page {
+            send(&tx, Item::Alert(alert)).await?;
+        }
+        if done {
+            break;
+        }
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let mut options = QueryOptions::default().limit(ITEM_PAGE);
+        if let Some(id) = &after {
+            options = options.filter("agent_id", FilterOp::Gt, id.as_str());
+        }
+        let page = backend
+            .get_agent_states(&AgentStateQuery::new().options(options))
+            .await?;
+        let done = page.len() < ITEM_PAGE;
+        after = page.last().map(|s| s.agent_id.clone());
+        for state in page {
+            send(&tx, Item::AgentState(state)).await?;
+        }
+        if done {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the portable archive of `backend` into the new or empty directory `path`.
+pub async fn write(backend: &dyn StorageBackend, path: &Path) -> Result<TransferReport> {
+    let dir = path.to_path_buf();
+    prepare_dir(&dir)?;
+    let (tx, mut rx) = mpsc::channel::<Item>(64);
+    let writer_dir = dir.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<ArchiveCounts> {
+        let mut writers = Writers::create(&writer_dir)?;
+        while let Some(item) = rx.blocking_recv() {
+            writers.write(item)?;
+        }
+        writers.finish()
+    });
+    let exported = export(backend, tx).await;
+    let written = writer.await.map_err(|e| {
+        Error::new(ErrorKind::Backend, "the archive writer panicked").with_source(e)
+    })?;
+    // An error from the writer explains a failed export (the channel closed), so report it first.
+    let counts = written?;
+    exported?;
+    let manifest = Manifest {
+        format: FORMAT.to_owned(),
+        version: VERSION,
+        created_at: time::now(),
+        source: ArchiveSource {
+            backend: backend.name().to_owned(),
+            backend_type: backend.backend_type(),
+        },
+        counts,
+        files: DataKind::ALL
+            .into_iter()
+            .map(|k| (k, file_name(k)))
+            .collect(),
+    };
+    let manifest_path = dir.join(MANIFEST);
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
+    Ok(TransferReport {
+        format: BackupFormat::Portable,
+        series: counts.series,
+        samples: counts.samples,
+        alerts: counts.alerts,
+        agent_states: counts.agent_states,
+        expired: 0,
+        bytes: dir_size(&dir),
+    })
+}
+
+/// Reads and checks `manifest.json`.
+pub fn read_manifest(path: &Path) -> Result<Manifest> {
+    let manifest_path = path.join(MANIFEST);
+    let bytes = std::fs::read(&manifest_path).map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound {
+            ErrorKind::NotFound
+        } else {
+            ErrorKind::Backend
+        };
+        Error::new(
+            kind,
+            format!(
+                "no readable archive manifest at {}",
+                manifest_path.display()
+            ),
+        )
+        .with_source(e)
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Corrupted,
+            format!("{} is not an aimon manifest", manifest_path.display()),
+        )
+        .with_source(e)
+    })?;
+    if manifest.format != FORMAT {
+        return Err(Error::new(
+            ErrorKind::Corrupted,
+            format!(
+                "{} has format {:?}, expected {FORMAT:?}",
+                manifest_path.display(),
+                manifest.format
+            ),
+        ));
+    }
+    if manifest.version > VERSION {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "archive version {} is newer than this build reads ({VERSION})",
+                manifest.version
+            ),
+        ));
+    }
+    Ok(manifest)
+}
+
+fn archive_file(path: &Path, manifest: &Manifest, kind: DataKind) -> Result<PathBuf> {
+    let name = manifest.files.get(&kind).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Corrupted,
+            format!("the manifest lists no {kind} file"),
+        )
+    })?;
+    // The manifest may be hostile: a name must stay inside the archive directory.
+    if Path::new(name).components().count() != 1 || name.contains(['/', '\\']) || name == ".." {
+        return Err(Error::new(
+            ErrorKind::Corrupted,
+            format!("the manifest names {name:?}, outside the archive"),
+        ));
+    }
+    Ok(path.join(name))
+}
+
+/// Reads one NDJSON.gz file line by line, handing each parsed item to `each`.
+fn read_lines<T: DeserializeOwned>(
+    file: &Path,
+    mut each: impl FnMut(T, usize) -> Result<()>,
+) -> Result<()> {
+    let reader = BufReader::new(MultiGzDecoder::new(BufReader::new(File::open(file)?)));
+    for (index, line) in reader.lines().enumerate() {
+        let line_no = index + 1;
+        let corrupted = |what: &str| {
+            Error::new(
+                ErrorKind::Corrupted,
+                format!("{}:{line_no}: {what}", file.display()),
+            )
+        };
+        let line = line.map_err(|e| corrupted("unreadable").with_source(e))?;
+        if line.is_empty() {
+            continue;
+        }
+        let item: T =
+            serde_json::from_str(&line).map_err(|e| corrupted("malformed item").with_source(e))?;
+        each(item, line_no).map_err(|e| {
+            if e.kind() == ErrorKind::InvalidInput {
+                corrupted(&e.to_string())
+            } else {
+                e
+            }
+        })?;
+    }
+    Ok(())
+}
+
+enum Batch {
+    Metrics(Vec<Metric>),
+    Alerts(Vec<Alert>),
+    AgentStates(Vec<AgentState>),
+}
+
+/// Checks every line; returns what the archive holds.
+fn verify(path: &Path, manifest: &Manifest) -> Result<ArchiveCounts> {
+    let mut counts = ArchiveCounts::default();
+    let mut last_series: Option<String> = None;
+    read_lines::<Metric>(&archive_file(path, manifest, DataKind::Metrics)?, |m, _| {
+        validate::metric(&m)?;
+        if last_series.as_deref() != Some(m.id.as_str()) {
+            counts.series += 1;
+            last_series = Some(m.id.clone());
+        }
+        counts.samples += m.values.len() as u64;
+        Ok(())
+    })?;
+    read_lines::<Alert>(&archive_file(path, manifest, DataKind::Alerts)?, |a, _| {
+        validate::alert(&a)?;
+        counts.alerts += 1;
+        Ok(())
+    })?;
+    read_lines::<AgentState>(
+        &archive_file(path, manifest, DataKind::AgentStates)?,
+        |s, _| {
+            validate::agent_state(&s)?;
+            counts.agent_states += 1;
+            Ok(())
+        },
+    )?;
+    if counts != manifest.counts {
+        return Err(Error::new(
+            ErrorKind::Corrupted,
+            format!(
+                "{} holds {counts:?} but its manifest promises {:?}; the archive is incomplete",
+                path.display(),
+                manifest.counts
+            ),
+        ));
+    }
+    Ok(counts)
+}
+
+fn produce(path: &Path, manifest: &Manifest, tx: mpsc::Sender<Batch>) -> Result<()> {
+    let closed = || Error::new(ErrorKind::Backend, "restore stopped");
+    let mut metrics = Vec::new();
+    let mut samples = 0;
+    read_lines::<Metric>(&archive_file(path, manifest, DataKind::Metrics)?, |m, _| {
+        samples += m.values.len().max(1);
+        metrics.push(m);
+        if samples >= RESTORE_BATCH_SAMPLES {
+            samples = 0;
+            tx.blocking_send(Batch::Metrics(std::mem::take(&mut metrics)))
+                .map_err(|_| closed())?;
+        }
+        Ok(())
+    })?;
+    if !metrics.is_empty() {
+        tx.blocking_send(Batch::Metrics(metrics))
+            .map_err(|_| closed())?;
+    }
+    let mut alerts = Vec::new();
+    read_lines::<Alert>(&archive_file(path, manifest, DataKind::Alerts)?, |a, _| {
+        alerts.push(a);
+        if alerts.len() >= RESTORE_BATCH_ITEMS {
+            tx.blocking_send(Batch::Alerts(std::mem::take(&mut alerts)))
+                .map_err(|_| closed())?;
+        }
+        Ok(())
+    })?;
+    if !alerts.is_empty() {
+        tx.blocking_send(Batch::Alerts(alerts))
+            .map_err(|_| closed())?;
+    }
+    let mut states = Vec::new();
+    read_lines::<AgentState>(
+        &archive_file(path, manifest, DataKind::AgentStates)?,
+        |s, _| {
+            states.push(s);
+            if states.len() >= RESTORE_BATCH_ITEMS {
+                tx.blocking_send(Batch::AgentStates(std::mem::take(&mut states)))
+                    .map_err(|_| closed())?;
+            }
+            Ok(())
+        },
+    )?;
+    if !states.is_empty() {
+        tx.blocking_send(Batch::AgentStates(states))
+            .map_err(|_| closed())?;
+    }
+    Ok(())
+}
+
+/// Checks the archive at `path`, then merges it into `backend`.
+pub async fn restore(backend: &dyn StorageBackend, path: &Path) -> Result<TransferReport> {
+    let dir = path.to_path_buf();
+    let (manifest, counts) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let manifest = read_manifest(&dir)?;
+        let counts = verify(&dir, &manifest)?;
+        Ok((manifest, counts))
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Backend, "the archive reader panicked").with_source(e))??;
+
+    let (tx, mut rx) = mpsc::channel::<Batch>(4);
+    let dir = path.to_path_buf();
+    let reader = tokio::task::spawn_blocking(move || produce(&dir, &manifest, tx));
+    let mut expired = 0;
+    let mut saved = Ok(());
+    while let Some(batch) = rx.recv().await {
+        let report = match batch {
+            Batch::Metrics(items) => backend.save_metrics(&items).await,
+            Batch::Alerts(items) => backend.save_alerts(&items).await,
+            Batch::AgentStates(items) => backend.save_agent_states(&items).await,
+        };
+        match report {
+            Ok(report) => expired += report.expired,
+            Err(e) => {
+                saved = Err(e);
+                break;
+            }
+        }
+    }
+    drop(rx);
+    saved?;
+    reader.await.map_err(|e| {
+        Error::new(ErrorKind::Backend, "the archive reader panicked").with_source(e)
+    })??;
+    Ok(TransferReport {
+        format: BackupFormat::Portable,
+        series: counts.series,
+        samples: counts.samples,
+        alerts: counts.alerts,
+        agent_states: counts.agent_states,
+        expired,
+        bytes: dir_size(path),
+    })
+}

@@ -1,0 +1,212 @@
+//! The [`StorageBackend`] trait every driver implements, and what its methods return.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::config::StorageBackendType;
+use crate::error::Result;
+use crate::model::{AgentState, Alert, Metric};
+use crate::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
+
+/// How a backend removes expired data physically. Reads filter expired data whatever this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionMechanism {
+    /// `apply_retention` deletes expired rows.
+    Sweep,
+    /// The store expires keys by itself (Redis).
+    KeyExpiry,
+    /// Whole time partitions are dropped (PostgreSQL, TimescaleDB).
+    PartitionDrop,
+    /// The store's retention policies (InfluxDB).
+    RetentionPolicy,
+}
+
+/// What a backend really does (DESIGN.md rule 9). A `false` flag means the matching call returns
+/// [`crate::ErrorKind::Unsupported`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// `metric_history` runs in the store (SQL, InfluxQL…) rather than in aimon.
+    pub server_side_downsampling: bool,
+    /// `subscribe` works.
+    pub pub_sub: bool,
+    /// Events written by other processes reach `subscribe`.
+    pub cross_process_events: bool,
+    /// `backup` / `restore` accept [`BackupFormat::Native`].
+    pub native_backup: bool,
+    /// Similarity search over alerts and agent states.
+    pub similarity_search: bool,
+    /// The store keeps every agent state, not only the latest.
+    pub agent_state_history: bool,
+    pub retention: RetentionMechanism,
+}
+
+/// What a write did. Items that arrive already past their TTL are counted as `expired` and not
+/// stored; agent states older than the stored one are counted as `superseded`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteReport {
+    /// Samples, alerts or agent states stored (an overwrite counts as stored).
+    pub written: u64,
+    pub expired: u64,
+    pub superseded: u64,
+}
+
+impl std::ops::AddAssign for WriteReport {
+    fn add_assign(&mut self, other: Self) {
+        self.written += other.written;
+        self.expired += other.expired;
+        self.superseded += other.superseded;
+    }
+}
+
+/// What `apply_retention` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionReport {
+    pub samples_removed: u64,
+    pub series_removed: u64,
+    pub alerts_removed: u64,
+    pub agent_states_removed: u64,
+}
+
+/// The format of a backup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupFormat {
+    /// The portable archive (see [`crate::archive`]): any backend restores it.
+    #[default]
+    Portable,
+    /// The store's own format (SQLite `VACUUM INTO`, Redis RDB…); see
+    /// [`Capabilities::native_backup`].
+    Native,
+}
+
+/// Counts of what a backup or restore carried.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferReport {
+    pub format: BackupFormat,
+    pub series: u64,
+    pub samples: u64,
+    pub alerts: u64,
+    pub agent_states: u64,
+    /// Items a restore did not store because they had expired.
+    #[serde(default)]
+    pub expired: u64,
+    pub bytes: u64,
+}
+
+/// `get_database_stats` (DESIGN.md rule 13).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseStats {
+    /// The backend's configured name.
+    pub backend: String,
+    pub backend_type: StorageBackendType,
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub series: u64,
+    pub samples: u64,
+    pub alerts: u64,
+    pub agent_states: u64,
+    /// Backend-specific figures (file size, memory, partitions…).
+    #[serde(default)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// A write, as seen by subscribers. Payloads carry ids and counts, not whole items, so they fit
+/// any transport (PostgreSQL `NOTIFY` takes under 8,000 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum StorageEvent {
+    MetricWritten {
+        backend: String,
+        metric_id: String,
+        samples: u64,
+    },
+    AlertWritten {
+        backend: String,
+        alert_id: String,
+        status: String,
+    },
+    AgentStateWritten {
+        backend: String,
+        agent_id: String,
+        status: String,
+    },
+}
+
+/// The stream `subscribe` returns.
+pub type EventStream = Pin<Box<dyn Stream<Item = StorageEvent> + Send>>;
+
+/// One store of metrics, alerts and agent states. Every method validates its input with
+/// [`crate::validate`] before touching the store and follows DESIGN.md's shared semantics, which
+/// the conformance suite in `integration-tests` checks.
+#[async_trait]
+pub trait StorageBackend: Send + Sync + 'static {
+    /// The configured name of this backend.
+    fn name(&self) -> &str;
+
+    fn backend_type(&self) -> StorageBackendType;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Saves series metadata and samples; a rewritten (series, timestamp, tags) key overwrites.
+    /// The batch is validated whole before anything is written.
+    async fn save_metrics(&self, metrics: &[Metric]) -> Result<WriteReport>;
+
+    async fn save_metric(&self, metric: &Metric) -> Result<WriteReport> {
+        self.save_metrics(std::slice::from_ref(metric)).await
+    }
+
+    /// A series with every live sample, sorted by timestamp (then tags).
+    async fn get_metric(&self, id: &str) -> Result<Option<Metric>>;
+
+    async fn query_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>>;
+
+    async fn metric_history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>>;
+
+    /// Upserts alerts by id.
+    async fn save_alerts(&self, alerts: &[Alert]) -> Result<WriteReport>;
+
+    async fn save_alert(&self, alert: &Alert) -> Result<WriteReport> {
+        self.save_alerts(std::slice::from_ref(alert)).await
+    }
+
+    async fn get_alert(&self, id: &str) -> Result<Option<Alert>>;
+
+    async fn query_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>>;
+
+    /// Keeps the latest state per agent: a state whose `last_heartbeat` is older than the stored
+    /// one is counted as superseded and not stored; an equal one replaces it.
+    async fn save_agent_states(&self, states: &[AgentState]) -> Result<WriteReport>;
+
+    async fn save_agent_state(&self, state: &AgentState) -> Result<WriteReport> {
+        self.save_agent_states(std::slice::from_ref(state)).await
+    }
+
+    /// The latest state of one agent.
+    async fn get_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>>;
+
+    async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>>;
+
+    /// Physically removes expired data.
+    async fn apply_retention(&self) -> Result<RetentionReport>;
+
+    /// Writes a backup to `path`: a directory for [`BackupFormat::Portable`], the store's own
+    /// file or directory for [`BackupFormat::Native`].
+    async fn backup(&self, path: &Path, format: BackupFormat) -> Result<TransferReport>;
+
+    /// Merges a backup into this store by the keys of DESIGN.md rules 1, 4 and 5.
+    async fn restore(&self, path: &Path, format: BackupFormat) -> Result<TransferReport>;
+
+    async fn stats(&self) -> Result<DatabaseStats>;
+
+    /// Live write events; [`crate::ErrorKind::Unsupported`] unless [`Capabilities::pub_sub`].
+    async fn subscribe(&self) -> Result<EventStream>;
+
+    /// Releases connections. Later calls fail with `Unavailable`.
+    async fn close(&self) -> Result<()>;
+}

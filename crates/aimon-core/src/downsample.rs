@@ -1,0 +1,176 @@
+//! The client-side `metric_history` fallback (DESIGN.md rule 3), for backends that cannot
+//! aggregate in the store. It streams: memory holds one accumulator per (group, bucket).
+
+use std::collections::BTreeMap;
+
+use crate::query::{Aggregation, HistoryBucket, HistoryQuery, HistorySeries};
+use crate::time;
+
+/// The start of the bucket holding `micros`: buckets are aligned to multiples of `step` since
+/// the Unix epoch.
+pub fn bucket_start(micros: i64, step_micros: i64) -> i64 {
+    micros - micros.rem_euclid(step_micros)
+}
+
+/// One sample fed to a [`Downsampler`].
+#[derive(Debug, Clone, Copy)]
+pub struct SampleRef<'a> {
+    pub series_id: &'a str,
+    /// The sample's tags as canonical JSON ([`crate::model::tags_json`]), which breaks ties of
+    /// `first` and `last`.
+    pub tags_json: &'a str,
+    /// The value of the query's `group_by` tag, if the sample has it.
+    pub group: Option<&'a str>,
+    pub timestamp_micros: i64,
+    pub value: f64,
+}
+
+type OrderKey = (i64, String, String);
+
+#[derive(Debug)]
+struct Accumulator {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    first: (OrderKey, f64),
+    last: (OrderKey, f64),
+}
+
+/// Folds samples into buckets. Feed it every matching sample in any order, then call
+/// [`Downsampler::finish`].
+#[derive(Debug)]
+pub struct Downsampler {
+    step_micros: i64,
+    aggregation: Aggregation,
+    groups: BTreeMap<Option<String>, BTreeMap<i64, Accumulator>>,
+}
+
+impl Downsampler {
+    pub fn new(query: &HistoryQuery) -> Self {
+        Downsampler {
+            step_micros: query.step_micros(),
+            aggregation: query.aggregation,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    pub fn push(&mut self, sample: SampleRef<'_>) {
+        let bucket = bucket_start(sample.timestamp_micros, self.step_micros);
+        let key = || {
+            (
+                sample.timestamp_micros,
+                sample.series_id.to_owned(),
+                sample.tags_json.to_owned(),
+            )
+        };
+        let buckets = self
+            .groups
+            .entry(sample.group.map(str::to_owned))
+            .or_default();
+        match buckets.get_mut(&bucket) {
+            None => {
+                buckets.insert(
+                    bucket,
+                    Accumulator {
+                        count: 1,
+                        sum: sample.value,
+                        min: sample.value,
+                        max: sample.value,
+                        first: (key(), sample.value),
+                        last: (key(), sample.value),
+                    },
+                );
+            }
+            Some(acc) => {
+                acc.count += 1;
+                acc.sum += sample.value;
+                acc.min = acc.min.min(sample.value);
+                acc.max = acc.max.max(sample.value);
+                let is_first = matches!(self.aggregation, Aggregation::First);
+                let is_last = matches!(self.aggregation, Aggregation::Last);
+                if is_first || is_last {
+                    let k = key();
+                    if is_first && k < acc.first.0 {
+                        acc.first = (k, sample.value);
+                    } else if is_last && k > acc.last.0 {
+                        acc.last = (k, sample.value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The series, ordered by group (`None` first), each with buckets in time order.
+    pub fn finish(self) -> Vec<HistorySeries> {
+        let aggregation = self.aggregation;
+        self.groups
+            .into_iter()
+            .map(|(group, buckets)| HistorySeries {
+                group,
+                buckets: buckets
+                    .into_iter()
+                    .map(|(start, acc)| HistoryBucket {
+                        start: time::from_micros(start),
+                        value: match aggregation {
+                            Aggregation::Avg => acc.sum / acc.count as f64,
+                            Aggregation::Sum => acc.sum,
+                            Aggregation::Min => acc.min,
+                            Aggregation::Max => acc.max,
+                            Aggregation::Count => acc.count as f64,
+                            Aggregation::First => acc.first.1,
+                            Aggregation::Last => acc.last.1,
+                        },
+                        count: acc.count,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    fn sample(ts: i64, value: f64) -> SampleRef<'static> {
+        SampleRef {
+            series_id: "s",
+            tags_json: "{}",
+            group: None,
+            timestamp_micros: ts,
+            value,
+        }
+    }
+
+    #[test]
+    fn buckets_align_to_the_epoch() {
+        assert_eq!(bucket_start(125_000_000, 60_000_000), 120_000_000);
+        assert_eq!(bucket_start(120_000_000, 60_000_000), 120_000_000);
+    }
+
+    #[test]
+    fn every_aggregation_over_one_bucket() {
+        let expect = [
+            (Aggregation::Avg, 2.0),
+            (Aggregation::Sum, 6.0),
+            (Aggregation::Min, 1.0),
+            (Aggregation::Max, 3.0),
+            (Aggregation::Count, 3.0),
+            (Aggregation::First, 3.0),
+            (Aggregation::Last, 2.0),
+        ];
+        for (aggregation, want) in expect {
+            let q = HistoryQuery::new("m", TimeDelta::minutes(1), aggregation);
+            let mut d = Downsampler::new(&q);
+            d.push(sample(10, 3.0));
+            d.push(sample(30, 2.0));
+            d.push(sample(20, 1.0));
+            let out = d.finish();
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].buckets[0].value, want, "{aggregation}");
+            assert_eq!(out[0].buckets[0].count, 3);
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The one error type of aimon (DESIGN.md rule 8).
+
+use std::fmt;
+
+/// What went wrong, independent of the backend. Callers branch on this, never on messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller sent something the contract rejects (bad name, NaN value, unknown filter field…).
+    InvalidInput,
+    /// The named thing does not exist (a backend name, a backup path…).
+    NotFound,
+    /// The backend does not do this; see [`crate::Capabilities`].
+    Unsupported,
+    /// The configuration (URL, options) is wrong.
+    ConfigInvalid,
+    /// The store cannot be reached right now; retrying may help.
+    Unavailable,
+    /// The operation took too long; retrying may help.
+    Timeout,
+    /// The write conflicts with what is stored.
+    Conflict,
+    /// Stored or archived data is not what it should be.
+    Corrupted,
+    /// The backend answered with an error that fits no other kind.
+    Backend,
+}
+
+impl ErrorKind {
+    /// Whether the same call may succeed if simply tried again.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Timeout)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::ConfigInvalid => "invalid configuration",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Corrupted => "corrupted data",
+            ErrorKind::Backend => "backend error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An aimon error: a kind, the operation, the backend, a message and an optional source.
+///
+/// Messages and context never contain credentials: drivers redact connection strings with
+/// [`crate::config::redact_url`] before they put one in an error.
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    operation: Option<&'static str>,
+    backend: Option<String>,
+    context: Vec<(&'static str, String)>,
+    source: Option<Source>,
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            operation: None,
+            backend: None,
+            context: Vec::new(),
+            source: None,
+        }
+    }
+
+    /// Shorthand for an [`ErrorKind::InvalidInput`] error that names the offending field.
+    pub fn invalid_input(field: impl fmt::Display, problem: impl fmt::Display) -> Self {
+        Error::new(ErrorKind::InvalidInput, format!("{field}: {problem}"))
+    }
+
+    pub fn unsupported(what: impl fmt::Display) -> Self {
+        Error::new(
+            ErrorKind::Unsupported,
+            format!("{what} is not supported by this backend"),
+        )
+    }
+
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::ConfigInvalid, message)
+    }
+
+    pub fn with_operation(mut self, operation: &'static str) -> Self {
+        self.operation = Some(operation);
+        self
+    }
+
+    pub fn with_backend(mut self, backend: impl Into<String>) -> Self {
+        self.backend = Some(backend.into());
+        self
+    }
+
+    pub fn with_context(mut self, key: &'static str, value: impl fmt::Display) -> Self {
+        self.context.push((key, value.to_string()));
+        self
+    }
+
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn operation(&self) -> Option<&'static str> {
+        self.operation
+    }
+
+    pub fn backend(&self) -> Option<&str> {
+        self.backend.as_deref()
+    }
+
+    pub fn context(&self) -> &[(&'static str, String)] {
+        &self.context
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_retryable()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(op) = self.operation {
+            write!(f, "{op}")?;
+            if let Some(backend) = &self.backend {
+                write!(f, " on {backend}")?;
+            }
+            f.write_str(": ")?;
+        } else if let Some(backend) = &self.backend {
+            write!(f, "{backend}: ")?;
+        }
+        write!(f, "{}: {}", self.kind, self.message)?;
+        for (key, value) in &self.context {
+            write!(f, ", {key}={value}")?;
+        }
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(op) = self.operation {
+            d.field("operation", &op);
+        }
+        if let Some(backend) = &self.backend {
+            d.field("backend", backend);
+        }
+        if !self.context.is_empty() {
+            d.field("context", &self.context);
+        }
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|s| s.as_ref() as _)
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Self {
+        Error::new(ErrorKind::Corrupted, "malformed JSON").with_source(err)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        let kind = match err.kind() {
+            std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                ErrorKind::Corrupted
+            }
+            std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::NotConnected => ErrorKind::Unavailable,
+            _ => ErrorKind::Backend,
+        };
+        Error::new(kind, "I/O error").with_source(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_operation_backend_kind_and_context() {
+        let err = Error::invalid_input("tags[\"host\"]", "contains a control character")
+            .with_operation("save_metrics")
+            .with_backend("sqlite-main")
+            .with_context("metric_id", "m1");
+        assert_eq!(
+            err.to_string(),
+            "save_metrics on sqlite-main: invalid input: tags[\"host\"]: contains a control character, metric_id=m1"
+        );
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn connection_loss_is_retryable() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let err = Error::from(io);
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        assert!(err.is_retryable());
+    }
+}

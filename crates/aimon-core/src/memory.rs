@@ -1,0 +1,590 @@
+//! The in-memory reference backend (`memory://`): the executable meaning of DESIGN.md. It passes
+//! the whole conformance suite and is what other backends are compared with. Data lives as long
+//! as the backend value; nothing is persisted except through `backup`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::backend::{
+    BackupFormat, Capabilities, DatabaseStats, EventStream, RetentionMechanism, RetentionReport,
+    StorageBackend, StorageEvent, TransferReport, WriteReport,
+};
+use crate::config::{StorageBackendType, StorageConfig};
+use crate::downsample::{Downsampler, SampleRef};
+use crate::error::{Error, ErrorKind, Result};
+use crate::filter;
+use crate::model::{AgentState, Alert, DataKind, Metric, MetricValue, Tags, tags_json};
+use crate::query::{self, AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
+use crate::retention::RetentionPolicy;
+use crate::{archive, time, validate};
+
+/// Samples of one series keyed by (timestamp µs, canonical tags JSON).
+type Samples = BTreeMap<(i64, String), (Tags, f64)>;
+
+#[derive(Debug, Default)]
+struct Series {
+    /// Metadata; `values` stays empty here.
+    meta: Metric,
+    samples: Samples,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    series: BTreeMap<String, Series>,
+    alerts: BTreeMap<String, Alert>,
+    agents: BTreeMap<String, AgentState>,
+}
+
+impl Default for Metric {
+    fn default() -> Self {
+        Metric::new("", "", crate::model::MetricType::Gauge)
+    }
+}
+
+/// The in-memory backend.
+pub struct MemoryBackend {
+    name: String,
+    retention: RetentionPolicy,
+    store: RwLock<Store>,
+    events: broadcast::Sender<StorageEvent>,
+    started: Instant,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("name", &self.name)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Events buffered per subscriber before the slowest one starts missing them.
+const EVENT_BUFFER: usize = 4096;
+
+impl MemoryBackend {
+    /// A backend from a `memory://` configuration; its options are the retention trio.
+    pub fn from_config(config: &StorageConfig) -> Result<Self> {
+        if config.backend_type != StorageBackendType::Memory {
+            return Err(Error::config(format!(
+                "the memory backend cannot open a {} configuration",
+                config.backend_type
+            )));
+        }
+        let mut options = config.reader();
+        let retention = RetentionPolicy::from_options(&mut options)?;
+        options.finish("memory")?;
+        Ok(Self::new(&config.name, retention))
+    }
+
+    pub fn new(name: impl Into<String>, retention: RetentionPolicy) -> Self {
+        MemoryBackend {
+            name: name.into(),
+            retention,
+            store: RwLock::new(Store::default()),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            started: Instant::now(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn check_open(&self, operation: &'static str) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(self.fail(
+                operation,
+                Error::new(ErrorKind::Unavailable, "the backend is closed"),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn fail(&self, operation: &'static str, err: Error) -> Error {
+        err.with_operation(operation).with_backend(&self.name)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Store> {
+        // A panic while holding the lock cannot leave a half-applied write: writes are applied
+        // after validation by infallible map operations.
+        self.store.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Store> {
+        self.store.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, event: StorageEvent) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
+    }
+
+    /// Live samples of a series under `cutoff`, in key order.
+    fn live_samples(
+        series: &Series,
+        cutoff: Option<i64>,
+    ) -> impl Iterator<Item = (&(i64, String), &(Tags, f64))> {
+        let from = cutoff.unwrap_or(i64::MIN);
+        series.samples.range((from, String::new())..)
+    }
+
+    /// A series is live while it has a live sample or its metadata was updated within the TTL.
+    fn series_is_live(series: &Series, cutoff: Option<i64>) -> bool {
+        RetentionPolicy::is_live(cutoff, series.meta.updated_at)
+            || Self::live_samples(series, cutoff).next().is_some()
+    }
+
+    fn to_metric(series: &Series, samples: impl Iterator<Item = (Tags, f64, i64)>) -> Metric {
+        let mut metric = series.meta.clone();
+        metric.values = samples
+            .map(|(tags, value, ts)| MetricValue {
+                timestamp: time::from_micros(ts),
+                value,
+                tags,
+            })
+            .collect();
+        metric
+    }
+}
+
+fn tags_match(sample_tags: &Tags, wanted: &Tags) -> bool {
+    wanted.iter().all(|(k, v)| sample_tags.get(k) == Some(v))
+}
+
+#[async_trait]
+impl StorageBackend for MemoryBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn backend_type(&self) -> StorageBackendType {
+        StorageBackendType::Memory
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            server_side_downsampling: false,
+            pub_sub: true,
+            cross_process_events: false,
+            native_backup: false,
+            similarity_search: false,
+            agent_state_history: false,
+            retention: RetentionMechanism::Sweep,
+        }
+    }
+
+    async fn save_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
+        const OP: &str = "save_metrics";
+        self.check_open(OP)?;
+        validate::metrics(metrics).map_err(|e| self.fail(OP, e))?;
+        let cutoff = self.retention.metric_cutoff(time::now());
+        let mut report = WriteReport::default();
+        let mut events = Vec::with_capacity(metrics.len());
+        {
+            let mut store = self.write();
+            for metric in metrics {
+                let live: Vec<_> = metric
+                    .values
+                    .iter()
+                    .filter(|v| RetentionPolicy::is_live(cutoff, v.timestamp))
+                    .collect();
+                report.expired += (metric.values.len() - live.len()) as u64;
+                let meta_live = RetentionPolicy::is_live(cutoff, metric.updated_at);
+                if live.is_empty() && !meta_live && !store.series.contains_key(&metric.id) {
+                    continue;
+                }
+                let series = store.series.entry(metric.id.clone()).or_default();
+                let created_at = if series.meta.id.is_empty() {
+                    time::truncate(metric.created_at)
+                } else {
+                    series.meta.created_at
+                };
+                series.meta = Metric {
+                    values: Vec::new(),
+                    created_at,
+                    updated_at: time::truncate(metric.updated_at),
+                    ..metric.clone()
+                };
+                for sample in &live {
+                    let key = (time::to_micros(sample.timestamp), tags_json(&sample.tags));
+                    series
+                        .samples
+                        .insert(key, (sample.tags.clone(), sample.value));
+                }
+                report.written += live.len() as u64;
+                events.push(StorageEvent::MetricWritten {
+                    backend: self.name.clone(),
+                    metric_id: metric.id.clone(),
+                    samples: live.len() as u64,
+                });
+            }
+        }
+        events.into_iter().for_each(|e| self.publish(e));
+        Ok(report)
+    }
+
+    async fn get_metric(&self, id: &str) -> Result<Option<Metric>> {
+        const OP: &str = "get_metric";
+        self.check_open(OP)?;
+        validate::name("id", id).map_err(|e| self.fail(OP, e))?;
+        let cutoff = self.retention.metric_cutoff(time::now());
+        let store = self.read();
+        Ok(store
+            .series
+            .get(id)
+            .filter(|s| Self::series_is_live(s, cutoff))
+            .map(|series| {
+                Self::to_metric(
+                    series,
+                    Self::live_samples(series, cutoff)
+                        .map(|((ts, _), (tags, v))| (tags.clone(), *v, *ts)),
+                )
+            }))
+    }
+
+    async fn query_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
+        const OP: &str = "query_metrics";
+        self.check_open(OP)?;
+        let options = query.resolve().map_err(|e| self.fail(OP, e))?;
+        let range = query.range_micros();
+        let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
+        let cutoff = self.retention.metric_cutoff(time::now());
+        let store = self.read();
+        let mut found = Vec::new();
+        for series in store.series.values() {
+            let meta = &series.meta;
+            if query.name.as_ref().is_some_and(|n| *n != meta.name)
+                || query.metric_type.is_some_and(|t| t != meta.metric_type)
+                || !Self::series_is_live(series, cutoff)
+                || !filter::matches_all(meta, &options)
+            {
+                continue;
+            }
+            let samples: Vec<_> = Self::live_samples(series, cutoff)
+                .filter(|((ts, _), (tags, _))| range.contains(*ts) && tags_match(tags, &query.tags))
+                .map(|((ts, _), (tags, v))| (tags.clone(), *v, *ts))
+                .collect();
+            if sample_filter && samples.is_empty() {
+                continue;
+            }
+            found.push(Self::to_metric(series, samples.into_iter()));
+        }
+        filter::sort_and_page(
+            &mut found,
+            &options,
+            query::tie_breaker(DataKind::Metrics).name,
+        );
+        Ok(found)
+    }
+
+    async fn metric_history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
+        const OP: &str = "metric_history";
+        self.check_open(OP)?;
+        query.validate().map_err(|e| self.fail(OP, e))?;
+        let range = query.range_micros();
+        let cutoff = self.retention.metric_cutoff(time::now());
+        let mut downsampler = Downsampler::new(query);
+        let store = self.read();
+        for series in store.series.values().filter(|s| s.meta.name == query.name) {
+            for ((ts, tags_key), (tags, value)) in Self::live_samples(series, cutoff) {
+                if !range.contains(*ts) || !tags_match(tags, &query.tags) {
+                    continue;
+                }
+                downsampler.push(SampleRef {
+                    series_id: &series.meta.id,
+                    tags_json: tags_key,
+                    group: query
+                        .group_by
+                        .as_ref()
+                        .and_then(|g| tags.get(g))
+                        .map(String::as_str),
+                    timestamp_micros: *ts,
+                    value: *value,
+                });
+            }
+        }
+        Ok(downsampler.finish())
+    }
+
+    async fn save_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
+        const OP: &str = "save_alerts";
+        self.check_open(OP)?;
+        validate::alerts(alerts).map_err(|e| self.fail(OP, e))?;
+        let cutoff = self.retention.alert_cutoff(time::now());
+        let mut report = WriteReport::default();
+        let mut events = Vec::new();
+        {
+            let mut store = self.write();
+            for alert in alerts {
+                if !RetentionPolicy::is_live(cutoff, alert.updated_at) {
+                    report.expired += 1;
+                    continue;
+                }
+                store.alerts.insert(alert.id.clone(), truncate_alert(alert));
+                report.written += 1;
+                events.push(StorageEvent::AlertWritten {
+                    backend: self.name.clone(),
+                    alert_id: alert.id.clone(),
+                    status: alert.status.to_string(),
+                });
+            }
+        }
+        events.into_iter().for_each(|e| self.publish(e));
+        Ok(report)
+    }
+
+    async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
+        const OP: &str = "get_alert";
+        self.check_open(OP)?;
+        validate::name("id", id).map_err(|e| self.fail(OP, e))?;
+        let cutoff = self.retention.alert_cutoff(time::now());
+        Ok(self
+            .read()
+            .alerts
+            .get(id)
+            .filter(|a| RetentionPolicy::is_live(cutoff, a.updated_at))
+            .cloned())
+    }
+
+    async fn query_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
+        const OP: &str = "query_alerts";
+        self.check_open(OP)?;
+        let options = query.resolve().map_err(|e| self.fail(OP, e))?;
+        let range = query.range_micros();
+        let cutoff = self.retention.alert_cutoff(time::now());
+        let mut found: Vec<Alert> = self
+            .read()
+            .alerts
+            .values()
+            .filter(|a| {
+                RetentionPolicy::is_live(cutoff, a.updated_at)
+                    && query.status.is_none_or(|s| s == a.status)
+                    && query.severity.is_none_or(|s| s == a.severity)
+                    && query.min_severity.is_none_or(|s| a.severity >= s)
+                    && query.source.as_ref().is_none_or(|s| *s == a.source)
+                    && range.contains(time::to_micros(a.start_time))
+                    && tags_match(&a.labels, &query.labels)
+                    && filter::matches_all(*a, &options)
+            })
+            .cloned()
+            .collect();
+        filter::sort_and_page(
+            &mut found,
+            &options,
+            query::tie_breaker(DataKind::Alerts).name,
+        );
+        Ok(found)
+    }
+
+    async fn save_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
+        const OP: &str = "save_agent_states";
+        self.check_open(OP)?;
+        validate::agent_states(states).map_err(|e| self.fail(OP, e))?;
+        let cutoff = self.retention.agent_state_cutoff(time::now());
+        let mut report = WriteReport::default();
+        let mut events = Vec::new();
+        {
+            let mut store = self.write();
+            for state in states {
+                if !RetentionPolicy::is_live(cutoff, state.last_heartbeat) {
+                    report.expired += 1;
+                    continue;
+                }
+                let state = truncate_state(state);
+                if store
+                    .agents
+                    .get(&state.agent_id)
+                    .is_some_and(|old| old.last_heartbeat > state.last_heartbeat)
+                {
+                    report.superseded += 1;
+                    continue;
+                }
+                events.push(StorageEvent::AgentStateWritten {
+                    backend: self.name.clone(),
+                    agent_id: state.agent_id.clone(),
+                    status: state.status.clone(),
+                });
+                store.agents.insert(state.agent_id.clone(), state);
+                report.written += 1;
+            }
+        }
+        events.into_iter().for_each(|e| self.publish(e));
+        Ok(report)
+    }
+
+    async fn get_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+        const OP: &str = "get_agent_state";
+        self.check_open(OP)?;
+        validate::name("agent_id", agent_id).map_err(|e| self.fail(OP, e))?;
+        let cutoff = self.retention.agent_state_cutoff(time::now());
+        Ok(self
+            .read()
+            .agents
+            .get(agent_id)
+            .filter(|s| RetentionPolicy::is_live(cutoff, s.last_heartbeat))
+            .cloned())
+    }
+
+    async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>> {
+        const OP: &str = "get_agent_states";
+        self.check_open(OP)?;
+        let options = query.resolve().map_err(|e| self.fail(OP, e))?;
+        let after = query.heartbeat_after_micros();
+        let cutoff = self.retention.agent_state_cutoff(time::now());
+        let mut found: Vec<AgentState> = self
+            .read()
+            .agents
+            .values()
+            .filter(|s| {
+                RetentionPolicy::is_live(cutoff, s.last_heartbeat)
+                    && query.status.as_ref().is_none_or(|st| *st == s.status)
+                    && after.is_none_or(|a| time::to_micros(s.last_heartbeat) >= a)
+                    && filter::matches_all(*s, &options)
+            })
+            .cloned()
+            .collect();
+        filter::sort_and_page(
+            &mut found,
+            &options,
+            query::tie_breaker(DataKind::AgentStates).name,
+        );
+        Ok(found)
+    }
+
+    async fn apply_retention(&self) -> Result<RetentionReport> {
+        self.check_open("apply_retention")?;
+        let now = time::now();
+        let mut report = RetentionReport::default();
+        let mut store = self.write();
+        if let Some(cutoff) = self.retention.metric_cutoff(now) {
+            store.series.retain(|_, series| {
+                let keep = series.samples.split_off(&(cutoff, String::new()));
+                report.samples_removed += series.samples.len() as u64;
+                series.samples = keep;
+                let live = Self::series_is_live(series, Some(cutoff));
+                report.series_removed += u64::from(!live);
+                live
+            });
+        }
+        if let Some(cutoff) = self.retention.alert_cutoff(now) {
+            let before = store.alerts.len();
+            store
+                .alerts
+                .retain(|_, a| RetentionPolicy::is_live(Some(cutoff), a.updated_at));
+            report.alerts_removed = (before - store.alerts.len()) as u64;
+        }
+        if let Some(cutoff) = self.retention.agent_state_cutoff(now) {
+            let before = store.agents.len();
+            store
+                .agents
+                .retain(|_, s| RetentionPolicy::is_live(Some(cutoff), s.last_heartbeat));
+            report.agent_states_removed = (before - store.agents.len()) as u64;
+        }
+        Ok(report)
+    }
+
+    async fn backup(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
+        const OP: &str = "backup";
+        self.check_open(OP)?;
+        match format {
+            BackupFormat::Portable => archive::write(self, path)
+                .await
+                .map_err(|e| self.fail(OP, e)),
+            BackupFormat::Native => {
+                Err(self.fail(OP, Error::unsupported("a native backup format")))
+            }
+        }
+    }
+
+    async fn restore(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
+        const OP: &str = "restore";
+        self.check_open(OP)?;
+        match format {
+            BackupFormat::Portable => archive::restore(self, path)
+                .await
+                .map_err(|e| self.fail(OP, e)),
+            BackupFormat::Native => {
+                Err(self.fail(OP, Error::unsupported("a native backup format")))
+            }
+        }
+    }
+
+    async fn stats(&self) -> Result<DatabaseStats> {
+        self.check_open("stats")?;
+        let now = time::now();
+        let metric_cutoff = self.retention.metric_cutoff(now);
+        let alert_cutoff = self.retention.alert_cutoff(now);
+        let agent_cutoff = self.retention.agent_state_cutoff(now);
+        let store = self.read();
+        let live_series: Vec<_> = store
+            .series
+            .values()
+            .filter(|s| Self::series_is_live(s, metric_cutoff))
+            .collect();
+        Ok(DatabaseStats {
+            backend: self.name.clone(),
+            backend_type: StorageBackendType::Memory,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            series: live_series.len() as u64,
+            samples: live_series
+                .iter()
+                .map(|s| Self::live_samples(s, metric_cutoff).count() as u64)
+                .sum(),
+            alerts: store
+                .alerts
+                .values()
+                .filter(|a| RetentionPolicy::is_live(alert_cutoff, a.updated_at))
+                .count() as u64,
+            agent_states: store
+                .agents
+                .values()
+                .filter(|s| RetentionPolicy::is_live(agent_cutoff, s.last_heartbeat))
+                .count() as u64,
+            extra: BTreeMap::new(),
+        })
+    }
+
+    async fn subscribe(&self) -> Result<EventStream> {
+        self.check_open("subscribe")?;
+        let stream =
+            BroadcastStream::new(self.events.subscribe()).filter_map(|e| async move { e.ok() });
+        Ok(Box::pin(stream))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The alert as every backend stores it: timestamps to the microsecond.
+pub fn truncate_alert(alert: &Alert) -> Alert {
+    Alert {
+        start_time: time::truncate(alert.start_time),
+        end_time: alert.end_time.map(time::truncate),
+        acknowledged_at: alert.acknowledged_at.map(time::truncate),
+        resolved_at: alert.resolved_at.map(time::truncate),
+        created_at: time::truncate(alert.created_at),
+        updated_at: time::truncate(alert.updated_at),
+        ..alert.clone()
+    }
+}
+
+/// The agent state as every backend stores it: timestamps to the microsecond.
+pub fn truncate_state(state: &AgentState) -> AgentState {
+    AgentState {
+        last_heartbeat: time::truncate(state.last_heartbeat),
+        created_at: time::truncate(state.created_at),
+        updated_at: time::truncate(state.updated_at),
+        ..state.clone()
+    }
+}

@@ -1,0 +1,865 @@
+//! Queries and their options (DESIGN.md rules 2 and 3).
+//!
+//! # Filter fields
+//! [`QueryOptions::filters`] may name these fields; any other is an [`ErrorKind::InvalidInput`]
+//! error, never ignored.
+//!
+//! | kind | fields |
+//! |---|---|
+//! | metrics | `id`, `name`, `type`, `description`, `unit`, `created_at`, `updated_at` |
+//! | alerts | `id`, `name`, `description`, `severity`, `source`, `status`, `start_time`, `end_time`, `acknowledged_by`, `acknowledged_at`, `resolved_by`, `resolved_at`, `created_at`, `updated_at`, `labels.<key>` |
+//! | agent states | `id`, `agent_id`, `status`, `last_heartbeat`, `created_at`, `updated_at` |
+//!
+//! Values are JSON: a string for text fields, an RFC 3339 string for times, a severity name for
+//! `severity` (compared by rank, `info < … < critical`), an array for `in` / `not_in`.
+//! Text compares by UTF-8 bytes, case-sensitively; `contains` is a substring test on text fields.
+//! A field that is absent (a `null` description, a missing label) matches only `ne` and `not_in`.
+//!
+//! # Order
+//! `sort_by` takes any field above except labels; ties are broken by `id` (by `agent_id` for agent
+//! states), so pages never overlap. Absent values sort before present ones in ascending order.
+//! Without `sort_by`, metrics and alerts come by `id`, agent states by `agent_id`.
+//!
+//! [`ErrorKind::InvalidInput`]: crate::ErrorKind::InvalidInput
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{AlertSeverity, AlertStatus, DataKind, MetricType, Tags};
+use crate::{time, validate};
+
+/// Default page size of every query.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// Comparison of a [`QueryFilter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterOp {
+    Eq,
+    Ne,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    In,
+    NotIn,
+    Contains,
+}
+
+impl FilterOp {
+    pub const ALL: [FilterOp; 9] = [
+        FilterOp::Eq,
+        FilterOp::Ne,
+        FilterOp::Gt,
+        FilterOp::Gte,
+        FilterOp::Lt,
+        FilterOp::Lte,
+        FilterOp::In,
+        FilterOp::NotIn,
+        FilterOp::Contains,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterOp::Eq => "eq",
+            FilterOp::Ne => "ne",
+            FilterOp::Gt => "gt",
+            FilterOp::Gte => "gte",
+            FilterOp::Lt => "lt",
+            FilterOp::Lte => "lte",
+            FilterOp::In => "in",
+            FilterOp::NotIn => "not_in",
+            FilterOp::Contains => "contains",
+        }
+    }
+}
+
+impl FromStr for FilterOp {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        FilterOp::ALL.into_iter().find(|op| op.as_str() == s).ok_or_else(|| {
+            Error::invalid_input(
+                "filter operator",
+                format!(
+                    "unknown operator {s:?}; expected one of eq, ne, gt, gte, lt, lte, in, not_in, contains"
+                ),
+            )
+        })
+    }
+}
+
+/// One condition on a field of the queried kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryFilter {
+    pub field: String,
+    pub operator: FilterOp,
+    pub value: serde_json::Value,
+}
+
+impl QueryFilter {
+    pub fn new(
+        field: impl Into<String>,
+        operator: FilterOp,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        QueryFilter {
+            field: field.into(),
+            operator,
+            value: value.into(),
+        }
+    }
+}
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// Filters, paging and order shared by every query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueryOptions {
+    pub filters: Vec<QueryFilter>,
+    /// Page size; at least 1. Defaults to [`DEFAULT_LIMIT`].
+    pub limit: usize,
+    pub offset: usize,
+    pub sort_by: Option<String>,
+    pub sort_order: SortOrder,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            filters: Vec::new(),
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+            sort_by: None,
+            sort_order: SortOrder::Asc,
+        }
+    }
+}
+
+impl QueryOptions {
+    pub fn filter(
+        mut self,
+        field: impl Into<String>,
+        op: FilterOp,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        self.filters.push(QueryFilter::new(field, op, value));
+        self
+    }
+
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    pub fn offset(mut self, offset: usize) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    pub fn sort(mut self, field: impl Into<String>, order: SortOrder) -> Self {
+        self.sort_by = Some(field.into());
+        self.sort_order = order;
+        self
+    }
+
+    /// Checks every field, operator and value against `kind`'s field list and types them.
+    pub fn resolve(&self, kind: DataKind) -> Result<ResolvedOptions> {
+        if self.limit == 0 {
+            return Err(Error::invalid_input("limit", "must be at least 1"));
+        }
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| resolve_filter(kind, f))
+            .collect::<Result<Vec<_>>>()?;
+        let sort_by = match &self.sort_by {
+            None => default_sort_field(kind),
+            Some(name) => match lookup_field(kind, name)? {
+                Field::Column(col) => col,
+                Field::Label(_) => {
+                    return Err(Error::invalid_input("sort_by", "cannot sort by a label"));
+                }
+            },
+        };
+        Ok(ResolvedOptions {
+            filters,
+            limit: self.limit,
+            offset: self.offset,
+            sort_by,
+            sort_order: self.sort_order,
+        })
+    }
+}
+
+/// How a field's values compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// UTF-8 text, compared by bytes.
+    Text,
+    /// A timestamp, compared in time.
+    Time,
+    /// An alert severity, compared by rank.
+    Severity,
+}
+
+/// A known field of a kind: its name (as in the model and the filter list) and type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    pub name: &'static str,
+    pub ty: FieldType,
+    /// Whether the field may be absent (`Option` in the model).
+    pub nullable: bool,
+}
+
+const fn col(name: &'static str, ty: FieldType, nullable: bool) -> Column {
+    Column { name, ty, nullable }
+}
+
+use FieldType::{Severity as SEV, Text as TXT, Time as TIM};
+
+/// The filterable fields of metrics.
+pub const METRIC_FIELDS: &[Column] = &[
+    col("id", TXT, false),
+    col("name", TXT, false),
+    col("type", TXT, false),
+    col("description", TXT, true),
+    col("unit", TXT, true),
+    col("created_at", TIM, false),
+    col("updated_at", TIM, false),
+];
+
+/// The filterable fields of alerts (plus `labels.<key>`).
+pub const ALERT_FIELDS: &[Column] = &[
+    col("id", TXT, false),
+    col("name", TXT, false),
+    col("description", TXT, true),
+    col("severity", SEV, false),
+    col("source", TXT, false),
+    col("status", TXT, false),
+    col("start_time", TIM, false),
+    col("end_time", TIM, true),
+    col("acknowledged_by", TXT, true),
+    col("acknowledged_at", TIM, true),
+    col("resolved_by", TXT, true),
+    col("resolved_at", TIM, true),
+    col("created_at", TIM, false),
+    col("updated_at", TIM, false),
+];
+
+/// The filterable fields of agent states.
+pub const AGENT_STATE_FIELDS: &[Column] = &[
+    col("id", TXT, false),
+    col("agent_id", TXT, false),
+    col("status", TXT, false),
+    col("last_heartbeat", TIM, false),
+    col("created_at", TIM, false),
+    col("updated_at", TIM, false),
+];
+
+/// The field list of a kind.
+pub fn fields(kind: DataKind) -> &'static [Column] {
+    match kind {
+        DataKind::Metrics => METRIC_FIELDS,
+        DataKind::Alerts => ALERT_FIELDS,
+        DataKind::AgentStates => AGENT_STATE_FIELDS,
+    }
+}
+
+fn default_sort_field(kind: DataKind) -> Column {
+    let name = if kind == DataKind::AgentStates {
+        "agent_id"
+    } else {
+        "id"
+    };
+    *fields(kind)
+        .iter()
+        .find(|c| c.name == name)
+        .expect("id field exists")
+}
+
+/// The field that breaks ties in every order.
+pub fn tie_breaker(kind: DataKind) -> Column {
+    default_sort_field(kind)
+}
+
+/// A field named in a filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    Column(Column),
+    /// `labels.<key>` of an alert; the key is validated like a tag key.
+    Label(String),
+}
+
+impl Field {
+    pub fn ty(&self) -> FieldType {
+        match self {
+            Field::Column(c) => c.ty,
+            Field::Label(_) => FieldType::Text,
+        }
+    }
+}
+
+fn lookup_field(kind: DataKind, name: &str) -> Result<Field> {
+    if let Some(c) = fields(kind).iter().find(|c| c.name == name) {
+        return Ok(Field::Column(*c));
+    }
+    if let Some(key) = name.strip_prefix("labels.")
+        && kind == DataKind::Alerts
+    {
+        validate::name("filter label key", key)?;
+        return Ok(Field::Label(key.to_owned()));
+    }
+    let known: Vec<_> = fields(kind).iter().map(|c| c.name).collect();
+    let extra = if kind == DataKind::Alerts {
+        ", labels.<key>"
+    } else {
+        ""
+    };
+    Err(Error::invalid_input(
+        "filter field",
+        format!(
+            "unknown {kind} field {name:?}; known fields: {}{extra}",
+            known.join(", ")
+        ),
+    ))
+}
+
+/// A typed filter value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scalar {
+    Text(String),
+    /// Microseconds since the epoch, already rounded as [`time::ceil_micros`] does.
+    Time(i64),
+    /// [`AlertSeverity::rank`].
+    Severity(i64),
+}
+
+/// One value or, for `in` / `not_in`, a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterValue {
+    One(Scalar),
+    Many(Vec<Scalar>),
+}
+
+/// A filter whose field exists and whose value has the field's type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub field: Field,
+    pub op: FilterOp,
+    pub value: FilterValue,
+}
+
+/// [`QueryOptions`] checked against a kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedOptions {
+    pub filters: Vec<Filter>,
+    pub limit: usize,
+    pub offset: usize,
+    pub sort_by: Column,
+    pub sort_order: SortOrder,
+}
+
+fn scalar(field: &str, ty: FieldType, value: &serde_json::Value) -> Result<Scalar> {
+    let field_name = format!("filter {field:?} value");
+    let text = value.as_str().ok_or_else(|| {
+        Error::invalid_input(&field_name, format!("expected a string, got {value}"))
+    })?;
+    match ty {
+        FieldType::Text => {
+            validate::text(&field_name, text)?;
+            Ok(Scalar::Text(text.to_owned()))
+        }
+        FieldType::Time => {
+            let ts = DateTime::parse_from_rfc3339(text)
+                .map_err(|e| {
+                    Error::invalid_input(&field_name, format!("not an RFC 3339 time: {e}"))
+                })?
+                .with_timezone(&Utc);
+            validate::timestamp(&field_name, ts)?;
+            Ok(Scalar::Time(time::ceil_micros(ts)))
+        }
+        FieldType::Severity => Ok(Scalar::Severity(AlertSeverity::from_str(text)?.rank())),
+    }
+}
+
+fn resolve_filter(kind: DataKind, filter: &QueryFilter) -> Result<Filter> {
+    let field = lookup_field(kind, &filter.field)?;
+    let ty = field.ty();
+    let value = match filter.operator {
+        FilterOp::In | FilterOp::NotIn => {
+            let items = filter.value.as_array().ok_or_else(|| {
+                Error::invalid_input(
+                    format!("filter {:?} value", filter.field),
+                    format!(
+                        "`{}` needs an array, got {}",
+                        filter.operator.as_str(),
+                        filter.value
+                    ),
+                )
+            })?;
+            FilterValue::Many(
+                items
+                    .iter()
+                    .map(|v| scalar(&filter.field, ty, v))
+                    .collect::<Result<_>>()?,
+            )
+        }
+        FilterOp::Contains if ty != FieldType::Text => {
+            return Err(Error::invalid_input(
+                format!("filter {:?}", filter.field),
+                "`contains` applies to text fields only",
+            ));
+        }
+        _ => FilterValue::One(scalar(&filter.field, ty, &filter.value)?),
+    };
+    Ok(Filter {
+        field,
+        op: filter.operator,
+        value,
+    })
+}
+
+fn check_range(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Result<()> {
+    if let Some(start) = start {
+        validate::timestamp("start", start)?;
+    }
+    if let Some(end) = end {
+        validate::timestamp("end", end)?;
+    }
+    if let (Some(start), Some(end)) = (start, end)
+        && start > end
+    {
+        return Err(Error::invalid_input(
+            "start",
+            format!("{} is after end {}", time::format(start), time::format(end)),
+        ));
+    }
+    Ok(())
+}
+
+/// A half-open time range in microseconds, `[start, end)`, with open ends as the full range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MicrosRange {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl MicrosRange {
+    pub fn new(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Self {
+        MicrosRange {
+            start: start.map_or(time::MIN_TIMESTAMP_MICROS, time::ceil_micros),
+            end: end.map_or(time::MAX_TIMESTAMP_MICROS, time::ceil_micros),
+        }
+    }
+
+    pub fn contains(&self, micros: i64) -> bool {
+        (self.start..self.end).contains(&micros)
+    }
+}
+
+/// `query_metrics`: series by name, type, time range and sample tags (DESIGN.md rule 2).
+///
+/// The time range and tags filter *samples*; a series left with no sample is omitted. `limit`,
+/// `offset` and order apply to series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricQuery {
+    pub name: Option<String>,
+    pub metric_type: Option<MetricType>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub tags: Tags,
+    pub options: QueryOptions,
+}
+
+impl MetricQuery {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    pub fn metric_type(mut self, metric_type: MetricType) -> Self {
+        self.metric_type = Some(metric_type);
+        self
+    }
+
+    pub fn range(mut self, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        self.start = Some(start);
+        self.end = Some(end);
+        self
+    }
+
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn options(mut self, options: QueryOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Validates the query; backends call this first.
+    pub fn resolve(&self) -> Result<ResolvedOptions> {
+        if let Some(name) = &self.name {
+            validate::name("name", name)?;
+        }
+        validate::tags("tags", &self.tags)?;
+        check_range(self.start, self.end)?;
+        self.options.resolve(DataKind::Metrics)
+    }
+
+    pub fn range_micros(&self) -> MicrosRange {
+        MicrosRange::new(self.start, self.end)
+    }
+}
+
+/// `query_alerts` (DESIGN.md rule 4); the time range applies to `start_time`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AlertQuery {
+    pub status: Option<AlertStatus>,
+    pub severity: Option<AlertSeverity>,
+    pub min_severity: Option<AlertSeverity>,
+    pub source: Option<String>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub labels: Tags,
+    pub options: QueryOptions,
+}
+
+impl AlertQuery {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn status(mut self, status: AlertStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn severity(mut self, severity: AlertSeverity) -> Self {
+        self.severity = Some(severity);
+        self
+    }
+
+    pub fn min_severity(mut self, severity: AlertSeverity) -> Self {
+        self.min_severity = Some(severity);
+        self
+    }
+
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub fn range(mut self, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        self.start = Some(start);
+        self.end = Some(end);
+        self
+    }
+
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn options(mut self, options: QueryOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    pub fn resolve(&self) -> Result<ResolvedOptions> {
+        if let Some(source) = &self.source {
+            validate::name("source", source)?;
+        }
+        validate::tags("labels", &self.labels)?;
+        check_range(self.start, self.end)?;
+        self.options.resolve(DataKind::Alerts)
+    }
+
+    pub fn range_micros(&self) -> MicrosRange {
+        MicrosRange::new(self.start, self.end)
+    }
+}
+
+/// `get_agent_states`: the latest state of each agent (DESIGN.md rule 5).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentStateQuery {
+    pub status: Option<String>,
+    /// Only agents whose latest heartbeat is at or after this time.
+    pub last_heartbeat_after: Option<DateTime<Utc>>,
+    pub options: QueryOptions,
+}
+
+impl AgentStateQuery {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn status(mut self, status: impl Into<String>) -> Self {
+        self.status = Some(status.into());
+        self
+    }
+
+    pub fn heartbeat_after(mut self, ts: DateTime<Utc>) -> Self {
+        self.last_heartbeat_after = Some(ts);
+        self
+    }
+
+    pub fn options(mut self, options: QueryOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    pub fn resolve(&self) -> Result<ResolvedOptions> {
+        if let Some(status) = &self.status {
+            validate::name("status", status)?;
+        }
+        if let Some(ts) = self.last_heartbeat_after {
+            validate::timestamp("last_heartbeat_after", ts)?;
+        }
+        self.options.resolve(DataKind::AgentStates)
+    }
+
+    /// `last_heartbeat_after` in microseconds (inclusive), if set.
+    pub fn heartbeat_after_micros(&self) -> Option<i64> {
+        self.last_heartbeat_after.map(time::ceil_micros)
+    }
+}
+
+/// How samples in one bucket combine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    #[default]
+    Avg,
+    Sum,
+    Min,
+    Max,
+    Count,
+    /// The value of the earliest sample (ties: smallest series id, then tags).
+    First,
+    /// The value of the latest sample (ties: largest series id, then tags).
+    Last,
+}
+
+impl Aggregation {
+    pub const ALL: [Aggregation; 7] = [
+        Aggregation::Avg,
+        Aggregation::Sum,
+        Aggregation::Min,
+        Aggregation::Max,
+        Aggregation::Count,
+        Aggregation::First,
+        Aggregation::Last,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregation::Avg => "avg",
+            Aggregation::Sum => "sum",
+            Aggregation::Min => "min",
+            Aggregation::Max => "max",
+            Aggregation::Count => "count",
+            Aggregation::First => "first",
+            Aggregation::Last => "last",
+        }
+    }
+}
+
+impl fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Aggregation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Aggregation::ALL
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                Error::invalid_input(
+                    "aggregation",
+                    format!("unknown aggregation {s:?}; expected avg, sum, min, max, count, first or last"),
+                )
+            })
+    }
+}
+
+/// Smallest history step.
+pub const MIN_STEP: TimeDelta = TimeDelta::milliseconds(1);
+
+/// `metric_history`: downsampled samples of every series named `name` (DESIGN.md rule 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    pub name: String,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    /// Bucket width; buckets start at multiples of it since the Unix epoch.
+    pub step: TimeDelta,
+    pub aggregation: Aggregation,
+    #[serde(default)]
+    pub tags: Tags,
+    /// A tag whose values split the result into one series each.
+    #[serde(default)]
+    pub group_by: Option<String>,
+}
+
+impl HistoryQuery {
+    pub fn new(name: impl Into<String>, step: TimeDelta, aggregation: Aggregation) -> Self {
+        HistoryQuery {
+            name: name.into(),
+            start: None,
+            end: None,
+            step,
+            aggregation,
+            tags: Tags::new(),
+            group_by: None,
+        }
+    }
+
+    pub fn range(mut self, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        self.start = Some(start);
+        self.end = Some(end);
+        self
+    }
+
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn group_by(mut self, tag: impl Into<String>) -> Self {
+        self.group_by = Some(tag.into());
+        self
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        validate::name("name", &self.name)?;
+        validate::tags("tags", &self.tags)?;
+        if let Some(tag) = &self.group_by {
+            validate::name("group_by", tag)?;
+        }
+        check_range(self.start, self.end)?;
+        if self.step < MIN_STEP {
+            return Err(Error::invalid_input("step", "must be at least 1 ms"));
+        }
+        if self.step.num_microseconds().is_none() {
+            return Err(Error::invalid_input("step", "is too large"));
+        }
+        Ok(())
+    }
+
+    /// The step in microseconds (valid after [`HistoryQuery::validate`]).
+    pub fn step_micros(&self) -> i64 {
+        self.step.num_microseconds().unwrap_or(i64::MAX)
+    }
+
+    pub fn range_micros(&self) -> MicrosRange {
+        MicrosRange::new(self.start, self.end)
+    }
+}
+
+/// One bucket of a history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryBucket {
+    pub start: DateTime<Utc>,
+    pub value: f64,
+    pub count: u64,
+}
+
+/// The buckets of one group (all samples when the query has no `group_by`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistorySeries {
+    /// The `group_by` tag's value; `None` without `group_by`, or for samples that lack the tag.
+    pub group: Option<String>,
+    pub buckets: Vec<HistoryBucket>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn unknown_fields_and_operators_are_errors() {
+        let err = QueryOptions::default()
+            .filter("colour", FilterOp::Eq, "red")
+            .resolve(DataKind::Alerts)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("labels.<key>"), "{err}");
+        assert!("like".parse::<FilterOp>().is_err());
+    }
+
+    #[test]
+    fn values_are_typed_by_field() {
+        let opts = QueryOptions::default()
+            .filter("severity", FilterOp::Gte, "HIGH")
+            .filter("start_time", FilterOp::Lt, "2024-01-01T00:00:00.0000001Z")
+            .filter(
+                "status",
+                FilterOp::In,
+                serde_json::json!(["active", "acknowledged"]),
+            )
+            .resolve(DataKind::Alerts)
+            .unwrap();
+        assert_eq!(opts.filters[0].value, FilterValue::One(Scalar::Severity(3)));
+        assert_eq!(
+            opts.filters[1].value,
+            FilterValue::One(Scalar::Time(1_704_067_200_000_001))
+        );
+        assert!(matches!(&opts.filters[2].value, FilterValue::Many(v) if v.len() == 2));
+    }
+
+    #[test]
+    fn contains_on_a_time_field_is_rejected() {
+        let err = QueryOptions::default()
+            .filter("created_at", FilterOp::Contains, "2024")
+            .resolve(DataKind::Metrics)
+            .unwrap_err();
+        assert!(err.to_string().contains("text fields only"), "{err}");
+    }
+
+    #[test]
+    fn zero_limit_and_reversed_ranges_are_rejected() {
+        assert!(
+            QueryOptions::default()
+                .limit(0)
+                .resolve(DataKind::Metrics)
+                .is_err()
+        );
+        let now = time::now();
+        let q = MetricQuery::new().range(now, now - TimeDelta::seconds(1));
+        assert!(q.resolve().is_err());
+    }
+
+    #[test]
+    fn sub_microsecond_bounds_round_up() {
+        let start = DateTime::parse_from_rfc3339("2024-01-01T00:00:00.0000005Z")
+            .unwrap()
+            .to_utc();
+        let r = MicrosRange::new(Some(start), None);
+        assert_eq!(r.start, 1_704_067_200_000_001);
+    }
+}

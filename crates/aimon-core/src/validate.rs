@@ -1,0 +1,270 @@
+//! Validation, the same for every backend (DESIGN.md rule 7).
+//!
+//! Every write and every query goes through here before a backend touches its store, so a value
+//! that one backend rejects is rejected by all, with an [`ErrorKind::InvalidInput`] error naming
+//! the field. The limits:
+//!
+//! | what | rule |
+//! |---|---|
+//! | ids, names, metric/agent status, alert source, tag and label keys | 1..=[`MAX_NAME_BYTES`] bytes, no control characters |
+//! | tag and label values | 1..=[`MAX_TAG_VALUE_BYTES`] bytes, no control characters |
+//! | unit, `acknowledged_by`, `resolved_by` | like names |
+//! | description, annotation values | up to [`MAX_TEXT_BYTES`]; newlines and tabs allowed, no NUL |
+//! | metadata and agent `metrics` (JSON) | no NUL in any key or string; nesting up to [`MAX_JSON_DEPTH`] |
+//! | sample values | finite (no NaN, no ±Inf) |
+//! | timestamps | from 1970-01-01 to before 2262-01-01 UTC; stored to the microsecond |
+//!
+//! [`ErrorKind::InvalidInput`]: crate::ErrorKind::InvalidInput
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::{Error, Result};
+use crate::model::{AgentState, Alert, Metadata, Metric, Tags};
+use crate::time;
+
+/// Longest id, name, tag key or label key, in bytes.
+pub const MAX_NAME_BYTES: usize = 512;
+/// Longest tag or label value, in bytes.
+pub const MAX_TAG_VALUE_BYTES: usize = 4096;
+/// Longest description or annotation value, in bytes.
+pub const MAX_TEXT_BYTES: usize = 1 << 20;
+/// Deepest nesting of metadata JSON.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Checks an identifier-like string: ids, names, tag keys.
+pub fn name(field: impl fmt::Display, value: &str) -> Result<()> {
+    bounded_plain(field, value, MAX_NAME_BYTES)
+}
+
+fn bounded_plain(field: impl fmt::Display, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid_input(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(Error::invalid_input(
+            field,
+            format!("is {} bytes long; the limit is {max}", value.len()),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(Error::invalid_input(
+            field,
+            format!("contains the control character {:?}", c),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks free text (descriptions, annotation values): anything but NUL, bounded.
+pub fn text(field: impl fmt::Display, value: &str) -> Result<()> {
+    if value.len() > MAX_TEXT_BYTES {
+        return Err(Error::invalid_input(
+            field,
+            format!(
+                "is {} bytes long; the limit is {MAX_TEXT_BYTES}",
+                value.len()
+            ),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(Error::invalid_input(field, "contains a NUL character"));
+    }
+    Ok(())
+}
+
+/// Checks a timestamp against the accepted range.
+pub fn timestamp(field: impl fmt::Display, ts: DateTime<Utc>) -> Result<()> {
+    if time::in_range(ts) {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(
+            field,
+            format!(
+                "{} is outside the accepted range 1970-01-01T00:00:00Z..2262-01-01T00:00:00Z",
+                time::format(ts)
+            ),
+        ))
+    }
+}
+
+/// Checks a tag map (sample tags, alert labels).
+pub fn tags(field: &str, tags: &Tags) -> Result<()> {
+    for (key, value) in tags {
+        name(format_args!("{field} key {key:?}"), key)?;
+        bounded_plain(format_args!("{field}[{key:?}]"), value, MAX_TAG_VALUE_BYTES)?;
+    }
+    Ok(())
+}
+
+/// Checks metadata JSON: no NUL anywhere (PostgreSQL cannot store it), bounded depth.
+pub fn metadata(field: &str, map: &Metadata) -> Result<()> {
+    fn walk(field: &str, value: &serde_json::Value, depth: usize) -> Result<()> {
+        if depth > MAX_JSON_DEPTH {
+            return Err(Error::invalid_input(
+                field,
+                format!("nests deeper than {MAX_JSON_DEPTH} levels"),
+            ));
+        }
+        match value {
+            serde_json::Value::String(s) if s.contains('\0') => {
+                Err(Error::invalid_input(field, "contains a NUL character"))
+            }
+            serde_json::Value::Array(items) => {
+                items.iter().try_for_each(|v| walk(field, v, depth + 1))
+            }
+            serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+                if k.contains('\0') {
+                    return Err(Error::invalid_input(
+                        field,
+                        "has a key with a NUL character",
+                    ));
+                }
+                walk(field, v, depth + 1)
+            }),
+            _ => Ok(()),
+        }
+    }
+    map.iter().try_for_each(|(k, v)| {
+        if k.contains('\0') {
+            return Err(Error::invalid_input(
+                field,
+                "has a key with a NUL character",
+            ));
+        }
+        walk(field, v, 1)
+    })
+}
+
+fn optional_name(field: impl fmt::Display, value: Option<&str>) -> Result<()> {
+    value.map_or(Ok(()), |v| name(field, v))
+}
+
+fn optional_text(field: impl fmt::Display, value: Option<&str>) -> Result<()> {
+    value.map_or(Ok(()), |v| text(field, v))
+}
+
+fn optional_timestamp(field: impl fmt::Display, value: Option<DateTime<Utc>>) -> Result<()> {
+    value.map_or(Ok(()), |v| timestamp(field, v))
+}
+
+/// Checks one metric and all its samples.
+pub fn metric(metric: &Metric) -> Result<()> {
+    name("metric id", &metric.id)?;
+    let ctx = |e: Error| e.with_context("metric_id", &metric.id);
+    name("metric name", &metric.name).map_err(ctx)?;
+    optional_text("metric description", metric.description.as_deref()).map_err(ctx)?;
+    optional_name("metric unit", metric.unit.as_deref()).map_err(ctx)?;
+    metadata("metric metadata", &metric.metadata).map_err(ctx)?;
+    timestamp("metric created_at", metric.created_at).map_err(ctx)?;
+    timestamp("metric updated_at", metric.updated_at).map_err(ctx)?;
+    for (i, sample) in metric.values.iter().enumerate() {
+        if !sample.value.is_finite() {
+            return Err(Error::invalid_input(
+                format_args!("values[{i}].value"),
+                format!("must be finite, got {}", sample.value),
+            )
+            .with_context("metric_id", &metric.id));
+        }
+        timestamp(format_args!("values[{i}].timestamp"), sample.timestamp).map_err(ctx)?;
+        tags(&format!("values[{i}].tags"), &sample.tags).map_err(ctx)?;
+    }
+    Ok(())
+}
+
+/// Checks one alert.
+pub fn alert(alert: &Alert) -> Result<()> {
+    name("alert id", &alert.id)?;
+    let ctx = |e: Error| e.with_context("alert_id", &alert.id);
+    name("alert name", &alert.name).map_err(ctx)?;
+    name("alert source", &alert.source).map_err(ctx)?;
+    optional_text("alert description", alert.description.as_deref()).map_err(ctx)?;
+    timestamp("alert start_time", alert.start_time).map_err(ctx)?;
+    optional_timestamp("alert end_time", alert.end_time).map_err(ctx)?;
+    optional_name("alert acknowledged_by", alert.acknowledged_by.as_deref()).map_err(ctx)?;
+    optional_timestamp("alert acknowledged_at", alert.acknowledged_at).map_err(ctx)?;
+    optional_name("alert resolved_by", alert.resolved_by.as_deref()).map_err(ctx)?;
+    optional_timestamp("alert resolved_at", alert.resolved_at).map_err(ctx)?;
+    tags("alert labels", &alert.labels).map_err(ctx)?;
+    for (key, value) in &alert.annotations {
+        name(format_args!("alert annotations key {key:?}"), key).map_err(ctx)?;
+        text(format_args!("alert annotations[{key:?}]"), value).map_err(ctx)?;
+    }
+    metadata("alert metadata", &alert.metadata).map_err(ctx)?;
+    timestamp("alert created_at", alert.created_at).map_err(ctx)?;
+    timestamp("alert updated_at", alert.updated_at).map_err(ctx)
+}
+
+/// Checks one agent state.
+pub fn agent_state(state: &AgentState) -> Result<()> {
+    name("agent state id", &state.id)?;
+    let ctx = |e: Error| e.with_context("agent_state_id", &state.id);
+    name("agent_id", &state.agent_id).map_err(ctx)?;
+    name("agent status", &state.status).map_err(ctx)?;
+    metadata("agent metrics", &state.metrics).map_err(ctx)?;
+    metadata("agent metadata", &state.metadata).map_err(ctx)?;
+    timestamp("agent last_heartbeat", state.last_heartbeat).map_err(ctx)?;
+    timestamp("agent created_at", state.created_at).map_err(ctx)?;
+    timestamp("agent updated_at", state.updated_at).map_err(ctx)
+}
+
+/// Checks a whole batch before any of it is written: one bad item rejects the batch.
+pub fn metrics(batch: &[Metric]) -> Result<()> {
+    batch.iter().try_for_each(metric)
+}
+
+/// Checks a batch of alerts.
+pub fn alerts(batch: &[Alert]) -> Result<()> {
+    batch.iter().try_for_each(alert)
+}
+
+/// Checks a batch of agent states.
+pub fn agent_states(batch: &[AgentState]) -> Result<()> {
+    batch.iter().try_for_each(agent_state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MetricType, MetricValue};
+    use crate::{ErrorKind, time};
+
+    fn cpu() -> Metric {
+        Metric::new("m1", "cpu", MetricType::Gauge)
+    }
+
+    #[test]
+    fn nan_and_infinities_are_rejected_naming_the_sample() {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let m = cpu().with_value(MetricValue::new(time::now(), bad));
+            let err = metric(&m).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("values[0].value"), "{err}");
+        }
+    }
+
+    #[test]
+    fn control_characters_and_empty_names_are_rejected() {
+        for bad in ["", "a\nb", "tab\there", "nul\0"] {
+            assert!(name("name", bad).is_err(), "{bad:?}");
+        }
+        assert!(name("name", "quotes ' \" , = * \\ 🚀").is_ok());
+    }
+
+    #[test]
+    fn long_tag_values_are_rejected() {
+        let m =
+            cpu().with_value(MetricValue::new(time::now(), 1.0).tag("k", "x".repeat(10 * 1024)));
+        let err = metric(&m).unwrap_err();
+        assert!(err.to_string().contains("limit is 4096"), "{err}");
+    }
+
+    #[test]
+    fn nul_in_metadata_is_rejected() {
+        let mut m = cpu();
+        m.metadata
+            .insert("k".into(), serde_json::json!(["ok", "bad\u{0}"]));
+        assert!(metric(&m).is_err());
+    }
+}
