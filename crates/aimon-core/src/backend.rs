@@ -210,3 +210,13 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// Releases connections. Later calls fail with `Unavailable`.
     async fn close(&self) -> Result<()>;
 }
+
+/// Names the backend and its type; never its connection string.
+impl std::fmt::Debug for dyn StorageBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageBackend")
+            .field("name", &self.name())
+            .field("backend_type", &self.backend_type())
+            .finish_non_exhaustive()
+    }
+}

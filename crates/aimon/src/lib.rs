@@ -1,0 +1,39 @@
+//! # aimon
+//!
+//! Storage for monitoring fleets of AI agents. Applications record **metrics** (time series of
+//! tagged samples: tokens, latency, cost), **alerts** (severity, lifecycle, labels) and **agent
+//! states** (status, heartbeat), and aimon stores and queries them through one async trait,
+//! [`StorageBackend`], over several backends that give the same answers.
+//!
+//! | cargo feature | backend | URL |
+//! |---|---|---|
+//! | always | in-memory reference | `memory://` |
+//! | `sqlite` (default) | SQLite, embedded | `sqlite://path`, `sqlite::memory:` |
+//!
+//! The Redis, PostgreSQL/TimescaleDB, InfluxDB and Qdrant drivers are planned; until they ship,
+//! asking for them is a clear [`ErrorKind::ConfigInvalid`] error, never a stub.
+//!
+//! ```
+//! use aimon::{Metric, MetricType, MetricValue, MetricQuery, StorageManager, StorageConfig};
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let storage = StorageManager::new();
+//! storage.initialize_backend(StorageConfig::from_url("main", "memory://")?).await?;
+//!
+//! let metric = Metric::new("agent-1/latency", "llm.latency_ms", MetricType::Gauge)
+//!     .with_value(MetricValue::new(aimon::time::now(), 842.0).tag("model", "large"));
+//! storage.save_metric(&metric, None).await?;
+//!
+//! let found = storage.query_metrics(&MetricQuery::new().name("llm.latency_ms"), None).await?;
+//! assert_eq!(found.len(), 1);
+//! # Ok::<(), aimon::Error>(())
+//! # }).unwrap();
+//! ```
+#![deny(unsafe_code)]
+
+pub use aimon_core::*;
+pub use aimon_registry::{
+    BackendDescriptor, StorageManager, descriptors, is_available, open, open_url,
+};
+
+#[cfg(feature = "sqlite")]
+pub use aimon_sqlite as sqlite;
