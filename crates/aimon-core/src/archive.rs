@@ -15,7 +15,7 @@
 //! Restoring reads the archive twice: the first pass checks every line (JSON, validation, counts
 //! against the manifest) without writing anything, the second merges the items in batches by
 //! the keys of DESIGN.md rules 1, 4 and 5. A damaged archive is therefore rejected whole with
-//! [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted) and the store is left untouched.
+//! [`crate::ErrorKind::Corrupted`] and the store is left untouched.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};

@@ -3,6 +3,7 @@
 //! as the backend value; nothing is persisted except through `backup`.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -29,11 +30,26 @@ use crate::{archive, time, validate};
 /// Samples of one series keyed by (timestamp µs, canonical tags JSON).
 type Samples = BTreeMap<(i64, String), (Tags, f64)>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Series {
     /// Metadata; `values` stays empty here.
     meta: Metric,
     samples: Samples,
+}
+
+/// The metadata of `metric` without its samples, as a series stores it.
+fn series_metadata(metric: &Metric, created_at: chrono::DateTime<chrono::Utc>) -> Metric {
+    Metric {
+        id: metric.id.clone(),
+        name: metric.name.clone(),
+        metric_type: metric.metric_type,
+        description: metric.description.clone(),
+        unit: metric.unit.clone(),
+        values: Vec::new(),
+        metadata: metric.metadata.clone(),
+        created_at,
+        updated_at: time::truncate(metric.updated_at),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -41,12 +57,6 @@ struct Store {
     series: BTreeMap<String, Series>,
     alerts: BTreeMap<String, Alert>,
     agents: BTreeMap<String, AgentState>,
-}
-
-impl Default for Metric {
-    fn default() -> Self {
-        Metric::new("", "", crate::model::MetricType::Gauge)
-    }
 }
 
 /// The in-memory backend.
@@ -201,17 +211,16 @@ impl StorageBackend for MemoryBackend {
                 if live.is_empty() && !meta_live && !store.series.contains_key(&metric.id) {
                     continue;
                 }
-                let series = store.series.entry(metric.id.clone()).or_default();
-                let created_at = if series.meta.id.is_empty() {
-                    time::truncate(metric.created_at)
-                } else {
-                    series.meta.created_at
-                };
-                series.meta = Metric {
-                    values: Vec::new(),
-                    created_at,
-                    updated_at: time::truncate(metric.updated_at),
-                    ..metric.clone()
+                let series = match store.series.entry(metric.id.clone()) {
+                    Entry::Occupied(entry) => {
+                        let series = entry.into_mut();
+                        series.meta = series_metadata(metric, series.meta.created_at);
+                        series
+                    }
+                    Entry::Vacant(entry) => entry.insert(Series {
+                        meta: series_metadata(metric, time::truncate(metric.created_at)),
+                        samples: Samples::new(),
+                    }),
                 };
                 for sample in &live {
                     let key = (time::to_micros(sample.timestamp), tags_json(&sample.tags));
