@@ -376,7 +376,14 @@ fn read_lines<T: DeserializeOwned>(
     file: &Path,
     mut each: impl FnMut(T, usize) -> Result<()>,
 ) -> Result<()> {
-    let reader = BufReader::new(MultiGzDecoder::new(BufReader::new(File::open(file)?)));
+    let opened = File::open(file).map_err(|e| {
+        Error::new(
+            ErrorKind::Corrupted,
+            format!("{} is missing from the archive", file.display()),
+        )
+        .with_source(e)
+    })?;
+    let reader = BufReader::new(MultiGzDecoder::new(BufReader::new(opened)));
     for (index, line) in reader.lines().enumerate() {
         let line_no = index + 1;
         let corrupted = |what: &str| {

@@ -66,11 +66,8 @@ pub fn descriptors() -> Vec<BackendDescriptor> {
 
 /// Whether `backend_type` can be opened by this build.
 pub fn is_available(backend_type: StorageBackendType) -> bool {
-    match backend_type {
-        StorageBackendType::Memory => true,
-        StorageBackendType::Sqlite => cfg!(feature = "sqlite"),
-        _ => false,
-    }
+    backend_type == StorageBackendType::Memory
+        || (backend_type == StorageBackendType::Sqlite && cfg!(feature = "sqlite"))
 }
 
 fn unavailable(backend_type: StorageBackendType) -> Error {

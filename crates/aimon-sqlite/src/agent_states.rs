@@ -1,0 +1,125 @@
+//! Agent states: the latest state per agent (an equal heartbeat replaces, an older one is
+//! superseded), reads and queries.
+
+use aimon_core::query::{AgentStateQuery, tie_breaker};
+use aimon_core::{AgentState, DataKind, Result, RetentionPolicy, WriteReport, time, validate};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::alerts::metadata;
+use crate::backend::{DbResult, SqliteBackend};
+use crate::sql::{Sql, push_filters, push_order_and_page};
+
+/// The columns of `agent_states`, in the order [`state_from_row`] reads them.
+pub(crate) const STATE_COLUMNS: &str =
+    "agent_id, id, status, metrics, last_heartbeat, metadata, created_at, updated_at";
+
+/// The update half of the agent-state upsert: only a state at least as recent replaces.
+macro_rules! state_update {
+    () => {
+        "id = excluded.id, status = excluded.status, metrics = excluded.metrics, \
+         last_heartbeat = excluded.last_heartbeat, metadata = excluded.metadata, \
+         created_at = excluded.created_at, updated_at = excluded.updated_at \
+         WHERE excluded.last_heartbeat >= agent_states.last_heartbeat"
+    };
+}
+pub(crate) use state_update;
+
+const UPSERT_STATE: &str = concat!(
+    "INSERT INTO agent_states (agent_id, id, status, metrics, last_heartbeat, metadata, \
+     created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (agent_id) DO UPDATE SET ",
+    state_update!()
+);
+
+pub(crate) fn state_from_row(row: &SqliteRow) -> Result<AgentState> {
+    Ok(AgentState {
+        agent_id: row.try_get(0).db()?,
+        id: row.try_get(1).db()?,
+        status: row.try_get(2).db()?,
+        metrics: metadata(row, 3, "agent metrics")?,
+        last_heartbeat: time::from_micros(row.try_get(4).db()?),
+        metadata: metadata(row, 5, "agent metadata")?,
+        created_at: time::from_micros(row.try_get(6).db()?),
+        updated_at: time::from_micros(row.try_get(7).db()?),
+    })
+}
+
+impl SqliteBackend {
+    pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
+        validate::agent_states(states)?;
+        let cutoff = self.config.retention.agent_state_cutoff(time::now());
+        let mut report = WriteReport::default();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db()?;
+        for state in states {
+            if !RetentionPolicy::is_live(cutoff, state.last_heartbeat) {
+                report.expired += 1;
+                continue;
+            }
+            let done = sqlx::query(UPSERT_STATE)
+                .bind(state.agent_id.as_str())
+                .bind(state.id.as_str())
+                .bind(state.status.as_str())
+                .bind(serde_json::to_string(&state.metrics)?)
+                .bind(time::to_micros(state.last_heartbeat))
+                .bind(serde_json::to_string(&state.metadata)?)
+                .bind(time::to_micros(state.created_at))
+                .bind(time::to_micros(state.updated_at))
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            if done.rows_affected() == 0 {
+                report.superseded += 1;
+            } else {
+                report.written += 1;
+            }
+        }
+        tx.commit().await.db()?;
+        Ok(report)
+    }
+
+    pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+        validate::name("agent_id", agent_id)?;
+        let cutoff = self.config.retention.agent_state_cutoff(time::now());
+        let mut sql = Sql::new("SELECT ");
+        sql.push(STATE_COLUMNS)
+            .push(" FROM agent_states WHERE agent_id = ")
+            .bind(agent_id)
+            .push(" AND last_heartbeat >= ")
+            .bind(cutoff.unwrap_or(i64::MIN));
+        sql.query()
+            .fetch_optional(&self.pool)
+            .await
+            .db()?
+            .as_ref()
+            .map(state_from_row)
+            .transpose()
+    }
+
+    pub(crate) async fn select_agent_states(
+        &self,
+        query: &AgentStateQuery,
+    ) -> Result<Vec<AgentState>> {
+        let options = query.resolve()?;
+        let cutoff = self.config.retention.agent_state_cutoff(time::now());
+        let mut sql = Sql::new("SELECT ");
+        sql.push(STATE_COLUMNS)
+            .push(" FROM agent_states WHERE last_heartbeat >= ")
+            .bind(cutoff.unwrap_or(i64::MIN));
+        if let Some(status) = &query.status {
+            sql.push(" AND status = ").bind(status.as_str());
+        }
+        if let Some(after) = query.heartbeat_after_micros() {
+            sql.push(" AND last_heartbeat >= ").bind(after);
+        }
+        push_filters(&mut sql, &options, "metadata");
+        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::AgentStates));
+        sql.query()
+            .fetch_all(&self.pool)
+            .await
+            .db()?
+            .iter()
+            .map(state_from_row)
+            .collect()
+    }
+}

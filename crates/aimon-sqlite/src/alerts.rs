@@ -1,0 +1,180 @@
+//! Alerts: upserts by id, reads and queries.
+
+use aimon_core::query::{AlertQuery, tie_breaker};
+use aimon_core::{
+    Alert, AlertSeverity, AlertStatus, DataKind, Metadata, Result, RetentionPolicy, Tags,
+    WriteReport, model::tags_json, time, validate,
+};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::backend::{DbResult, SqliteBackend};
+use crate::error::corrupted;
+use crate::sql::{Sql, push_filters, push_order_and_page, push_tag_match};
+
+/// The columns of `alerts`, in the order [`alert_from_row`] reads them and
+/// [`UPSERT_ALERT`] binds them.
+pub(crate) const ALERT_COLUMNS: &str = "id, name, description, severity, source, status, \
+    start_time, end_time, acknowledged_by, acknowledged_at, resolved_by, resolved_at, labels, \
+    annotations, metadata, created_at, updated_at";
+
+/// The update half of the alert upsert: every column but the key.
+macro_rules! alert_update {
+    () => {
+        "name = excluded.name, description = excluded.description, \
+         severity = excluded.severity, source = excluded.source, status = excluded.status, \
+         start_time = excluded.start_time, end_time = excluded.end_time, \
+         acknowledged_by = excluded.acknowledged_by, acknowledged_at = excluded.acknowledged_at, \
+         resolved_by = excluded.resolved_by, resolved_at = excluded.resolved_at, \
+         labels = excluded.labels, annotations = excluded.annotations, \
+         metadata = excluded.metadata, created_at = excluded.created_at, \
+         updated_at = excluded.updated_at"
+    };
+}
+pub(crate) use alert_update;
+
+const UPSERT_ALERT: &str = concat!(
+    "INSERT INTO alerts (id, name, description, severity, source, status, start_time, \
+     end_time, acknowledged_by, acknowledged_at, resolved_by, resolved_at, labels, annotations, \
+     metadata, created_at, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (id) DO UPDATE SET ",
+    alert_update!()
+);
+
+fn micros(row: &SqliteRow, i: usize) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    Ok(row
+        .try_get::<Option<i64>, _>(i)
+        .db()?
+        .map(time::from_micros))
+}
+
+fn tags(row: &SqliteRow, i: usize, what: &str) -> Result<Tags> {
+    let text: String = row.try_get(i).db()?;
+    serde_json::from_str(&text).map_err(|e| corrupted(what).with_source(e))
+}
+
+pub(crate) fn metadata(row: &SqliteRow, i: usize, what: &str) -> Result<Metadata> {
+    let text: String = row.try_get(i).db()?;
+    serde_json::from_str(&text).map_err(|e| corrupted(what).with_source(e))
+}
+
+pub(crate) fn alert_from_row(row: &SqliteRow) -> Result<Alert> {
+    let severity: i64 = row.try_get(3).db()?;
+    let status: String = row.try_get(5).db()?;
+    let required = |i| -> Result<_> { micros(row, i)?.ok_or_else(|| corrupted("alert time")) };
+    Ok(Alert {
+        id: row.try_get(0).db()?,
+        name: row.try_get(1).db()?,
+        description: row.try_get(2).db()?,
+        severity: AlertSeverity::from_rank(severity).ok_or_else(|| corrupted("alert severity"))?,
+        source: row.try_get(4).db()?,
+        status: status
+            .parse::<AlertStatus>()
+            .map_err(|_| corrupted("alert status"))?,
+        start_time: required(6)?,
+        end_time: micros(row, 7)?,
+        acknowledged_by: row.try_get(8).db()?,
+        acknowledged_at: micros(row, 9)?,
+        resolved_by: row.try_get(10).db()?,
+        resolved_at: micros(row, 11)?,
+        labels: tags(row, 12, "alert labels")?,
+        annotations: tags(row, 13, "alert annotations")?,
+        metadata: metadata(row, 14, "alert metadata")?,
+        created_at: required(15)?,
+        updated_at: required(16)?,
+    })
+}
+
+impl SqliteBackend {
+    pub(crate) async fn write_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
+        validate::alerts(alerts)?;
+        let cutoff = self.config.retention.alert_cutoff(time::now());
+        let mut report = WriteReport::default();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db()?;
+        for alert in alerts {
+            if !RetentionPolicy::is_live(cutoff, alert.updated_at) {
+                report.expired += 1;
+                continue;
+            }
+            sqlx::query(UPSERT_ALERT)
+                .bind(alert.id.as_str())
+                .bind(alert.name.as_str())
+                .bind(alert.description.as_deref())
+                .bind(alert.severity.rank())
+                .bind(alert.source.as_str())
+                .bind(alert.status.as_str())
+                .bind(time::to_micros(alert.start_time))
+                .bind(alert.end_time.map(time::to_micros))
+                .bind(alert.acknowledged_by.as_deref())
+                .bind(alert.acknowledged_at.map(time::to_micros))
+                .bind(alert.resolved_by.as_deref())
+                .bind(alert.resolved_at.map(time::to_micros))
+                .bind(tags_json(&alert.labels))
+                .bind(tags_json(&alert.annotations))
+                .bind(serde_json::to_string(&alert.metadata)?)
+                .bind(time::to_micros(alert.created_at))
+                .bind(time::to_micros(alert.updated_at))
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            report.written += 1;
+        }
+        tx.commit().await.db()?;
+        Ok(report)
+    }
+
+    pub(crate) async fn read_alert(&self, id: &str) -> Result<Option<Alert>> {
+        validate::name("id", id)?;
+        let cutoff = self.config.retention.alert_cutoff(time::now());
+        let mut sql = Sql::new("SELECT ");
+        sql.push(ALERT_COLUMNS)
+            .push(" FROM alerts WHERE id = ")
+            .bind(id)
+            .push(" AND updated_at >= ")
+            .bind(cutoff.unwrap_or(i64::MIN));
+        sql.query()
+            .fetch_optional(&self.pool)
+            .await
+            .db()?
+            .as_ref()
+            .map(alert_from_row)
+            .transpose()
+    }
+
+    pub(crate) async fn select_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
+        let options = query.resolve()?;
+        let range = query.range_micros();
+        let cutoff = self.config.retention.alert_cutoff(time::now());
+        let mut sql = Sql::new("SELECT ");
+        sql.push(ALERT_COLUMNS)
+            .push(" FROM alerts WHERE updated_at >= ")
+            .bind(cutoff.unwrap_or(i64::MIN))
+            .push(" AND start_time >= ")
+            .bind(range.start)
+            .push(" AND start_time < ")
+            .bind(range.end);
+        if let Some(status) = query.status {
+            sql.push(" AND status = ").bind(status.as_str());
+        }
+        if let Some(severity) = query.severity {
+            sql.push(" AND severity = ").bind(severity.rank());
+        }
+        if let Some(severity) = query.min_severity {
+            sql.push(" AND severity >= ").bind(severity.rank());
+        }
+        if let Some(source) = &query.source {
+            sql.push(" AND source = ").bind(source.as_str());
+        }
+        push_tag_match(&mut sql, "labels", &query.labels);
+        push_filters(&mut sql, &options, "labels");
+        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::Alerts));
+        sql.query()
+            .fetch_all(&self.pool)
+            .await
+            .db()?
+            .iter()
+            .map(alert_from_row)
+            .collect()
+    }
+}

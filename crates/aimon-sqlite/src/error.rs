@@ -1,0 +1,69 @@
+//! Mapping sqlx errors onto [`aimon_core::Error`] kinds.
+
+use aimon_core::{Error, ErrorKind};
+
+/// SQLite primary result codes this crate branches on.
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+const SQLITE_CORRUPT: i64 = 11;
+const SQLITE_CANTOPEN: i64 = 14;
+const SQLITE_NOTADB: i64 = 26;
+
+/// The kind of a sqlx error: a busy or locked database and connection loss are `Unavailable`
+/// (retryable), an exhausted pool is `Timeout`, a damaged file is `Corrupted`, any other
+/// database error is `Backend`.
+pub(crate) fn kind_of(err: &sqlx::Error) -> ErrorKind {
+    match err {
+        sqlx::Error::PoolTimedOut => ErrorKind::Timeout,
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed | sqlx::Error::Io(_) => {
+            ErrorKind::Unavailable
+        }
+        sqlx::Error::Configuration(_) => ErrorKind::ConfigInvalid,
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => ErrorKind::Corrupted,
+        sqlx::Error::Database(db) => {
+            let code = db
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .map(|c| c & 0xff);
+            match code {
+                Some(SQLITE_BUSY | SQLITE_LOCKED) => ErrorKind::Unavailable,
+                Some(SQLITE_CANTOPEN) => ErrorKind::Unavailable,
+                Some(SQLITE_CORRUPT | SQLITE_NOTADB) => ErrorKind::Corrupted,
+                _ if db.message().contains("database is locked") => ErrorKind::Unavailable,
+                _ => ErrorKind::Backend,
+            }
+        }
+        _ => ErrorKind::Backend,
+    }
+}
+
+/// Wraps a sqlx error.
+pub(crate) fn from_sqlx(err: sqlx::Error) -> Error {
+    let kind = kind_of(&err);
+    let message = match kind {
+        ErrorKind::Timeout => "timed out waiting for a database connection",
+        ErrorKind::Unavailable => "the database is unavailable",
+        ErrorKind::Corrupted => "the database holds data it cannot read",
+        ErrorKind::ConfigInvalid => "the database configuration is invalid",
+        _ => "the database reported an error",
+    };
+    Error::new(kind, message).with_source(err)
+}
+
+/// A stored value that does not decode.
+pub(crate) fn corrupted(what: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Corrupted, format!("stored {what} is malformed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_errors_map_to_retryable_kinds() {
+        assert_eq!(kind_of(&sqlx::Error::PoolTimedOut), ErrorKind::Timeout);
+        assert_eq!(kind_of(&sqlx::Error::PoolClosed), ErrorKind::Unavailable);
+        assert!(from_sqlx(sqlx::Error::PoolClosed).is_retryable());
+        assert_eq!(kind_of(&sqlx::Error::RowNotFound), ErrorKind::Backend);
+    }
+}

@@ -1,0 +1,95 @@
+//! # aimon-sqlite
+//!
+//! The embedded SQLite backend of aimon (through sqlx), aimon's default store. It follows the
+//! shared semantics of `DESIGN.md` and `docs/semantics.md` and answers every call exactly as
+//! the reference [`aimon_core::MemoryBackend`] does.
+//!
+//! ```no_run
+//! # async fn demo() -> aimon_core::Result<()> {
+//! use aimon_core::{StorageBackend, StorageConfig};
+//! let config = StorageConfig::from_url("local", "sqlite://data/aimon.db")?
+//!     .option("metric_ttl_seconds", 86_400);
+//! let store = aimon_sqlite::SqliteBackend::connect(&config).await?;
+//! println!("{:?}", store.stats().await?);
+//! # Ok(()) }
+//! ```
+//!
+//! ## URLs
+//! | URL | database |
+//! |---|---|
+//! | `sqlite://data/aimon.db`, `sqlite:data/aimon.db` | the relative path `data/aimon.db` |
+//! | `sqlite:///var/lib/aimon.db` | the absolute path `/var/lib/aimon.db` |
+//! | `sqlite::memory:`, `sqlite://:memory:` | a private in-memory database, alive as long as the backend |
+//!
+//! The file and its schema are created on first use (embedded sqlx migrations in
+//! `migrations/`). Files use the WAL journal, `synchronous=NORMAL` and a busy timeout; an
+//! in-memory database uses one shared connection so that its data persists across calls.
+//!
+//! ## Options
+//! | option | meaning | default |
+//! |---|---|---|
+//! | `metric_ttl_seconds`, `alert_ttl_seconds`, `agent_state_ttl_seconds` | retention (DESIGN.md rule 6) | keep forever |
+//! | `max_connections` | pool size (always 1 in memory) | 8 |
+//! | `busy_timeout_ms` | how long a statement waits for another connection's lock | 5000 |
+//!
+//! Any other option is a `ConfigInvalid` error that names it.
+//!
+//! ## Schema
+//! Timestamps are `INTEGER` microseconds since the Unix epoch; JSON is `TEXT`.
+//! - `series(id PRIMARY KEY, name, type, description, unit, metadata, created_at, updated_at)`,
+//!   indexed by `name` and `updated_at`: one row per metric id. A rewrite replaces everything
+//!   but `created_at`.
+//! - `samples(series_id, ts, tags, value, PRIMARY KEY (series_id, ts, tags)) WITHOUT ROWID`:
+//!   `tags` is the canonical JSON of [`aimon_core::model::tags_json`], so a rewritten (series,
+//!   timestamp, tags) key overwrites and samples sharing a timestamp order by tags. `value`
+//!   holds doubles in a column without declared type, so every `f64` (even `-0.0`) round-trips
+//!   bit for bit.
+//! - `alerts(id PRIMARY KEY, …, severity INTEGER, labels, annotations, metadata, …)`: the
+//!   severity is its rank (`info` 0 … `critical` 4) so it orders; indexed by status, severity,
+//!   start time, source and `updated_at`.
+//! - `agent_states(agent_id PRIMARY KEY, id, status, metrics, last_heartbeat, …)`: the latest
+//!   state per agent; an upsert replaces the stored state only when its heartbeat is not older.
+//!
+//! Tag and label filters read the JSON with `json_each`, which decodes keys, so any valid key
+//! (quotes, dots, brackets, emoji) is safe; text compares by bytes (`BINARY` collation).
+//! Queries are built at run time from core's fixed field lists with every value in a bind
+//! parameter. `metric_history` runs in SQL: buckets are `ts - ts % step`, `avg`/`sum`/`min`/
+//! `max`/`count` are SQL aggregates, `first`/`last` a `ROW_NUMBER()` window ordered by
+//! (timestamp, series id, tags).
+//!
+//! ## Bulk inserts
+//! A batch of metrics is one `BEGIN IMMEDIATE` transaction, validated whole first. Samples go
+//! in with multi-row `INSERT … VALUES (…), (…) … ON CONFLICT DO UPDATE` statements of
+//! 500 rows each (a fixed size, so the prepared statement is cached), plus one statement for
+//! the remainder: per-row statements would pay a round trip to sqlx's worker thread per sample.
+//!
+//! ## Retention, backup
+//! Reads hide expired data themselves; `apply_retention` sweeps it with `DELETE`s over indexed
+//! columns. `BackupFormat::Native` writes a database file with `VACUUM INTO` and restores one by
+//! attaching it read-only and merging its rows with the write rules (retention applied);
+//! `BackupFormat::Portable` is aimon's archive. `subscribe` is unsupported (no cross-process
+//! notifications in SQLite).
+#![deny(unsafe_code)]
+
+mod agent_states;
+mod alerts;
+pub mod backend;
+mod backup;
+pub mod config;
+mod error;
+mod metrics;
+mod retention;
+mod sql;
+mod stats;
+
+pub use backend::SqliteBackend;
+pub use config::{SqliteConfig, SqliteLocation};
+
+/// The URL schemes this backend opens.
+pub const SCHEMES: &[&str] = &["sqlite"];
+
+/// Opens the database a `sqlite` configuration describes; the same as
+/// [`SqliteBackend::connect`].
+pub async fn connect(config: &aimon_core::StorageConfig) -> aimon_core::Result<SqliteBackend> {
+    SqliteBackend::connect(config).await
+}

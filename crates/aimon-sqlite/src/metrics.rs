@@ -1,0 +1,395 @@
+//! Series and samples: writes, reads, queries and the SQL `metric_history`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use aimon_core::query::{
+    Aggregation, HistoryBucket, HistoryQuery, HistorySeries, MetricQuery, tie_breaker,
+};
+use aimon_core::{
+    DataKind, Metadata, Metric, MetricType, MetricValue, Result, RetentionPolicy, Tags,
+    WriteReport, model::tags_json, time, validate,
+};
+use sqlx::sqlite::{Sqlite, SqliteRow};
+use sqlx::{AssertSqlSafe, Row, Transaction};
+
+use crate::backend::{DbResult, SqliteBackend};
+use crate::error::corrupted;
+use crate::sql::{Sql, push_filters, push_order_and_page, push_tag_match};
+
+/// Rows per multi-row sample `INSERT`: a fixed size, so the statement is prepared once and
+/// cached; 4 parameters a row keeps it far below SQLite's parameter limit.
+pub(crate) const INSERT_CHUNK: usize = 500;
+
+/// The columns of `series`, in the order [`metric_from_row`] reads them.
+pub(crate) const SERIES_COLUMNS: &str =
+    "s.id, s.name, s.\"type\", s.description, s.unit, s.metadata, s.created_at, s.updated_at";
+
+fn insert_samples_sql(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO samples (series_id, ts, tags, value) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?)");
+    }
+    sql.push_str(" ON CONFLICT (series_id, ts, tags) DO UPDATE SET value = excluded.value");
+    sql
+}
+
+static INSERT_CHUNK_SQL: LazyLock<Arc<str>> =
+    LazyLock::new(|| insert_samples_sql(INSERT_CHUNK).into());
+
+const UPSERT_SERIES: &str = "INSERT INTO series \
+    (id, name, \"type\", description, unit, metadata, created_at, updated_at) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+    ON CONFLICT (id) DO UPDATE SET name = excluded.name, \"type\" = excluded.\"type\", \
+    description = excluded.description, unit = excluded.unit, metadata = excluded.metadata, \
+    updated_at = excluded.updated_at";
+
+/// One sample row waiting to be inserted.
+struct SampleRow {
+    series_id: Arc<str>,
+    ts: i64,
+    tags: String,
+    value: f64,
+}
+
+async fn insert_samples(tx: &mut Transaction<'static, Sqlite>, rows: &[SampleRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // Audited: the statement holds only fixed text and placeholders.
+    let sql = if rows.len() == INSERT_CHUNK {
+        AssertSqlSafe(Arc::clone(&INSERT_CHUNK_SQL))
+    } else {
+        AssertSqlSafe(Arc::from(insert_samples_sql(rows.len())))
+    };
+    let mut query = sqlx::query(sql);
+    for row in rows {
+        query = query
+            .bind(Arc::clone(&row.series_id))
+            .bind(row.ts)
+            .bind(row.tags.clone())
+            .bind(row.value);
+    }
+    query.execute(&mut **tx).await.db()?;
+    Ok(())
+}
+
+/// The SQL condition "series `s` is live": it has a live sample or was updated within the TTL.
+pub(crate) fn push_series_live(sql: &mut Sql, cutoff: Option<i64>) {
+    if let Some(cutoff) = cutoff {
+        sql.push(" AND (s.updated_at >= ")
+            .bind(cutoff)
+            .push(" OR EXISTS (SELECT 1 FROM samples x WHERE x.series_id = s.id AND x.ts >= ")
+            .bind(cutoff)
+            .push(" LIMIT 1))");
+    }
+}
+
+pub(crate) fn metric_from_row(row: &SqliteRow) -> Result<Metric> {
+    let get_text = |i: usize| row.try_get::<String, _>(i).db();
+    let metric_type: String = get_text(2)?;
+    let metadata: String = get_text(5)?;
+    Ok(Metric {
+        id: get_text(0)?,
+        name: get_text(1)?,
+        metric_type: metric_type
+            .parse::<MetricType>()
+            .map_err(|_| corrupted("metric type"))?,
+        description: row.try_get(3).db()?,
+        unit: row.try_get(4).db()?,
+        values: Vec::new(),
+        metadata: serde_json::from_str::<Metadata>(&metadata)
+            .map_err(|e| corrupted("series metadata").with_source(e))?,
+        created_at: time::from_micros(row.try_get(6).db()?),
+        updated_at: time::from_micros(row.try_get(7).db()?),
+    })
+}
+
+pub(crate) fn parse_tags(json: &str) -> Result<Tags> {
+    serde_json::from_str(json).map_err(|e| corrupted("sample tags").with_source(e))
+}
+
+fn sample_from_row(row: &SqliteRow, first: usize) -> Result<MetricValue> {
+    let ts: i64 = row.try_get(first).db()?;
+    let tags: String = row.try_get(first + 1).db()?;
+    let value: f64 = row.try_get_unchecked(first + 2).db()?;
+    Ok(MetricValue {
+        timestamp: time::from_micros(ts),
+        value,
+        tags: parse_tags(&tags)?,
+    })
+}
+
+impl SqliteBackend {
+    pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
+        validate::metrics(metrics)?;
+        let cutoff = self.config.retention.metric_cutoff(time::now());
+        let mut report = WriteReport::default();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db()?;
+        let mut pending: Vec<SampleRow> = Vec::with_capacity(INSERT_CHUNK);
+        for metric in metrics {
+            let live = metric
+                .values
+                .iter()
+                .filter(|v| RetentionPolicy::is_live(cutoff, v.timestamp))
+                .count();
+            report.expired += (metric.values.len() - live) as u64;
+            let meta_live = RetentionPolicy::is_live(cutoff, metric.updated_at);
+            if live == 0 && !meta_live {
+                let exists = sqlx::query("SELECT 1 FROM series WHERE id = ?")
+                    .bind(metric.id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .db()?
+                    .is_some();
+                if !exists {
+                    continue;
+                }
+            }
+            sqlx::query(UPSERT_SERIES)
+                .bind(metric.id.as_str())
+                .bind(metric.name.as_str())
+                .bind(metric.metric_type.as_str())
+                .bind(metric.description.as_deref())
+                .bind(metric.unit.as_deref())
+                .bind(serde_json::to_string(&metric.metadata)?)
+                .bind(time::to_micros(metric.created_at))
+                .bind(time::to_micros(metric.updated_at))
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            let series_id: Arc<str> = Arc::from(metric.id.as_str());
+            for sample in &metric.values {
+                if !RetentionPolicy::is_live(cutoff, sample.timestamp) {
+                    continue;
+                }
+                pending.push(SampleRow {
+                    series_id: Arc::clone(&series_id),
+                    ts: time::to_micros(sample.timestamp),
+                    tags: tags_json(&sample.tags),
+                    value: sample.value,
+                });
+                if pending.len() == INSERT_CHUNK {
+                    insert_samples(&mut tx, &pending).await?;
+                    pending.clear();
+                }
+            }
+            report.written += live as u64;
+        }
+        insert_samples(&mut tx, &pending).await?;
+        tx.commit().await.db()?;
+        Ok(report)
+    }
+
+    pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
+        validate::name("id", id)?;
+        let cutoff = self.config.retention.metric_cutoff(time::now());
+        let mut tx = self.pool.begin().await.db()?;
+        let mut sql = Sql::new("SELECT ");
+        sql.push(SERIES_COLUMNS)
+            .push(" FROM series s WHERE s.id = ")
+            .bind(id);
+        push_series_live(&mut sql, cutoff);
+        let Some(row) = sql.query().fetch_optional(&mut *tx).await.db()? else {
+            tx.commit().await.db()?;
+            return Ok(None);
+        };
+        let mut metric = metric_from_row(&row)?;
+        let rows = sqlx::query(
+            "SELECT ts, tags, value FROM samples WHERE series_id = ? AND ts >= ? \
+             ORDER BY ts, tags",
+        )
+        .bind(id)
+        .bind(cutoff.unwrap_or(i64::MIN))
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        tx.commit().await.db()?;
+        metric.values = rows
+            .iter()
+            .map(|row| sample_from_row(row, 0))
+            .collect::<Result<_>>()?;
+        Ok(Some(metric))
+    }
+
+    pub(crate) async fn select_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
+        let options = query.resolve()?;
+        let range = query.range_micros();
+        let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
+        let cutoff = self.config.retention.metric_cutoff(time::now());
+        let low = range.start.max(cutoff.unwrap_or(i64::MIN));
+
+        // The sample condition, shared by the series query (EXISTS) and the sample query.
+        let sample_condition = |sql: &mut Sql| {
+            sql.push(" AND x.ts >= ")
+                .bind(low)
+                .push(" AND x.ts < ")
+                .bind(range.end);
+            push_tag_match(sql, "x.tags", &query.tags);
+        };
+
+        let mut sql = Sql::new("SELECT ");
+        sql.push(SERIES_COLUMNS).push(" FROM series s WHERE 1");
+        if let Some(name) = &query.name {
+            sql.push(" AND s.name = ").bind(name.as_str());
+        }
+        if let Some(t) = query.metric_type {
+            sql.push(" AND s.\"type\" = ").bind(t.as_str());
+        }
+        push_series_live(&mut sql, cutoff);
+        push_filters(&mut sql, &options, "s.labels");
+        if sample_filter {
+            sql.push(" AND EXISTS (SELECT 1 FROM samples x WHERE x.series_id = s.id");
+            sample_condition(&mut sql);
+            sql.push(" LIMIT 1)");
+        }
+        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::Metrics));
+
+        let mut tx = self.pool.begin().await.db()?;
+        let rows = sql.query().fetch_all(&mut *tx).await.db()?;
+        let mut found = rows
+            .iter()
+            .map(metric_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        if found.is_empty() {
+            tx.commit().await.db()?;
+            return Ok(found);
+        }
+        let index: HashMap<String, usize> = found
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
+        let ids: Vec<&str> = found.iter().map(|m| m.id.as_str()).collect();
+        let mut sql = Sql::new(
+            "SELECT x.series_id, x.ts, x.tags, x.value FROM samples x \
+             WHERE x.series_id IN (SELECT j.value FROM json_each(",
+        );
+        sql.bind(serde_json::to_string(&ids)?).push(") AS j)");
+        sample_condition(&mut sql);
+        sql.push(" ORDER BY x.series_id, x.ts, x.tags");
+        let rows = sql.query().fetch_all(&mut *tx).await.db()?;
+        tx.commit().await.db()?;
+        for row in &rows {
+            let series_id: String = row.try_get(0).db()?;
+            let Some(&i) = index.get(&series_id) else {
+                continue;
+            };
+            found[i].values.push(sample_from_row(row, 1)?);
+        }
+        Ok(found)
+    }
+
+    pub(crate) async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
+        query.validate()?;
+        let range = query.range_micros();
+        let cutoff = self.config.retention.metric_cutoff(time::now());
+        let low = range.start.max(cutoff.unwrap_or(i64::MIN));
+
+        let mut inner = Sql::new("SELECT ");
+        match &query.group_by {
+            Some(tag) => {
+                inner
+                    .push("(SELECT j.value FROM json_each(x.tags) AS j WHERE j.key = ")
+                    .bind(tag.as_str())
+                    .push(")");
+            }
+            None => {
+                inner.push("NULL");
+            }
+        }
+        inner
+            .push(" AS grp, x.ts - (x.ts % ")
+            .bind(query.step_micros())
+            .push(
+                ") AS bucket, x.ts AS ts, x.series_id AS sid, x.tags AS tags, x.value AS value \
+                   FROM samples x JOIN series s ON s.id = x.series_id WHERE s.name = ",
+            )
+            .bind(query.name.as_str())
+            .push(" AND x.ts >= ")
+            .bind(low)
+            .push(" AND x.ts < ")
+            .bind(range.end);
+        push_tag_match(&mut inner, "x.tags", &query.tags);
+
+        let mut sql = Sql::default();
+        let window = |order: &str| {
+            format!(
+                "SELECT grp, bucket, value, cnt FROM (SELECT grp, bucket, value, \
+                 ROW_NUMBER() OVER (PARTITION BY grp, bucket ORDER BY {order}) AS rn, \
+                 COUNT(*) OVER (PARTITION BY grp, bucket) AS cnt FROM ("
+            )
+        };
+        let (head, tail) = match query.aggregation {
+            Aggregation::First => (
+                window("ts ASC, sid ASC, tags ASC"),
+                ")) WHERE rn = 1 ORDER BY grp, bucket",
+            ),
+            Aggregation::Last => (
+                window("ts DESC, sid DESC, tags DESC"),
+                ")) WHERE rn = 1 ORDER BY grp, bucket",
+            ),
+            other => {
+                let aggregate = match other {
+                    Aggregation::Sum => "SUM(value)",
+                    Aggregation::Min => "MIN(value)",
+                    Aggregation::Max => "MAX(value)",
+                    Aggregation::Count => "COUNT(*)",
+                    _ => "AVG(value)",
+                };
+                (
+                    format!("SELECT grp, bucket, CAST({aggregate} AS REAL), COUNT(*) FROM ("),
+                    ") GROUP BY grp, bucket ORDER BY grp, bucket",
+                )
+            }
+        };
+        sql.push(&head);
+        sql.text.push_str(&inner.text);
+        sql.args.extend(inner.args);
+        sql.push(tail);
+
+        let rows = sql.query().fetch_all(&self.pool).await.db()?;
+        let mut out: Vec<HistorySeries> = Vec::new();
+        for row in &rows {
+            let group: Option<String> = row.try_get(0).db()?;
+            let bucket: i64 = row.try_get(1).db()?;
+            let value: f64 = row.try_get_unchecked(2).db()?;
+            let count: i64 = row.try_get(3).db()?;
+            let count = u64::try_from(count).unwrap_or(0);
+            let value = if query.aggregation == Aggregation::Count {
+                count as f64
+            } else {
+                value
+            };
+            let bucket = HistoryBucket {
+                start: time::from_micros(bucket),
+                value,
+                count,
+            };
+            match out.last_mut() {
+                Some(series) if series.group == group => series.buckets.push(bucket),
+                _ => out.push(HistorySeries {
+                    group,
+                    buckets: vec![bucket],
+                }),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_statement_has_four_placeholders_a_row() {
+        let sql = insert_samples_sql(3);
+        assert_eq!(sql.matches('?').count(), 12);
+        assert!(sql.contains("ON CONFLICT (series_id, ts, tags) DO UPDATE"));
+        assert_eq!(INSERT_CHUNK_SQL.matches('?').count(), INSERT_CHUNK * 4);
+    }
+}

@@ -1,0 +1,739 @@
+//! Fixtures: how the conformance suite gets a fresh, empty backend for each check.
+//!
+//! A [`Fixture`] opens backends of one kind, each [`Fixture::open`] in a new namespace (a fresh
+//! file for SQLite, a fresh key prefix / schema / database / collection for servers), so checks
+//! never see each other's data and run in parallel.
+//!
+//! Server backends are found by [`resolve_server`], in the order DESIGN.md "Testing" fixes:
+//!
+//! 1. an environment URL, `AIMON_TEST_<BACKEND>_URL` (e.g. `AIMON_TEST_REDIS_URL`);
+//! 2. a local server binary ([`ServerSpec::binary`]) on `PATH`, started once per test binary on a
+//!    free `127.0.0.1` port in a temporary directory ([`LocalServer`]);
+//! 3. with the cargo feature `containers`, a container of [`ServerSpec::container`] where a
+//!    Docker engine answers;
+//! 4. else the backend is **skipped**, reported on stderr as `SKIPPED <backend>: <reason>` —
+//!    unless `AIMON_REQUIRE` (comma-separated backend names, or `all`) names it, in which case
+//!    every check **fails** with the reason.
+//!
+//! A driver issue adds one `ServerSpec` constant and one fixture function like
+//! [`memory`] / [`sqlite`] below; see `docs/testing.md`.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::future::Future;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aimon_core::{Result, StorageBackend, StorageConfig};
+
+/// A boxed future, as openers return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Turns a configuration into a backend. The default is [`aimon_registry::open`]; a backend that
+/// lives outside this workspace passes its own constructor ([`Fixture::with_opener`]).
+pub type Opener =
+    Arc<dyn Fn(StorageConfig) -> BoxFuture<Result<Arc<dyn StorageBackend>>> + Send + Sync>;
+
+/// Builds the configuration of one namespace: gets the namespace name (see [`unique_namespace`])
+/// and returns the `StorageConfig` (URL and options) that opens an empty store there.
+pub type ConfigFn = Arc<dyn Fn(&str) -> StorageConfig + Send + Sync>;
+
+/// Opens fresh backends of one kind. Cheap to build; the conformance macro builds one per check.
+#[derive(Clone)]
+pub struct Fixture {
+    backend: String,
+    config: ConfigFn,
+    opener: Opener,
+    guards: Vec<Arc<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Fixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fixture")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fixture {
+    /// A fixture for `backend` (its short name, as in `AIMON_REQUIRE`) whose namespaces are
+    /// configured by `config` and opened through the registry.
+    pub fn new(
+        backend: impl Into<String>,
+        config: impl Fn(&str) -> StorageConfig + Send + Sync + 'static,
+    ) -> Self {
+        Fixture {
+            backend: backend.into(),
+            config: Arc::new(config),
+            opener: Arc::new(|config: StorageConfig| {
+                Box::pin(async move { aimon_registry::open(&config).await })
+            }),
+            guards: Vec::new(),
+        }
+    }
+
+    /// Opens namespaces with `opener` instead of the registry: for a backend that is not
+    /// registered in `aimon-registry` (one written outside this workspace).
+    pub fn with_opener<F, Fut>(mut self, opener: F) -> Self
+    where
+        F: Fn(StorageConfig) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Arc<dyn StorageBackend>>> + Send + 'static,
+    {
+        self.opener = Arc::new(move |config| Box::pin(opener(config)));
+        self
+    }
+
+    /// Keeps `guard` (a temporary directory, a server handle…) alive as long as the fixture.
+    pub fn with_guard(mut self, guard: impl Any + Send + Sync) -> Self {
+        self.guards.push(Arc::new(guard));
+        self
+    }
+
+    /// The backend's short name (`memory`, `sqlite`, `redis`…).
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    /// The configuration of a new, empty namespace with `options` added (e.g. TTLs).
+    pub fn config(&self, options: &[(&str, serde_json::Value)]) -> StorageConfig {
+        let namespace = unique_namespace(&self.backend);
+        let mut config = (self.config)(&namespace);
+        for (key, value) in options {
+            config.options.insert((*key).to_owned(), value.clone());
+        }
+        config
+    }
+
+    /// Opens a backend in a new, empty namespace, or returns why it could not.
+    pub async fn try_open(
+        &self,
+        options: &[(&str, serde_json::Value)],
+    ) -> Result<Arc<dyn StorageBackend>> {
+        (self.opener)(self.config(options)).await
+    }
+
+    /// Opens a backend in a new, empty namespace; panics (failing the check) if it cannot.
+    pub async fn open(&self, options: &[(&str, serde_json::Value)]) -> Arc<dyn StorageBackend> {
+        match self.try_open(options).await {
+            Ok(backend) => backend,
+            Err(e) => panic!("{}: cannot open a fresh namespace: {e}", self.backend),
+        }
+    }
+}
+
+/// A `memory://` backend with `options`, through the registry: the reference the cross-backend
+/// checks compare with.
+pub async fn open_memory(options: &[(&str, serde_json::Value)]) -> Arc<dyn StorageBackend> {
+    memory_fixture().open(options).await
+}
+
+fn memory_fixture() -> Fixture {
+    Fixture::new("memory", |namespace| {
+        StorageConfig::from_url(namespace, "memory://").expect("memory:// is a valid URL")
+    })
+}
+
+/// The in-memory reference backend: every `open` is a new, empty `MemoryBackend`.
+pub async fn memory() -> Option<Fixture> {
+    Some(memory_fixture())
+}
+
+/// SQLite: a temporary directory per fixture, one fresh database file per `open`.
+#[cfg(feature = "sqlite")]
+pub async fn sqlite() -> Option<Fixture> {
+    let dir = match tempfile::Builder::new().prefix("aimon-sqlite-").tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            return skip(
+                "sqlite",
+                &format!("cannot create a temporary directory: {e}"),
+            );
+        }
+    };
+    let root = dir.path().to_path_buf();
+    Some(
+        Fixture::new("sqlite", move |namespace| {
+            let file = root.join(format!("{namespace}.db"));
+            StorageConfig::from_url(namespace, format!("sqlite://{}", file.display()))
+                .expect("sqlite:// is a valid URL")
+        })
+        .with_guard(dir),
+    )
+}
+
+/// A name no other namespace of this machine has: lower-case ASCII letters, digits and `_`,
+/// starting with a letter and at most 40 bytes, so it is valid as a key prefix, a PostgreSQL
+/// schema, an InfluxDB database or bucket and a Qdrant collection. `backend` (sanitized) is part
+/// of it, to tell namespaces apart when inspecting a server.
+pub fn unique_namespace(backend: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let tag: String = backend
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .take(8)
+        .collect();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "t_{tag}_{}_{}_{n}",
+        base36(u128::from(std::process::id())),
+        base36(nanos % 36u128.pow(8))
+    )
+}
+
+fn base36(mut n: u128) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII digits")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Skips and AIMON_REQUIRE
+
+/// Whether `AIMON_REQUIRE` (comma-separated names, or `all`) names `backend`.
+pub fn is_required(backend: &str) -> bool {
+    required_in(std::env::var("AIMON_REQUIRE").ok().as_deref(), backend)
+}
+
+fn required_in(list: Option<&str>, backend: &str) -> bool {
+    list.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .any(|name| name.eq_ignore_ascii_case("all") || name.eq_ignore_ascii_case(backend))
+}
+
+/// Reports that `backend` cannot run here. Returns `None` (the check passes vacuously) after
+/// printing `SKIPPED <backend>: <reason>` to stderr, once per test binary and backend; panics
+/// with the reason instead when `AIMON_REQUIRE` names the backend.
+pub fn skip(backend: &str, reason: &str) -> Option<Fixture> {
+    if is_required(backend) {
+        panic!("{backend} is required (AIMON_REQUIRE) but cannot run: {reason}");
+    }
+    static REPORTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !reported.iter().any(|b| b == backend) {
+        reported.push(backend.to_owned());
+        // Straight to the process's stderr: libtest captures `eprintln!` of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {backend}: {reason} (set AIMON_REQUIRE={backend} to fail instead)"
+        );
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server resolution
+
+/// What a local server binary needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerEnv {
+    /// The free `127.0.0.1` port the server must listen on.
+    pub port: u16,
+    /// An empty temporary directory for the server's data, removed with the server.
+    pub dir: PathBuf,
+}
+
+/// When a started server is ready to serve.
+#[derive(Clone, Copy)]
+pub enum Readiness {
+    /// The port accepts a TCP connection.
+    TcpAccept,
+    /// A custom probe (e.g. an HTTP health endpoint), called until it returns `true`.
+    Probe(fn(&ServerEnv) -> bool),
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Readiness::TcpAccept => f.write_str("TcpAccept"),
+            Readiness::Probe(_) => f.write_str("Probe(..)"),
+        }
+    }
+}
+
+/// A container to start when the feature `containers` is on and Docker answers.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerSpec {
+    pub image: &'static str,
+    /// Pinned; never `latest`.
+    pub tag: &'static str,
+    /// The port the server listens on inside the container.
+    pub port: u16,
+    /// Environment of the container (`POSTGRES_PASSWORD`…).
+    pub env: &'static [(&'static str, &'static str)],
+    /// The URL of the started server from the host and mapped port.
+    pub url: fn(host: &str, port: u16) -> String,
+}
+
+/// How to find or start one kind of server. Driver issues fill one in per backend:
+///
+/// ```
+/// use aimon_integration_tests::fixtures::{Readiness, ServerSpec};
+/// const REDIS: ServerSpec = ServerSpec {
+///     backend: "redis",
+///     binary: "redis-server",
+///     args: |env| vec![
+///         "--port".into(), env.port.to_string().into(),
+///         "--bind".into(), "127.0.0.1".into(),
+///         "--dir".into(), env.dir.clone().into_os_string(),
+///         "--save".into(), "".into(),
+///     ],
+///     readiness: Readiness::TcpAccept,
+///     url: |env| format!("redis://127.0.0.1:{}/0", env.port),
+///     startup_timeout: std::time::Duration::from_secs(30),
+///     container: None,
+/// };
+/// assert_eq!(REDIS.env_var(), "AIMON_TEST_REDIS_URL");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSpec {
+    /// The backend's short name: `AIMON_TEST_<BACKEND>_URL` and `AIMON_REQUIRE` use it.
+    pub backend: &'static str,
+    /// The server binary, looked up on `PATH` (or an absolute path).
+    pub binary: &'static str,
+    /// The command-line arguments for a port and data directory.
+    pub args: fn(&ServerEnv) -> Vec<OsString>,
+    pub readiness: Readiness,
+    /// The URL of the started local server.
+    pub url: fn(&ServerEnv) -> String,
+    /// How long the server may take to become ready (generous: CI machines are small).
+    pub startup_timeout: Duration,
+    pub container: Option<ContainerSpec>,
+}
+
+impl ServerSpec {
+    /// `AIMON_TEST_<BACKEND>_URL`, upper-cased with `-`/`+` as `_`.
+    pub fn env_var(&self) -> String {
+        let name: String = self
+            .backend
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("AIMON_TEST_{name}_URL")
+    }
+}
+
+/// Where a server came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerSource {
+    EnvUrl,
+    LocalBinary,
+    Container,
+}
+
+/// A server the suite can use, shared by every check of a test binary.
+#[derive(Debug)]
+pub struct Server {
+    pub url: String,
+    pub source: ServerSource,
+    /// Keeps a started server (or container) alive.
+    _guard: Option<Box<dyn Any + Send + Sync>>,
+}
+
+type Resolution = std::result::Result<Arc<Server>, String>;
+/// One resolution cell per backend name, filled once per test binary.
+type ServerCells = HashMap<&'static str, Arc<OnceLock<Resolution>>>;
+
+/// Finds or starts the server `spec` describes, once per test binary: later calls (from any
+/// check, on any runtime) get the same server. `Err` holds the reason to skip or fail with
+/// (pass it to [`skip`]).
+pub async fn resolve_server(spec: &'static ServerSpec) -> Resolution {
+    static SERVERS: Mutex<Option<ServerCells>> = Mutex::new(None);
+    let cell = {
+        let mut servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+        servers
+            .get_or_insert_with(HashMap::new)
+            .entry(spec.backend)
+            .or_default()
+            .clone()
+    };
+    // Starting a server blocks (process spawn, readiness polling): keep it off the runtime.
+    tokio::task::spawn_blocking(move || cell.get_or_init(|| resolve_blocking(spec)).clone())
+        .await
+        .unwrap_or_else(|e| Err(format!("the server resolver panicked: {e}")))
+}
+
+fn resolve_blocking(spec: &'static ServerSpec) -> Resolution {
+    let var = spec.env_var();
+    if let Ok(url) = std::env::var(&var)
+        && !url.trim().is_empty()
+    {
+        return Ok(Arc::new(Server {
+            url: url.trim().to_owned(),
+            source: ServerSource::EnvUrl,
+            _guard: None,
+        }));
+    }
+    let mut reasons = vec![format!("{var} is not set")];
+    match find_binary(spec.binary) {
+        None => reasons.push(format!("no `{}` binary on PATH", spec.binary)),
+        Some(binary) => match LocalServer::start(spec, &binary) {
+            Ok(server) => {
+                let url = server.url.clone();
+                return Ok(Arc::new(Server {
+                    url,
+                    source: ServerSource::LocalBinary,
+                    _guard: Some(Box::new(server.watched())),
+                }));
+            }
+            Err(e) => reasons.push(format!("`{}` did not start: {e}", binary.display())),
+        },
+    }
+    match spec.container {
+        None => reasons.push("no container image is specified".to_owned()),
+        Some(container) => match start_container(spec.backend, &container) {
+            Ok(server) => return Ok(Arc::new(server)),
+            Err(e) => reasons.push(e),
+        },
+    }
+    Err(reasons.join("; "))
+}
+
+/// `name` if it is a path to a file, else the first match on `PATH`.
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    let direct = Path::new(name);
+    if direct.components().count() > 1 {
+        return direct.is_file().then(|| direct.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Whether `127.0.0.1:port` accepts a TCP connection.
+pub fn port_accepts(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// A server binary run as a foreground child process on a free port in its own temporary
+/// directory. Dropping it kills the process and waits for it, then removes the directory.
+#[derive(Debug)]
+pub struct LocalServer {
+    pub url: String,
+    pub env: ServerEnv,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalServer {
+    /// Starts `binary` as `spec` says and waits until it is ready or `spec.startup_timeout`
+    /// passes.
+    pub fn start(spec: &ServerSpec, binary: &Path) -> std::result::Result<Self, String> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("aimon-{}-", spec.backend))
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let env = ServerEnv {
+            port,
+            dir: dir.path().to_path_buf(),
+        };
+        let log = std::fs::File::create(dir.path().join("server.log"))
+            .map_err(|e| format!("cannot create the server log: {e}"))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| format!("cannot create the server log: {e}"))?;
+        let child = Command::new(binary)
+            .args((spec.args)(&env))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| format!("cannot spawn: {e}"))?;
+        let mut server = LocalServer {
+            url: (spec.url)(&env),
+            env,
+            child: Some(child),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + spec.startup_timeout;
+        loop {
+            if let Some(child) = server.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!(
+                    "exited with {status} before it was ready; log: {}",
+                    server.log_tail()
+                ));
+            }
+            let ready = match spec.readiness {
+                Readiness::TcpAccept => port_accepts(server.env.port),
+                Readiness::Probe(probe) => probe(&server.env),
+            };
+            if ready {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "not ready after {:?}; log: {}",
+                    spec.startup_timeout,
+                    server.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The process id of the server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.env.dir.join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(10).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
+    /// The server plus a watchdog that kills it when this test process exits: a server shared
+    /// through a `static` is never dropped, so without the watchdog it would outlive the tests.
+    pub fn watched(self) -> (Self, Option<Watchdog>) {
+        let watchdog = self
+            .pid()
+            .and_then(|pid| Watchdog::spawn(&format!("kill {pid} 2>/dev/null")).ok());
+        (self, watchdog)
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a shell command when this process exits, however it exits: a `sh` child blocks reading
+/// a pipe whose only writer is this process, and runs the command at end of file.
+#[derive(Debug)]
+pub struct Watchdog {
+    child: Child,
+}
+
+impl Watchdog {
+    pub fn spawn(on_exit: &str) -> std::io::Result<Self> {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cat >/dev/null; {on_exit}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Watchdog { child })
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Closing the pipe runs the command now; wait so no zombie is left.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Step 3: a container, with the feature `containers`. It runs the image with the Docker CLI
+/// (`docker run --rm -p 127.0.0.1::PORT image:tag`), reads the mapped port, waits until it
+/// accepts connections and removes the container when the test process exits.
+#[cfg(feature = "containers")]
+fn start_container(backend: &str, spec: &ContainerSpec) -> std::result::Result<Server, String> {
+    let docker = find_binary("docker").ok_or("no `docker` binary on PATH")?;
+    let probe = Command::new(&docker)
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("docker: {e}"))?;
+    if !probe.success() {
+        return Err("no Docker engine answers".to_owned());
+    }
+    let name = unique_namespace(backend).replace('_', "-");
+    let mut run = Command::new(&docker);
+    run.args(["run", "-d", "--rm", "--name", &name, "-p"])
+        .arg(format!("127.0.0.1::{}", spec.port));
+    for (key, value) in spec.env {
+        run.arg("-e").arg(format!("{key}={value}"));
+    }
+    let out = run
+        .arg(format!("{}:{}", spec.image, spec.tag))
+        .output()
+        .map_err(|e| format!("docker run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "docker run {}:{} failed: {}",
+            spec.image,
+            spec.tag,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let watchdog = Watchdog::spawn(&format!("docker rm -f {name} >/dev/null 2>&1"))
+        .map_err(|e| format!("cannot start the container watchdog: {e}"))?;
+    let port_out = Command::new(&docker)
+        .args(["port", &name, &spec.port.to_string()])
+        .output()
+        .map_err(|e| format!("docker port: {e}"))?;
+    let mapped = String::from_utf8_lossy(&port_out.stdout);
+    let port: u16 = mapped
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| format!("cannot read the mapped port from {mapped:?}"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !port_accepts(port) {
+        if Instant::now() > deadline {
+            return Err(format!("container {name} not ready after 120 s"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(Server {
+        url: (spec.url)("127.0.0.1", port),
+        source: ServerSource::Container,
+        _guard: Some(Box::new(watchdog)),
+    })
+}
+
+#[cfg(not(feature = "containers"))]
+fn start_container(_backend: &str, spec: &ContainerSpec) -> std::result::Result<Server, String> {
+    Err(format!(
+        "containers are off (build with `--features containers` to run {}:{})",
+        spec.image, spec.tag
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running checks
+
+/// Runs one check on a fresh multi-threaded runtime (what `#[tokio::test(flavor =
+/// "multi_thread")]` does), with a generous overall timeout so a hung backend fails instead of
+/// stalling the run. The conformance macro calls this; the user's crate needs no tokio.
+pub fn run_check<F: Future<Output = ()>>(name: &str, check: F) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        if tokio::time::timeout(Duration::from_secs(300), check)
+            .await
+            .is_err()
+        {
+            panic!("{name}: did not finish within 300 s");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_unique_and_portable() {
+        let a = unique_namespace("Redis+Cluster");
+        let b = unique_namespace("Redis+Cluster");
+        assert_ne!(a, b);
+        for ns in [&a, &b] {
+            assert!(ns.len() <= 40, "{ns}");
+            assert!(ns.starts_with("t_redisclu_"), "{ns}");
+            assert!(
+                ns.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{ns}"
+            );
+        }
+    }
+
+    #[test]
+    fn require_list_matches_names_and_all() {
+        assert!(required_in(Some("redis, postgres"), "postgres"));
+        assert!(required_in(Some("ALL"), "qdrant"));
+        assert!(!required_in(Some("redis"), "postgres"));
+        assert!(!required_in(None, "redis"));
+    }
+
+    #[test]
+    fn env_var_names() {
+        let spec = ServerSpec {
+            backend: "redis-cluster",
+            binary: "redis-server",
+            args: |_| Vec::new(),
+            readiness: Readiness::TcpAccept,
+            url: |env| format!("redis://127.0.0.1:{}", env.port),
+            startup_timeout: Duration::from_secs(1),
+            container: None,
+        };
+        assert_eq!(spec.env_var(), "AIMON_TEST_REDIS_CLUSTER_URL");
+    }
+
+    /// The generic mechanism end to end, with `sh` standing in for a server binary: a missing
+    /// binary is a reason to skip, and a started one is killed on drop.
+    #[test]
+    fn local_server_starts_waits_and_is_killed_on_drop() {
+        static FAKE: ServerSpec = ServerSpec {
+            backend: "fake",
+            binary: "sh",
+            // A "server" that never listens: readiness comes from the probe instead.
+            args: |_| vec!["-c".into(), "sleep 60".into()],
+            readiness: Readiness::Probe(|env| env.dir.exists()),
+            url: |env| format!("fake://127.0.0.1:{}", env.port),
+            startup_timeout: Duration::from_secs(10),
+            container: None,
+        };
+        let binary = find_binary("sh").expect("sh on PATH");
+        let server = LocalServer::start(&FAKE, &binary).expect("starts");
+        let pid = server.pid().expect("a pid");
+        let dir = server.env.dir.clone();
+        assert!(Path::new(&format!("/proc/{pid}")).exists() || cfg!(not(target_os = "linux")));
+        drop(server);
+        assert!(!dir.exists(), "the temporary directory is removed");
+        if cfg!(target_os = "linux") {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "killed and reaped"
+            );
+        }
+        assert!(find_binary("surely-no-such-server-binary").is_none());
+    }
+
+    #[test]
+    fn tcp_readiness_sees_a_listener() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        assert!(port_accepts(listener.local_addr().unwrap().port()));
+    }
+}
