@@ -33,7 +33,7 @@ use crate::backend::{BackupFormat, StorageBackend, TransferReport};
 use crate::config::StorageBackendType;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{AgentState, Alert, DataKind, Metric};
-use crate::query::{AgentStateQuery, AlertQuery, FilterOp, MetricQuery, QueryOptions};
+use crate::query::{AgentStateQuery, AlertQuery, FilterOp, MetricQuery, QueryOptions, SortOrder};
 use crate::{time, validate};
 
 /// The `format` field of every manifest.
@@ -202,62 +202,79 @@ async fn send(tx: &mpsc::Sender<Item>, item: Item) -> Result<()> {
         .map_err(|_| Error::new(ErrorKind::Backend, "the archive writer stopped"))
 }
 
+/// Sends every item `fetch` returns, page by page, ordered and paged by the text field `key`
+/// (keyset pagination: each page asks for keys after the last one seen).
+async fn export_pages<T, Fut>(
+    tx: &mpsc::Sender<Item>,
+    page_size: usize,
+    key_field: &'static str,
+    key: fn(&T) -> &str,
+    wrap: fn(T) -> Item,
+    fetch: impl Fn(QueryOptions) -> Fut,
+) -> Result<()>
+where
+    Fut: Future<Output = Result<Vec<T>>>,
+{
+    let mut after: Option<String> = None;
+    loop {
+        let mut options = QueryOptions::default()
+            .limit(page_size)
+            .sort(key_field, SortOrder::Asc);
+        if let Some(last) = &after {
+            options = options.filter(key_field, FilterOp::Gt, last.as_str());
+        }
+        let page = fetch(options).await?;
+        let done = page.len() < page_size;
+        after = page.last().map(|item| key(item).to_owned());
+        for item in page {
+            send(tx, wrap(item)).await?;
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
 async fn export(backend: &dyn StorageBackend, tx: mpsc::Sender<Item>) -> Result<()> {
-    let mut after: Option<String> = None;
-    loop {
-        let mut options = QueryOptions::default().limit(SERIES_PAGE);
-        if let Some(id) = &after {
-            options = options.filter("id", FilterOp::Gt, id.as_str());
-        }
-        let page = backend
-            .query_metrics(&MetricQuery::new().options(options))
-            .await?;
-        let done = page.len() < SERIES_PAGE;
-        after = page.last().map(|m| m.id.clone());
-        for metric in page {
-            send(&tx, Item::Metric(metric)).await?;
-        }
-        if done {
-            break;
-        }
-    }
-    let mut after: Option<String> = None;
-    loop {
-        let mut options = QueryOptions::default().limit(ITEM_PAGE);
-        if let Some(id) = &after {
-            options = options.filter("id", FilterOp::Gt, id.as_str());
-        }
-        let page = backend
-            .query_alerts(&AlertQuery::new().options(options))
-            .await?;
-        let done = page.len() < ITEM_PAGE;
-        after = page.last().map(|a| a.id.clone());
-        for alert in page {
-            send(&tx, Item::Alert(alert)).await?;
-        }
-        if done {
-            break;
-        }
-    }
-    let mut after: Option<String> = None;
-    loop {
-        let mut options = QueryOptions::default().limit(ITEM_PAGE);
-        if let Some(id) = &after {
-            options = options.filter("agent_id", FilterOp::Gt, id.as_str());
-        }
-        let page = backend
-            .get_agent_states(&AgentStateQuery::new().options(options))
-            .await?;
-        let done = page.len() < ITEM_PAGE;
-        after = page.last().map(|s| s.agent_id.clone());
-        for state in page {
-            send(&tx, Item::AgentState(state)).await?;
-        }
-        if done {
-            break;
-        }
-    }
-    Ok(())
+    export_pages(
+        &tx,
+        SERIES_PAGE,
+        "id",
+        |m: &Metric| &m.id,
+        Item::Metric,
+        |options| async move {
+            backend
+                .query_metrics(&MetricQuery::new().options(options))
+                .await
+        },
+    )
+    .await?;
+    export_pages(
+        &tx,
+        ITEM_PAGE,
+        "id",
+        |a: &Alert| &a.id,
+        Item::Alert,
+        |options| async move {
+            backend
+                .query_alerts(&AlertQuery::new().options(options))
+                .await
+        },
+    )
+    .await?;
+    export_pages(
+        &tx,
+        ITEM_PAGE,
+        "agent_id",
+        |s: &AgentState| &s.agent_id,
+        Item::AgentState,
+        |options| async move {
+            backend
+                .get_agent_states(&AgentStateQuery::new().options(options))
+                .await
+        },
+    )
+    .await
 }
 
 /// Writes the portable archive of `backend` into the new or empty directory `path`.
