@@ -1,0 +1,544 @@
+//! The commands besides `demo` and `bench`: query, history, stats, backup, restore, migrate,
+//! retention and backends.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use aimon::{
+    AgentStateQuery, AlertQuery, BackupFormat, HistoryQuery, MetricQuery, QueryOptions,
+    StorageBackend, TransferReport,
+};
+
+use crate::chart;
+use crate::cli::{
+    AgentsQueryArgs, AlertsQueryArgs, Global, HistoryArgs, MetricsQueryArgs, MigrateArgs, PageArgs,
+    QueryCommand, RangeArgs, TransferArgs,
+};
+use crate::config::Storage;
+use crate::demo::alerts_table;
+use crate::error::{CliError, Result};
+use crate::output::{self, number, thousands};
+use crate::parse;
+
+fn when(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    parse::time_at(text, now).map_err(CliError::new)
+}
+
+/// `--since` and `--until`, resolved.
+type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+fn options(page: &PageArgs) -> QueryOptions {
+    let mut options = QueryOptions::default()
+        .limit(usize::try_from(page.limit).unwrap_or(usize::MAX))
+        .offset(usize::try_from(page.offset).unwrap_or(usize::MAX));
+    options.filters = page.filter.clone();
+    if let Some((field, order)) = &page.sort {
+        options = options.sort(field.clone(), *order);
+    }
+    options
+}
+
+fn range(range: &RangeArgs, now: DateTime<Utc>) -> Result<TimeRange> {
+    let since = range.since.as_deref().map(|s| when(s, now)).transpose()?;
+    let until = range.until.as_deref().map(|s| when(s, now)).transpose()?;
+    Ok((since, until))
+}
+
+pub async fn query(storage: &Storage, global: &Global, command: &QueryCommand) -> Result<()> {
+    match command {
+        QueryCommand::Metrics(args) => query_metrics(storage, global, args).await,
+        QueryCommand::Alerts(args) => query_alerts(storage, global, args).await,
+        QueryCommand::Agents(args) => query_agents(storage, global, args).await,
+    }
+}
+
+async fn query_metrics(storage: &Storage, global: &Global, args: &MetricsQueryArgs) -> Result<()> {
+    let now = aimon::time::now();
+    let (start, end) = range(&args.range, now)?;
+    let query = MetricQuery {
+        name: args.name.clone(),
+        metric_type: args.metric_type,
+        start,
+        end,
+        tags: args.tag.iter().cloned().collect(),
+        options: options(&args.page),
+    };
+    let metrics = storage
+        .manager
+        .query_metrics(&query, storage.name())
+        .await?;
+    if global.json {
+        return output::json(&metrics);
+    }
+    let mut table = output::table(
+        &[
+            "id",
+            "name",
+            "type",
+            "unit",
+            "samples",
+            "first",
+            "last",
+            "last value",
+            "tags",
+        ],
+        &["samples", "last value"],
+    );
+    for m in &metrics {
+        let last = m.values.last();
+        table.add_row(vec![
+            m.id.clone(),
+            m.name.clone(),
+            m.metric_type.to_string(),
+            m.unit.clone().unwrap_or_default(),
+            thousands(m.values.len() as u64),
+            output::opt_time(m.values.first().map(|v| v.timestamp)),
+            output::opt_time(last.map(|v| v.timestamp)),
+            last.map_or_else(|| "-".to_owned(), |v| number(v.value)),
+            last.map(|v| output::tags(&v.tags)).unwrap_or_default(),
+        ]);
+    }
+    output::line(table);
+    output::line(format!("{} series", metrics.len()));
+    Ok(())
+}
+
+async fn query_alerts(storage: &Storage, global: &Global, args: &AlertsQueryArgs) -> Result<()> {
+    let now = aimon::time::now();
+    let (start, end) = range(&args.range, now)?;
+    let query = AlertQuery {
+        status: args.status,
+        severity: args.severity,
+        min_severity: args.min_severity,
+        source: args.source.clone(),
+        start,
+        end,
+        labels: args.label.iter().cloned().collect(),
+        options: options(&args.page),
+    };
+    let alerts = storage.manager.query_alerts(&query, storage.name()).await?;
+    if global.json {
+        return output::json(&alerts);
+    }
+    output::line(alerts_table(&alerts, now));
+    output::line(format!("{} alerts", alerts.len()));
+    Ok(())
+}
+
+async fn query_agents(storage: &Storage, global: &Global, args: &AgentsQueryArgs) -> Result<()> {
+    let now = aimon::time::now();
+    let query = AgentStateQuery {
+        status: args.status.clone(),
+        last_heartbeat_after: args.since.as_deref().map(|s| when(s, now)).transpose()?,
+        options: options(&args.page),
+    };
+    let states = storage
+        .manager
+        .get_agent_states(&query, storage.name())
+        .await?;
+    if global.json {
+        return output::json(&states);
+    }
+    let mut table = output::table(&["agent", "status", "last heartbeat", "", "metrics"], &[]);
+    for s in &states {
+        let metrics = s
+            .metrics
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        table.add_row(vec![
+            s.agent_id.clone(),
+            s.status.clone(),
+            output::time(s.last_heartbeat),
+            output::ago(s.last_heartbeat, now),
+            metrics,
+        ]);
+    }
+    output::line(table);
+    output::line(format!("{} agents", states.len()));
+    Ok(())
+}
+
+pub async fn history(storage: &Storage, global: &Global, args: &HistoryArgs) -> Result<()> {
+    let now = aimon::time::now();
+    let start = when(&args.since, now)?;
+    let end = args.until.as_deref().map_or(Ok(now), |s| when(s, now))?;
+    let query = HistoryQuery {
+        name: args.name.clone(),
+        start: Some(start),
+        end: Some(end),
+        step: args.step,
+        aggregation: args.agg,
+        tags: args.tag.iter().cloned().collect(),
+        group_by: args.group_by.clone(),
+    };
+    let series = storage
+        .manager
+        .get_metric_history(&query, storage.name())
+        .await?;
+    if global.json {
+        return output::json(&series);
+    }
+    if series.iter().all(|s| s.buckets.is_empty()) {
+        output::line(format!(
+            "No samples of {} between {} and {}.",
+            args.name,
+            output::time(start),
+            output::time(end)
+        ));
+        return Ok(());
+    }
+    let group_name = |g: &Option<String>| g.clone().unwrap_or_else(|| "(none)".to_owned());
+    if args.group_by.is_none() {
+        let mut table = output::table(
+            &["bucket", args.agg.as_str(), "count"],
+            &[args.agg.as_str(), "count"],
+        );
+        for b in series.iter().flat_map(|s| &s.buckets) {
+            table.add_row(vec![
+                output::time(b.start),
+                number(b.value),
+                thousands(b.count),
+            ]);
+        }
+        output::line(table);
+    } else {
+        // One column per group, one row per bucket.
+        let groups: Vec<String> = series.iter().map(|s| group_name(&s.group)).collect();
+        let mut rows: BTreeMap<DateTime<Utc>, Vec<String>> = BTreeMap::new();
+        for (i, s) in series.iter().enumerate() {
+            for b in &s.buckets {
+                rows.entry(b.start)
+                    .or_insert_with(|| vec![String::new(); groups.len()])[i] = number(b.value);
+            }
+        }
+        let mut header = vec!["bucket".to_owned()];
+        header.extend(groups.iter().cloned());
+        let right: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let mut table = output::table(&header, &right);
+        for (start, values) in rows {
+            let mut row = vec![output::time(start)];
+            row.extend(values);
+            table.add_row(row);
+        }
+        output::line(table);
+    }
+    const CHARTED: usize = 4;
+    for s in series.iter().take(CHARTED) {
+        let points: Vec<_> = s.buckets.iter().map(|b| (b.start, b.value)).collect();
+        let title = match &args.group_by {
+            Some(tag) => format!(
+                "{} {} per {}s, {tag}={}",
+                args.name,
+                args.agg,
+                args.step.as_seconds_f64(),
+                group_name(&s.group)
+            ),
+            None => format!(
+                "{} {} per {}s",
+                args.name,
+                args.agg,
+                args.step.as_seconds_f64()
+            ),
+        };
+        output::line(chart::render(&title, &points, 64, 8));
+    }
+    if series.len() > CHARTED {
+        output::line(format!(
+            "({} more groups not charted)",
+            series.len() - CHARTED
+        ));
+    }
+    Ok(())
+}
+
+pub async fn stats(storage: &Storage, global: &Global) -> Result<()> {
+    let names = match storage.name() {
+        Some(name) => vec![name.to_owned()],
+        None => storage.manager.backend_names(),
+    };
+    let mut all = Vec::new();
+    for name in &names {
+        all.push(storage.manager.get_database_stats(Some(name)).await?);
+    }
+    if global.json {
+        return output::json(&all);
+    }
+    let mut table = output::table(
+        &[
+            "backend",
+            "type",
+            "version",
+            "uptime s",
+            "series",
+            "samples",
+            "alerts",
+            "agent states",
+            "extra",
+        ],
+        &["uptime s", "series", "samples", "alerts", "agent states"],
+    );
+    for s in &all {
+        let extra = s
+            .extra
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        table.add_row(vec![
+            s.backend.clone(),
+            s.backend_type.to_string(),
+            s.version.clone(),
+            s.uptime_seconds.to_string(),
+            thousands(s.series),
+            thousands(s.samples),
+            thousands(s.alerts),
+            thousands(s.agent_states),
+            extra,
+        ]);
+    }
+    output::line(table);
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct Transfer<'a> {
+    operation: &'static str,
+    path: String,
+    elapsed_seconds: f64,
+    #[serde(flatten)]
+    report: &'a TransferReport,
+}
+
+fn format(native: bool) -> BackupFormat {
+    if native {
+        BackupFormat::Native
+    } else {
+        BackupFormat::Portable
+    }
+}
+
+fn transfer_table(rows: &[Transfer<'_>]) -> comfy_table::Table {
+    let mut table = output::table(
+        &[
+            "operation",
+            "format",
+            "series",
+            "samples",
+            "alerts",
+            "agent states",
+            "expired",
+            "bytes",
+            "seconds",
+        ],
+        &[
+            "series",
+            "samples",
+            "alerts",
+            "agent states",
+            "expired",
+            "bytes",
+            "seconds",
+        ],
+    );
+    for t in rows {
+        let format = match t.report.format {
+            BackupFormat::Portable => "portable",
+            BackupFormat::Native => "native",
+        };
+        table.add_row(vec![
+            t.operation.to_owned(),
+            format.to_owned(),
+            thousands(t.report.series),
+            thousands(t.report.samples),
+            thousands(t.report.alerts),
+            thousands(t.report.agent_states),
+            thousands(t.report.expired),
+            thousands(t.report.bytes),
+            format!("{:.2}", t.elapsed_seconds),
+        ]);
+    }
+    table
+}
+
+fn print_transfers(global: &Global, rows: &[Transfer<'_>]) -> Result<()> {
+    if global.json {
+        return if let [one] = rows {
+            output::json(one)
+        } else {
+            output::json(rows)
+        };
+    }
+    output::line(transfer_table(rows));
+    Ok(())
+}
+
+pub async fn backup(storage: &Storage, global: &Global, args: &TransferArgs) -> Result<()> {
+    let started = Instant::now();
+    let report = storage
+        .manager
+        .backup_database(&args.path, format(args.native), storage.name())
+        .await?;
+    print_transfers(
+        global,
+        &[Transfer {
+            operation: "backup",
+            path: args.path.display().to_string(),
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            report: &report,
+        }],
+    )
+}
+
+fn require_existing(path: &Path) -> Result<()> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(CliError::new(format!(
+            "backup {} does not exist",
+            path.display()
+        )))
+    }
+}
+
+pub async fn restore(storage: &Storage, global: &Global, args: &TransferArgs) -> Result<()> {
+    require_existing(&args.path)?;
+    let started = Instant::now();
+    let report = storage
+        .manager
+        .restore_database(&args.path, format(args.native), storage.name())
+        .await?;
+    print_transfers(
+        global,
+        &[Transfer {
+            operation: "restore",
+            path: args.path.display().to_string(),
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            report: &report,
+        }],
+    )
+}
+
+pub async fn migrate(global: &Global, args: &MigrateArgs) -> Result<()> {
+    let source = aimon::open_url("source", &args.from).await?;
+    let target = match aimon::open_url("target", &args.to).await {
+        Ok(target) => target,
+        Err(e) => {
+            let _ = source.close().await;
+            return Err(e.into());
+        }
+    };
+    let result = copy(source.as_ref(), target.as_ref()).await;
+    let closed = (source.close().await, target.close().await);
+    let (backed_up, restored, backup_s, restore_s) = result?;
+    closed.0?;
+    closed.1?;
+    let from = aimon::redact_url(&args.from);
+    let to = aimon::redact_url(&args.to);
+    let rows = [
+        Transfer {
+            operation: "backup",
+            path: from.clone(),
+            elapsed_seconds: backup_s,
+            report: &backed_up,
+        },
+        Transfer {
+            operation: "restore",
+            path: to.clone(),
+            elapsed_seconds: restore_s,
+            report: &restored,
+        },
+    ];
+    if global.json {
+        return output::json(&serde_json::json!({
+            "from": from,
+            "to": to,
+            "backup": rows[0],
+            "restore": rows[1],
+        }));
+    }
+    output::line(format!("Migrated {from} -> {to}"));
+    output::line(transfer_table(&rows));
+    Ok(())
+}
+
+/// Streams everything from `source` into `target` through a portable archive in a temporary
+/// directory.
+async fn copy(
+    source: &dyn StorageBackend,
+    target: &dyn StorageBackend,
+) -> Result<(TransferReport, TransferReport, f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let archive = dir.path().join("archive");
+    let started = Instant::now();
+    let backed_up = source.backup(&archive, BackupFormat::Portable).await?;
+    let backup_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let restored = target.restore(&archive, BackupFormat::Portable).await?;
+    Ok((
+        backed_up,
+        restored,
+        backup_s,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+pub async fn retention_apply(storage: &Storage, global: &Global) -> Result<()> {
+    let report = storage.manager.apply_retention(storage.name()).await?;
+    if global.json {
+        return output::json(&report);
+    }
+    let mut table = output::table(&["removed", "count"], &["count"]);
+    for (what, n) in [
+        ("samples", report.samples_removed),
+        ("series", report.series_removed),
+        ("alerts", report.alerts_removed),
+        ("agent states", report.agent_states_removed),
+    ] {
+        table.add_row(vec![what.to_owned(), thousands(n)]);
+    }
+    output::line(table);
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct BackendRow {
+    backend_type: String,
+    schemes: Vec<&'static str>,
+    feature: &'static str,
+    available: bool,
+}
+
+pub fn backends(global: &Global) -> Result<()> {
+    let rows: Vec<BackendRow> = aimon::descriptors()
+        .into_iter()
+        .map(|d| BackendRow {
+            backend_type: d.backend_type.to_string(),
+            schemes: d.backend_type.schemes().to_vec(),
+            feature: d.feature,
+            available: d.available,
+        })
+        .collect();
+    if global.json {
+        return output::json(&rows);
+    }
+    let mut table = output::table(
+        &["backend", "URL schemes", "cargo feature", "available"],
+        &[],
+    );
+    for r in &rows {
+        table.add_row(vec![
+            r.backend_type.clone(),
+            r.schemes.join(", "),
+            r.feature.to_owned(),
+            if r.available { "yes" } else { "no" }.to_owned(),
+        ]);
+    }
+    output::line(table);
+    Ok(())
+}

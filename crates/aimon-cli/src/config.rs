@@ -1,0 +1,196 @@
+//! Where the data goes: `--storage URL`, `AIMON_STORAGE`, a config file, or the default SQLite
+//! file, opened into a [`StorageManager`].
+//!
+//! The config file lists named backends exactly as `aimon::StorageConfig` spells them, and may
+//! route each kind of data to one of them:
+//!
+//! ```toml
+//! [[storage]]
+//! name = "hot"
+//! backend_type = "memory"
+//! connection_string = "memory://"
+//! default = true
+//!
+//! [routes]
+//! metrics = "hot"
+//! ```
+//!
+//! `AIMON_ROUTES_METRICS=name` (and `_ALERTS`, `_AGENT_STATES`) override the routes.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+use aimon::{DataKind, StorageConfig, StorageManager};
+
+use crate::cli::Global;
+use crate::error::{CliError, Result};
+
+/// Used when neither `--storage`, `AIMON_STORAGE` nor a config file is given.
+pub const DEFAULT_STORAGE: &str = "sqlite://./aimon.db";
+
+/// The name of the single backend opened from a URL.
+pub const URL_BACKEND_NAME: &str = "default";
+
+/// The config file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub storage: Vec<StorageConfig>,
+    #[serde(default)]
+    pub routes: Routes,
+}
+
+/// Which named backend receives each kind of data when a command names none.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routes {
+    pub metrics: Option<String>,
+    pub alerts: Option<String>,
+    pub agent_states: Option<String>,
+}
+
+impl Routes {
+    fn pairs(&self) -> impl Iterator<Item = (DataKind, &str)> {
+        [
+            (DataKind::Metrics, &self.metrics),
+            (DataKind::Alerts, &self.alerts),
+            (DataKind::AgentStates, &self.agent_states),
+        ]
+        .into_iter()
+        .filter_map(|(kind, name)| name.as_deref().map(|n| (kind, n)))
+    }
+}
+
+/// Loads a config file (TOML) with `AIMON_ROUTES_*` overrides from the environment.
+pub fn load_file(path: &Path) -> Result<FileConfig> {
+    if !path.is_file() {
+        return Err(CliError::new(format!(
+            "config file {} does not exist or is not a file",
+            path.display()
+        )));
+    }
+    let config: FileConfig = Figment::new()
+        .merge(Toml::file_exact(path))
+        .merge(Env::prefixed("AIMON_ROUTES_").map(|k| format!("routes.{k}").into()))
+        .extract()?;
+    if config.storage.is_empty() {
+        return Err(CliError::new(format!(
+            "config file {} has no [[storage]] backend",
+            path.display()
+        )));
+    }
+    Ok(config)
+}
+
+/// An open set of backends and the backend a command asked for (`--backend`).
+pub struct Storage {
+    pub manager: StorageManager,
+    pub backend: Option<String>,
+}
+
+impl Storage {
+    /// The backend name to pass to every manager call.
+    pub fn name(&self) -> Option<&str> {
+        self.backend.as_deref()
+    }
+
+    /// Opens what the global flags describe.
+    pub async fn open(global: &Global) -> Result<Storage> {
+        let manager = StorageManager::new();
+        if let Some(url) = &global.storage {
+            open_url(&manager, url).await?;
+        } else if let Some(path) = &global.config {
+            let file = load_file(path)?;
+            open_file(&manager, file).await?;
+        } else {
+            open_url(&manager, DEFAULT_STORAGE).await?;
+        }
+        let storage = Storage {
+            manager,
+            backend: global.backend.clone(),
+        };
+        // Fail early, naming the configured backends, when --backend names none of them.
+        storage.manager.get_backend(storage.name())?;
+        Ok(storage)
+    }
+
+    /// Closes every backend, flushing what they buffer.
+    pub async fn close(self) -> Result<()> {
+        self.manager.close(None).await?;
+        Ok(())
+    }
+}
+
+async fn open_url(manager: &StorageManager, url: &str) -> Result<()> {
+    let config = StorageConfig::from_url(URL_BACKEND_NAME, url)?.default_backend(true);
+    manager.initialize_backend(config).await?;
+    Ok(())
+}
+
+async fn open_file(manager: &StorageManager, file: FileConfig) -> Result<()> {
+    manager.initialize_backends(file.storage).await?;
+    for (kind, name) in file.routes.pairs() {
+        manager
+            .route(kind, name)
+            .map_err(|e| CliError::new(format!("[routes] {kind}: {e}")))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/aimon.toml");
+
+    #[test]
+    fn the_example_config_loads() {
+        let config = load_file(Path::new(EXAMPLE)).unwrap();
+        let names: Vec<_> = config.storage.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["hot", "local"]);
+        assert!(config.storage.iter().any(|s| s.default));
+        assert_eq!(config.routes.metrics.as_deref(), Some("local"));
+        assert_eq!(
+            config.storage[0].options["metric_ttl_seconds"],
+            serde_json::json!(86_400)
+        );
+    }
+
+    #[test]
+    fn missing_files_and_unknown_fields_are_errors() {
+        let err = load_file(Path::new("/nonexistent/aimon.toml")).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(
+            &path,
+            "[[storage]]\nname = \"a\"\nbackend_type = \"memory\"\nconnection_string = \"memory://\"\ncolour = 1\n",
+        )
+        .unwrap();
+        let err = load_file(&path).unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+
+        std::fs::write(&path, "[routes]\nmetrics = \"a\"\n").unwrap();
+        let err = load_file(&path).unwrap_err();
+        assert!(err.to_string().contains("no [[storage]]"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn routes_must_name_a_configured_backend() {
+        let manager = StorageManager::new();
+        let file = FileConfig {
+            storage: vec![StorageConfig::from_url("a", "memory://").unwrap()],
+            routes: Routes {
+                alerts: Some("b".into()),
+                ..Routes::default()
+            },
+        };
+        let err = open_file(&manager, file).await.unwrap_err();
+        assert!(err.to_string().contains("[routes] alerts"), "{err}");
+    }
+}

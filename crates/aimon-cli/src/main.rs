@@ -1,0 +1,145 @@
+//! `aimon`: the command line of aimon. See `aimon --help`.
+#![deny(unsafe_code)]
+
+mod bench;
+mod chart;
+mod cli;
+mod commands;
+mod config;
+mod demo;
+mod error;
+mod output;
+mod parse;
+mod progress;
+mod sim;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind as ClapErrorKind;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command, RetentionCommand};
+use config::Storage;
+use error::Result;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    init_tracing(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version print as clap renders them; any other parse error becomes one line on
+/// stderr and exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    if matches!(
+        e.kind(),
+        ClapErrorKind::DisplayHelp
+            | ClapErrorKind::DisplayVersion
+            | ClapErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    }
+    eprintln!("{}", one_line(&e.render().to_string()));
+    ExitCode::from(2)
+}
+
+/// clap's message without the usage block and hints, on one line.
+fn one_line(rendered: &str) -> String {
+    let text = rendered
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("tip:")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    if text.starts_with("error:") {
+        text
+    } else {
+        format!("error: {text}")
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(match verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        })
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let global = &cli.global;
+    match &cli.command {
+        Command::Backends => return commands::backends(global),
+        Command::Migrate(args) => return commands::migrate(global, args).await,
+        _ => {}
+    }
+    let storage = Storage::open(global).await?;
+    let result = match &cli.command {
+        Command::Demo(args) => demo::run(&storage, global, args).await,
+        Command::Query(query) => commands::query(&storage, global, query).await,
+        Command::History(args) => commands::history(&storage, global, args).await,
+        Command::Stats => commands::stats(&storage, global).await,
+        Command::Backup(args) => commands::backup(&storage, global, args).await,
+        Command::Restore(args) => commands::restore(&storage, global, args).await,
+        Command::Retention(RetentionCommand::Apply) => {
+            commands::retention_apply(&storage, global).await
+        }
+        Command::Bench(args) => bench::run(&storage, global, args).await,
+        Command::Backends | Command::Migrate(_) => Ok(()),
+    };
+    let closed = storage.close().await;
+    result?;
+    closed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let rendered = "error: invalid value 'novalue' for '--tag <KEY=VALUE>': invalid pair \"novalue\"; expected KEY=VALUE\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(rendered),
+            "error: invalid value 'novalue' for '--tag <KEY=VALUE>': invalid pair \"novalue\"; expected KEY=VALUE"
+        );
+        let missing = "error: the following required arguments were not provided:\n  <NAME>\n\nUsage: aimon history <NAME>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(missing),
+            "error: the following required arguments were not provided: <NAME>"
+        );
+    }
+}

@@ -1,0 +1,479 @@
+//! Runs the built `aimon` binary in a temporary directory.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn aimon(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aimon"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("AIMON_STORAGE")
+        .env_remove("AIMON_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the aimon binary runs")
+}
+
+/// Runs a command that must succeed and returns its stdout.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = aimon(dir, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "aimon {args:?} failed ({:?}): {stderr}",
+        out.status.code()
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn ok_json(dir: &Path, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let stdout = ok(dir, &args);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("aimon {args:?}: {e}: {stdout}"))
+}
+
+/// Runs a command that must fail with `code` and one `error: …` line on stderr; returns it.
+fn fails(dir: &Path, args: &[&str], code: i32) -> String {
+    let out = aimon(dir, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "aimon {args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "aimon {args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "aimon {args:?}: {stderr:?}");
+    assert!(stderr.starts_with("error: "), "aimon {args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "aimon {args:?} printed to stdout");
+    stderr
+}
+
+fn sqlite_available() -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = ok_json(dir.path(), &["backends"]);
+    backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["backend_type"] == "sqlite" && b["available"] == true)
+}
+
+fn count(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+#[test]
+fn backends_lists_memory_and_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = ok_json(dir.path(), &["backends"]);
+    let memory = backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["backend_type"] == "memory")
+        .expect("memory is listed");
+    assert_eq!(memory["available"], true);
+    assert!(
+        sqlite_available(),
+        "the CLI is built with the sqlite backend"
+    );
+    let table = ok(dir.path(), &["backends"]);
+    assert!(
+        table.contains("sqlite") && table.contains("redis"),
+        "{table}"
+    );
+}
+
+#[test]
+fn demo_against_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let summary = ok_json(
+        d,
+        &[
+            "--storage",
+            "memory://",
+            "demo",
+            "--agents",
+            "3",
+            "--hours",
+            "1",
+        ],
+    );
+    assert_eq!(count(&summary, "samples_written"), 3 * 360 * 6);
+    assert!(summary["samples_per_second"].as_f64().unwrap() > 0.0);
+    let fleet = summary["fleet"].as_array().unwrap();
+    assert_eq!(fleet.len(), 3);
+    for agent in fleet {
+        assert!(agent["last_heartbeat"].is_string(), "{agent}");
+        assert!(agent["avg_latency_ms"].as_f64().unwrap() > 0.0, "{agent}");
+    }
+    // Half-hour buckets of a one-hour window: two or three of them.
+    let history = summary["latency_history"].as_array().unwrap();
+    assert!((2..=3).contains(&history.len()), "{history:?}");
+
+    // The table form shows the fleet, the alerts and the chart.
+    let text = ok(
+        d,
+        &[
+            "--storage",
+            "memory://",
+            "demo",
+            "--agents",
+            "3",
+            "--hours",
+            "1",
+            "--quiet",
+        ],
+    );
+    assert!(text.contains("samples/s"), "{text}");
+    assert!(text.contains("agent-03"), "{text}");
+    assert!(text.contains("Fleet average latency"), "{text}");
+}
+
+#[test]
+fn every_command_runs_against_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = ["--storage", "memory://"];
+    let with =
+        |rest: &[&str]| -> Vec<String> { m.iter().chain(rest).map(|s| s.to_string()).collect() };
+    let run = |rest: &[&str]| {
+        let args = with(rest);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(d, &args)
+    };
+    run(&[
+        "query",
+        "metrics",
+        "--name",
+        "llm.latency_ms",
+        "--since",
+        "6h",
+    ]);
+    run(&[
+        "query",
+        "alerts",
+        "--min-severity",
+        "high",
+        "--filter",
+        "status in active,acknowledged",
+    ]);
+    run(&[
+        "query",
+        "agents",
+        "--status",
+        "failed",
+        "--sort",
+        "last_heartbeat:desc",
+    ]);
+    let history = run(&["history", "llm.latency_ms", "--since", "6h", "--step", "5m"]);
+    assert!(history.contains("No samples"), "{history}");
+    let stats = ok_json(d, &["--storage", "memory://", "stats"]);
+    assert_eq!(stats[0]["backend_type"], "memory");
+    let report = ok_json(d, &["--storage", "memory://", "retention", "apply"]);
+    assert_eq!(count(&report, "samples_removed"), 0);
+    let backup = d.join("backup");
+    let report = ok_json(
+        d,
+        &["--storage", "memory://", "backup", backup.to_str().unwrap()],
+    );
+    assert_eq!(report["operation"], "backup");
+    let report = ok_json(
+        d,
+        &[
+            "--storage",
+            "memory://",
+            "restore",
+            backup.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(report["operation"], "restore");
+    let report = ok_json(d, &["migrate", "--from", "memory://", "--to", "memory://"]);
+    assert_eq!(count(&report["restore"], "samples"), 0);
+}
+
+#[test]
+fn bench_reports_throughput_and_latencies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sqlite = format!("sqlite://{}", d.join("bench.db").display());
+    for store in ["memory://", sqlite.as_str()] {
+        let report = ok_json(
+            d,
+            &[
+                "--storage",
+                store,
+                "bench",
+                "--samples",
+                "2000",
+                "--batch",
+                "500",
+                "--queries",
+                "5",
+            ],
+        );
+        assert_eq!(count(&report, "samples_written"), 2000, "{store}");
+        assert_eq!(count(&report, "batches"), 4, "{store}");
+        assert!(report["samples_per_second"].as_f64().unwrap() > 0.0);
+        for key in ["batch_latency", "query_metrics", "metric_history"] {
+            let l = &report[key];
+            assert!(
+                l["p50_ms"].as_f64().unwrap() <= l["p99_ms"].as_f64().unwrap(),
+                "{l}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_whole_workflow_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = format!("sqlite://{}", d.join("fleet.db").display());
+    let s = ["--storage", url.as_str()];
+    let args =
+        |rest: &[&str]| -> Vec<String> { s.iter().chain(rest).map(|x| x.to_string()).collect() };
+    let json = |rest: &[&str]| {
+        let a = args(rest);
+        ok_json(d, &a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let text = |rest: &[&str]| {
+        let a = args(rest);
+        ok(d, &a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    let summary = json(&["demo", "--agents", "3", "--hours", "1"]);
+    let samples = count(&summary, "samples_written");
+    assert_eq!(samples, 3 * 360 * 6);
+
+    // Data persists between processes.
+    let metrics = json(&[
+        "query",
+        "metrics",
+        "--name",
+        "llm.latency_ms",
+        "--since",
+        "2h",
+    ]);
+    assert_eq!(metrics.as_array().unwrap().len(), 3);
+    assert_eq!(metrics[0]["values"].as_array().unwrap().len(), 360);
+    let one = json(&[
+        "query",
+        "metrics",
+        "--tag",
+        "agent=agent-02",
+        "--limit",
+        "2",
+        "--sort",
+        "name:desc",
+    ]);
+    assert_eq!(one.as_array().unwrap().len(), 2);
+    assert_eq!(one[0]["name"], "llm.prompt_tokens");
+    let agents = json(&["query", "agents"]);
+    assert_eq!(agents.as_array().unwrap().len(), 3);
+    json(&[
+        "query",
+        "alerts",
+        "--since",
+        "2h",
+        "--filter",
+        "severity >= low",
+        "--sort",
+        "start_time:desc",
+    ]);
+
+    let history = json(&[
+        "history",
+        "llm.latency_ms",
+        "--since",
+        "2h",
+        "--step",
+        "10m",
+        "--group-by",
+        "agent",
+    ]);
+    assert_eq!(history.as_array().unwrap().len(), 3);
+    let chart = text(&[
+        "history",
+        "llm.cost_usd",
+        "--since",
+        "2h",
+        "--step",
+        "5m",
+        "--agg",
+        "sum",
+    ]);
+    assert!(chart.contains('┤'), "{chart}");
+
+    let stats = json(&["stats"]);
+    assert_eq!(count(&stats[0], "samples"), samples);
+
+    // Backup, then restore into a second store.
+    let backup = d.join("backup");
+    let report = json(&["backup", backup.to_str().unwrap()]);
+    assert_eq!(count(&report, "samples"), samples);
+    let copy = format!("sqlite://{}", d.join("copy.db").display());
+    let report = ok_json(
+        d,
+        &["--storage", &copy, "restore", backup.to_str().unwrap()],
+    );
+    assert_eq!(count(&report, "samples"), samples);
+    let stats = ok_json(d, &["--storage", &copy, "stats"]);
+    assert_eq!(count(&stats[0], "samples"), samples);
+
+    // Native backup.
+    let native = d.join("native.db");
+    json(&["backup", "--native", native.to_str().unwrap()]);
+    assert!(native.exists());
+
+    // Migrate into a third store.
+    let third = format!("sqlite://{}", d.join("third.db").display());
+    let report = ok_json(d, &["migrate", "--from", &url, "--to", &third]);
+    assert_eq!(count(&report["restore"], "samples"), samples);
+    let stats = ok_json(d, &["--storage", &third, "stats"]);
+    assert_eq!(count(&stats[0], "agent_states"), 3);
+
+    json(&["retention", "apply"]);
+}
+
+#[test]
+fn the_example_config_runs_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/aimon.toml");
+    let summary = ok_json(
+        dir.path(),
+        &["--config", example, "demo", "--agents", "2", "--hours", "1"],
+    );
+    assert_eq!(count(&summary, "samples_written"), 2 * 360 * 6);
+    // Metrics are routed to the sqlite backend "local", a file in the working directory.
+    assert!(dir.path().join("aimon.db").exists());
+    let stats = ok_json(
+        dir.path(),
+        &["--config", example, "--backend", "local", "stats"],
+    );
+    assert_eq!(count(&stats[0], "samples"), 2 * 360 * 6);
+}
+
+#[test]
+fn hostile_input_is_one_line_and_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = "memory://";
+    // Usage errors: exit code 2.
+    for (args, needle) in [
+        (
+            vec!["--storage", m, "history", "x", "--step", "0s"],
+            "greater than zero",
+        ),
+        (
+            vec!["--storage", m, "history", "x", "--since", "banana"],
+            "banana",
+        ),
+        (
+            vec!["--storage", m, "query", "metrics", "--tag", "novalue"],
+            "KEY=VALUE",
+        ),
+        (
+            vec!["--storage", m, "query", "alerts", "--severity", "loud"],
+            "loud",
+        ),
+        (
+            vec![
+                "--storage",
+                m,
+                "query",
+                "alerts",
+                "--filter",
+                "severity like high",
+            ],
+            "like",
+        ),
+        (
+            vec!["--storage", m, "query", "metrics", "--limit", "0"],
+            "limit",
+        ),
+        (
+            vec![
+                "--storage",
+                m,
+                "query",
+                "metrics",
+                "--sort",
+                "name:sideways",
+            ],
+            "sideways",
+        ),
+        (vec!["--storage", m, "demo", "--agents", "0"], "agents"),
+        (vec!["--storage", m, "demo", "--interval=-5s"], "interval"),
+        (vec!["--storage", m, "bench", "--samples", "0"], "samples"),
+        (vec!["--storage", m, "history"], "<NAME>"),
+        (vec!["--storage", m, "stats", "--frobnicate"], "frobnicate"),
+        (vec!["nosuchcommand"], "nosuchcommand"),
+    ] {
+        let err = fails(d, &args, 2);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // Runtime errors: exit code 1.
+    let missing = d.join("missing.toml");
+    let nothing = d.join("no-such-backup");
+    for (args, needle) in [
+        (vec!["--storage", "nope://x", "stats"], "nope"),
+        (
+            vec!["--config", missing.to_str().unwrap(), "stats"],
+            "missing.toml",
+        ),
+        (
+            vec!["--storage", m, "restore", nothing.to_str().unwrap()],
+            "no-such-backup",
+        ),
+        (
+            vec!["--storage", m, "--backend", "elsewhere", "stats"],
+            "elsewhere",
+        ),
+        (
+            vec![
+                "--storage",
+                m,
+                "query",
+                "alerts",
+                "--filter",
+                "colour eq red",
+            ],
+            "colour",
+        ),
+        (
+            vec!["--storage", m, "query", "agents", "--sort", "colour"],
+            "colour",
+        ),
+        (
+            vec!["--storage", m, "demo", "--hours", "1", "--interval", "2h"],
+            "interval",
+        ),
+        (
+            vec!["--storage", m, "history", "bad\tname", "--since", "1h"],
+            "name",
+        ),
+        (
+            vec!["migrate", "--from", m, "--to", "cassandra://db"],
+            "cassandra",
+        ),
+        (
+            vec!["--storage", "redis://u:hunter2@localhost:6379/0", "stats"],
+            "redis",
+        ),
+    ] {
+        let err = fails(d, &args, 1);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    // A config file that is not valid.
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, "[[storage]]\nname = 1\n").unwrap();
+    fails(d, &["--config", bad.to_str().unwrap(), "stats"], 1);
+    // A backup into a directory that is not empty.
+    let full = d.join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("something"), "x").unwrap();
+    fails(d, &["--storage", m, "backup", full.to_str().unwrap()], 1);
+}
