@@ -9,7 +9,7 @@ use aimon::{Aggregation, HistoryQuery, Metric, MetricQuery, MetricType, MetricVa
 
 use crate::cli::{BenchArgs, Global};
 use crate::config::Storage;
-use crate::error::Result;
+use crate::error::{CliError, Result};
 use crate::output::{self, millis, thousands};
 use crate::progress;
 
@@ -56,30 +56,102 @@ struct Report {
     query_iterations: u64,
     query_metrics: Latency,
     metric_history: Latency,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<Baseline>,
+}
+
+/// The raw tool loading the same samples, measured in the same run.
+#[derive(Debug, Serialize)]
+struct Baseline {
+    tool: String,
+    command: String,
+    seconds: f64,
+    samples_per_second: f64,
+    /// aimon's samples/s divided by the tool's.
+    ratio: f64,
+}
+
+/// The samples a bench run writes: `samples` values spread round-robin over `series` series,
+/// all within the last hour. aimon's ingest and the `sqlite3` baseline read the same ones.
+struct Workload {
+    samples: u64,
+    series: u64,
+    start: chrono::DateTime<chrono::Utc>,
+    spacing_us: i64,
+    ids: Vec<String>,
+    tags: Vec<Tags>,
+}
+
+impl Workload {
+    fn new(run: &str, now: chrono::DateTime<chrono::Utc>, args: &BenchArgs) -> Self {
+        let series = args.series.min(args.samples);
+        let per_series = args.samples.div_ceil(series);
+        // Keep every sample within the last hour, at most one second apart.
+        let spacing_us = (3_600_000_000 / per_series as i64).clamp(1, 1_000_000);
+        Workload {
+            samples: args.samples,
+            series,
+            start: now - TimeDelta::microseconds(spacing_us * per_series as i64),
+            spacing_us,
+            ids: (0..series)
+                .map(|s| format!("bench-{run}/s{s:04}"))
+                .collect(),
+            tags: (0..series)
+                .map(|s| {
+                    Tags::from([
+                        ("run".to_owned(), run.to_owned()),
+                        ("series".to_owned(), format!("s{s:04}")),
+                        ("host".to_owned(), format!("host-{}", s % 10)),
+                    ])
+                })
+                .collect(),
+        }
+    }
+
+    /// Sample `i`: its series index, timestamp and value.
+    fn sample(&self, i: u64) -> (usize, chrono::DateTime<chrono::Utc>, f64) {
+        let s = (i % self.series) as usize;
+        let seq = (i / self.series) as i64;
+        let timestamp = self.start + TimeDelta::microseconds(seq * self.spacing_us);
+        (s, timestamp, 100.0 + (i % 97) as f64 * 1.5)
+    }
+
+    /// Samples `range` grouped into one metric per series, as an application would send them.
+    fn batch(&self, range: std::ops::Range<u64>) -> Vec<Metric> {
+        let mut metrics: Vec<Metric> = Vec::new();
+        let mut index = vec![usize::MAX; self.series as usize];
+        for i in range {
+            let (s, timestamp, value) = self.sample(i);
+            if index[s] == usize::MAX {
+                index[s] = metrics.len();
+                let mut m = Metric::new(self.ids[s].clone(), METRIC_NAME, MetricType::Gauge);
+                m.unit = Some("ms".to_owned());
+                metrics.push(m);
+            }
+            metrics[index[s]].values.push(MetricValue {
+                timestamp,
+                value,
+                tags: self.tags[s].clone(),
+            });
+        }
+        metrics
+    }
 }
 
 pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result<()> {
     let backend = storage.manager.get_backend(storage.name())?;
     let name = storage.name();
+    if args.compare_sqlite3 && backend.backend_type() != aimon::StorageBackendType::Sqlite {
+        return Err(CliError::new(format!(
+            "--compare-sqlite3 needs a sqlite:// store; {} is {}",
+            backend.name(),
+            backend.backend_type()
+        )));
+    }
     let now = aimon::time::now();
     let run = format!("{}", now.timestamp_millis());
-    let series = args.series.min(args.samples);
-    let per_series = args.samples.div_ceil(series);
-    // Keep every sample within the last hour, at most one second apart.
-    let spacing_us = (3_600_000_000 / per_series as i64).clamp(1, 1_000_000);
-    let start = now - TimeDelta::microseconds(spacing_us * per_series as i64);
-    let ids: Vec<String> = (0..series)
-        .map(|s| format!("bench-{run}/s{s:04}"))
-        .collect();
-    let tags: Vec<Tags> = (0..series)
-        .map(|s| {
-            Tags::from([
-                ("run".to_owned(), run.clone()),
-                ("series".to_owned(), format!("s{s:04}")),
-                ("host".to_owned(), format!("host-{}", s % 10)),
-            ])
-        })
-        .collect();
+    let workload = Workload::new(&run, now, args);
+    let (series, start) = (workload.series, workload.start);
 
     let bar = progress::bar(args.samples, "samples", global);
     let mut batch_times = Vec::new();
@@ -88,23 +160,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
     let mut next = 0u64;
     while next < args.samples {
         let end = (next + args.batch).min(args.samples);
-        let mut metrics: Vec<Metric> = Vec::new();
-        let mut index = vec![usize::MAX; series as usize];
-        for i in next..end {
-            let s = (i % series) as usize;
-            let seq = (i / series) as i64;
-            if index[s] == usize::MAX {
-                index[s] = metrics.len();
-                let mut m = Metric::new(ids[s].clone(), METRIC_NAME, MetricType::Gauge);
-                m.unit = Some("ms".to_owned());
-                metrics.push(m);
-            }
-            metrics[index[s]].values.push(MetricValue {
-                timestamp: start + TimeDelta::microseconds(seq * spacing_us),
-                value: 100.0 + (i % 97) as f64 * 1.5,
-                tags: tags[s].clone(),
-            });
-        }
+        let metrics = workload.batch(next..end);
         let started = Instant::now();
         written += storage.manager.save_metrics(&metrics, name).await?.written;
         batch_times.push(started.elapsed());
@@ -140,6 +196,13 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
         history_times.push(started.elapsed());
     }
 
+    let samples_per_second = args.samples as f64 / write_seconds.max(1e-9);
+    let baseline = if args.compare_sqlite3 {
+        Some(sqlite3_baseline(&workload, samples_per_second).await?)
+    } else {
+        None
+    };
+
     let report = Report {
         backend: format!("{} ({})", backend.name(), backend.backend_type()),
         run,
@@ -150,11 +213,12 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
         samples_written: written,
         write_seconds,
         wall_seconds,
-        samples_per_second: args.samples as f64 / write_seconds.max(1e-9),
+        samples_per_second,
         batch_latency: latency(&batch_times),
         query_iterations: args.queries,
         query_metrics: latency(&query_times),
         metric_history: latency(&history_times),
+        baseline,
     };
     if global.json {
         return output::json(&report);
@@ -195,7 +259,115 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
         ]);
     }
     output::line(table);
+    if let Some(b) = &report.baseline {
+        output::line(format!(
+            "Baseline: {} `{}` loaded the same samples in {:.2} s, {} samples/s; aimon reached {:.2}× its rate",
+            b.tool,
+            b.command,
+            b.seconds,
+            thousands(b.samples_per_second as u64),
+            b.ratio
+        ));
+    }
     Ok(())
+}
+
+/// Loads the workload's samples with the `sqlite3` shell — CSV, `.import`, one transaction —
+/// into a fresh database with aimon's schema (same table, same indexes, same journal settings),
+/// and compares its rate with aimon's.
+async fn sqlite3_baseline(workload: &Workload, aimon_rate: f64) -> Result<Baseline> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let shell_error = |e: std::io::Error| {
+        CliError::new(format!(
+            "cannot run the sqlite3 shell for --compare-sqlite3: {e}"
+        ))
+    };
+    let version = Command::new("sqlite3")
+        .arg("--version")
+        .output()
+        .map_err(shell_error)?;
+    let tool = format!(
+        "sqlite3 {}",
+        String::from_utf8_lossy(&version.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+    );
+
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("baseline.db");
+    // aimon creates the schema, so the shell loads into exactly the table and indexes aimon uses.
+    let schema = aimon::open_url("sqlite3-baseline", &format!("sqlite://{}", db.display())).await?;
+    schema.close().await?;
+
+    let csv = dir.path().join("samples.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&csv)?);
+    let tags: Vec<String> = workload
+        .tags
+        .iter()
+        .map(|t| format!("\"{}\"", aimon::model::tags_json(t).replace('"', "\"\"")))
+        .collect();
+    for i in 0..workload.samples {
+        let (s, timestamp, value) = workload.sample(i);
+        writeln!(
+            out,
+            "{},{},{},{value}",
+            workload.ids[s],
+            aimon::time::to_micros(timestamp),
+            tags[s]
+        )?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+
+    let script = format!(
+        "PRAGMA journal_mode=WAL;\nPRAGMA synchronous=NORMAL;\nBEGIN;\n.import --csv {} samples\nCOMMIT;\n",
+        csv.display()
+    );
+    let started = Instant::now();
+    let mut child = Command::new("sqlite3")
+        .arg("-batch")
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(shell_error)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    let finished = child.wait_with_output()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !finished.status.success() || !finished.stderr.is_empty() {
+        return Err(CliError::new(format!(
+            "sqlite3 .import failed: {}",
+            String::from_utf8_lossy(&finished.stderr).trim()
+        )));
+    }
+    let counted = Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT count(*) FROM samples")
+        .output()
+        .map_err(shell_error)?;
+    let rows: u64 = String::from_utf8_lossy(&counted.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    if rows != workload.samples {
+        return Err(CliError::new(format!(
+            "sqlite3 loaded {rows} rows, expected {}",
+            workload.samples
+        )));
+    }
+    let samples_per_second = workload.samples as f64 / seconds.max(1e-9);
+    Ok(Baseline {
+        tool,
+        command: "BEGIN; .import --csv samples.csv samples; COMMIT".to_owned(),
+        seconds,
+        samples_per_second,
+        ratio: aimon_rate / samples_per_second,
+    })
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub struct Global {
     #[arg(long, global = true, env = "AIMON_STORAGE", value_name = "URL")]
     pub storage: Option<String>,
 
-    /// Config file with [[storage]] backends and [routes].
+    /// Config file with `[[storage]]` backends and `[routes]`.
     #[arg(long, global = true, env = "AIMON_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -274,6 +274,12 @@ pub struct BenchArgs {
     /// Iterations of each query in the query phase.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub queries: u64,
+
+    /// Also load the same samples with the `sqlite3` shell (CSV, `.import`, one transaction)
+    /// into a fresh database with the same schema, and report aimon's rate as a ratio of it.
+    /// SQLite stores only.
+    #[arg(long)]
+    pub compare_sqlite3: bool,
 }
 
 fn parse_enum<T: std::str::FromStr<Err = aimon::Error>>(s: &str) -> Result<T, String> {

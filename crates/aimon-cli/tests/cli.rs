@@ -226,6 +226,53 @@ fn bench_reports_throughput_and_latencies() {
     }
 }
 
+/// The bench's baseline loads the same samples with the `sqlite3` shell (CI installs it) and
+/// reports the ratio; it refuses stores that are not SQLite.
+#[test]
+fn bench_compares_with_the_sqlite3_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sqlite = format!("sqlite://{}", d.join("bench.db").display());
+    let report = ok_json(
+        d,
+        &[
+            "--storage",
+            &sqlite,
+            "bench",
+            "--samples",
+            "3000",
+            "--batch",
+            "1000",
+            "--queries",
+            "2",
+            "--compare-sqlite3",
+        ],
+    );
+    let baseline = &report["baseline"];
+    assert!(
+        baseline["tool"].as_str().unwrap().starts_with("sqlite3 3."),
+        "{baseline}"
+    );
+    assert!(
+        baseline["samples_per_second"].as_f64().unwrap() > 0.0,
+        "{baseline}"
+    );
+    assert!(baseline["ratio"].as_f64().unwrap() > 0.0, "{baseline}");
+    let err = fails(
+        d,
+        &[
+            "--storage",
+            "memory://",
+            "bench",
+            "--samples",
+            "10",
+            "--compare-sqlite3",
+        ],
+        1,
+    );
+    assert!(err.contains("needs a sqlite:// store"), "{err}");
+}
+
 #[test]
 fn the_whole_workflow_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
