@@ -88,18 +88,26 @@ enum Item {
     AgentState(AgentState),
 }
 
+/// A compressed NDJSON file. The buffer sits *in front of* the encoder: serde_json writes many
+/// tiny pieces, and flate2 pays for every write call (it clears its output buffer each time), so
+/// unbuffered encoding spent most of a backup in `memset`.
+type ArchiveWriter = BufWriter<GzEncoder<File>>;
+
 struct Writers {
-    metrics: GzEncoder<BufWriter<File>>,
-    alerts: GzEncoder<BufWriter<File>>,
-    agent_states: GzEncoder<BufWriter<File>>,
+    metrics: ArchiveWriter,
+    alerts: ArchiveWriter,
+    agent_states: ArchiveWriter,
     counts: ArchiveCounts,
 }
 
 impl Writers {
     fn create(dir: &Path) -> Result<Self> {
-        let open = |kind| -> Result<GzEncoder<BufWriter<File>>> {
+        let open = |kind| -> Result<ArchiveWriter> {
             let file = File::create(dir.join(file_name(kind)))?;
-            Ok(GzEncoder::new(BufWriter::new(file), Compression::fast()))
+            Ok(BufWriter::with_capacity(
+                1 << 16,
+                GzEncoder::new(file, Compression::fast()),
+            ))
         };
         Ok(Writers {
             metrics: open(DataKind::Metrics)?,
@@ -109,7 +117,7 @@ impl Writers {
         })
     }
 
-    fn line<T: Serialize>(out: &mut GzEncoder<BufWriter<File>>, item: &T) -> Result<()> {
+    fn line<T: Serialize>(out: &mut ArchiveWriter, item: &T) -> Result<()> {
         serde_json::to_writer(&mut *out, item)
             .map_err(|e| Error::new(ErrorKind::Backend, "cannot encode").with_source(e))?;
         out.write_all(b"\n")?;
@@ -146,13 +154,11 @@ impl Writers {
     }
 
     fn finish(self) -> Result<ArchiveCounts> {
-        for encoder in [self.metrics, self.alerts, self.agent_states] {
-            let mut inner = encoder.finish()?;
-            inner.flush()?;
-            inner
+        for writer in [self.metrics, self.alerts, self.agent_states] {
+            let encoder = writer
                 .into_inner()
-                .map_err(|e| Error::from(e.into_error()))?
-                .sync_all()?;
+                .map_err(|e| Error::from(e.into_error()))?;
+            encoder.finish()?.sync_all()?;
         }
         Ok(self.counts)
     }
