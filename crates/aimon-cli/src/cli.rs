@@ -88,7 +88,7 @@ pub struct DemoArgs {
     pub interval: TimeDelta,
 
     /// Seed of the random generator: the same seed simulates the same fleet.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 3)]
     pub seed: u64,
 
     /// Samples per write batch (rounded to whole ticks of the fleet).
