@@ -9,8 +9,8 @@
 //! ```
 //!
 //! Writing streams: items are read from the backend page by page through the public query API
-//! (keyset pagination on `id`) and compressed on a blocking thread, so memory holds one page,
-//! never the store. The manifest is written last; an archive without one is incomplete.
+//! (keyset pagination on `id`) and compressed on a blocking thread, so memory holds one page —
+//! 1,000 alerts or agent states, or 16 series with their samples — never the store. The manifest is written last; an archive without one is incomplete.
 //!
 //! Restoring reads the archive twice: the first pass checks every line (JSON, validation, counts
 //! against the manifest) without writing anything, the second merges the items in batches by

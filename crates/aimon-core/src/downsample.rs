@@ -27,10 +27,34 @@ pub struct SampleRef<'a> {
 
 type OrderKey = (i64, String, String);
 
+/// A sum with Neumaier's compensation, as SQLite (3.43+) computes `SUM` and `AVG`: cancelling
+/// values (`1e16 + 1 - 1e16`) keep their small terms, and the result hardly depends on order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CompensatedSum {
+    sum: f64,
+    compensation: f64,
+}
+
+impl CompensatedSum {
+    pub fn add(&mut self, value: f64) {
+        let t = self.sum + value;
+        if self.sum.abs() >= value.abs() {
+            self.compensation += (self.sum - t) + value;
+        } else {
+            self.compensation += (value - t) + self.sum;
+        }
+        self.sum = t;
+    }
+
+    pub fn value(&self) -> f64 {
+        self.sum + self.compensation
+    }
+}
+
 #[derive(Debug)]
 struct Accumulator {
     count: u64,
-    sum: f64,
+    sum: CompensatedSum,
     min: f64,
     max: f64,
     first: (OrderKey, f64),
@@ -74,7 +98,11 @@ impl Downsampler {
                     bucket,
                     Accumulator {
                         count: 1,
-                        sum: sample.value,
+                        sum: {
+                            let mut sum = CompensatedSum::default();
+                            sum.add(sample.value);
+                            sum
+                        },
                         min: sample.value,
                         max: sample.value,
                         first: (key(), sample.value),
@@ -84,7 +112,7 @@ impl Downsampler {
             }
             Some(acc) => {
                 acc.count += 1;
-                acc.sum += sample.value;
+                acc.sum.add(sample.value);
                 acc.min = acc.min.min(sample.value);
                 acc.max = acc.max.max(sample.value);
                 let is_first = matches!(self.aggregation, Aggregation::First);
@@ -113,8 +141,8 @@ impl Downsampler {
                     .map(|(start, acc)| HistoryBucket {
                         start: time::from_micros(start),
                         value: match aggregation {
-                            Aggregation::Avg => acc.sum / acc.count as f64,
-                            Aggregation::Sum => acc.sum,
+                            Aggregation::Avg => acc.sum.value() / acc.count as f64,
+                            Aggregation::Sum => acc.sum.value(),
                             Aggregation::Min => acc.min,
                             Aggregation::Max => acc.max,
                             Aggregation::Count => acc.count as f64,
@@ -141,6 +169,15 @@ mod tests {
             group: None,
             timestamp_micros: ts,
             value,
+        }
+    }
+
+    #[test]
+    fn sums_keep_small_terms_between_cancelling_ones() {
+        for order in [[1e16, 1.0, -1e16], [1.0, 1e16, -1e16], [-1e16, 1e16, 1.0]] {
+            let mut sum = CompensatedSum::default();
+            order.into_iter().for_each(|v| sum.add(v));
+            assert_eq!(sum.value(), 1.0, "{order:?}");
         }
     }
 

@@ -90,6 +90,7 @@ impl MemoryBackend {
                 config.backend_type
             )));
         }
+        check_url(&config.connection_string)?;
         let mut options = config.reader();
         let retention = RetentionPolicy::from_options(&mut options)?;
         options.finish("memory")?;
@@ -575,6 +576,30 @@ impl StorageBackend for MemoryBackend {
     }
 }
 
+/// `memory://` may carry a label as its host (`memory://scratch`) and nothing else: credentials,
+/// ports, paths or parameters would mean the caller expects something this backend ignores.
+fn check_url(raw: &str) -> Result<()> {
+    let url = url::Url::parse(raw).map_err(|e| {
+        Error::config(format!(
+            "invalid memory URL {}: {e}",
+            crate::redact_url(raw)
+        ))
+    })?;
+    let extra = !url.username().is_empty()
+        || url.password().is_some()
+        || url.port().is_some()
+        || !matches!(url.path(), "" | "/")
+        || url.query().is_some()
+        || url.fragment().is_some();
+    if extra {
+        return Err(Error::config(format!(
+            "{} has parts the memory backend does not use; write memory:// or memory://LABEL",
+            crate::redact_url(raw)
+        )));
+    }
+    Ok(())
+}
+
 /// The alert as every backend stores it: timestamps to the microsecond.
 pub fn truncate_alert(alert: &Alert) -> Alert {
     Alert {
@@ -595,5 +620,27 @@ pub fn truncate_state(state: &AgentState) -> AgentState {
         created_at: time::truncate(state.created_at),
         updated_at: time::truncate(state.updated_at),
         ..state.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_urls_take_a_label_and_nothing_else() {
+        for ok in ["memory://", "memory://scratch", "memory:///"] {
+            assert!(check_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "memory://u:hunter2@h",
+            "memory://h:1",
+            "memory://h/db",
+            "memory://?x=1",
+        ] {
+            let err = check_url(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{bad}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
     }
 }

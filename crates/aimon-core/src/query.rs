@@ -185,7 +185,7 @@ impl QueryOptions {
             .map(|f| resolve_filter(kind, f))
             .collect::<Result<Vec<_>>>()?;
         let sort_by = match &self.sort_by {
-            None => default_sort_field(kind),
+            None => tie_breaker(kind),
             Some(name) => match lookup_field(kind, name)? {
                 Field::Column(col) => col,
                 Field::Label(_) => {
@@ -277,7 +277,8 @@ pub fn fields(kind: DataKind) -> &'static [Column] {
     }
 }
 
-fn default_sort_field(kind: DataKind) -> Column {
+/// The field that breaks ties in every order, and the order without `sort_by`.
+pub fn tie_breaker(kind: DataKind) -> Column {
     let name = if kind == DataKind::AgentStates {
         "agent_id"
     } else {
@@ -287,11 +288,6 @@ fn default_sort_field(kind: DataKind) -> Column {
         .iter()
         .find(|c| c.name == name)
         .expect("id field exists")
-}
-
-/// The field that breaks ties in every order.
-pub fn tie_breaker(kind: DataKind) -> Column {
-    default_sort_field(kind)
 }
 
 /// A field named in a filter.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Options;
@@ -63,10 +63,5 @@ impl RetentionPolicy {
     /// Whether a timestamp is live under a cutoff from one of the `*_cutoff` methods.
     pub fn is_live(cutoff: Option<i64>, ts: DateTime<Utc>) -> bool {
         cutoff.is_none_or(|c| time::to_micros(ts) >= c)
-    }
-
-    /// `ttl` as a chrono delta, for backends that compute with it.
-    pub fn as_delta(ttl: Duration) -> TimeDelta {
-        TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX)
     }
 }

@@ -41,7 +41,7 @@ pub struct BackendDescriptor {
 fn implemented(backend_type: StorageBackendType) -> bool {
     matches!(
         backend_type,
-        StorageBackendType::Memory | StorageBackendType::Sqlite
+        StorageBackendType::Memory | StorageBackendType::Sqlite | StorageBackendType::Redis
     )
 }
 
@@ -68,6 +68,7 @@ pub fn descriptors() -> Vec<BackendDescriptor> {
 pub fn is_available(backend_type: StorageBackendType) -> bool {
     backend_type == StorageBackendType::Memory
         || (backend_type == StorageBackendType::Sqlite && cfg!(feature = "sqlite"))
+        || (backend_type == StorageBackendType::Redis && cfg!(feature = "redis"))
 }
 
 fn unavailable(backend_type: StorageBackendType) -> Error {
@@ -103,6 +104,8 @@ pub async fn open(config: &StorageConfig) -> Result<Arc<dyn StorageBackend>> {
         StorageBackendType::Sqlite => Ok(Arc::new(
             aimon_sqlite::SqliteBackend::connect(config).await?,
         )),
+        #[cfg(feature = "redis")]
+        StorageBackendType::Redis => Ok(Arc::new(aimon_redis::RedisBackend::connect(config).await?)),
         other => Err(unavailable(other)),
     };
     opened.map_err(|e| {

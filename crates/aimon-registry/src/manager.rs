@@ -27,7 +27,10 @@ struct Inner {
 /// backend named in the call, else the one routed for the call's data kind, else the default.
 ///
 /// Every write that succeeds is also published to [`StorageManager::subscribe`]rs in this process,
-/// whatever the backend.
+/// whatever the backend: one event per item of the call. A call that stored nothing (every item
+/// expired or superseded, see [`WriteReport`]) publishes nothing; in a batch that stored only
+/// part, events name every item sent. A backend's own `subscribe` (where `pub_sub` is true)
+/// reports exactly what it stored.
 ///
 /// ```
 /// use aimon_core::{DataKind, StorageConfig};
@@ -258,8 +261,16 @@ impl StorageManager {
         )
     }
 
-    fn publish(&self, events: impl IntoIterator<Item = StorageEvent>) {
+    fn publish_if_stored(
+        &self,
+        report: &WriteReport,
+        events: impl IntoIterator<Item = StorageEvent>,
+    ) {
+        if report.written == 0 {
+            return;
+        }
         for event in events {
+            // No subscriber is not an error.
             let _ = self.events.send(event);
         }
     }
@@ -276,11 +287,14 @@ impl StorageManager {
     ) -> Result<WriteReport> {
         let target = self.for_kind(DataKind::Metrics, backend)?;
         let report = target.save_metrics(metrics).await?;
-        self.publish(metrics.iter().map(|m| StorageEvent::MetricWritten {
-            backend: target.name().to_owned(),
-            metric_id: m.id.clone(),
-            samples: m.values.len() as u64,
-        }));
+        self.publish_if_stored(
+            &report,
+            metrics.iter().map(|m| StorageEvent::MetricWritten {
+                backend: target.name().to_owned(),
+                metric_id: m.id.clone(),
+                samples: m.values.len() as u64,
+            }),
+        );
         Ok(report)
     }
 
@@ -321,11 +335,14 @@ impl StorageManager {
     ) -> Result<WriteReport> {
         let target = self.for_kind(DataKind::Alerts, backend)?;
         let report = target.save_alerts(alerts).await?;
-        self.publish(alerts.iter().map(|a| StorageEvent::AlertWritten {
-            backend: target.name().to_owned(),
-            alert_id: a.id.clone(),
-            status: a.status.to_string(),
-        }));
+        self.publish_if_stored(
+            &report,
+            alerts.iter().map(|a| StorageEvent::AlertWritten {
+                backend: target.name().to_owned(),
+                alert_id: a.id.clone(),
+                status: a.status.to_string(),
+            }),
+        );
         Ok(report)
     }
 
@@ -361,11 +378,14 @@ impl StorageManager {
     ) -> Result<WriteReport> {
         let target = self.for_kind(DataKind::AgentStates, backend)?;
         let report = target.save_agent_states(states).await?;
-        self.publish(states.iter().map(|s| StorageEvent::AgentStateWritten {
-            backend: target.name().to_owned(),
-            agent_id: s.agent_id.clone(),
-            status: s.status.clone(),
-        }));
+        self.publish_if_stored(
+            &report,
+            states.iter().map(|s| StorageEvent::AgentStateWritten {
+                backend: target.name().to_owned(),
+                agent_id: s.agent_id.clone(),
+                status: s.status.clone(),
+            }),
+        );
         Ok(report)
     }
 
@@ -543,6 +563,29 @@ mod tests {
                 status: "running".into()
             }
         );
+    }
+
+    #[tokio::test]
+    async fn writes_that_store_nothing_publish_nothing() {
+        let manager = two_backends().await;
+        let mut events = manager.subscribe();
+        let mut newer = AgentState::new("s2", "agent-7", "running");
+        manager.save_agent_state(&newer, None).await.unwrap();
+        assert!(matches!(
+            events.next().await,
+            Some(StorageEvent::AgentStateWritten { .. })
+        ));
+        newer.last_heartbeat -= chrono::TimeDelta::minutes(5);
+        newer.status = "stale".into();
+        let report = manager.save_agent_state(&newer, None).await.unwrap();
+        assert_eq!(report.superseded, 1);
+        let alert = Alert::new("a1", "latency", AlertSeverity::High, "agent-7");
+        manager.save_alert(&alert, None).await.unwrap();
+        // The next event is the alert's: the superseded state published none.
+        assert!(matches!(
+            events.next().await,
+            Some(StorageEvent::AlertWritten { .. })
+        ));
     }
 
     #[tokio::test]

@@ -60,6 +60,28 @@ pub async fn history_sum(fixture: &Fixture) {
     check_aggregation(fixture, Aggregation::Sum, [6.0, 30.0]).await;
 }
 
+/// `sum` and `avg` are compensated (docs/semantics.md): a small term between two cancelling
+/// ones survives, exactly, on every backend.
+pub async fn history_sum_keeps_small_terms_between_cancelling_values(fixture: &Fixture) {
+    let store = fixture.open(&[]).await;
+    let m = series("c", "cancel")
+        .with_value(sample(10, 1e16))
+        .with_value(sample(20, 1.0))
+        .with_value(sample(30, -1e16));
+    store.save_metric(&m).await.unwrap();
+    for (aggregation, want) in [(Aggregation::Sum, 1.0), (Aggregation::Avg, 1.0 / 3.0)] {
+        let out = store
+            .metric_history(&HistoryQuery::new(
+                "cancel",
+                TimeDelta::seconds(60),
+                aggregation,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(out[0].buckets[0].value, want, "{aggregation}");
+    }
+}
+
 pub async fn history_min(fixture: &Fixture) {
     check_aggregation(fixture, Aggregation::Min, [1.0, 10.0]).await;
 }

@@ -353,8 +353,9 @@ pub async fn every_subscriber_receives_every_event(fixture: &Fixture) {
     }
 }
 
-/// Capabilities are a stable description: the same answer every time, and the native-backup
-/// flag is true to its word on both sides (see `backup::native_backup_follows_the_capability`).
+/// Capabilities describe the backend, not the namespace: the same answer every time and for
+/// every namespace, and cross-process events imply `pub_sub`. (Each flag's behaviour is checked
+/// where it matters, e.g. `backup::native_backup_follows_the_capability`.)
 pub async fn capabilities_are_stable(fixture: &Fixture) {
     let store = fixture.open(&[]).await;
     let caps = store.capabilities();

@@ -90,6 +90,7 @@ macro_rules! __with_conformance_checks {
                 history {
                     history_avg,
                     history_sum,
+                    history_sum_keeps_small_terms_between_cancelling_values,
                     history_min,
                     history_max,
                     history_count,
