@@ -1,4 +1,8 @@
 //! `aimon bench`: ingest throughput and query latency of the configured store.
+//!
+//! Without `--storage`, `AIMON_STORAGE` or a config file the bench writes into a temporary SQLite
+//! file that is removed afterwards, never into the demo's `./aimon.db`. A store given explicitly
+//! keeps the samples; they are tagged `run=<id>` and the report prints the id.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +47,10 @@ pub fn latency(samples: &[Duration]) -> Latency {
 #[derive(Debug, Serialize)]
 struct Report {
     backend: String,
+    /// The store's URL when it is a temporary one, removed after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temporary_store: Option<String>,
+    /// Tagged `run=<id>` on every sample; series ids start with `bench-<id>/`.
     run: String,
     samples: u64,
     series: u64,
@@ -205,6 +213,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
 
     let report = Report {
         backend: format!("{} ({})", backend.name(), backend.backend_type()),
+        temporary_store: storage.temporary_url().map(str::to_owned),
         run,
         samples: args.samples,
         series,
@@ -223,12 +232,16 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
     if global.json {
         return output::json(&report);
     }
+    let into = match &report.temporary_store {
+        Some(url) => format!("a temporary {url} (removed afterwards)"),
+        None => report.backend.clone(),
+    };
     output::line(format!(
         "Wrote {} samples in {} batches of {} into {}: {:.2} s in save_metrics ({:.2} s wall), {} samples/s",
         thousands(report.samples_written),
         report.batches,
         thousands(report.batch),
-        report.backend,
+        into,
         report.write_seconds,
         report.wall_seconds,
         thousands(report.samples_per_second as u64),
@@ -268,6 +281,23 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
             thousands(b.samples_per_second as u64),
             b.ratio
         ));
+    }
+    // A memory store is gone when the process ends; any other keeps what the bench wrote.
+    if report.temporary_store.is_none()
+        && backend.backend_type() != aimon::StorageBackendType::Memory
+    {
+        output::line(format!(
+            "Run {run}: the samples stay in the store, in the series bench-{run}/* of \
+             {METRIC_NAME}, tagged run={run} (aimon query metrics --name {METRIC_NAME} --tag run={run})",
+            run = report.run
+        ));
+        if backend.backend_type() == aimon::StorageBackendType::Sqlite {
+            output::line(format!(
+                "To delete them: sqlite3 FILE \"DELETE FROM samples WHERE series_id LIKE 'bench-{run}/%'; \
+                 DELETE FROM series WHERE id LIKE 'bench-{run}/%'\"",
+                run = report.run
+            ));
+        }
     }
     Ok(())
 }

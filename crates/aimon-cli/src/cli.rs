@@ -67,7 +67,16 @@ pub enum Command {
     /// Retention (TTL) maintenance.
     #[command(subcommand)]
     Retention(RetentionCommand),
-    /// Measure ingest and query throughput of the configured store.
+    /// Measure ingest and query throughput of a store.
+    ///
+    /// Without --storage, AIMON_STORAGE or --config the bench writes into a fresh SQLite file in a
+    /// temporary directory, removed afterwards: it never touches the default ./aimon.db.
+    ///
+    /// A store given explicitly keeps the samples. They belong to the metric aimon.bench.value,
+    /// in series bench-<RUN>/sNNNN, tagged run=<RUN>; the report prints the run id (also `run`
+    /// in --json) so they can be found (aimon query metrics --name aimon.bench.value --tag
+    /// run=<RUN>) and deleted (SQLite: DELETE FROM samples WHERE series_id LIKE 'bench-<RUN>/%',
+    /// and the same on series by id).
     Bench(BenchArgs),
     /// List the backend types and whether this build has them.
     Backends,
@@ -90,6 +99,18 @@ pub struct DemoArgs {
     /// Seed of the random generator: the same seed simulates the same fleet.
     #[arg(long, default_value_t = 3)]
     pub seed: u64,
+
+    /// Id of this run: tagged `run=ID` on every sample, labelled on every alert, part of alert
+    /// ids and kept in agent-state metadata, so the summary reads back only this run even from
+    /// a store that holds earlier ones. Must be new in the store; defaults to the start time in
+    /// milliseconds since the epoch.
+    #[arg(long, value_name = "ID", value_parser = parse::run_id)]
+    pub run: Option<String>,
+
+    /// End of the simulated window: `now`, a duration ago or RFC 3339; rounded down to a
+    /// multiple of --interval.
+    #[arg(long, default_value = "now", value_name = "WHEN", value_parser = parse::time_spec)]
+    pub end: String,
 
     /// Samples per write batch (rounded to whole ticks of the fleet).
     #[arg(long, default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -325,6 +346,8 @@ mod tests {
             vec!["aimon", "query", "metrics", "--tag", "novalue"],
             vec!["aimon", "query", "alerts", "--severity", "loud"],
             vec!["aimon", "demo", "--agents", "0"],
+            vec!["aimon", "demo", "--run", ""],
+            vec!["aimon", "demo", "--run", "a b"],
         ] {
             assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
         }

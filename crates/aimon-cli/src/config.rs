@@ -86,10 +86,35 @@ pub fn load_file(path: &Path) -> Result<FileConfig> {
     Ok(config)
 }
 
+/// What a command falls back to when neither `--storage`, `AIMON_STORAGE` nor a config file is
+/// given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// [`DEFAULT_STORAGE`], the file the demo fills and the other commands read.
+    DefaultFile,
+    /// A fresh SQLite file in a temporary directory, removed when the storage closes (`bench`,
+    /// which must not leave its samples in the user's store).
+    TemporarySqlite,
+}
+
+/// Where the open store came from.
+#[derive(Debug)]
+pub enum Origin {
+    /// `--storage` or `AIMON_STORAGE`.
+    Url,
+    /// `--config` or `AIMON_CONFIG`.
+    ConfigFile,
+    /// Nothing given: [`DEFAULT_STORAGE`].
+    Default,
+    /// Nothing given, [`Fallback::TemporarySqlite`]: the directory is removed on close.
+    Temporary { url: String, dir: tempfile::TempDir },
+}
+
 /// An open set of backends and the backend a command asked for (`--backend`).
 pub struct Storage {
     pub manager: StorageManager,
     pub backend: Option<String>,
+    pub origin: Origin,
 }
 
 impl Storage {
@@ -98,29 +123,54 @@ impl Storage {
         self.backend.as_deref()
     }
 
-    /// Opens what the global flags describe.
-    pub async fn open(global: &Global) -> Result<Storage> {
+    /// The URL of the temporary store, when that is what was opened.
+    pub fn temporary_url(&self) -> Option<&str> {
+        match &self.origin {
+            Origin::Temporary { url, .. } => Some(url),
+            _ => None,
+        }
+    }
+
+    /// Opens what the global flags describe, or `fallback` when they describe nothing.
+    pub async fn open(global: &Global, fallback: Fallback) -> Result<Storage> {
         let manager = StorageManager::new();
-        if let Some(url) = &global.storage {
+        let origin = if let Some(url) = &global.storage {
             open_url(&manager, url).await?;
+            Origin::Url
         } else if let Some(path) = &global.config {
             let file = load_file(path)?;
             open_file(&manager, file).await?;
+            Origin::ConfigFile
         } else {
-            open_url(&manager, DEFAULT_STORAGE).await?;
-        }
+            match fallback {
+                Fallback::DefaultFile => {
+                    open_url(&manager, DEFAULT_STORAGE).await?;
+                    Origin::Default
+                }
+                Fallback::TemporarySqlite => {
+                    let dir = tempfile::Builder::new().prefix("aimon-").tempdir()?;
+                    let url = format!("sqlite://{}", dir.path().join("aimon.db").display());
+                    open_url(&manager, &url).await?;
+                    Origin::Temporary { url, dir }
+                }
+            }
+        };
         let storage = Storage {
             manager,
             backend: global.backend.clone(),
+            origin,
         };
         // Fail early, naming the configured backends, when --backend names none of them.
         storage.manager.get_backend(storage.name())?;
         Ok(storage)
     }
 
-    /// Closes every backend, flushing what they buffer.
+    /// Closes every backend, flushing what they buffer; then removes a temporary store.
     pub async fn close(self) -> Result<()> {
         self.manager.close(None).await?;
+        if let Origin::Temporary { dir, .. } = self.origin {
+            dir.close()?;
+        }
         Ok(())
     }
 }

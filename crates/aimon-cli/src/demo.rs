@@ -1,4 +1,10 @@
 //! `aimon demo`: simulate a fleet into the store, then read it back the way a user would.
+//!
+//! Each run has an id (`--run`, by default its start time in milliseconds) that tags every
+//! sample (`run=<id>`), labels every alert, prefixes alert ids and sits in agent-state metadata.
+//! Every read after the writes is restricted to the run, so running the demo again into the same
+//! store shows exactly what the first run showed, not the sum of both. Agent ids stay `agent-01`
+//! … across runs; an agent's latest state is the newest run's.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -8,7 +14,7 @@ use serde::Serialize;
 
 use aimon::{
     AgentStateQuery, Aggregation, Alert, AlertQuery, FilterOp, HistoryQuery, HistorySeries,
-    QueryOptions, SortOrder, WriteReport,
+    MetricQuery, QueryOptions, SortOrder, WriteReport,
 };
 
 use crate::chart;
@@ -16,6 +22,7 @@ use crate::cli::{DemoArgs, Global};
 use crate::config::Storage;
 use crate::error::{CliError, Result};
 use crate::output::{self, thousands};
+use crate::parse;
 use crate::progress;
 use crate::sim::{Fleet, METRICS, SimCounts};
 
@@ -27,6 +34,8 @@ const SHOWN_ALERTS: usize = 15;
 #[derive(Debug, Serialize)]
 struct Summary {
     backend: String,
+    /// This run's id: the `run` tag of its samples and label of its alerts.
+    run: String,
     agents: u32,
     hours: u32,
     interval_seconds: f64,
@@ -38,7 +47,11 @@ struct Summary {
     samples_written: u64,
     samples_expired: u64,
     alert_writes: u64,
-    agent_state_writes: u64,
+    /// Agent states the simulation sent (status changes and heartbeats).
+    agent_state_updates: u64,
+    /// Of those, the ones the store kept out because it held a newer state of the agent (from
+    /// an earlier run whose window ended later).
+    agent_state_updates_superseded: u64,
     batches: u64,
     elapsed_seconds: f64,
     samples_per_second: f64,
@@ -97,8 +110,19 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
     }
     let backend = storage.manager.get_backend(storage.name())?;
     let backend_label = format!("{} ({})", backend.name(), backend.backend_type());
-    let end = window_end(aimon::time::now(), args.interval);
-    let mut fleet = Fleet::new(args.agents, args.seed, end, args.interval, ticks);
+    let now = aimon::time::now();
+    let run = match &args.run {
+        Some(run) => {
+            ensure_new_run(storage, run).await?;
+            run.clone()
+        }
+        None => now.timestamp_millis().to_string(),
+    };
+    let end = window_end(
+        parse::time_at(&args.end, now).map_err(CliError::new)?,
+        args.interval,
+    );
+    let mut fleet = Fleet::new(args.agents, args.seed, &run, end, args.interval, ticks);
     let start = fleet.start();
     let agents_meta: BTreeMap<String, (String, String)> = fleet
         .agents
@@ -112,6 +136,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
         ticks,
         samples_total,
         ticks_per_batch,
+        run = %run,
         backend = %backend_label,
         "simulating"
     );
@@ -130,8 +155,13 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
     let bar = progress::bar(samples_total, "samples", global);
     let name = storage.name();
     let started = Instant::now();
-    let (mut metrics_report, mut alert_writes, mut state_writes, mut batches) =
-        (WriteReport::default(), 0u64, 0u64, 0u64);
+    let (mut metrics_report, mut states_report, mut alert_writes, mut state_updates, mut batches) = (
+        WriteReport::default(),
+        WriteReport::default(),
+        0u64,
+        0u64,
+        0u64,
+    );
     while let Some(batch) = rx.recv().await {
         metrics_report += storage.manager.save_metrics(&batch.metrics, name).await?;
         if !batch.alerts.is_empty() {
@@ -141,11 +171,11 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
                 .await?
                 .written;
         }
-        state_writes += storage
+        state_updates += batch.states.len() as u64;
+        states_report += storage
             .manager
             .save_agent_states(&batch.states, name)
-            .await?
-            .written;
+            .await?;
         batches += 1;
         bar.inc(batch.samples);
     }
@@ -155,19 +185,22 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
         .join()
         .map_err(|_| CliError::new("the simulation thread failed"))?;
 
-    let read_end = end + args.interval;
-    let fleet_rows = fleet_table(storage, &agents_meta, start, read_end).await?;
-    let open_alerts = open_alerts(storage).await?;
-    let latency = history(
+    let reads = RunReads {
         storage,
-        "llm.latency_ms",
+        run: &run,
         start,
-        read_end,
-        TimeDelta::minutes(30),
-        Aggregation::Avg,
-        None,
-    )
-    .await?;
+        end: end + args.interval,
+    };
+    let fleet_rows = fleet_table(&reads, &agents_meta).await?;
+    let open_alerts = open_alerts(storage, &run).await?;
+    let latency = reads
+        .history(
+            "llm.latency_ms",
+            TimeDelta::minutes(30),
+            Aggregation::Avg,
+            None,
+        )
+        .await?;
     let latency_history: Vec<Point> = latency
         .into_iter()
         .flat_map(|s| s.buckets)
@@ -180,6 +213,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
 
     let summary = Summary {
         backend: backend_label,
+        run,
         agents: args.agents,
         hours: args.hours,
         interval_seconds: args.interval.as_seconds_f64(),
@@ -191,7 +225,8 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
         samples_written: metrics_report.written,
         samples_expired: metrics_report.expired,
         alert_writes,
-        agent_state_writes: state_writes,
+        agent_state_updates: state_updates,
+        agent_state_updates_superseded: states_report.superseded,
         batches,
         elapsed_seconds: elapsed,
         samples_per_second: samples_total as f64 / elapsed.max(1e-9),
@@ -207,22 +242,62 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
     Ok(())
 }
 
-/// `metric_history` through the manager.
-pub async fn history(
-    storage: &Storage,
-    name: &str,
+/// Fails when the store already holds data of `run`, which the summary could not tell apart.
+async fn ensure_new_run(storage: &Storage, run: &str) -> Result<()> {
+    let one = QueryOptions::default().limit(1);
+    let metrics = storage
+        .manager
+        .query_metrics(
+            &MetricQuery::new()
+                .name(METRICS[0].0)
+                .tag("run", run)
+                .options(one.clone()),
+            storage.name(),
+        )
+        .await?;
+    let alerts = storage
+        .manager
+        .query_alerts(
+            &AlertQuery::new().label("run", run).options(one),
+            storage.name(),
+        )
+        .await?;
+    if metrics.is_empty() && alerts.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::new(format!(
+            "the store already holds demo run {run:?}; choose another --run, or leave it out to use the start time"
+        )))
+    }
+}
+
+/// The samples of one demo run in its window, as the summary reads them back.
+struct RunReads<'a> {
+    storage: &'a Storage,
+    run: &'a str,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
-    step: TimeDelta,
-    aggregation: Aggregation,
-    group_by: Option<&str>,
-) -> Result<Vec<HistorySeries>> {
-    let mut query = HistoryQuery::new(name, step, aggregation).range(start, end);
-    query.group_by = group_by.map(str::to_owned);
-    Ok(storage
-        .manager
-        .get_metric_history(&query, storage.name())
-        .await?)
+}
+
+impl RunReads<'_> {
+    /// `metric_history` of the run's samples (tag `run=<id>`) through the manager.
+    async fn history(
+        &self,
+        name: &str,
+        step: TimeDelta,
+        aggregation: Aggregation,
+        group_by: Option<&str>,
+    ) -> Result<Vec<HistorySeries>> {
+        let mut query = HistoryQuery::new(name, step, aggregation)
+            .range(self.start, self.end)
+            .tag("run", self.run);
+        query.group_by = group_by.map(str::to_owned);
+        Ok(self
+            .storage
+            .manager
+            .get_metric_history(&query, self.storage.name())
+            .await?)
+    }
 }
 
 /// Per group: (sum of bucket values, sum of value × count, sum of counts).
@@ -239,61 +314,32 @@ fn totals(series: Vec<HistorySeries>) -> BTreeMap<String, (f64, f64, u64)> {
 }
 
 async fn fleet_table(
-    storage: &Storage,
+    reads: &RunReads<'_>,
     meta: &BTreeMap<String, (String, String)>,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
 ) -> Result<Vec<AgentRow>> {
+    let (storage, run) = (reads.storage, reads.run);
     let name = storage.name();
     let step = TimeDelta::hours(1);
     let agent = Some("agent");
     let prompt = totals(
-        history(
-            storage,
-            "llm.prompt_tokens",
-            start,
-            end,
-            step,
-            Aggregation::Sum,
-            agent,
-        )
-        .await?,
+        reads
+            .history("llm.prompt_tokens", step, Aggregation::Sum, agent)
+            .await?,
     );
     let completion = totals(
-        history(
-            storage,
-            "llm.completion_tokens",
-            start,
-            end,
-            step,
-            Aggregation::Sum,
-            agent,
-        )
-        .await?,
+        reads
+            .history("llm.completion_tokens", step, Aggregation::Sum, agent)
+            .await?,
     );
     let latency = totals(
-        history(
-            storage,
-            "llm.latency_ms",
-            start,
-            end,
-            step,
-            Aggregation::Avg,
-            agent,
-        )
-        .await?,
+        reads
+            .history("llm.latency_ms", step, Aggregation::Avg, agent)
+            .await?,
     );
     let cost = totals(
-        history(
-            storage,
-            "llm.cost_usd",
-            start,
-            end,
-            step,
-            Aggregation::Sum,
-            agent,
-        )
-        .await?,
+        reads
+            .history("llm.cost_usd", step, Aggregation::Sum, agent)
+            .await?,
     );
     let states = storage
         .manager
@@ -302,12 +348,14 @@ async fn fleet_table(
             name,
         )
         .await?;
+    // The latest state of an agent is this run's unless an earlier run's window ended later.
     let states: BTreeMap<_, _> = states
         .into_iter()
+        .filter(|s| s.metadata.get("run").and_then(|r| r.as_str()) == Some(run))
         .map(|s| (s.agent_id.clone(), s))
         .collect();
     let mut open: BTreeMap<String, u64> = BTreeMap::new();
-    for alert in open_alert_query(storage, READ_LIMIT).await? {
+    for alert in open_alert_query(storage, run, READ_LIMIT).await? {
         *open.entry(alert.source).or_default() += 1;
     }
     Ok(meta
@@ -333,7 +381,7 @@ async fn fleet_table(
         .collect())
 }
 
-async fn open_alert_query(storage: &Storage, limit: usize) -> Result<Vec<Alert>> {
+async fn open_alert_query(storage: &Storage, run: &str, limit: usize) -> Result<Vec<Alert>> {
     let options = QueryOptions::default()
         .filter(
             "status",
@@ -344,12 +392,15 @@ async fn open_alert_query(storage: &Storage, limit: usize) -> Result<Vec<Alert>>
         .limit(limit);
     Ok(storage
         .manager
-        .query_alerts(&AlertQuery::new().options(options), storage.name())
+        .query_alerts(
+            &AlertQuery::new().label("run", run).options(options),
+            storage.name(),
+        )
         .await?)
 }
 
-async fn open_alerts(storage: &Storage) -> Result<Vec<Alert>> {
-    let mut alerts = open_alert_query(storage, READ_LIMIT).await?;
+async fn open_alerts(storage: &Storage, run: &str) -> Result<Vec<Alert>> {
+    let mut alerts = open_alert_query(storage, run, READ_LIMIT).await?;
     // Most severe first, then the most recent.
     alerts.sort_by(|a, b| {
         b.severity
@@ -362,15 +413,15 @@ async fn open_alerts(storage: &Storage) -> Result<Vec<Alert>> {
 fn print_summary(s: &Summary) {
     let now = aimon::time::now();
     output::line(format!(
-        "Simulated {} agents over {}h at {}s intervals (seed {}) into {}",
-        s.agents, s.hours, s.interval_seconds, s.seed, s.backend
+        "Simulated {} agents over {}h at {}s intervals (seed {}) into {}, run {}",
+        s.agents, s.hours, s.interval_seconds, s.seed, s.backend, s.run
     ));
     output::line(format!(
-        "Wrote {} samples in {} series, {} alert updates and {} agent states in {:.2} s: {} samples/s",
+        "Wrote {} samples in {} series, {} alert updates and {} agent state updates in {:.2} s: {} samples/s",
         thousands(s.samples_written),
         thousands(s.series),
         thousands(s.alert_writes),
-        thousands(s.agent_state_writes),
+        thousands(s.agent_state_updates),
         s.elapsed_seconds,
         thousands(s.samples_per_second as u64),
     ));
@@ -386,6 +437,11 @@ fn print_summary(s: &Summary) {
         s.simulation.alerts_acknowledged,
         s.simulation.alerts_resolved,
         s.simulation.status_changes
+    ));
+    output::line(format!(
+        "What follows is run {run} only: its samples are tagged and its alerts labelled run={run} \
+         (aimon query alerts --label run={run}, aimon history NAME --tag run={run})",
+        run = s.run
     ));
     output::line("");
 

@@ -21,7 +21,7 @@ use clap::error::ErrorKind as ClapErrorKind;
 use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command, RetentionCommand};
-use config::Storage;
+use config::{Fallback, Storage};
 use error::Result;
 
 fn main() -> ExitCode {
@@ -106,7 +106,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Migrate(args) => return commands::migrate(global, args).await,
         _ => {}
     }
-    let storage = Storage::open(global).await?;
+    // The bench measures; it writes into the user's store only when told which one.
+    let fallback = match &cli.command {
+        Command::Bench(_) => Fallback::TemporarySqlite,
+        _ => Fallback::DefaultFile,
+    };
+    let storage = Storage::open(global, fallback).await?;
     let result = match &cli.command {
         Command::Demo(args) => demo::run(&storage, global, args).await,
         Command::Query(query) => commands::query(&storage, global, query).await,

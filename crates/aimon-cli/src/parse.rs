@@ -77,6 +77,22 @@ pub fn time_spec(text: &str) -> Result<String, String> {
     time_at(text, Utc::now()).map(|_| text.to_owned())
 }
 
+/// A run id (`aimon demo --run`): 1 to 64 ASCII letters, digits, `.`, `_` or `-`, so it fits
+/// in ids, tags and labels and is easy to type in a filter.
+pub fn run_id(text: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid run id {text:?}; expected 1 to 64 letters, digits, '.', '_' or '-'"
+        ))
+    }
+}
+
 /// `key=value`; the value may be empty only if written explicitly (`key=`).
 pub fn key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {

@@ -233,6 +233,9 @@ impl Tick {
 /// One simulated agent.
 pub struct Agent {
     pub id: String,
+    /// The demo run: tagged on every sample, labelled on every alert and kept in agent-state
+    /// metadata, so a run reads back only its own data from a store that holds earlier ones.
+    run: String,
     pub model: &'static str,
     pub region: &'static str,
     pub role: &'static str,
@@ -256,7 +259,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn new(index: u32, rng: &mut Rng) -> Self {
+    fn new(index: u32, run: &str, rng: &mut Rng) -> Self {
         let id = format!("agent-{:02}", index + 1);
         let &(model, base_latency, price_in, price_out) = rng.pick(&MODELS);
         let &(region, utc_offset) = rng.pick(&REGIONS);
@@ -265,6 +268,7 @@ impl Agent {
             ("agent".to_owned(), id.clone()),
             ("model".to_owned(), model.to_owned()),
             ("region".to_owned(), region.to_owned()),
+            ("run".to_owned(), run.to_owned()),
         ]);
         let series = METRICS.map(|(name, ..)| format!("{id}/{name}"));
         Agent {
@@ -288,6 +292,7 @@ impl Agent {
             tokens_total: 0.0,
             cost_total: 0.0,
             id,
+            run: run.to_owned(),
         }
     }
 
@@ -480,8 +485,9 @@ impl Agent {
         metadata.insert("region".into(), json!(self.region));
         metadata.insert("role".into(), json!(self.role));
         metadata.insert("version".into(), json!("1.4.2"));
+        metadata.insert("run".into(), json!(self.run));
         AgentState {
-            id: format!("{}@{}", self.id, at.timestamp_millis()),
+            id: format!("{}/{}@{}", self.run, self.id, at.timestamp_millis()),
             agent_id: self.id.clone(),
             status: self.status.to_owned(),
             metrics,
@@ -543,12 +549,13 @@ impl Fleet {
     pub fn new(
         agents: u32,
         seed: u64,
+        run: &str,
         end: DateTime<Utc>,
         interval: TimeDelta,
         total_ticks: u64,
     ) -> Self {
         let mut rng = Rng::new(seed);
-        let agents = (0..agents).map(|i| Agent::new(i, &mut rng)).collect();
+        let agents = (0..agents).map(|i| Agent::new(i, run, &mut rng)).collect();
         let span = micros(interval).saturating_mul(total_ticks.saturating_sub(1) as i64);
         Fleet {
             agents,
@@ -673,6 +680,7 @@ impl Fleet {
                     ("model".to_owned(), agent.model.to_owned()),
                     ("region".to_owned(), agent.region.to_owned()),
                     ("team".to_owned(), agent.role.to_owned()),
+                    ("run".to_owned(), agent.run.clone()),
                 ])
             };
             let state = &mut agent.rules[r];
@@ -680,8 +688,23 @@ impl Fleet {
                 (Some((severity, value, threshold)), None) => {
                     state.firing_ticks += 1;
                     if state.firing_ticks >= FIRE_AFTER {
-                        let alert =
-                            new_alert(&agent.id, rule, severity, value, threshold, at, labels());
+                        let id = format!(
+                            "{}/{}-{}-{}",
+                            agent.run,
+                            agent.id,
+                            rule.slug(),
+                            at.timestamp()
+                        );
+                        let alert = new_alert(
+                            id,
+                            &agent.id,
+                            rule,
+                            severity,
+                            value,
+                            threshold,
+                            at,
+                            labels(),
+                        );
                         counts.alerts_fired += 1;
                         // Most alerts are acknowledged by on-call within 2–20 minutes.
                         let ack_at = rng
@@ -754,7 +777,9 @@ fn set_time(alert: &mut Alert, at: DateTime<Utc>, transition: Transition) {
     alert.updated_at = at;
 }
 
+#[allow(clippy::too_many_arguments)]
 fn new_alert(
+    id: String,
     agent: &str,
     rule: Rule,
     severity: AlertSeverity,
@@ -763,7 +788,6 @@ fn new_alert(
     at: DateTime<Utc>,
     labels: Tags,
 ) -> Alert {
-    let id = format!("{agent}-{}-{}", rule.slug(), at.timestamp());
     let mut alert = Alert::new(id, rule.name(), severity, agent);
     let summary = match rule {
         Rule::HighLatency => format!("{agent}: latency {value:.0} ms above {threshold:.0} ms"),
@@ -816,7 +840,7 @@ mod tests {
         let end = DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z")
             .unwrap()
             .to_utc();
-        let mut fleet = Fleet::new(10, seed, end, TimeDelta::seconds(10), 8_640);
+        let mut fleet = Fleet::new(10, seed, "test", end, TimeDelta::seconds(10), 8_640);
         let mut batches = Vec::new();
         while let Some(batch) = fleet.next_batch(500) {
             batches.push(batch);
@@ -855,6 +879,21 @@ mod tests {
             .collect();
         for s in ["running", "degraded", "failed", "recovering"] {
             assert!(statuses.contains(s), "{statuses:?}");
+        }
+        // Every sample, alert and state carries the run.
+        assert!(
+            batches
+                .iter()
+                .flat_map(|b| &b.metrics)
+                .flat_map(|m| &m.values)
+                .all(|v| v.tags.get("run").map(String::as_str) == Some("test"))
+        );
+        for alert in batches.iter().flat_map(|b| &b.alerts) {
+            assert_eq!(alert.labels["run"], "test");
+            assert!(alert.id.starts_with("test/agent-"), "{}", alert.id);
+        }
+        for state in batches.iter().flat_map(|b| &b.states) {
+            assert_eq!(state.metadata["run"], "test");
         }
         // The last tick is the end of the window.
         let last = batches.last().unwrap().metrics[0].values.last().unwrap();

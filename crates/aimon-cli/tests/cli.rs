@@ -131,6 +131,128 @@ fn demo_against_memory() {
     assert!(text.contains("Fleet average latency"), "{text}");
 }
 
+/// A second demo run into the same store shows what the first showed: every read of the summary
+/// is restricted to its own run.
+#[test]
+fn the_demo_runs_again_into_the_same_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = format!("sqlite://{}", d.join("aimon.db").display());
+    // The same window both times, so the same seed simulates the same values: noon UTC
+    // yesterday (the load follows the time of day; at noon this fleet ends with open alerts).
+    let end = format!(
+        "{}T12:00:00Z",
+        (chrono::Utc::now() - chrono::TimeDelta::days(1)).date_naive()
+    );
+    let demo = |extra: &[&str]| {
+        let mut args = vec![
+            "--storage",
+            url.as_str(),
+            "demo",
+            "--agents",
+            "20",
+            "--hours",
+            "2",
+            "--end",
+            end.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        ok_json(d, &args)
+    };
+    let first = demo(&[]);
+    let second = demo(&[]);
+    let (run1, run2) = (
+        first["run"].as_str().unwrap(),
+        second["run"].as_str().unwrap(),
+    );
+    assert_ne!(run1, run2);
+
+    for key in [
+        "samples_written",
+        "agents",
+        "series",
+        "alert_writes",
+        "agent_state_updates",
+    ] {
+        assert_eq!(first[key], second[key], "{key}");
+    }
+    assert_eq!(count(&second, "samples_written"), 20 * 2 * 360 * 6);
+    // Per agent: tokens, cost, latency, status and open alerts of the run alone.
+    assert_eq!(first["fleet"], second["fleet"]);
+    assert_eq!(first["latency_history"], second["latency_history"]);
+    let open = |summary: &Value| summary["open_alerts"].as_array().unwrap().clone();
+    assert_eq!(open(&first).len(), open(&second).len());
+    assert!(!open(&second).is_empty(), "the fleet ends with open alerts");
+    for (a, b) in open(&first).iter().zip(&open(&second)) {
+        assert_eq!(b["labels"]["run"], run2, "{b}");
+        assert!(
+            b["id"].as_str().unwrap().starts_with(&format!("{run2}/")),
+            "{b}"
+        );
+        assert_eq!(a["name"], b["name"]);
+        assert_eq!(a["source"], b["source"]);
+    }
+
+    // The store holds both runs; each is found by its tag and label.
+    let stats = ok_json(d, &["--storage", &url, "stats"]);
+    assert_eq!(
+        count(&stats[0], "samples"),
+        2 * count(&first, "samples_written")
+    );
+    let tag = format!("run={run1}");
+    let alerts = ok_json(
+        d,
+        &[
+            "--storage",
+            &url,
+            "query",
+            "alerts",
+            "--label",
+            &tag,
+            "--limit",
+            "10000",
+        ],
+    );
+    assert!(
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["labels"]["run"] == run1)
+    );
+    // The latest state of every agent is the newest run's.
+    let agents = ok_json(d, &["--storage", &url, "query", "agents"]);
+    assert!(
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["metadata"]["run"] == run2),
+        "{agents}"
+    );
+
+    // A named run is fine once, not twice.
+    let named = demo(&["--run", "mine"]);
+    assert_eq!(named["run"], "mine");
+    assert_eq!(named["fleet"], first["fleet"]);
+    let err = fails(
+        d,
+        &[
+            "--storage",
+            &url,
+            "demo",
+            "--agents",
+            "1",
+            "--hours",
+            "1",
+            "--run",
+            "mine",
+        ],
+        1,
+    );
+    assert!(err.contains("already holds demo run"), "{err}");
+}
+
 #[test]
 fn every_command_runs_against_memory() {
     let dir = tempfile::tempdir().unwrap();
@@ -214,6 +336,8 @@ fn bench_reports_throughput_and_latencies() {
             ],
         );
         assert_eq!(count(&report, "samples_written"), 2000, "{store}");
+        assert!(report.get("temporary_store").is_none(), "{report}");
+        assert!(!report["run"].as_str().unwrap().is_empty(), "{report}");
         assert_eq!(count(&report, "batches"), 4, "{store}");
         assert!(report["samples_per_second"].as_f64().unwrap() > 0.0);
         for key in ["batch_latency", "query_metrics", "metric_history"] {
@@ -224,6 +348,74 @@ fn bench_reports_throughput_and_latencies() {
             );
         }
     }
+}
+
+/// Without a store the bench writes into a temporary SQLite file, never into ./aimon.db; a
+/// store given explicitly keeps the samples and the report says which run they are.
+#[test]
+fn bench_uses_a_temporary_store_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bench = [
+        "bench",
+        "--samples",
+        "1000",
+        "--batch",
+        "500",
+        "--queries",
+        "2",
+    ];
+    let report = ok_json(d, &bench);
+    assert_eq!(count(&report, "samples_written"), 1000);
+    assert_eq!(report["backend"], "default (sqlite)");
+    let url = report["temporary_store"].as_str().unwrap();
+    let file = url.strip_prefix("sqlite://").unwrap();
+    assert!(!Path::new(file).exists(), "{file} was not removed");
+    assert!(!Path::new(file).parent().unwrap().exists(), "{url}");
+    assert!(!d.join("aimon.db").exists());
+    let text = ok(d, &[&bench[..], &["--quiet"]].concat());
+    assert!(text.contains("into a temporary sqlite://"), "{text}");
+    assert!(text.contains("(removed afterwards)"), "{text}");
+    assert!(!d.join("aimon.db").exists());
+
+    // Explicitly given, the store keeps the run, which the report names.
+    let sqlite = format!("sqlite://{}", d.join("kept.db").display());
+    let text = ok(
+        d,
+        &[&["--storage", sqlite.as_str()][..], &bench[..]].concat(),
+    );
+    assert!(!text.contains("temporary"), "{text}");
+    let run = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Run "))
+        .and_then(|l| l.split(':').next())
+        .unwrap_or_else(|| panic!("no run id in {text}"));
+    let tag = format!("run={run}");
+    let kept = ok_json(
+        d,
+        &[
+            "--storage",
+            &sqlite,
+            "query",
+            "metrics",
+            "--name",
+            "aimon.bench.value",
+            "--tag",
+            &tag,
+            "--limit",
+            "1000",
+        ],
+    );
+    let samples: usize = kept
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["values"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(samples, 1000);
+    let help = ok(d, &["bench", "--help"]);
+    assert!(help.contains("temporary directory"), "{help}");
+    assert!(help.contains("run=<RUN>"), "{help}");
 }
 
 /// The bench's baseline loads the same samples with the `sqlite3` shell (CI installs it) and
@@ -258,6 +450,23 @@ fn bench_compares_with_the_sqlite3_shell() {
         "{baseline}"
     );
     assert!(baseline["ratio"].as_f64().unwrap() > 0.0, "{baseline}");
+    // The temporary default store is SQLite too.
+    let report = ok_json(
+        d,
+        &[
+            "bench",
+            "--samples",
+            "1000",
+            "--queries",
+            "2",
+            "--compare-sqlite3",
+        ],
+    );
+    assert!(report["temporary_store"].is_string(), "{report}");
+    assert!(
+        report["baseline"]["ratio"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     let err = fails(
         d,
         &[

@@ -38,16 +38,23 @@ pub struct CompensatedSum {
 impl CompensatedSum {
     pub fn add(&mut self, value: f64) {
         let t = self.sum + value;
-        if self.sum.abs() >= value.abs() {
-            self.compensation += (self.sum - t) + value;
-        } else {
-            self.compensation += (value - t) + self.sum;
+        // Past overflow the compensation is meaningless (inf - inf); the sum stays infinite.
+        if t.is_finite() {
+            if self.sum.abs() >= value.abs() {
+                self.compensation += (self.sum - t) + value;
+            } else {
+                self.compensation += (value - t) + self.sum;
+            }
         }
         self.sum = t;
     }
 
     pub fn value(&self) -> f64 {
-        self.sum + self.compensation
+        if self.sum.is_finite() {
+            self.sum + self.compensation
+        } else {
+            self.sum
+        }
     }
 }
 
@@ -179,6 +186,13 @@ mod tests {
             order.into_iter().for_each(|v| sum.add(v));
             assert_eq!(sum.value(), 1.0, "{order:?}");
         }
+    }
+
+    #[test]
+    fn an_overflowing_sum_is_infinite_not_nan() {
+        let mut sum = CompensatedSum::default();
+        (0..50).for_each(|_| sum.add(f64::MAX));
+        assert_eq!(sum.value(), f64::INFINITY);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use aimon_core::{
     AgentState, Alert, Error, ErrorKind, Metric, Result, StorageBackendType, StorageConfig,
 };
 use async_trait::async_trait;
+use sqlx::ConnectOptions;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -84,7 +85,10 @@ impl SqliteBackend {
         let options = base
             .busy_timeout(config.busy_timeout)
             .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(false);
+            .foreign_keys(false)
+            // Long scans are expected (history over millions of samples); sqlx's warning would
+            // print whole SQL statements on a CLI's stderr.
+            .log_slow_statements(log::LevelFilter::Debug, std::time::Duration::from_secs(1));
         let mut pool_options = SqlitePoolOptions::new().max_connections(config.max_connections);
         if config.location == SqliteLocation::Memory {
             pool_options = pool_options

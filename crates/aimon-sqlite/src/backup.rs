@@ -129,6 +129,29 @@ async fn merge(
     .execute(&mut *tx)
     .await
     .db()?;
+    // The tag-set index, from the merged samples (the file may predate the index).
+    sqlx::query(
+        "INSERT INTO main.series_tagsets (series_id, tags, last_ts) \
+         SELECT x.series_id, x.tags, max(x.ts) FROM aimon_restore.samples x \
+         WHERE (?1 IS NULL OR x.ts >= ?1) \
+         AND x.series_id IN (SELECT id FROM aimon_restore.series) \
+         GROUP BY x.series_id, x.tags \
+         ON CONFLICT (series_id, tags) DO UPDATE SET last_ts = excluded.last_ts \
+         WHERE excluded.last_ts > series_tagsets.last_ts",
+    )
+    .bind(metric_cutoff)
+    .execute(&mut *tx)
+    .await
+    .db()?;
+    sqlx::query(
+        "INSERT OR IGNORE INTO main.tagset_pairs (\"key\", \"value\", tags) \
+         SELECT j.key, j.value, t.tags \
+         FROM (SELECT DISTINCT tags FROM main.series_tagsets) AS t, json_each(t.tags) AS j \
+         WHERE NOT EXISTS (SELECT 1 FROM main.tagset_pairs p WHERE p.tags = t.tags LIMIT 1)",
+    )
+    .execute(&mut *tx)
+    .await
+    .db()?;
     sqlx::query(concat!(
         "INSERT INTO main.alerts (id, name, description, severity, source, status, start_time, \
          end_time, acknowledged_by, acknowledged_at, resolved_by, resolved_at, labels, \

@@ -165,15 +165,17 @@ pub fn parse_url(url: &str) -> Result<SqliteLocation> {
     }
     if path.is_empty() {
         return Err(Error::config(format!(
-            "the sqlite URL {url:?} names no database file; expected sqlite://path, \
-             sqlite:///absolute/path or sqlite::memory:"
+            "the sqlite URL {} names no database file; expected sqlite://path, \
+             sqlite:///absolute/path or sqlite::memory:",
+            aimon_core::redact_url(url)
         )));
     }
     if path.contains('?') || path.contains('#') {
         return Err(Error::config(format!(
-            "the sqlite URL {url:?} has URL parameters; pass settings as options \
+            "the sqlite URL {} has URL parameters; pass settings as options \
              ({MAX_CONNECTIONS_OPTION}, {BUSY_TIMEOUT_OPTION}, metric_ttl_seconds, \
-             alert_ttl_seconds, agent_state_ttl_seconds)"
+             alert_ttl_seconds, agent_state_ttl_seconds)",
+            aimon_core::redact_url(url)
         )));
     }
     Ok(SqliteLocation::File(PathBuf::from(path)))

@@ -44,14 +44,33 @@
 //!   timestamp, tags) key overwrites and samples sharing a timestamp order by tags. `value`
 //!   holds doubles in a column without declared type, so every `f64` (even `-0.0`) round-trips
 //!   bit for bit.
+//! - `series_tagsets(series_id, tags, last_ts, PRIMARY KEY (series_id, tags)) WITHOUT ROWID`,
+//!   indexed by `tags`, and `tagset_pairs(key, value, tags, PRIMARY KEY (key, value, tags))
+//!   WITHOUT ROWID`, indexed by `(tags, key)` (migration 2): the tag-set index. The first holds
+//!   every distinct (series, tag set) written, with an upper bound of its newest sample's
+//!   timestamp (rounded up past the next whole hour, so a series writing in order rewrites its
+//!   row once an hour); the second the decoded pairs of every distinct tag set. A write adds
+//!   its batch's few distinct rows in the same transaction (collected in Rust, not per
+//!   sample); the migration backfills them from older databases' samples and a native restore
+//!   from the merged samples. Rows are candidates, never answers, and may outlive their
+//!   samples: `apply_retention` drops the rows of removed series and those whose bound
+//!   expired, then the pairs of tag sets no row uses.
 //! - `alerts(id PRIMARY KEY, …, severity INTEGER, labels, annotations, metadata, …)`: the
 //!   severity is its rank (`info` 0 … `critical` 4) so it orders; indexed by status, severity,
 //!   start time, source and `updated_at`.
 //! - `agent_states(agent_id PRIMARY KEY, id, status, metrics, last_heartbeat, …)`: the latest
 //!   state per agent; an upsert replaces the stored state only when its heartbeat is not older.
 //!
-//! Tag and label filters read the JSON with `json_each`, which decodes keys, so any valid key
-//! (quotes, dots, brackets, emoji) is safe; text compares by bytes (`BINARY` collation).
+//! A sample tag filter (`query_metrics`, `metric_history`) never decodes sample rows: the tag
+//! sets holding every wanted pair are an `INTERSECT` of one `tagset_pairs` primary-key range
+//! a pair; the series to visit are those with such a tag set in `series_tagsets` (so SQLite
+//! reads only their `(series_id, ts)` ranges of `samples`), and a sample passes when its
+//! `tags` is one of those tag sets. `metric_history` skips even that check for a series whose
+//! every indexed tag set matches, and reads its `group_by` value from `tagset_pairs` (by
+//! `(tags, key)`); without `group_by` it groups by bucket alone. Alert label filters read the
+//! JSON with `json_each`. Both decode keys, so any valid key (quotes, dots, brackets, emoji)
+//! is safe; text compares by bytes (`BINARY` collation).
+//!
 //! Queries are built at run time from core's fixed field lists with every value in a bind
 //! parameter. `metric_history` runs in SQL: buckets are `ts - ts % step`, `avg`/`sum`/`min`/
 //! `max`/`count` are SQL aggregates, `first`/`last` a `ROW_NUMBER()` window ordered by
@@ -62,6 +81,8 @@
 //! in with multi-row `INSERT … VALUES (…), (…) … ON CONFLICT DO UPDATE` statements of
 //! 500 rows each (a fixed size, so the prepared statement is cached), plus one statement for
 //! the remainder: per-row statements would pay a round trip to sqlx's worker thread per sample.
+//! The batch's distinct (series, tag set) rows and tag-set pairs follow the same way (200 rows
+//! a statement), a handful per batch.
 //!
 //! ## Retention, backup
 //! Reads hide expired data themselves; `apply_retention` sweeps it with `DELETE`s over indexed

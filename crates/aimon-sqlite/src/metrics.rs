@@ -15,7 +15,10 @@ use sqlx::{AssertSqlSafe, Row, Transaction};
 
 use crate::backend::{DbResult, SqliteBackend};
 use crate::error::corrupted;
-use crate::sql::{Sql, push_filters, push_order_and_page, push_tag_match};
+use crate::sql::{
+    Sql, push_filters, push_matching_tagsets, push_order_and_page, push_series_tag_match,
+    push_tags_match,
+};
 
 /// Rows per multi-row sample `INSERT`: a fixed size, so the statement is prepared once and
 /// cached; 4 parameters a row keeps it far below SQLite's parameter limit.
@@ -39,6 +42,43 @@ fn insert_samples_sql(rows: usize) -> String {
 
 static INSERT_CHUNK_SQL: LazyLock<Arc<str>> =
     LazyLock::new(|| insert_samples_sql(INSERT_CHUNK).into());
+
+/// Rows per multi-row `INSERT` into the tag-set index (3 parameters a row).
+pub(crate) const INDEX_CHUNK: usize = 200;
+
+/// `INSERT` of `rows` (series_id, tags, last_ts) rows into `series_tagsets`, keeping the
+/// greatest `last_ts` (and writing nothing when the stored one is not smaller).
+fn insert_series_tagsets_sql(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO series_tagsets (series_id, tags, last_ts) VALUES ");
+    push_placeholders(&mut sql, rows);
+    sql.push_str(
+        " ON CONFLICT (series_id, tags) DO UPDATE SET last_ts = excluded.last_ts \
+         WHERE excluded.last_ts > series_tagsets.last_ts",
+    );
+    sql
+}
+
+/// `INSERT` of `rows` (key, value, tags) rows into `tagset_pairs`, skipping known ones.
+fn insert_tagset_pairs_sql(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT OR IGNORE INTO tagset_pairs (\"key\", \"value\", tags) VALUES ");
+    push_placeholders(&mut sql, rows);
+    sql
+}
+
+fn push_placeholders(sql: &mut String, rows: usize) {
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?)");
+    }
+}
+
+static SERIES_TAGSETS_CHUNK_SQL: LazyLock<Arc<str>> =
+    LazyLock::new(|| insert_series_tagsets_sql(INDEX_CHUNK).into());
+static TAGSET_PAIRS_CHUNK_SQL: LazyLock<Arc<str>> =
+    LazyLock::new(|| insert_tagset_pairs_sql(INDEX_CHUNK).into());
 
 const UPSERT_SERIES: &str = "INSERT INTO series \
     (id, name, \"type\", description, unit, metadata, created_at, updated_at) \
@@ -75,6 +115,98 @@ async fn insert_samples(tx: &mut Transaction<'static, Sqlite>, rows: &[SampleRow
     }
     query.execute(&mut **tx).await.db()?;
     Ok(())
+}
+
+/// The granularity of `series_tagsets.last_ts`: one hour.
+const LAST_TS_STEP: i64 = 3_600_000_000;
+
+/// The `series_tagsets.last_ts` written for a sample at `ts`: `ts` rounded up past the next
+/// whole hour. Any upper bound keeps retention's pruning exact (a row goes once its bound
+/// expires, when no sample under it can be left); a coarse one means a series writing in
+/// order rewrites its index row once an hour, not in every batch.
+pub(crate) fn last_ts_bound(ts: i64) -> i64 {
+    ts.div_euclid(LAST_TS_STEP)
+        .saturating_add(1)
+        .saturating_mul(LAST_TS_STEP)
+}
+
+/// The distinct tag sets of one write, for the tag-set index (`series_tagsets`,
+/// `tagset_pairs`): a handful a batch, whatever its number of samples.
+#[derive(Default)]
+struct TagsetIndex<'a> {
+    /// series → tags → [`last_ts_bound`] of the newest timestamp written under them.
+    series: HashMap<Arc<str>, HashMap<String, i64>>,
+    /// Each distinct tag set and its pairs.
+    pairs: HashMap<String, &'a Tags>,
+}
+
+impl<'a> TagsetIndex<'a> {
+    fn add(&mut self, series_id: &Arc<str>, tags_json: &str, tags: &'a Tags, ts: i64) {
+        // Looked up by reference: a series' samples repeat a few tag sets.
+        let sets = match self.series.get_mut(&**series_id) {
+            Some(sets) => sets,
+            None => self.series.entry(Arc::clone(series_id)).or_default(),
+        };
+        let bound = last_ts_bound(ts);
+        match sets.get_mut(tags_json) {
+            Some(last) => *last = (*last).max(bound),
+            None => {
+                sets.insert(tags_json.to_owned(), bound);
+                if !self.pairs.contains_key(tags_json) {
+                    self.pairs.insert(tags_json.to_owned(), tags);
+                }
+            }
+        }
+    }
+
+    async fn write(&self, tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
+        let series: Vec<(&Arc<str>, &String, i64)> = self
+            .series
+            .iter()
+            .flat_map(|(id, sets)| sets.iter().map(move |(tags, last)| (id, tags, *last)))
+            .collect();
+        for chunk in series.chunks(INDEX_CHUNK) {
+            // Audited: the statement holds only fixed text and placeholders.
+            let sql = if chunk.len() == INDEX_CHUNK {
+                AssertSqlSafe(Arc::clone(&SERIES_TAGSETS_CHUNK_SQL))
+            } else {
+                AssertSqlSafe(Arc::from(insert_series_tagsets_sql(chunk.len())))
+            };
+            let mut query = sqlx::query(sql);
+            for (series_id, tags, last_ts) in chunk {
+                query = query
+                    .bind(Arc::clone(series_id))
+                    .bind((*tags).clone())
+                    .bind(*last_ts);
+            }
+            query.execute(&mut **tx).await.db()?;
+        }
+        let pairs: Vec<(&str, &str, &str)> = self
+            .pairs
+            .iter()
+            .flat_map(|(json, tags)| {
+                tags.iter()
+                    .map(move |(k, v)| (k.as_str(), v.as_str(), json.as_str()))
+            })
+            .collect();
+        for chunk in pairs.chunks(INDEX_CHUNK) {
+            // Audited: the statement holds only fixed text and placeholders.
+            let sql = if chunk.len() == INDEX_CHUNK {
+                AssertSqlSafe(Arc::clone(&TAGSET_PAIRS_CHUNK_SQL))
+            } else {
+                AssertSqlSafe(Arc::from(insert_tagset_pairs_sql(chunk.len())))
+            };
+            let mut query = sqlx::query(sql);
+            for (key, value, tags) in chunk {
+                query = query
+                    .bind(key.to_string())
+                    .bind(value.to_string())
+                    .bind(tags.to_string());
+            }
+            query.execute(&mut **tx).await.db()?;
+        }
+        Ok(())
+    }
 }
 
 /// The SQL condition "series `s` is live": it has a live sample or was updated within the TTL.
@@ -130,6 +262,7 @@ impl SqliteBackend {
         let mut report = WriteReport::default();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db()?;
         let mut pending: Vec<SampleRow> = Vec::with_capacity(INSERT_CHUNK);
+        let mut index = TagsetIndex::default();
         for metric in metrics {
             let live = metric
                 .values
@@ -162,24 +295,41 @@ impl SqliteBackend {
                 .await
                 .db()?;
             let series_id: Arc<str> = Arc::from(metric.id.as_str());
+            // The current run of samples sharing a tag set (usually the whole metric): the
+            // index sees one entry a run, not a hash lookup a sample.
+            let mut run: Option<(String, &Tags, i64)> = None;
             for sample in &metric.values {
                 if !RetentionPolicy::is_live(cutoff, sample.timestamp) {
                     continue;
                 }
-                pending.push(SampleRow {
+                let row = SampleRow {
                     series_id: Arc::clone(&series_id),
                     ts: time::to_micros(sample.timestamp),
                     tags: tags_json(&sample.tags),
                     value: sample.value,
-                });
+                };
+                match &mut run {
+                    Some((tags, _, last)) if *tags == row.tags => *last = (*last).max(row.ts),
+                    _ => {
+                        if let Some((tags, map, last)) = run.take() {
+                            index.add(&series_id, &tags, map, last);
+                        }
+                        run = Some((row.tags.clone(), &sample.tags, row.ts));
+                    }
+                }
+                pending.push(row);
                 if pending.len() == INSERT_CHUNK {
                     insert_samples(&mut tx, &pending).await?;
                     pending.clear();
                 }
             }
+            if let Some((tags, map, last)) = run {
+                index.add(&series_id, &tags, map, last);
+            }
             report.written += live as u64;
         }
         insert_samples(&mut tx, &pending).await?;
+        index.write(&mut tx).await?;
         tx.commit().await.db()?;
         Ok(report)
     }
@@ -228,7 +378,7 @@ impl SqliteBackend {
                 .bind(low)
                 .push(" AND x.ts < ")
                 .bind(range.end);
-            push_tag_match(sql, "x.tags", &query.tags);
+            push_tags_match(sql, "x.tags", &query.tags);
         };
 
         let mut sql = Sql::new("SELECT ");
@@ -242,6 +392,7 @@ impl SqliteBackend {
         push_series_live(&mut sql, cutoff);
         push_filters(&mut sql, &options, "s.labels");
         if sample_filter {
+            push_series_tag_match(&mut sql, "s.id", &query.tags);
             sql.push(" AND EXISTS (SELECT 1 FROM samples x WHERE x.series_id = s.id");
             sample_condition(&mut sql);
             sql.push(" LIMIT 1)");
@@ -292,8 +443,9 @@ impl SqliteBackend {
         let mut inner = Sql::new("SELECT ");
         match &query.group_by {
             Some(tag) => {
+                // The tag's value in the sample's tag set, from the `tagset_pairs` index.
                 inner
-                    .push("(SELECT j.value FROM json_each(x.tags) AS j WHERE j.key = ")
+                    .push("(SELECT g.\"value\" FROM tagset_pairs g WHERE g.tags = x.tags AND g.\"key\" = ")
                     .bind(tag.as_str())
                     .push(")");
             }
@@ -304,33 +456,62 @@ impl SqliteBackend {
         inner
             .push(" AS grp, x.ts - (x.ts % ")
             .bind(query.step_micros())
-            .push(
-                ") AS bucket, x.ts AS ts, x.series_id AS sid, x.tags AS tags, x.value AS value \
-                   FROM samples x JOIN series s ON s.id = x.series_id WHERE s.name = ",
-            )
-            .bind(query.name.as_str())
+            .push(") AS bucket, x.ts AS ts, x.series_id AS sid, x.tags AS tags, x.value AS value");
+        if query.tags.is_empty() {
+            inner
+                .push(" FROM samples x JOIN series s ON s.id = x.series_id WHERE s.name = ")
+                .bind(query.name.as_str());
+        } else {
+            // The candidate series (named so, with a matching tag set), each with `pure`:
+            // whether all its tag sets match. By the index's invariant every sample of a pure
+            // series matches, so only the others check each sample's tags. `CROSS JOIN` keeps
+            // the candidates the outer loop (SQLite would otherwise probe them per sample).
+            inner.push(" FROM (SELECT t.series_id AS sid, min(t.tags IN ");
+            push_matching_tagsets(&mut inner, &query.tags);
+            inner
+                .push(
+                    ") AS pure FROM series_tagsets t \
+                     WHERE t.series_id IN (SELECT s.id FROM series s WHERE s.name = ",
+                )
+                .bind(query.name.as_str())
+                .push(")");
+            push_series_tag_match(&mut inner, "t.series_id", &query.tags);
+            inner.push(
+                " GROUP BY t.series_id) AS c CROSS JOIN samples x \
+                 WHERE x.series_id = c.sid AND (c.pure OR x.tags IN ",
+            );
+            push_matching_tagsets(&mut inner, &query.tags);
+            inner.push(")");
+        }
+        inner
             .push(" AND x.ts >= ")
             .bind(low)
             .push(" AND x.ts < ")
             .bind(range.end);
-        push_tag_match(&mut inner, "x.tags", &query.tags);
 
         let mut sql = Sql::default();
+        // Without `group_by`, `grp` is NULL throughout: keying by the bucket alone gives the
+        // same groups with a cheaper sort.
+        let keys = if query.group_by.is_some() {
+            "grp, bucket"
+        } else {
+            "bucket"
+        };
         let window = |order: &str| {
             format!(
                 "SELECT grp, bucket, value, cnt FROM (SELECT grp, bucket, value, \
-                 ROW_NUMBER() OVER (PARTITION BY grp, bucket ORDER BY {order}) AS rn, \
-                 COUNT(*) OVER (PARTITION BY grp, bucket) AS cnt FROM ("
+                 ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {order}) AS rn, \
+                 COUNT(*) OVER (PARTITION BY {keys}) AS cnt FROM ("
             )
         };
         let (head, tail) = match query.aggregation {
             Aggregation::First => (
                 window("ts ASC, sid ASC, tags ASC"),
-                ")) WHERE rn = 1 ORDER BY grp, bucket",
+                format!(")) WHERE rn = 1 ORDER BY {keys}"),
             ),
             Aggregation::Last => (
                 window("ts DESC, sid DESC, tags DESC"),
-                ")) WHERE rn = 1 ORDER BY grp, bucket",
+                format!(")) WHERE rn = 1 ORDER BY {keys}"),
             ),
             other => {
                 let aggregate = match other {
@@ -342,14 +523,14 @@ impl SqliteBackend {
                 };
                 (
                     format!("SELECT grp, bucket, CAST({aggregate} AS REAL), COUNT(*) FROM ("),
-                    ") GROUP BY grp, bucket ORDER BY grp, bucket",
+                    format!(") GROUP BY {keys} ORDER BY {keys}"),
                 )
             }
         };
         sql.push(&head);
         sql.text.push_str(&inner.text);
         sql.args.extend(inner.args);
-        sql.push(tail);
+        sql.push(&tail);
 
         let rows = sql.query().fetch_all(&self.pool).await.db()?;
         let mut out: Vec<HistorySeries> = Vec::new();
@@ -384,6 +565,37 @@ impl SqliteBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_ts_bounds_are_upper_bounds_on_whole_hours() {
+        for ts in [
+            0,
+            1,
+            LAST_TS_STEP - 1,
+            LAST_TS_STEP,
+            1_704_067_200_123_456,
+            -5,
+        ] {
+            let bound = last_ts_bound(ts);
+            assert!(bound > ts, "{ts}");
+            assert_eq!(bound.rem_euclid(LAST_TS_STEP), 0, "{ts}");
+            assert!(bound - ts <= LAST_TS_STEP, "{ts}");
+        }
+        assert_eq!(last_ts_bound(i64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn index_statements_have_three_placeholders_a_row() {
+        assert_eq!(
+            SERIES_TAGSETS_CHUNK_SQL.matches('?').count(),
+            INDEX_CHUNK * 3
+        );
+        assert_eq!(TAGSET_PAIRS_CHUNK_SQL.matches('?').count(), INDEX_CHUNK * 3);
+        assert!(
+            insert_series_tagsets_sql(2)
+                .contains("WHERE excluded.last_ts > series_tagsets.last_ts")
+        );
+    }
 
     #[test]
     fn chunk_statement_has_four_placeholders_a_row() {

@@ -4,8 +4,29 @@
 //! `alerts.rs`, `agent_states.rs`), so sweeping only reclaims space.
 
 use aimon_core::{Result, RetentionReport, time};
+use sqlx::Transaction;
+use sqlx::sqlite::Sqlite;
 
 use crate::backend::{DbResult, SqliteBackend};
+
+/// Drops the tag-set index rows no sample can use any more, after the samples older than
+/// `cutoff` were deleted: (series, tag set) rows of removed series or whose newest sample was
+/// older than `cutoff`, then the pairs of tag sets no series uses.
+async fn prune_tagset_index(tx: &mut Transaction<'static, Sqlite>, cutoff: i64) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM series_tagsets WHERE last_ts < ? \
+         OR series_id NOT IN (SELECT id FROM series)",
+    )
+    .bind(cutoff)
+    .execute(&mut **tx)
+    .await
+    .db()?;
+    sqlx::query("DELETE FROM tagset_pairs WHERE tags NOT IN (SELECT tags FROM series_tagsets)")
+        .execute(&mut **tx)
+        .await
+        .db()?;
+    Ok(())
+}
 
 impl SqliteBackend {
     pub(crate) async fn sweep(&self) -> Result<RetentionReport> {
@@ -32,6 +53,7 @@ impl SqliteBackend {
             .await
             .db()?
             .rows_affected();
+            prune_tagset_index(&mut tx, cutoff).await?;
         }
         if let Some(cutoff) = retention.alert_cutoff(now) {
             report.alerts_removed = sqlx::query("DELETE FROM alerts WHERE updated_at < ?")

@@ -231,6 +231,47 @@ pub(crate) fn push_tag_match(sql: &mut Sql, column: &str, wanted: &Tags) {
     }
 }
 
+/// Appends `(SELECT … )`, the subquery of the tag sets (from the `tagset_pairs` index) that hold
+/// every wanted pair: one primary-key range a pair, intersected. `wanted` must not be empty.
+pub(crate) fn push_matching_tagsets(sql: &mut Sql, wanted: &Tags) {
+    debug_assert!(!wanted.is_empty());
+    sql.push("(");
+    for (i, (key, value)) in wanted.iter().enumerate() {
+        if i > 0 {
+            sql.push(" INTERSECT ");
+        }
+        sql.push("SELECT p.tags FROM tagset_pairs p WHERE p.\"key\" = ")
+            .bind(key.as_str())
+            .push(" AND p.\"value\" = ")
+            .bind(value.as_str());
+    }
+    sql.push(")");
+}
+
+/// Appends ` AND <series> IN (…)`: the series (an id column) has a tag set holding every
+/// wanted pair in the `series_tagsets` index. A superset of the series with a matching sample,
+/// so SQLite visits only those. Nothing when `wanted` is empty.
+pub(crate) fn push_series_tag_match(sql: &mut Sql, series: &str, wanted: &Tags) {
+    if wanted.is_empty() {
+        return;
+    }
+    sql.push(" AND ")
+        .push(series)
+        .push(" IN (SELECT st.series_id FROM series_tagsets st WHERE st.tags IN ");
+    push_matching_tagsets(sql, wanted);
+    sql.push(")");
+}
+
+/// Appends ` AND <tags> IN (…)`: the tag set (a canonical tags JSON column) holds every wanted
+/// pair. Exact, through the `tagset_pairs` index. Nothing when `wanted` is empty.
+pub(crate) fn push_tags_match(sql: &mut Sql, tags: &str, wanted: &Tags) {
+    if wanted.is_empty() {
+        return;
+    }
+    sql.push(" AND ").push(tags).push(" IN ");
+    push_matching_tagsets(sql, wanted);
+}
+
 /// Appends the order (absent values first ascending, last descending, as SQLite sorts `NULL`),
 /// the tie-breaker and the page.
 pub(crate) fn push_order_and_page(sql: &mut Sql, options: &ResolvedOptions, tie_breaker: Column) {
@@ -340,6 +381,32 @@ mod tests {
             " AND EXISTS (SELECT 1 FROM json_each(x.tags) AS j WHERE j.key = ? AND j.value = ? LIMIT 1)"
         );
         assert_eq!(sql.args.len(), 2);
+    }
+
+    #[test]
+    fn sample_tag_matches_use_the_tagset_index() {
+        let mut sql = Sql::new("");
+        let tags = Tags::from([
+            ("a".to_owned(), "1".to_owned()),
+            ("k\"".to_owned(), "v'".to_owned()),
+        ]);
+        push_series_tag_match(&mut sql, "s.id", &tags);
+        push_tags_match(&mut sql, "x.tags", &tags);
+        let matching = "(SELECT p.tags FROM tagset_pairs p WHERE p.\"key\" = ? AND p.\"value\" = ? \
+             INTERSECT SELECT p.tags FROM tagset_pairs p WHERE p.\"key\" = ? AND p.\"value\" = ?)";
+        assert_eq!(
+            sql.text,
+            format!(
+                " AND s.id IN (SELECT st.series_id FROM series_tagsets st WHERE st.tags IN \
+                 {matching}) AND x.tags IN {matching}"
+            )
+        );
+        assert_eq!(sql.args.len(), 8);
+        assert_eq!(sql.args[3], Arg::Text("v'".into()));
+        let mut none = Sql::new("");
+        push_series_tag_match(&mut none, "s.id", &Tags::new());
+        push_tags_match(&mut none, "x.tags", &Tags::new());
+        assert_eq!((none.text.as_str(), none.args.len()), ("", 0));
     }
 
     #[test]

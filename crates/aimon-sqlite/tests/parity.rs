@@ -818,3 +818,168 @@ async fn concurrent_writers_and_readers_do_not_fail() {
         (16, 160, 4)
     );
 }
+
+/// The tag-set index rows, sorted: (series_id, tags) of `series_tagsets` and
+/// (key, value, tags) of `tagset_pairs`.
+type IndexRows = (Vec<(String, String)>, Vec<(String, String, String)>);
+
+async fn index_rows(store: &SqliteBackend) -> IndexRows {
+    let series = sqlx::query_as("SELECT series_id, tags FROM series_tagsets ORDER BY 1, 2")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let pairs =
+        sqlx::query_as("SELECT \"key\", \"value\", tags FROM tagset_pairs ORDER BY 1, 2, 3")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    (series, pairs)
+}
+
+/// What the index must hold for the samples stored now: exactly their distinct (series, tag
+/// set)s and the decoded pairs of those tag sets. Also checks every `last_ts` bounds its
+/// samples.
+async fn assert_index_exact(store: &SqliteBackend) {
+    let series = sqlx::query_as("SELECT DISTINCT series_id, tags FROM samples ORDER BY 1, 2")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let pairs = sqlx::query_as(
+        "SELECT j.key, j.value, t.tags FROM (SELECT DISTINCT tags FROM samples) AS t, \
+         json_each(t.tags) AS j ORDER BY 1, 2, 3",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(index_rows(store).await, (series, pairs));
+    let unbounded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM samples x WHERE NOT EXISTS (SELECT 1 FROM series_tagsets st \
+         WHERE st.series_id = x.series_id AND st.tags = x.tags AND st.last_ts >= x.ts LIMIT 1)",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(unbounded, 0, "samples above their index row's last_ts");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tag_index_holds_exactly_the_distinct_tag_sets() {
+    let p = pair(RetentionPolicy::default()).await;
+    let data = generate(0x7a65_0003, BASE_2024, 3 * HOUR);
+    load(&p, &data).await;
+    assert_index_exact(&p.sql).await;
+
+    // One batch with more distinct tag sets and pairs than an index INSERT holds.
+    let mut m = Metric::new("wide", "cpu", MetricType::Gauge);
+    for i in 0..450_i64 {
+        m.values.push(
+            MetricValue::new(time::from_micros(BASE_2024 + i), i as f64)
+                .tag("i", i.to_string())
+                .tag("host", "a")
+                .tag("q\"k", format!("v{}", i % 7)),
+        );
+    }
+    let other = Metric::new("other", "cpu", MetricType::Gauge).with_value(
+        MetricValue::new(time::from_micros(BASE_2024 - HOUR * 100), 1.0).tag("host", "a"),
+    );
+    for store in [&p.mem as &dyn StorageBackend, &p.sql] {
+        store
+            .save_metrics(&[m.clone(), other.clone()])
+            .await
+            .unwrap();
+        // Rewrites change nothing in the index.
+        store
+            .save_metrics(&[m.clone(), other.clone()])
+            .await
+            .unwrap();
+    }
+    assert_index_exact(&p.sql).await;
+    compare_reads(&p, BASE_2024, 3 * HOUR).await;
+    let q = MetricQuery::new().tag("host", "a").tag("q\"k", "v3");
+    let a = p.mem.query_metrics(&q).await.unwrap();
+    let b = p.sql.query_metrics(&q).await.unwrap();
+    assert_eq!(a, b);
+    assert!(b.iter().any(|m| m.id == "wide" && m.values.len() == 64));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_prunes_the_tag_index_of_removed_series() {
+    let ttl = Some(Duration::from_secs(2));
+    let retention = RetentionPolicy {
+        metric_ttl: ttl,
+        ..RetentionPolicy::default()
+    };
+    let p = pair(retention).await;
+    let now = time::now();
+    let mut gone = Metric::new("gone", "cpu", MetricType::Gauge).with_value(
+        MetricValue::new(now - TimeDelta::milliseconds(500), 1.0)
+            .tag("a", "1")
+            .tag("only", "gone"),
+    );
+    gone.updated_at = now - TimeDelta::milliseconds(500);
+    let kept = Metric::new("kept", "cpu", MetricType::Gauge)
+        .with_value(MetricValue::new(now + TimeDelta::hours(1), 2.0).tag("a", "1"));
+    for store in [&p.mem as &dyn StorageBackend, &p.sql] {
+        store
+            .save_metrics(&[gone.clone(), kept.clone()])
+            .await
+            .unwrap();
+    }
+    let (series, pairs) = index_rows(&p.sql).await;
+    assert_eq!(series.len(), 2);
+    assert_eq!(pairs.len(), 3);
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let a = p.mem.apply_retention().await.unwrap();
+    let b = p.sql.apply_retention().await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!((b.series_removed, b.samples_removed), (1, 1));
+    let kept_tags = r#"{"a":"1"}"#.to_owned();
+    assert_eq!(
+        index_rows(&p.sql).await,
+        (
+            vec![("kept".to_owned(), kept_tags.clone())],
+            vec![("a".to_owned(), "1".to_owned(), kept_tags)]
+        )
+    );
+    assert_index_exact(&p.sql).await;
+    let q = MetricQuery::new().tag("a", "1");
+    assert_eq!(
+        p.mem.query_metrics(&q).await.unwrap(),
+        p.sql.query_metrics(&q).await.unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn databases_written_before_the_tag_index_are_backfilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let old = SqliteBackend::open(SqliteConfig::file("sqlite", &path))
+        .await
+        .unwrap();
+    let mem = MemoryBackend::new("memory", RetentionPolicy::default());
+    let data = generate(0x01db, BASE_2024, 3 * HOUR);
+    for batch in &data.metrics {
+        mem.save_metrics(batch).await.unwrap();
+        old.save_metrics(batch).await.unwrap();
+    }
+    // Back to schema version 1: no index tables, no record of migration 2.
+    for statement in [
+        "DROP TABLE series_tagsets",
+        "DROP TABLE tagset_pairs",
+        "DELETE FROM _sqlx_migrations WHERE version = 2",
+    ] {
+        sqlx::query(statement).execute(old.pool()).await.unwrap();
+    }
+    old.close().await.unwrap();
+
+    let sql = SqliteBackend::open(SqliteConfig::file("sqlite", &path))
+        .await
+        .unwrap();
+    assert_index_exact(&sql).await;
+    let p = Pair {
+        mem,
+        sql,
+        _dir: dir,
+    };
+    compare_reads(&p, BASE_2024, 3 * HOUR).await;
+}

@@ -501,7 +501,11 @@ pub async fn backup_during_writes_is_consistent(fixture: &Fixture) {
     // was written (samples are written in time order, one call each), with exact values.
     if let Some(during) = got.metrics.iter().find(|m| m.id == "during") {
         for (i, v) in during.values.iter().enumerate() {
-            assert_eq!(v.timestamp, at(i as i64), "sample {i} of the concurrent series");
+            assert_eq!(
+                v.timestamp,
+                at(i as i64),
+                "sample {i} of the concurrent series"
+            );
             assert_eq!(v.value, i as f64, "sample {i} of the concurrent series");
         }
     }
