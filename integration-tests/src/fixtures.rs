@@ -168,6 +168,294 @@ pub async fn sqlite() -> Option<Fixture> {
     )
 }
 
+/// A standalone `redis-server`: foreground, no persistence, in its own temporary directory.
+pub const REDIS: ServerSpec = ServerSpec {
+    backend: "redis",
+    binary: "redis-server",
+    args: redis_args,
+    readiness: Readiness::TcpAccept,
+    url: |env| format!("redis://127.0.0.1:{}/0", env.port),
+    startup_timeout: Duration::from_secs(30),
+    container: Some(ContainerSpec {
+        image: "redis",
+        tag: "7.4.1",
+        port: 6379,
+        env: &[],
+        url: |host, port| format!("redis://{host}:{port}/0"),
+    }),
+};
+
+fn redis_args(env: &ServerEnv) -> Vec<OsString> {
+    vec![
+        "--port".into(),
+        env.port.to_string().into(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--dir".into(),
+        env.dir.clone().into_os_string(),
+        "--save".into(),
+        "".into(),
+        "--appendonly".into(),
+        "no".into(),
+    ]
+}
+
+/// One node of the Cluster the fixture builds (three of them, then `redis-cli --cluster create`).
+pub const REDIS_CLUSTER_NODE: ServerSpec = ServerSpec {
+    backend: "redis-cluster",
+    binary: "redis-server",
+    args: |env| {
+        let mut args = redis_args(env);
+        args.extend(
+            [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ]
+            .map(OsString::from),
+        );
+        args
+    },
+    readiness: Readiness::TcpAccept,
+    url: |env| format!("redis://127.0.0.1:{}", env.port),
+    startup_timeout: Duration::from_secs(30),
+    container: None,
+};
+
+/// A Sentinel, started as `redis-server sentinel.conf --sentinel` (the `redis-sentinel` binary
+/// is the same program).
+pub const REDIS_SENTINEL_NODE: ServerSpec = ServerSpec {
+    backend: "redis-sentinel",
+    binary: "sh",
+    args: |env| {
+        vec![
+            "-c".into(),
+            format!(
+                "touch sentinel.conf && exec redis-server sentinel.conf --sentinel --port {} --bind 127.0.0.1",
+                env.port
+            )
+            .into(),
+        ]
+    },
+    readiness: Readiness::TcpAccept,
+    url: |env| format!("redis://127.0.0.1:{}", env.port),
+    startup_timeout: Duration::from_secs(30),
+    container: None,
+};
+
+/// The name the Sentinel fixture's master is monitored under.
+pub const REDIS_SENTINEL_MASTER: &str = "aimon";
+
+/// Runs `redis-cli` with `args` and returns its standard output.
+pub fn redis_cli(args: &[&str]) -> std::result::Result<String, String> {
+    let cli = find_binary("redis-cli").ok_or("no `redis-cli` binary on PATH")?;
+    let out = Command::new(cli)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("redis-cli: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "redis-cli {}: {}{}",
+            args.join(" "),
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(stdout)
+}
+
+#[cfg(feature = "redis")]
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> std::result::Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} not ready after {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+#[cfg(feature = "redis")]
+/// Resolves a Redis topology once per test binary: `AIMON_TEST_<BACKEND>_URL`, else `start`.
+fn resolve_redis_topology(
+    backend: &'static str,
+    start: fn() -> std::result::Result<Server, String>,
+) -> Resolution {
+    static CELLS: Mutex<Option<ServerCells>> = Mutex::new(None);
+    let cell = {
+        let mut cells = CELLS.lock().unwrap_or_else(|e| e.into_inner());
+        cells
+            .get_or_insert_with(HashMap::new)
+            .entry(backend)
+            .or_default()
+            .clone()
+    };
+    cell.get_or_init(|| {
+        let var = ServerSpec { backend, ..REDIS }.env_var();
+        if let Ok(url) = std::env::var(&var)
+            && !url.trim().is_empty()
+        {
+            return Ok(Arc::new(Server {
+                url: url.trim().to_owned(),
+                source: ServerSource::EnvUrl,
+                _guard: None,
+            }));
+        }
+        start()
+            .map(Arc::new)
+            .map_err(|e| format!("{var} is not set; {e}"))
+    })
+    .clone()
+}
+
+#[cfg(feature = "redis")]
+fn start_local(spec: &ServerSpec) -> std::result::Result<(LocalServer, Option<Watchdog>), String> {
+    let binary =
+        find_binary(spec.binary).ok_or_else(|| format!("no `{}` binary on PATH", spec.binary))?;
+    if find_binary("redis-server").is_none() {
+        return Err("no `redis-server` binary on PATH".to_owned());
+    }
+    LocalServer::start(spec, &binary).map(LocalServer::watched)
+}
+
+#[cfg(feature = "redis")]
+/// Three masters with `--cluster-enabled yes`, joined by `redis-cli --cluster create`.
+fn start_redis_cluster() -> std::result::Result<Server, String> {
+    let nodes = (0..3)
+        .map(|_| start_local(&REDIS_CLUSTER_NODE))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|(n, _)| format!("127.0.0.1:{}", n.env.port))
+        .collect();
+    let mut args = vec!["--cluster", "create"];
+    args.extend(addrs.iter().map(String::as_str));
+    args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    redis_cli(&args)?;
+    for (node, _) in &nodes {
+        let port = node.env.port.to_string();
+        wait_for("the cluster", Duration::from_secs(30), || {
+            redis_cli(&["-p", &port, "cluster", "info"])
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        })?;
+    }
+    Ok(Server {
+        url: format!("redis+cluster://{}", addrs.join(",")),
+        source: ServerSource::LocalBinary,
+        _guard: Some(Box::new(nodes)),
+    })
+}
+
+#[cfg(feature = "redis")]
+/// A master, a replica and one Sentinel monitoring them (quorum 1, fast failure detection).
+fn start_redis_sentinel() -> std::result::Result<Server, String> {
+    let master = start_local(&REDIS)?;
+    let replica = start_local(&REDIS)?;
+    let (mport, rport) = (
+        master.0.env.port.to_string(),
+        replica.0.env.port.to_string(),
+    );
+    redis_cli(&["-p", &rport, "replicaof", "127.0.0.1", &mport])?;
+    wait_for("the replica", Duration::from_secs(30), || {
+        redis_cli(&["-p", &rport, "info", "replication"])
+            .is_ok_and(|info| info.contains("master_link_status:up"))
+    })?;
+    let sentinel = start_local(&REDIS_SENTINEL_NODE)?;
+    let sport = sentinel.0.env.port.to_string();
+    redis_cli(&[
+        "-p",
+        &sport,
+        "sentinel",
+        "monitor",
+        REDIS_SENTINEL_MASTER,
+        "127.0.0.1",
+        &mport,
+        "1",
+    ])?;
+    for (key, value) in [
+        ("down-after-milliseconds", "1000"),
+        ("failover-timeout", "5000"),
+    ] {
+        redis_cli(&[
+            "-p",
+            &sport,
+            "sentinel",
+            "set",
+            REDIS_SENTINEL_MASTER,
+            key,
+            value,
+        ])?;
+    }
+    wait_for("the Sentinel", Duration::from_secs(30), || {
+        redis_cli(&["-p", &sport, "sentinel", "replicas", REDIS_SENTINEL_MASTER])
+            .is_ok_and(|out| out.contains(&rport))
+    })?;
+    Ok(Server {
+        url: format!("redis+sentinel://127.0.0.1:{sport}/{REDIS_SENTINEL_MASTER}"),
+        source: ServerSource::LocalBinary,
+        _guard: Some(Box::new((master, replica, sentinel))),
+    })
+}
+
+#[cfg(feature = "redis")]
+fn redis_fixture(
+    backend: &str,
+    server: std::result::Result<Arc<Server>, String>,
+) -> Option<Fixture> {
+    let server = match server {
+        Ok(server) => server,
+        Err(reason) => return skip(backend, &reason),
+    };
+    let guard = server.clone();
+    Some(
+        Fixture::new(backend, move |namespace| {
+            StorageConfig::from_url(namespace, server.url.clone())
+                .expect("a redis URL")
+                .option("namespace", namespace)
+        })
+        .with_guard(guard),
+    )
+}
+
+/// Redis, standalone: `AIMON_TEST_REDIS_URL`, else `redis-server` on a free port, else a
+/// container (feature `containers`); one key prefix (`namespace`) per `open`.
+#[cfg(feature = "redis")]
+pub async fn redis() -> Option<Fixture> {
+    redis_fixture("redis", resolve_server(&REDIS).await)
+}
+
+/// A 3-master Redis Cluster: `AIMON_TEST_REDIS_CLUSTER_URL`, else three `redis-server
+/// --cluster-enabled yes` joined by `redis-cli --cluster create`.
+#[cfg(feature = "redis")]
+pub async fn redis_cluster() -> Option<Fixture> {
+    let server = tokio::task::spawn_blocking(|| {
+        resolve_redis_topology("redis-cluster", start_redis_cluster)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the cluster resolver panicked: {e}")));
+    redis_fixture("redis-cluster", server)
+}
+
+/// Redis behind Sentinel: `AIMON_TEST_REDIS_SENTINEL_URL`, else a master, a replica and a
+/// Sentinel started from `redis-server`.
+#[cfg(feature = "redis")]
+pub async fn redis_sentinel() -> Option<Fixture> {
+    let server = tokio::task::spawn_blocking(|| {
+        resolve_redis_topology("redis-sentinel", start_redis_sentinel)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the sentinel resolver panicked: {e}")));
+    redis_fixture("redis-sentinel", server)
+}
+
 /// A name no other namespace of this machine has: lower-case ASCII letters, digits and `_`,
 /// starting with a letter and at most 40 bytes, so it is valid as a key prefix, a PostgreSQL
 /// schema, an InfluxDB database or bucket and a Qdrant collection. `backend` (sanitized) is part

@@ -73,9 +73,9 @@ pub enum Command {
     /// temporary directory, removed afterwards: it never touches the default ./aimon.db.
     ///
     /// A store given explicitly keeps the samples. They belong to the metric aimon.bench.value,
-    /// in series bench-<RUN>/sNNNN, tagged run=<RUN>; the report prints the run id (also `run`
+    /// in series bench-RUN/sNNNN, tagged run=RUN; the report prints the run id (also `run`
     /// in --json) so they can be found (aimon query metrics --name aimon.bench.value --tag
-    /// run=<RUN>) and deleted (SQLite: DELETE FROM samples WHERE series_id LIKE 'bench-<RUN>/%',
+    /// run=RUN) and deleted (SQLite: DELETE FROM samples WHERE series_id LIKE 'bench-RUN/%',
     /// and the same on series by id).
     Bench(BenchArgs),
     /// List the backend types and whether this build has them.

@@ -415,7 +415,7 @@ fn bench_uses_a_temporary_store_unless_told_otherwise() {
     assert_eq!(samples, 1000);
     let help = ok(d, &["bench", "--help"]);
     assert!(help.contains("temporary directory"), "{help}");
-    assert!(help.contains("run=<RUN>"), "{help}");
+    assert!(help.contains("run=RUN"), "{help}");
 }
 
 /// The bench's baseline loads the same samples with the `sqlite3` shell (CI installs it) and

@@ -105,7 +105,9 @@ pub async fn open(config: &StorageConfig) -> Result<Arc<dyn StorageBackend>> {
             aimon_sqlite::SqliteBackend::connect(config).await?,
         )),
         #[cfg(feature = "redis")]
-        StorageBackendType::Redis => Ok(Arc::new(aimon_redis::RedisBackend::connect(config).await?)),
+        StorageBackendType::Redis => {
+            Ok(Arc::new(aimon_redis::RedisBackend::connect(config).await?))
+        }
         other => Err(unavailable(other)),
     };
     opened.map_err(|e| {

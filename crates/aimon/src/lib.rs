@@ -9,8 +9,9 @@
 //! |---|---|---|
 //! | always | in-memory reference | `memory://` |
 //! | `sqlite` (default) | SQLite, embedded | `sqlite://path`, `sqlite::memory:` |
+//! | `redis` | Redis standalone, Sentinel, Cluster | `redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://` |
 //!
-//! The Redis, PostgreSQL/TimescaleDB, InfluxDB and Qdrant drivers are planned; until they ship,
+//! The PostgreSQL/TimescaleDB, InfluxDB and Qdrant drivers are planned; until they ship,
 //! asking for them is a clear [`ErrorKind::ConfigInvalid`] error, never a stub.
 //!
 //! ```
@@ -37,3 +38,6 @@ pub use aimon_registry::{
 
 #[cfg(feature = "sqlite")]
 pub use aimon_sqlite as sqlite;
+
+#[cfg(feature = "redis")]
+pub use aimon_redis as redis;

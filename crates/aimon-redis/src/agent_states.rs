@@ -1,0 +1,110 @@
+//! Agent states: the latest state per agent, one hash per agent (`j` = JSON, `h` = padded
+//! heartbeat, `x` = index keys) in the namespace slot, indexed by status.
+
+use aimon_core::memory::truncate_state;
+use aimon_core::query::AgentStateQuery;
+use aimon_core::{
+    AgentState, DataKind, Result, RetentionPolicy, StorageEvent, WriteReport, filter, time,
+    validate,
+};
+
+use crate::backend::{RedisBackend, int, live_until_arg, pad};
+use crate::scripts::SCRIPTS;
+
+impl RedisBackend {
+    pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
+        validate::agent_states(states)?;
+        let ttl = self.config.retention.agent_state_ttl;
+        let cutoff = self.config.retention.agent_state_cutoff(time::now());
+        let channel = self.keys.channel();
+        let (master, registry) = (self.keys.agent_index(), self.keys.registry());
+        let mut pipe = redis::pipe();
+        if self.atomic_batches() {
+            pipe.atomic();
+        }
+        let mut report = WriteReport::default();
+        let mut sent = 0;
+        for state in states {
+            if !RetentionPolicy::is_live(cutoff, state.last_heartbeat) {
+                report.expired += 1;
+                continue;
+            }
+            let state = truncate_state(state);
+            let item = self.keys.agent(&state.agent_id);
+            let by_status = self.keys.agents_by_status(&state.status);
+            let heartbeat = time::to_micros(state.last_heartbeat);
+            let event = serde_json::to_string(&StorageEvent::AgentStateWritten {
+                backend: self.config.name.clone(),
+                agent_id: state.agent_id.clone(),
+                status: state.status.clone(),
+            })?;
+            let mut cmd = SCRIPTS.agent.cmd(&[&item, &master, &registry, &by_status]);
+            cmd.arg(&state.agent_id)
+                .arg(serde_json::to_string(&state)?)
+                .arg(pad(heartbeat))
+                .arg(live_until_arg(heartbeat, ttl))
+                .arg(&channel)
+                .arg(event);
+            pipe.add_command(cmd);
+            sent += 1;
+        }
+        if sent > 0 {
+            let replies = self.pool.pipeline(&pipe).await?;
+            for reply in &replies {
+                if int(reply) == 1 {
+                    report.written += 1;
+                } else {
+                    report.superseded += 1;
+                }
+            }
+            self.pool.wait_replicas().await?;
+        }
+        Ok(report)
+    }
+
+    pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+        validate::name("agent_id", agent_id)?;
+        let cutoff = self.config.retention.agent_state_cutoff(time::now());
+        let found = self
+            .fetch_items::<AgentState>(&[self.keys.agent(agent_id)])
+            .await?;
+        Ok(found
+            .into_iter()
+            .flatten()
+            .find(|s| s.agent_id == agent_id && RetentionPolicy::is_live(cutoff, s.last_heartbeat)))
+    }
+
+    pub(crate) async fn select_agent_states(
+        &self,
+        query: &AgentStateQuery,
+    ) -> Result<Vec<AgentState>> {
+        let options = query.resolve()?;
+        let after = query.heartbeat_after_micros();
+        let now = time::now();
+        let cutoff = self.config.retention.agent_state_cutoff(now);
+        let index = match &query.status {
+            Some(status) => self.keys.agents_by_status(status),
+            None => self.keys.agent_index(),
+        };
+        let ids = self.live_ids(&index, time::to_micros(now)).await?;
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.agent(id)).collect();
+        let mut found: Vec<AgentState> = self
+            .fetch_items::<AgentState>(&keys)
+            .await?
+            .into_iter()
+            .flatten()
+            .filter(|s| {
+                RetentionPolicy::is_live(cutoff, s.last_heartbeat)
+                    && query.status.as_ref().is_none_or(|st| *st == s.status)
+                    && after.is_none_or(|a| time::to_micros(s.last_heartbeat) >= a)
+                    && filter::matches_all(s, &options)
+            })
+            .collect();
+        filter::sort_and_page(
+            &mut found,
+            &options,
+            aimon_core::query::tie_breaker(DataKind::AgentStates).name,
+        );
+        Ok(found)
+    }
+}

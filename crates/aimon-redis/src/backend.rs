@@ -1,0 +1,291 @@
+//! [`RedisBackend`]: the [`StorageBackend`] implementation.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use aimon_core::backend::{
+    BackupFormat, Capabilities, DatabaseStats, EventStream, RetentionMechanism, RetentionReport,
+    StorageBackend, TransferReport, WriteReport,
+};
+use aimon_core::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
+use aimon_core::{
+    AgentState, Alert, Error, ErrorKind, Metric, Result, StorageBackendType, StorageConfig,
+};
+use async_trait::async_trait;
+use redis::Value;
+
+use crate::config::RedisConfig;
+use crate::conn::Pool;
+use crate::keys::Keys;
+
+/// A Redis namespace behind the [`StorageBackend`] trait. Open it with
+/// [`RedisBackend::connect`]; see the crate docs for URLs, options and the key layout.
+pub struct RedisBackend {
+    pub(crate) config: Arc<RedisConfig>,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) keys: Keys,
+    started: Instant,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("config", &self.config)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// Connects as a `redis` [`StorageConfig`] says (see [`crate::config`]).
+    pub async fn connect(config: &StorageConfig) -> Result<RedisBackend> {
+        let parsed = RedisConfig::from_storage_config(config)
+            .map_err(|e| e.with_operation("connect").with_backend(&config.name))?;
+        Self::open(parsed).await
+    }
+
+    /// Connects with parsed settings.
+    pub async fn open(config: RedisConfig) -> Result<RedisBackend> {
+        let config = Arc::new(config);
+        let name = config.name.clone();
+        tracing::debug!(backend = %name, url = %config.display_url, topology = config.topology.kind(), "connecting to redis");
+        let pool = Pool::open(config.clone()).await.map_err(|e| {
+            e.with_operation("connect")
+                .with_backend(&name)
+                .with_context("url", &config.display_url)
+        })?;
+        Ok(RedisBackend {
+            keys: Keys::new(&config.namespace),
+            config,
+            pool: Arc::new(pool),
+            started: Instant::now(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Another namespace over the same connections (used by native restore).
+    pub(crate) fn sibling(&self, namespace: &str) -> RedisBackend {
+        let mut config = (*self.config).clone();
+        config.namespace = namespace.to_owned();
+        RedisBackend {
+            config: Arc::new(config),
+            pool: self.pool.clone(),
+            keys: Keys::new(namespace),
+            started: self.started,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The settings this backend was opened with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// The key prefix of this backend.
+    pub fn namespace(&self) -> &str {
+        self.keys.namespace()
+    }
+
+    fn check_open(&self, operation: &'static str) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(self.fail(
+                operation,
+                Error::new(ErrorKind::Unavailable, "the backend is closed"),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn fail(&self, operation: &'static str, err: Error) -> Error {
+        err.with_operation(operation)
+            .with_backend(&self.config.name)
+    }
+
+    async fn run<T>(
+        &self,
+        operation: &'static str,
+        body: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.check_open(operation)?;
+        tracing::debug!(backend = %self.config.name, operation, "redis operation");
+        body.await.map_err(|e| {
+            let e = self.fail(operation, e);
+            tracing::debug!(backend = %self.config.name, operation, kind = %e.kind(), "redis operation failed");
+            e
+        })
+    }
+
+    pub(crate) fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Whether a batch may be wrapped in `MULTI`/`EXEC` (not on a Cluster, where one batch
+    /// spans slots).
+    pub(crate) fn atomic_batches(&self) -> bool {
+        !matches!(
+            self.config.topology,
+            crate::config::Topology::Cluster { .. }
+        )
+    }
+}
+
+/// The bytes of a bulk or simple string reply.
+pub(crate) fn bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        Value::VerbatimString { text, .. } => Some(text.as_bytes()),
+        _ => None,
+    }
+}
+
+/// A string reply, if it is valid UTF-8.
+pub(crate) fn text(v: &Value) -> Option<&str> {
+    bytes(v).and_then(|b| std::str::from_utf8(b).ok())
+}
+
+/// The items of an array reply.
+pub(crate) fn items(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) | Value::Set(a) => a,
+        _ => &[],
+    }
+}
+
+/// An integer reply.
+pub(crate) fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        other => text(other).and_then(|s| s.parse().ok()).unwrap_or(0),
+    }
+}
+
+/// Timestamps in keys and script arguments: 16-digit zero-padded microseconds.
+pub(crate) fn pad(micros: i64) -> String {
+    format!("{:016}", micros.max(0))
+}
+
+/// A TTL in microseconds, or `""` for none (as the scripts take it).
+pub(crate) fn ttl_arg(ttl: Option<std::time::Duration>) -> String {
+    ttl.map(|t| i64::try_from(t.as_micros()).unwrap_or(i64::MAX).to_string())
+        .unwrap_or_default()
+}
+
+/// The instant until which data stamped `micros` lives, or `""` without a TTL.
+pub(crate) fn live_until_arg(micros: i64, ttl: Option<std::time::Duration>) -> String {
+    ttl.map(|t| {
+        micros
+            .saturating_add(i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
+            .to_string()
+    })
+    .unwrap_or_default()
+}
+
+#[async_trait]
+impl StorageBackend for RedisBackend {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn backend_type(&self) -> StorageBackendType {
+        StorageBackendType::Redis
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            server_side_downsampling: true,
+            pub_sub: true,
+            cross_process_events: true,
+            native_backup: true,
+            similarity_search: false,
+            agent_state_history: false,
+            retention: RetentionMechanism::KeyExpiry,
+        }
+    }
+
+    async fn save_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
+        self.run("save_metrics", self.write_metrics(metrics)).await
+    }
+
+    async fn get_metric(&self, id: &str) -> Result<Option<Metric>> {
+        self.run("get_metric", self.read_metric(id)).await
+    }
+
+    async fn query_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
+        self.run("query_metrics", self.select_metrics(query)).await
+    }
+
+    async fn metric_history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
+        self.run("metric_history", self.history(query)).await
+    }
+
+    async fn save_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
+        self.run("save_alerts", self.write_alerts(alerts)).await
+    }
+
+    async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
+        self.run("get_alert", self.read_alert(id)).await
+    }
+
+    async fn query_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
+        self.run("query_alerts", self.select_alerts(query)).await
+    }
+
+    async fn save_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
+        self.run("save_agent_states", self.write_agent_states(states))
+            .await
+    }
+
+    async fn get_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+        self.run("get_agent_state", self.read_agent_state(agent_id))
+            .await
+    }
+
+    async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>> {
+        self.run("get_agent_states", self.select_agent_states(query))
+            .await
+    }
+
+    async fn apply_retention(&self) -> Result<RetentionReport> {
+        self.run("apply_retention", self.sweep()).await
+    }
+
+    async fn backup(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
+        self.run("backup", async {
+            match format {
+                BackupFormat::Portable => aimon_core::archive::write(self, path).await,
+                BackupFormat::Native => self.native_backup(path).await,
+            }
+        })
+        .await
+    }
+
+    async fn restore(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
+        self.run("restore", async {
+            match format {
+                BackupFormat::Portable => aimon_core::archive::restore(self, path).await,
+                BackupFormat::Native => self.native_restore(path).await,
+            }
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<DatabaseStats> {
+        self.run("stats", self.database_stats()).await
+    }
+
+    async fn subscribe(&self) -> Result<EventStream> {
+        self.run("subscribe", self.open_subscription()).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        tracing::debug!(backend = %self.config.name, "closing the redis backend");
+        Ok(())
+    }
+}

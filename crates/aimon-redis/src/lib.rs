@@ -1,0 +1,151 @@
+//! # aimon-redis
+//!
+//! The Redis backend of aimon, on redis-rs 1.8: a standalone server, a Sentinel-managed
+//! master, or a Redis Cluster. It follows the shared semantics of `DESIGN.md` and
+//! `docs/semantics.md` and answers every call as the reference [`aimon_core::MemoryBackend`]
+//! does.
+//!
+//! ```no_run
+//! # async fn demo() -> aimon_core::Result<()> {
+//! use aimon_core::{StorageBackend, StorageConfig};
+//! let config = StorageConfig::from_url("cache", "redis://:secret@127.0.0.1:6379/0")?
+//!     .option("namespace", "fleet_a")
+//!     .option("metric_ttl_seconds", 86_400);
+//! let store = aimon_redis::RedisBackend::connect(&config).await?;
+//! println!("{:?}", store.stats().await?);
+//! # Ok(()) }
+//! ```
+//!
+//! ## URLs
+//! | URL | topology |
+//! |---|---|
+//! | `redis://[user:password@]host[:port][/db]` | one server |
+//! | `rediss://[user:password@]host[:port][/db]` | one server over TLS (rustls with the *ring* provider) |
+//! | `redis+sentinel://[user:password@]host:port[,host:port…]/MASTER[/db]` | the master the Sentinels call `MASTER` (the credentials are the data nodes') |
+//! | `redis+cluster://[user:password@]host:port[,host:port…]` | a Redis Cluster, from any seed nodes |
+//!
+//! URL query parameters are refused: settings are options. Credentials never appear in logs,
+//! errors or `Debug` output ([`aimon_core::redact_url`]).
+//!
+//! ## Options
+//! | option | meaning | default |
+//! |---|---|---|
+//! | `namespace` | key prefix: 1–64 bytes of `[A-Za-z0-9_.-]` | `aimon` |
+//! | `max_connections` | multiplexed, reconnecting connections used round-robin | 4 |
+//! | `connect_timeout_ms` | opening a connection | 5000 |
+//! | `response_timeout_ms` | one command or pipeline (redis-rs alone gives up after 500 ms) | 30000 |
+//! | `wait_replicas`, `wait_timeout_ms` | after each write, `WAIT` for that many replicas (0: no `WAIT`) | 0, 1000 |
+//! | `metric_ttl_seconds`, `alert_ttl_seconds`, `agent_state_ttl_seconds` | retention (DESIGN.md rule 6) | keep forever |
+//!
+//! Any other option is a `ConfigInvalid` error that names it.
+//!
+//! ## Connections
+//! Standalone and Sentinel use redis-rs `ConnectionManager`s, which reconnect by themselves
+//! after a dropped connection: the call that saw the drop fails with a retryable
+//! `Unavailable`, the next one works. On Sentinel a connection failure or a `READONLY` reply
+//! makes the backend ask the Sentinels for the master again (redis-rs does not follow a
+//! failover) and reconnect there. A Cluster uses redis-rs's async cluster connection, which
+//! follows `MOVED`/`ASK` and slot changes.
+//!
+//! ## Key layout
+//! `NS` is the namespace; user text (ids, names, statuses, sources, tag keys and values) is
+//! percent-encoded in key names (every byte outside `[A-Za-z0-9._/-]` becomes `%XX`), so glob
+//! characters, braces, `:`, spaces and newlines can never change which keys a call touches,
+//! and no two ids share a key. No query uses `KEYS` or `SCAN`: every read starts from an index.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{NS|id}:z` | sorted set | one member per sample: 16-digit µs timestamp + canonical tags JSON, scored by the timestamp |
+//! | `{NS|id}:v` | hash | the same member → the value as shortest round-trip text |
+//! | `{NS}:m:meta:id` | hash | series metadata JSON (`j`), first `created_at` (`c`), `updated_at` (`u`), latest sample (`l`), its index keys (`x`) |
+//! | `{NS}:a:item:id` | hash | alert JSON (`j`) and its index keys (`x`) |
+//! | `{NS}:s:item:agent_id` | hash | latest agent state JSON (`j`), heartbeat (`h`), index keys (`x`) |
+//! | `{NS}:m:idx`, `{NS}:a:idx`, `{NS}:s:idx` | sorted sets | every series / alert / agent, scored by the instant it expires (`+inf` without TTL) |
+//! | `{NS}:m:name:…`, `{NS}:m:type:…`, `{NS}:a:status:…`, `{NS}:a:sev:N`, `{NS}:a:source:…`, `{NS}:a:label:k:v`, `{NS}:s:status:…` | sorted sets | secondary indexes, scored the same way |
+//! | `{NS}:idx` | set | the names of the secondary index keys (so retention finds them without scanning) |
+//! | channel `{NS}:events` | pub/sub | write events (JSON [`aimon_core::StorageEvent`]) |
+//!
+//! Why: the samples, by far the bulk of the data, live in one slot **per series** (`{NS|id}`),
+//! so a Cluster spreads them over its masters; a series' two sample keys share that slot, so
+//! one script updates them atomically. Everything small (series metadata, alerts, agent
+//! states, indexes) lives in the **namespace slot** (`{NS}`), so an item and all its index
+//! entries change in one atomic script, also on a Cluster. A sample is keyed by (timestamp,
+//! tags) through its member, so rewriting the same key overwrites the value and a retried batch
+//! never duplicates; members with one timestamp sort by their tags JSON, which is the order
+//! every backend returns. Index scores are expiry instants, so "live entries" is the range
+//! `[now, +inf]` and expired entries are one `ZREMRANGEBYSCORE` away.
+//!
+//! ## Writes
+//! Every multi-key write is a Lua script touching one slot (`EVALSHA`, reloaded after a
+//! `NOSCRIPT`): samples (`ZADD` + `HSET` of the values, trimming, expiry) per series, then
+//! the series metadata with its indexes; one script per alert and per agent state (the latter
+//! compares heartbeats in the script, so a stale write never replaces a newer one). A batch
+//! is **one pipelined round trip** (per node on a Cluster), wrapped in `MULTI`/`EXEC` on a
+//! standalone or Sentinel master so it applies whole. The event of each write is `PUBLISH`ed
+//! by its script, so events exist exactly for the writes that happened.
+//!
+//! ## Retention
+//! Keys get `PEXPIREAT` at the moment their data becomes stale (a sample `metric_ttl` after the
+//! latest sample; series metadata `metric_ttl` after the later of `updated_at` and its latest
+//! sample; alerts after `updated_at`; agent states after the heartbeat). Samples past the TTL
+//! are trimmed (`ZREMRANGEBYSCORE`, values `HDEL`ed) on every write to the series and by
+//! `apply_retention`. Every read filters by the exact cutoff, so expired data is never
+//! returned. Index entries pointing at expired data are removed lazily by the reads that use
+//! the index, and by `apply_retention` (which also drops empty index keys), so indexes never
+//! grow without bound ([`RedisBackend::orphan_index_members`] counts what is left; the tests
+//! assert zero after `apply_retention`). The capability is
+//! [`aimon_core::RetentionMechanism::KeyExpiry`]: `apply_retention` reports what Redis had not
+//! already expired by itself.
+//!
+//! ## Queries and history
+//! Candidates come from the most selective index (`name`, `type`, `status`, `severity`,
+//! `source`, a label, or the id index), then items are fetched in pipelines and filtered and
+//! ordered exactly as core's [`aimon_core::filter`] says. Samples of a series are read with
+//! one script per series (`ZRANGEBYSCORE` + `HMGET`). `metric_history` runs **in Redis**: a
+//! Lua script per series buckets and aggregates (count, sum, min, max, first, last) next to
+//! the data, and aimon only merges the per-series partial aggregates. The RedisTimeSeries
+//! module is not used even where loaded: its keys hold one value per timestamp, while an aimon
+//! sample is keyed by (timestamp, tags).
+//!
+//! ## Backups
+//! `BackupFormat::Portable` is aimon's archive. `BackupFormat::Native` writes a directory with
+//! `namespace.dump` — every key of the namespace as `DUMP` (Redis's own serialization) with
+//! its TTL — and, on standalone and Sentinel, `server.rdb`, an RDB snapshot of the whole server
+//! taken with `BGSAVE` / `LASTSAVE` and streamed over the replication protocol as
+//! `redis-cli --rdb` does ([`RedisBackend::server_snapshot`]). Restoring a native backup
+//! `RESTORE`s `namespace.dump` into a temporary namespace and merges from there by the write
+//! rules (so it merges into a non-empty namespace and applies retention); `server.rdb` is for
+//! restoring a whole server by hand (place it as the server's `dump.rdb`).
+//!
+//! ## Verified topologies
+//! The conformance suite of `integration-tests` runs against a standalone server
+//! (`tests/redis.rs`), a 3-master Cluster (`tests/redis_cluster.rs`) and a master + replica +
+//! Sentinel set (`tests/redis_sentinel.rs`), each started by the fixtures from `redis-server`
+//! on free ports when no `AIMON_TEST_REDIS*_URL` is set.
+#![deny(unsafe_code)]
+
+mod agent_states;
+mod alerts;
+pub mod backend;
+mod backup;
+pub mod config;
+mod conn;
+mod error;
+mod events;
+mod keys;
+mod metrics;
+mod retention;
+mod scripts;
+mod stats;
+
+pub use backend::RedisBackend;
+pub use backup::{NAMESPACE_DUMP, SERVER_RDB};
+pub use config::{RedisConfig, Topology};
+
+/// The URL schemes this backend opens.
+pub const SCHEMES: &[&str] = &["redis", "rediss", "redis+sentinel", "redis+cluster"];
+
+/// Connects as a `redis` configuration says; the same as [`RedisBackend::connect`].
+pub async fn connect(config: &aimon_core::StorageConfig) -> aimon_core::Result<RedisBackend> {
+    RedisBackend::connect(config).await
+}

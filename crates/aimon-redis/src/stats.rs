@@ -1,0 +1,115 @@
+//! `stats`: exact live counts from the id indexes plus figures from `INFO`.
+
+use std::collections::BTreeMap;
+
+use aimon_core::{DatabaseStats, Result, StorageBackendType, time};
+use redis::Value;
+
+use crate::backend::{RedisBackend, int, text};
+
+/// `INFO` text as key → value.
+fn parse_info(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// The text of an `INFO` reply (a Cluster answers per node: the first node's).
+fn info_text(v: &Value) -> String {
+    match v {
+        Value::Map(pairs) => pairs.first().map(|(_, v)| info_text(v)).unwrap_or_default(),
+        other => text(other).unwrap_or_default().to_owned(),
+    }
+}
+
+impl RedisBackend {
+    pub(crate) async fn database_stats(&self) -> Result<DatabaseStats> {
+        let now = time::now();
+        let now_us = time::to_micros(now);
+        let cutoff = self.config.retention.metric_cutoff(now).unwrap_or(0);
+        let series_ids = self.live_ids(&self.keys.series_index(), now_us).await?;
+        let mut pipe = redis::pipe();
+        for index in [self.keys.alert_index(), self.keys.agent_index()] {
+            pipe.cmd("ZCOUNT").arg(index).arg(now_us).arg("+inf");
+        }
+        pipe.cmd("SMEMBERS").arg(self.keys.registry());
+        let replies = self.pool.pipeline(&pipe).await?;
+        let count = |i: usize| replies.get(i).map(int).unwrap_or(0).max(0) as u64;
+        let (alerts, agent_states) = (count(0), count(1));
+        let registry: Vec<String> = replies
+            .get(2)
+            .map(crate::backend::items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| text(v).map(str::to_owned))
+            .collect();
+        let mut samples = 0u64;
+        for chunk in series_ids.chunks(500) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("ZCOUNT")
+                    .arg(self.keys.samples(id))
+                    .arg(cutoff)
+                    .arg("+inf");
+            }
+            for reply in self.pool.pipeline(&pipe).await? {
+                samples += int(&reply).max(0) as u64;
+            }
+        }
+        let mut index_members = 0u64;
+        for chunk in registry.chunks(500) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("ZCARD").arg(key);
+            }
+            for reply in self.pool.pipeline(&pipe).await? {
+                index_members += int(&reply).max(0) as u64;
+            }
+        }
+        let info_reply: Value = self.pool.query(&redis::cmd("INFO")).await?;
+        let info = parse_info(&info_text(&info_reply));
+        let get = |k: &str| info.get(k).cloned().unwrap_or_default();
+        let num = |k: &str| info.get(k).and_then(|v| v.parse::<u64>().ok());
+        let mut extra = BTreeMap::new();
+        extra.insert("topology".into(), self.config.topology.kind().into());
+        extra.insert("namespace".into(), self.keys.namespace().into());
+        extra.insert("redis_version".into(), get("redis_version").into());
+        extra.insert("role".into(), get("role").into());
+        for key in [
+            "uptime_in_seconds",
+            "used_memory",
+            "connected_clients",
+            "connected_slaves",
+        ] {
+            if let Some(n) = num(key) {
+                extra.insert(key.into(), n.into());
+            }
+        }
+        extra.insert("used_memory_human".into(), get("used_memory_human").into());
+        // Keys of the namespace: three id indexes, the registry, the secondary indexes, one
+        // item key per series / alert / agent and two sample keys per series.
+        let keys = 4 + registry.len() as u64 + alerts + agent_states + 3 * series_ids.len() as u64;
+        extra.insert("namespace_keys".into(), keys.into());
+        extra.insert(
+            "namespace_index_keys".into(),
+            (registry.len() as u64 + 3).into(),
+        );
+        extra.insert(
+            "namespace_index_members".into(),
+            (index_members + alerts + agent_states + series_ids.len() as u64).into(),
+        );
+        Ok(DatabaseStats {
+            backend: self.config.name.clone(),
+            backend_type: StorageBackendType::Redis,
+            version: get("redis_version"),
+            uptime_seconds: num("uptime_in_seconds").unwrap_or_else(|| self.uptime_seconds()),
+            series: series_ids.len() as u64,
+            samples,
+            alerts,
+            agent_states,
+            extra,
+        })
+    }
+}

@@ -1,0 +1,278 @@
+//! Redis-specific checks beyond the conformance suite: hostile key text, orphan index members
+//! after retention, a connection killed mid-batch, events across two separate clients.
+#![cfg(feature = "redis")]
+
+use std::time::Duration;
+
+use aimon_core::{
+    AlertStatus, ErrorKind, Metric, MetricType, MetricValue, StorageBackend, StorageConfig, time,
+};
+use aimon_integration_tests::conformance::support::*;
+use aimon_integration_tests::fixtures::{self, Fixture, redis_cli, run_check};
+use aimon_redis::RedisBackend;
+use chrono::TimeDelta;
+use futures::StreamExt;
+
+async fn fixture() -> Option<Fixture> {
+    fixtures::redis().await
+}
+
+async fn open(
+    fixture: &Fixture,
+    options: &[(&str, serde_json::Value)],
+) -> (RedisBackend, StorageConfig) {
+    let config = fixture.config(options);
+    let backend = RedisBackend::connect(&config).await.expect("connects");
+    (backend, config)
+}
+
+/// Every key of a namespace, by SCAN (allowed in a test, never in the driver).
+fn scan_keys(config: &StorageConfig, namespace: &str) -> Vec<String> {
+    let out = redis_cli(&[
+        "-u",
+        &config.connection_string,
+        "--scan",
+        "--pattern",
+        &format!("{{{namespace}*"),
+    ])
+    .expect("redis-cli --scan");
+    out.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn hostile_text_never_changes_which_keys_are_touched() {
+    run_check("hostile", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let (store, config) = open(&fixture, &[]).await;
+        let ns = store.namespace().to_owned();
+        let hostile = [
+            "*", "a?b", "[x]", "{tag}", "}{", "a b", "x:y", "%2A", "\\", "ü🦀",
+        ];
+        let mut metrics = Vec::new();
+        for (i, id) in hostile.iter().enumerate() {
+            metrics.push(series(id, id).with_value(sample(i as i64, i as f64).tag(*id, *id)));
+        }
+        store.save_metrics(&metrics).await.unwrap();
+        for id in hostile {
+            let mut a = alert(id, aimon_core::AlertSeverity::High, 0);
+            a.source = id.to_owned();
+            a.labels.insert(id.to_owned(), id.to_owned());
+            store.save_alert(&a).await.unwrap();
+            store.save_agent_state(&state(id, id, id, 0)).await.unwrap();
+        }
+        for (i, id) in hostile.iter().enumerate() {
+            let back = store.get_metric(id).await.unwrap().expect(id);
+            assert_eq!(back.values, metrics[i].values, "{id:?}");
+            assert_eq!(store.get_alert(id).await.unwrap().unwrap().source, *id);
+            assert_eq!(
+                store.get_agent_state(id).await.unwrap().unwrap().status,
+                *id
+            );
+        }
+        let keys = scan_keys(&config, &ns);
+        assert!(!keys.is_empty());
+        for key in &keys {
+            // `{ns}:…` or `{ns|escaped-id}:…`, with no other brace, glob character or space.
+            let tagged =
+                key.starts_with(&format!("{{{ns}}}:")) || key.starts_with(&format!("{{{ns}|"));
+            assert!(tagged, "{key:?}");
+            let inner = &key[1..];
+            assert_eq!(inner.matches(['{', '}']).count(), 1, "{key:?}");
+            assert!(!inner.contains(['*', '?', '[', ']', ' ', '\\']), "{key:?}");
+        }
+        // One series: two sample keys; plus metadata; never more per id.
+        let sample_keys = keys
+            .iter()
+            .filter(|k| k.starts_with(&format!("{{{ns}|")))
+            .count();
+        assert_eq!(sample_keys, 2 * hostile.len());
+    });
+}
+
+#[test]
+fn a_10_kib_tag_value_is_rejected_by_core_validation() {
+    run_check("10kib", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let (store, _) = open(&fixture, &[]).await;
+        assert_eq!(aimon_core::validate::MAX_TAG_VALUE_BYTES, 4096);
+        let m = series("big", "n").with_value(sample(0, 1.0).tag("k", "x".repeat(10 * 1024)));
+        let err = store.save_metric(&m).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        let m = series("big", "n").with_value(sample(0, 1.0).tag("k", "x".repeat(4096)));
+        store.save_metric(&m).await.unwrap();
+        assert_eq!(
+            store.get_metric("big").await.unwrap().unwrap().values,
+            m.values
+        );
+    });
+}
+
+#[test]
+fn no_orphan_index_members_after_retention() {
+    run_check("orphans", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let (store, _) = open(
+            &fixture,
+            &[
+                ttl("metric_ttl_seconds", 1),
+                ttl("alert_ttl_seconds", 1),
+                ttl("agent_state_ttl_seconds", 1),
+            ],
+        )
+        .await;
+        let now = time::now();
+        for i in 0..20 {
+            let mut m = series(&format!("s{i}"), &format!("name{}", i % 3));
+            m.updated_at = now;
+            m.values = vec![MetricValue::new(now, 1.0).tag("k", format!("v{i}"))];
+            store.save_metric(&m).await.unwrap();
+            let mut a = alert(&format!("a{i}"), aimon_core::AlertSeverity::Low, 0);
+            a.updated_at = now;
+            a.labels.insert("team".into(), format!("t{}", i % 4));
+            store.save_alert(&a).await.unwrap();
+            // A status change leaves nothing behind in the old status index.
+            a.status = AlertStatus::Resolved;
+            store.save_alert(&a).await.unwrap();
+            let mut s = state(&format!("st{i}"), &format!("agent{i}"), "busy", 0);
+            s.last_heartbeat = now;
+            store.save_agent_state(&s).await.unwrap();
+            s.status = "idle".into();
+            store.save_agent_state(&s).await.unwrap();
+        }
+        assert_eq!(
+            store.orphan_index_members().await.unwrap(),
+            0,
+            "live data has no orphans"
+        );
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        store.apply_retention().await.unwrap();
+        assert_eq!(store.orphan_index_members().await.unwrap(), 0);
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.series, stats.alerts, stats.agent_states), (0, 0, 0));
+        assert_eq!(stats.extra["namespace_index_keys"], 3, "{:?}", stats.extra);
+    });
+}
+
+#[test]
+fn a_connection_killed_mid_batch_is_retryable_and_the_retry_does_not_duplicate() {
+    run_check("client kill", async {
+        // A server of its own: CLIENT KILL TYPE normal would cut the other tests' clients.
+        let Some(binary) = fixtures::find_binary("redis-server") else {
+            fixtures::skip("redis", "no redis-server binary for the CLIENT KILL check");
+            return;
+        };
+        let server = tokio::task::spawn_blocking(move || {
+            fixtures::LocalServer::start(&fixtures::REDIS, &binary)
+        })
+        .await
+        .unwrap()
+        .expect("a private redis-server");
+        let config = StorageConfig::from_url("kill", server.url.clone())
+            .unwrap()
+            .option("max_connections", 1);
+        let store = RedisBackend::connect(&config).await.unwrap();
+        let batch: Vec<Metric> = (0..20)
+            .map(|s| {
+                let mut m = Metric::new(format!("kill-{s}"), "kill", MetricType::Gauge);
+                m.values = (0..10_000)
+                    .map(|i| MetricValue::new(t0() + TimeDelta::milliseconds(i), i as f64))
+                    .collect();
+                m
+            })
+            .collect();
+        let mut saw_failure = None;
+        for attempt in 0..20 {
+            let url = config.connection_string.clone();
+            let killer = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(5 + attempt * 3)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    redis_cli(&["-u", &url, "client", "kill", "type", "normal"])
+                })
+                .await;
+            });
+            let result = store.save_metrics(&batch).await;
+            killer.await.unwrap();
+            if let Err(e) = result {
+                saw_failure = Some(e);
+                break;
+            }
+        }
+        let err = saw_failure.expect("one of the batches was cut by CLIENT KILL");
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(err.is_retryable());
+        // The connection manager reconnects; the retry goes through and duplicates nothing.
+        let mut retried = None;
+        for _ in 0..50 {
+            match store.save_metrics(&batch).await {
+                Ok(report) => {
+                    retried = Some(report);
+                    break;
+                }
+                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(retried.expect("the retry succeeds").written, 200_000);
+        for m in &batch {
+            assert_eq!(
+                store.get_metric(&m.id).await.unwrap().unwrap().values.len(),
+                10_000
+            );
+        }
+        assert_eq!(store.stats().await.unwrap().samples, 200_000);
+    });
+}
+
+#[test]
+fn events_reach_a_separate_client() {
+    run_check("cross-client events", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let (reader, config) = open(&fixture, &[]).await;
+        assert!(reader.capabilities().cross_process_events);
+        // A second, separate client on the same namespace writes.
+        let writer = RedisBackend::connect(&config).await.unwrap();
+        let mut events = reader.subscribe().await.unwrap();
+        writer
+            .save_metric(&series("m", "n").with_value(sample(0, 1.0)))
+            .await
+            .unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event")
+            .expect("a live stream");
+        assert!(
+            matches!(event, aimon_core::StorageEvent::MetricWritten { ref metric_id, samples: 1, .. } if metric_id == "m"),
+            "{event:?}"
+        );
+        // Published by a client that is not aimon at all (another process: redis-cli).
+        let payload = serde_json::json!({"event": "alert_written", "backend": "cli", "alert_id": "x", "status": "active"}).to_string();
+        let channel = format!("{{{}}}:events", reader.namespace());
+        tokio::task::spawn_blocking(move || {
+            redis_cli(&[
+                "-u",
+                &config.connection_string,
+                "publish",
+                &channel,
+                &payload,
+            ])
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(event, aimon_core::StorageEvent::AlertWritten { ref alert_id, .. } if alert_id == "x")
+        );
+    });
+}
