@@ -117,6 +117,11 @@ impl RedisBackend {
                 format!("no backup at {}", path.display()),
             ));
         }
+        if !path.is_dir() {
+            return Err(corrupt(
+                "a native Redis backup is a directory holding namespace.dump; this is a file",
+            ));
+        }
         let data = match std::fs::read(&file) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -24,7 +24,7 @@ use crate::config::{SqliteConfig, SqliteLocation};
 use crate::error::from_sqlx;
 
 /// The embedded migrations in `migrations/`.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// A SQLite database behind the [`StorageBackend`] trait.
 ///

@@ -3,20 +3,81 @@
 
 use std::path::Path;
 
-use aimon_core::{BackupFormat, Error, ErrorKind, Result, TransferReport, time};
-use sqlx::Connection;
-use sqlx::sqlite::SqliteConnection;
+use aimon_core::model::tags_json;
+use aimon_core::{BackupFormat, Error, ErrorKind, Result, TransferReport, time, validate};
+use futures::TryStreamExt;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{AssertSqlSafe, Connection, Row};
 
-use crate::agent_states::state_update;
-use crate::alerts::alert_update;
-use crate::backend::{DbResult, SqliteBackend};
+use crate::agent_states::{STATE_COLUMNS, state_from_row, state_update};
+use crate::alerts::{ALERT_COLUMNS, alert_from_row, alert_update};
+use crate::backend::{DbResult, MIGRATOR, SqliteBackend};
 use crate::config::SqliteLocation;
+use crate::metrics::{SERIES_COLUMNS, metric_from_row, parse_tags};
 
 /// The schema name a restored file is attached as.
 const ATTACHED: &str = "aimon_restore";
 
-/// The tables a native backup must have.
-const TABLES: [&str; 4] = ["series", "samples", "alerts", "agent_states"];
+/// The tables a native backup must have: each with the columns the merge reads, and the
+/// primary key (in order) that makes its rows the keys they are in the store.
+const TABLES: [(&str, &[&str], &[&str]); 4] = [
+    (
+        "series",
+        &[
+            "id",
+            "name",
+            "type",
+            "description",
+            "unit",
+            "metadata",
+            "created_at",
+            "updated_at",
+        ],
+        &["id"],
+    ),
+    (
+        "samples",
+        &["series_id", "ts", "tags", "value"],
+        &["series_id", "ts", "tags"],
+    ),
+    (
+        "alerts",
+        &[
+            "id",
+            "name",
+            "description",
+            "severity",
+            "source",
+            "status",
+            "start_time",
+            "end_time",
+            "acknowledged_by",
+            "acknowledged_at",
+            "resolved_by",
+            "resolved_at",
+            "labels",
+            "annotations",
+            "metadata",
+            "created_at",
+            "updated_at",
+        ],
+        &["id"],
+    ),
+    (
+        "agent_states",
+        &[
+            "agent_id",
+            "id",
+            "status",
+            "metrics",
+            "last_heartbeat",
+            "metadata",
+            "created_at",
+            "updated_at",
+        ],
+        &["agent_id"],
+    ),
+];
 
 fn utf8_path(path: &Path) -> Result<&str> {
     path.to_str().ok_or_else(|| {
@@ -56,27 +117,211 @@ struct Merged {
     expired: u64,
 }
 
-/// Merges the attached backup into `main` in one transaction, by the same rules as writes.
+/// A damaged backup: `Corrupted`, naming what is wrong.
+fn damaged(what: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Corrupted,
+        format!("the file is not a valid aimon SQLite backup: {what}"),
+    )
+}
+
+/// A `Corrupted` error on first reading the file: it is no SQLite database (or a damaged one).
+fn not_sqlite(e: Error) -> Error {
+    if e.kind() == ErrorKind::Corrupted {
+        damaged("it is not a readable SQLite database").with_source(e)
+    } else {
+        e
+    }
+}
+
+/// Checks that the attached file is an aimon SQLite database of a schema version this build
+/// knows, with the tables, columns and keys the merge reads. A file that is not SQLite at all
+/// fails on its first read with `SQLITE_NOTADB`, which is `Corrupted` too.
+async fn verify_schema(conn: &mut SqliteConnection) -> Result<()> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM aimon_restore.sqlite_master WHERE type = 'table' ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .db()
+    .map_err(not_sqlite)?;
+    if !tables.iter().any(|t| t == "_sqlx_migrations") {
+        return Err(damaged("it has no schema version (_sqlx_migrations)"));
+    }
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM aimon_restore._sqlx_migrations WHERE success IS NOT 1",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .db()?;
+    if failed > 0 {
+        return Err(damaged("its schema was left half migrated"));
+    }
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM aimon_restore._sqlx_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await
+            .db()?;
+    let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    let newest = known.iter().copied().max().unwrap_or(0);
+    if let Some(newer) = versions.iter().find(|v| **v > newest) {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the backup has schema version {newer}, newer than this build reads ({newest})"
+            ),
+        ));
+    }
+    if versions.is_empty() || known.get(..versions.len()) != Some(versions.as_slice()) {
+        return Err(damaged(format!(
+            "its schema versions {versions:?} are not a sequence this build knows ({known:?})"
+        )));
+    }
+    for (table, columns, key) in TABLES {
+        if !tables.iter().any(|t| t == table) {
+            return Err(damaged(format!("the table {table} is missing")));
+        }
+        let found: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, pk FROM pragma_table_info(?1, 'aimon_restore')")
+                .bind(table)
+                .fetch_all(&mut *conn)
+                .await
+                .db()?;
+        if let Some(missing) = columns
+            .iter()
+            .find(|c| !found.iter().any(|(name, _)| name == *c))
+        {
+            return Err(damaged(format!(
+                "the table {table} has no column {missing}"
+            )));
+        }
+        let mut pk: Vec<&(String, i64)> = found.iter().filter(|(_, pk)| *pk > 0).collect();
+        pk.sort_by_key(|(_, pk)| *pk);
+        if !pk
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .eq(key.iter().copied())
+        {
+            return Err(damaged(format!(
+                "the table {table} is not keyed by ({})",
+                key.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Streams the rows of `sql` (one statement; SQLite hands them over one at a time) and checks
+/// each with `check`; the first failure is `Corrupted`, naming `table` and the row (its key,
+/// when that much decodes, and its position).
+async fn verify_rows(
+    conn: &mut SqliteConnection,
+    table: &str,
+    sql: String,
+    check: impl Fn(&SqliteRow) -> Result<()>,
+) -> Result<()> {
+    // Audited: `sql` is fixed text (this crate's column lists), never data.
+    let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
+    let mut n: u64 = 0;
+    while let Some(row) = rows.try_next().await.db()? {
+        n += 1;
+        if let Err(e) = check(&row) {
+            let key = row
+                .try_get::<String, _>(0)
+                .map(|k| format!(" {k:?}"))
+                .unwrap_or_default();
+            return Err(damaged(format!("{table} row {n}{key}")).with_source(e));
+        }
+    }
+    Ok(())
+}
+
+/// The checks on every sample that need no decoding, in SQL (one pass over the table):
+/// text key columns, an integer timestamp in range, a finite number as the value. The first
+/// row failing one, with the reason.
+const BAD_SAMPLE: &str = "SELECT substr(quote(series_id), 1, 200), substr(quote(ts), 1, 40), \
+    CASE WHEN typeof(series_id) <> 'text' THEN 'series_id is ' || typeof(series_id) \
+    WHEN typeof(ts) <> 'integer' THEN 'ts is ' || typeof(ts) || ', not an integer' \
+    WHEN ts < ?1 OR ts >= ?2 THEN 'ts is outside 1970-01-01T00:00:00Z..2262-01-01T00:00:00Z' \
+    WHEN typeof(tags) <> 'text' THEN 'tags are ' || typeof(tags) \
+    WHEN typeof(value) NOT IN ('real', 'integer') \
+    THEN 'value is ' || typeof(value) || ', not a number' \
+    ELSE 'value is not finite' END \
+    FROM aimon_restore.samples \
+    WHERE NOT (typeof(series_id) = 'text' AND typeof(ts) = 'integer' AND ts >= ?1 AND ts < ?2 \
+    AND typeof(tags) = 'text' AND typeof(value) IN ('real', 'integer') \
+    AND value > -9e999 AND value < 9e999) \
+    LIMIT 1";
+
+/// Checks every row of the attached backup as a write would check it (DESIGN.md rule 7),
+/// streaming: series, alerts and agent states are decoded by the readers' decoders and
+/// validated whole; samples are checked in SQL, and each of their distinct tag sets decoded
+/// and validated (and must be canonical JSON, the form samples are keyed by).
+async fn verify_rows_all(conn: &mut SqliteConnection) -> Result<()> {
+    let series = format!("SELECT {SERIES_COLUMNS} FROM aimon_restore.series s ORDER BY s.id");
+    verify_rows(conn, "series", series, |row| {
+        validate::metric(&metric_from_row(row)?)
+    })
+    .await?;
+
+    let bad: Option<(String, String, String)> = sqlx::query_as(BAD_SAMPLE)
+        .bind(time::MIN_TIMESTAMP_MICROS)
+        .bind(time::MAX_TIMESTAMP_MICROS)
+        .fetch_optional(&mut *conn)
+        .await
+        .db()?;
+    if let Some((series_id, ts, reason)) = bad {
+        return Err(damaged(format!(
+            "samples row (series_id {series_id}, ts {ts}): {reason}"
+        )));
+    }
+    verify_rows(
+        conn,
+        "samples tag set",
+        "SELECT DISTINCT tags FROM aimon_restore.samples".to_owned(),
+        |row| {
+            let json: String = row.try_get(0).db()?;
+            let tags = parse_tags(&json)?;
+            if tags_json(&tags) != json {
+                return Err(Error::new(
+                    ErrorKind::Corrupted,
+                    "sample tags are not canonical JSON",
+                ));
+            }
+            validate::tags("sample tags", &tags)
+        },
+    )
+    .await?;
+
+    let alerts = format!("SELECT {ALERT_COLUMNS} FROM aimon_restore.alerts ORDER BY id");
+    verify_rows(conn, "alerts", alerts, |row| {
+        validate::alert(&alert_from_row(row)?)
+    })
+    .await?;
+    let states =
+        format!("SELECT {STATE_COLUMNS} FROM aimon_restore.agent_states ORDER BY agent_id");
+    verify_rows(conn, "agent_states", states, |row| {
+        validate::agent_state(&state_from_row(row)?)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Checks the attached backup completely, then merges it into `main` by the same rules as
+/// writes, in one transaction: what was checked is what is merged, and a backup that fails a
+/// check writes nothing.
+///
+/// The transaction starts deferred: the checks only read the backup, so writers to the store
+/// are held up by the merge alone, whose first write takes the write lock.
 async fn merge(
     conn: &mut SqliteConnection,
     metric_cutoff: Option<i64>,
     alert_cutoff: Option<i64>,
     state_cutoff: Option<i64>,
 ) -> Result<Merged> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.db()?;
-    let tables: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM aimon_restore.sqlite_master WHERE type = 'table' \
-         AND name IN ('series', 'samples', 'alerts', 'agent_states')",
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .db()?;
-    if tables != TABLES.len() as i64 {
-        return Err(Error::new(
-            ErrorKind::Corrupted,
-            "the file is not an aimon SQLite backup (tables are missing)",
-        ));
-    }
+    let mut tx = conn.begin().await.db()?;
+    verify_schema(&mut tx).await?;
+    verify_rows_all(&mut tx).await?;
     let totals: (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM aimon_restore.series), \
          (SELECT count(*) FROM aimon_restore.samples), \
@@ -239,7 +484,8 @@ impl SqliteBackend {
         .bind(read_only_uri(source))
         .execute(&mut *conn)
         .await
-        .db()?;
+        .db()
+        .map_err(not_sqlite)?;
         let merged = merge(
             &mut conn,
             retention.metric_cutoff(now),

@@ -87,7 +87,11 @@
 //! ## Retention, backup
 //! Reads hide expired data themselves; `apply_retention` sweeps it with `DELETE`s over indexed
 //! columns. `BackupFormat::Native` writes a database file with `VACUUM INTO` and restores one by
-//! attaching it read-only and merging its rows with the write rules (retention applied);
+//! attaching it read-only and merging its rows with the write rules (retention applied), in one
+//! transaction that first checks the file whole, like the portable archive: an aimon schema of
+//! a known version (a newer one is `Unsupported`), and every row decoded and validated as a
+//! write would be (samples in SQL, plus each distinct tag set), streaming. Anything else, a
+//! foreign or non-SQLite file included, is `Corrupted` and writes nothing;
 //! `BackupFormat::Portable` is aimon's archive. `subscribe` is unsupported (no cross-process
 //! notifications in SQLite).
 #![deny(unsafe_code)]

@@ -244,10 +244,23 @@ pub(crate) fn parse_tags(json: &str) -> Result<Tags> {
     serde_json::from_str(json).map_err(|e| corrupted("sample tags").with_source(e))
 }
 
+/// A sample value (or an aggregate of them) at column `i`: a REAL, or an INTEGER read as
+/// `f64`. Anything else (text, a blob, `NULL`) is a decode error (`Corrupted`), never a value
+/// made up from its bytes.
+pub(crate) fn sample_value(row: &SqliteRow, i: usize) -> Result<f64> {
+    match row.try_get::<f64, _>(i) {
+        Ok(value) => Ok(value),
+        Err(not_real) => match row.try_get::<i64, _>(i) {
+            Ok(integer) => Ok(integer as f64),
+            Err(_) => Err(not_real).db(),
+        },
+    }
+}
+
 fn sample_from_row(row: &SqliteRow, first: usize) -> Result<MetricValue> {
     let ts: i64 = row.try_get(first).db()?;
     let tags: String = row.try_get(first + 1).db()?;
-    let value: f64 = row.try_get_unchecked(first + 2).db()?;
+    let value = sample_value(row, first + 2)?;
     Ok(MetricValue {
         timestamp: time::from_micros(ts),
         value,
@@ -537,7 +550,7 @@ impl SqliteBackend {
         for row in &rows {
             let group: Option<String> = row.try_get(0).db()?;
             let bucket: i64 = row.try_get(1).db()?;
-            let value: f64 = row.try_get_unchecked(2).db()?;
+            let value = sample_value(row, 2)?;
             let count: i64 = row.try_get(3).db()?;
             let count = u64::try_from(count).unwrap_or(0);
             let value = if query.aggregation == Aggregation::Count {

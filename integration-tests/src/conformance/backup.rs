@@ -466,6 +466,37 @@ pub async fn native_backup_follows_the_capability(fixture: &Fixture) {
     assert_eq!(dump(&target).await, dump(&store).await);
 }
 
+/// A native restore from a file that is not a native backup (garbage bytes) is `Corrupted`,
+/// from a missing path `NotFound`, and either leaves the store unchanged; without
+/// `native_backup`, both are `Unsupported`.
+pub async fn native_restore_of_a_non_backup_is_rejected(fixture: &Fixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.bin");
+    // Deterministic noise, no recognisable header: larger than a page or a block.
+    let bytes: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&garbage, &bytes).unwrap();
+    let missing = dir.path().join("nothing-here");
+    let store = fixture.open(&[]).await;
+    populate(&store).await;
+    let before = dump(&store).await;
+    let native = store.capabilities().native_backup;
+    for (path, kind) in [
+        (&garbage, ErrorKind::Corrupted),
+        (&missing, ErrorKind::NotFound),
+    ] {
+        let kind = if native { kind } else { ErrorKind::Unsupported };
+        expect_err(store.restore(path, BackupFormat::Native).await, kind, None);
+        assert_eq!(
+            dump(&store).await,
+            before,
+            "a rejected native restore from {} writes nothing",
+            path.display()
+        );
+    }
+}
+
 /// A backup taken while writers keep writing still restores consistently (every restored
 /// sample is one that was written), and the archive is complete for data written before it.
 pub async fn backup_during_writes_is_consistent(fixture: &Fixture) {

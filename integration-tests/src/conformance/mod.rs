@@ -190,6 +190,7 @@ macro_rules! __with_conformance_checks {
                     archive_missing_a_data_file_is_corrupted,
                     restore_from_a_missing_path_is_not_found,
                     native_backup_follows_the_capability,
+                    native_restore_of_a_non_backup_is_rejected,
                     backup_during_writes_is_consistent,
                 }
         }
