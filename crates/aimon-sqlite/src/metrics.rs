@@ -91,7 +91,8 @@ const UPSERT_SERIES: &str = "INSERT INTO series \
 struct SampleRow {
     series_id: Arc<str>,
     ts: i64,
-    tags: String,
+    /// Shared by the consecutive samples that carry the same tags, so their JSON is built once.
+    tags: Arc<str>,
     value: f64,
 }
 
@@ -110,7 +111,7 @@ async fn insert_samples(tx: &mut Transaction<'static, Sqlite>, rows: &[SampleRow
         query = query
             .bind(Arc::clone(&row.series_id))
             .bind(row.ts)
-            .bind(row.tags.clone())
+            .bind(Arc::clone(&row.tags))
             .bind(row.value);
     }
     query.execute(&mut **tx).await.db()?;
@@ -310,34 +311,40 @@ impl SqliteBackend {
             let series_id: Arc<str> = Arc::from(metric.id.as_str());
             // The current run of samples sharing a tag set (usually the whole metric): the
             // index sees one entry a run, not a hash lookup a sample.
-            let mut run: Option<(String, &Tags, i64)> = None;
+            let mut run: Option<(Arc<str>, &Tags, i64)> = None;
             for sample in &metric.values {
                 if !RetentionPolicy::is_live(cutoff, sample.timestamp) {
                     continue;
                 }
+                let ts = time::to_micros(sample.timestamp);
+                let tags = match &mut run {
+                    Some((json, map, last)) if **map == sample.tags => {
+                        *last = (*last).max(ts);
+                        Arc::clone(json)
+                    }
+                    _ => {
+                        if let Some((json, map, last)) = run.take() {
+                            index.add(&series_id, &json, map, last);
+                        }
+                        let json: Arc<str> = tags_json(&sample.tags).into();
+                        run = Some((Arc::clone(&json), &sample.tags, ts));
+                        json
+                    }
+                };
                 let row = SampleRow {
                     series_id: Arc::clone(&series_id),
-                    ts: time::to_micros(sample.timestamp),
-                    tags: tags_json(&sample.tags),
+                    ts,
+                    tags,
                     value: sample.value,
                 };
-                match &mut run {
-                    Some((tags, _, last)) if *tags == row.tags => *last = (*last).max(row.ts),
-                    _ => {
-                        if let Some((tags, map, last)) = run.take() {
-                            index.add(&series_id, &tags, map, last);
-                        }
-                        run = Some((row.tags.clone(), &sample.tags, row.ts));
-                    }
-                }
                 pending.push(row);
                 if pending.len() == INSERT_CHUNK {
                     insert_samples(&mut tx, &pending).await?;
                     pending.clear();
                 }
             }
-            if let Some((tags, map, last)) = run {
-                index.add(&series_id, &tags, map, last);
+            if let Some((json, map, last)) = run {
+                index.add(&series_id, &json, map, last);
             }
             report.written += live as u64;
         }
