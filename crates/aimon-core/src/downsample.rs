@@ -25,8 +25,6 @@ pub struct SampleRef<'a> {
     pub value: f64,
 }
 
-type OrderKey = (i64, String, String);
-
 /// A sum with Neumaier's compensation, as SQLite (3.43+) computes `SUM` and `AVG`: cancelling
 /// values (`1e16 + 1 - 1e16`) keep their small terms, and the result hardly depends on order.
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,14 +56,38 @@ impl CompensatedSum {
     }
 }
 
-#[derive(Debug)]
-struct Accumulator {
-    count: u64,
-    sum: CompensatedSum,
-    min: f64,
-    max: f64,
-    first: (OrderKey, f64),
-    last: (OrderKey, f64),
+/// Orders samples for `first` and `last`: (timestamp µs, series id, canonical tags JSON).
+pub type OrderKey = (i64, String, String);
+
+/// The aggregates of some samples of one bucket. Stores that aggregate next to the data (a Lua
+/// script per series, say) hand these to [`Downsampler::merge`]; merging them gives exactly what
+/// pushing every sample would.
+#[derive(Debug, Clone)]
+pub struct BucketAggregate {
+    pub count: u64,
+    pub sum: CompensatedSum,
+    pub min: f64,
+    pub max: f64,
+    /// The earliest sample by [`OrderKey`], and its value.
+    pub first: (OrderKey, f64),
+    /// The latest sample by [`OrderKey`], and its value.
+    pub last: (OrderKey, f64),
+}
+
+impl BucketAggregate {
+    fn absorb(&mut self, other: BucketAggregate) {
+        self.count += other.count;
+        self.sum.add(other.sum.sum);
+        self.sum.add(other.sum.compensation);
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        if other.first.0 < self.first.0 {
+            self.first = other.first;
+        }
+        if other.last.0 > self.last.0 {
+            self.last = other.last;
+        }
+    }
 }
 
 /// Folds samples into buckets. Feed it every matching sample in any order, then call
@@ -74,7 +96,7 @@ struct Accumulator {
 pub struct Downsampler {
     step_micros: i64,
     aggregation: Aggregation,
-    groups: BTreeMap<Option<String>, BTreeMap<i64, Accumulator>>,
+    groups: BTreeMap<Option<String>, BTreeMap<i64, BucketAggregate>>,
 }
 
 impl Downsampler {
@@ -101,15 +123,13 @@ impl Downsampler {
             .or_default();
         match buckets.get_mut(&bucket) {
             None => {
+                let mut sum = CompensatedSum::default();
+                sum.add(sample.value);
                 buckets.insert(
                     bucket,
-                    Accumulator {
+                    BucketAggregate {
                         count: 1,
-                        sum: {
-                            let mut sum = CompensatedSum::default();
-                            sum.add(sample.value);
-                            sum
-                        },
+                        sum,
                         min: sample.value,
                         max: sample.value,
                         first: (key(), sample.value),
@@ -122,17 +142,29 @@ impl Downsampler {
                 acc.sum.add(sample.value);
                 acc.min = acc.min.min(sample.value);
                 acc.max = acc.max.max(sample.value);
-                let is_first = matches!(self.aggregation, Aggregation::First);
-                let is_last = matches!(self.aggregation, Aggregation::Last);
-                if is_first || is_last {
-                    let k = key();
-                    if is_first && k < acc.first.0 {
-                        acc.first = (k, sample.value);
-                    } else if is_last && k > acc.last.0 {
-                        acc.last = (k, sample.value);
-                    }
+                // Only build order keys when the aggregation needs them.
+                match self.aggregation {
+                    Aggregation::First if key() < acc.first.0 => acc.first = (key(), sample.value),
+                    Aggregation::Last if key() > acc.last.0 => acc.last = (key(), sample.value),
+                    _ => {}
                 }
             }
+        }
+    }
+
+    /// Merges aggregates computed elsewhere for the bucket starting at `bucket_start_micros`.
+    pub fn merge(
+        &mut self,
+        group: Option<String>,
+        bucket_start_micros: i64,
+        part: BucketAggregate,
+    ) {
+        let buckets = self.groups.entry(group).or_default();
+        match buckets.get_mut(&bucket_start_micros) {
+            None => {
+                buckets.insert(bucket_start_micros, part);
+            }
+            Some(acc) => acc.absorb(part),
         }
     }
 
@@ -185,6 +217,41 @@ mod tests {
             let mut sum = CompensatedSum::default();
             order.into_iter().for_each(|v| sum.add(v));
             assert_eq!(sum.value(), 1.0, "{order:?}");
+        }
+    }
+
+    #[test]
+    fn merging_partials_equals_pushing_every_sample() {
+        for aggregation in Aggregation::ALL {
+            let q = HistoryQuery::new("m", TimeDelta::minutes(1), aggregation);
+            let samples = [
+                (10, 3.0, "a"),
+                (20, 1.0, "b"),
+                (10, 5.0, "b"),
+                (30, 2.0, "a"),
+            ];
+            let mut all = Downsampler::new(&q);
+            let mut merged = Downsampler::new(&q);
+            for series in ["a", "b"] {
+                let mut part = Downsampler::new(&q);
+                for &(ts, value, s) in samples.iter().filter(|x| x.2 == series) {
+                    let sample = SampleRef {
+                        series_id: s,
+                        tags_json: "{}",
+                        group: None,
+                        timestamp_micros: ts,
+                        value,
+                    };
+                    all.push(sample);
+                    part.push(sample);
+                }
+                for (group, buckets) in part.groups {
+                    for (start, agg) in buckets {
+                        merged.merge(group.clone(), start, agg);
+                    }
+                }
+            }
+            assert_eq!(merged.finish(), all.finish(), "{aggregation}");
         }
     }
 
