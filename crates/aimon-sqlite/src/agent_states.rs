@@ -6,8 +6,8 @@ use aimon_core::{AgentState, DataKind, Result, RetentionPolicy, WriteReport, tim
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::alerts::metadata;
 use crate::backend::{DbResult, SqliteBackend};
+use crate::error::json_column;
 use crate::sql::{Sql, push_filters, push_order_and_page};
 
 /// The columns of `agent_states`, in the order [`state_from_row`] reads them.
@@ -37,9 +37,9 @@ pub(crate) fn state_from_row(row: &SqliteRow) -> Result<AgentState> {
         agent_id: row.try_get(0).db()?,
         id: row.try_get(1).db()?,
         status: row.try_get(2).db()?,
-        metrics: metadata(row, 3, "agent metrics")?,
+        metrics: json_column(row, 3, "agent metrics")?,
         last_heartbeat: time::from_micros(row.try_get(4).db()?),
-        metadata: metadata(row, 5, "agent metadata")?,
+        metadata: json_column(row, 5, "agent metadata")?,
         created_at: time::from_micros(row.try_get(6).db()?),
         updated_at: time::from_micros(row.try_get(7).db()?),
     })

@@ -2,14 +2,14 @@
 
 use aimon_core::query::{AlertQuery, tie_breaker};
 use aimon_core::{
-    Alert, AlertSeverity, AlertStatus, DataKind, Metadata, Result, RetentionPolicy, Tags,
-    WriteReport, model::tags_json, time, validate,
+    Alert, AlertSeverity, AlertStatus, DataKind, Result, RetentionPolicy, WriteReport,
+    model::tags_json, time, validate,
 };
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::backend::{DbResult, SqliteBackend};
-use crate::error::corrupted;
+use crate::error::{corrupted, json_column};
 use crate::sql::{Sql, push_filters, push_order_and_page, push_tag_match};
 
 /// The columns of `alerts`, in the order [`alert_from_row`] reads them and
@@ -49,16 +49,6 @@ fn micros(row: &SqliteRow, i: usize) -> Result<Option<chrono::DateTime<chrono::U
         .map(time::from_micros))
 }
 
-fn tags(row: &SqliteRow, i: usize, what: &str) -> Result<Tags> {
-    let text: String = row.try_get(i).db()?;
-    serde_json::from_str(&text).map_err(|e| corrupted(what).with_source(e))
-}
-
-pub(crate) fn metadata(row: &SqliteRow, i: usize, what: &str) -> Result<Metadata> {
-    let text: String = row.try_get(i).db()?;
-    serde_json::from_str(&text).map_err(|e| corrupted(what).with_source(e))
-}
-
 pub(crate) fn alert_from_row(row: &SqliteRow) -> Result<Alert> {
     let severity: i64 = row.try_get(3).db()?;
     let status: String = row.try_get(5).db()?;
@@ -78,9 +68,9 @@ pub(crate) fn alert_from_row(row: &SqliteRow) -> Result<Alert> {
         acknowledged_at: micros(row, 9)?,
         resolved_by: row.try_get(10).db()?,
         resolved_at: micros(row, 11)?,
-        labels: tags(row, 12, "alert labels")?,
-        annotations: tags(row, 13, "alert annotations")?,
-        metadata: metadata(row, 14, "alert metadata")?,
+        labels: json_column(row, 12, "alert labels")?,
+        annotations: json_column(row, 13, "alert annotations")?,
+        metadata: json_column(row, 14, "alert metadata")?,
         created_at: required(15)?,
         updated_at: required(16)?,
     })

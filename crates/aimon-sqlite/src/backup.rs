@@ -13,6 +13,7 @@ use crate::agent_states::{STATE_COLUMNS, state_from_row, state_update};
 use crate::alerts::{ALERT_COLUMNS, alert_from_row, alert_update};
 use crate::backend::{DbResult, MIGRATOR, SqliteBackend};
 use crate::config::SqliteLocation;
+use crate::error::count;
 use crate::metrics::{SERIES_COLUMNS, metric_from_row, parse_tags};
 
 /// The schema name a restored file is attached as.
@@ -102,10 +103,6 @@ pub(crate) fn read_only_uri(path: &str) -> String {
 
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
 }
 
 /// What a merge carried.

@@ -55,6 +55,30 @@ pub(crate) fn corrupted(what: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Corrupted, format!("stored {what} is malformed"))
 }
 
+/// Decodes JSON stored as text (tags, labels, metadata); malformed text is `Corrupted`.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<T, Error> {
+    serde_json::from_str(text).map_err(|e| corrupted(what).with_source(e))
+}
+
+/// Decodes the JSON text column `i` of a row.
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
+    row: &sqlx::sqlite::SqliteRow,
+    i: usize,
+    what: &str,
+) -> Result<T, Error> {
+    use sqlx::Row;
+    let text: String = row.try_get(i).map_err(from_sqlx)?;
+    parse_json(&text, what)
+}
+
+/// A `COUNT(*)` as the unsigned count the reports carry.
+pub(crate) fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

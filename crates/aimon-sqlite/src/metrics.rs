@@ -7,14 +7,14 @@ use aimon_core::query::{
     Aggregation, HistoryBucket, HistoryQuery, HistorySeries, MetricQuery, tie_breaker,
 };
 use aimon_core::{
-    DataKind, Metadata, Metric, MetricType, MetricValue, Result, RetentionPolicy, Tags,
-    WriteReport, model::tags_json, time, validate,
+    DataKind, Metric, MetricType, MetricValue, Result, RetentionPolicy, Tags, WriteReport,
+    model::tags_json, time, validate,
 };
 use sqlx::sqlite::{Sqlite, SqliteRow};
 use sqlx::{AssertSqlSafe, Row, Transaction};
 
 use crate::backend::{DbResult, SqliteBackend};
-use crate::error::corrupted;
+use crate::error::{corrupted, json_column, parse_json};
 use crate::sql::{
     Sql, push_filters, push_matching_tagsets, push_order_and_page, push_series_tag_match,
     push_tags_match,
@@ -224,7 +224,6 @@ pub(crate) fn push_series_live(sql: &mut Sql, cutoff: Option<i64>) {
 pub(crate) fn metric_from_row(row: &SqliteRow) -> Result<Metric> {
     let get_text = |i: usize| row.try_get::<String, _>(i).db();
     let metric_type: String = get_text(2)?;
-    let metadata: String = get_text(5)?;
     Ok(Metric {
         id: get_text(0)?,
         name: get_text(1)?,
@@ -234,15 +233,14 @@ pub(crate) fn metric_from_row(row: &SqliteRow) -> Result<Metric> {
         description: row.try_get(3).db()?,
         unit: row.try_get(4).db()?,
         values: Vec::new(),
-        metadata: serde_json::from_str::<Metadata>(&metadata)
-            .map_err(|e| corrupted("series metadata").with_source(e))?,
+        metadata: json_column(row, 5, "series metadata")?,
         created_at: time::from_micros(row.try_get(6).db()?),
         updated_at: time::from_micros(row.try_get(7).db()?),
     })
 }
 
 pub(crate) fn parse_tags(json: &str) -> Result<Tags> {
-    serde_json::from_str(json).map_err(|e| corrupted("sample tags").with_source(e))
+    parse_json(json, "sample tags")
 }
 
 /// A sample value (or an aggregate of them) at column `i`: a REAL, or an INTEGER read as

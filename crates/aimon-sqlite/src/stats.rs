@@ -6,6 +6,7 @@ use aimon_core::{DatabaseStats, Result, StorageBackendType, time};
 
 use crate::backend::{DbResult, SqliteBackend};
 use crate::config::SqliteLocation;
+use crate::error::count;
 
 /// Live (unexpired) items.
 pub(crate) struct LiveCounts {
@@ -13,10 +14,6 @@ pub(crate) struct LiveCounts {
     pub samples: u64,
     pub alerts: u64,
     pub agent_states: u64,
-}
-
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
 }
 
 impl SqliteBackend {
