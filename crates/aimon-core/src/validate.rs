@@ -27,7 +27,7 @@ use crate::time;
 /// Longest id, name, tag key or label key, in bytes.
 pub const MAX_NAME_BYTES: usize = 512;
 /// Longest tag or label value, in bytes.
-pub const MAX_TAG_VALUE_BYTES: usize = 4096;
+pub const MAX_TAG_VALUE_BYTES: usize = 16 * 1024;
 /// Longest description or annotation value, in bytes.
 pub const MAX_TEXT_BYTES: usize = 1 << 20;
 /// Deepest nesting of metadata JSON.
@@ -254,10 +254,10 @@ mod tests {
 
     #[test]
     fn long_tag_values_are_rejected() {
-        let m =
-            cpu().with_value(MetricValue::new(time::now(), 1.0).tag("k", "x".repeat(10 * 1024)));
+        let m = cpu()
+            .with_value(MetricValue::new(time::now(), 1.0).tag("k", "x".repeat(16 * 1024 + 1)));
         let err = metric(&m).unwrap_err();
-        assert!(err.to_string().contains("limit is 4096"), "{err}");
+        assert!(err.to_string().contains("limit is 16384"), "{err}");
     }
 
     #[test]

@@ -154,18 +154,20 @@ pub async fn hostile_strings_round_trip_in_agent_states(fixture: &Fixture) {
     assert_eq!(all.len(), HOSTILE.len());
 }
 
-/// Values and names at the limits are accepted; one byte more (a 10 KiB tag value, a 513-byte
-/// name) is `InvalidInput` naming the field.
+/// Values and names at the limits are accepted — a 10 KiB tag value round-trips, and so does one
+/// of exactly 16 KiB; one byte more (a 16 KiB + 1 tag value, a 513-byte name) is
+/// `InvalidInput` naming the field.
 pub async fn length_limits_are_enforced(fixture: &Fixture) {
     let store = fixture.open(&[]).await;
     let long_id = "i".repeat(512);
-    let max_value = "v".repeat(4096);
+    let max_value = "v".repeat(aimon_core::validate::MAX_TAG_VALUE_BYTES);
     let ok = series(&long_id, &"n".repeat(512))
-        .with_value(sample(0, 1.0).tag("k".repeat(512), max_value.clone()));
+        .with_value(sample(0, 1.0).tag("k".repeat(512), max_value.clone()))
+        .with_value(sample(1, 2.0).tag("k", "t".repeat(10 * 1024)));
     store.save_metric(&ok).await.unwrap();
     assert_eq!(store.get_metric(&long_id).await.unwrap(), Some(ok));
 
-    let big = "x".repeat(10 * 1024);
+    let big = "x".repeat(aimon_core::validate::MAX_TAG_VALUE_BYTES + 1);
     expect_err(
         store
             .save_metric(&series("m", "n").with_value(sample(0, 1.0).tag("k", big.as_str())))
