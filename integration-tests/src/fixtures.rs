@@ -354,20 +354,55 @@ fn start_redis_cluster() -> std::result::Result<Server, String> {
     })
 }
 
+/// A master, `replicas` replicas and one Sentinel of its own (not the shared one of
+/// [`redis_sentinel`]), for a check that disturbs the set, such as a failover (with two
+/// replicas the Sentinel points the second at the new master at once, so `WAIT 1` can succeed
+/// there before the old master is converted, which takes a Sentinel INFO period, 10 s).
+/// Blocking: call it from `spawn_blocking`. `Err` says why it could not start.
+#[cfg(feature = "redis")]
+pub fn start_private_redis_sentinel(replicas: usize) -> std::result::Result<Server, String> {
+    start_redis_sentinel_with(replicas)
+}
+
 #[cfg(feature = "redis")]
 /// A master, a replica and one Sentinel monitoring them (quorum 1, fast failure detection).
 fn start_redis_sentinel() -> std::result::Result<Server, String> {
+    start_redis_sentinel_with(1)
+}
+
+#[cfg(feature = "redis")]
+fn start_redis_sentinel_with(replicas: usize) -> std::result::Result<Server, String> {
     let master = start_local(&REDIS)?;
-    let replica = start_local(&REDIS)?;
-    let (mport, rport) = (
-        master.0.env.port.to_string(),
-        replica.0.env.port.to_string(),
-    );
-    redis_cli(&["-p", &rport, "replicaof", "127.0.0.1", &mport])?;
-    wait_for("the replica", Duration::from_secs(30), || {
-        redis_cli(&["-p", &rport, "info", "replication"])
-            .is_ok_and(|info| info.contains("master_link_status:up"))
-    })?;
+    let mport = master.0.env.port.to_string();
+    let mut replica_nodes = Vec::new();
+    for _ in 0..replicas.max(1) {
+        let replica = start_local(&REDIS)?;
+        let rport = replica.0.env.port.to_string();
+        redis_cli(&["-p", &rport, "replicaof", "127.0.0.1", &mport])?;
+        wait_for("the replica", Duration::from_secs(30), || {
+            redis_cli(&["-p", &rport, "info", "replication"])
+                .is_ok_and(|info| info.contains("master_link_status:up"))
+        })?;
+        replica_nodes.push(replica);
+    }
+    if replicas > 1 {
+        // A re-pointed replica resyncs at once instead of after the default 5 s pause.
+        for node in std::iter::once(&master).chain(&replica_nodes) {
+            let port = node.0.env.port.to_string();
+            redis_cli(&[
+                "-p",
+                &port,
+                "config",
+                "set",
+                "repl-diskless-sync-delay",
+                "0",
+            ])?;
+        }
+    }
+    let rports: Vec<String> = replica_nodes
+        .iter()
+        .map(|r| r.0.env.port.to_string())
+        .collect();
     let sentinel = start_local(&REDIS_SENTINEL_NODE)?;
     let sport = sentinel.0.env.port.to_string();
     redis_cli(&[
@@ -396,12 +431,12 @@ fn start_redis_sentinel() -> std::result::Result<Server, String> {
     }
     wait_for("the Sentinel", Duration::from_secs(30), || {
         redis_cli(&["-p", &sport, "sentinel", "replicas", REDIS_SENTINEL_MASTER])
-            .is_ok_and(|out| out.contains(&rport))
+            .is_ok_and(|out| rports.iter().all(|p| out.contains(p.as_str())))
     })?;
     Ok(Server {
         url: format!("redis+sentinel://127.0.0.1:{sport}/{REDIS_SENTINEL_MASTER}"),
         source: ServerSource::LocalBinary,
-        _guard: Some(Box::new((master, replica, sentinel))),
+        _guard: Some(Box::new((master, replica_nodes, sentinel))),
     })
 }
 

@@ -49,7 +49,7 @@ impl RedisBackend {
             sent += 1;
         }
         if sent > 0 {
-            let replies = self.pool.pipeline(&pipe).await?;
+            let replies = self.pool.write(&pipe).await?;
             for reply in &replies {
                 if int(reply) == 1 {
                     report.written += 1;
@@ -57,7 +57,6 @@ impl RedisBackend {
                     report.superseded += 1;
                 }
             }
-            self.pool.wait_replicas().await?;
         }
         Ok(report)
     }

@@ -59,8 +59,7 @@ impl RedisBackend {
             report.written += 1;
         }
         if report.written > 0 {
-            self.pool.pipeline(&pipe).await?;
-            self.pool.wait_replicas().await?;
+            self.pool.write(&pipe).await?;
         }
         Ok(report)
     }

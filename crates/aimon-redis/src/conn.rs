@@ -82,6 +82,8 @@ fn hash_tag(cmd: &Cmd) -> Vec<u8> {
 /// The connections of one backend.
 pub(crate) struct Pool {
     conns: RwLock<Vec<Conn>>,
+    /// The data node `conns` talk to (the master, on Sentinel); empty on a Cluster.
+    node: std::sync::Mutex<String>,
     next: AtomicUsize,
     config: Arc<RedisConfig>,
 }
@@ -160,11 +162,11 @@ pub(crate) async fn data_node_url(config: &RedisConfig) -> Result<String> {
     }
 }
 
-async fn open_one(config: &RedisConfig) -> Result<Conn> {
+/// Opens one connection; `url` is the data node (standalone or Sentinel master) to use.
+async fn open_one(config: &RedisConfig, url: &str) -> Result<Conn> {
     match &config.topology {
         Topology::Standalone { .. } | Topology::Sentinel { .. } => {
-            let url = data_node_url(config).await?;
-            let client = redis::Client::open(url.as_str()).map_err(from_redis)?;
+            let client = redis::Client::open(url).map_err(from_redis)?;
             let manager = tokio::time::timeout(
                 config.connect_timeout * 2,
                 ConnectionManager::new_with_config(client, manager_config(config)),
@@ -211,9 +213,10 @@ async fn open_one(config: &RedisConfig) -> Result<Conn> {
 
 impl Pool {
     pub(crate) async fn open(config: Arc<RedisConfig>) -> Result<Self> {
-        let conns = Self::open_all(&config).await?;
+        let (conns, node) = Self::open_all(&config, None).await?;
         let pool = Pool {
             conns: RwLock::new(conns),
+            node: std::sync::Mutex::new(node),
             next: AtomicUsize::new(0),
             config,
         };
@@ -221,13 +224,49 @@ impl Pool {
         Ok(pool)
     }
 
-    async fn open_all(config: &RedisConfig) -> Result<Vec<Conn>> {
-        let first = open_one(config).await?;
-        let mut conns = vec![first];
-        for _ in 1..config.max_connections {
-            conns.push(open_one(config).await?);
+    /// Opens every connection, to `node` or else the data node the configuration names now;
+    /// returns them with that node's URL (empty on a Cluster).
+    async fn open_all(config: &RedisConfig, node: Option<String>) -> Result<(Vec<Conn>, String)> {
+        let node = match (&config.topology, node) {
+            (Topology::Cluster { .. }, _) => String::new(),
+            (_, Some(node)) => node,
+            (_, None) => data_node_url(config).await?,
+        };
+        let mut conns = Vec::with_capacity(config.max_connections);
+        for _ in 0..config.max_connections.max(1) {
+            conns.push(open_one(config, &node).await?);
         }
-        Ok(conns)
+        Ok((conns, node))
+    }
+
+    /// On Sentinel, after a sign that this node may no longer be the master (too few replicas
+    /// acknowledged a `WAIT`): asks the Sentinels again and reconnects when they name another
+    /// node. A forced failover leaves the old master writable, without replicas, until the
+    /// Sentinels convert it, so no error would ever move the connections otherwise.
+    async fn follow_master(&self) {
+        if !matches!(self.config.topology, Topology::Sentinel { .. }) {
+            return;
+        }
+        let Ok(named) = sentinel_master_url(&self.config).await else {
+            return;
+        };
+        if *self.node.lock().unwrap_or_else(|e| e.into_inner()) == named {
+            return;
+        }
+        self.reconnect(Some(named)).await;
+    }
+
+    async fn reconnect(&self, node: Option<String>) {
+        match Self::open_all(&self.config, node).await {
+            Ok((conns, node)) => {
+                tracing::info!(backend = %self.config.name, "reconnected to the master the Sentinels name");
+                *self.conns.write().await = conns;
+                *self.node.lock().unwrap_or_else(|e| e.into_inner()) = node;
+            }
+            Err(e) => {
+                tracing::debug!(backend = %self.config.name, error = %e, "Sentinel re-resolution failed")
+            }
+        }
     }
 
     async fn conn(&self) -> Conn {
@@ -268,15 +307,7 @@ impl Pool {
         if !(readonly || kind_of(err) == ErrorKind::Unavailable || err.is_timeout()) {
             return;
         }
-        match Self::open_all(&self.config).await {
-            Ok(conns) => {
-                tracing::info!(backend = %self.config.name, "reconnected to the master the Sentinels name");
-                *self.conns.write().await = conns;
-            }
-            Err(e) => {
-                tracing::debug!(backend = %self.config.name, error = %e, "Sentinel re-resolution failed")
-            }
-        }
+        self.reconnect(None).await;
     }
 
     /// Runs one command.
@@ -336,11 +367,15 @@ impl Pool {
     /// the server's cache are loaded and the pipeline retried once: every write of this driver
     /// is idempotent, so a retry never duplicates.
     async fn pipeline_once(&self, pipe: &Pipeline) -> Result<Vec<Value>> {
+        let mut conn = self.conn().await;
+        self.pipeline_on(&mut conn, pipe).await
+    }
+
+    async fn pipeline_on(&self, conn: &mut Conn, pipe: &Pipeline) -> Result<Vec<Value>> {
         let mut reloaded = false;
         loop {
-            let mut conn = self.conn().await;
             let outcome = pipe
-                .query_async::<Vec<Value>>(&mut conn)
+                .query_async::<Vec<Value>>(conn)
                 .await
                 .and_then(|values| {
                     for v in &values {
@@ -364,21 +399,39 @@ impl Pool {
         }
     }
 
-    /// `WAIT n timeout` after a write, when `wait_replicas` asks for it. Fails with
-    /// `Unavailable` when fewer replicas acknowledged.
-    pub(crate) async fn wait_replicas(&self) -> Result<()> {
-        let wanted = self.config.wait_replicas;
-        if wanted == 0 || matches!(self.config.topology, Topology::Cluster { .. }) {
-            return Ok(());
+    /// Runs a write pipeline and, when `wait_replicas` asks for it, `WAIT`s **on the same
+    /// connection** (`WAIT` counts the replicas that reached the offset of the calling
+    /// client's own last write; asked on another connection it would vouch for nothing).
+    pub(crate) async fn write(&self, pipe: &Pipeline) -> Result<Vec<Value>> {
+        if self.config.wait_replicas == 0
+            || matches!(self.config.topology, Topology::Cluster { .. })
+        {
+            return self.pipeline(pipe).await;
         }
-        let acked: u64 = self
-            .query(
-                redis::cmd("WAIT")
-                    .arg(wanted)
-                    .arg(self.config.wait_timeout.as_millis() as u64),
-            )
-            .await?;
+        let mut conn = self.conn().await;
+        let replies = self.pipeline_on(&mut conn, pipe).await?;
+        self.wait_replicas_on(&mut conn).await?;
+        Ok(replies)
+    }
+
+    /// `WAIT n timeout` on `conn`, after a write on it. Fails with `Unavailable` when fewer
+    /// replicas acknowledged.
+    async fn wait_replicas_on(&self, conn: &mut Conn) -> Result<()> {
+        let wanted = self.config.wait_replicas;
+        let acked: u64 = match redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(self.config.wait_timeout.as_millis() as u64)
+            .query_async(conn)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                self.maybe_failover(&e).await;
+                return Err(from_redis(e));
+            }
+        };
         if acked < wanted {
+            self.follow_master().await;
             return Err(Error::new(
                 ErrorKind::Unavailable,
                 format!("only {acked} of {wanted} replicas acknowledged the write"),

@@ -191,8 +191,7 @@ impl RedisBackend {
                 .arg(event);
             pipe.add_command(cmd);
         }
-        self.pool.pipeline(&pipe).await?;
-        self.pool.wait_replicas().await?;
+        self.pool.write(&pipe).await?;
         Ok(report)
     }
 
