@@ -301,6 +301,14 @@ pub struct BenchArgs {
     /// SQLite stores only.
     #[arg(long)]
     pub compare_sqlite3: bool,
+
+    /// Also run `redis-benchmark -P 64 -n SAMPLES -r SAMPLES -q ZADD KEY __rand_int__
+    /// __rand_int__` (the one command aimon's layout needs per sample) against the same server,
+    /// on a key of the store's namespace that is deleted afterwards, and report aimon's rate as
+    /// a ratio of it. redis:// stores only; a password goes to redis-benchmark only through
+    /// REDISCLI_AUTH, never on its command line.
+    #[arg(long, conflicts_with = "compare_sqlite3")]
+    pub compare_redis_benchmark: bool,
 }
 
 fn parse_enum<T: std::str::FromStr<Err = aimon::Error>>(s: &str) -> Result<T, String> {

@@ -733,3 +733,181 @@ fn hostile_input_is_one_line_and_never_a_panic() {
     std::fs::write(full.join("something"), "x").unwrap();
     fails(d, &["--storage", m, "backup", full.to_str().unwrap()], 1);
 }
+
+/// A `redis-server` of the test's own on a free port, killed on drop; `None` (a reported skip)
+/// when there is no `redis-server` binary (CI has one).
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start(extra: &[&str]) -> Option<RedisServer> {
+        let found = Command::new("redis-server").arg("--version").output();
+        if found.is_err() {
+            eprintln!("SKIPPED redis: no redis-server binary on PATH");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server not ready"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(server)
+    }
+
+    /// Keys of the server (a test may SCAN; the driver never does).
+    fn keys(&self, auth: Option<&str>, pattern: &str) -> Vec<String> {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string(), "--scan", "--pattern", pattern]);
+        if let Some(password) = auth {
+            cmd.env("REDISCLI_AUTH", password);
+        }
+        let out = cmd.output().expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Redis baseline runs `redis-benchmark` ZADDs on the same server, reports both rates and
+/// the ratio, deletes its key, never shows the password, and refuses other stores.
+#[test]
+fn bench_compares_with_redis_benchmark() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let err = fails(
+        d,
+        &[
+            "--storage",
+            "memory://",
+            "bench",
+            "--samples",
+            "10",
+            "--compare-redis-benchmark",
+        ],
+        1,
+    );
+    assert!(err.contains("needs a redis:// store"), "{err}");
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    let report = ok_json(
+        d,
+        &[
+            "--storage",
+            &url,
+            "bench",
+            "--samples",
+            "3000",
+            "--batch",
+            "1000",
+            "--queries",
+            "2",
+            "--compare-redis-benchmark",
+        ],
+    );
+    let baseline = &report["baseline"];
+    assert!(
+        baseline["tool"]
+            .as_str()
+            .unwrap()
+            .starts_with("redis-benchmark "),
+        "{baseline}"
+    );
+    let command = baseline["command"].as_str().unwrap();
+    assert!(
+        command.contains("-P 64 -n 3000 -r 3000 -q ZADD {aimon}:bench:"),
+        "{command}"
+    );
+    assert!(baseline["samples_per_second"].as_f64().unwrap() > 0.0);
+    assert!(baseline["ratio"].as_f64().unwrap() > 0.0, "{baseline}");
+    assert_eq!(count(&report, "samples_written"), 3000);
+    assert!(
+        server.keys(None, "{aimon}:bench:*").is_empty(),
+        "the baseline key is deleted"
+    );
+    let table = ok(
+        d,
+        &[
+            "--storage",
+            &url,
+            "bench",
+            "--samples",
+            "1000",
+            "--queries",
+            "1",
+            "--compare-redis-benchmark",
+        ],
+    );
+    assert!(table.contains("requests/s; aimon reached"), "{table}");
+
+    // With a password: it reaches redis-benchmark only through REDISCLI_AUTH. A
+    // redis-benchmark that does not read it fails with one line; the password shows nowhere.
+    drop(server);
+    let secret = "s3cr3t-pw";
+    let Some(server) = RedisServer::start(&["--requirepass", secret]) else {
+        return;
+    };
+    let url = format!("redis://:{secret}@127.0.0.1:{}", server.port);
+    let args = [
+        "--storage",
+        &url,
+        "bench",
+        "--samples",
+        "500",
+        "--queries",
+        "1",
+        "--compare-redis-benchmark",
+        "--json",
+    ];
+    let out = aimon(d, &args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!stdout.contains(secret) && !stderr.contains(secret));
+    if out.status.success() {
+        let report: Value = serde_json::from_str(&stdout).unwrap();
+        assert!(report["baseline"]["ratio"].as_f64().unwrap() > 0.0);
+    } else {
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("REDISCLI_AUTH"), "{stderr}");
+    }
+    assert!(server.keys(Some(secret), "{aimon}:bench:*").is_empty());
+}
