@@ -2,13 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use aimon_core::downsample::{CompensatedSum, bucket_start};
+use aimon_core::downsample::{
+    BucketAggregate, CompensatedSum, Downsampler, OrderKey, bucket_start,
+};
 use aimon_core::filter::{self, Record};
 use aimon_core::model::tags_json;
-use aimon_core::query::{Field, HistoryBucket, HistoryQuery, HistorySeries, MetricQuery, Scalar};
+use aimon_core::query::{Field, HistoryQuery, HistorySeries, MetricQuery, Scalar};
 use aimon_core::{
-    Aggregation, DataKind, Metric, MetricValue, Result, RetentionPolicy, StorageEvent, Tags,
-    WriteReport, time, validate,
+    DataKind, Metric, MetricValue, Result, RetentionPolicy, StorageEvent, Tags, WriteReport, time,
+    validate,
 };
 use chrono::DateTime;
 use redis::Value;
@@ -398,7 +400,7 @@ impl RedisBackend {
             .filter(|(_, m)| m.as_ref().is_some_and(|m| m.metric.name == query.name))
             .map(|(id, _)| id)
             .collect();
-        let mut merged = Merger::new(query.aggregation);
+        let mut merged = Downsampler::new(query);
         for chunk in ids.chunks(SAMPLE_CHUNK) {
             let mut pipe = redis::pipe();
             for id in chunk {
@@ -417,119 +419,52 @@ impl RedisBackend {
             }
             let replies = self.pool.pipeline(&pipe).await?;
             for (id, reply) in chunk.iter().zip(&replies) {
-                merged.add(id, reply, step)?;
+                merge_history_reply(&mut merged, id, reply, step)?;
             }
         }
         Ok(merged.finish())
     }
 }
 
-type OrderKey = (i64, String, String);
-
-#[derive(Debug)]
-struct Acc {
-    count: u64,
-    sum: CompensatedSum,
-    min: f64,
-    max: f64,
-    first: (OrderKey, f64),
-    last: (OrderKey, f64),
-}
-
-/// Merges the per-series partial aggregates of the history script, as
-/// [`aimon_core::downsample::Downsampler`] would over all samples.
-struct Merger {
-    aggregation: Aggregation,
-    groups: BTreeMap<Option<String>, BTreeMap<i64, Acc>>,
-}
-
-impl Merger {
-    fn new(aggregation: Aggregation) -> Self {
-        Merger {
-            aggregation,
-            groups: BTreeMap::new(),
-        }
+/// Parses one reply of the history script (records of 12 fields: group flag, group, bucket,
+/// count, sum, compensation, min, max, first member, first value, last member, last value)
+/// into `downsampler`.
+fn merge_history_reply(
+    downsampler: &mut Downsampler,
+    series_id: &str,
+    reply: &Value,
+    step: i64,
+) -> Result<()> {
+    let bad = || corrupted("history reply");
+    for rec in items(reply).chunks(12) {
+        let t = |i: usize| rec.get(i).and_then(text).ok_or_else(bad);
+        let num = |i: usize| -> Result<f64> { t(i)?.parse::<f64>().map_err(|_| bad()) };
+        let group = (t(0)? == "1")
+            .then(|| t(1).map(str::to_owned))
+            .transpose()?;
+        let bucket: i64 = match t(2)? {
+            // A sample past 2^53 µs: the script left its bucket to us.
+            "" => parse_member(rec.get(8).and_then(bytes).ok_or_else(bad)?)?.0,
+            b => b.parse().map_err(|_| bad())?,
+        };
+        let member = |i: usize| -> Result<OrderKey> {
+            let (ts, tags) = parse_member(rec.get(i).and_then(bytes).ok_or_else(bad)?)?;
+            Ok((ts, series_id.to_owned(), tags))
+        };
+        let mut sum = CompensatedSum::default();
+        sum.add(num(4)?);
+        sum.add(num(5)?);
+        let part = BucketAggregate {
+            count: t(3)?.parse().map_err(|_| bad())?,
+            sum,
+            min: num(6)?,
+            max: num(7)?,
+            first: (member(8)?, num(9)?),
+            last: (member(10)?, num(11)?),
+        };
+        downsampler.merge(group, bucket_start(bucket, step), part);
     }
-
-    fn add(&mut self, series_id: &str, reply: &Value, step: i64) -> Result<()> {
-        let bad = || corrupted("history reply");
-        for rec in items(reply).chunks(12) {
-            let t = |i: usize| rec.get(i).and_then(text).ok_or_else(bad);
-            let num = |i: usize| -> Result<f64> { t(i)?.parse::<f64>().map_err(|_| bad()) };
-            let group = (t(0)? == "1")
-                .then(|| t(1).map(str::to_owned))
-                .transpose()?;
-            let bucket: i64 = match t(2)? {
-                // A sample past 2^53 µs: the script left its bucket to us.
-                "" => parse_member(rec.get(8).and_then(bytes).ok_or_else(bad)?)?.0,
-                b => b.parse().map_err(|_| bad())?,
-            };
-            let bucket = bucket_start(bucket, step);
-            let count: u64 = t(3)?.parse().map_err(|_| bad())?;
-            let member = |i: usize| -> Result<OrderKey> {
-                let (ts, tags) = parse_member(rec.get(i).and_then(bytes).ok_or_else(bad)?)?;
-                Ok((ts, series_id.to_owned(), tags))
-            };
-            let (partial, compensation) = (num(4)?, num(5)?);
-            let mut sum = CompensatedSum::default();
-            sum.add(partial);
-            sum.add(compensation);
-            let part = Acc {
-                count,
-                sum,
-                min: num(6)?,
-                max: num(7)?,
-                first: (member(8)?, num(9)?),
-                last: (member(10)?, num(11)?),
-            };
-            let buckets = self.groups.entry(group).or_default();
-            match buckets.get_mut(&bucket) {
-                None => {
-                    buckets.insert(bucket, part);
-                }
-                Some(acc) => {
-                    acc.count += part.count;
-                    acc.sum.add(partial);
-                    acc.sum.add(compensation);
-                    acc.min = acc.min.min(part.min);
-                    acc.max = acc.max.max(part.max);
-                    if part.first.0 < acc.first.0 {
-                        acc.first = part.first;
-                    }
-                    if part.last.0 > acc.last.0 {
-                        acc.last = part.last;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> Vec<HistorySeries> {
-        let aggregation = self.aggregation;
-        self.groups
-            .into_iter()
-            .map(|(group, buckets)| HistorySeries {
-                group,
-                buckets: buckets
-                    .into_iter()
-                    .map(|(start, acc)| HistoryBucket {
-                        start: time::from_micros(start),
-                        value: match aggregation {
-                            Aggregation::Avg => acc.sum.value() / acc.count as f64,
-                            Aggregation::Sum => acc.sum.value(),
-                            Aggregation::Min => acc.min,
-                            Aggregation::Max => acc.max,
-                            Aggregation::Count => acc.count as f64,
-                            Aggregation::First => acc.first.1,
-                            Aggregation::Last => acc.last.1,
-                        },
-                        count: acc.count,
-                    })
-                    .collect(),
-            })
-            .collect()
-    }
+    Ok(())
 }
 
 #[cfg(test)]
