@@ -159,6 +159,33 @@ fn no_orphan_index_members_after_retention() {
     });
 }
 
+/// RedisTimeSeries is detected, not required: the answer matches what the server itself says
+/// of `TS.INFO`, and stats report it.
+#[test]
+fn the_timeseries_module_is_detected_not_required() {
+    run_check("TS.INFO detection", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let (store, config) = open(&fixture, &[]).await;
+        // redis-cli prints the server's error reply (and may exit non-zero on it).
+        let answer = match redis_cli(&["-u", &config.connection_string, "TS.INFO", "no-such-key"]) {
+            Ok(out) | Err(out) => out,
+        };
+        let server_has_it = !answer.to_ascii_lowercase().contains("unknown command");
+        assert_eq!(
+            store.timeseries_module_loaded().await.unwrap(),
+            server_has_it
+        );
+        let stats = store.stats().await.unwrap();
+        assert_eq!(
+            stats.extra["redistimeseries"], server_has_it,
+            "{:?}",
+            stats.extra
+        );
+    });
+}
+
 #[test]
 fn a_connection_killed_mid_batch_is_retryable_and_the_retry_does_not_duplicate() {
     run_check("client kill", async {

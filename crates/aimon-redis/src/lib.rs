@@ -103,9 +103,18 @@
 //! ordered exactly as core's [`aimon_core::filter`] says. Samples of a series are read with
 //! one script per series (`ZRANGEBYSCORE` + `HMGET`). `metric_history` runs **in Redis**: a
 //! Lua script per series buckets and aggregates (count, sum, min, max, first, last) next to
-//! the data, and aimon only merges the per-series partial aggregates. The RedisTimeSeries
-//! module is not used even where loaded: its keys hold one value per timestamp, while an aimon
-//! sample is keyed by (timestamp, tags).
+//! the data, and aimon only merges the per-series partial aggregates (with core's
+//! [`aimon_core::downsample::Downsampler::merge`], so every store aggregates alike).
+//!
+//! **RedisTimeSeries is detected, not used.** [`RedisBackend::timeseries_module_loaded`] asks
+//! `TS.INFO` and stats report it (`extra.redistimeseries`), but history stays on the Lua
+//! script even where the module is loaded, for three reasons: a `TS.*` key holds one value
+//! per timestamp, while an aimon sample is keyed by (timestamp, tags), so the module would need
+//! a second copy of every sample in one key per tag set, doubling the write cost; `TS.MRANGE`
+//! aggregates each key apart and cannot give the exact cross-series `first`/`last` order and
+//! compensated sums the conformance suite pins; and on a Cluster `TS.MRANGE` only sees its own
+//! shard. No Debian package ships the module, so a `TS.*` path could not be verified here
+//! either; the script path is verified on all three topologies.
 //!
 //! ## Backups
 //! `BackupFormat::Portable` is aimon's archive. `BackupFormat::Native` writes a directory with

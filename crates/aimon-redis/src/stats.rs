@@ -25,6 +25,23 @@ fn info_text(v: &Value) -> String {
 }
 
 impl RedisBackend {
+    /// Whether the RedisTimeSeries module answers `TS.INFO` (asked about the namespace's
+    /// registry key: a server with the module says that key is not a time series, one without
+    /// says the command is unknown). Reported in stats; the driver does not use the module, for
+    /// the reason the crate docs give under "Queries and history".
+    pub async fn timeseries_module_loaded(&self) -> Result<bool> {
+        let mut probe = redis::cmd("TS.INFO");
+        probe.arg(self.keys.registry());
+        match self.pool.query::<Value>(&probe).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_retryable() => Err(e),
+            Err(e) => Ok(!e
+                .to_string()
+                .to_ascii_lowercase()
+                .contains("unknown command")),
+        }
+    }
+
     pub(crate) async fn database_stats(&self) -> Result<DatabaseStats> {
         let now = time::now();
         let now_us = time::to_micros(now);
@@ -88,6 +105,10 @@ impl RedisBackend {
             }
         }
         extra.insert("used_memory_human".into(), get("used_memory_human").into());
+        extra.insert(
+            "redistimeseries".into(),
+            self.timeseries_module_loaded().await?.into(),
+        );
         // Keys of the namespace: three id indexes, the registry, the secondary indexes, one
         // item key per series / alert / agent and two sample keys per series.
         let keys = 4 + registry.len() as u64 + alerts + agent_states + 3 * series_ids.len() as u64;
