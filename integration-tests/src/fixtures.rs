@@ -10,10 +10,17 @@
 //! 2. a local server binary ([`ServerSpec::binary`]) on `PATH`, started once per test binary on a
 //!    free `127.0.0.1` port in a temporary directory ([`LocalServer`]);
 //! 3. with the cargo feature `containers`, a container of [`ServerSpec::container`] where a
-//!    Docker engine answers;
+//!    Docker engine answers (`docker info`);
 //! 4. else the backend is **skipped**, reported on stderr as `SKIPPED <backend>: <reason>` —
 //!    unless `AIMON_REQUIRE` (comma-separated backend names, or `all`) names it, in which case
 //!    every check **fails** with the reason.
+//!
+//! The Redis Cluster and Sentinel topologies ([`redis_cluster`], [`redis_sentinel`]) resolve the
+//! same way, for the whole topology at once: the environment URL, else every node from the local
+//! `redis-server`, else (feature `containers`, Docker engine, Linux) every node in the pinned
+//! [`REDIS_CONTAINER`] image run with host networking as a foreground `docker run`
+//! ([`LocalServer::start_in_container`]) with the same command line as the local binary, else the
+//! skip. [`redis_cli`] likewise falls back to `redis-cli` from that image.
 //!
 //! A driver issue adds one `ServerSpec` constant and one fixture function like
 //! [`memory`] / [`sqlite`] below; see `docs/testing.md`.
@@ -176,13 +183,18 @@ pub const REDIS: ServerSpec = ServerSpec {
     readiness: Readiness::TcpAccept,
     url: |env| format!("redis://127.0.0.1:{}/0", env.port),
     startup_timeout: Duration::from_secs(30),
-    container: Some(ContainerSpec {
-        image: "redis",
-        tag: "7.4.1",
-        port: 6379,
-        env: &[],
-        url: |host, port| format!("redis://{host}:{port}/0"),
-    }),
+    container: Some(REDIS_CONTAINER),
+};
+
+/// The one pinned Redis image: the standalone container of [`REDIS`], and, with host networking,
+/// every node of the Cluster and Sentinel topologies and `redis-cli` ([`redis_cli`]) where the
+/// local binaries are missing.
+pub const REDIS_CONTAINER: ContainerSpec = ContainerSpec {
+    image: "redis",
+    tag: "7.4.1",
+    port: 6379,
+    env: &[],
+    url: |host, port| format!("redis://{host}:{port}/0"),
 };
 
 fn redis_args(env: &ServerEnv) -> Vec<OsString> {
@@ -201,6 +213,7 @@ fn redis_args(env: &ServerEnv) -> Vec<OsString> {
 }
 
 /// One node of the Cluster the fixture builds (three of them, then `redis-cli --cluster create`).
+/// Its `container` is only used as a node image (see [`LocalServer::start_in_container`]).
 pub const REDIS_CLUSTER_NODE: ServerSpec = ServerSpec {
     backend: "redis-cluster",
     binary: "redis-server",
@@ -220,11 +233,12 @@ pub const REDIS_CLUSTER_NODE: ServerSpec = ServerSpec {
     readiness: Readiness::TcpAccept,
     url: |env| format!("redis://127.0.0.1:{}", env.port),
     startup_timeout: Duration::from_secs(30),
-    container: None,
+    container: Some(REDIS_CONTAINER),
 };
 
 /// A Sentinel, started as `redis-server sentinel.conf --sentinel` (the `redis-sentinel` binary
-/// is the same program).
+/// is the same program). Its `container` is only used as a node image (see
+/// [`LocalServer::start_in_container`]).
 pub const REDIS_SENTINEL_NODE: ServerSpec = ServerSpec {
     backend: "redis-sentinel",
     binary: "sh",
@@ -241,16 +255,31 @@ pub const REDIS_SENTINEL_NODE: ServerSpec = ServerSpec {
     readiness: Readiness::TcpAccept,
     url: |env| format!("redis://127.0.0.1:{}", env.port),
     startup_timeout: Duration::from_secs(30),
-    container: None,
+    container: Some(REDIS_CONTAINER),
 };
 
 /// The name the Sentinel fixture's master is monitored under.
 pub const REDIS_SENTINEL_MASTER: &str = "aimon";
 
-/// Runs `redis-cli` with `args` and returns its standard output.
+/// Runs `redis-cli` with `args` and returns its standard output: the local `redis-cli`, else
+/// (feature `containers`, a Docker engine answering, Linux) `docker run --rm --network host
+/// redis:<tag> redis-cli` from [`REDIS_CONTAINER`], which reaches `127.0.0.1` servers alike.
 pub fn redis_cli(args: &[&str]) -> std::result::Result<String, String> {
-    let cli = find_binary("redis-cli").ok_or("no `redis-cli` binary on PATH")?;
-    let out = Command::new(cli)
+    let mut command = match find_binary("redis-cli") {
+        Some(cli) => Command::new(cli),
+        None => {
+            let docker = host_network_docker().map_err(|e| {
+                format!(
+                    "no `redis-cli` binary on PATH, and cannot run {} instead: {e}",
+                    REDIS_CONTAINER.reference()
+                )
+            })?;
+            let mut command = Command::new(docker);
+            command.args(docker_redis_cli_args(&REDIS_CONTAINER));
+            command
+        }
+    };
+    let out = command
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -284,7 +313,8 @@ fn wait_for(
 }
 
 #[cfg(feature = "redis")]
-/// Resolves a Redis topology once per test binary: `AIMON_TEST_<BACKEND>_URL`, else `start`.
+/// Resolves a Redis topology once per test binary: `AIMON_TEST_<BACKEND>_URL`, else `start`
+/// (which runs its nodes through a [`NodeLauncher`]: local binaries, else containers).
 fn resolve_redis_topology(
     backend: &'static str,
     start: fn() -> std::result::Result<Server, String>,
@@ -316,21 +346,77 @@ fn resolve_redis_topology(
     .clone()
 }
 
+/// How a Redis topology (Cluster, Sentinel) runs its nodes: chosen once per topology, so the
+/// setup code is the same either way and all nodes of a topology run alike.
 #[cfg(feature = "redis")]
-fn start_local(spec: &ServerSpec) -> std::result::Result<(LocalServer, Option<Watchdog>), String> {
-    let binary =
-        find_binary(spec.binary).ok_or_else(|| format!("no `{}` binary on PATH", spec.binary))?;
-    if find_binary("redis-server").is_none() {
-        return Err("no `redis-server` binary on PATH".to_owned());
+#[derive(Debug, Clone)]
+enum NodeLauncher {
+    /// Local binaries (`redis-server`, and `spec.binary`), as [`LocalServer::start`].
+    Local,
+    /// Each node's [`ServerSpec::container`] image with host networking, through this Docker
+    /// CLI, as [`LocalServer::start_in_container`].
+    Container(PathBuf),
+}
+
+#[cfg(feature = "redis")]
+impl NodeLauncher {
+    /// Local binaries when `redis-server` is on `PATH`, else containers; `Err` says why neither.
+    fn choose() -> std::result::Result<Self, String> {
+        Self::choose_with(find_binary, host_network_docker)
     }
-    LocalServer::start(spec, &binary).map(LocalServer::watched)
+
+    /// [`NodeLauncher::choose`] with the binary lookup and the Docker probe passed in.
+    fn choose_with(
+        find_binary: impl Fn(&str) -> Option<PathBuf>,
+        docker: impl FnOnce() -> std::result::Result<PathBuf, String>,
+    ) -> std::result::Result<Self, String> {
+        if find_binary("redis-server").is_some() {
+            return Ok(NodeLauncher::Local);
+        }
+        docker().map(NodeLauncher::Container).map_err(|e| {
+            format!(
+                "no `redis-server` binary on PATH, and cannot run {} instead: {e}",
+                REDIS_CONTAINER.reference()
+            )
+        })
+    }
+
+    /// Starts one node as `spec` says, with a watchdog that stops it when the tests exit.
+    fn start(
+        &self,
+        spec: &ServerSpec,
+    ) -> std::result::Result<(LocalServer, Option<Watchdog>), String> {
+        match self {
+            NodeLauncher::Local => {
+                let binary = find_binary(spec.binary)
+                    .ok_or_else(|| format!("no `{}` binary on PATH", spec.binary))?;
+                LocalServer::start(spec, &binary)
+            }
+            NodeLauncher::Container(docker) => {
+                let image = spec
+                    .container
+                    .ok_or_else(|| format!("{} has no container image", spec.backend))?;
+                LocalServer::start_in_container(spec, docker, &image)
+            }
+        }
+        .map(LocalServer::watched)
+    }
+
+    /// Where the topology's servers come from.
+    fn source(&self) -> ServerSource {
+        match self {
+            NodeLauncher::Local => ServerSource::LocalBinary,
+            NodeLauncher::Container(_) => ServerSource::Container,
+        }
+    }
 }
 
 #[cfg(feature = "redis")]
 /// Three masters with `--cluster-enabled yes`, joined by `redis-cli --cluster create`.
 fn start_redis_cluster() -> std::result::Result<Server, String> {
+    let launcher = NodeLauncher::choose()?;
     let nodes = (0..3)
-        .map(|_| start_local(&REDIS_CLUSTER_NODE))
+        .map(|_| launcher.start(&REDIS_CLUSTER_NODE))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let addrs: Vec<String> = nodes
         .iter()
@@ -349,7 +435,7 @@ fn start_redis_cluster() -> std::result::Result<Server, String> {
     }
     Ok(Server {
         url: format!("redis+cluster://{}", addrs.join(",")),
-        source: ServerSource::LocalBinary,
+        source: launcher.source(),
         _guard: Some(Box::new(nodes)),
     })
 }
@@ -372,11 +458,12 @@ fn start_redis_sentinel() -> std::result::Result<Server, String> {
 
 #[cfg(feature = "redis")]
 fn start_redis_sentinel_with(replicas: usize) -> std::result::Result<Server, String> {
-    let master = start_local(&REDIS)?;
+    let launcher = NodeLauncher::choose()?;
+    let master = launcher.start(&REDIS)?;
     let mport = master.0.env.port.to_string();
     let mut replica_nodes = Vec::new();
     for _ in 0..replicas.max(1) {
-        let replica = start_local(&REDIS)?;
+        let replica = launcher.start(&REDIS)?;
         let rport = replica.0.env.port.to_string();
         redis_cli(&["-p", &rport, "replicaof", "127.0.0.1", &mport])?;
         wait_for("the replica", Duration::from_secs(30), || {
@@ -403,7 +490,7 @@ fn start_redis_sentinel_with(replicas: usize) -> std::result::Result<Server, Str
         .iter()
         .map(|r| r.0.env.port.to_string())
         .collect();
-    let sentinel = start_local(&REDIS_SENTINEL_NODE)?;
+    let sentinel = launcher.start(&REDIS_SENTINEL_NODE)?;
     let sport = sentinel.0.env.port.to_string();
     redis_cli(&[
         "-p",
@@ -435,7 +522,7 @@ fn start_redis_sentinel_with(replicas: usize) -> std::result::Result<Server, Str
     })?;
     Ok(Server {
         url: format!("redis+sentinel://127.0.0.1:{sport}/{REDIS_SENTINEL_MASTER}"),
-        source: ServerSource::LocalBinary,
+        source: launcher.source(),
         _guard: Some(Box::new((master, replica_nodes, sentinel))),
     })
 }
@@ -468,7 +555,8 @@ pub async fn redis() -> Option<Fixture> {
 }
 
 /// A 3-master Redis Cluster: `AIMON_TEST_REDIS_CLUSTER_URL`, else three `redis-server
-/// --cluster-enabled yes` joined by `redis-cli --cluster create`.
+/// --cluster-enabled yes` joined by `redis-cli --cluster create`, run from the local binaries or
+/// else (feature `containers`) in [`REDIS_CONTAINER`] containers with host networking.
 #[cfg(feature = "redis")]
 pub async fn redis_cluster() -> Option<Fixture> {
     let server = tokio::task::spawn_blocking(|| {
@@ -480,7 +568,8 @@ pub async fn redis_cluster() -> Option<Fixture> {
 }
 
 /// Redis behind Sentinel: `AIMON_TEST_REDIS_SENTINEL_URL`, else a master, a replica and a
-/// Sentinel started from `redis-server`.
+/// Sentinel started from the local `redis-server` or else (feature `containers`) in
+/// [`REDIS_CONTAINER`] containers with host networking.
 #[cfg(feature = "redis")]
 pub async fn redis_sentinel() -> Option<Fixture> {
     let server = tokio::task::spawn_blocking(|| {
@@ -606,6 +695,13 @@ pub struct ContainerSpec {
     pub env: &'static [(&'static str, &'static str)],
     /// The URL of the started server from the host and mapped port.
     pub url: fn(host: &str, port: u16) -> String,
+}
+
+impl ContainerSpec {
+    /// `image:tag`, as `docker run` takes it.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.image, self.tag)
+    }
 }
 
 /// How to find or start one kind of server. Driver issues fill one in per backend:
@@ -764,19 +860,79 @@ pub fn port_accepts(port: u16) -> bool {
 }
 
 /// A server binary run as a foreground child process on a free port in its own temporary
-/// directory. Dropping it kills the process and waits for it, then removes the directory.
+/// directory — directly ([`LocalServer::start`]) or as a foreground `docker run` with host
+/// networking ([`LocalServer::start_in_container`]). Dropping it removes the container if any,
+/// kills the process and waits for it, then removes the directory.
 #[derive(Debug)]
 pub struct LocalServer {
     pub url: String,
     pub env: ServerEnv,
     child: Option<Child>,
+    container: Option<RunningContainer>,
     _dir: tempfile::TempDir,
+}
+
+/// The container a [`LocalServer`] runs in: removed with `docker rm -f` when the server stops.
+#[derive(Debug)]
+struct RunningContainer {
+    docker: PathBuf,
+    name: String,
 }
 
 impl LocalServer {
     /// Starts `binary` as `spec` says and waits until it is ready or `spec.startup_timeout`
     /// passes.
     pub fn start(spec: &ServerSpec, binary: &Path) -> std::result::Result<Self, String> {
+        Self::launch(spec, |env| {
+            let mut command = Command::new(binary);
+            command.args((spec.args)(env));
+            (command, None)
+        })
+    }
+
+    /// Starts `spec`'s server (`spec.binary` with `spec.args`, exactly as [`LocalServer::start`])
+    /// inside `image`, as a foreground child run by the Docker CLI `docker`:
+    ///
+    /// ```text
+    /// docker run --rm --name UNIQUE --network host -v DIR:DIR -w DIR [--user UID:GID] IMAGE BINARY ARGS…
+    /// ```
+    ///
+    /// With host networking the server listens on the host's free port and the addresses it
+    /// announces (cluster bus, replicas found by a Sentinel) are the host's, as with a local
+    /// binary; that needs a Docker engine on this Linux host. `--user` is the temporary
+    /// directory's owner, so the files stay the host user's. `image` is pulled first, so
+    /// `spec.startup_timeout` does not include the download.
+    pub fn start_in_container(
+        spec: &ServerSpec,
+        docker: &Path,
+        image: &ContainerSpec,
+    ) -> std::result::Result<Self, String> {
+        ensure_image(docker, &image.reference())?;
+        Self::launch(spec, |env| {
+            let name = container_name(spec.backend);
+            let mut command = Command::new(docker);
+            command.args(docker_run_args(
+                &name,
+                &image.reference(),
+                env,
+                dir_owner(&env.dir).as_deref(),
+                spec.binary,
+                (spec.args)(env),
+            ));
+            let container = RunningContainer {
+                docker: docker.to_path_buf(),
+                name,
+            };
+            (command, Some(container))
+        })
+    }
+
+    /// Creates the directory and port, spawns the command `command` builds for them (logging to
+    /// `server.log` there) and waits for readiness.
+    fn launch(
+        spec: &ServerSpec,
+        command: impl FnOnce(&ServerEnv) -> (Command, Option<RunningContainer>),
+    ) -> std::result::Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("aimon-{}-", spec.backend))
             .tempdir()
@@ -791,8 +947,8 @@ impl LocalServer {
         let log_err = log
             .try_clone()
             .map_err(|e| format!("cannot create the server log: {e}"))?;
-        let child = Command::new(binary)
-            .args((spec.args)(&env))
+        let (mut command, container) = command(&env);
+        let child = command
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log)
@@ -803,6 +959,7 @@ impl LocalServer {
             url: (spec.url)(&env),
             env,
             child: Some(child),
+            container,
             _dir: dir,
         };
         let deadline = Instant::now() + spec.startup_timeout;
@@ -833,9 +990,18 @@ impl LocalServer {
         }
     }
 
-    /// The process id of the server.
+    /// The process id of the server (of the `docker run` client for a container).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// [`ServerSource::Container`] for a server started in a container, else
+    /// [`ServerSource::LocalBinary`].
+    pub fn source(&self) -> ServerSource {
+        match self.container {
+            Some(_) => ServerSource::Container,
+            None => ServerSource::LocalBinary,
+        }
     }
 
     fn log_tail(&self) -> String {
@@ -844,18 +1010,43 @@ impl LocalServer {
         tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
 
-    /// The server plus a watchdog that kills it when this test process exits: a server shared
-    /// through a `static` is never dropped, so without the watchdog it would outlive the tests.
+    /// The server plus a watchdog that kills it (`docker rm -f`s its container) when this test
+    /// process exits: a server shared through a `static` is never dropped, so without the
+    /// watchdog it would outlive the tests.
     pub fn watched(self) -> (Self, Option<Watchdog>) {
-        let watchdog = self
-            .pid()
-            .and_then(|pid| Watchdog::spawn(&format!("kill {pid} 2>/dev/null")).ok());
+        let on_exit = match &self.container {
+            Some(container) => Some(docker_rm_command(container)),
+            None => self.pid().map(|pid| format!("kill {pid} 2>/dev/null")),
+        };
+        let watchdog = on_exit.and_then(|command| Watchdog::spawn(&command).ok());
         (self, watchdog)
     }
 }
 
+/// The shell command that removes `container` (stopping it), quietly.
+fn docker_rm_command(container: &RunningContainer) -> String {
+    format!(
+        "'{}' rm -f {} >/dev/null 2>&1",
+        container
+            .docker
+            .display()
+            .to_string()
+            .replace('\'', r"'\''"),
+        container.name
+    )
+}
+
 impl Drop for LocalServer {
     fn drop(&mut self) {
+        // Killing the `docker run` client would leave the container running: remove it first.
+        if let Some(container) = self.container.take() {
+            let _ = Command::new(&container.docker)
+                .args(["rm", "-f", &container.name])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -896,17 +1087,8 @@ impl Drop for Watchdog {
 /// accepts connections and removes the container when the test process exits.
 #[cfg(feature = "containers")]
 fn start_container(backend: &str, spec: &ContainerSpec) -> std::result::Result<Server, String> {
-    let docker = find_binary("docker").ok_or("no `docker` binary on PATH")?;
-    let probe = Command::new(&docker)
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| format!("docker: {e}"))?;
-    if !probe.success() {
-        return Err("no Docker engine answers".to_owned());
-    }
-    let name = unique_namespace(backend).replace('_', "-");
+    let docker = docker_engine()?;
+    let name = container_name(backend);
     let mut run = Command::new(&docker);
     run.args(["run", "-d", "--rm", "--name", &name, "-p"])
         .arg(format!("127.0.0.1::{}", spec.port));
@@ -914,7 +1096,7 @@ fn start_container(backend: &str, spec: &ContainerSpec) -> std::result::Result<S
         run.arg("-e").arg(format!("{key}={value}"));
     }
     let out = run
-        .arg(format!("{}:{}", spec.image, spec.tag))
+        .arg(spec.reference())
         .output()
         .map_err(|e| format!("docker run: {e}"))?;
     if !out.status.success() {
@@ -958,6 +1140,135 @@ fn start_container(_backend: &str, spec: &ContainerSpec) -> std::result::Result<
         "containers are off (build with `--features containers` to run {}:{})",
         spec.image, spec.tag
     ))
+}
+
+/// The Docker CLI, once `docker info` shows that a Docker engine answers (probed once per test
+/// binary).
+#[cfg(feature = "containers")]
+fn docker_engine() -> std::result::Result<PathBuf, String> {
+    static ENGINE: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let docker = find_binary("docker").ok_or("no `docker` binary on PATH")?;
+            let probe = Command::new(&docker)
+                .args(["info", "--format", "{{.ServerVersion}}"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map_err(|e| format!("docker: {e}"))?;
+            if !probe.success() {
+                return Err("no Docker engine answers (`docker info` failed)".to_owned());
+            }
+            Ok(docker)
+        })
+        .clone()
+}
+
+/// Without the feature `containers`, Docker is never tried.
+#[cfg(not(feature = "containers"))]
+fn docker_engine() -> std::result::Result<PathBuf, String> {
+    Err("containers are off (build with `--features containers`)".to_owned())
+}
+
+/// [`docker_engine`], for containers with host networking (`--network host`), which only a
+/// Docker engine on Linux gives: elsewhere (Docker Desktop) the "host" is a VM.
+fn host_network_docker() -> std::result::Result<PathBuf, String> {
+    let docker = docker_engine()?;
+    if !cfg!(target_os = "linux") {
+        return Err("containers with host networking need a Linux host".to_owned());
+    }
+    Ok(docker)
+}
+
+/// Pulls `reference` (`image:tag`) unless it is present already.
+fn ensure_image(docker: &Path, reference: &str) -> std::result::Result<(), String> {
+    let present = Command::new(docker)
+        .args(["image", "inspect", reference])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if present {
+        return Ok(());
+    }
+    let out = Command::new(docker)
+        .args(["pull", reference])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("docker pull: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "docker pull {reference} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// A container name no other container of this machine has.
+fn container_name(backend: &str) -> String {
+    unique_namespace(backend).replace('_', "-")
+}
+
+/// The `docker` arguments that run `program args…` in `image` like a local server in `env`:
+/// host networking (so `env.port` and the addresses the server announces are the host's), the
+/// server's temporary directory mounted at the same path and used as working directory, and, if
+/// known, the directory owner's `uid:gid` (files stay the host user's, and the Redis image's
+/// entrypoint does not `chown` the directory).
+fn docker_run_args(
+    name: &str,
+    image: &str,
+    env: &ServerEnv,
+    user: Option<&str>,
+    program: &str,
+    args: Vec<OsString>,
+) -> Vec<OsString> {
+    let mut volume = env.dir.clone().into_os_string();
+    volume.push(":");
+    volume.push(&env.dir);
+    let mut out: Vec<OsString> = ["run", "--rm", "--name", name, "--network", "host", "-v"]
+        .map(OsString::from)
+        .into();
+    out.push(volume);
+    out.push("-w".into());
+    out.push(env.dir.clone().into_os_string());
+    if let Some(user) = user {
+        out.extend(["--user", user].map(OsString::from));
+    }
+    out.push(image.into());
+    out.push(program.into());
+    out.extend(args);
+    out
+}
+
+/// The `docker` arguments that run `redis-cli` from `image` on the host's network; the
+/// `redis-cli` arguments follow.
+fn docker_redis_cli_args(image: &ContainerSpec) -> Vec<String> {
+    vec![
+        "run".to_owned(),
+        "--rm".to_owned(),
+        "--network".to_owned(),
+        "host".to_owned(),
+        image.reference(),
+        "redis-cli".to_owned(),
+    ]
+}
+
+/// `uid:gid` of `dir`'s owner, to run a container as (Unix only).
+fn dir_owner(dir: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(dir).ok()?;
+        Some(format!("{}:{}", meta.uid(), meta.gid()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1052,6 +1363,141 @@ mod tests {
             );
         }
         assert!(find_binary("surely-no-such-server-binary").is_none());
+    }
+
+    /// The command line a container node runs: the local arguments, unchanged, after the image.
+    #[test]
+    fn container_nodes_run_the_local_command_line_with_host_networking() {
+        let env = ServerEnv {
+            port: 7001,
+            dir: PathBuf::from("/tmp/aimon-redis-cluster-x"),
+        };
+        let args = docker_run_args(
+            "t-rediscl-1",
+            &REDIS_CONTAINER.reference(),
+            &env,
+            Some("1000:1000"),
+            REDIS_CLUSTER_NODE.binary,
+            (REDIS_CLUSTER_NODE.args)(&env),
+        );
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let dir = "/tmp/aimon-redis-cluster-x";
+        let expected = [
+            "run",
+            "--rm",
+            "--name",
+            "t-rediscl-1",
+            "--network",
+            "host",
+            "-v",
+            &format!("{dir}:{dir}"),
+            "-w",
+            dir,
+            "--user",
+            "1000:1000",
+            "redis:7.4.1",
+            "redis-server",
+            "--port",
+            "7001",
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            dir,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ];
+        assert_eq!(args, expected);
+
+        // The Sentinel runs through the image's `sh`, like the local one; no user, no `--user`.
+        let args = docker_run_args(
+            "t-redissen-1",
+            &REDIS_CONTAINER.reference(),
+            &env,
+            None,
+            REDIS_SENTINEL_NODE.binary,
+            (REDIS_SENTINEL_NODE.args)(&env),
+        );
+        let tail: Vec<String> = args[10..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(tail[..3], ["redis:7.4.1", "sh", "-c"]);
+        assert!(tail[3].ends_with("--sentinel --port 7001 --bind 127.0.0.1"));
+        assert!(!args.iter().any(|a| a == "--user"));
+    }
+
+    #[test]
+    fn redis_cli_runs_from_the_same_image() {
+        assert_eq!(
+            docker_redis_cli_args(&REDIS_CONTAINER),
+            [
+                "run",
+                "--rm",
+                "--network",
+                "host",
+                "redis:7.4.1",
+                "redis-cli"
+            ]
+        );
+    }
+
+    /// One pinned image for the standalone container and every topology node.
+    #[test]
+    fn redis_image_is_pinned_once() {
+        for spec in [REDIS, REDIS_CLUSTER_NODE, REDIS_SENTINEL_NODE] {
+            let image = spec.container.expect("a container image");
+            assert_eq!(
+                image.reference(),
+                REDIS_CONTAINER.reference(),
+                "{}",
+                spec.backend
+            );
+        }
+        assert_ne!(REDIS_CONTAINER.tag, "latest");
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn topology_nodes_prefer_local_binaries_then_containers() {
+        let local = NodeLauncher::choose_with(
+            |name| Some(PathBuf::from(format!("/usr/bin/{name}"))),
+            || panic!("Docker is not probed when the binaries exist"),
+        );
+        assert!(matches!(local, Ok(NodeLauncher::Local)));
+        let container =
+            NodeLauncher::choose_with(|_| None, || Ok(PathBuf::from("/usr/bin/docker")));
+        assert!(
+            matches!(&container, Ok(NodeLauncher::Container(d)) if d == Path::new("/usr/bin/docker"))
+        );
+        assert_eq!(container.unwrap().source(), ServerSource::Container);
+        // Neither: the reason names both what is missing and why Docker cannot stand in.
+        let neither = NodeLauncher::choose_with(
+            |_| None,
+            || Err("no Docker engine answers (`docker info` failed)".to_owned()),
+        );
+        assert_eq!(
+            neither.unwrap_err(),
+            "no `redis-server` binary on PATH, and cannot run redis:7.4.1 instead: \
+             no Docker engine answers (`docker info` failed)"
+        );
+    }
+
+    #[cfg(not(feature = "containers"))]
+    #[test]
+    fn without_the_feature_docker_is_never_tried() {
+        assert_eq!(
+            host_network_docker().unwrap_err(),
+            "containers are off (build with `--features containers`)"
+        );
     }
 
     #[test]
