@@ -64,6 +64,11 @@ impl Keys {
     pub(crate) fn series_by_type(&self, ty: &str) -> String {
         self.ns_key(&format!("m:type:{}", esc(ty)))
     }
+    /// Series with a live sample tagged `key=value`, scored by when the last such sample
+    /// expires.
+    pub(crate) fn series_by_tag(&self, key: &str, value: &str) -> String {
+        self.ns_key(&format!("m:tag:{}:{}", esc(key), esc(value)))
+    }
 
     // Samples (one slot per series).
     fn series_tag(&self, id: &str) -> String {

@@ -62,6 +62,7 @@
 //! | `{NS}:s:item:agent_id` | hash | latest agent state JSON (`j`), heartbeat (`h`), index keys (`x`) |
 //! | `{NS}:m:idx`, `{NS}:a:idx`, `{NS}:s:idx` | sorted sets | every series / alert / agent, scored by the instant it expires (`+inf` without TTL) |
 //! | `{NS}:m:name:…`, `{NS}:m:type:…`, `{NS}:a:status:…`, `{NS}:a:sev:N`, `{NS}:a:source:…`, `{NS}:a:label:k:v`, `{NS}:s:status:…` | sorted sets | secondary indexes, scored the same way |
+//! | `{NS}:m:tag:k:v` | sorted sets | series with a sample tagged `k=v`, scored by when the last such sample expires (`ZADD GT`); a metric query with tag filters reads only the series in all of its tag indexes |
 //! | `{NS}:idx` | set | the names of the secondary index keys (so retention finds them without scanning) |
 //! | channel `{NS}:events` | pub/sub | write events (JSON [`aimon_core::StorageEvent`]) |
 //!

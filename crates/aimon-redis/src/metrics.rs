@@ -1,6 +1,6 @@
 //! Series and samples: writes, reads, queries and the server-side history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use aimon_core::downsample::{
     BucketAggregate, CompensatedSum, Downsampler, OrderKey, bucket_start,
@@ -12,10 +12,10 @@ use aimon_core::{
     DataKind, Metric, MetricValue, Result, RetentionPolicy, StorageEvent, Tags, WriteReport, time,
     validate,
 };
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use redis::Value;
 
-use crate::backend::{RedisBackend, bytes, items, pad, text, ttl_arg};
+use crate::backend::{RedisBackend, bytes, items, live_until_arg, pad, text, ttl_arg};
 use crate::error::corrupted;
 use crate::scripts::SCRIPTS;
 
@@ -150,6 +150,8 @@ impl RedisBackend {
             let mut samples = SCRIPTS.samples.cmd(&[&z, &v]);
             samples.arg(&ttl).arg(&cutoff_arg);
             let mut live = 0u64;
+            // Each tag pair of the live samples, with its latest timestamp.
+            let mut tag_pairs: BTreeMap<(&str, &str), i64> = BTreeMap::new();
             for sample in &metric.values {
                 if !RetentionPolicy::is_live(cutoff, sample.timestamp) {
                     report.expired += 1;
@@ -157,6 +159,10 @@ impl RedisBackend {
                 }
                 let ts = time::to_micros(sample.timestamp);
                 latest = Some(latest.map_or(ts, |l| l.max(ts)));
+                for (k, v) in &sample.tags {
+                    let last = tag_pairs.entry((k, v)).or_insert(ts);
+                    *last = (*last).max(ts);
+                }
                 samples
                     .arg(member(ts, &sample.tags))
                     .arg(value_text(sample.value));
@@ -175,9 +181,10 @@ impl RedisBackend {
             let meta_key = self.keys.series_meta(&metric.id);
             let by_name = self.keys.series_by_name(&metric.name);
             let by_type = self.keys.series_by_type(metric.metric_type.as_str());
-            let mut cmd = SCRIPTS
-                .series
-                .cmd(&[&meta_key, &master, &registry, &by_name, &by_type]);
+            let mut keys = vec![meta_key, master.clone(), registry.clone(), by_name, by_type];
+            keys.extend(tag_pairs.keys().map(|(k, v)| self.keys.series_by_tag(k, v)));
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let mut cmd = SCRIPTS.series.cmd(&keys);
             cmd.arg(&metric.id)
                 .arg(serde_json::to_string(&meta)?)
                 .arg(time::format(meta.created_at))
@@ -191,6 +198,12 @@ impl RedisBackend {
                 })
                 .arg(&channel)
                 .arg(event);
+            for last in tag_pairs.values() {
+                match retention.metric_ttl {
+                    Some(_) => cmd.arg(live_until_arg(*last, retention.metric_ttl)),
+                    None => cmd.arg("+inf"),
+                };
+            }
             pipe.add_command(cmd);
         }
         self.pool.write(&pipe).await?;
@@ -269,6 +282,28 @@ impl RedisBackend {
             .collect())
     }
 
+    /// Keeps the ids of series with a live sample carrying every pair of `tags` (by the
+    /// sample-tag indexes; the samples themselves are still filtered exactly).
+    async fn with_sample_tags(
+        &self,
+        mut ids: Vec<String>,
+        tags: &Tags,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        for (k, v) in tags {
+            if ids.is_empty() {
+                break;
+            }
+            let tagged: HashSet<String> = self
+                .live_ids(&self.keys.series_by_tag(k, v), time::to_micros(now))
+                .await?
+                .into_iter()
+                .collect();
+            ids.retain(|id| tagged.contains(id));
+        }
+        Ok(ids)
+    }
+
     async fn fetch_metas(&self, ids: &[String]) -> Result<Vec<Option<Meta>>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1000) {
@@ -305,6 +340,7 @@ impl RedisBackend {
             .into_iter()
             .filter(|id| id_filters.iter().all(|f| filter::matches(&IdOnly(id), f)))
             .collect();
+        let ids = self.with_sample_tags(ids, &query.tags, now).await?;
         let mut found: Vec<Metric> = self
             .fetch_metas(&ids)
             .await?
@@ -392,6 +428,7 @@ impl RedisBackend {
         let ids = self
             .live_ids(&self.keys.series_by_name(&query.name), time::to_micros(now))
             .await?;
+        let ids = self.with_sample_tags(ids, &query.tags, now).await?;
         // Only series that really carry this name (the index may lag a rename).
         let metas = self.fetch_metas(&ids).await?;
         let ids: Vec<&String> = ids

@@ -66,9 +66,11 @@ redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 "#;
 
-/// Upserts series metadata. KEYS: meta, master index, registry, name index, type index.
+/// Upserts series metadata. KEYS: meta, master index, registry, name index, type index, then
+/// one sample-tag index per tag pair of the batch's live samples.
 /// ARGV: id, json, created_at, updated (padded µs), latest live sample of the batch (padded µs
-/// or ''), ttl µs or '', metadata live ('1'/'0'), channel, event.
+/// or ''), ttl µs or '', metadata live ('1'/'0'), channel, event, then per sample-tag index the
+/// instant its last sample of the batch expires (µs or '+inf'; `ZADD GT` keeps the latest).
 /// Returns 1 when written, 0 when skipped (a new series with nothing live).
 const SERIES: &str = r#"
 local exists = redis.call('EXISTS', KEYS[1]) == 1
@@ -80,6 +82,10 @@ if l and l > last then last = l end
 local lu = nil
 if ARGV[6] ~= '' then lu = tonumber(last) + tonumber(ARGV[6]) end
 set_indexes(KEYS[1], KEYS[2], KEYS[3], ARGV[1], lu or '+inf', {KEYS[4], KEYS[5]})
+for i = 6, #KEYS do
+  redis.call('ZADD', KEYS[i], 'GT', ARGV[i + 4], ARGV[1])
+  redis.call('SADD', KEYS[3], KEYS[i])
+end
 redis.call('HSETNX', KEYS[1], 'c', ARGV[3])
 redis.call('HSET', KEYS[1], 'j', ARGV[2], 'u', ARGV[4])
 if l then redis.call('HSET', KEYS[1], 'l', l) end
