@@ -1,6 +1,6 @@
 //! Series and samples: writes, reads, queries and the server-side history.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aimon_core::downsample::{
     BucketAggregate, CompensatedSum, Downsampler, OrderKey, bucket_start,
@@ -23,9 +23,49 @@ use crate::scripts::SCRIPTS;
 const SAMPLE_CHUNK: usize = 32;
 
 /// A sample member: padded timestamp plus canonical tags JSON (unique per sample key, and
-/// ordered by timestamp then tags).
-fn member(micros: i64, tags: &Tags) -> String {
-    format!("{}{}", pad(micros), tags_json(tags))
+/// ordered by timestamp then tags), from the tags JSON already serialized.
+fn member_with(micros: i64, tags_json: &str) -> String {
+    use std::fmt::Write;
+    let mut m = String::with_capacity(16 + tags_json.len());
+    let _ = write!(m, "{:016}", micros.max(0));
+    m.push_str(tags_json);
+    m
+}
+
+/// The distinct tag sets of one series' batch: each serialized once (samples of a series
+/// mostly repeat their tags), with the latest timestamp it carries.
+#[derive(Default)]
+struct TagSets<'a> {
+    sets: Vec<(&'a Tags, String, i64)>,
+    index: HashMap<&'a Tags, usize>,
+}
+
+impl<'a> TagSets<'a> {
+    /// The JSON of `tags`, noting a sample with them at `ts`.
+    fn json(&mut self, tags: &'a Tags, ts: i64) -> &str {
+        let at = match self.sets.last() {
+            Some((last, _, _)) if *last == tags => self.sets.len() - 1,
+            _ => *self.index.entry(tags).or_insert_with(|| {
+                self.sets.push((tags, tags_json(tags), ts));
+                self.sets.len() - 1
+            }),
+        };
+        let set = &mut self.sets[at];
+        set.2 = set.2.max(ts);
+        &set.1
+    }
+
+    /// Each tag pair with the latest timestamp of a sample carrying it.
+    fn pairs(&self) -> BTreeMap<(&'a str, &'a str), i64> {
+        let mut pairs = BTreeMap::new();
+        for (tags, _, ts) in &self.sets {
+            for (k, v) in tags.iter() {
+                let last = pairs.entry((k.as_str(), v.as_str())).or_insert(*ts);
+                *last = (*last).max(*ts);
+            }
+        }
+        pairs
+    }
 }
 
 /// A value as text that parses back to the same `f64`, bit for bit (Lua reads it too).
@@ -136,7 +176,6 @@ impl RedisBackend {
         let now = time::now();
         let cutoff = retention.metric_cutoff(now);
         let ttl = ttl_arg(retention.metric_ttl);
-        let cutoff_arg = cutoff.map(|c| c.to_string()).unwrap_or_default();
         let channel = self.keys.channel();
         let (master, registry) = (self.keys.series_index(), self.keys.registry());
         let mut pipe = redis::pipe();
@@ -147,11 +186,14 @@ impl RedisBackend {
         for metric in metrics {
             let mut latest: Option<i64> = None;
             let (z, v) = (self.keys.samples(&metric.id), self.keys.values(&metric.id));
-            let mut samples = SCRIPTS.samples.cmd(&[&z, &v]);
-            samples.arg(&ttl).arg(&cutoff_arg);
+            // The values first, then the index of members: a reader that sees a member always
+            // finds its value, and a batch cut in between is completed by its retry.
+            let mut values = redis::cmd("HSET");
+            values.arg(&v);
+            let mut scores = redis::cmd("ZADD");
+            scores.arg(&z);
             let mut live = 0u64;
-            // Each tag pair of the live samples, with its latest timestamp.
-            let mut tag_pairs: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+            let mut tag_sets = TagSets::default();
             for sample in &metric.values {
                 if !RetentionPolicy::is_live(cutoff, sample.timestamp) {
                     report.expired += 1;
@@ -159,17 +201,25 @@ impl RedisBackend {
                 }
                 let ts = time::to_micros(sample.timestamp);
                 latest = Some(latest.map_or(ts, |l| l.max(ts)));
-                for (k, v) in &sample.tags {
-                    let last = tag_pairs.entry((k, v)).or_insert(ts);
-                    *last = (*last).max(ts);
-                }
-                samples
-                    .arg(member(ts, &sample.tags))
-                    .arg(value_text(sample.value));
+                let m = member_with(ts, tag_sets.json(&sample.tags, ts));
+                values.arg(&m).arg(value_text(sample.value));
+                scores.arg(ts).arg(m);
                 live += 1;
             }
+            let tag_pairs = tag_sets.pairs();
             if live > 0 {
-                pipe.add_command(samples);
+                pipe.add_command(values).add_command(scores);
+                match &cutoff {
+                    Some(c) => {
+                        let mut retain = SCRIPTS.retain.cmd(&[&z, &v]);
+                        retain.arg(&ttl).arg(c);
+                        pipe.add_command(retain);
+                    }
+                    None => {
+                        // A TTL configured earlier may have left an expiry on the keys.
+                        pipe.cmd("PERSIST").arg(&z).cmd("PERSIST").arg(&v);
+                    }
+                }
             }
             report.written += live;
             let meta = metadata_of(metric);
@@ -523,6 +573,10 @@ mod tests {
             let back: f64 = value_text(v).parse().unwrap();
             assert_eq!(back.to_bits(), v.to_bits(), "{v}");
         }
+    }
+
+    fn member(micros: i64, tags: &Tags) -> String {
+        member_with(micros, &tags_json(tags))
     }
 
     #[test]

@@ -107,40 +107,19 @@ local function trim(z, v, cutoff)
 end
 "#;
 
-/// Adds samples. KEYS: samples, values. ARGV: ttl µs or '', cutoff µs or '', then member,
-/// value pairs (member = padded µs timestamp + canonical tags JSON).
-const SAMPLES: &str = r#"
+/// After a write to a series with a TTL: trims samples older than the cutoff and sets both
+/// keys to expire when the latest sample does. KEYS: samples, values. ARGV: ttl µs, cutoff µs.
+/// (The samples themselves are written by plain `HSET` and `ZADD`: no per-sample Lua.)
+const RETAIN: &str = r#"
 local z, v = KEYS[1], KEYS[2]
-local zargs, hargs = {}, {}
-for i = 3, #ARGV, 2 do
-  local m = ARGV[i]
-  zargs[#zargs + 1] = tonumber(string.sub(m, 1, 16))
-  zargs[#zargs + 1] = m
-  hargs[#hargs + 1] = m
-  hargs[#hargs + 1] = ARGV[i + 1]
-  if #zargs >= 2000 then
-    redis.call('ZADD', z, unpack(zargs))
-    redis.call('HSET', v, unpack(hargs))
-    zargs, hargs = {}, {}
-  end
+trim(z, v, ARGV[2])
+local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+if top[2] then
+  local at = string.format('%.0f', math.floor((tonumber(top[2]) + tonumber(ARGV[1])) / 1000) + 1)
+  redis.call('PEXPIREAT', z, at)
+  redis.call('PEXPIREAT', v, at)
 end
-if #zargs > 0 then
-  redis.call('ZADD', z, unpack(zargs))
-  redis.call('HSET', v, unpack(hargs))
-end
-if ARGV[2] ~= '' then trim(z, v, ARGV[2]) end
-if ARGV[1] ~= '' then
-  local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
-  if top[2] then
-    local at = string.format('%.0f', math.floor((tonumber(top[2]) + tonumber(ARGV[1])) / 1000) + 1)
-    redis.call('PEXPIREAT', z, at)
-    redis.call('PEXPIREAT', v, at)
-  end
-else
-  redis.call('PERSIST', z)
-  redis.call('PERSIST', v)
-end
-return (#ARGV - 2) / 2
+return 1
 "#;
 
 /// `apply_retention` for one series: KEYS: samples, values. ARGV: cutoff µs.
@@ -327,7 +306,7 @@ pub(crate) struct Scripts {
     pub(crate) alert: Script,
     pub(crate) agent: Script,
     pub(crate) series: Script,
-    pub(crate) samples: Script,
+    pub(crate) retain: Script,
     pub(crate) trim: Script,
     pub(crate) range: Script,
     pub(crate) history: Script,
@@ -341,7 +320,7 @@ impl Scripts {
             &self.alert,
             &self.agent,
             &self.series,
-            &self.samples,
+            &self.retain,
             &self.trim,
             &self.range,
             &self.history,
@@ -355,7 +334,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     alert: Script::new("alert", format!("{PRELUDE}{ALERT}")),
     agent: Script::new("agent", format!("{PRELUDE}{AGENT}")),
     series: Script::new("series", format!("{PRELUDE}{SERIES}")),
-    samples: Script::new("samples", format!("{TRIM_BODY}{SAMPLES}")),
+    retain: Script::new("retain", format!("{TRIM_BODY}{RETAIN}")),
     trim: Script::new("trim", format!("{TRIM_BODY}{TRIM}")),
     range: Script::new("range", RANGE.to_owned()),
     history: Script::new("history", HISTORY.to_owned()),
