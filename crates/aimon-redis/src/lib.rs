@@ -89,7 +89,9 @@
 //! replaces a newer one). A batch is **one pipelined round trip** (per node on a Cluster),
 //! wrapped in `MULTI`/`EXEC` on a standalone or Sentinel master so it applies whole. The
 //! event of each write is `PUBLISH`ed by the series script after the samples, so events
-//! exist exactly for the writes that happened.
+//! exist exactly for the writes that happened. (On a Cluster the slots of one batch are
+//! written concurrently, so an event may reach a subscriber a moment before the samples of
+//! another slot are readable.)
 //!
 //! ## Retention
 //! Keys get `PEXPIREAT` at the moment their data becomes stale (a sample `metric_ttl` after the
