@@ -135,6 +135,16 @@
 //! rules (so it merges into a non-empty namespace and applies retention); `server.rdb` is for
 //! restoring a whole server by hand (place it as the server's `dump.rdb`).
 //!
+//! ## Performance
+//! Measured on a 2-core machine against a local Redis 7.0, in the same run as the baseline:
+//! `aimon bench --storage redis://127.0.0.1:6379 --samples 1000000 --batch 5000
+//! --compare-redis-benchmark` wrote 1M samples (100 series, batches of 5,000) at 190,000 –
+//! 217,000 samples/s; the baseline it runs, `redis-benchmark -P 64 -n 1000000 -r 1000000 -q
+//! ZADD {NS}:bench:redis-benchmark:RUN __rand_int__ __rand_int__` (the command the layout
+//! needs per sample), reached 225,000 – 243,000 requests/s: **0.84× – 0.89×**. A sample costs
+//! the server one `HSET` field and one `ZADD` member (about 2.5 µs together, by `INFO
+//! commandstats`); a tag-filtered `query_metrics` of one series of those 100 took 31 ms p50.
+//!
 //! ## Verified topologies
 //! The conformance suite of `integration-tests` runs against a standalone server
 //! (`tests/redis.rs`), a 3-master Cluster (`tests/redis_cluster.rs`) and a master + replica +
