@@ -13,8 +13,11 @@
 //! `connect_timeout_ms` (default [`DEFAULT_CONNECT_TIMEOUT_MS`]), `response_timeout_ms`
 //! (default [`DEFAULT_RESPONSE_TIMEOUT_MS`]; redis-rs alone would give up after 500 ms, too
 //! short for a large batch or history script), `wait_replicas` / `wait_timeout_ms` (issue
-//! `WAIT` after each write until that many replicas acknowledged it) and the retention trio.
-//! Anything else is a [`aimon_core::ErrorKind::ConfigInvalid`] error naming it.
+//! `WAIT` after each write until that many replicas acknowledged it), for `rediss://`
+//! `tls_ca_file` (a PEM file of the CA to trust instead of the system's roots) and
+//! `tls_cert_file` + `tls_key_file` (a client certificate, for servers that ask for one), and
+//! the retention trio. Anything else is a [`aimon_core::ErrorKind::ConfigInvalid`] error naming
+//! it.
 
 use std::fmt;
 use std::time::Duration;
@@ -98,6 +101,40 @@ impl fmt::Debug for Topology {
     }
 }
 
+/// PEM contents for TLS, read from the `tls_*_file` options. `Debug` shows no contents.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA to trust instead of the system's roots.
+    pub ca: Option<Vec<u8>>,
+    /// A client certificate and its key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsFiles {
+    /// As redis-rs takes them.
+    pub fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.ca.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca.is_some())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
+}
+
 /// The Redis backend's settings. `Debug` never shows credentials.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -113,6 +150,8 @@ pub struct RedisConfig {
     /// Replicas that must acknowledge each write (`WAIT`); 0 skips `WAIT`.
     pub wait_replicas: u64,
     pub wait_timeout: Duration,
+    /// The CA and client certificate of a `rediss://` server, when options name them.
+    pub tls: Option<TlsFiles>,
     /// The connection string, redacted, for messages.
     pub display_url: String,
 }
@@ -130,6 +169,7 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("wait_replicas", &self.wait_replicas)
             .field("wait_timeout", &self.wait_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -173,6 +213,7 @@ impl RedisConfig {
             options.positive_u64("wait_timeout_ms")?,
             DEFAULT_WAIT_TIMEOUT_MS,
         );
+        let tls = tls_files(&topology, &mut options)?;
         options.finish("redis")?;
         Ok(RedisConfig {
             name: config.name.clone(),
@@ -184,9 +225,47 @@ impl RedisConfig {
             response_timeout,
             wait_replicas,
             wait_timeout,
+            tls,
             display_url: redact_url(&config.connection_string),
         })
     }
+}
+
+/// Reads the `tls_*_file` options: only for `rediss://`, a certificate only with its key.
+fn tls_files(
+    topology: &Topology,
+    options: &mut aimon_core::config::Options,
+) -> Result<Option<TlsFiles>> {
+    let (ca, cert, key) = (
+        options.string("tls_ca_file")?,
+        options.string("tls_cert_file")?,
+        options.string("tls_key_file")?,
+    );
+    if ca.is_none() && cert.is_none() && key.is_none() {
+        return Ok(None);
+    }
+    let tls = matches!(topology, Topology::Standalone { url } if url.starts_with("rediss://"));
+    if !tls {
+        return Err(Error::config(
+            "options tls_ca_file, tls_cert_file and tls_key_file are for a rediss:// URL",
+        ));
+    }
+    let read = |option: &str, path: &str| {
+        std::fs::read(path).map_err(|e| Error::config(format!("option {option}: {path}: {e}")))
+    };
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            Some((read("tls_cert_file", &cert)?, read("tls_key_file", &key)?))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(Error::config(
+                "options tls_cert_file and tls_key_file go together",
+            ));
+        }
+    };
+    let ca = ca.map(|path| read("tls_ca_file", &path)).transpose()?;
+    Ok(Some(TlsFiles { ca, client }))
 }
 
 /// A namespace is 1 to 64 bytes of ASCII letters, digits, `_`, `-` and `.`: nothing that is
@@ -353,6 +432,42 @@ mod tests {
                 ErrorKind::ConfigInvalid,
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn tls_files_are_read_checked_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, b"-----BEGIN CERTIFICATE-----secret-ish").unwrap();
+        let pem = pem.to_str().unwrap();
+        let c = RedisConfig::from_storage_config(
+            &config("rediss://:pw@h:6380").option("tls_ca_file", pem),
+        )
+        .unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert!(tls.ca.as_ref().unwrap().starts_with(b"-----BEGIN"));
+        assert!(tls.client.is_none());
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("secret-ish") && !shown.contains("pw"),
+            "{shown}"
+        );
+        for (url, options) in [
+            // TLS files for a plain-text URL.
+            ("redis://h", vec![("tls_ca_file", pem)]),
+            // A missing file.
+            ("rediss://h", vec![("tls_ca_file", "/no/such/ca.pem")]),
+            // A certificate without its key.
+            ("rediss://h", vec![("tls_cert_file", pem)]),
+        ] {
+            let mut cfg = config(url);
+            for (k, v) in options {
+                cfg = cfg.option(k, v);
+            }
+            let err = RedisConfig::from_storage_config(&cfg).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{url}: {err}");
+            assert!(err.to_string().contains("tls_"), "{err}");
         }
     }
 

@@ -162,11 +162,23 @@ pub(crate) async fn data_node_url(config: &RedisConfig) -> Result<String> {
     }
 }
 
+/// A client for one data node, with the configured CA and client certificate on `rediss://`.
+pub(crate) fn client(
+    config: &RedisConfig,
+    info: impl redis::IntoConnectionInfo,
+) -> Result<redis::Client> {
+    match &config.tls {
+        Some(tls) => redis::Client::build_with_tls(info, tls.certificates()),
+        None => redis::Client::open(info),
+    }
+    .map_err(from_redis)
+}
+
 /// Opens one connection; `url` is the data node (standalone or Sentinel master) to use.
 async fn open_one(config: &RedisConfig, url: &str) -> Result<Conn> {
     match &config.topology {
         Topology::Standalone { .. } | Topology::Sentinel { .. } => {
-            let client = redis::Client::open(url).map_err(from_redis)?;
+            let client = client(config, url)?;
             let manager = tokio::time::timeout(
                 config.connect_timeout * 2,
                 ConnectionManager::new_with_config(client, manager_config(config)),

@@ -16,13 +16,13 @@ use crate::error::from_redis;
 impl RedisBackend {
     pub(crate) async fn open_subscription(&self) -> Result<EventStream> {
         let url = data_node_url(&self.config).await?;
-        let client = redis::Client::open(url.as_str()).map_err(from_redis)?;
-        let info = client.get_connection_info().clone();
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(from_redis)?;
         let settings = info
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(settings)).map_err(from_redis)?;
+        let client = crate::conn::client(&self.config, info.set_redis_settings(settings))?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.config.connect_timeout))
