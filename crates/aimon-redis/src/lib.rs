@@ -35,6 +35,8 @@
 //! | `connect_timeout_ms` | opening a connection | 5000 |
 //! | `response_timeout_ms` | one command or pipeline (redis-rs alone gives up after 500 ms) | 30000 |
 //! | `wait_replicas`, `wait_timeout_ms` | after each write, `WAIT` for that many replicas (0: no `WAIT`) | 0, 1000 |
+//! | `tls_ca_file` | `rediss://` only: PEM file of the CA to trust instead of the system's roots | system roots |
+//! | `tls_cert_file`, `tls_key_file` | `rediss://` only: a client certificate and its key (PEM), together | none |
 //! | `metric_ttl_seconds`, `alert_ttl_seconds`, `agent_state_ttl_seconds` | retention (DESIGN.md rule 6) | keep forever |
 //!
 //! Any other option is a `ConfigInvalid` error that names it.
