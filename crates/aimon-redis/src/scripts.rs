@@ -172,7 +172,9 @@ local step = tonumber(ARGV[5])
 local group_by = ARGV[6]
 local filters = {}
 for i = 7, #ARGV, 2 do filters[#filters + 1] = {ARGV[i], ARGV[i + 1]} end
-local decoded = {}
+-- Per tags JSON: whether it passes the filters, its group, and the accumulator of the last
+-- bucket it fed (samples come in time order, so most samples hit that one).
+local sets = {}
 local accs, order = {}, {}
 for i = 1, #ms, 1000 do
   local last = math.min(i + 999, #ms)
@@ -184,33 +186,43 @@ for i = 1, #ms, 1000 do
     local ts = tonumber(ts_text)
     if vstr and ts_text >= ARGV[3] and ts_text < ARGV[4] then
       local tj = string.sub(m, 17)
-      local tags = decoded[tj]
-      if not tags then tags = cjson.decode(tj); decoded[tj] = tags end
-      local ok = true
-      for _, f in ipairs(filters) do
-        if tags[f[1]] ~= f[2] then ok = false; break end
+      local set = sets[tj]
+      if not set then
+        local tags = cjson.decode(tj)
+        set = {ok = true}
+        for _, f in ipairs(filters) do
+          if tags[f[1]] ~= f[2] then set.ok = false; break end
+        end
+        if group_by ~= '' then set.g = tags[group_by] end
+        sets[tj] = set
       end
-      if ok then
-        local g = nil
-        if group_by ~= '' then g = tags[group_by] end
-        local bucket, key
-        if ts >= 9007199254740992 then
-          bucket = ''
-          key = 'raw\n' .. m
-        else
-          local q = math.floor(ts / step)
+      if set.ok then
+        local g = set.g
+        local value = tonumber(vstr)
+        local acc, q
+        if ts < 9007199254740992 then
+          q = math.floor(ts / step)
           local r = ts - q * step
           if r < 0 then q = q - 1 elseif r >= step then q = q + 1 end
-          bucket = string.format('%.0f', q * step)
-          key = (g and ('1' .. g) or '0') .. '\n' .. bucket
+          if set.q == q then acc = set.acc end
         end
-        local value = tonumber(vstr)
-        local acc = accs[key]
         if not acc then
-          acc = {g = g, bucket = bucket, count = 0, sum = 0, c = 0, min = value, minv = vstr,
-                 max = value, maxv = vstr, fm = m, fv = vstr}
-          accs[key] = acc
-          order[#order + 1] = key
+          local bucket, key
+          if q then
+            bucket = string.format('%.0f', q * step)
+            key = (g and ('1' .. g) or '0') .. '\n' .. bucket
+          else
+            bucket = ''
+            key = 'raw\n' .. m
+          end
+          acc = accs[key]
+          if not acc then
+            acc = {g = g, bucket = bucket, count = 0, sum = 0, c = 0, min = value, minv = vstr,
+                   max = value, maxv = vstr, fm = m, fv = vstr}
+            accs[key] = acc
+            order[#order + 1] = key
+          end
+          if q then set.q = q; set.acc = acc end
         end
         acc.count = acc.count + 1
         local t = acc.sum + value
