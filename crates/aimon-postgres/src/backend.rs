@@ -15,8 +15,8 @@ use aimon_core::{
     AgentState, Alert, Error, ErrorKind, Metric, Result, StorageBackendType, StorageConfig,
 };
 use async_trait::async_trait;
-use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
 
 use crate::config::PostgresConfig;
 use crate::error::from_sqlx;
@@ -81,6 +81,21 @@ impl PostgresBackend {
         let options = connect_options(&config).map_err(&fail)?;
         let search_path = format!("SET search_path TO {}", config.quoted_schema());
         tracing::debug!(backend = %config.name, url = %config.display_url, schema = %config.schema, "opening the postgres pool");
+        // One direct connection first: an unreachable server fails at once (`Unavailable`)
+        // rather than after the pool's acquire timeout, and the schema is migrated on it.
+        let timescale = {
+            let mut conn = PgConnection::connect_with(&options)
+                .await
+                .map_err(|e| fail(from_sqlx(e)))?;
+            // Audited: a checked identifier, quoted.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(search_path.clone()))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| fail(from_sqlx(e)))?;
+            let migrated = schema::migrate(&mut conn, &config).await.map_err(&fail)?;
+            let _ = conn.close().await;
+            migrated
+        };
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .after_connect(move |conn, _meta| {
@@ -96,10 +111,6 @@ impl PostgresBackend {
             .connect_with(options)
             .await
             .map_err(|e| fail(from_sqlx(e)))?;
-        let timescale = {
-            let mut conn = pool.acquire().await.map_err(|e| fail(from_sqlx(e)))?;
-            schema::migrate(&mut conn, &config).await.map_err(&fail)?
-        };
         let channel = events_channel(&config.schema);
         let backend = PostgresBackend {
             config,
