@@ -69,3 +69,19 @@ CREATE TABLE agent_states (
 );
 CREATE INDEX agent_states_last_heartbeat ON agent_states (last_heartbeat);
 CREATE INDEX agent_states_status_last_heartbeat ON agent_states (status, last_heartbeat);
+
+-- Every distinct (series, tag set) written, with its tags decoded (GIN-indexed) and an upper
+-- bound of its newest sample's time (rounded up past the next whole hour, so a series writing
+-- in order updates its row once an hour). Tag filters and group_by read tags here instead of
+-- decoding every sample's JSON. Rows are candidates, never answers: samples stay the truth,
+-- and apply_retention prunes rows whose bound has expired (and the rows of removed series,
+-- by cascade).
+CREATE TABLE series_tagsets (
+    sid        bigint NOT NULL REFERENCES series (sid) ON DELETE CASCADE,
+    tags       text COLLATE "C" NOT NULL,
+    tags_jsonb jsonb NOT NULL,
+    last_bound timestamptz NOT NULL,
+    PRIMARY KEY (sid, tags)
+);
+CREATE INDEX series_tagsets_tags ON series_tagsets USING gin (tags_jsonb jsonb_path_ops);
+CREATE INDEX series_tagsets_last_bound ON series_tagsets (last_bound);

@@ -51,6 +51,26 @@ pub(crate) const INSERT_SAMPLES: &str = "INSERT INTO samples (sid, time, tags, v
     SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::float8[]) \
     ON CONFLICT (sid, time, tags) DO UPDATE SET value = EXCLUDED.value";
 
+/// Records the batch's distinct (series, tag set) pairs, keeping the greatest time bound.
+const UPSERT_TAGSETS: &str = "INSERT INTO series_tagsets (sid, tags, tags_jsonb, last_bound) \
+    SELECT u.sid, u.tags, u.tags::jsonb, u.b \
+    FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) AS u(sid, tags, b) \
+    ON CONFLICT (sid, tags) DO UPDATE SET last_bound = EXCLUDED.last_bound \
+    WHERE series_tagsets.last_bound < EXCLUDED.last_bound";
+
+/// The granularity of `series_tagsets.last_bound`: one hour.
+const BOUND_STEP: i64 = 3_600_000_000;
+
+/// The `series_tagsets.last_bound` written for a sample at `ts`: `ts` rounded up past the next
+/// whole hour. Any upper bound keeps retention's pruning exact; a coarse one means a series
+/// writing in order rewrites its row once an hour, not in every batch.
+pub(crate) fn last_bound(ts: i64) -> i64 {
+    ts.div_euclid(BOUND_STEP)
+        .saturating_add(1)
+        .saturating_mul(BOUND_STEP)
+        .min(time::MAX_TIMESTAMP_MICROS)
+}
+
 /// The SQLSTATE of an insert into a range no partition covers.
 const NO_PARTITION: &str = "23514";
 
@@ -168,6 +188,16 @@ fn prepare(metrics: &[Metric], cutoff: Option<i64>) -> PreparedWrite<'_> {
     }
 }
 
+/// One aggregated bucket as the SQL returns it.
+struct HistoryRow {
+    group: Option<String>,
+    bucket: DateTime<Utc>,
+    value: f64,
+    count: u64,
+    /// `sum(abs(value))` for sums and averages: the error bound of the float sum.
+    abs_sum: f64,
+}
+
 /// Why a write attempt failed: a missing partition is retried once after a refresh.
 enum WriteFailure {
     NoPartition,
@@ -227,12 +257,22 @@ pub(crate) fn push_series_live(sql: &mut Sql, cutoff: Option<i64>) {
     }
 }
 
-/// Appends ` AND` a condition: the sample's tags (canonical JSON text) hold every wanted pair.
+/// Appends ` AND` a condition: the sample `x`'s tag set holds every wanted pair, found through
+/// the GIN-indexed `series_tagsets` rather than by decoding each sample's JSON.
 fn push_tags_match(sql: &mut Sql, wanted: &Tags) {
     if !wanted.is_empty() {
-        sql.push(" AND x.tags::jsonb @> ")
+        sql.push(" AND (x.sid, x.tags) IN (SELECT t.sid, t.tags FROM series_tagsets t WHERE t.tags_jsonb @> ")
             .bind(tags_json(wanted))
-            .push("::jsonb");
+            .push("::jsonb)");
+    }
+}
+
+/// Appends ` AND` a condition: series `s` has a tag set holding every wanted pair.
+fn push_series_tags_match(sql: &mut Sql, wanted: &Tags) {
+    if !wanted.is_empty() {
+        sql.push(" AND s.sid IN (SELECT t.sid FROM series_tagsets t WHERE t.tags_jsonb @> ")
+            .bind(tags_json(wanted))
+            .push("::jsonb)");
     }
 }
 
@@ -414,6 +454,28 @@ impl PostgresBackend {
                 });
             }
         }
+        let mut tagsets: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+        for row in &prepared.samples {
+            if let Some(sid) = sids[row.series] {
+                let bound = last_bound(row.ts);
+                let entry = tagsets.entry((sid, &row.tags)).or_insert(bound);
+                *entry = (*entry).max(bound);
+            }
+        }
+        if !tagsets.is_empty() {
+            sqlx::query(UPSERT_TAGSETS)
+                .bind(tagsets.keys().map(|(sid, _)| *sid).collect::<Vec<_>>())
+                .bind(tagsets.keys().map(|(_, tags)| *tags).collect::<Vec<_>>())
+                .bind(
+                    tagsets
+                        .values()
+                        .map(|b| time::from_micros(*b))
+                        .collect::<Vec<_>>(),
+                )
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        }
         let events: Vec<String> = prepared
             .events
             .iter()
@@ -500,6 +562,7 @@ impl PostgresBackend {
         push_series_live(&mut sql, cutoff);
         push_filters(&mut sql, &options, "s.labels");
         if sample_filter {
+            push_series_tags_match(&mut sql, &query.tags);
             sql.push(" AND EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid");
             sample_condition(&mut sql);
             sql.push(")");
@@ -544,10 +607,11 @@ impl PostgresBackend {
         let high = time::from_micros(range.end);
 
         let mut inner = Sql::new("SELECT ");
+        let join_tagsets = query.group_by.is_some() || !query.tags.is_empty();
         match &query.group_by {
             Some(tag) => {
                 inner
-                    .push("(x.tags::jsonb ->> ")
+                    .push("(t.tags_jsonb ->> ")
                     .bind(tag.as_str())
                     .push(") COLLATE \"C\"");
             }
@@ -569,17 +633,27 @@ impl PostgresBackend {
                 "::bigint * INTERVAL '1 microsecond', x.time, TIMESTAMPTZ '1970-01-01 00:00:00+00')",
             );
         }
+        inner.push(
+            " AS bucket, x.time AS time, s.id AS sid, x.tags AS tags, x.value AS value \
+             FROM samples x JOIN series s ON s.sid = x.sid",
+        );
+        if join_tagsets {
+            // The sample's decoded tags, from its (series, tag set) row.
+            inner.push(" JOIN series_tagsets t ON t.sid = x.sid AND t.tags = x.tags");
+        }
         inner
-            .push(
-                " AS bucket, x.time AS time, s.id AS sid, x.tags AS tags, x.value AS value \
-                 FROM samples x JOIN series s ON s.sid = x.sid WHERE s.name = ",
-            )
+            .push(" WHERE s.name = ")
             .bind(query.name.as_str())
             .push(" AND x.time >= ")
             .bind(low)
             .push(" AND x.time < ")
             .bind(high);
-        push_tags_match(&mut inner, &query.tags);
+        if !query.tags.is_empty() {
+            inner
+                .push(" AND t.tags_jsonb @> ")
+                .bind(tags_json(&query.tags))
+                .push("::jsonb");
+        }
 
         // Without `group_by`, `grp` is NULL throughout and costs nothing to group by.
         let keys = "grp, bucket";
@@ -588,14 +662,65 @@ impl PostgresBackend {
         } else {
             "bucket"
         };
+        let exact = inner.clone();
+        let rows = self
+            .history_rows(query.aggregation, keys, order, inner, false)
+            .await?;
+        // Sum and average: PostgreSQL adds float8 naively. Where the sum's error bound,
+        // (n - 1) · 2⁻⁵³ · Σ|v|, could reach 1e-12 of it (cancelling values), the whole query
+        // runs again with an exact decimal sum, so small terms between cancelling values
+        // survive as the shared semantics want.
+        let needs_exact = matches!(query.aggregation, Aggregation::Sum | Aggregation::Avg)
+            && rows.iter().any(|r| {
+                let bound = (r.count.saturating_sub(1)) as f64 * f64::EPSILON / 2.0 * r.abs_sum;
+                bound > 1e-12 * r.value.abs()
+            });
+        let rows = if needs_exact {
+            self.history_rows(query.aggregation, keys, order, exact, true)
+                .await?
+        } else {
+            rows
+        };
+        let mut out: Vec<HistorySeries> = Vec::new();
+        for row in rows {
+            let value = match query.aggregation {
+                Aggregation::Count => row.count as f64,
+                Aggregation::Avg => row.value / row.count as f64,
+                _ => row.value,
+            };
+            let bucket = HistoryBucket {
+                start: row.bucket,
+                value,
+                count: row.count,
+            };
+            match out.last_mut() {
+                Some(series) if series.group == row.group => series.buckets.push(bucket),
+                _ => out.push(HistorySeries {
+                    group: row.group,
+                    buckets: vec![bucket],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs the aggregate of `inner` (the matching samples with their group and bucket).
+    async fn history_rows(
+        &self,
+        aggregation: Aggregation,
+        keys: &str,
+        order: &str,
+        inner: Sql,
+        exact_sum: bool,
+    ) -> Result<Vec<HistoryRow>> {
         let window = |order_by: &str| {
             format!(
-                "SELECT grp, bucket, value, cnt FROM (SELECT grp, bucket, value, \
+                "SELECT grp, bucket, value, cnt, NULL::float8 FROM (SELECT grp, bucket, value, \
                  row_number() OVER (PARTITION BY {keys} ORDER BY {order_by}) AS rn, \
                  count(*) OVER (PARTITION BY {keys}) AS cnt FROM ("
             )
         };
-        let (head, tail) = match query.aggregation {
+        let (head, tail) = match aggregation {
             Aggregation::First => (
                 window("time ASC, sid ASC, tags ASC"),
                 format!(") q) w WHERE rn = 1 ORDER BY {order}"),
@@ -606,15 +731,16 @@ impl PostgresBackend {
             ),
             other => {
                 let aggregate = match other {
-                    Aggregation::Min => "min(value)",
-                    Aggregation::Max => "max(value)",
-                    Aggregation::Count => "count(*)::float8",
-                    // Sum and average: an exact decimal sum of the values (each float8 read
-                    // through its shortest exact text form), rounded once; see the crate docs.
-                    _ => "sum(value::text::numeric)::float8",
+                    Aggregation::Min => "min(value), count(*), NULL::float8",
+                    Aggregation::Max => "max(value), count(*), NULL::float8",
+                    Aggregation::Count => "count(*)::float8, count(*), NULL::float8",
+                    // An exact decimal sum of the values (each float8 read through its
+                    // shortest exact text form), rounded once.
+                    _ if exact_sum => "sum(value::text::numeric)::float8, count(*), NULL::float8",
+                    _ => "sum(value), count(*), sum(abs(value))",
                 };
                 (
-                    format!("SELECT grp, bucket, {aggregate}, count(*) FROM ("),
+                    format!("SELECT grp, bucket, {aggregate} FROM ("),
                     format!(") q GROUP BY {keys} ORDER BY {order}"),
                 )
             }
@@ -623,33 +749,22 @@ impl PostgresBackend {
         sql.append(inner);
         sql.push(&tail);
 
-        let rows = sql.query().fetch_all(&self.pool).await.db()?;
-        let mut out: Vec<HistorySeries> = Vec::new();
-        for row in &rows {
-            let group: Option<String> = row.try_get(0).db()?;
-            let bucket: DateTime<Utc> = row.try_get(1).db()?;
-            let value: f64 = row.try_get(2).db()?;
-            let count: i64 = row.try_get(3).db()?;
-            let count = u64::try_from(count).unwrap_or(0);
-            let value = match query.aggregation {
-                Aggregation::Count => count as f64,
-                Aggregation::Avg => value / count as f64,
-                _ => value,
-            };
-            let bucket = HistoryBucket {
-                start: bucket,
-                value,
-                count,
-            };
-            match out.last_mut() {
-                Some(series) if series.group == group => series.buckets.push(bucket),
-                _ => out.push(HistorySeries {
-                    group,
-                    buckets: vec![bucket],
-                }),
-            }
-        }
-        Ok(out)
+        sql.query()
+            .fetch_all(&self.pool)
+            .await
+            .db()?
+            .iter()
+            .map(|row| {
+                let count: i64 = row.try_get(3).db()?;
+                Ok(HistoryRow {
+                    group: row.try_get(0).db()?,
+                    bucket: row.try_get(1).db()?,
+                    value: row.try_get(2).db()?,
+                    count: u64::try_from(count).unwrap_or(0),
+                    abs_sum: row.try_get::<Option<f64>, _>(4).db()?.unwrap_or(0.0),
+                })
+            })
+            .collect()
     }
 
     /// Publishes `events` (JSON payloads) on the store's channel inside `conn`'s transaction:
@@ -721,6 +836,25 @@ mod tests {
         assert_eq!(
             prepared.series[0].metric.description.as_deref(),
             Some("later")
+        );
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn tagset_bounds_are_upper_bounds_on_whole_hours() {
+        for ts in [0, 1, BOUND_STEP - 1, BOUND_STEP, 1_704_067_200_123_456] {
+            let bound = last_bound(ts);
+            assert!(bound > ts, "{ts}");
+            assert_eq!(bound.rem_euclid(BOUND_STEP), 0, "{ts}");
+            assert!(bound - ts <= BOUND_STEP, "{ts}");
+        }
+        assert_eq!(
+            last_bound(time::MAX_TIMESTAMP_MICROS - 1),
+            time::MAX_TIMESTAMP_MICROS
         );
     }
 }

@@ -88,6 +88,13 @@ impl PostgresBackend {
             .await
             .db()?
             .rows_affected();
+            // Tag-set rows whose newest sample has expired (those of removed series went with
+            // them, by cascade).
+            sqlx::query("DELETE FROM series_tagsets WHERE last_bound < $1")
+                .bind(cutoff_time)
+                .execute(&mut *tx)
+                .await
+                .db()?;
         }
         if let Some(cutoff) = retention.alert_cutoff(now) {
             report.alerts_removed = sqlx::query("DELETE FROM alerts WHERE updated_at < $1")

@@ -61,7 +61,7 @@ impl From<DateTime<Utc>> for Arg {
 }
 
 /// A statement under construction and its arguments, in placeholder order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Sql {
     pub text: String,
     pub args: Vec<Arg>,
