@@ -641,3 +641,40 @@ fn two_schemas_in_one_database_keep_their_own_migrations() {
         assert!(b.get_metric("x").await.unwrap().is_none());
     });
 }
+
+#[test]
+fn copy_ingest_stores_what_unnest_stores() {
+    run_check("copy ingest", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let unnest = open(&fixture.config(&[])).await;
+        let copy = open(&with(&fixture.config(&[]), "ingest", "copy")).await;
+        let mut m = Metric::new("c", "copy", MetricType::Gauge);
+        m.values = (0..2000)
+            .map(|i| {
+                MetricValue::new(
+                    at_micros(i * 1_000_003),
+                    [-0.0, 1e300, -2.5e-300, 0.1][i as usize % 4] + i as f64,
+                )
+                .tag("path", "C:\\dir\\\"q\"")
+                .tag("k", HOSTILE[i as usize % HOSTILE.len()])
+            })
+            .collect();
+        m.values.push(MetricValue::new(at(0), -0.0).tag("z", "\\N"));
+        for store in [&unnest, &copy] {
+            store.save_metric(&m).await.unwrap();
+            // A rewrite overwrites in both.
+            store.save_metric(&m).await.unwrap();
+        }
+        let a = unnest.get_metric("c").await.unwrap().unwrap();
+        let b = copy.get_metric("c").await.unwrap().unwrap();
+        assert_eq!(a.values.len(), m.values.len());
+        for (x, y) in a.values.iter().zip(&b.values) {
+            assert_eq!(x.timestamp, y.timestamp);
+            assert_eq!(x.tags, y.tags);
+            assert_eq!(x.value.to_bits(), y.value.to_bits());
+        }
+        assert_eq!(copy.stats().await.unwrap().samples, m.values.len() as u64);
+    });
+}

@@ -301,6 +301,12 @@ pub struct BenchArgs {
     /// SQLite stores only.
     #[arg(long)]
     pub compare_sqlite3: bool,
+
+    /// Also load the same samples with `psql -c "\copy … FROM file"` (CSV) into a fresh schema
+    /// of the same server with aimon's schema (the same partitioned table and indexes), and
+    /// report aimon's rate as a ratio of it. PostgreSQL stores given with --storage only.
+    #[arg(long)]
+    pub compare_psql: bool,
 }
 
 fn parse_enum<T: std::str::FromStr<Err = aimon::Error>>(s: &str) -> Result<T, String> {

@@ -141,6 +141,41 @@ impl PostgresBackend {
         self.timescale
     }
 
+    /// Creates the sample partitions that `[start, end]` needs (native mode; a no-op on
+    /// TimescaleDB), so that a bulk load from outside aimon (`psql \copy`) finds them.
+    pub async fn prepare_partitions(
+        &self,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        let interval = self.config.partition_micros();
+        let (start, end) = (
+            aimon_core::time::to_micros(start),
+            aimon_core::time::to_micros(end),
+        );
+        let mut times = std::collections::BTreeSet::new();
+        let mut t = start;
+        while t <= end {
+            times.insert(t);
+            t = t.saturating_add(interval);
+        }
+        times.insert(end);
+        self.run("prepare_partitions", self.ensure_partitions(&times))
+            .await
+    }
+
+    /// Every series id with the internal key (`series.sid`) its samples carry, for bulk loaders
+    /// outside aimon (the `aimon bench --compare-psql` baseline).
+    pub async fn series_keys(&self) -> Result<Vec<(String, i64)>> {
+        self.run("series_keys", async {
+            sqlx::query_as("SELECT id, sid FROM series ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .db()
+        })
+        .await
+    }
+
     /// Drops this store's schema and everything in it. For tests and tools that create
     /// throw-away stores; the backend is closed afterwards.
     pub async fn drop_schema(&self) -> Result<()> {

@@ -18,6 +18,7 @@
 //! | `partition_interval` | width of a samples partition: seconds, or `90s`, `15m`, `6h`, `1d`, `1w` | `1d` |
 //! | `partitions_ahead` | partitions kept ready past the current one | [`DEFAULT_PARTITIONS_AHEAD`] |
 //! | `compression_after` | TimescaleDB: compress chunks older than this (same forms) | off |
+//! | `ingest` | `unnest` (one `INSERT … FROM UNNEST` per batch) or `copy` (`COPY` into a staging table) | `unnest` |
 //! | `metric_ttl_seconds`, `alert_ttl_seconds`, `agent_state_ttl_seconds` | retention | keep forever |
 //!
 //! Anything else is a [`aimon_core::ErrorKind::ConfigInvalid`] error naming it. Credentials
@@ -51,10 +52,23 @@ const URL_OPTIONS: &[&str] = &[
     "partition_interval",
     "partitions_ahead",
     "compression_after",
+    "ingest",
     "metric_ttl_seconds",
     "alert_ttl_seconds",
     "agent_state_ttl_seconds",
 ];
+
+/// How a batch of samples reaches the `samples` table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IngestMethod {
+    /// `INSERT … SELECT FROM UNNEST($1::bigint[], …) ON CONFLICT DO UPDATE`: one statement,
+    /// one round trip. The default (measured faster, see the crate docs).
+    #[default]
+    Unnest,
+    /// `COPY … FROM STDIN` into a temporary staging table, then `INSERT … SELECT … ON
+    /// CONFLICT DO UPDATE` from it.
+    Copy,
+}
 
 /// The PostgreSQL backend's settings. `Debug` never shows credentials.
 #[derive(Clone, PartialEq, Eq)]
@@ -76,6 +90,7 @@ pub struct PostgresConfig {
     pub partitions_ahead: u32,
     /// TimescaleDB only: compress chunks older than this.
     pub compression_after: Option<Duration>,
+    pub ingest: IngestMethod,
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -90,6 +105,7 @@ impl fmt::Debug for PostgresConfig {
             .field("partition_interval", &self.partition_interval)
             .field("partitions_ahead", &self.partitions_ahead)
             .field("compression_after", &self.compression_after)
+            .field("ingest", &self.ingest)
             .finish()
     }
 }
@@ -152,6 +168,15 @@ impl PostgresConfig {
             .string("compression_after")?
             .map(|text| parse_duration("compression_after", &text))
             .transpose()?;
+        let ingest = match options.string("ingest")?.as_deref() {
+            None | Some("unnest") => IngestMethod::Unnest,
+            Some("copy") => IngestMethod::Copy,
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "option ingest: {other:?} is not unnest or copy"
+                )));
+            }
+        };
         options.finish(backend_type.as_str())?;
         Ok(PostgresConfig {
             name: config.name.clone(),
@@ -164,6 +189,7 @@ impl PostgresConfig {
             partition_interval,
             partitions_ahead,
             compression_after,
+            ingest,
         })
     }
 
@@ -174,6 +200,13 @@ impl PostgresConfig {
 
     /// The URL for the driver (credentials included): crate-private on purpose.
     pub(crate) fn connect_url(&self) -> &str {
+        &self.connect_url
+    }
+
+    /// The libpq URL of the server (`postgres://`, aimon's options removed) for tools such as
+    /// `psql` and `pg_dump`. **It carries the credentials**: pass it to a process, never print
+    /// it (print [`PostgresConfig::display_url`] instead).
+    pub fn libpq_url(&self) -> &str {
         &self.connect_url
     }
 

@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::backend::{DbResult, PostgresBackend};
+use crate::config::IngestMethod;
 use crate::error::{corrupted, from_sqlx, parse_json, sqlstate};
 use crate::sql::{Sql, push_filters, push_order_and_page};
 use crate::timescale;
@@ -69,6 +70,49 @@ pub(crate) fn last_bound(ts: i64) -> i64 {
         .saturating_add(1)
         .saturating_mul(BOUND_STEP)
         .min(time::MAX_TIMESTAMP_MICROS)
+}
+
+/// The staging table of [`IngestMethod::Copy`]: one per connection, emptied at each commit.
+const CREATE_STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS aimon_staging \
+    (sid bigint, time timestamptz, tags text, value float8) ON COMMIT DELETE ROWS";
+
+/// [`IngestMethod::Copy`]: the rows in `COPY`'s text format into the staging table, then one
+/// `INSERT … SELECT … ON CONFLICT DO UPDATE` from it.
+async fn copy_samples(
+    conn: &mut PgConnection,
+    sids: &[i64],
+    times: &[DateTime<Utc>],
+    tags: &[&str],
+    values: &[f64],
+) -> std::result::Result<(), sqlx::Error> {
+    use std::fmt::Write as _;
+    sqlx::raw_sql(CREATE_STAGING).execute(&mut *conn).await?;
+    let mut text = String::with_capacity(sids.len() * 96);
+    for i in 0..sids.len() {
+        // Tags are canonical JSON without raw control characters (validated); only `\` needs
+        // escaping in COPY's text format.
+        let _ = writeln!(
+            text,
+            "{}\t{}\t{}\t{:?}",
+            sids[i],
+            times[i].format("%Y-%m-%d %H:%M:%S%.6f+00"),
+            tags[i].replace('\\', "\\\\"),
+            values[i]
+        );
+    }
+    let mut copy = conn
+        .copy_in_raw("COPY aimon_staging (sid, time, tags, value) FROM STDIN")
+        .await?;
+    copy.send(text.into_bytes()).await?;
+    copy.finish().await?;
+    sqlx::raw_sql(
+        "INSERT INTO samples (sid, time, tags, value) SELECT sid, time, tags, value \
+         FROM aimon_staging ON CONFLICT (sid, time, tags) DO UPDATE SET value = EXCLUDED.value; \
+         TRUNCATE aimon_staging",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The SQLSTATE of an insert into a range no partition covers.
@@ -439,13 +483,19 @@ impl PostgresBackend {
                 tags_col.push(&row.tags);
                 value_col.push(row.value);
             }
-            let done = sqlx::query(INSERT_SAMPLES)
-                .bind(sid_col)
-                .bind(time_col)
-                .bind(tags_col)
-                .bind(value_col)
-                .execute(&mut *tx)
-                .await;
+            let done = match self.config.ingest {
+                IngestMethod::Unnest => sqlx::query(INSERT_SAMPLES)
+                    .bind(sid_col)
+                    .bind(time_col)
+                    .bind(tags_col)
+                    .bind(value_col)
+                    .execute(&mut *tx)
+                    .await
+                    .map(|_| ()),
+                IngestMethod::Copy => {
+                    copy_samples(&mut tx, &sid_col, &time_col, &tags_col, &value_col).await
+                }
+            };
             if let Err(e) = done {
                 return Err(if sqlstate(&e).as_deref() == Some(NO_PARTITION) {
                     WriteFailure::NoPartition
@@ -655,8 +705,13 @@ impl PostgresBackend {
                 .push("::jsonb");
         }
 
-        // Without `group_by`, `grp` is NULL throughout and costs nothing to group by.
-        let keys = "grp, bucket";
+        // Without `group_by`, the inner `grp` is NULL throughout: grouping by the bucket alone
+        // gives the same groups with a cheaper plan.
+        let keys = if query.group_by.is_some() {
+            "grp, bucket"
+        } else {
+            "bucket"
+        };
         let order = if query.group_by.is_some() {
             "grp NULLS FIRST, bucket"
         } else {
@@ -667,13 +722,13 @@ impl PostgresBackend {
             .history_rows(query.aggregation, keys, order, inner, false)
             .await?;
         // Sum and average: PostgreSQL adds float8 naively. Where the sum's error bound,
-        // (n - 1) · 2⁻⁵³ · Σ|v|, could reach 1e-12 of it (cancelling values), the whole query
+        // (n - 1) · 2⁻⁵³ · Σ|v|, could reach 1e-10 of it (cancelling values), the whole query
         // runs again with an exact decimal sum, so small terms between cancelling values
         // survive as the shared semantics want.
         let needs_exact = matches!(query.aggregation, Aggregation::Sum | Aggregation::Avg)
             && rows.iter().any(|r| {
                 let bound = (r.count.saturating_sub(1)) as f64 * f64::EPSILON / 2.0 * r.abs_sum;
-                bound > 1e-12 * r.value.abs()
+                bound > 1e-10 * r.value.abs()
             });
         let rows = if needs_exact {
             self.history_rows(query.aggregation, keys, order, exact, true)
@@ -740,7 +795,14 @@ impl PostgresBackend {
                     _ => "sum(value), count(*), sum(abs(value))",
                 };
                 (
-                    format!("SELECT grp, bucket, {aggregate} FROM ("),
+                    format!(
+                        "SELECT {}, bucket, {aggregate} FROM (",
+                        if keys == "bucket" {
+                            "NULL::text"
+                        } else {
+                            "grp"
+                        }
+                    ),
                     format!(") q GROUP BY {keys} ORDER BY {order}"),
                 )
             }
