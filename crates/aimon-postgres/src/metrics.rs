@@ -72,6 +72,58 @@ pub(crate) fn last_bound(ts: i64) -> i64 {
         .min(time::MAX_TIMESTAMP_MICROS)
 }
 
+/// The optimistic half of [`insert_samples`]: a plain insert, for batches of new keys.
+const INSERT_NEW_SAMPLES: &str = "INSERT INTO samples (sid, time, tags, value) \
+    SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::float8[])";
+
+/// The SQLSTATE of a unique violation.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// [`IngestMethod::Unnest`]: the batch as four arrays in one statement. Most batches carry only
+/// new keys, and a plain `INSERT` is a third cheaper than `ON CONFLICT DO UPDATE`'s speculative
+/// insertion; so the plain insert runs first under a savepoint, and only a batch that rewrites
+/// a stored key (a retry, an overwrite) runs again as the upsert.
+async fn insert_samples(
+    conn: &mut PgConnection,
+    sids: Vec<i64>,
+    times: Vec<DateTime<Utc>>,
+    tags: Vec<&str>,
+    values: Vec<f64>,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::raw_sql("SAVEPOINT aimon_samples")
+        .execute(&mut *conn)
+        .await?;
+    let plain = sqlx::query(INSERT_NEW_SAMPLES)
+        .bind(&sids)
+        .bind(&times)
+        .bind(&tags)
+        .bind(&values)
+        .execute(&mut *conn)
+        .await;
+    match plain {
+        Ok(_) => {
+            sqlx::raw_sql("RELEASE SAVEPOINT aimon_samples")
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT aimon_samples")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(INSERT_SAMPLES)
+                .bind(sids)
+                .bind(times)
+                .bind(tags)
+                .bind(values)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The staging table of [`IngestMethod::Copy`]: one per connection, emptied at each commit.
 const CREATE_STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS aimon_staging \
     (sid bigint, time timestamptz, tags text, value float8) ON COMMIT DELETE ROWS";
@@ -484,14 +536,9 @@ impl PostgresBackend {
                 value_col.push(row.value);
             }
             let done = match self.config.ingest {
-                IngestMethod::Unnest => sqlx::query(INSERT_SAMPLES)
-                    .bind(sid_col)
-                    .bind(time_col)
-                    .bind(tags_col)
-                    .bind(value_col)
-                    .execute(&mut *tx)
-                    .await
-                    .map(|_| ()),
+                IngestMethod::Unnest => {
+                    insert_samples(&mut tx, sid_col, time_col, tags_col, value_col).await
+                }
                 IngestMethod::Copy => {
                     copy_samples(&mut tx, &sid_col, &time_col, &tags_col, &value_col).await
                 }
