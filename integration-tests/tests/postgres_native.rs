@@ -678,3 +678,68 @@ fn copy_ingest_stores_what_unnest_stores() {
         assert_eq!(copy.stats().await.unwrap().samples, m.values.len() as u64);
     });
 }
+
+#[test]
+fn native_backup_restores_by_merging_and_keeps_the_source_untouched() {
+    run_check("native backup", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let source: std::sync::Arc<dyn StorageBackend> =
+            std::sync::Arc::new(open(&fixture.config(&[])).await);
+        if !source.capabilities().native_backup {
+            return;
+        }
+        populate(&source).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("native");
+        let report = source
+            .backup(&path, aimon_core::BackupFormat::Native)
+            .await
+            .unwrap();
+        assert_eq!(report.format, aimon_core::BackupFormat::Native);
+        assert!(path.join("dump.sql").is_file() && path.join("manifest.json").is_file());
+        // The dump holds no credentials and names the source schema.
+        let manifest = std::fs::read_to_string(path.join("manifest.json")).unwrap();
+        assert!(manifest.contains("\"schema\""));
+
+        // A target with its own data and one key the backup rewrites.
+        let target_pg = open(&fixture.config(&[])).await;
+        let pool = target_pg.pool().clone();
+        let target: std::sync::Arc<dyn StorageBackend> = std::sync::Arc::new(target_pg);
+        target
+            .save_metric(
+                &series("agent-1/cpu", "cpu.usage")
+                    .with_value(sample(0, 12345.0).tag("host", "h1")),
+            )
+            .await
+            .unwrap();
+        target
+            .save_alert(&alert("only-here", AlertSeverity::Low, 0))
+            .await
+            .unwrap();
+        target
+            .restore(&path, aimon_core::BackupFormat::Native)
+            .await
+            .unwrap();
+        let want = dump(&source).await;
+        let got = dump(&target).await;
+        assert_eq!(
+            got.metrics, want.metrics,
+            "the backup's samples overwrite the same keys"
+        );
+        assert_eq!(got.agent_states, want.agent_states);
+        let mut ids = alert_ids(&got.alerts);
+        ids.retain(|id| *id != "only-here");
+        assert_eq!(ids, alert_ids(&want.alerts));
+        assert!(got.alerts.iter().any(|a| a.id == "only-here"));
+        // No scratch schema is left behind.
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'aimon_restore_%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(left, 0);
+    });
+}

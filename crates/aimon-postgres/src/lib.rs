@@ -98,8 +98,10 @@
 //! SQLSTATEs map to error kinds: a terminated backend (`57P01`), a lost connection or an
 //! exhausted server is `Unavailable` (retryable); a batch cut off mid-transaction leaves
 //! nothing behind, and its retry does not duplicate. `BackupFormat::Portable` is aimon's
-//! archive; the native format is not offered yet (`native_backup = false`, the call is
-//! `Unsupported`). `stats` reports the server version, its uptime
+//! archive; `BackupFormat::Native` (where `pg_dump` and `psql` are on `PATH`, native mode) is a
+//! directory with a plain `pg_dump --schema` of the store and a manifest, restored by loading
+//! it into a scratch schema with `psql` and merging from there with the write rules (see
+//! `backup.rs`). `stats` reports the server version, its uptime
 //! (`pg_postmaster_start_time`), live counts, relation sizes and the partition count.
 //!
 //! ## TimescaleDB (not verified in this project's CI)
