@@ -537,6 +537,45 @@ fn postgres_ready(env: &ServerEnv) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// A PostgreSQL server with TimescaleDB: `AIMON_TEST_TIMESCALE_URL` (`timescale://…`), else a
+/// local cluster like [`POSTGRES`] with `shared_preload_libraries = timescaledb` where the
+/// extension's library is installed, else the pinned `timescale/timescaledb` image. This
+/// project's CI machine has none of them, so the TimescaleDB suite reports a skip there.
+pub const TIMESCALE: ServerSpec = ServerSpec {
+    backend: "timescale",
+    binary: "sh",
+    args: timescale_args,
+    readiness: Readiness::Probe(postgres_ready),
+    url: |env| format!("timescale://postgres@127.0.0.1:{}/postgres", env.port),
+    startup_timeout: Duration::from_secs(60),
+    container: Some(ContainerSpec {
+        image: "timescale/timescaledb",
+        tag: "2.17.2-pg16",
+        port: 5432,
+        env: &[("POSTGRES_HOST_AUTH_METHOD", "trust")],
+        url: |host, port| format!("timescale://postgres@{host}:{port}/postgres"),
+    }),
+};
+
+fn timescale_args(env: &ServerEnv) -> Vec<OsString> {
+    let library = postgres_bin_dir().map(|bin| bin.join("../lib/timescaledb.so"));
+    match library {
+        Some(lib) if lib.is_file() => {
+            let mut args = postgres_args(env);
+            if let Some(script) = args.last_mut() {
+                let mut text = script.to_string_lossy().into_owned();
+                text.push_str(" -c shared_preload_libraries=timescaledb");
+                *script = text.into();
+            }
+            args
+        }
+        _ => vec![
+            "-c".into(),
+            "echo 'no timescaledb library next to the PostgreSQL binaries' >&2; exit 1".into(),
+        ],
+    }
+}
+
 /// Drops the schemas a fixture created when the fixture goes (at the end of each check).
 #[cfg(feature = "postgres")]
 struct DropSchemas {
@@ -594,6 +633,17 @@ pub async fn postgres() -> Option<Fixture> {
         Err(reason) => return skip("postgres", &reason),
     };
     Some(postgres_fixture("postgres", server.url.clone()).with_guard(server))
+}
+
+/// TimescaleDB (`timescale://`): `AIMON_TEST_TIMESCALE_URL`, else a local server with the
+/// extension, else a container; one schema per `open`, dropped when the check ends.
+#[cfg(feature = "timescale")]
+pub async fn timescale() -> Option<Fixture> {
+    let server = match resolve_server(&TIMESCALE).await {
+        Ok(server) => server,
+        Err(reason) => return skip("timescale", &reason),
+    };
+    Some(postgres_fixture("timescale", server.url.clone()).with_guard(server))
 }
 
 /// A fixture on the PostgreSQL server at `url`, one schema per `open`, dropped with the fixture.
