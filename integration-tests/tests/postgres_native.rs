@@ -743,3 +743,53 @@ fn native_backup_restores_by_merging_and_keeps_the_source_untouched() {
         assert_eq!(left, 0);
     });
 }
+
+#[test]
+fn stats_report_the_server_and_the_partitions_created_ahead() {
+    run_check("stats", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let config = with(
+            &with(&fixture.config(&[]), "partition_interval", "1h"),
+            "partitions_ahead",
+            3,
+        );
+        let now = time::now();
+        let store = open(&config).await;
+        let parts = partitions(&store).await;
+        // The current hour and the three after it, before any data arrives (hours 1 to 3 of
+        // `now` are among them even if the hour turned while connecting).
+        for h in 1..=3 {
+            let start = now + TimeDelta::hours(h);
+            let name = format!("samples_p{}0000", start.format("%Y%m%d_%H"));
+            assert!(parts.contains(&name), "{name} in {parts:?}");
+        }
+        store
+            .save_metric(&series("s", "n").with_value(sample(0, 1.0)))
+            .await
+            .unwrap();
+        let stats = store.stats().await.unwrap();
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(stats.version, version);
+        let started: chrono::DateTime<chrono::Utc> =
+            sqlx::query_scalar("SELECT pg_postmaster_start_time()")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        let uptime = (time::now() - started).num_seconds() as u64;
+        assert!(stats.uptime_seconds.abs_diff(uptime) <= 2, "{stats:?}");
+        assert_eq!(
+            stats.extra["partitions"],
+            serde_json::json!(partitions(&store).await.len())
+        );
+        assert_eq!((stats.series, stats.samples), (1, 1));
+        let sizes = stats.extra["relation_sizes_bytes"].as_object().unwrap();
+        for table in ["series", "samples", "alerts", "agent_states"] {
+            assert!(sizes[table].as_i64().unwrap() > 0, "{table}: {sizes:?}");
+        }
+    });
+}
