@@ -90,7 +90,8 @@ fn retention_drops_whole_partitions_and_reads_hide_the_partial_one() {
         }
         assert!(!after.contains(&day_name(now - TimeDelta::days(3))));
         assert!(after.contains(&day_name(now)), "{after:?}");
-        assert!(report.samples_removed >= 2 * 24 * 6, "{report:?}");
+        // At least the whole day before yesterday went (its 144 samples), whatever the hour.
+        assert!(report.samples_removed >= 24 * 6, "{report:?}");
         // The catalog agrees with pg_inherits.
         let known: Vec<String> =
             sqlx::query_scalar("SELECT name::text FROM sample_partitions ORDER BY 1")
