@@ -794,3 +794,35 @@ fn stats_report_the_server_and_the_partitions_created_ahead() {
         }
     });
 }
+
+#[test]
+fn a_partition_dropped_behind_a_backends_back_is_created_again() {
+    run_check("stale partitions", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let config = fixture.config(&[]);
+        let store = open(&config).await;
+        store
+            .save_metric(&series("a", "n").with_value(sample(0, 1.0)))
+            .await
+            .unwrap();
+        // Another process removes the partition of t0 (this backend still caches it).
+        let name = day_name(t0());
+        let other = open(&config).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE \"{name}\"; DELETE FROM sample_partitions WHERE name = '{name}'"
+        )))
+        .execute(other.pool())
+        .await
+        .unwrap();
+        let report = store
+            .save_metric(&series("b", "n").with_value(sample(60, 2.0)))
+            .await
+            .unwrap();
+        assert_eq!(report.written, 1);
+        assert!(partitions(&store).await.contains(&name));
+        let back = store.get_metric("b").await.unwrap().unwrap();
+        assert_eq!(back.values, vec![sample(60, 2.0)]);
+    });
+}

@@ -391,14 +391,14 @@ impl PostgresBackend {
             starts
         };
         self.ensure_partitions(&times).await?;
-        let stored = match self.write_prepared(&prepared).await {
-            Ok(stored) => stored,
+        match self.write_prepared(&prepared).await {
+            Ok(()) => {}
             Err(WriteFailure::NoPartition) => {
                 // Another process dropped a partition this process still knew of.
                 self.reload_partitions().await?;
                 self.ensure_partitions(&times).await?;
                 match self.write_prepared(&prepared).await {
-                    Ok(stored) => stored,
+                    Ok(()) => {}
                     Err(WriteFailure::NoPartition) => {
                         return Err(aimon_core::Error::new(
                             aimon_core::ErrorKind::Backend,
@@ -409,17 +409,15 @@ impl PostgresBackend {
                 }
             }
             Err(WriteFailure::Other(e)) => return Err(e),
-        };
-        let _ = stored;
+        }
         Ok(prepared.report)
     }
 
-    /// One transaction: series upserts, the samples, and the events. Returns how many series
-    /// rows were stored.
+    /// One transaction: series upserts, the samples, the tag sets and the events.
     async fn write_prepared(
         &self,
         prepared: &PreparedWrite<'_>,
-    ) -> std::result::Result<usize, WriteFailure> {
+    ) -> std::result::Result<(), WriteFailure> {
         let mut tx = self.pool.begin().await.db()?;
         let mut sids: Vec<Option<i64>> = vec![None; prepared.series.len()];
         let position: HashMap<&str, usize> = prepared
@@ -588,7 +586,7 @@ impl PostgresBackend {
             .map_err(aimon_core::Error::from)?;
         self.notify(&mut tx, events).await?;
         tx.commit().await.db()?;
-        Ok(sids.iter().flatten().count() + stored_dead.len())
+        Ok(())
     }
 
     pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
