@@ -18,7 +18,7 @@
 //! | `partition_interval` | width of a samples partition: seconds, or `90s`, `15m`, `6h`, `1d`, `1w` | `1d` |
 //! | `partitions_ahead` | partitions kept ready past the current one | [`DEFAULT_PARTITIONS_AHEAD`] |
 //! | `compression_after` | TimescaleDB: compress chunks older than this (same forms) | off |
-//! | `ingest` | `unnest` (one `INSERT … FROM UNNEST` per batch) or `copy` (`COPY` into a staging table) | `unnest` |
+//! | `ingest` | `unnest` (one `INSERT … FROM UNNEST` per batch) or `copy` (`COPY … FROM STDIN`) | `unnest` |
 //! | `metric_ttl_seconds`, `alert_ttl_seconds`, `agent_state_ttl_seconds` | retention | keep forever |
 //!
 //! Anything else is a [`aimon_core::ErrorKind::ConfigInvalid`] error naming it. Credentials
@@ -61,12 +61,13 @@ const URL_OPTIONS: &[&str] = &[
 /// How a batch of samples reaches the `samples` table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum IngestMethod {
-    /// `INSERT … SELECT FROM UNNEST($1::bigint[], …) ON CONFLICT DO UPDATE`: one statement,
-    /// one round trip. The default (measured faster, see the crate docs).
+    /// `INSERT … SELECT FROM UNNEST($1::bigint[], …)`: one statement per batch (the `ON
+    /// CONFLICT DO UPDATE` form when the batch rewrites a stored key). The default (see the
+    /// crate docs for the measurements).
     #[default]
     Unnest,
-    /// `COPY … FROM STDIN` into a temporary staging table, then `INSERT … SELECT … ON
-    /// CONFLICT DO UPDATE` from it.
+    /// `COPY samples … FROM STDIN` (text format) under a savepoint; the `UNNEST` upsert only
+    /// when the batch rewrites a stored key.
     Copy,
 }
 

@@ -72,13 +72,18 @@
 //! that rewrites a stored key (a retry, an overwrite) runs again as `ON CONFLICT DO UPDATE`
 //! (rule 1: the rewrite overwrites).
 //!
-//! **UNNEST against COPY, measured** (`aimon bench --samples 1000000 --batch 5000`, 2-core
-//! machine, one run each): UNNEST with `ON CONFLICT` 93,250 samples/s; `COPY` into a
-//! temporary staging table then `INSERT … ON CONFLICT` from it (`ingest=copy`) 62,680
-//! samples/s: the staging round trips and the second copy of every row cost more than COPY's
-//! cheaper parsing saves. UNNEST is the default; with the optimistic plain insert it reached
-//! 123,400 samples/s (0.62× `psql \copy` into the same table in the same run), 236,500 with
-//! batches of 50,000 (0.85×). `ingest=copy` stays as an option for comparison.
+//! **UNNEST against COPY, measured** (`aimon bench --samples 1000000 --compare-psql`, 2-core
+//! machine, release build). First versions, both with `ON CONFLICT DO UPDATE` on every batch:
+//! UNNEST 93,250 samples/s, `COPY` into a temporary staging table then `INSERT … ON
+//! CONFLICT` from it 62,680 (batches of 5,000). Both then got the optimistic path (a plain
+//! insert under a savepoint; the upsert only when a stored key is rewritten), COPY going
+//! straight into the partitioned `samples`: batches of 5,000, UNNEST 117,600 and COPY 111,400
+//! samples/s; batches of 50,000, UNNEST 239,400 and COPY 223,100 (same runs, one each). The
+//! two are within the noise of this machine; UNNEST is the default (one statement with typed
+//! arrays, no text encoding), and `ingest=copy` stays as an option. Against `psql \copy` of the
+//! same rows into the same partitioned table in the same run: 0.40×–0.62× with batches of
+//! 5,000 (the per-batch series upsert, tag-set rows and events weigh on small batches), 0.81×–
+//! 0.98× with batches of 50,000.
 //!
 //! ## History
 //! `metric_history` runs in SQL: buckets are `date_bin(step, time, '1970-01-01')` (TimescaleDB:

@@ -124,25 +124,21 @@ async fn insert_samples(
     }
 }
 
-/// The staging table of [`IngestMethod::Copy`]: one per connection, emptied at each commit.
-const CREATE_STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS aimon_staging \
-    (sid bigint, time timestamptz, tags text, value float8) ON COMMIT DELETE ROWS";
-
-/// [`IngestMethod::Copy`]: the rows in `COPY`'s text format into the staging table, then one
-/// `INSERT … SELECT … ON CONFLICT DO UPDATE` from it.
+/// [`IngestMethod::Copy`]: the rows in `COPY`'s text format straight into `samples` (routed to
+/// the partitions by the server) under a savepoint; a batch that rewrites a stored key fails
+/// the unique check and runs again as the `UNNEST … ON CONFLICT DO UPDATE` upsert.
 async fn copy_samples(
     conn: &mut PgConnection,
-    sids: &[i64],
-    times: &[DateTime<Utc>],
-    tags: &[&str],
-    values: &[f64],
+    sids: Vec<i64>,
+    times: Vec<DateTime<Utc>>,
+    tags: Vec<&str>,
+    values: Vec<f64>,
 ) -> std::result::Result<(), sqlx::Error> {
     use std::fmt::Write as _;
-    sqlx::raw_sql(CREATE_STAGING).execute(&mut *conn).await?;
     let mut text = String::with_capacity(sids.len() * 96);
     for i in 0..sids.len() {
         // Tags are canonical JSON without raw control characters (validated); only `\` needs
-        // escaping in COPY's text format.
+        // escaping in COPY's text format. `{:?}` prints a double's shortest exact form.
         let _ = writeln!(
             text,
             "{}\t{}\t{}\t{:?}",
@@ -152,19 +148,39 @@ async fn copy_samples(
             values[i]
         );
     }
-    let mut copy = conn
-        .copy_in_raw("COPY aimon_staging (sid, time, tags, value) FROM STDIN")
+    sqlx::raw_sql("SAVEPOINT aimon_samples")
+        .execute(&mut *conn)
         .await?;
-    copy.send(text.into_bytes()).await?;
-    copy.finish().await?;
-    sqlx::raw_sql(
-        "INSERT INTO samples (sid, time, tags, value) SELECT sid, time, tags, value \
-         FROM aimon_staging ON CONFLICT (sid, time, tags) DO UPDATE SET value = EXCLUDED.value; \
-         TRUNCATE aimon_staging",
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    let copied = async {
+        let mut copy = conn
+            .copy_in_raw("COPY samples (sid, time, tags, value) FROM STDIN")
+            .await?;
+        copy.send(text.into_bytes()).await?;
+        copy.finish().await
+    }
+    .await;
+    match copied {
+        Ok(_) => {
+            sqlx::raw_sql("RELEASE SAVEPOINT aimon_samples")
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT aimon_samples")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(INSERT_SAMPLES)
+                .bind(sids)
+                .bind(times)
+                .bind(tags)
+                .bind(values)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The SQLSTATE of an insert into a range no partition covers.
@@ -538,7 +554,7 @@ impl PostgresBackend {
                     insert_samples(&mut tx, sid_col, time_col, tags_col, value_col).await
                 }
                 IngestMethod::Copy => {
-                    copy_samples(&mut tx, &sid_col, &time_col, &tags_col, &value_col).await
+                    copy_samples(&mut tx, sid_col, time_col, tags_col, value_col).await
                 }
             };
             if let Err(e) = done {
