@@ -569,14 +569,23 @@ fn timescale_without_the_extension_is_config_invalid() {
         } else {
             format!("timescale://{}", url.split_once("://").unwrap().1)
         };
+        let schema = fixtures::unique_namespace("ts");
         let ts = with(
             &StorageConfig::from_url("ts", url).unwrap(),
             "schema",
-            fixtures::unique_namespace("ts"),
+            schema.as_str(),
         );
         let err = PostgresBackend::connect(&ts).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{err}");
         assert!(err.to_string().contains("timescaledb"), "{err}");
+        // Nothing was created for it.
+        let probe = open(&config).await;
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1")
+            .bind(&schema)
+            .fetch_one(probe.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "no schema {schema} left behind");
         // Through the registry too, when the feature is on.
         if aimon_registry::is_available(aimon_core::StorageBackendType::Timescale) {
             let err = aimon_registry::open(&ts).await.unwrap_err();

@@ -123,6 +123,22 @@ pub(crate) async fn migrate(conn: &mut PgConnection, config: &PostgresConfig) ->
 }
 
 async fn migrate_locked(conn: &mut PgConnection, config: &PostgresConfig) -> Result<bool> {
+    // TimescaleDB first: a `timescale://` store the server cannot hold creates nothing.
+    let extension = timescale::installed_version(conn).await?;
+    if config.timescale() && extension.is_none() {
+        let available = timescale::available(conn).await?;
+        if !available {
+            return Err(Error::config(
+                "timescale:// needs the timescaledb extension, which this server does not have \
+                 (pg_available_extensions); use postgres:// for native partitioning",
+            ));
+        }
+        sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| Error::config("cannot create the timescaledb extension").with_source(e))?;
+    }
+
     let schema = config.quoted_schema();
     // Audited: the schema is a checked identifier, quoted.
     sqlx::raw_sql(AssertSqlSafe(format!(
@@ -165,21 +181,6 @@ async fn migrate_locked(conn: &mut PgConnection, config: &PostgresConfig) -> Res
             .db()?;
         tx.commit().await.db()?;
         tracing::info!(backend = %config.name, schema = %config.schema, version = migration.version, "applied migration");
-    }
-
-    let extension = timescale::installed_version(conn).await?;
-    if config.timescale() && extension.is_none() {
-        let available = timescale::available(conn).await?;
-        if !available {
-            return Err(Error::config(
-                "timescale:// needs the timescaledb extension, which this server does not have \
-                 (pg_available_extensions); use postgres:// for native partitioning",
-            ));
-        }
-        sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS timescaledb")
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| Error::config("cannot create the timescaledb extension").with_source(e))?;
     }
 
     let samples_kind: Option<String> = sqlx::query_scalar(
