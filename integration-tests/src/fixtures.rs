@@ -580,6 +580,216 @@ pub async fn redis_sentinel() -> Option<Fixture> {
     redis_fixture("redis-sentinel", server)
 }
 
+/// The directory of the PostgreSQL server binaries (`initdb`, `postgres`, `pg_ctl`): on `PATH`,
+/// else the newest `/usr/lib/postgresql/*/bin` (Debian keeps them off `PATH`).
+pub fn postgres_bin_dir() -> Option<PathBuf> {
+    if let Some(initdb) = find_binary("initdb") {
+        return initdb.parent().map(Path::to_path_buf);
+    }
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    dirs.sort();
+    dirs.pop().map(|(_, bin)| bin)
+}
+
+/// A throw-away PostgreSQL cluster: `initdb` (trust authentication) into the temporary
+/// directory, then the server in the foreground on the free port. PostgreSQL refuses to run as
+/// root, so as root both run as the `postgres` user (`setpriv`, which execs without forking, so
+/// killing the child kills the server).
+pub const POSTGRES: ServerSpec = ServerSpec {
+    backend: "postgres",
+    binary: "sh",
+    args: postgres_args,
+    readiness: Readiness::Probe(postgres_ready),
+    url: |env| format!("postgres://postgres@127.0.0.1:{}/postgres", env.port),
+    startup_timeout: Duration::from_secs(60),
+    container: Some(ContainerSpec {
+        image: "postgres",
+        tag: "16.4",
+        port: 5432,
+        env: &[("POSTGRES_HOST_AUTH_METHOD", "trust")],
+        url: |host, port| format!("postgres://postgres@{host}:{port}/postgres"),
+    }),
+};
+
+fn postgres_args(env: &ServerEnv) -> Vec<OsString> {
+    let Some(bin) = postgres_bin_dir() else {
+        return vec![
+            "-c".into(),
+            "echo 'no initdb on PATH or in /usr/lib/postgresql/*/bin' >&2; exit 1".into(),
+        ];
+    };
+    let data = env.dir.join("data");
+    let script = format!(
+        "set -e; \
+         if [ \"$(id -u)\" = 0 ]; then chown postgres \"{dir}\"; \
+         run() {{ setpriv --reuid=postgres --regid=postgres --init-groups \"$@\"; }}; \
+         else run() {{ \"$@\"; }}; fi; \
+         run \"{bin}/initdb\" -D \"{data}\" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null; \
+         exec $(if [ \"$(id -u)\" = 0 ]; then echo setpriv --reuid=postgres --regid=postgres --init-groups; fi) \
+         \"{bin}/postgres\" -D \"{data}\" -p {port} -c listen_addresses=127.0.0.1 \
+         -c unix_socket_directories= -c fsync=off -c max_connections=200",
+        dir = env.dir.display(),
+        bin = bin.display(),
+        data = data.display(),
+        port = env.port,
+    );
+    vec!["-c".into(), script.into()]
+}
+
+fn postgres_ready(env: &ServerEnv) -> bool {
+    let Some(isready) = postgres_bin_dir()
+        .map(|b| b.join("pg_isready"))
+        .filter(|p| p.is_file())
+        .or_else(|| find_binary("pg_isready"))
+    else {
+        return port_accepts(env.port);
+    };
+    Command::new(isready)
+        .args(["-q", "-h", "127.0.0.1", "-p", &env.port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A PostgreSQL server with TimescaleDB: `AIMON_TEST_TIMESCALE_URL` (`timescale://…`), else a
+/// local cluster like [`POSTGRES`] with `shared_preload_libraries = timescaledb` where the
+/// extension's library is installed, else the pinned `timescale/timescaledb` image. This
+/// project's CI machine has none of them, so the TimescaleDB suite reports a skip there.
+pub const TIMESCALE: ServerSpec = ServerSpec {
+    backend: "timescale",
+    binary: "sh",
+    args: timescale_args,
+    readiness: Readiness::Probe(postgres_ready),
+    url: |env| format!("timescale://postgres@127.0.0.1:{}/postgres", env.port),
+    startup_timeout: Duration::from_secs(60),
+    container: Some(ContainerSpec {
+        image: "timescale/timescaledb",
+        tag: "2.17.2-pg16",
+        port: 5432,
+        env: &[("POSTGRES_HOST_AUTH_METHOD", "trust")],
+        url: |host, port| format!("timescale://postgres@{host}:{port}/postgres"),
+    }),
+};
+
+fn timescale_args(env: &ServerEnv) -> Vec<OsString> {
+    let library = postgres_bin_dir().map(|bin| bin.join("../lib/timescaledb.so"));
+    match library {
+        Some(lib) if lib.is_file() => {
+            let mut args = postgres_args(env);
+            if let Some(script) = args.last_mut() {
+                let mut text = script.to_string_lossy().into_owned();
+                text.push_str(" -c shared_preload_libraries=timescaledb");
+                *script = text.into();
+            }
+            args
+        }
+        _ => vec![
+            "-c".into(),
+            "echo 'no timescaledb library next to the PostgreSQL binaries' >&2; exit 1".into(),
+        ],
+    }
+}
+
+/// Drops the schemas a fixture created when the fixture goes (at the end of each check).
+#[cfg(feature = "postgres")]
+struct DropSchemas {
+    url: String,
+    schemas: Arc<Mutex<Vec<String>>>,
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for DropSchemas {
+    fn drop(&mut self) {
+        let schemas = std::mem::take(&mut *self.schemas.lock().unwrap_or_else(|e| e.into_inner()));
+        if schemas.is_empty() {
+            return;
+        }
+        let url = self.url.clone();
+        // A thread of its own: this may run inside a runtime, which cannot block on another.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                    .await
+                    .ok()?;
+                for schema in schemas {
+                    // Fixture namespaces are [a-z0-9_] (see `unique_namespace`), quoted.
+                    let statement = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                        .execute(&mut conn)
+                        .await;
+                }
+                Some(())
+            })
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// A PostgreSQL server's URL as the driver takes it (`timescale://` is the same server).
+#[cfg(feature = "postgres")]
+pub fn postgres_driver_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((_, rest)) => format!("postgres://{rest}"),
+        None => url.to_owned(),
+    }
+}
+
+/// PostgreSQL: `AIMON_TEST_POSTGRES_URL`, else a local `initdb` + `postgres` on a free port,
+/// else a container (feature `containers`). One schema per `open`, dropped when the check ends.
+#[cfg(feature = "postgres")]
+pub async fn postgres() -> Option<Fixture> {
+    let server = match resolve_server(&POSTGRES).await {
+        Ok(server) => server,
+        Err(reason) => return skip("postgres", &reason),
+    };
+    Some(postgres_fixture("postgres", server.url.clone()).with_guard(server))
+}
+
+/// TimescaleDB (`timescale://`): `AIMON_TEST_TIMESCALE_URL`, else a local server with the
+/// extension, else a container; one schema per `open`, dropped when the check ends.
+#[cfg(feature = "timescale")]
+pub async fn timescale() -> Option<Fixture> {
+    let server = match resolve_server(&TIMESCALE).await {
+        Ok(server) => server,
+        Err(reason) => return skip("timescale", &reason),
+    };
+    Some(postgres_fixture("timescale", server.url.clone()).with_guard(server))
+}
+
+/// A fixture on the PostgreSQL server at `url`, one schema per `open`, dropped with the fixture.
+#[cfg(feature = "postgres")]
+pub fn postgres_fixture(backend: &str, url: String) -> Fixture {
+    let schemas = Arc::new(Mutex::new(Vec::new()));
+    let guard = DropSchemas {
+        url: postgres_driver_url(&url),
+        schemas: schemas.clone(),
+    };
+    Fixture::new(backend, move |namespace| {
+        schemas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(namespace.to_owned());
+        StorageConfig::from_url(namespace, url.clone())
+            .expect("a postgres URL")
+            .option("schema", namespace)
+    })
+    .with_guard(guard)
+}
+
 /// A name no other namespace of this machine has: lower-case ASCII letters, digits and `_`,
 /// starting with a letter and at most 40 bytes, so it is valid as a key prefix, a PostgreSQL
 /// schema, an InfluxDB database or bucket and a Qdrant collection. `backend` (sanitized) is part

@@ -307,8 +307,14 @@ pub struct BenchArgs {
     /// on a key of the store's namespace that is deleted afterwards, and report aimon's rate as
     /// a ratio of it. redis:// stores only; a password goes to redis-benchmark only through
     /// REDISCLI_AUTH, never on its command line.
-    #[arg(long, conflicts_with = "compare_sqlite3")]
+    #[arg(long, conflicts_with_all = ["compare_sqlite3", "compare_psql"])]
     pub compare_redis_benchmark: bool,
+
+    /// Also load the same samples with `psql -c "\copy … FROM file"` (CSV) into a fresh schema
+    /// of the same server with aimon's schema (the same partitioned table and indexes), and
+    /// report aimon's rate as a ratio of it. PostgreSQL stores given with --storage only.
+    #[arg(long)]
+    pub compare_psql: bool,
 }
 
 fn parse_enum<T: std::str::FromStr<Err = aimon::Error>>(s: &str) -> Result<T, String> {

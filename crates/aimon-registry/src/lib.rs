@@ -41,7 +41,11 @@ pub struct BackendDescriptor {
 fn implemented(backend_type: StorageBackendType) -> bool {
     matches!(
         backend_type,
-        StorageBackendType::Memory | StorageBackendType::Sqlite | StorageBackendType::Redis
+        StorageBackendType::Memory
+            | StorageBackendType::Sqlite
+            | StorageBackendType::Redis
+            | StorageBackendType::Postgres
+            | StorageBackendType::Timescale
     )
 }
 
@@ -69,6 +73,8 @@ pub fn is_available(backend_type: StorageBackendType) -> bool {
     backend_type == StorageBackendType::Memory
         || (backend_type == StorageBackendType::Sqlite && cfg!(feature = "sqlite"))
         || (backend_type == StorageBackendType::Redis && cfg!(feature = "redis"))
+        || (backend_type == StorageBackendType::Postgres && cfg!(feature = "postgres"))
+        || (backend_type == StorageBackendType::Timescale && cfg!(feature = "timescale"))
 }
 
 fn unavailable(backend_type: StorageBackendType) -> Error {
@@ -108,6 +114,14 @@ pub async fn open(config: &StorageConfig) -> Result<Arc<dyn StorageBackend>> {
         StorageBackendType::Redis => {
             Ok(Arc::new(aimon_redis::RedisBackend::connect(config).await?))
         }
+        #[cfg(feature = "postgres")]
+        StorageBackendType::Postgres => Ok(Arc::new(
+            aimon_postgres::PostgresBackend::connect(config).await?,
+        )),
+        #[cfg(feature = "timescale")]
+        StorageBackendType::Timescale => Ok(Arc::new(
+            aimon_postgres::PostgresBackend::connect(config).await?,
+        )),
         other => Err(unavailable(other)),
     };
     opened.map_err(|e| {

@@ -10,8 +10,10 @@
 //! | always | in-memory reference | `memory://` |
 //! | `sqlite` (default) | SQLite, embedded | `sqlite://path`, `sqlite::memory:` |
 //! | `redis` | Redis standalone, Sentinel, Cluster | `redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://` |
+//! | `postgres` | PostgreSQL, native time partitions | `postgres://`, `postgresql://` |
+//! | `timescale` | PostgreSQL with TimescaleDB (hypertable mode; not verified in CI) | `timescale://` |
 //!
-//! The PostgreSQL/TimescaleDB, InfluxDB and Qdrant drivers are planned; until they ship,
+//! The InfluxDB and Qdrant drivers are planned; until they ship,
 //! asking for them is a clear [`ErrorKind::ConfigInvalid`] error, never a stub.
 //!
 //! ```
@@ -41,3 +43,6 @@ pub use aimon_sqlite as sqlite;
 
 #[cfg(feature = "redis")]
 pub use aimon_redis as redis;
+
+#[cfg(feature = "postgres")]
+pub use aimon_postgres as postgres;

@@ -1,0 +1,983 @@
+//! Series and samples: bulk writes, reads, queries and the SQL `metric_history`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use aimon_core::query::{
+    Aggregation, HistoryBucket, HistoryQuery, HistorySeries, MetricQuery, tie_breaker,
+};
+use aimon_core::{
+    DataKind, Metric, MetricType, MetricValue, Result, RetentionPolicy, StorageEvent, Tags,
+    WriteReport, model::tags_json, time, validate,
+};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::backend::{DbResult, PostgresBackend};
+use crate::config::IngestMethod;
+use crate::error::{corrupted, from_sqlx, parse_json, sqlstate};
+use crate::sql::{Sql, push_filters, push_order_and_page};
+use crate::timescale;
+
+/// Samples per `INSERT … SELECT FROM UNNEST(…)` statement: a batch up to this size is one round
+/// trip; larger ones are split so no single statement's arrays grow without bound.
+pub(crate) const INSERT_CHUNK: usize = 100_000;
+
+/// The columns of `series`, in the order [`metric_from_row`] reads them.
+pub(crate) const SERIES_COLUMNS: &str = "s.sid, s.id, s.name, s.\"type\", s.description, s.unit, \
+     s.metadata, s.created_at, s.updated_at";
+
+/// Upserts a batch of series (one row per id, sorted by id so that concurrent writers lock
+/// rows in the same order): everything but `created_at` is overwritten.
+const UPSERT_SERIES: &str = "INSERT INTO series \
+    (id, name, \"type\", description, unit, metadata, created_at, updated_at) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+    $6::text[], $7::timestamptz[], $8::timestamptz[]) \
+    ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, \"type\" = EXCLUDED.\"type\", \
+    description = EXCLUDED.description, unit = EXCLUDED.unit, metadata = EXCLUDED.metadata, \
+    updated_at = EXCLUDED.updated_at \
+    RETURNING id, sid";
+
+/// Updates the metadata of series that exist, for metrics that carry nothing live (an expired
+/// series must not be created by them, DESIGN.md rule 6).
+const UPDATE_SERIES: &str = "UPDATE series AS s SET name = u.name, \"type\" = u.t, \
+    description = u.d, unit = u.un, metadata = u.m, updated_at = u.ua \
+    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+    $7::timestamptz[]) AS u(id, name, t, d, un, m, ua) WHERE s.id = u.id RETURNING s.id";
+
+/// The bulk sample insert: the batch's columns as four arrays, one statement; a rewritten key
+/// overwrites the value (DESIGN.md rule 1).
+pub(crate) const INSERT_SAMPLES: &str = "INSERT INTO samples (sid, time, tags, value) \
+    SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::float8[]) \
+    ON CONFLICT (sid, time, tags) DO UPDATE SET value = EXCLUDED.value";
+
+/// Records the batch's distinct (series, tag set) pairs, keeping the greatest time bound.
+const UPSERT_TAGSETS: &str = "INSERT INTO series_tagsets (sid, tags, tags_jsonb, last_bound) \
+    SELECT u.sid, u.tags, u.tags::jsonb, u.b \
+    FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) AS u(sid, tags, b) \
+    ON CONFLICT (sid, tags) DO UPDATE SET last_bound = EXCLUDED.last_bound \
+    WHERE series_tagsets.last_bound < EXCLUDED.last_bound";
+
+/// The granularity of `series_tagsets.last_bound`: one hour.
+const BOUND_STEP: i64 = 3_600_000_000;
+
+/// The `series_tagsets.last_bound` written for a sample at `ts`: `ts` rounded up past the next
+/// whole hour. Any upper bound keeps retention's pruning exact; a coarse one means a series
+/// writing in order rewrites its row once an hour, not in every batch.
+pub(crate) fn last_bound(ts: i64) -> i64 {
+    ts.div_euclid(BOUND_STEP)
+        .saturating_add(1)
+        .saturating_mul(BOUND_STEP)
+        .min(time::MAX_TIMESTAMP_MICROS)
+}
+
+/// The optimistic half of [`insert_samples`]: a plain insert, for batches of new keys.
+const INSERT_NEW_SAMPLES: &str = "INSERT INTO samples (sid, time, tags, value) \
+    SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::float8[])";
+
+/// The SQLSTATE of a unique violation.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// [`IngestMethod::Unnest`]: the batch as four arrays in one statement. Most batches carry only
+/// new keys, and a plain `INSERT` is a third cheaper than `ON CONFLICT DO UPDATE`'s speculative
+/// insertion; so the plain insert runs first under a savepoint, and only a batch that rewrites
+/// a stored key (a retry, an overwrite) runs again as the upsert.
+async fn insert_samples(
+    conn: &mut PgConnection,
+    sids: Vec<i64>,
+    times: Vec<DateTime<Utc>>,
+    tags: Vec<&str>,
+    values: Vec<f64>,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::raw_sql("SAVEPOINT aimon_samples")
+        .execute(&mut *conn)
+        .await?;
+    let plain = sqlx::query(INSERT_NEW_SAMPLES)
+        .bind(&sids)
+        .bind(&times)
+        .bind(&tags)
+        .bind(&values)
+        .execute(&mut *conn)
+        .await;
+    match plain {
+        Ok(_) => {
+            sqlx::raw_sql("RELEASE SAVEPOINT aimon_samples")
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT aimon_samples")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(INSERT_SAMPLES)
+                .bind(sids)
+                .bind(times)
+                .bind(tags)
+                .bind(values)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// [`IngestMethod::Copy`]: the rows in `COPY`'s text format straight into `samples` (routed to
+/// the partitions by the server) under a savepoint; a batch that rewrites a stored key fails
+/// the unique check and runs again as the `UNNEST … ON CONFLICT DO UPDATE` upsert.
+async fn copy_samples(
+    conn: &mut PgConnection,
+    sids: Vec<i64>,
+    times: Vec<DateTime<Utc>>,
+    tags: Vec<&str>,
+    values: Vec<f64>,
+) -> std::result::Result<(), sqlx::Error> {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(sids.len() * 96);
+    for i in 0..sids.len() {
+        // Tags are canonical JSON without raw control characters (validated); only `\` needs
+        // escaping in COPY's text format. `{:?}` prints a double's shortest exact form.
+        let _ = writeln!(
+            text,
+            "{}\t{}\t{}\t{:?}",
+            sids[i],
+            times[i].format("%Y-%m-%d %H:%M:%S%.6f+00"),
+            tags[i].replace('\\', "\\\\"),
+            values[i]
+        );
+    }
+    sqlx::raw_sql("SAVEPOINT aimon_samples")
+        .execute(&mut *conn)
+        .await?;
+    let copied = async {
+        let mut copy = conn
+            .copy_in_raw("COPY samples (sid, time, tags, value) FROM STDIN")
+            .await?;
+        copy.send(text.into_bytes()).await?;
+        copy.finish().await
+    }
+    .await;
+    match copied {
+        Ok(_) => {
+            sqlx::raw_sql("RELEASE SAVEPOINT aimon_samples")
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT aimon_samples")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(INSERT_SAMPLES)
+                .bind(sids)
+                .bind(times)
+                .bind(tags)
+                .bind(values)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The SQLSTATE of an insert into a range no partition covers.
+const NO_PARTITION: &str = "23514";
+
+/// One series of a write, after merging the batch's metrics with the same id.
+struct SeriesRow<'a> {
+    metric: &'a Metric,
+    created_at: DateTime<Utc>,
+    /// Whether some metric of the batch with this id carries a live sample or live metadata.
+    live: bool,
+}
+
+/// One sample row waiting to be inserted.
+struct SampleRow {
+    /// Index into the batch's sorted series.
+    series: usize,
+    ts: i64,
+    tags: Arc<str>,
+    value: f64,
+}
+
+/// A validated write, ready to run (and to run again after a partition refresh).
+struct PreparedWrite<'a> {
+    series: Vec<SeriesRow<'a>>,
+    samples: Vec<SampleRow>,
+    /// One event per stored metric of the batch, in order: (series index, live samples).
+    events: Vec<(usize, u64)>,
+    report: WriteReport,
+}
+
+fn prepare(metrics: &[Metric], cutoff: Option<i64>) -> PreparedWrite<'_> {
+    let mut by_id: BTreeMap<&str, SeriesRow<'_>> = BTreeMap::new();
+    let mut report = WriteReport::default();
+    for metric in metrics {
+        let live = metric
+            .values
+            .iter()
+            .filter(|v| RetentionPolicy::is_live(cutoff, v.timestamp))
+            .count();
+        report.expired += (metric.values.len() - live) as u64;
+        report.written += live as u64;
+        let is_live = live > 0 || RetentionPolicy::is_live(cutoff, metric.updated_at);
+        match by_id.get_mut(metric.id.as_str()) {
+            Some(row) => {
+                if is_live && !row.live {
+                    row.created_at = metric.created_at;
+                }
+                row.live |= is_live;
+                row.metric = metric;
+            }
+            None => {
+                by_id.insert(
+                    &metric.id,
+                    SeriesRow {
+                        metric,
+                        created_at: metric.created_at,
+                        live: is_live,
+                    },
+                );
+            }
+        }
+    }
+    let index: HashMap<&str, usize> = by_id.keys().enumerate().map(|(i, k)| (*k, i)).collect();
+    let series: Vec<SeriesRow<'_>> = by_id.into_values().collect();
+    let mut samples = Vec::with_capacity(report.written as usize);
+    let mut events = Vec::with_capacity(metrics.len());
+    for metric in metrics {
+        let i = index[metric.id.as_str()];
+        let mut live = 0u64;
+        // Consecutive samples usually share their tags: build each run's JSON once.
+        let mut run: Option<(&Tags, Arc<str>)> = None;
+        for sample in &metric.values {
+            if !RetentionPolicy::is_live(cutoff, sample.timestamp) {
+                continue;
+            }
+            live += 1;
+            let tags = match &run {
+                Some((map, json)) if **map == sample.tags => Arc::clone(json),
+                _ => {
+                    let json: Arc<str> = tags_json(&sample.tags).into();
+                    run = Some((&sample.tags, Arc::clone(&json)));
+                    json
+                }
+            };
+            samples.push(SampleRow {
+                series: i,
+                ts: time::to_micros(sample.timestamp),
+                tags,
+                value: sample.value,
+            });
+        }
+        events.push((i, live));
+    }
+    // Sorted by key (stable: later writes of a key stay after earlier ones), then only the
+    // last write of each key kept: one statement cannot update a row twice, and sorted keys
+    // make concurrent writers lock rows in the same order.
+    if !samples.is_sorted_by(|a, b| (a.series, a.ts, &*a.tags) <= (b.series, b.ts, &*b.tags)) {
+        samples.sort_by(|a, b| (a.series, a.ts, &*a.tags).cmp(&(b.series, b.ts, &*b.tags)));
+    }
+    let mut deduped: Vec<SampleRow> = Vec::with_capacity(samples.len());
+    for row in samples {
+        match deduped.last_mut() {
+            Some(last)
+                if last.series == row.series && last.ts == row.ts && last.tags == row.tags =>
+            {
+                *last = row;
+            }
+            _ => deduped.push(row),
+        }
+    }
+    PreparedWrite {
+        series,
+        samples: deduped,
+        events,
+        report,
+    }
+}
+
+/// One aggregated bucket as the SQL returns it.
+struct HistoryRow {
+    group: Option<String>,
+    bucket: DateTime<Utc>,
+    value: f64,
+    count: u64,
+    /// `sum(abs(value))` for sums and averages: the error bound of the float sum.
+    abs_sum: f64,
+}
+
+/// Why a write attempt failed: a missing partition is retried once after a refresh.
+enum WriteFailure {
+    NoPartition,
+    Other(aimon_core::Error),
+}
+
+impl From<aimon_core::Error> for WriteFailure {
+    fn from(e: aimon_core::Error) -> Self {
+        WriteFailure::Other(e)
+    }
+}
+
+fn metric_type(text: &str) -> Result<MetricType> {
+    text.parse::<MetricType>()
+        .map_err(|_| corrupted("metric type"))
+}
+
+/// A series row (without samples) and its `sid`.
+pub(crate) fn metric_from_row(row: &PgRow) -> Result<(i64, Metric)> {
+    let metadata: String = row.try_get(6).db()?;
+    let kind: String = row.try_get(3).db()?;
+    Ok((
+        row.try_get(0).db()?,
+        Metric {
+            id: row.try_get(1).db()?,
+            name: row.try_get(2).db()?,
+            metric_type: metric_type(&kind)?,
+            description: row.try_get(4).db()?,
+            unit: row.try_get(5).db()?,
+            values: Vec::new(),
+            metadata: parse_json(&metadata, "series metadata")?,
+            created_at: row.try_get(7).db()?,
+            updated_at: row.try_get(8).db()?,
+        },
+    ))
+}
+
+/// A sample from the columns `first` (time), `first + 1` (tags), `first + 2` (value).
+fn sample_from_row(row: &PgRow, first: usize) -> Result<MetricValue> {
+    let tags: String = row.try_get(first + 1).db()?;
+    Ok(MetricValue {
+        timestamp: row.try_get(first).db()?,
+        value: row.try_get(first + 2).db()?,
+        tags: parse_json(&tags, "sample tags")?,
+    })
+}
+
+/// The SQL condition "series `s` is live": it has a live sample or was updated within the TTL.
+pub(crate) fn push_series_live(sql: &mut Sql, cutoff: Option<i64>) {
+    if let Some(cutoff) = cutoff {
+        let cutoff = time::from_micros(cutoff);
+        sql.push(" AND (s.updated_at >= ")
+            .bind(cutoff)
+            .push(" OR EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid AND x.time >= ")
+            .bind(cutoff)
+            .push("))");
+    }
+}
+
+/// Appends ` AND` a condition: the sample `x`'s tag set holds every wanted pair, found through
+/// the GIN-indexed `series_tagsets` rather than by decoding each sample's JSON.
+fn push_tags_match(sql: &mut Sql, wanted: &Tags) {
+    if !wanted.is_empty() {
+        sql.push(" AND (x.sid, x.tags) IN (SELECT t.sid, t.tags FROM series_tagsets t WHERE t.tags_jsonb @> ")
+            .bind(tags_json(wanted))
+            .push("::jsonb)");
+    }
+}
+
+/// Appends ` AND` a condition: series `s` has a tag set holding every wanted pair.
+fn push_series_tags_match(sql: &mut Sql, wanted: &Tags) {
+    if !wanted.is_empty() {
+        sql.push(" AND s.sid IN (SELECT t.sid FROM series_tagsets t WHERE t.tags_jsonb @> ")
+            .bind(tags_json(wanted))
+            .push("::jsonb)");
+    }
+}
+
+impl PostgresBackend {
+    pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
+        validate::metrics(metrics)?;
+        let cutoff = self.config.retention.metric_cutoff(time::now());
+        let prepared = prepare(metrics, cutoff);
+        let times: BTreeSet<i64> = {
+            let interval = self.config.partition_micros();
+            let mut starts = BTreeSet::new();
+            let mut last = None;
+            for row in &prepared.samples {
+                let start = row.ts - row.ts.rem_euclid(interval);
+                if last != Some(start) {
+                    starts.insert(row.ts);
+                    last = Some(start);
+                }
+            }
+            starts
+        };
+        self.ensure_partitions(&times).await?;
+        match self.write_prepared(&prepared).await {
+            Ok(()) => {}
+            Err(WriteFailure::NoPartition) => {
+                // Another process dropped a partition this process still knew of.
+                self.reload_partitions().await?;
+                self.ensure_partitions(&times).await?;
+                match self.write_prepared(&prepared).await {
+                    Ok(()) => {}
+                    Err(WriteFailure::NoPartition) => {
+                        return Err(aimon_core::Error::new(
+                            aimon_core::ErrorKind::Backend,
+                            "no partition covers some samples, even after creating them",
+                        ));
+                    }
+                    Err(WriteFailure::Other(e)) => return Err(e),
+                }
+            }
+            Err(WriteFailure::Other(e)) => return Err(e),
+        }
+        Ok(prepared.report)
+    }
+
+    /// One transaction: series upserts, the samples, the tag sets and the events.
+    async fn write_prepared(
+        &self,
+        prepared: &PreparedWrite<'_>,
+    ) -> std::result::Result<(), WriteFailure> {
+        let mut tx = self.pool.begin().await.db()?;
+        let mut sids: Vec<Option<i64>> = vec![None; prepared.series.len()];
+        let position: HashMap<&str, usize> = prepared
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.metric.id.as_str(), i))
+            .collect();
+        let (live, dead): (Vec<&SeriesRow<'_>>, Vec<&SeriesRow<'_>>) =
+            prepared.series.iter().partition(|s| s.live);
+        if !live.is_empty() {
+            let rows = sqlx::query(UPSERT_SERIES)
+                .bind(
+                    live.iter()
+                        .map(|s| s.metric.id.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    live.iter()
+                        .map(|s| s.metric.name.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    live.iter()
+                        .map(|s| s.metric.metric_type.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    live.iter()
+                        .map(|s| s.metric.description.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    live.iter()
+                        .map(|s| s.metric.unit.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    live.iter()
+                        .map(|s| serde_json::to_string(&s.metric.metadata))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(aimon_core::Error::from)?,
+                )
+                .bind(live.iter().map(|s| s.created_at).collect::<Vec<_>>())
+                .bind(live.iter().map(|s| s.metric.updated_at).collect::<Vec<_>>())
+                .fetch_all(&mut *tx)
+                .await
+                .db()?;
+            for row in rows {
+                let id: String = row.try_get(0).db()?;
+                let sid: i64 = row.try_get(1).db()?;
+                if let Some(&i) = position.get(id.as_str()) {
+                    sids[i] = Some(sid);
+                }
+            }
+        }
+        let mut stored_dead: BTreeSet<usize> = BTreeSet::new();
+        if !dead.is_empty() {
+            let rows = sqlx::query(UPDATE_SERIES)
+                .bind(
+                    dead.iter()
+                        .map(|s| s.metric.id.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    dead.iter()
+                        .map(|s| s.metric.name.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    dead.iter()
+                        .map(|s| s.metric.metric_type.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    dead.iter()
+                        .map(|s| s.metric.description.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    dead.iter()
+                        .map(|s| s.metric.unit.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    dead.iter()
+                        .map(|s| serde_json::to_string(&s.metric.metadata))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(aimon_core::Error::from)?,
+                )
+                .bind(dead.iter().map(|s| s.metric.updated_at).collect::<Vec<_>>())
+                .fetch_all(&mut *tx)
+                .await
+                .db()?;
+            for row in rows {
+                let id: String = row.try_get(0).db()?;
+                if let Some(&i) = position.get(id.as_str()) {
+                    stored_dead.insert(i);
+                }
+            }
+        }
+        for chunk in prepared.samples.chunks(INSERT_CHUNK) {
+            let mut sid_col = Vec::with_capacity(chunk.len());
+            let mut time_col = Vec::with_capacity(chunk.len());
+            let mut tags_col: Vec<&str> = Vec::with_capacity(chunk.len());
+            let mut value_col = Vec::with_capacity(chunk.len());
+            for row in chunk {
+                let Some(sid) = sids[row.series] else {
+                    continue;
+                };
+                sid_col.push(sid);
+                time_col.push(time::from_micros(row.ts));
+                tags_col.push(&row.tags);
+                value_col.push(row.value);
+            }
+            let done = match self.config.ingest {
+                IngestMethod::Unnest => {
+                    insert_samples(&mut tx, sid_col, time_col, tags_col, value_col).await
+                }
+                IngestMethod::Copy => {
+                    copy_samples(&mut tx, sid_col, time_col, tags_col, value_col).await
+                }
+            };
+            if let Err(e) = done {
+                return Err(if sqlstate(&e).as_deref() == Some(NO_PARTITION) {
+                    WriteFailure::NoPartition
+                } else {
+                    WriteFailure::Other(from_sqlx(e))
+                });
+            }
+        }
+        let mut tagsets: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+        for row in &prepared.samples {
+            if let Some(sid) = sids[row.series] {
+                let bound = last_bound(row.ts);
+                let entry = tagsets.entry((sid, &row.tags)).or_insert(bound);
+                *entry = (*entry).max(bound);
+            }
+        }
+        if !tagsets.is_empty() {
+            sqlx::query(UPSERT_TAGSETS)
+                .bind(tagsets.keys().map(|(sid, _)| *sid).collect::<Vec<_>>())
+                .bind(tagsets.keys().map(|(_, tags)| *tags).collect::<Vec<_>>())
+                .bind(
+                    tagsets
+                        .values()
+                        .map(|b| time::from_micros(*b))
+                        .collect::<Vec<_>>(),
+                )
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        }
+        let events: Vec<String> = prepared
+            .events
+            .iter()
+            .filter(|(i, _)| sids[*i].is_some() || stored_dead.contains(i))
+            .map(|(i, samples)| {
+                serde_json::to_string(&StorageEvent::MetricWritten {
+                    backend: self.config.name.clone(),
+                    metric_id: prepared.series[*i].metric.id.clone(),
+                    samples: *samples,
+                })
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map_err(aimon_core::Error::from)?;
+        self.notify(&mut tx, events).await?;
+        tx.commit().await.db()?;
+        Ok(())
+    }
+
+    pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
+        validate::name("id", id)?;
+        let cutoff = self.config.retention.metric_cutoff(time::now());
+        let mut tx = self.read_tx().await?;
+        let mut sql = Sql::new("SELECT ");
+        sql.push(SERIES_COLUMNS)
+            .push(" FROM series s WHERE s.id = ")
+            .bind(id);
+        push_series_live(&mut sql, cutoff);
+        let Some(row) = sql.query().fetch_optional(&mut *tx).await.db()? else {
+            tx.commit().await.db()?;
+            return Ok(None);
+        };
+        let (sid, mut metric) = metric_from_row(&row)?;
+        let rows = sqlx::query(
+            "SELECT time, tags, value FROM samples WHERE sid = $1 AND time >= $2 \
+             ORDER BY time, tags",
+        )
+        .bind(sid)
+        .bind(time::from_micros(
+            cutoff.unwrap_or(time::MIN_TIMESTAMP_MICROS),
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        tx.commit().await.db()?;
+        metric.values = rows
+            .iter()
+            .map(|row| sample_from_row(row, 0))
+            .collect::<Result<_>>()?;
+        Ok(Some(metric))
+    }
+
+    /// A read-only, repeatable-read transaction: the statements of one read see one snapshot.
+    pub(crate) async fn read_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .db()
+    }
+
+    pub(crate) async fn select_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
+        let options = query.resolve()?;
+        let range = query.range_micros();
+        let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
+        let cutoff = self.config.retention.metric_cutoff(time::now());
+        let low = time::from_micros(range.start.max(cutoff.unwrap_or(i64::MIN)));
+        let high = time::from_micros(range.end);
+
+        let sample_condition = |sql: &mut Sql| {
+            sql.push(" AND x.time >= ")
+                .bind(low)
+                .push(" AND x.time < ")
+                .bind(high);
+            push_tags_match(sql, &query.tags);
+        };
+
+        let mut sql = Sql::new("SELECT ");
+        sql.push(SERIES_COLUMNS).push(" FROM series s WHERE TRUE");
+        if let Some(name) = &query.name {
+            sql.push(" AND s.name = ").bind(name.as_str());
+        }
+        if let Some(t) = query.metric_type {
+            sql.push(" AND s.\"type\" = ").bind(t.as_str());
+        }
+        push_series_live(&mut sql, cutoff);
+        push_filters(&mut sql, &options, "s.labels");
+        if sample_filter {
+            push_series_tags_match(&mut sql, &query.tags);
+            sql.push(" AND EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid");
+            sample_condition(&mut sql);
+            sql.push(")");
+        }
+        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::Metrics));
+
+        let mut tx = self.read_tx().await?;
+        let rows = sql.query().fetch_all(&mut *tx).await.db()?;
+        let mut found = Vec::with_capacity(rows.len());
+        let mut index: HashMap<i64, usize> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let (sid, metric) = metric_from_row(row)?;
+            index.insert(sid, found.len());
+            found.push(metric);
+        }
+        if found.is_empty() {
+            tx.commit().await.db()?;
+            return Ok(found);
+        }
+        let sids: Vec<i64> = index.keys().copied().collect();
+        let mut sql =
+            Sql::new("SELECT x.sid, x.time, x.tags, x.value FROM samples x WHERE x.sid = ANY(");
+        sql.bind(crate::sql::Arg::Ints(sids)).push(")");
+        sample_condition(&mut sql);
+        sql.push(" ORDER BY x.sid, x.time, x.tags");
+        let rows = sql.query().fetch_all(&mut *tx).await.db()?;
+        tx.commit().await.db()?;
+        for row in &rows {
+            let sid: i64 = row.try_get(0).db()?;
+            if let Some(&i) = index.get(&sid) {
+                found[i].values.push(sample_from_row(row, 1)?);
+            }
+        }
+        Ok(found)
+    }
+
+    pub(crate) async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
+        query.validate()?;
+        let range = query.range_micros();
+        let cutoff = self.config.retention.metric_cutoff(time::now());
+        let low = time::from_micros(range.start.max(cutoff.unwrap_or(i64::MIN)));
+        let high = time::from_micros(range.end);
+
+        let mut inner = Sql::new("SELECT ");
+        let join_tagsets = query.group_by.is_some() || !query.tags.is_empty();
+        match &query.group_by {
+            Some(tag) => {
+                inner
+                    .push("(t.tags_jsonb ->> ")
+                    .bind(tag.as_str())
+                    .push(") COLLATE \"C\"");
+            }
+            None => {
+                inner.push("NULL::text");
+            }
+        }
+        inner.push(" AS grp, ");
+        let mut step = Sql::default();
+        step.bind(query.step_micros());
+        if self.timescale {
+            let placeholder = format!("${}", inner.args.len() + 1);
+            inner.args.extend(step.args);
+            inner.push(&timescale::bucket_expression(&placeholder));
+        } else {
+            inner.push("date_bin(");
+            inner.append(step);
+            inner.push(
+                "::bigint * INTERVAL '1 microsecond', x.time, TIMESTAMPTZ '1970-01-01 00:00:00+00')",
+            );
+        }
+        inner.push(
+            " AS bucket, x.time AS time, s.id AS sid, x.tags AS tags, x.value AS value \
+             FROM samples x JOIN series s ON s.sid = x.sid",
+        );
+        if join_tagsets {
+            // The sample's decoded tags, from its (series, tag set) row.
+            inner.push(" JOIN series_tagsets t ON t.sid = x.sid AND t.tags = x.tags");
+        }
+        inner
+            .push(" WHERE s.name = ")
+            .bind(query.name.as_str())
+            .push(" AND x.time >= ")
+            .bind(low)
+            .push(" AND x.time < ")
+            .bind(high);
+        if !query.tags.is_empty() {
+            inner
+                .push(" AND t.tags_jsonb @> ")
+                .bind(tags_json(&query.tags))
+                .push("::jsonb");
+        }
+
+        // Without `group_by`, the inner `grp` is NULL throughout: grouping by the bucket alone
+        // gives the same groups with a cheaper plan.
+        let keys = if query.group_by.is_some() {
+            "grp, bucket"
+        } else {
+            "bucket"
+        };
+        let order = if query.group_by.is_some() {
+            "grp NULLS FIRST, bucket"
+        } else {
+            "bucket"
+        };
+        let exact = inner.clone();
+        let rows = self
+            .history_rows(query.aggregation, keys, order, inner, false)
+            .await?;
+        // Sum and average: PostgreSQL adds float8 naively. Where the sum's error bound,
+        // (n - 1) · 2⁻⁵³ · Σ|v|, could reach 1e-10 of it (cancelling values), the whole query
+        // runs again with an exact decimal sum, so small terms between cancelling values
+        // survive as the shared semantics want.
+        let needs_exact = matches!(query.aggregation, Aggregation::Sum | Aggregation::Avg)
+            && rows.iter().any(|r| {
+                let bound = (r.count.saturating_sub(1)) as f64 * f64::EPSILON / 2.0 * r.abs_sum;
+                bound > 1e-10 * r.value.abs()
+            });
+        let rows = if needs_exact {
+            self.history_rows(query.aggregation, keys, order, exact, true)
+                .await?
+        } else {
+            rows
+        };
+        let mut out: Vec<HistorySeries> = Vec::new();
+        for row in rows {
+            let value = match query.aggregation {
+                Aggregation::Count => row.count as f64,
+                Aggregation::Avg => row.value / row.count as f64,
+                _ => row.value,
+            };
+            let bucket = HistoryBucket {
+                start: row.bucket,
+                value,
+                count: row.count,
+            };
+            match out.last_mut() {
+                Some(series) if series.group == row.group => series.buckets.push(bucket),
+                _ => out.push(HistorySeries {
+                    group: row.group,
+                    buckets: vec![bucket],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs the aggregate of `inner` (the matching samples with their group and bucket).
+    async fn history_rows(
+        &self,
+        aggregation: Aggregation,
+        keys: &str,
+        order: &str,
+        inner: Sql,
+        exact_sum: bool,
+    ) -> Result<Vec<HistoryRow>> {
+        let window = |order_by: &str| {
+            format!(
+                "SELECT grp, bucket, value, cnt, NULL::float8 FROM (SELECT grp, bucket, value, \
+                 row_number() OVER (PARTITION BY {keys} ORDER BY {order_by}) AS rn, \
+                 count(*) OVER (PARTITION BY {keys}) AS cnt FROM ("
+            )
+        };
+        let (head, tail) = match aggregation {
+            Aggregation::First => (
+                window("time ASC, sid ASC, tags ASC"),
+                format!(") q) w WHERE rn = 1 ORDER BY {order}"),
+            ),
+            Aggregation::Last => (
+                window("time DESC, sid DESC, tags DESC"),
+                format!(") q) w WHERE rn = 1 ORDER BY {order}"),
+            ),
+            other => {
+                let aggregate = match other {
+                    Aggregation::Min => "min(value), count(*), NULL::float8",
+                    Aggregation::Max => "max(value), count(*), NULL::float8",
+                    Aggregation::Count => "count(*)::float8, count(*), NULL::float8",
+                    // An exact decimal sum of the values (each float8 read through its
+                    // shortest exact text form), rounded once.
+                    _ if exact_sum => "sum(value::text::numeric)::float8, count(*), NULL::float8",
+                    _ => "sum(value), count(*), sum(abs(value))",
+                };
+                (
+                    format!(
+                        "SELECT {}, bucket, {aggregate} FROM (",
+                        if keys == "bucket" {
+                            "NULL::text"
+                        } else {
+                            "grp"
+                        }
+                    ),
+                    format!(") q GROUP BY {keys} ORDER BY {order}"),
+                )
+            }
+        };
+        let mut sql = Sql::new(&head);
+        sql.append(inner);
+        sql.push(&tail);
+
+        sql.query()
+            .fetch_all(&self.pool)
+            .await
+            .db()?
+            .iter()
+            .map(|row| {
+                let count: i64 = row.try_get(3).db()?;
+                Ok(HistoryRow {
+                    group: row.try_get(0).db()?,
+                    bucket: row.try_get(1).db()?,
+                    value: row.try_get(2).db()?,
+                    count: u64::try_from(count).unwrap_or(0),
+                    abs_sum: row.try_get::<Option<f64>, _>(4).db()?.unwrap_or(0.0),
+                })
+            })
+            .collect()
+    }
+
+    /// Publishes `events` (JSON payloads) on the store's channel inside `conn`'s transaction:
+    /// `NOTIFY` delivers them when, and only if, it commits.
+    pub(crate) async fn notify(&self, conn: &mut PgConnection, events: Vec<String>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(AssertSqlSafe(
+            "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS e(p, n) ORDER BY n",
+        ))
+        .bind(&self.channel)
+        .bind(events)
+        .execute(conn)
+        .await
+        .db()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aimon_core::MetricType;
+
+    fn metric(id: &str, samples: &[(i64, f64)]) -> Metric {
+        let mut m = Metric::new(id, "n", MetricType::Gauge);
+        m.values = samples
+            .iter()
+            .map(|(t, v)| MetricValue::new(time::from_micros(*t), *v))
+            .collect();
+        m
+    }
+
+    #[test]
+    fn a_batch_keeps_the_last_write_of_each_key_sorted() {
+        let a = metric("b", &[(5, 1.0), (1, 2.0), (5, 3.0)]);
+        let b = metric("a", &[(7, 4.0)]);
+        let c = metric("b", &[(1, 5.0)]);
+        let batch = [a, b, c];
+        let prepared = prepare(&batch, None);
+        let ids: Vec<&str> = prepared
+            .series
+            .iter()
+            .map(|s| s.metric.id.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        let rows: Vec<(usize, i64, f64)> = prepared
+            .samples
+            .iter()
+            .map(|r| (r.series, r.ts, r.value))
+            .collect();
+        assert_eq!(rows, [(0, 7, 4.0), (1, 1, 5.0), (1, 5, 3.0)]);
+        assert_eq!(prepared.report.written, 5);
+        assert_eq!(prepared.events, [(1, 3), (0, 1), (1, 1)]);
+    }
+
+    #[test]
+    fn merged_series_keep_the_first_created_at() {
+        let mut first = metric("x", &[]);
+        first.created_at = time::from_micros(1);
+        let mut second = metric("x", &[]);
+        second.created_at = time::from_micros(2);
+        second.description = Some("later".into());
+        let batch = [first, second];
+        let prepared = prepare(&batch, None);
+        assert_eq!(prepared.series.len(), 1);
+        assert_eq!(prepared.series[0].created_at, time::from_micros(1));
+        assert_eq!(
+            prepared.series[0].metric.description.as_deref(),
+            Some("later")
+        );
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn tagset_bounds_are_upper_bounds_on_whole_hours() {
+        for ts in [0, 1, BOUND_STEP - 1, BOUND_STEP, 1_704_067_200_123_456] {
+            let bound = last_bound(ts);
+            assert!(bound > ts, "{ts}");
+            assert_eq!(bound.rem_euclid(BOUND_STEP), 0, "{ts}");
+            assert!(bound - ts <= BOUND_STEP, "{ts}");
+        }
+        assert_eq!(
+            last_bound(time::MAX_TIMESTAMP_MICROS - 1),
+            time::MAX_TIMESTAMP_MICROS
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! `apply_retention`: whole partitions older than `metric_ttl` are dropped (TimescaleDB:
+//! `drop_chunks`), series past their life and expired alerts and agent states are deleted by
+//! indexed `DELETE`s, and the partitions ahead of now are created.
+//!
+//! Reads never depend on this: they filter expired rows themselves, so the partition that
+//! straddles the cutoff keeps its expired rows until it is wholly expired, and is filtered at
+//! read time meanwhile.
+
+use aimon_core::{Result, RetentionReport, time};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::backend::{DbResult, PostgresBackend};
+use crate::error::count;
+use crate::schema::{load_partitions, lock_key};
+use crate::timescale;
+
+impl PostgresBackend {
+    pub(crate) async fn sweep(&self) -> Result<RetentionReport> {
+        let now = time::now();
+        let retention = self.config.retention;
+        let mut report = RetentionReport::default();
+        let mut tx = self.pool.begin().await.db()?;
+        if let Some(cutoff) = retention.metric_cutoff(now) {
+            let cutoff_time = time::from_micros(cutoff);
+            if self.timescale {
+                if let Some(ttl) = retention.metric_ttl {
+                    report.samples_removed = count(
+                        sqlx::query(AssertSqlSafe(
+                            "SELECT count(*) FROM samples WHERE time < $1",
+                        ))
+                        .bind(cutoff_time)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .db()?
+                        .try_get::<i64, _>(0)
+                        .db()?,
+                    );
+                    sqlx::query(AssertSqlSafe(timescale::drop_chunks_statement(
+                        &self.config,
+                        ttl,
+                    )))
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+                }
+            } else {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(lock_key(&self.config.schema))
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+                let expired: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM sample_partitions WHERE end_time <= $1 ORDER BY start_time",
+                )
+                .bind(cutoff_time)
+                .fetch_all(&mut *tx)
+                .await
+                .db()?;
+                for name in &expired {
+                    let quoted = crate::config::quote_ident(name);
+                    // Audited: partition names are aimon's own (`samples_p…`), quoted.
+                    let rows: i64 =
+                        sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {quoted}")))
+                            .fetch_one(&mut *tx)
+                            .await
+                            .db()?;
+                    report.samples_removed += count(rows);
+                    sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {quoted}")))
+                        .execute(&mut *tx)
+                        .await
+                        .db()?;
+                    sqlx::query("DELETE FROM sample_partitions WHERE name = $1")
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await
+                        .db()?;
+                }
+                if !expired.is_empty() {
+                    tracing::debug!(backend = %self.config.name, dropped = expired.len(), "dropped expired partitions");
+                }
+            }
+            report.series_removed = sqlx::query(
+                "DELETE FROM series s WHERE s.updated_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid AND x.time >= $1)",
+            )
+            .bind(cutoff_time)
+            .execute(&mut *tx)
+            .await
+            .db()?
+            .rows_affected();
+            // Tag-set rows whose newest sample has expired (those of removed series went with
+            // them, by cascade).
+            sqlx::query("DELETE FROM series_tagsets WHERE last_bound < $1")
+                .bind(cutoff_time)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        }
+        if let Some(cutoff) = retention.alert_cutoff(now) {
+            report.alerts_removed = sqlx::query("DELETE FROM alerts WHERE updated_at < $1")
+                .bind(time::from_micros(cutoff))
+                .execute(&mut *tx)
+                .await
+                .db()?
+                .rows_affected();
+        }
+        if let Some(cutoff) = retention.agent_state_cutoff(now) {
+            report.agent_states_removed =
+                sqlx::query("DELETE FROM agent_states WHERE last_heartbeat < $1")
+                    .bind(time::from_micros(cutoff))
+                    .execute(&mut *tx)
+                    .await
+                    .db()?
+                    .rows_affected();
+        }
+        let partitions = if self.timescale {
+            Vec::new()
+        } else {
+            load_partitions(&mut tx).await?
+        };
+        tx.commit().await.db()?;
+        if !self.timescale {
+            *self.partitions.lock().unwrap_or_else(|e| e.into_inner()) = partitions;
+            self.create_partitions_ahead().await?;
+        }
+        tracing::debug!(backend = %self.config.name, ?report, "retention sweep");
+        Ok(report)
+    }
+}

@@ -1,0 +1,371 @@
+//! The schema: embedded, versioned migrations run inside the configured schema, the samples
+//! table in the mode of the store (native range partitions or a TimescaleDB hypertable), and
+//! the partitions themselves.
+//!
+//! Migrations are aimon's own rather than sqlx's migrator: sqlx keeps its `_sqlx_migrations`
+//! table wherever the search path points and cannot be told a schema, so two aimon schemas in
+//! one database would share (and fight over) one history. Here each schema has its own
+//! `schema_migrations` table, and an advisory lock keyed by the schema serializes processes
+//! that open the same schema at once.
+
+use std::collections::BTreeSet;
+
+use aimon_core::{Error, ErrorKind, Result, time};
+use chrono::SecondsFormat;
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Connection, Row};
+
+use crate::backend::{DbResult, PostgresBackend};
+use crate::config::PostgresConfig;
+use crate::timescale;
+
+/// One embedded migration: version, description, SQL.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub description: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. The SQL runs with the search path set to the store's schema.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "series, sample partitions, alerts, agent states",
+    sql: include_str!("../migrations/0001_schema.sql"),
+}];
+
+/// The samples table of the native mode: declaratively partitioned by range on `time`; the
+/// primary key is the sample key of DESIGN.md rule 1 (the partition key is part of it, as
+/// PostgreSQL requires) and serves reads by series and time range.
+pub(crate) const NATIVE_SAMPLES: &str = "CREATE TABLE samples (\
+     sid bigint NOT NULL, \
+     time timestamptz NOT NULL, \
+     tags text COLLATE \"C\" NOT NULL, \
+     value float8 NOT NULL, \
+     PRIMARY KEY (sid, time, tags)) PARTITION BY RANGE (time)";
+
+/// The samples table of the TimescaleDB mode, before `create_hypertable`.
+pub(crate) const PLAIN_SAMPLES: &str = "CREATE TABLE samples (\
+     sid bigint NOT NULL, \
+     time timestamptz NOT NULL, \
+     tags text COLLATE \"C\" NOT NULL, \
+     value float8 NOT NULL, \
+     PRIMARY KEY (sid, time, tags))";
+
+/// The advisory-lock key of a schema's DDL (migrations, partitions): one key per schema.
+pub(crate) fn lock_key(schema: &str) -> String {
+    format!("aimon.ddl.{schema}")
+}
+
+/// A partition's name: `samples_p` and its start, `YYYYMMDD_HHMMSS` in UTC.
+pub(crate) fn partition_name(start_micros: i64) -> String {
+    format!(
+        "samples_p{}",
+        time::from_micros(start_micros).format("%Y%m%d_%H%M%S")
+    )
+}
+
+/// A timestamp as a SQL literal, for partition bounds (DDL takes no parameters). Built from an
+/// integer, never from user text.
+pub(crate) fn time_literal(micros: i64) -> String {
+    format!(
+        "'{}'",
+        time::from_micros(micros).to_rfc3339_opts(SecondsFormat::Micros, true)
+    )
+}
+
+/// The `CREATE TABLE … PARTITION OF` statement of one partition.
+pub(crate) fn create_partition_sql(name: &str, start: i64, end: i64) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS \"{name}\" PARTITION OF samples FOR VALUES FROM ({}) TO ({})",
+        time_literal(start),
+        time_literal(end)
+    )
+}
+
+/// The range `[start, end)` of a new partition holding `ts`: the interval-aligned slot, clipped
+/// so it never overlaps `existing` partitions (which may come from another interval setting).
+pub(crate) fn new_partition_range(ts: i64, interval: i64, existing: &[(i64, i64)]) -> (i64, i64) {
+    let mut start = ts - ts.rem_euclid(interval);
+    let mut end = start.saturating_add(interval);
+    for &(s, e) in existing {
+        if e <= ts && e > start {
+            start = e;
+        }
+        if s > ts && s < end {
+            end = s;
+        }
+    }
+    (start, end)
+}
+
+/// Whether `ts` lies in one of `ranges` (sorted by start).
+pub(crate) fn covered(ranges: &[(i64, i64)], ts: i64) -> bool {
+    let i = ranges.partition_point(|&(s, _)| s <= ts);
+    i > 0 && ranges[i - 1].1 > ts
+}
+
+/// Runs the migrations and creates the samples table of the store's mode.
+pub(crate) async fn migrate(conn: &mut PgConnection, config: &PostgresConfig) -> Result<bool> {
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+        .bind(lock_key(&config.schema))
+        .execute(&mut *conn)
+        .await
+        .db()?;
+    let result = migrate_locked(conn, config).await;
+    let unlock = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(lock_key(&config.schema))
+        .execute(&mut *conn)
+        .await
+        .db();
+    let timescale = result?;
+    unlock?;
+    Ok(timescale)
+}
+
+async fn migrate_locked(conn: &mut PgConnection, config: &PostgresConfig) -> Result<bool> {
+    // TimescaleDB first: a `timescale://` store the server cannot hold creates nothing.
+    let extension = timescale::installed_version(conn).await?;
+    if config.timescale() && extension.is_none() {
+        let available = timescale::available(conn).await?;
+        if !available {
+            return Err(Error::config(
+                "timescale:// needs the timescaledb extension, which this server does not have \
+                 (pg_available_extensions); use postgres:// for native partitioning",
+            ));
+        }
+        sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| Error::config("cannot create the timescaledb extension").with_source(e))?;
+    }
+
+    let schema = config.quoted_schema();
+    // Audited: the schema is a checked identifier, quoted.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .db()?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (\
+         version bigint PRIMARY KEY, description text NOT NULL, \
+         applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *conn)
+    .await
+    .db()?;
+    let applied: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM schema_migrations")
+        .fetch_one(&mut *conn)
+        .await
+        .db()?;
+    let applied = applied.unwrap_or(0);
+    let newest = MIGRATIONS.last().map_or(0, |m| m.version);
+    if applied > newest {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "schema {} is at version {applied}, newer than this aimon knows ({newest})",
+                config.schema
+            ),
+        ));
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
+        let mut tx = conn.begin().await.db()?;
+        sqlx::raw_sql(migration.sql).execute(&mut *tx).await.db()?;
+        sqlx::query("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)")
+            .bind(migration.version)
+            .bind(migration.description)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        tx.commit().await.db()?;
+        tracing::info!(backend = %config.name, schema = %config.schema, version = migration.version, "applied migration");
+    }
+
+    let samples_kind: Option<String> = sqlx::query_scalar(
+        "SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = 'samples'",
+    )
+    .bind(&config.schema)
+    .fetch_optional(&mut *conn)
+    .await
+    .db()?;
+    match (samples_kind.as_deref(), config.timescale()) {
+        (None, false) => {
+            sqlx::raw_sql(NATIVE_SAMPLES)
+                .execute(&mut *conn)
+                .await
+                .db()?;
+            Ok(false)
+        }
+        (None, true) => {
+            let mut tx = conn.begin().await.db()?;
+            sqlx::raw_sql(PLAIN_SAMPLES).execute(&mut *tx).await.db()?;
+            for statement in timescale::setup_statements(config) {
+                sqlx::raw_sql(AssertSqlSafe(statement))
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+            }
+            tx.commit().await.db()?;
+            Ok(true)
+        }
+        (Some("p"), false) => Ok(false),
+        (Some("p"), true) => Err(Error::config(format!(
+            "schema {} holds a natively partitioned store; open it with postgres://, not timescale://",
+            config.schema
+        ))),
+        (Some(_), _) => {
+            // A plain table: a hypertable (its chunks are TimescaleDB's).
+            if !config.timescale() && extension.is_none() {
+                return Err(Error::new(
+                    ErrorKind::Corrupted,
+                    format!(
+                        "schema {} has a samples table that is neither partitioned nor a hypertable",
+                        config.schema
+                    ),
+                ));
+            }
+            Ok(true)
+        }
+    }
+}
+
+impl PostgresBackend {
+    /// Makes sure a partition covers every timestamp in `starts_of` (microseconds), creating the
+    /// missing ones under the schema's advisory lock. Native mode only; a no-op when the cache
+    /// already covers them all.
+    pub(crate) async fn ensure_partitions(&self, times: &BTreeSet<i64>) -> Result<()> {
+        if self.timescale || times.is_empty() {
+            return Ok(());
+        }
+        let missing: Vec<i64> = {
+            let cache = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+            times
+                .iter()
+                .copied()
+                .filter(|t| !covered(&cache, *t))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let interval = self.config.partition_micros();
+        let mut conn = self.pool.acquire().await.db()?;
+        let mut tx = conn.begin().await.db()?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(lock_key(&self.config.schema))
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        let mut existing = load_partitions(&mut tx).await?;
+        let mut created = 0;
+        for ts in missing {
+            if covered(&existing, ts) {
+                continue;
+            }
+            let (start, end) = new_partition_range(ts, interval, &existing);
+            let name = partition_name(start);
+            sqlx::raw_sql(AssertSqlSafe(create_partition_sql(&name, start, end)))
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            sqlx::query(
+                "INSERT INTO sample_partitions (name, start_time, end_time) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&name)
+            .bind(time::from_micros(start))
+            .bind(time::from_micros(end))
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            existing.push((start, end));
+            existing.sort_unstable();
+            created += 1;
+        }
+        tx.commit().await.db()?;
+        if created > 0 {
+            tracing::debug!(backend = %self.config.name, created, "created sample partitions");
+        }
+        *self.partitions.lock().unwrap_or_else(|e| e.into_inner()) = existing;
+        Ok(())
+    }
+
+    /// Forgets the cached partitions (another process may have dropped some).
+    pub(crate) async fn reload_partitions(&self) -> Result<()> {
+        if self.timescale {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await.db()?;
+        let ranges = load_partitions(&mut conn).await?;
+        *self.partitions.lock().unwrap_or_else(|e| e.into_inner()) = ranges;
+        Ok(())
+    }
+
+    /// Creates the partition of now and `partitions_ahead` after it.
+    pub(crate) async fn create_partitions_ahead(&self) -> Result<()> {
+        let interval = self.config.partition_micros();
+        let now = time::to_micros(time::now());
+        let times: BTreeSet<i64> = (0..=i64::from(self.config.partitions_ahead))
+            .map(|i| now.saturating_add(interval.saturating_mul(i)))
+            .filter(|t| *t < time::MAX_TIMESTAMP_MICROS)
+            .collect();
+        self.ensure_partitions(&times).await
+    }
+}
+
+/// Every partition aimon created, sorted by start.
+pub(crate) async fn load_partitions(conn: &mut PgConnection) -> Result<Vec<(i64, i64)>> {
+    let rows =
+        sqlx::query("SELECT start_time, end_time FROM sample_partitions ORDER BY start_time")
+            .fetch_all(&mut *conn)
+            .await
+            .db()?;
+    rows.iter()
+        .map(|r| {
+            let s: chrono::DateTime<chrono::Utc> = r.try_get(0).db()?;
+            let e: chrono::DateTime<chrono::Utc> = r.try_get(1).db()?;
+            Ok((time::to_micros(s), time::to_micros(e)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000_000;
+
+    #[test]
+    fn partitions_are_interval_aligned_and_named_by_start() {
+        let ts = 1_704_067_200_000_000 + 5 * 3_600_000_000; // 2024-01-01T05:00Z
+        assert_eq!(
+            new_partition_range(ts, DAY, &[]),
+            (1_704_067_200_000_000, 1_704_067_200_000_000 + DAY)
+        );
+        assert_eq!(
+            partition_name(1_704_067_200_000_000),
+            "samples_p20240101_000000"
+        );
+        assert_eq!(
+            create_partition_sql("samples_p20240101_000000", 0, DAY),
+            "CREATE TABLE IF NOT EXISTS \"samples_p20240101_000000\" PARTITION OF samples \
+             FOR VALUES FROM ('1970-01-01T00:00:00.000000Z') TO ('1970-01-02T00:00:00.000000Z')"
+        );
+    }
+
+    #[test]
+    fn new_partitions_are_clipped_to_their_neighbours() {
+        // Existing 6-hour partitions around a day-wide slot.
+        let h = 3_600_000_000;
+        let existing = [(0, 6 * h), (18 * h, 24 * h)];
+        assert_eq!(new_partition_range(10 * h, DAY, &existing), (6 * h, 18 * h));
+        assert!(covered(&existing, 0));
+        assert!(covered(&existing, 6 * h - 1));
+        assert!(!covered(&existing, 6 * h));
+        assert!(covered(&existing, 20 * h));
+        assert!(!covered(&existing, 24 * h));
+    }
+}

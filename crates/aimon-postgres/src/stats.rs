@@ -1,0 +1,118 @@
+//! `get_database_stats`: the server's version and uptime, live counts, relation sizes and
+//! partitions.
+
+use std::collections::BTreeMap;
+
+use aimon_core::{DatabaseStats, Result, time};
+use sqlx::Row;
+
+use crate::backend::{DbResult, PostgresBackend};
+use crate::error::count;
+
+impl PostgresBackend {
+    pub(crate) async fn database_stats(&self) -> Result<DatabaseStats> {
+        let now = time::now();
+        let retention = self.config.retention;
+        let at = |c: Option<i64>| c.map(time::from_micros);
+        let mut tx = self.read_tx().await?;
+        let row = sqlx::query(
+            "SELECT current_setting('server_version'), \
+             extract(epoch FROM now() - pg_postmaster_start_time())::bigint, \
+             (SELECT count(*) FROM series s WHERE $1::timestamptz IS NULL OR s.updated_at >= $1 \
+              OR EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid AND x.time >= $1)), \
+             (SELECT count(*) FROM samples x JOIN series s ON s.sid = x.sid \
+              WHERE $1::timestamptz IS NULL OR x.time >= $1), \
+             (SELECT count(*) FROM alerts WHERE $2::timestamptz IS NULL OR updated_at >= $2), \
+             (SELECT count(*) FROM agent_states \
+              WHERE $3::timestamptz IS NULL OR last_heartbeat >= $3)",
+        )
+        .bind(at(retention.metric_cutoff(now)))
+        .bind(at(retention.alert_cutoff(now)))
+        .bind(at(retention.agent_state_cutoff(now)))
+        .fetch_one(&mut *tx)
+        .await
+        .db()?;
+        let version: String = row.try_get(0).db()?;
+        let uptime: i64 = row.try_get(1).db()?;
+        let (series, samples, alerts, agent_states): (i64, i64, i64, i64) = (
+            row.try_get(2).db()?,
+            row.try_get(3).db()?,
+            row.try_get(4).db()?,
+            row.try_get(5).db()?,
+        );
+        // Sizes of the schema's tables (a partitioned table's size is its partitions').
+        let sizes = sqlx::query(
+            "SELECT coalesce(p.relname, c.relname) AS t, sum(pg_total_relation_size(c.oid))::bigint \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_inherits i ON i.inhrelid = c.oid \
+             LEFT JOIN pg_class p ON p.oid = i.inhparent \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') GROUP BY 1 ORDER BY 1",
+        )
+        .bind(&self.config.schema)
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        let partitions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent \
+             JOIN pg_namespace n ON n.oid = p.relnamespace \
+             WHERE n.nspname = $1 AND p.relname = 'samples'",
+        )
+        .bind(&self.config.schema)
+        .fetch_one(&mut *tx)
+        .await
+        .db()?;
+        let stored_samples: i64 = sqlx::query_scalar("SELECT count(*) FROM samples")
+            .fetch_one(&mut *tx)
+            .await
+            .db()?;
+        tx.commit().await.db()?;
+
+        let mut extra = BTreeMap::new();
+        let mut relation_sizes = serde_json::Map::new();
+        let mut total = 0i64;
+        for row in &sizes {
+            let name: String = row.try_get(0).db()?;
+            let bytes: i64 = row.try_get(1).db()?;
+            total += bytes;
+            relation_sizes.insert(name, serde_json::json!(bytes));
+        }
+        extra.insert("schema".to_owned(), serde_json::json!(self.config.schema));
+        extra.insert(
+            "relation_sizes_bytes".to_owned(),
+            serde_json::Value::Object(relation_sizes),
+        );
+        extra.insert("total_size_bytes".to_owned(), serde_json::json!(total));
+        extra.insert("partitions".to_owned(), serde_json::json!(partitions));
+        extra.insert(
+            "partition_interval_seconds".to_owned(),
+            serde_json::json!(self.config.partition_interval.as_secs()),
+        );
+        extra.insert(
+            "stored_sample_rows".to_owned(),
+            serde_json::json!(count(stored_samples)),
+        );
+        extra.insert(
+            "mode".to_owned(),
+            serde_json::json!(if self.timescale {
+                "timescaledb"
+            } else {
+                "native_partitions"
+            }),
+        );
+        extra.insert(
+            "max_connections".to_owned(),
+            serde_json::json!(self.config.max_connections),
+        );
+        Ok(DatabaseStats {
+            backend: self.config.name.clone(),
+            backend_type: self.config.backend_type,
+            version,
+            uptime_seconds: count(uptime),
+            series: count(series),
+            samples: count(samples),
+            alerts: count(alerts),
+            agent_states: count(agent_states),
+            extra,
+        })
+    }
+}

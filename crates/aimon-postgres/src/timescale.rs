@@ -1,0 +1,150 @@
+//! The TimescaleDB mode (`timescale://`): samples in a hypertable, retention and compression as
+//! TimescaleDB policies, `time_bucket` for history.
+//!
+//! **Not verified against a TimescaleDB server in this project's CI** (the CI machine has no
+//! TimescaleDB package): the statements below are unit-tested as text, and the integration
+//! tests run them only where `AIMON_TEST_TIMESCALE_URL` points at a server with the extension.
+//! What CI does check against its real PostgreSQL is the detection: `timescale://` on a server
+//! without the extension is a `ConfigInvalid` error.
+
+use std::time::Duration;
+
+use aimon_core::Result;
+use sqlx::postgres::PgConnection;
+
+use crate::backend::DbResult;
+use crate::config::PostgresConfig;
+
+/// The installed version of the `timescaledb` extension in this database, if any.
+pub(crate) async fn installed_version(conn: &mut PgConnection) -> Result<Option<String>> {
+    sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+        .fetch_optional(conn)
+        .await
+        .db()
+}
+
+/// Whether the server can create the extension (`pg_available_extensions`).
+pub(crate) async fn available(conn: &mut PgConnection) -> Result<bool> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+            .fetch_optional(conn)
+            .await
+            .db()?;
+    Ok(found.is_some())
+}
+
+/// An `interval` literal of whole seconds (built from an integer).
+pub(crate) fn interval_literal(duration: Duration) -> String {
+    format!("INTERVAL '{} seconds'", duration.as_secs())
+}
+
+/// The statements that turn the freshly created (plain, empty) `samples` table into a
+/// hypertable and install the policies of `config`, in order. Table names are resolved by the
+/// search path, which names the store's schema; `regclass` casts take the quoted schema
+/// explicitly so the policies bind to this schema's table whatever the path.
+pub(crate) fn setup_statements(config: &PostgresConfig) -> Vec<String> {
+    let table = format!("'{}.samples'", config.quoted_schema().replace('\'', "''"));
+    let mut out = vec![format!(
+        "SELECT create_hypertable({table}::regclass, 'time', chunk_time_interval => {}, \
+         if_not_exists => TRUE)",
+        interval_literal(config.partition_interval)
+    )];
+    if let Some(ttl) = config.retention.metric_ttl {
+        out.push(format!(
+            "SELECT add_retention_policy({table}::regclass, {}, if_not_exists => TRUE)",
+            interval_literal(ttl)
+        ));
+    }
+    if let Some(after) = config.compression_after {
+        out.push(
+            "ALTER TABLE samples SET (timescaledb.compress, \
+             timescaledb.compress_segmentby = 'sid', timescaledb.compress_orderby = 'time, tags')"
+                .to_owned(),
+        );
+        out.push(format!(
+            "SELECT add_compression_policy({table}::regclass, {}, if_not_exists => TRUE)",
+            interval_literal(after)
+        ));
+    }
+    out
+}
+
+/// The bucket expression of history in TimescaleDB mode: `time_bucket` with the Unix epoch as
+/// origin (its default origin is 2000-01-03, a Monday), `$step` in microseconds.
+pub(crate) fn bucket_expression(step_placeholder: &str) -> String {
+    format!(
+        "time_bucket({step_placeholder}::bigint * INTERVAL '1 microsecond', x.time, \
+         TIMESTAMPTZ '1970-01-01 00:00:00+00')"
+    )
+}
+
+/// `drop_chunks` for the hypertable: what `apply_retention` runs in TimescaleDB mode, so
+/// expired chunks go at once rather than at the policy's next run.
+pub(crate) fn drop_chunks_statement(config: &PostgresConfig, ttl: Duration) -> String {
+    let table = format!("'{}.samples'", config.quoted_schema().replace('\'', "''"));
+    format!(
+        "SELECT count(*) FROM drop_chunks({table}::regclass, older_than => now() - {})",
+        interval_literal(ttl)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aimon_core::StorageConfig;
+
+    fn config(options: &[(&str, serde_json::Value)]) -> PostgresConfig {
+        let mut c = StorageConfig::from_url("ts", "timescale://db/x").unwrap();
+        for (k, v) in options {
+            c = c.option(*k, v.clone());
+        }
+        PostgresConfig::from_storage_config(&c).unwrap()
+    }
+
+    #[test]
+    fn hypertable_alone_without_ttl_or_compression() {
+        let statements = setup_statements(&config(&[("schema", "fleet".into())]));
+        assert_eq!(
+            statements,
+            [
+                "SELECT create_hypertable('\"fleet\".samples'::regclass, 'time', \
+                 chunk_time_interval => INTERVAL '86400 seconds', if_not_exists => TRUE)"
+            ]
+        );
+    }
+
+    #[test]
+    fn retention_and_compression_policies() {
+        let statements = setup_statements(&config(&[
+            ("metric_ttl_seconds", 3600.into()),
+            ("compression_after", "7d".into()),
+            ("partition_interval", "6h".into()),
+        ]));
+        assert_eq!(statements.len(), 4);
+        assert!(statements[0].contains("INTERVAL '21600 seconds'"));
+        assert_eq!(
+            statements[1],
+            "SELECT add_retention_policy('\"aimon\".samples'::regclass, \
+             INTERVAL '3600 seconds', if_not_exists => TRUE)"
+        );
+        assert!(statements[2].starts_with("ALTER TABLE samples SET (timescaledb.compress"));
+        assert!(statements[2].contains("compress_segmentby = 'sid'"));
+        assert_eq!(
+            statements[3],
+            "SELECT add_compression_policy('\"aimon\".samples'::regclass, \
+             INTERVAL '604800 seconds', if_not_exists => TRUE)"
+        );
+    }
+
+    #[test]
+    fn buckets_align_to_the_unix_epoch() {
+        let expr = bucket_expression("$2");
+        assert_eq!(
+            expr,
+            "time_bucket($2::bigint * INTERVAL '1 microsecond', x.time, \
+             TIMESTAMPTZ '1970-01-01 00:00:00+00')"
+        );
+        let drop = drop_chunks_statement(&config(&[]), Duration::from_secs(60));
+        assert!(drop.contains("older_than => now() - INTERVAL '60 seconds'"));
+    }
+}
