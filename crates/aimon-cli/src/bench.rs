@@ -726,14 +726,19 @@ async fn psql_baseline(
             "\\copy \"{schema}\".samples (sid, time, tags, value) FROM '{}' WITH (FORMAT csv)",
             csv.display()
         );
-        let started = Instant::now();
-        let finished = Command::new("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(store.config().libpq_url())
+        // The password reaches psql through PGPASSWORD, never its command line.
+        let (libpq_url, password) = store.config().libpq_url_and_password();
+        let mut psql = Command::new("psql");
+        psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(libpq_url)
             .arg("-c")
             .arg(&command)
-            .output()
-            .map_err(tool_error)?;
+            .env_remove("PGPASSWORD");
+        if let Some(password) = password {
+            psql.env("PGPASSWORD", password);
+        }
+        let started = Instant::now();
+        let finished = psql.output().map_err(tool_error)?;
         let seconds = started.elapsed().as_secs_f64();
         if !finished.status.success() {
             return Err(CliError::new(format!(

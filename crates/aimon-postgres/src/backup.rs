@@ -49,23 +49,6 @@ pub(crate) fn native_available(timescale: bool) -> bool {
     !timescale && tools().is_some()
 }
 
-/// The driver URL without its password, and the password apart (for `PGPASSWORD`).
-fn split_password(url: &str) -> (String, Option<String>) {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            let password = parsed.password().map(|p| {
-                url::form_urlencoded::parse(format!("p={p}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default()
-            });
-            let _ = parsed.set_password(None);
-            (parsed.to_string(), password)
-        }
-        Err(_) => (url.to_owned(), None),
-    }
-}
-
 /// Rewrites the schema name `from` to `to` on the SQL lines of a plain dump, leaving the data
 /// lines of `COPY … FROM stdin` blocks untouched.
 pub(crate) fn rewrite_schema(dump: &str, from: &str, to: &str) -> String {
@@ -128,7 +111,7 @@ async fn run_tool(mut command: tokio::process::Command, what: &str) -> Result<()
 
 impl PostgresBackend {
     fn tool(&self, program: &Path) -> tokio::process::Command {
-        let (url, password) = split_password(self.config.libpq_url());
+        let (url, password) = self.config.libpq_url_and_password();
         let mut command = tokio::process::Command::new(program);
         command.arg("-d").arg(url);
         if let Some(password) = password {
@@ -454,13 +437,5 @@ mod tests {
         );
         assert!(out.contains("setval('scratch.series_sid_seq'"));
         assert!(out.contains("fleet2.x"), "other identifiers untouched");
-    }
-
-    #[test]
-    fn passwords_leave_the_url() {
-        let (url, password) = split_password("postgres://u:p%40ss@h:5432/db?sslmode=require");
-        assert_eq!(url, "postgres://u@h:5432/db?sslmode=require");
-        assert_eq!(password.as_deref(), Some("p@ss"));
-        assert_eq!(split_password("postgres://h/db").1, None);
     }
 }

@@ -211,6 +211,24 @@ impl PostgresConfig {
         &self.connect_url
     }
 
+    /// [`PostgresConfig::libpq_url`] without its password, and the password (percent-decoded)
+    /// apart, so that a tool gets it through `PGPASSWORD` and never on its command line, where
+    /// other users of the machine could read it.
+    pub fn libpq_url_and_password(&self) -> (String, Option<String>) {
+        match url::Url::parse(&self.connect_url) {
+            Ok(mut parsed) => {
+                let password = parsed.password().map(|p| {
+                    percent_encoding::percent_decode_str(p)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                });
+                let _ = parsed.set_password(None);
+                (parsed.to_string(), password)
+            }
+            Err(_) => (self.connect_url.clone(), None),
+        }
+    }
+
     /// `partition_interval` in microseconds.
     pub fn partition_micros(&self) -> i64 {
         i64::try_from(self.partition_interval.as_micros()).unwrap_or(i64::MAX)
@@ -334,6 +352,23 @@ pub fn parse_duration(option: &str, text: &str) -> Result<Duration> {
 mod tests {
     use super::*;
     use aimon_core::ErrorKind;
+
+    #[test]
+    fn passwords_leave_the_libpq_url() {
+        let config = |url: &str| {
+            PostgresConfig::from_storage_config(&StorageConfig::from_url("p", url).unwrap())
+                .unwrap()
+        };
+        let (url, password) =
+            config("postgres://u:p%40s+s@h:5432/db?sslmode=require").libpq_url_and_password();
+        assert!(
+            !url.contains("p%40s") && url.starts_with("postgres://u@h:5432/db"),
+            "{url}"
+        );
+        // Percent-decoding, not form decoding: a `+` stays a `+`.
+        assert_eq!(password.as_deref(), Some("p@s+s"));
+        assert_eq!(config("postgres://h/db").libpq_url_and_password().1, None);
+    }
 
     fn config(url: &str) -> StorageConfig {
         StorageConfig::from_url("pg", url).unwrap()
