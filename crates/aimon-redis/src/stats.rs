@@ -16,10 +16,16 @@ fn parse_info(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The text of an `INFO` reply (a Cluster answers per node: the first node's).
+/// The text of an `INFO` reply. A Cluster answers per node, in no fixed order: the node with
+/// the smallest address answers for the Cluster, so that successive stats describe the same
+/// node (its uptime only grows).
 fn info_text(v: &Value) -> String {
     match v {
-        Value::Map(pairs) => pairs.first().map(|(_, v)| info_text(v)).unwrap_or_default(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .min_by_key(|(node, _)| text(node).unwrap_or_default().to_owned())
+            .map(|(_, v)| info_text(v))
+            .unwrap_or_default(),
         other => text(other).unwrap_or_default().to_owned(),
     }
 }
@@ -132,5 +138,29 @@ impl RedisBackend {
             agent_states,
             extra,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_info_reply_is_read_from_the_same_node_whatever_the_order() {
+        let node = |addr: &str, uptime: u32| {
+            (
+                Value::SimpleString(addr.to_owned()),
+                Value::VerbatimString {
+                    format: redis::VerbatimFormat::Text,
+                    text: format!("# Server\r\nuptime_in_seconds:{uptime}\r\n"),
+                },
+            )
+        };
+        let a = Value::Map(vec![node("127.0.0.1:7002", 5), node("127.0.0.1:7001", 9)]);
+        let b = Value::Map(vec![node("127.0.0.1:7001", 9), node("127.0.0.1:7002", 5)]);
+        for reply in [a, b] {
+            let info = parse_info(&info_text(&reply));
+            assert_eq!(info["uptime_in_seconds"], "9");
+        }
     }
 }
