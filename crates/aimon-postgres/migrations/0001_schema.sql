@@ -2,6 +2,14 @@
 -- search_path names it). Every text column compares by bytes (COLLATE "C"), as aimon's
 -- semantics want; times are timestamptz (microseconds, like aimon).
 
+-- The key of a tag set in indexes: its SHA-256. A btree entry holds at most ~2.7 KB, and a tag
+-- value may be 16 KiB of text that does not compress, so the tags themselves are never
+-- indexed. (convert_to is STABLE only because it reads the encoding name; with 'UTF8' fixed
+-- its result never changes, so the wrapper may be IMMUTABLE, as a generated column needs.)
+CREATE FUNCTION tags_key(tags text) RETURNS bytea
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT pg_catalog.sha256(pg_catalog.convert_to($1, 'UTF8')) $$;
+
 -- One row per series (a metric id). `sid` is the compact key samples refer to; a series that
 -- is removed and written again gets a new one, so orphaned samples never come back.
 CREATE TABLE series (
@@ -81,7 +89,8 @@ CREATE TABLE series_tagsets (
     tags       text COLLATE "C" NOT NULL,
     tags_jsonb jsonb NOT NULL,
     last_bound timestamptz NOT NULL,
-    PRIMARY KEY (sid, tags)
+    tags_key   bytea NOT NULL GENERATED ALWAYS AS (tags_key(tags)) STORED,
+    PRIMARY KEY (sid, tags_key)
 );
 CREATE INDEX series_tagsets_tags ON series_tagsets USING gin (tags_jsonb jsonb_path_ops);
 CREATE INDEX series_tagsets_last_bound ON series_tagsets (last_bound);

@@ -79,7 +79,13 @@ impl PostgresBackend {
                 .with_context("url", &display)
         };
         let options = connect_options(&config).map_err(&fail)?;
-        let search_path = format!("SET search_path TO {}", config.quoted_schema());
+        // TimescaleDB's functions (create_hypertable, time_bucket, the policies) live where the
+        // extension was created: `public`, as the driver creates it (see schema::migrate).
+        let search_path = if config.timescale() {
+            format!("SET search_path TO {}, public", config.quoted_schema())
+        } else {
+            format!("SET search_path TO {}", config.quoted_schema())
+        };
         tracing::debug!(backend = %config.name, url = %config.display_url, schema = %config.schema, "opening the postgres pool");
         // One direct connection first: an unreachable server fails at once (`Unavailable`)
         // rather than after the pool's acquire timeout, and the schema is migrated on it.

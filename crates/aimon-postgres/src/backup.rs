@@ -325,7 +325,7 @@ impl PostgresBackend {
                  SELECT t.sid, x.time, x.tags, x.value FROM {s}.samples x \
                  JOIN {s}.series o ON o.sid = x.sid JOIN series t ON t.id = o.id \
                  WHERE x.time >= $1 ORDER BY t.sid, x.time, x.tags \
-                 ON CONFLICT (sid, time, tags) DO UPDATE SET value = EXCLUDED.value"
+                 ON CONFLICT (sid, time, tags_key) DO UPDATE SET value = EXCLUDED.value"
             ),
             metric_cutoff,
         )
@@ -338,7 +338,7 @@ impl PostgresBackend {
                  date_bin(INTERVAL '1 hour', max(x.time), TIMESTAMPTZ '1970-01-01') + INTERVAL '1 hour' \
                  FROM {s}.samples x JOIN {s}.series o ON o.sid = x.sid JOIN series t ON t.id = o.id \
                  WHERE x.time >= $1 GROUP BY t.sid, x.tags ORDER BY 1, 2 \
-                 ON CONFLICT (sid, tags) DO UPDATE SET last_bound = EXCLUDED.last_bound \
+                 ON CONFLICT (sid, tags_key) DO UPDATE SET last_bound = EXCLUDED.last_bound \
                  WHERE series_tagsets.last_bound < EXCLUDED.last_bound"
             ),
             metric_cutoff,

@@ -217,12 +217,25 @@ impl PostgresConfig {
     pub fn libpq_url_and_password(&self) -> (String, Option<String>) {
         match url::Url::parse(&self.connect_url) {
             Ok(mut parsed) => {
-                let password = parsed.password().map(|p| {
+                let mut password = parsed.password().map(|p| {
                     percent_encoding::percent_decode_str(p)
                         .decode_utf8_lossy()
                         .into_owned()
                 });
                 let _ = parsed.set_password(None);
+                // A `?password=` parameter leaves the URL too.
+                let (secret, kept): (Vec<_>, Vec<_>) = parsed
+                    .query_pairs()
+                    .into_owned()
+                    .partition(|(k, _)| k == "password");
+                if let Some((_, p)) = secret.into_iter().next_back() {
+                    password.get_or_insert(p);
+                }
+                if kept.is_empty() {
+                    parsed.set_query(None);
+                } else {
+                    parsed.query_pairs_mut().clear().extend_pairs(kept);
+                }
                 (parsed.to_string(), password)
             }
             Err(_) => (self.connect_url.clone(), None),
@@ -368,6 +381,10 @@ mod tests {
         // Percent-decoding, not form decoding: a `+` stays a `+`.
         assert_eq!(password.as_deref(), Some("p@s+s"));
         assert_eq!(config("postgres://h/db").libpq_url_and_password().1, None);
+        let (url, password) =
+            config("postgres://u@h/db?password=s%26cret&sslmode=disable").libpq_url_and_password();
+        assert_eq!(url, "postgres://u@h/db?sslmode=disable");
+        assert_eq!(password.as_deref(), Some("s&cret"));
     }
 
     fn config(url: &str) -> StorageConfig {

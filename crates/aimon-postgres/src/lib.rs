@@ -38,9 +38,9 @@
 //! | table | holds | keys and indexes |
 //! |---|---|---|
 //! | `series` | one row per metric id; `sid` is the compact key samples carry | `sid` identity PK, `id` unique, `name`, `updated_at` |
-//! | `samples` | `(sid, time, tags, value)`, `PARTITION BY RANGE (time)` | PK `(sid, time, tags)`: the sample key of rule 1 and the path of every read by series and time |
+//! | `samples` | `(sid, time, tags, value)`, `PARTITION BY RANGE (time)` | PK `(sid, time, tags_key)`: the sample key of rule 1 (`tags_key` is the SHA-256 of the tags JSON, a generated column: a btree entry holds ~2.7 KB and a tag value may be 16 KiB that does not compress) and the path of every read by series and time |
 //! | `samples_pYYYYMMDD_HHMMSS` | one partition per `partition_interval` | listed in `sample_partitions` with their bounds |
-//! | `series_tagsets` | each distinct (series, tag set): tags as `jsonb`, an hour-rounded bound of the newest sample | PK `(sid, tags)`, GIN on the tags, `last_bound` |
+//! | `series_tagsets` | each distinct (series, tag set): tags as `jsonb`, an hour-rounded bound of the newest sample | PK `(sid, tags_key)` (`tags_key` = SHA-256 of the tags, generated), GIN on the tags, `last_bound` |
 //! | `alerts` | alerts by id; severity as its rank; labels `jsonb` | `(status, start_time)`, `(severity, start_time)`, `start_time`, `source`, `updated_at`, GIN on labels |
 //! | `agent_states` | the latest state per agent | PK `agent_id`, `last_heartbeat`, `(status, last_heartbeat)` |
 //!

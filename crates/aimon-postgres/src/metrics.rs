@@ -50,13 +50,13 @@ const UPDATE_SERIES: &str = "UPDATE series AS s SET name = u.name, \"type\" = u.
 /// overwrites the value (DESIGN.md rule 1).
 pub(crate) const INSERT_SAMPLES: &str = "INSERT INTO samples (sid, time, tags, value) \
     SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::float8[]) \
-    ON CONFLICT (sid, time, tags) DO UPDATE SET value = EXCLUDED.value";
+    ON CONFLICT (sid, time, tags_key) DO UPDATE SET value = EXCLUDED.value";
 
 /// Records the batch's distinct (series, tag set) pairs, keeping the greatest time bound.
 const UPSERT_TAGSETS: &str = "INSERT INTO series_tagsets (sid, tags, tags_jsonb, last_bound) \
     SELECT u.sid, u.tags, u.tags::jsonb, u.b \
     FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) AS u(sid, tags, b) \
-    ON CONFLICT (sid, tags) DO UPDATE SET last_bound = EXCLUDED.last_bound \
+    ON CONFLICT (sid, tags_key) DO UPDATE SET last_bound = EXCLUDED.last_bound \
     WHERE series_tagsets.last_bound < EXCLUDED.last_bound";
 
 /// The granularity of `series_tagsets.last_bound`: one hour.
@@ -373,7 +373,7 @@ pub(crate) fn push_series_live(sql: &mut Sql, cutoff: Option<i64>) {
 /// the GIN-indexed `series_tagsets` rather than by decoding each sample's JSON.
 fn push_tags_match(sql: &mut Sql, wanted: &Tags) {
     if !wanted.is_empty() {
-        sql.push(" AND (x.sid, x.tags) IN (SELECT t.sid, t.tags FROM series_tagsets t WHERE t.tags_jsonb @> ")
+        sql.push(" AND (x.sid, x.tags_key) IN (SELECT t.sid, t.tags_key FROM series_tagsets t WHERE t.tags_jsonb @> ")
             .bind(tags_json(wanted))
             .push("::jsonb)");
     }
@@ -750,7 +750,7 @@ impl PostgresBackend {
         );
         if join_tagsets {
             // The sample's decoded tags, from its (series, tag set) row.
-            inner.push(" JOIN series_tagsets t ON t.sid = x.sid AND t.tags = x.tags");
+            inner.push(" JOIN series_tagsets t ON t.sid = x.sid AND t.tags_key = x.tags_key");
         }
         inner
             .push(" WHERE s.name = ")

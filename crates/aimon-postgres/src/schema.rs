@@ -41,7 +41,8 @@ pub(crate) const NATIVE_SAMPLES: &str = "CREATE TABLE samples (\
      time timestamptz NOT NULL, \
      tags text COLLATE \"C\" NOT NULL, \
      value float8 NOT NULL, \
-     PRIMARY KEY (sid, time, tags)) PARTITION BY RANGE (time)";
+     tags_key bytea NOT NULL GENERATED ALWAYS AS (tags_key(tags)) STORED, \
+     PRIMARY KEY (sid, time, tags_key)) PARTITION BY RANGE (time)";
 
 /// The samples table of the TimescaleDB mode, before `create_hypertable`.
 pub(crate) const PLAIN_SAMPLES: &str = "CREATE TABLE samples (\
@@ -49,7 +50,8 @@ pub(crate) const PLAIN_SAMPLES: &str = "CREATE TABLE samples (\
      time timestamptz NOT NULL, \
      tags text COLLATE \"C\" NOT NULL, \
      value float8 NOT NULL, \
-     PRIMARY KEY (sid, time, tags))";
+     tags_key bytea NOT NULL GENERATED ALWAYS AS (tags_key(tags)) STORED, \
+     PRIMARY KEY (sid, time, tags_key))";
 
 /// The advisory-lock key of a schema's DDL (migrations, partitions): one key per schema.
 pub(crate) fn lock_key(schema: &str) -> String {
@@ -133,7 +135,9 @@ async fn migrate_locked(conn: &mut PgConnection, config: &PostgresConfig) -> Res
                  (pg_available_extensions); use postgres:// for native partitioning",
             ));
         }
-        sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        // In `public`, named explicitly: the connection's search_path starts with the store's
+        // schema, which may not exist yet, and an extension inside it would go with the store.
+        sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public")
             .execute(&mut *conn)
             .await
             .map_err(|e| Error::config("cannot create the timescaledb extension").with_source(e))?;
