@@ -114,6 +114,9 @@ impl fmt::Debug for PostgresConfig {
 impl PostgresConfig {
     /// Parses a `postgres` or `timescale` [`StorageConfig`]: its URL and options.
     pub fn from_storage_config(config: &StorageConfig) -> Result<Self> {
+        // The name travels in every NOTIFY payload, which PostgreSQL caps at 8,000 bytes.
+        aimon_core::validate::name("the backend name", &config.name)
+            .map_err(|e| Error::config(e.to_string()))?;
         let backend_type = config.backend_type;
         if !matches!(
             backend_type,
@@ -365,6 +368,14 @@ pub fn parse_duration(option: &str, text: &str) -> Result<Duration> {
 mod tests {
     use super::*;
     use aimon_core::ErrorKind;
+
+    #[test]
+    fn a_backend_name_that_no_event_could_carry_is_refused() {
+        let long = "n".repeat(8_000);
+        let config = StorageConfig::from_url(long.as_str(), "postgres://h/db").unwrap();
+        let err = PostgresConfig::from_storage_config(&config).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{err}");
+    }
 
     #[test]
     fn passwords_leave_the_libpq_url() {
