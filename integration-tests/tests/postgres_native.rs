@@ -491,6 +491,35 @@ async fn next(events: &mut aimon_core::EventStream) -> StorageEvent {
         .expect("the stream goes on")
 }
 
+/// A subscriber has a connection of its own: with one pooled connection, two subscriptions and
+/// writes still work, and the writer's own subscription sees its write.
+#[test]
+fn subscriptions_do_not_take_the_pools_connections() {
+    run_check("events pool", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let store = open(&fixture.config(&[("max_connections", serde_json::json!(1))])).await;
+        let mut first = store.subscribe().await.unwrap();
+        let _second = store.subscribe().await.unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            store.save_metric(&series("solo", "n").with_value(sample(0, 1.0))),
+        )
+        .await
+        .expect("a write is not starved by the subscriptions")
+        .unwrap();
+        assert_eq!(
+            next(&mut first).await,
+            StorageEvent::MetricWritten {
+                backend: store.name().to_owned(),
+                metric_id: "solo".into(),
+                samples: 1
+            }
+        );
+    });
+}
+
 #[test]
 fn events_cross_backend_instances_and_the_listener_reconnects() {
     run_check("events", async {
@@ -708,7 +737,10 @@ fn native_backup_restores_by_merging_and_keeps_the_source_untouched() {
             std::sync::Arc::new(open(&fixture.config(&[])).await);
         if !source.capabilities().native_backup {
             // Fails instead when AIMON_REQUIRE names postgres (CI installs the client tools).
-            fixtures::skip("postgres", "no pg_dump and psql on PATH for the native backup");
+            fixtures::skip(
+                "postgres",
+                "no pg_dump and psql on PATH for the native backup",
+            );
             return;
         }
         populate(&source).await;

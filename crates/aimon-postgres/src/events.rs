@@ -14,7 +14,13 @@ use crate::backend::{DbResult, PostgresBackend};
 
 impl PostgresBackend {
     pub(crate) async fn open_subscription(&self) -> Result<EventStream> {
-        let mut listener = PgListener::connect_with(&self.pool).await.db()?;
+        // A pool of one connection of its own: a listener holds its connection for as long as
+        // it lives, so taking it from the store's pool would starve writers (with
+        // max_connections = 1, the first subscriber would block every call).
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&own).await.db()?;
         listener.listen(&self.channel).await.db()?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<StorageEvent>();
         let backend = self.config.name.clone();
