@@ -79,40 +79,10 @@ impl PostgresBackend {
                     tracing::debug!(backend = %self.config.name, dropped = expired.len(), "dropped expired partitions");
                 }
             }
-            report.series_removed = sqlx::query(
-                "DELETE FROM series s WHERE s.updated_at < $1 \
-                 AND NOT EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid AND x.time >= $1)",
-            )
-            .bind(cutoff_time)
-            .execute(&mut *tx)
-            .await
-            .db()?
-            .rows_affected();
-            // Tag-set rows whose newest sample has expired (those of removed series went with
-            // them, by cascade).
-            sqlx::query("DELETE FROM series_tagsets WHERE last_bound < $1")
-                .bind(cutoff_time)
-                .execute(&mut *tx)
-                .await
-                .db()?;
         }
-        if let Some(cutoff) = retention.alert_cutoff(now) {
-            report.alerts_removed = sqlx::query("DELETE FROM alerts WHERE updated_at < $1")
-                .bind(time::from_micros(cutoff))
-                .execute(&mut *tx)
-                .await
-                .db()?
-                .rows_affected();
-        }
-        if let Some(cutoff) = retention.agent_state_cutoff(now) {
-            report.agent_states_removed =
-                sqlx::query("DELETE FROM agent_states WHERE last_heartbeat < $1")
-                    .bind(time::from_micros(cutoff))
-                    .execute(&mut *tx)
-                    .await
-                    .db()?
-                    .rows_affected();
-        }
+        // Partitions are gone: release their exclusive locks before the row sweeps, which run
+        // as statements of their own (each is whole by itself; a sweep cut short is finished
+        // by the next one, and reads filter expired rows meanwhile).
         let partitions = if self.timescale {
             Vec::new()
         } else {
@@ -121,6 +91,44 @@ impl PostgresBackend {
         tx.commit().await.db()?;
         if !self.timescale {
             *self.partitions.lock().unwrap_or_else(|e| e.into_inner()) = partitions;
+        }
+        if let Some(cutoff) = retention.metric_cutoff(now) {
+            let cutoff_time = time::from_micros(cutoff);
+            report.series_removed = sqlx::query(
+                "DELETE FROM series s WHERE s.updated_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid AND x.time >= $1)",
+            )
+            .bind(cutoff_time)
+            .execute(&self.pool)
+            .await
+            .db()?
+            .rows_affected();
+            // Tag-set rows whose newest sample has expired (those of removed series went with
+            // them, by cascade).
+            sqlx::query("DELETE FROM series_tagsets WHERE last_bound < $1")
+                .bind(cutoff_time)
+                .execute(&self.pool)
+                .await
+                .db()?;
+        }
+        if let Some(cutoff) = retention.alert_cutoff(now) {
+            report.alerts_removed = sqlx::query("DELETE FROM alerts WHERE updated_at < $1")
+                .bind(time::from_micros(cutoff))
+                .execute(&self.pool)
+                .await
+                .db()?
+                .rows_affected();
+        }
+        if let Some(cutoff) = retention.agent_state_cutoff(now) {
+            report.agent_states_removed =
+                sqlx::query("DELETE FROM agent_states WHERE last_heartbeat < $1")
+                    .bind(time::from_micros(cutoff))
+                    .execute(&self.pool)
+                    .await
+                    .db()?
+                    .rows_affected();
+        }
+        if !self.timescale {
             self.create_partitions_ahead().await?;
         }
         tracing::debug!(backend = %self.config.name, ?report, "retention sweep");
