@@ -878,3 +878,43 @@ fn a_partition_dropped_behind_a_backends_back_is_created_again() {
         assert_eq!(back.values, vec![sample(60, 2.0)]);
     });
 }
+
+/// A store whose `partition_interval` differs from the partitions already in its schema
+/// (another process, an earlier configuration) still finds a home for every sample: one day
+/// of samples that starts inside an existing one-hour partition gets the rest of its day.
+#[test]
+fn samples_fit_around_partitions_of_another_interval() {
+    run_check("mixed partition intervals", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let base = fixture.config(&[]);
+        let day = time::from_micros(time::to_micros(time::now()) / 86_400_000_000 * 86_400_000_000)
+            - TimeDelta::days(1);
+        let hourly = open(&with(&base, "partition_interval", "1h")).await;
+        hourly
+            .save_metric(
+                &series("early", "n")
+                    .with_value(MetricValue::new(day + TimeDelta::minutes(10), 1.0)),
+            )
+            .await
+            .unwrap();
+        let daily = open(&with(&base, "partition_interval", "1d")).await;
+        let mut m = series("both", "n");
+        m.values = vec![
+            MetricValue::new(day + TimeDelta::minutes(30), 1.0),
+            MetricValue::new(day + TimeDelta::hours(12), 2.0),
+        ];
+        daily.save_metric(&m).await.unwrap();
+        assert_eq!(
+            daily
+                .get_metric("both")
+                .await
+                .unwrap()
+                .unwrap()
+                .values
+                .len(),
+            2
+        );
+    });
+}

@@ -393,19 +393,10 @@ impl PostgresBackend {
         validate::metrics(metrics)?;
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let prepared = prepare(metrics, cutoff);
-        let times: BTreeSet<i64> = {
-            let interval = self.config.partition_micros();
-            let mut starts = BTreeSet::new();
-            let mut last = None;
-            for row in &prepared.samples {
-                let start = row.ts - row.ts.rem_euclid(interval);
-                if last != Some(start) {
-                    starts.insert(row.ts);
-                    last = Some(start);
-                }
-            }
-            starts
-        };
+        // Every timestamp, not one per interval: partitions made with another
+        // `partition_interval` (or clipped by their neighbours) need not line up with ours,
+        // so one interval may need two partitions. ensure_partitions skips covered ones.
+        let times: BTreeSet<i64> = prepared.samples.iter().map(|row| row.ts).collect();
         self.ensure_partitions(&times).await?;
         match self.write_prepared(&prepared).await {
             Ok(()) => {}
