@@ -70,7 +70,10 @@ pub(crate) fn rewrite_schema(dump: &str, from: &str, to: &str) -> String {
     out
 }
 
-/// Replaces whole-identifier occurrences of `from` (letters, digits and `_` on neither side).
+/// Replaces the schema name `from` where it names the schema: qualifying an object
+/// (`from.name`) or after `SCHEMA ` (`CREATE SCHEMA`, `ALTER SCHEMA`), as a whole identifier.
+/// A table or column that happens to share the schema's name (a schema called `samples`) is
+/// left alone.
 fn replace_word(line: &str, from: &str, to: &str) -> String {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out = String::with_capacity(line.len());
@@ -78,9 +81,9 @@ fn replace_word(line: &str, from: &str, to: &str) -> String {
     while let Some(i) = rest.find(from) {
         let before_ok = rest[..i].chars().next_back().is_none_or(|c| !is_ident(c));
         let after = &rest[i + from.len()..];
-        let after_ok = after.chars().next().is_none_or(|c| !is_ident(c));
+        let names_schema = after.starts_with('.') || rest[..i].ends_with("SCHEMA ");
         out.push_str(&rest[..i]);
-        out.push_str(if before_ok && after_ok { to } else { from });
+        out.push_str(if before_ok && names_schema { to } else { from });
         rest = after;
     }
     out.push_str(rest);
@@ -437,5 +440,13 @@ mod tests {
         );
         assert!(out.contains("setval('scratch.series_sid_seq'"));
         assert!(out.contains("fleet2.x"), "other identifiers untouched");
+        // A schema named like one of its tables: only the schema is renamed.
+        let dump = "CREATE SCHEMA samples;\nALTER SCHEMA samples OWNER TO me;\n\
+                    CREATE TABLE samples.samples (sid bigint);\n\
+                    ALTER TABLE ONLY samples.samples ATTACH PARTITION samples.samples_p1 FOR VALUES;\n";
+        let out = rewrite_schema(dump, "samples", "scratch");
+        assert!(out.contains("CREATE SCHEMA scratch;\nALTER SCHEMA scratch OWNER"), "{out}");
+        assert!(out.contains("CREATE TABLE scratch.samples (sid bigint)"), "{out}");
+        assert!(out.contains("ONLY scratch.samples ATTACH PARTITION scratch.samples_p1"), "{out}");
     }
 }
