@@ -445,8 +445,17 @@ mod tests {
                     CREATE TABLE samples.samples (sid bigint);\n\
                     ALTER TABLE ONLY samples.samples ATTACH PARTITION samples.samples_p1 FOR VALUES;\n";
         let out = rewrite_schema(dump, "samples", "scratch");
-        assert!(out.contains("CREATE SCHEMA scratch;\nALTER SCHEMA scratch OWNER"), "{out}");
-        assert!(out.contains("CREATE TABLE scratch.samples (sid bigint)"), "{out}");
-        assert!(out.contains("ONLY scratch.samples ATTACH PARTITION scratch.samples_p1"), "{out}");
+        assert!(
+            out.contains("CREATE SCHEMA scratch;\nALTER SCHEMA scratch OWNER"),
+            "{out}"
+        );
+        assert!(
+            out.contains("CREATE TABLE scratch.samples (sid bigint)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ONLY scratch.samples ATTACH PARTITION scratch.samples_p1"),
+            "{out}"
+        );
     }
 }
