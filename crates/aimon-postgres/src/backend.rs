@@ -171,7 +171,9 @@ impl PostgresBackend {
     }
 
     /// Every series id with the internal key (`series.sid`) its samples carry, for bulk loaders
-    /// outside aimon (the `aimon bench --compare-psql` baseline).
+    /// outside aimon (the `aimon bench --compare-psql` baseline). Such a loader must also add
+    /// a `series_tagsets` row per (series, tag set) it writes: tag filters and `group_by` find
+    /// samples through those rows, so samples without one are invisible to them.
     pub async fn series_keys(&self) -> Result<Vec<(String, i64)>> {
         self.run("series_keys", async {
             sqlx::query_as("SELECT id, sid FROM series ORDER BY id")
