@@ -148,6 +148,28 @@ fn plan_nodes<'a>(plan: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Val
     }
 }
 
+/// `seq_scan` of every table of the store's schema holding at least 10,000 rows. The store
+/// has one connection, so the counters of its queries are published by asking that
+/// connection to flush them (`pg_stat_force_next_flush`, PostgreSQL 15) before reading.
+async fn seq_scans_of_large_tables(
+    store: &PostgresBackend,
+) -> std::collections::BTreeMap<String, i64> {
+    sqlx::raw_sql("SELECT pg_stat_force_next_flush()")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sqlx::query_as::<_, (String, i64)>(
+        "SELECT relname::text, seq_scan FROM pg_stat_user_tables \
+         WHERE schemaname = current_schema() AND n_live_tup >= 10000",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
 async fn assert_no_seq_scan(store: &PostgresBackend, what: &str, sql: &str) {
     let explain = format!("EXPLAIN (FORMAT JSON) {sql}");
     let plan: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
@@ -171,7 +193,8 @@ fn main_queries_use_indexes() {
         let Some(fixture) = fixture().await else {
             return;
         };
-        let store = open(&fixture.config(&[])).await;
+        // One connection: the scan counters below are that connection's.
+        let store = open(&fixture.config(&[("max_connections", serde_json::json!(1))])).await;
         let t = t0();
         // 2,000 series of 100 samples over two days, 20,000 alerts, 20,000 agents.
         let metrics: Vec<Metric> = (0..2000)
@@ -269,6 +292,48 @@ fn main_queries_use_indexes() {
             ),
         )
         .await;
+        // The driver's own statements, with their bound parameters: the server's scan counters
+        // of the large tables must not move while it answers the main queries.
+        let before = seq_scans_of_large_tables(&store).await;
+        let by_name = store
+            .query_metrics(
+                &MetricQuery::new()
+                    .name("name7")
+                    .range(t + TimeDelta::hours(10), t + TimeDelta::hours(11)),
+            )
+            .await
+            .unwrap();
+        assert!(!by_name.is_empty());
+        store
+            .metric_history(
+                &HistoryQuery::new("name7", TimeDelta::minutes(1), aimon_core::Aggregation::Avg)
+                    .range(t + TimeDelta::hours(10), t + TimeDelta::hours(11)),
+            )
+            .await
+            .unwrap();
+        store
+            .query_alerts(
+                &AlertQuery::new()
+                    .status(AlertStatus::Active)
+                    .min_severity(AlertSeverity::High)
+                    .range(t + TimeDelta::seconds(1000), t + TimeDelta::seconds(3000)),
+            )
+            .await
+            .unwrap();
+        store
+            .get_agent_states(
+                &aimon_core::AgentStateQuery::new()
+                    .heartbeat_after(t + TimeDelta::seconds(199_000)),
+            )
+            .await
+            .unwrap();
+        let after = seq_scans_of_large_tables(&store).await;
+        assert!(!before.is_empty(), "the large tables are counted");
+        assert_eq!(
+            before, after,
+            "sequential scans of large tables by the driver's queries"
+        );
+
         // And the driver answers them.
         let found = store
             .query_metrics(
