@@ -72,6 +72,44 @@ pub(crate) fn last_bound(ts: i64) -> i64 {
         .min(time::MAX_TIMESTAMP_MICROS)
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the columns both series statements start with ([`UPSERT_SERIES`], [`UPDATE_SERIES`]):
+/// `$1`–`$6`, the ids, names, types, descriptions, units and metadata JSON of `rows`.
+fn bind_series_columns<'q>(query: PgQuery<'q>, rows: &[&SeriesRow<'q>]) -> Result<PgQuery<'q>> {
+    let metadata = rows
+        .iter()
+        .map(|s| serde_json::to_string(&s.metric.metadata))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(query
+        .bind(
+            rows.iter()
+                .map(|s| s.metric.id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|s| s.metric.name.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|s| s.metric.metric_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|s| s.metric.description.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|s| s.metric.unit.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(metadata))
+}
+
 /// The optimistic half of [`insert_samples`]: a plain insert, for batches of new keys.
 const INSERT_NEW_SAMPLES: &str = "INSERT INTO samples (sid, time, tags, value) \
     SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::float8[])";
@@ -436,38 +474,7 @@ impl PostgresBackend {
         let (live, dead): (Vec<&SeriesRow<'_>>, Vec<&SeriesRow<'_>>) =
             prepared.series.iter().partition(|s| s.live);
         if !live.is_empty() {
-            let rows = sqlx::query(UPSERT_SERIES)
-                .bind(
-                    live.iter()
-                        .map(|s| s.metric.id.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    live.iter()
-                        .map(|s| s.metric.name.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    live.iter()
-                        .map(|s| s.metric.metric_type.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    live.iter()
-                        .map(|s| s.metric.description.as_deref())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    live.iter()
-                        .map(|s| s.metric.unit.as_deref())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    live.iter()
-                        .map(|s| serde_json::to_string(&s.metric.metadata))
-                        .collect::<std::result::Result<Vec<_>, _>>()
-                        .map_err(aimon_core::Error::from)?,
-                )
+            let rows = bind_series_columns(sqlx::query(UPSERT_SERIES), &live)?
                 .bind(live.iter().map(|s| s.created_at).collect::<Vec<_>>())
                 .bind(live.iter().map(|s| s.metric.updated_at).collect::<Vec<_>>())
                 .fetch_all(&mut *tx)
@@ -483,38 +490,7 @@ impl PostgresBackend {
         }
         let mut stored_dead: BTreeSet<usize> = BTreeSet::new();
         if !dead.is_empty() {
-            let rows = sqlx::query(UPDATE_SERIES)
-                .bind(
-                    dead.iter()
-                        .map(|s| s.metric.id.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    dead.iter()
-                        .map(|s| s.metric.name.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    dead.iter()
-                        .map(|s| s.metric.metric_type.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    dead.iter()
-                        .map(|s| s.metric.description.as_deref())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    dead.iter()
-                        .map(|s| s.metric.unit.as_deref())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    dead.iter()
-                        .map(|s| serde_json::to_string(&s.metric.metadata))
-                        .collect::<std::result::Result<Vec<_>, _>>()
-                        .map_err(aimon_core::Error::from)?,
-                )
+            let rows = bind_series_columns(sqlx::query(UPDATE_SERIES), &dead)?
                 .bind(dead.iter().map(|s| s.metric.updated_at).collect::<Vec<_>>())
                 .fetch_all(&mut *tx)
                 .await
