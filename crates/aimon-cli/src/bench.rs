@@ -116,6 +116,14 @@ impl Workload {
         }
     }
 
+    /// Each series' tags as a quoted CSV field of canonical JSON, for the baselines' files.
+    fn csv_tags(&self) -> Vec<String> {
+        self.tags
+            .iter()
+            .map(|t| format!("\"{}\"", aimon::model::tags_json(t).replace('"', "\"\"")))
+            .collect()
+    }
+
     /// Sample `i`: its series index, timestamp and value.
     fn sample(&self, i: u64) -> (usize, chrono::DateTime<chrono::Utc>, f64) {
         let s = (i % self.series) as usize;
@@ -373,11 +381,7 @@ async fn sqlite3_baseline(workload: &Workload, aimon_rate: f64) -> Result<Baseli
 
     let csv = dir.path().join("samples.csv");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&csv)?);
-    let tags: Vec<String> = workload
-        .tags
-        .iter()
-        .map(|t| format!("\"{}\"", aimon::model::tags_json(t).replace('"', "\"\"")))
-        .collect();
+    let tags = workload.csv_tags();
     for i in 0..workload.samples {
         let (s, timestamp, value) = workload.sample(i);
         writeln!(
@@ -705,11 +709,7 @@ async fn psql_baseline(
         let dir = tempfile::tempdir()?;
         let csv = dir.path().join("samples.csv");
         let mut out = std::io::BufWriter::new(std::fs::File::create(&csv)?);
-        let tags: Vec<String> = workload
-            .tags
-            .iter()
-            .map(|t| format!("\"{}\"", aimon::model::tags_json(t).replace('"', "\"\"")))
-            .collect();
+        let tags = workload.csv_tags();
         for i in 0..workload.samples {
             let (s, timestamp, value) = workload.sample(i);
             writeln!(

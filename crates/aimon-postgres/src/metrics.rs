@@ -138,28 +138,7 @@ async fn insert_samples(
         .bind(&values)
         .execute(&mut *conn)
         .await;
-    match plain {
-        Ok(_) => {
-            sqlx::raw_sql("RELEASE SAVEPOINT aimon_samples")
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        }
-        Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
-            sqlx::raw_sql("ROLLBACK TO SAVEPOINT aimon_samples")
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query(INSERT_SAMPLES)
-                .bind(sids)
-                .bind(times)
-                .bind(tags)
-                .bind(values)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
+    upsert_unless_done(conn, plain.map(drop), sids, times, tags, values).await
 }
 
 /// [`IngestMethod::Copy`]: the rows in `COPY`'s text format straight into `samples` (routed to
@@ -197,8 +176,22 @@ async fn copy_samples(
         copy.finish().await
     }
     .await;
-    match copied {
-        Ok(_) => {
+    upsert_unless_done(conn, copied.map(drop), sids, times, tags, values).await
+}
+
+/// Ends the `aimon_samples` savepoint of an optimistic write of new keys: released when
+/// `attempt` succeeded; when it hit a stored key (a retry, an overwrite), rolled back and the
+/// batch written again as the `ON CONFLICT DO UPDATE` upsert.
+async fn upsert_unless_done(
+    conn: &mut PgConnection,
+    attempt: std::result::Result<(), sqlx::Error>,
+    sids: Vec<i64>,
+    times: Vec<DateTime<Utc>>,
+    tags: Vec<&str>,
+    values: Vec<f64>,
+) -> std::result::Result<(), sqlx::Error> {
+    match attempt {
+        Ok(()) => {
             sqlx::raw_sql("RELEASE SAVEPOINT aimon_samples")
                 .execute(&mut *conn)
                 .await?;
