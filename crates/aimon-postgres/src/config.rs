@@ -18,7 +18,7 @@
 //! | `partition_interval` | width of a samples partition: seconds, or `90s`, `15m`, `6h`, `1d`, `1w` | `1d` |
 //! | `partitions_ahead` | partitions kept ready past the current one | [`DEFAULT_PARTITIONS_AHEAD`] |
 //! | `compression_after` | TimescaleDB: compress chunks older than this (same forms) | off |
-//! | `ingest` | `unnest` (one `INSERT … FROM UNNEST` per batch) or `copy` (`COPY … FROM STDIN`) | `unnest` |
+//! | `ingest` | `copy` (binary `COPY … FROM STDIN`) or `unnest` (one `INSERT … FROM UNNEST` per batch) | `copy` |
 //! | `metric_ttl_seconds`, `alert_ttl_seconds`, `agent_state_ttl_seconds` | retention | keep forever |
 //!
 //! Anything else is a [`aimon_core::ErrorKind::ConfigInvalid`] error naming it. Credentials
@@ -61,14 +61,14 @@ const URL_OPTIONS: &[&str] = &[
 /// How a batch of samples reaches the `samples` table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum IngestMethod {
-    /// `INSERT … SELECT FROM UNNEST($1::bigint[], …)`: one statement per batch (the `ON
-    /// CONFLICT DO UPDATE` form when the batch rewrites a stored key). The default (see the
-    /// crate docs for the measurements).
+    /// `COPY samples … FROM STDIN (FORMAT binary)` under a savepoint; the `UNNEST … ON
+    /// CONFLICT DO UPDATE` upsert only when the batch rewrites a stored key. The default: the
+    /// faster of the two (see the crate docs for the measurements).
     #[default]
-    Unnest,
-    /// `COPY samples … FROM STDIN` (text format) under a savepoint; the `UNNEST` upsert only
-    /// when the batch rewrites a stored key.
     Copy,
+    /// `INSERT … SELECT FROM UNNEST($1::bigint[], …)`: one statement per batch (the `ON
+    /// CONFLICT DO UPDATE` form when the batch rewrites a stored key).
+    Unnest,
 }
 
 /// The PostgreSQL backend's settings. `Debug` never shows credentials.
@@ -173,8 +173,8 @@ impl PostgresConfig {
             .map(|text| parse_duration("compression_after", &text))
             .transpose()?;
         let ingest = match options.string("ingest")?.as_deref() {
-            None | Some("unnest") => IngestMethod::Unnest,
-            Some("copy") => IngestMethod::Copy,
+            None | Some("copy") => IngestMethod::Copy,
+            Some("unnest") => IngestMethod::Unnest,
             Some(other) => {
                 return Err(Error::config(format!(
                     "option ingest: {other:?} is not unnest or copy"

@@ -1,7 +1,7 @@
 //! # aimon-postgres
 //!
 //! The PostgreSQL backend of aimon (sqlx 0.9): native declarative time partitions, partition-drop
-//! retention, bulk ingest in one statement per batch, `metric_history` in SQL (`date_bin`),
+//! retention, bulk ingest by binary `COPY`, `metric_history` in SQL (`date_bin`),
 //! `LISTEN`/`NOTIFY` live updates, and a TimescaleDB mode. It follows the shared semantics of
 //! `DESIGN.md` and `docs/semantics.md` and passes the whole conformance suite.
 //!
@@ -64,32 +64,31 @@
 //!
 //! ## Bulk ingest
 //! A `save_metrics` batch is one transaction: the series upsert, the samples, the tag-set
-//! rows, the events. Samples go in as four arrays in one statement, `INSERT … SELECT FROM
-//! UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::float8[])` (batches above 100,000
-//! samples are split), sorted by key with only the last write of a key kept (one statement
-//! cannot update a row twice; sorted keys make concurrent writers lock in one order). The
-//! plain insert runs first under a savepoint, as most batches carry only new keys; a batch
-//! that rewrites a stored key (a retry, an overwrite) runs again as `ON CONFLICT DO UPDATE`
-//! (rule 1: the rewrite overwrites).
+//! rows, the events. Samples are sorted by key with only the last write of a key kept (one
+//! statement cannot update a row twice; sorted keys make concurrent writers lock in one order)
+//! and go in by `COPY samples (sid, time, tags, value) FROM STDIN (FORMAT binary)` (batches
+//! above 100,000 samples are split): the server routes the rows to the partitions and buffers
+//! them into multi-row inserts, and parses nothing as text. Most batches carry only new keys,
+//! so the `COPY` runs under a savepoint; a batch that rewrites a stored key (a retry, an
+//! overwrite) fails the unique check, rolls back to the savepoint and runs again as `INSERT …
+//! SELECT FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::float8[]) ON CONFLICT
+//! DO UPDATE` (rule 1: the rewrite overwrites). `ingest=unnest` writes every batch through
+//! `UNNEST` (the plain insert first, the upsert on conflict).
 //!
-//! **UNNEST against COPY, measured** (`aimon bench --samples 1000000 --compare-psql`, 2-core
-//! machine, release build). First versions, both with `ON CONFLICT DO UPDATE` on every batch:
-//! UNNEST 93,250 samples/s, `COPY` into a temporary staging table then `INSERT … ON
-//! CONFLICT` from it 62,680 (batches of 5,000). Both then got the optimistic path (a plain
-//! insert under a savepoint; the upsert only when a stored key is rewritten), COPY going
-//! straight into the partitioned `samples`: batches of 5,000, UNNEST 117,600 and COPY 111,400
-//! samples/s; batches of 50,000, UNNEST 239,400 and COPY 223,100 (same runs, one each). The
-//! two are within the noise of this machine; UNNEST is the default (one statement with typed
-//! arrays, no text encoding), and `ingest=copy` stays as an option. Against `psql \copy` of the
-//! same rows into the same partitioned table in the same run: 0.40×–0.62× with batches of
-//! 5,000 (the per-batch series upsert, tag-set rows and events weigh on small batches), 0.81×–
-//! 0.98× with batches of 50,000. Since the keys hash the tags (`tags_key`, so a 16 KiB tag
-//! value fits a btree entry), one run each: 85,200 against 185,900 rows/s (0.46×) with
-//! batches of 5,000 and 151,400 against 178,300 (0.85×) with 50,000; with
-//! `synchronous_commit = off` the 5,000 case gained only 16%. A server-log profile of 200,000
-//! samples in batches of 5,000: 4.8 µs a row in the sample `INSERT`, about 4 ms a batch in
-//! the series and tag-set upserts, `NOTIFY` and `COMMIT`, and ~4.5 µs a sample on the client
-//! (preparing and encoding the arrays): the per-row path is where the gap is.
+//! **COPY against UNNEST, measured** (`aimon bench --samples 1000000 --batch 5000
+//! --compare-psql`, 2-core machine, release build, five runs on 2026-11-27): binary `COPY`
+//! reached **0.83×–1.18× (median 1.03×)** the rate of `psql \copy` loading the same rows from
+//! CSV into the same partitioned table with the same indexes, in the same run; `UNNEST`
+//! 0.67×–0.77× in runs alternating with them. With batches of 50,000, `COPY` 1.24×. What
+//! closed the gap (it was 0.46× with `UNNEST` on an earlier day), found with `perf record` on
+//! the server and per-stage timings of a batch: 85% of a batch is the sample write itself;
+//! the text form of `COPY` spends a fifth of its time parsing timestamps (the binary form
+//! does not); and version 1's `tags_key` called `convert_to`, which is only `STABLE`, so the
+//! planner could not inline it and every row ran it through the SQL-function executor, a fifth
+//! of the server's time (migration 2 gives it an `IMMUTABLE` body, with the same bytes). The
+//! rest of a batch of 5,000 is about 12 ms: the series upsert (4 ms), tag sets (2 ms), `NOTIFY`
+//! (0.5 ms), `COMMIT`'s WAL flush (5.5 ms). Writing the whole batch as one autocommit statement
+//! of data-modifying CTEs (one round trip instead of eight) was tried and measured slower.
 //!
 //! ## History
 //! `metric_history` runs in SQL: buckets are `date_bin(step, time, '1970-01-01')` (TimescaleDB:

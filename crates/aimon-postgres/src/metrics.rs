@@ -20,8 +20,8 @@ use crate::error::{corrupted, from_sqlx, parse_json, sqlstate};
 use crate::sql::{Sql, push_filters, push_order_and_page};
 use crate::timescale;
 
-/// Samples per `INSERT … SELECT FROM UNNEST(…)` statement: a batch up to this size is one round
-/// trip; larger ones are split so no single statement's arrays grow without bound.
+/// Samples per `COPY` (or `INSERT … SELECT FROM UNNEST(…)` statement): larger batches are
+/// split, so that no single message, and no fallback upsert's arrays, grow without bound.
 pub(crate) const INSERT_CHUNK: usize = 100_000;
 
 /// The columns of `series`, in the order [`metric_from_row`] reads them.
@@ -141,8 +141,8 @@ async fn insert_samples(
     upsert_unless_done(conn, plain.map(drop), sids, times, tags, values).await
 }
 
-/// [`IngestMethod::Copy`]: the rows in `COPY`'s text format straight into `samples` (routed to
-/// the partitions by the server) under a savepoint; a batch that rewrites a stored key fails
+/// [`IngestMethod::Copy`]: the rows in `COPY`'s binary format straight into `samples` (routed
+/// to the partitions by the server) under a savepoint; a batch that rewrites a stored key fails
 /// the unique check and runs again as the `UNNEST … ON CONFLICT DO UPDATE` upsert.
 async fn copy_samples(
     conn: &mut PgConnection,
@@ -151,32 +151,55 @@ async fn copy_samples(
     tags: Vec<&str>,
     values: Vec<f64>,
 ) -> std::result::Result<(), sqlx::Error> {
-    use std::fmt::Write as _;
-    let mut text = String::with_capacity(sids.len() * 96);
-    for i in 0..sids.len() {
-        // Tags are canonical JSON without raw control characters (validated); only `\` needs
-        // escaping in COPY's text format. `{:?}` prints a double's shortest exact form.
-        let _ = writeln!(
-            text,
-            "{}\t{}\t{}\t{:?}",
-            sids[i],
-            times[i].format("%Y-%m-%d %H:%M:%S%.6f+00"),
-            tags[i].replace('\\', "\\\\"),
-            values[i]
-        );
-    }
+    let data = binary_copy_rows(&sids, &times, &tags, &values);
     sqlx::raw_sql("SAVEPOINT aimon_samples")
         .execute(&mut *conn)
         .await?;
     let copied = async {
         let mut copy = conn
-            .copy_in_raw("COPY samples (sid, time, tags, value) FROM STDIN")
+            .copy_in_raw("COPY samples (sid, time, tags, value) FROM STDIN (FORMAT binary)")
             .await?;
-        copy.send(text.into_bytes()).await?;
+        copy.send(data).await?;
         copy.finish().await
     }
     .await;
     upsert_unless_done(conn, copied.map(drop), sids, times, tags, values).await
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01T00:00:00Z.
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// `(sid, time, tags, value)` rows in `COPY`'s binary format: the signature, flags and header
+/// extension length, then per row the field count and each field as a length and its network
+/// order bytes (`timestamptz` as microseconds since 2000), then the `-1` trailer. The server
+/// parses none of it as text, as it would `COPY`'s text or CSV format.
+fn binary_copy_rows(
+    sids: &[i64],
+    times: &[DateTime<Utc>],
+    tags: &[&str],
+    values: &[f64],
+) -> Vec<u8> {
+    let tag_bytes: usize = tags.iter().map(|t| t.len()).sum();
+    let mut out = Vec::with_capacity(21 + sids.len() * 42 + tag_bytes);
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    for (((sid, time), tags), value) in sids.iter().zip(times).zip(tags).zip(values) {
+        out.extend_from_slice(&4i16.to_be_bytes());
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&sid.to_be_bytes());
+        out.extend_from_slice(&8i32.to_be_bytes());
+        let micros = time::to_micros(*time) - POSTGRES_EPOCH_MICROS;
+        out.extend_from_slice(&micros.to_be_bytes());
+        // Validated tag sets are far below COPY's 1 GiB field limit.
+        let len = i32::try_from(tags.len()).unwrap_or(i32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(tags.as_bytes());
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&value.to_bits().to_be_bytes());
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out
 }
 
 /// Ends the `aimon_samples` savepoint of an optimistic write of new keys: released when

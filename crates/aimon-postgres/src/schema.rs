@@ -27,11 +27,18 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. The SQL runs with the search path set to the store's schema.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "series, sample partitions, alerts, agent states",
-    sql: include_str!("../migrations/0001_schema.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "series, sample partitions, alerts, agent states",
+        sql: include_str!("../migrations/0001_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "an inlinable tags_key",
+        sql: include_str!("../migrations/0002_inline_tags_key.sql"),
+    },
+];
 
 /// The samples table of the native mode: declaratively partitioned by range on `time`; the
 /// primary key is the sample key of DESIGN.md rule 1 (the partition key is part of it, as
