@@ -1,0 +1,93 @@
+//! The database and retention policies of a v1 store, created or adjusted on connect.
+
+use std::time::Duration;
+
+use aimon_core::Result;
+
+use crate::backend::InfluxBackend;
+use crate::config::ApiSettings;
+use crate::line::ident;
+
+/// InfluxDB refuses retention policies shorter than an hour.
+pub const MIN_RP_DURATION: Duration = Duration::from_secs(3_600);
+
+/// The `DURATION` of the samples' retention policy for a `metric_ttl`: the TTL rounded up to
+/// whole seconds and at least [`MIN_RP_DURATION`], or `INF`. Reads filter by the exact TTL
+/// whatever this is (DESIGN.md rule 6).
+pub fn rp_duration(metric_ttl: Option<Duration>) -> String {
+    match metric_ttl {
+        None => "INF".to_owned(),
+        Some(ttl) => {
+            let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+            format!("{}s", secs.max(MIN_RP_DURATION.as_secs()))
+        }
+    }
+}
+
+impl InfluxBackend {
+    /// v1: `CREATE DATABASE` (idempotent), the samples' retention policy as the database's
+    /// `DEFAULT` with the TTL's duration (`CREATE` or `ALTER`), and the infinite metadata policy.
+    /// v2/v3: the buckets must exist; their retention is set in InfluxDB (see the crate docs).
+    pub(crate) async fn prepare_schema(&self) -> Result<()> {
+        let ApiSettings::V1 {
+            database,
+            retention_policy,
+            meta_retention_policy,
+            ..
+        } = &self.config.api
+        else {
+            // Reads go through the v1-compatibility API: check it answers for this bucket.
+            self.client.query_one("SHOW MEASUREMENTS LIMIT 1").await?;
+            return Ok(());
+        };
+        let db = ident(database);
+        self.client.query(&format!("CREATE DATABASE {db}")).await?;
+        let existing = self
+            .client
+            .query_one(&format!("SHOW RETENTION POLICIES ON {db}"))
+            .await?;
+        let names: Vec<String> = existing
+            .iter()
+            .flat_map(|s| {
+                let i = s.column("name");
+                s.values.iter().filter_map(move |row| {
+                    i.and_then(|i| row.get(i))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                })
+            })
+            .collect();
+        let duration = rp_duration(self.config.retention.metric_ttl);
+        let samples_rp = ident(retention_policy);
+        let statement = if names.iter().any(|n| n == retention_policy) {
+            format!("ALTER RETENTION POLICY {samples_rp} ON {db} DURATION {duration} DEFAULT")
+        } else {
+            format!(
+                "CREATE RETENTION POLICY {samples_rp} ON {db} DURATION {duration} REPLICATION 1 DEFAULT"
+            )
+        };
+        self.client.query(&statement).await?;
+        if !names.iter().any(|n| n == meta_retention_policy) {
+            self.client
+                .query(&format!(
+                    "CREATE RETENTION POLICY {} ON {db} DURATION INF REPLICATION 1",
+                    ident(meta_retention_policy)
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_policy_durations() {
+        assert_eq!(rp_duration(None), "INF");
+        assert_eq!(rp_duration(Some(Duration::from_secs(2))), "3600s");
+        assert_eq!(rp_duration(Some(Duration::from_secs(86_400))), "86400s");
+        assert_eq!(rp_duration(Some(Duration::from_millis(7_200_500))), "7201s");
+    }
+}
