@@ -139,6 +139,27 @@ impl InfluxBackend {
         ))
     }
 
+    /// Posts line protocol as it is (gzip-compressed, in the configured batches) to the samples'
+    /// retention policy, or with `metadata` to the metadata one: for loaders and benchmarks that
+    /// prepare their own lines, and for tests that put foreign points in a store.
+    pub async fn write_line_protocol(&self, body: &str, metadata: bool) -> Result<()> {
+        self.check_open("write_line_protocol")?;
+        let mut lines = crate::client::LineBuffer::default();
+        for l in body.lines().filter(|l| !l.trim().is_empty()) {
+            lines.text.push_str(l);
+            lines.end_line();
+        }
+        let target = if metadata {
+            crate::client::Target::Meta
+        } else {
+            crate::client::Target::Samples
+        };
+        self.client
+            .write_lines(target, &lines)
+            .await
+            .map_err(|e| self.fail("write_line_protocol", e))
+    }
+
     fn check_open(&self, operation: &'static str) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(self.fail(

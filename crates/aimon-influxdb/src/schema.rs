@@ -24,6 +24,18 @@ pub fn rp_duration(metric_ttl: Option<Duration>) -> String {
     }
 }
 
+/// The `SHARD DURATION` InfluxDB would pick for a retention policy of [`rp_duration`]: an hour
+/// under two days, a day up to six months, a week beyond (and for `INF`). Given explicitly, so
+/// that `ALTER` to a shorter duration is never refused for a longer shard duration.
+pub fn shard_duration(metric_ttl: Option<Duration>) -> &'static str {
+    const DAY: u64 = 86_400;
+    match metric_ttl.map(|t| t.as_secs().max(MIN_RP_DURATION.as_secs())) {
+        Some(secs) if secs < 2 * DAY => "1h",
+        Some(secs) if secs <= 180 * DAY => "1d",
+        _ => "7d",
+    }
+}
+
 impl InfluxBackend {
     /// v1: `CREATE DATABASE` (idempotent), the samples' retention policy as the database's
     /// `DEFAULT` with the TTL's duration (`CREATE` or `ALTER`), and the infinite metadata policy.
@@ -58,12 +70,15 @@ impl InfluxBackend {
             })
             .collect();
         let duration = rp_duration(self.config.retention.metric_ttl);
+        let shard = shard_duration(self.config.retention.metric_ttl);
         let samples_rp = ident(retention_policy);
         let statement = if names.iter().any(|n| n == retention_policy) {
-            format!("ALTER RETENTION POLICY {samples_rp} ON {db} DURATION {duration} DEFAULT")
+            format!(
+                "ALTER RETENTION POLICY {samples_rp} ON {db} DURATION {duration} SHARD DURATION {shard} DEFAULT"
+            )
         } else {
             format!(
-                "CREATE RETENTION POLICY {samples_rp} ON {db} DURATION {duration} REPLICATION 1 DEFAULT"
+                "CREATE RETENTION POLICY {samples_rp} ON {db} DURATION {duration} REPLICATION 1 SHARD DURATION {shard} DEFAULT"
             )
         };
         self.client.query(&statement).await?;
@@ -89,5 +104,12 @@ mod tests {
         assert_eq!(rp_duration(Some(Duration::from_secs(2))), "3600s");
         assert_eq!(rp_duration(Some(Duration::from_secs(86_400))), "86400s");
         assert_eq!(rp_duration(Some(Duration::from_millis(7_200_500))), "7201s");
+        assert_eq!(shard_duration(Some(Duration::from_secs(2))), "1h");
+        assert_eq!(shard_duration(Some(Duration::from_secs(2 * 86_400))), "1d");
+        assert_eq!(
+            shard_duration(Some(Duration::from_secs(365 * 86_400))),
+            "7d"
+        );
+        assert_eq!(shard_duration(None), "7d");
     }
 }
