@@ -848,6 +848,10 @@ pub const VICTORIA_METRICS: ServerSpec = ServerSpec {
             format!("-httpListenAddr=127.0.0.1:{}", env.port).into(),
             format!("-storageDataPath={}", env.dir.join("data").display()).into(),
             "-search.latencyOffset=0s".into(),
+            // Test data is stamped in 2024: keep it (the default keeps one month).
+            "-retentionPeriod=100y".into(),
+            // One value per series and millisecond, as InfluxDB keeps one per key.
+            "-dedup.minScrapeInterval=1ms".into(),
             "-loggerLevel=ERROR".into(),
         ]
     },

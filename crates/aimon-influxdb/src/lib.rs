@@ -35,6 +35,7 @@ mod stats;
 pub use backend::InfluxBackend;
 pub use client::ServerInfo;
 pub use config::{ApiSettings, InfluxConfig};
+pub use metrics::sample_lines;
 
 /// The URL schemes this backend opens.
 pub const SCHEMES: &[&str] = &["influxdb", "influxdb+https", "influxdb2"];

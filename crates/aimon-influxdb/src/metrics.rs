@@ -30,6 +30,38 @@ pub(crate) fn tag_key(key: &str) -> String {
     format!("{TAG_PREFIX}{key}")
 }
 
+/// Appends the line of one sample (without the newline): measurement `samples`, tags `sid` and
+/// `t.<key>` (percent-encoded and escaped, see [`crate::line`]), field `v`, time in µs.
+fn push_sample_line(s: &mut String, series_id: &str, sample: &MetricValue) {
+    s.push_str(SAMPLES);
+    s.push_str(",sid=");
+    line::push_tag(s, series_id);
+    for (key, value) in &sample.tags {
+        s.push(',');
+        line::push_tag(s, &tag_key(key));
+        s.push('=');
+        line::push_tag(s, value);
+    }
+    s.push_str(" v=");
+    line::push_float(s, sample.value);
+    s.push(' ');
+    s.push_str(&time::to_micros(sample.timestamp).to_string());
+}
+
+/// The line protocol `save_metrics` writes for the samples of `metrics` (microsecond
+/// precision, one line each, `\n`-terminated), without validation or retention: for outside
+/// loaders and the `aimon bench --compare-curl` baseline, which post exactly these lines.
+pub fn sample_lines(metrics: &[Metric]) -> String {
+    let mut out = String::new();
+    for metric in metrics {
+        for sample in &metric.values {
+            push_sample_line(&mut out, &metric.id, sample);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The metadata of a series as stored in its `doc` field: the metric without samples.
 fn series_doc(metric: &Metric, created_at_micros: i64) -> Metric {
     Metric {
@@ -269,20 +301,7 @@ impl InfluxBackend {
             // One metadata line per series: the last write of the batch wins.
             docs.insert(&metric.id, series_doc(metric, created_at));
             for sample in &live {
-                let s = &mut samples.text;
-                s.push_str(SAMPLES);
-                s.push_str(",sid=");
-                line::push_tag(s, &metric.id);
-                for (key, value) in &sample.tags {
-                    s.push(',');
-                    line::push_tag(s, &tag_key(key));
-                    s.push('=');
-                    line::push_tag(s, value);
-                }
-                s.push_str(" v=");
-                line::push_float(s, sample.value);
-                s.push(' ');
-                s.push_str(&time::to_micros(sample.timestamp).to_string());
+                push_sample_line(&mut samples.text, &metric.id, sample);
                 samples.end_line();
             }
             report.written += live.len() as u64;

@@ -48,8 +48,9 @@ impl InfluxBackend {
             ..
         } = &self.config.api
         else {
-            // Reads go through the v1-compatibility API: check it answers for this bucket.
-            self.client.query_one("SHOW MEASUREMENTS LIMIT 1").await?;
+            // Buckets and their retention are managed in InfluxDB 2.x/3.x, and reads go
+            // through their v1-compatibility `/query`; nothing to create here. (Servers that only
+            // accept writes, such as VictoriaMetrics, open too: reads then fail when asked.)
             return Ok(());
         };
         let db = ident(database);
