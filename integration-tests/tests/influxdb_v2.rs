@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use aimon_core::{ErrorKind, Metric, MetricType, MetricValue, StorageBackend, StorageConfig, time};
+use aimon_core::{ErrorKind, Metric, MetricType, MetricValue, StorageConfig, time};
 use aimon_influxdb::{ApiSettings, InfluxBackend, line};
 use aimon_integration_tests::fixtures::{self, unique_namespace};
 use chrono::{TimeDelta, TimeZone, Utc};
