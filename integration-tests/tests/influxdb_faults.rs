@@ -481,3 +481,36 @@ fn secrets_stay_out_of_logs_errors_and_debug() {
         assert!(!logs.contains(secret), "{secret} in logs");
     }
 }
+
+/// The longest valid description and annotation (1 MiB) round-trip: InfluxDB string fields are
+/// not cut at 64 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megabyte_documents_round_trip() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let store = open(&fixture, &[]).await;
+    let text: String = "\"quoted\" \\ 🚀 line\nbreak\t"
+        .chars()
+        .cycle()
+        .take(200_000)
+        .collect();
+    let text = &text[..text
+        .char_indices()
+        .map(|(i, _)| i)
+        .take_while(|i| *i <= aimon_core::validate::MAX_TEXT_BYTES)
+        .last()
+        .unwrap()];
+    let mut metric = Metric::new("big", "big", MetricType::Gauge);
+    metric.description = Some(text.to_owned());
+    store.save_metric(&metric).await.unwrap();
+    let back = store.get_metric("big").await.unwrap().unwrap();
+    assert_eq!(back.description.as_deref(), Some(text));
+    let mut alert = Alert::new("big", "a", AlertSeverity::Low, "src");
+    alert.annotations.insert("k".into(), text.to_owned());
+    store.save_alert(&alert).await.unwrap();
+    assert_eq!(
+        store.get_alert("big").await.unwrap().unwrap().annotations["k"],
+        text
+    );
+}

@@ -314,6 +314,11 @@ impl LineBuffer {
         self.ends.push(self.text.len());
     }
 
+    /// Records line ends appended to `text` directly (each just after a `\n`).
+    pub fn extend_ends(&mut self, ends: Vec<usize>) {
+        self.ends.extend(ends);
+    }
+
     /// Byte slices of at most `max_lines` whole lines and (unless one line alone is longer)
     /// `max_bytes` bytes.
     pub fn batches(&self, max_lines: usize, max_bytes: usize) -> Vec<&[u8]> {

@@ -66,24 +66,29 @@ pub fn decode_tag_text(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Appends `s`, with a backslash before every character `special` accepts (ASCII only).
+fn push_escaped(out: &mut String, s: &str, special: impl Fn(u8) -> bool) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if special(*b) {
+            // `i` is a char boundary: the special characters are ASCII.
+            out.push_str(&s[start..i]);
+            out.push('\\');
+            start = i;
+        }
+    }
+    out.push_str(&s[start..]);
+}
+
 /// Appends a measurement name, escaped.
 pub fn push_measurement(out: &mut String, s: &str) {
-    for c in s.chars() {
-        if matches!(c, ',' | ' ') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
+    push_escaped(out, s, |b| matches!(b, b',' | b' '));
 }
 
 /// Appends a tag key, tag value or field key, escaped (after [`encode_tag_text`] for tags).
 pub fn push_key(out: &mut String, s: &str) {
-    for c in s.chars() {
-        if matches!(c, ',' | '=' | ' ') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
+    push_escaped(out, s, |b| matches!(b, b',' | b'=' | b' '));
 }
 
 /// Appends a tag text: percent-encoded, then escaped.
@@ -94,12 +99,7 @@ pub fn push_tag(out: &mut String, s: &str) {
 /// Appends a string field value with its quotes.
 pub fn push_string_field(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        if matches!(c, '"' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
+    push_escaped(out, s, |b| matches!(b, b'"' | b'\\'));
     out.push('"');
 }
 

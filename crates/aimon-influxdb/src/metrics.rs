@@ -1,6 +1,7 @@
 //! Series and samples: writes, reads, queries and `metric_history`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
 
 use aimon_core::backend::{StorageEvent, WriteReport};
 use aimon_core::downsample::{CompensatedSum, Downsampler, SampleRef, bucket_start};
@@ -30,22 +31,43 @@ pub(crate) fn tag_key(key: &str) -> String {
     format!("{TAG_PREFIX}{key}")
 }
 
-/// Appends the line of one sample (without the newline): measurement `samples`, tags `sid` and
-/// `t.<key>` (percent-encoded and escaped, see [`crate::line`]), field `v`, time in µs.
-fn push_sample_line(s: &mut String, series_id: &str, sample: &MetricValue) {
+/// Appends the series key of a sample: measurement `samples`, tags `sid` and `t.<key>`
+/// (percent-encoded and escaped, see [`crate::line`]).
+fn push_series_key(s: &mut String, series_id: &str, tags: &Tags) {
     s.push_str(SAMPLES);
     s.push_str(",sid=");
     line::push_tag(s, series_id);
-    for (key, value) in &sample.tags {
+    for (key, value) in tags {
         s.push(',');
-        line::push_tag(s, &tag_key(key));
+        s.push_str(TAG_PREFIX);
+        line::push_tag(s, key);
         s.push('=');
         line::push_tag(s, value);
     }
-    s.push_str(" v=");
-    line::push_float(s, sample.value);
-    s.push(' ');
-    s.push_str(&time::to_micros(sample.timestamp).to_string());
+}
+
+/// Appends the lines (`\n`-terminated) of `samples` of one series. Consecutive samples with the
+/// same tags (the usual case) reuse one encoded series key.
+fn push_sample_lines<'a>(
+    s: &mut String,
+    series_id: &str,
+    samples: impl IntoIterator<Item = &'a MetricValue>,
+    mut end_line: impl FnMut(&mut String),
+) {
+    let mut key = String::new();
+    let mut key_tags: Option<&Tags> = None;
+    for sample in samples {
+        if key_tags != Some(&sample.tags) {
+            key.clear();
+            push_series_key(&mut key, series_id, &sample.tags);
+            key_tags = Some(&sample.tags);
+        }
+        s.push_str(&key);
+        s.push_str(" v=");
+        line::push_float(s, sample.value);
+        let _ = write!(s, " {}", time::to_micros(sample.timestamp));
+        end_line(s);
+    }
 }
 
 /// The line protocol `save_metrics` writes for the samples of `metrics` (microsecond
@@ -54,10 +76,7 @@ fn push_sample_line(s: &mut String, series_id: &str, sample: &MetricValue) {
 pub fn sample_lines(metrics: &[Metric]) -> String {
     let mut out = String::new();
     for metric in metrics {
-        for sample in &metric.values {
-            push_sample_line(&mut out, &metric.id, sample);
-            out.push('\n');
-        }
+        push_sample_lines(&mut out, &metric.id, &metric.values, |s| s.push('\n'));
     }
     out
 }
@@ -300,10 +319,12 @@ impl InfluxBackend {
                 .or_insert_with(|| time::to_micros(time::truncate(metric.created_at)));
             // One metadata line per series: the last write of the batch wins.
             docs.insert(&metric.id, series_doc(metric, created_at));
-            for sample in &live {
-                push_sample_line(&mut samples.text, &metric.id, sample);
-                samples.end_line();
-            }
+            let mut ends = Vec::with_capacity(live.len());
+            push_sample_lines(&mut samples.text, &metric.id, live.iter().copied(), |s| {
+                s.push('\n');
+                ends.push(s.len());
+            });
+            samples.extend_ends(ends);
             report.written += live.len() as u64;
             events.push(StorageEvent::MetricWritten {
                 backend: self.config.name.clone(),
@@ -326,9 +347,21 @@ impl InfluxBackend {
             s.push_str(" 0");
             meta.end_line();
         }
-        // Metadata first: a series without samples is valid, samples without a series are not.
-        self.client.write_lines(Target::Meta, &meta).await?;
-        self.client.write_lines(Target::Samples, &samples).await?;
+        if unknown.is_empty() {
+            // Every series is stored already: its metadata update and the samples go out at
+            // once (a failure of either fails the call, and the retry rewrites both).
+            let (meta_written, samples_written) = futures::join!(
+                self.client.write_lines(Target::Meta, &meta),
+                self.client.write_lines(Target::Samples, &samples)
+            );
+            meta_written?;
+            samples_written?;
+        } else {
+            // New series: metadata first. A series without samples is valid; samples whose
+            // series document is missing would be invisible.
+            self.client.write_lines(Target::Meta, &meta).await?;
+            self.client.write_lines(Target::Samples, &samples).await?;
+        }
         {
             let mut known = self.created.lock().unwrap_or_else(|e| e.into_inner());
             for (id, doc) in docs {
