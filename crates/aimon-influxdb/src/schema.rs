@@ -39,7 +39,8 @@ pub fn shard_duration(metric_ttl: Option<Duration>) -> &'static str {
 impl InfluxBackend {
     /// v1: `CREATE DATABASE` (idempotent), the samples' retention policy as the database's
     /// `DEFAULT` with the TTL's duration (`CREATE` or `ALTER`), and the infinite metadata policy.
-    /// v2/v3: the buckets must exist; their retention is set in InfluxDB (see the crate docs).
+    /// v2/v3 (either API against a 2.x/3.x server, told by `/ping`'s version): the buckets and
+    /// DBRP mappings must exist; their retention is set in InfluxDB (see the crate docs).
     pub(crate) async fn prepare_schema(&self) -> Result<()> {
         let ApiSettings::V1 {
             database,
@@ -53,6 +54,13 @@ impl InfluxBackend {
             // accept writes, such as VictoriaMetrics, open too: reads then fail when asked.)
             return Ok(());
         };
+        if self.server.major().is_some_and(|major| major >= 2) {
+            // The v1-compatibility API of 2.x/3.x: the "database" and "retention policies" are
+            // buckets and DBRP mappings managed in InfluxDB (`influx v1 dbrp create`), which
+            // refuses these statements. Not verified on this project's machines.
+            tracing::debug!(backend = %self.config.name, version = %self.server.version, "influxdb 2+: not creating databases or retention policies");
+            return Ok(());
+        }
         let db = ident(database);
         self.client.query(&format!("CREATE DATABASE {db}")).await?;
         let existing = self
