@@ -790,6 +790,170 @@ pub fn postgres_fixture(backend: &str, url: String) -> Fixture {
     .with_guard(guard)
 }
 
+/// InfluxDB 1.x: `influxd run -config <temp config>` with HTTP on the free port, the RPC
+/// service (for `influxd backup`) on another free port, reporting, monitoring, continuous
+/// queries and the HTTP log off, data, WAL and meta in the temporary directory. The URL carries
+/// the RPC address as `backup_address`, so native backups work against it.
+pub const INFLUXDB: ServerSpec = ServerSpec {
+    backend: "influxdb",
+    binary: "influxd",
+    args: influxdb_args,
+    readiness: Readiness::TcpAccept,
+    url: |env| {
+        let rpc = std::fs::read_to_string(env.dir.join("rpc.port")).unwrap_or_default();
+        format!(
+            "influxdb://127.0.0.1:{}/aimon?backup_address=127.0.0.1:{}",
+            env.port,
+            rpc.trim()
+        )
+    },
+    startup_timeout: Duration::from_secs(60),
+    container: Some(ContainerSpec {
+        image: "influxdb",
+        tag: "1.8.10",
+        port: 8086,
+        env: &[("INFLUXDB_REPORTING_DISABLED", "true")],
+        url: |host, port| format!("influxdb://{host}:{port}/aimon"),
+    }),
+};
+
+fn influxdb_args(env: &ServerEnv) -> Vec<OsString> {
+    let rpc = free_port().unwrap_or(0);
+    let dir = env.dir.display();
+    let config = format!(
+        "reporting-disabled = true\n\
+         bind-address = \"127.0.0.1:{rpc}\"\n\
+         [meta]\n  dir = \"{dir}/meta\"\n\
+         [data]\n  dir = \"{dir}/data\"\n  wal-dir = \"{dir}/wal\"\n  query-log-enabled = false\n  wal-fsync-delay = \"0s\"\n\
+         [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n  max-row-limit = 0\n  max-body-size = 0\n\
+         [monitor]\n  store-enabled = false\n\
+         [continuous_queries]\n  enabled = false\n\
+         [subscriber]\n  enabled = false\n",
+        port = env.port,
+    );
+    let path = env.dir.join("influxd.conf");
+    let _ = std::fs::write(&path, config);
+    let _ = std::fs::write(env.dir.join("rpc.port"), rpc.to_string());
+    vec!["run".into(), "-config".into(), path.into_os_string()]
+}
+
+/// VictoriaMetrics, which accepts InfluxDB's v2 write API (`/api/v2/write`): the real server the
+/// v2 write path is tested against. `victoria-metrics -httpListenAddr 127.0.0.1:PORT
+/// -storageDataPath <temp>`.
+pub const VICTORIA_METRICS: ServerSpec = ServerSpec {
+    backend: "victoria-metrics",
+    binary: "victoria-metrics",
+    args: |env| {
+        vec![
+            format!("-httpListenAddr=127.0.0.1:{}", env.port).into(),
+            format!("-storageDataPath={}", env.dir.join("data").display()).into(),
+            "-search.latencyOffset=0s".into(),
+            // Test data is stamped in 2024: keep it (the default keeps one month).
+            "-retentionPeriod=100y".into(),
+            // One value per series and millisecond, as InfluxDB keeps one per key.
+            "-dedup.minScrapeInterval=1ms".into(),
+            "-loggerLevel=ERROR".into(),
+        ]
+    },
+    readiness: Readiness::TcpAccept,
+    url: |env| format!("http://127.0.0.1:{}", env.port),
+    startup_timeout: Duration::from_secs(60),
+    container: None,
+};
+
+/// Splits an InfluxDB URL into its `scheme://authority` and its `?query` (or "").
+fn influxdb_url_parts(url: &str) -> (String, String) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|j| start + j))
+        .unwrap_or(base.len());
+    (base[..authority_end].to_owned(), query)
+}
+
+/// Drops the databases a fixture created when the fixture goes (at the end of each check),
+/// best effort, with a bare HTTP request.
+#[cfg(feature = "influxdb")]
+struct DropDatabases {
+    base: String,
+    databases: Arc<Mutex<Vec<String>>>,
+}
+
+#[cfg(feature = "influxdb")]
+impl Drop for DropDatabases {
+    fn drop(&mut self) {
+        let databases =
+            std::mem::take(&mut *self.databases.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(authority) = self.base.split_once("://").map(|(_, a)| a) else {
+            return;
+        };
+        let host_port = authority.rsplit('@').next().unwrap_or(authority);
+        for db in databases {
+            // Fixture namespaces are [a-z0-9_] (see `unique_namespace`): no encoding needed
+            // beyond the quotes and spaces.
+            let request = format!(
+                "POST /query?q=DROP%20DATABASE%20%22{db}%22 HTTP/1.0\r\nHost: {host_port}\r\nContent-Length: 0\r\n\r\n"
+            );
+            if let Ok(mut stream) = TcpStream::connect(host_port) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = stream.write_all(request.as_bytes());
+                let _ = std::io::Read::read_to_end(&mut stream, &mut Vec::new());
+            }
+        }
+    }
+}
+
+/// InfluxDB: `AIMON_TEST_INFLUXDB_URL` (`influxdb://host:8086[/db][?…]`), else `influxd run` on
+/// free ports (Debian's `influxdb` package), else a container (feature `containers`). One
+/// database per `open`, dropped when the check ends.
+#[cfg(feature = "influxdb")]
+pub async fn influxdb() -> Option<Fixture> {
+    let server = match resolve_server(&INFLUXDB).await {
+        Ok(server) => server,
+        Err(reason) => return skip("influxdb", &reason),
+    };
+    let (base, query) = influxdb_url_parts(&server.url);
+    let databases = Arc::new(Mutex::new(Vec::new()));
+    let guard = DropDatabases {
+        base: base.clone(),
+        databases: databases.clone(),
+    };
+    Some(
+        Fixture::new("influxdb", move |namespace| {
+            databases
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(namespace.to_owned());
+            StorageConfig::from_url(namespace, format!("{base}/{namespace}{query}"))
+                .expect("an influxdb URL")
+        })
+        .with_guard(guard)
+        .with_guard(server),
+    )
+}
+
+/// The InfluxDB server of [`influxdb`] itself, for tests that need its URL (faults, bench).
+#[cfg(feature = "influxdb")]
+pub async fn influxdb_server() -> std::result::Result<Arc<Server>, String> {
+    resolve_server(&INFLUXDB).await
+}
+
+/// A VictoriaMetrics server (`AIMON_TEST_VICTORIA_METRICS_URL`, else the local binary): its
+/// `http://host:port`, or the reason it cannot run (after [`skip`]'s rules).
+pub async fn victoria_metrics() -> Option<Arc<Server>> {
+    match resolve_server(&VICTORIA_METRICS).await {
+        Ok(server) => Some(server),
+        Err(reason) => {
+            skip("victoria-metrics", &reason);
+            None
+        }
+    }
+}
+
 /// A name no other namespace of this machine has: lower-case ASCII letters, digits and `_`,
 /// starting with a letter and at most 40 bytes, so it is valid as a key prefix, a PostgreSQL
 /// schema, an InfluxDB database or bucket and a Qdrant collection. `backend` (sanitized) is part
@@ -1707,6 +1871,21 @@ mod tests {
         assert_eq!(
             host_network_docker().unwrap_err(),
             "containers are off (build with `--features containers`)"
+        );
+    }
+
+    #[test]
+    fn influxdb_urls_split_into_base_and_query() {
+        assert_eq!(
+            influxdb_url_parts("influxdb://127.0.0.1:8086/aimon?backup_address=127.0.0.1:1"),
+            (
+                "influxdb://127.0.0.1:8086".to_owned(),
+                "?backup_address=127.0.0.1:1".to_owned()
+            )
+        );
+        assert_eq!(
+            influxdb_url_parts("influxdb://u:p@h:1"),
+            ("influxdb://u:p@h:1".to_owned(), String::new())
         );
     }
 

@@ -185,6 +185,22 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
         }
         _ => None,
     };
+    if args.compare_curl && backend.backend_type() != aimon::StorageBackendType::Influxdb {
+        return Err(CliError::new(format!(
+            "--compare-curl needs an influxdb:// store; {} is {}",
+            backend.name(),
+            backend.backend_type()
+        )));
+    }
+    let curl_url = match (&global.storage, args.compare_curl) {
+        (Some(url), true) => Some(url.clone()),
+        (None, true) => {
+            return Err(CliError::new(
+                "--compare-curl needs the store given as --storage influxdb://…",
+            ));
+        }
+        _ => None,
+    };
     let now = aimon::time::now();
     let run = format!("{}", now.timestamp_millis());
     let workload = Workload::new(&run, now, args);
@@ -240,6 +256,8 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
         Some(redis_benchmark_baseline(target, &run, args.samples, samples_per_second).await?)
     } else if let Some(url) = &psql_url {
         Some(psql_baseline(url, &run, &workload, samples_per_second).await?)
+    } else if let Some(url) = &curl_url {
+        Some(curl_baseline(url, &run, &workload, args.batch, samples_per_second).await?)
     } else {
         None
     };
@@ -765,6 +783,141 @@ async fn psql_baseline(
     }
     .await;
     store.drop_schema().await?;
+    result
+}
+
+/// Posts the workload as the same line-protocol batches aimon wrote (the lines of
+/// [`aimon::influxdb::sample_lines`], gzip-compressed, `batch` samples each) with one `curl`
+/// process (`-K` config: one request per batch, `next` between them, one kept-alive
+/// connection) to `/write?db&rp&precision=u` of the same server, into a fresh database that
+/// aimon created with the same retention policies, and compares its rate with aimon's. The
+/// database is dropped afterwards.
+async fn curl_baseline(
+    url: &str,
+    run: &str,
+    workload: &Workload,
+    batch: u64,
+    aimon_rate: f64,
+) -> Result<Baseline> {
+    use std::io::Write;
+    use std::process::Command;
+
+    use aimon::StorageBackend;
+    use aimon::influxdb::{ApiSettings, InfluxBackend};
+
+    let tool_error =
+        |e: std::io::Error| CliError::new(format!("cannot run curl for --compare-curl: {e}"));
+    let version = Command::new("curl")
+        .arg("--version")
+        .output()
+        .map_err(tool_error)?;
+    let tool = String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .next()
+        .unwrap_or("curl")
+        .split(" (")
+        .next()
+        .unwrap_or("curl")
+        .to_owned();
+    let database = format!("aimon_curl_baseline_{run}");
+    let mut parsed = url::Url::parse(url)
+        .map_err(|e| CliError::new(format!("--compare-curl: not a URL: {e}")))?;
+    parsed.set_path(&format!("/{database}"));
+    let config = aimon::StorageConfig::from_url("curl-baseline", parsed.as_str())?;
+    let store = InfluxBackend::connect(&config).await?;
+    let result = async {
+        let ApiSettings::V1 {
+            retention_policy,
+            username,
+            password,
+            ..
+        } = &store.config().api
+        else {
+            return Err(CliError::new("--compare-curl needs an influxdb:// (v1) store"));
+        };
+        let mut write_url = store.config().base_url.join("write").map_err(|e| {
+            CliError::new(format!("--compare-curl: cannot build the write URL: {e}"))
+        })?;
+        write_url
+            .query_pairs_mut()
+            .append_pair("db", &database)
+            .append_pair("rp", retention_policy)
+            .append_pair("precision", "u");
+        let dir = tempfile::tempdir()?;
+        // The config file holds the credentials: readable by this user only.
+        let config_path = dir.path().join("curl.conf");
+        let mut conf = String::new();
+        let mut next = 0u64;
+        let mut n = 0;
+        while next < workload.samples {
+            let end = (next + batch).min(workload.samples);
+            let lines = aimon::influxdb::sample_lines(&workload.batch(next..end));
+            let file = dir.path().join(format!("batch{n:06}.lp.gz"));
+            let mut gz = flate2::write::GzEncoder::new(
+                std::fs::File::create(&file)?,
+                flate2::Compression::fast(),
+            );
+            gz.write_all(lines.as_bytes())?;
+            gz.finish()?;
+            if n > 0 {
+                conf.push_str("next\n");
+            }
+            conf.push_str(&format!(
+                "url = \"{write_url}\"\ndata-binary = \"@{}\"\nheader = \"Content-Encoding: gzip\"\nsilent\nshow-error\nfail\n",
+                file.display()
+            ));
+            if let Some(user) = username {
+                let secret = password.as_ref().map(|p| p.expose()).unwrap_or("");
+                conf.push_str(&format!(
+                    "user = \"{}:{}\"\n",
+                    user.replace('\\', "\\\\").replace('"', "\\\""),
+                    secret.replace('\\', "\\\\").replace('"', "\\\"")
+                ));
+            }
+            next = end;
+            n += 1;
+        }
+        {
+            let mut f = std::fs::OpenOptions::new();
+            f.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut f, 0o600);
+            f.open(&config_path)?.write_all(conf.as_bytes())?;
+        }
+        let started = Instant::now();
+        let finished = Command::new("curl")
+            .arg("-K")
+            .arg(&config_path)
+            .output()
+            .map_err(tool_error)?;
+        let seconds = started.elapsed().as_secs_f64();
+        if !finished.status.success() {
+            return Err(CliError::new(format!(
+                "curl failed: {}",
+                String::from_utf8_lossy(&finished.stderr).trim()
+            )));
+        }
+        let stats = store.stats().await?;
+        if stats.samples != workload.samples {
+            return Err(CliError::new(format!(
+                "curl loaded {} points, expected {}",
+                stats.samples, workload.samples
+            )));
+        }
+        let samples_per_second = workload.samples as f64 / seconds.max(1e-9);
+        Ok(Baseline {
+            tool,
+            command: format!(
+                "curl -K curl.conf  # {n} × (url = \"{}/write?db=DB&rp={retention_policy}&precision=u\", data-binary = \"@batchN.lp.gz\", header = \"Content-Encoding: gzip\", next)",
+                store.config().base_url.as_str().trim_end_matches('/')
+            ),
+            seconds,
+            samples_per_second,
+            ratio: aimon_rate / samples_per_second,
+        })
+    }
+    .await;
+    store.drop_database().await?;
     result
 }
 

@@ -315,6 +315,14 @@ pub struct BenchArgs {
     /// report aimon's rate as a ratio of it. PostgreSQL stores given with --storage only.
     #[arg(long)]
     pub compare_psql: bool,
+
+    /// Also post the same line-protocol batches (the lines `save_metrics` writes, gzip, the
+    /// same batch size) with one `curl` process to `/write` of the same server, into a fresh
+    /// database with the same retention policies that is dropped afterwards, and report aimon's
+    /// rate as a ratio of it. influxdb:// (v1) stores given with --storage only; credentials
+    /// reach curl through a private config file, never its command line.
+    #[arg(long, conflicts_with_all = ["compare_sqlite3", "compare_psql", "compare_redis_benchmark"])]
+    pub compare_curl: bool,
 }
 
 fn parse_enum<T: std::str::FromStr<Err = aimon::Error>>(s: &str) -> Result<T, String> {

@@ -46,6 +46,7 @@ fn implemented(backend_type: StorageBackendType) -> bool {
             | StorageBackendType::Redis
             | StorageBackendType::Postgres
             | StorageBackendType::Timescale
+            | StorageBackendType::Influxdb
     )
 }
 
@@ -75,6 +76,7 @@ pub fn is_available(backend_type: StorageBackendType) -> bool {
         || (backend_type == StorageBackendType::Redis && cfg!(feature = "redis"))
         || (backend_type == StorageBackendType::Postgres && cfg!(feature = "postgres"))
         || (backend_type == StorageBackendType::Timescale && cfg!(feature = "timescale"))
+        || (backend_type == StorageBackendType::Influxdb && cfg!(feature = "influxdb"))
 }
 
 fn unavailable(backend_type: StorageBackendType) -> Error {
@@ -121,6 +123,10 @@ pub async fn open(config: &StorageConfig) -> Result<Arc<dyn StorageBackend>> {
         #[cfg(feature = "timescale")]
         StorageBackendType::Timescale => Ok(Arc::new(
             aimon_postgres::PostgresBackend::connect(config).await?,
+        )),
+        #[cfg(feature = "influxdb")]
+        StorageBackendType::Influxdb => Ok(Arc::new(
+            aimon_influxdb::InfluxBackend::connect(config).await?,
         )),
         other => Err(unavailable(other)),
     };
@@ -170,11 +176,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_driver_not_in_this_build_names_its_feature() {
-        let err = open_url("x", "influxdb://localhost:8086/db")
-            .await
-            .unwrap_err();
+        let err = open_url("x", "qdrant://localhost:6334").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
-        assert!(err.to_string().contains("`influxdb`"), "{err}");
+        assert!(err.to_string().contains("`qdrant`"), "{err}");
     }
 
     #[tokio::test]

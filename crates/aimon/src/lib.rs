@@ -12,8 +12,9 @@
 //! | `redis` | Redis standalone, Sentinel, Cluster | `redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://` |
 //! | `postgres` | PostgreSQL, native time partitions | `postgres://`, `postgresql://` |
 //! | `timescale` | PostgreSQL with TimescaleDB (hypertable mode; not verified in CI) | `timescale://` |
+//! | `influxdb` | InfluxDB 1.x (v1 API), the v2 write API of 2.x / 3.x | `influxdb://`, `influxdb+https://`, `influxdb2://` |
 //!
-//! The InfluxDB and Qdrant drivers are planned; until they ship,
+//! The Qdrant driver is planned; until it ships,
 //! asking for them is a clear [`ErrorKind::ConfigInvalid`] error, never a stub.
 //!
 //! ```
@@ -46,3 +47,6 @@ pub use aimon_redis as redis;
 
 #[cfg(feature = "postgres")]
 pub use aimon_postgres as postgres;
+
+#[cfg(feature = "influxdb")]
+pub use aimon_influxdb as influxdb;

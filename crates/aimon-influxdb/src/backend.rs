@@ -1,0 +1,386 @@
+//! [`InfluxBackend`]: the [`StorageBackend`] implementation.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aimon_core::backend::{
+    BackupFormat, Capabilities, DatabaseStats, EventStream, RetentionMechanism, RetentionReport,
+    StorageBackend, StorageEvent, TransferReport, WriteReport,
+};
+use aimon_core::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
+use aimon_core::{
+    AgentState, Alert, Error, ErrorKind, Metric, Result, StorageBackendType, StorageConfig,
+};
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::client::{Client, ServerInfo};
+use crate::config::{ApiSettings, InfluxConfig};
+use crate::line;
+
+/// Events buffered per subscriber before the slowest one starts missing them.
+const EVENT_BUFFER: usize = 4096;
+
+/// An InfluxDB database (v1) or bucket (v2) behind the [`StorageBackend`] trait.
+pub struct InfluxBackend {
+    pub(crate) config: Arc<InfluxConfig>,
+    pub(crate) client: Client,
+    pub(crate) server: ServerInfo,
+    /// `created_at` (µs) of series this process has seen, so that a batch of known series
+    /// needs no read before its write.
+    pub(crate) created: Mutex<std::collections::HashMap<String, i64>>,
+    events: broadcast::Sender<StorageEvent>,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for InfluxBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InfluxBackend")
+            .field("config", &self.config)
+            .field("server", &self.server)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The measurements aimon writes (see the crate docs for the layout).
+pub(crate) const SAMPLES: &str = "samples";
+pub(crate) const SERIES: &str = "series";
+pub(crate) const ALERTS: &str = "alerts";
+pub(crate) const AGENT_STATES: &str = "agent_states";
+/// Sample tags are stored under this prefix, so no user tag can collide with `sid`.
+pub(crate) const TAG_PREFIX: &str = "t.";
+
+impl InfluxBackend {
+    /// Opens the store an `influxdb` [`StorageConfig`] describes (see [`crate::config`]),
+    /// creating its database and retention policies on a v1 server.
+    pub async fn connect(config: &StorageConfig) -> Result<InfluxBackend> {
+        let parsed = InfluxConfig::from_storage_config(config)
+            .map_err(|e| e.with_operation("connect").with_backend(&config.name))?;
+        Self::open(parsed).await
+    }
+
+    /// Opens the store `config` describes.
+    pub async fn open(config: InfluxConfig) -> Result<InfluxBackend> {
+        let name = config.name.clone();
+        let display = config.display_url.clone();
+        let fail = move |e: Error| {
+            e.with_operation("connect")
+                .with_backend(&name)
+                .with_context("url", &display)
+        };
+        let config = Arc::new(config);
+        let client = Client::new(config.clone()).map_err(&fail)?;
+        tracing::debug!(backend = %config.name, url = %config.display_url, api = config.api.generation(), "opening influxdb");
+        let server = client.ping().await.map_err(&fail)?;
+        let backend = InfluxBackend {
+            config,
+            client,
+            server,
+            created: Mutex::new(Default::default()),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            closed: AtomicBool::new(false),
+        };
+        backend.prepare_schema().await.map_err(&fail)?;
+        Ok(backend)
+    }
+
+    /// The settings this backend was opened with.
+    pub fn config(&self) -> &InfluxConfig {
+        &self.config
+    }
+
+    /// What `/ping` reported when the backend opened.
+    pub fn server(&self) -> &ServerInfo {
+        &self.server
+    }
+
+    /// Drops this store's database (v1) and closes the backend. For tests and tools that create
+    /// throw-away stores.
+    pub async fn drop_database(&self) -> Result<()> {
+        if let ApiSettings::V1 { database, .. } = &self.config.api {
+            self.client
+                .query(&format!("DROP DATABASE {}", line::ident(database)))
+                .await
+                .map_err(|e| self.fail("drop_database", e))?;
+        }
+        self.close().await
+    }
+
+    /// Runs raw InfluxQL against the store's database and returns the JSON series of each
+    /// statement, for tools and tests. The caller quotes what it splices in ([`line::ident`],
+    /// [`line::string`]).
+    pub async fn influxql(&self, q: &str) -> Result<serde_json::Value> {
+        let out = self
+            .client
+            .query(q)
+            .await
+            .map_err(|e| self.fail("influxql", e))?;
+        Ok(serde_json::Value::Array(
+            out.into_iter()
+                .map(|series| {
+                    serde_json::Value::Array(
+                        series
+                            .into_iter()
+                            .map(|s| {
+                                serde_json::json!({
+                                    "name": s.name, "tags": s.tags,
+                                    "columns": s.columns, "values": s.values,
+                                })
+                            })
+                            .collect(),
+                    )
+                })
+                .collect(),
+        ))
+    }
+
+    /// Posts line protocol as it is (gzip-compressed, in the configured batches) to the samples'
+    /// retention policy, or with `metadata` to the metadata one: for loaders and benchmarks that
+    /// prepare their own lines, and for tests that put foreign points in a store.
+    pub async fn write_line_protocol(&self, body: &str, metadata: bool) -> Result<()> {
+        self.check_open("write_line_protocol")?;
+        let mut lines = crate::client::LineBuffer::default();
+        for l in body.lines().filter(|l| !l.trim().is_empty()) {
+            lines.text.push_str(l);
+            lines.end_line();
+        }
+        let target = if metadata {
+            crate::client::Target::Meta
+        } else {
+            crate::client::Target::Samples
+        };
+        self.client
+            .write_lines(target, &lines)
+            .await
+            .map_err(|e| self.fail("write_line_protocol", e))
+    }
+
+    fn check_open(&self, operation: &'static str) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(self.fail(
+                operation,
+                Error::new(ErrorKind::Unavailable, "the backend is closed"),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn fail(&self, operation: &'static str, err: Error) -> Error {
+        err.with_operation(operation)
+            .with_backend(&self.config.name)
+    }
+
+    pub(crate) fn publish(&self, event: StorageEvent) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
+    }
+
+    /// `FROM` target of a measurement: `"db"."rp"."m"` (v1) or `"bucket".."m"` (v2, the
+    /// bucket's default mapping).
+    pub(crate) fn from(&self, measurement: &str) -> String {
+        let meta = measurement != SAMPLES;
+        match &self.config.api {
+            ApiSettings::V1 {
+                database,
+                retention_policy,
+                meta_retention_policy,
+                ..
+            } => format!(
+                "{}.{}.{}",
+                line::ident(database),
+                line::ident(if meta {
+                    meta_retention_policy
+                } else {
+                    retention_policy
+                }),
+                line::ident(measurement)
+            ),
+            ApiSettings::V2 {
+                bucket,
+                meta_bucket,
+                ..
+            } => format!(
+                "{}..{}",
+                line::ident(if meta { meta_bucket } else { bucket }),
+                line::ident(measurement)
+            ),
+        }
+    }
+
+    /// Runs one operation: checks the backend is open, traces it, and labels any error.
+    async fn run<T>(
+        &self,
+        operation: &'static str,
+        body: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.check_open(operation)?;
+        tracing::debug!(backend = %self.config.name, operation, "influxdb operation");
+        body.await.map_err(|e| {
+            let e = self.fail(operation, e);
+            tracing::debug!(backend = %self.config.name, operation, kind = %e.kind(), "influxdb operation failed");
+            e
+        })
+    }
+}
+
+/// `time >= lo AND time < hi` in nanoseconds, the form every InfluxDB version reads.
+pub(crate) fn time_range(start_micros: i64, end_micros: i64) -> String {
+    format!(
+        "time >= {} AND time < {}",
+        start_micros.saturating_mul(1000),
+        end_micros.saturating_mul(1000)
+    )
+}
+
+/// `("k" = 'a' OR "k" = 'b' …)` over tag values (encoded as stored).
+pub(crate) fn any_of(tag: &str, values: &[&str]) -> String {
+    let parts: Vec<String> = values
+        .iter()
+        .map(|v| format!("{} = {}", line::ident(tag), line::tag_literal(v)))
+        .collect();
+    format!("({})", parts.join(" OR "))
+}
+
+/// The column `doc` of every row, parsed as `T`.
+pub(crate) fn docs<T: serde::de::DeserializeOwned>(
+    series: &[crate::client::Series],
+    what: &str,
+) -> Result<Vec<(i64, T)>> {
+    let mut out = Vec::new();
+    for s in series {
+        let (Some(t), Some(d)) = (
+            s.column("time"),
+            s.column("doc").or_else(|| s.column("last")),
+        ) else {
+            continue;
+        };
+        for row in &s.values {
+            let Some(text) = row.get(d).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let time = row
+                .get(t)
+                .and_then(crate::client::cell_i64)
+                .unwrap_or_default();
+            let item = serde_json::from_str(text)
+                .map_err(|e| crate::error::corrupted(what).with_source(e))?;
+            out.push((time, item));
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl StorageBackend for InfluxBackend {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn backend_type(&self) -> StorageBackendType {
+        StorageBackendType::Influxdb
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            server_side_downsampling: true,
+            pub_sub: true,
+            cross_process_events: false,
+            native_backup: crate::backup::native_available(&self.config),
+            similarity_search: false,
+            agent_state_history: false,
+            retention: RetentionMechanism::RetentionPolicy,
+        }
+    }
+
+    async fn save_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
+        self.run("save_metrics", self.write_metrics(metrics)).await
+    }
+
+    async fn get_metric(&self, id: &str) -> Result<Option<Metric>> {
+        self.run("get_metric", self.read_metric(id)).await
+    }
+
+    async fn query_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
+        self.run("query_metrics", self.select_metrics(query)).await
+    }
+
+    async fn metric_history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
+        self.run("metric_history", self.history(query)).await
+    }
+
+    async fn save_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
+        self.run("save_alerts", self.write_alerts(alerts)).await
+    }
+
+    async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
+        self.run("get_alert", self.read_alert(id)).await
+    }
+
+    async fn query_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
+        self.run("query_alerts", self.select_alerts(query)).await
+    }
+
+    async fn save_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
+        self.run("save_agent_states", self.write_agent_states(states))
+            .await
+    }
+
+    async fn get_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+        self.run("get_agent_state", self.read_agent_state(agent_id))
+            .await
+    }
+
+    async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>> {
+        self.run("get_agent_states", self.select_agent_states(query))
+            .await
+    }
+
+    async fn apply_retention(&self) -> Result<RetentionReport> {
+        self.run("apply_retention", self.sweep()).await
+    }
+
+    async fn backup(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
+        self.run("backup", async {
+            match format {
+                BackupFormat::Portable => aimon_core::archive::write(self, path).await,
+                BackupFormat::Native => self.native_backup(path).await,
+            }
+        })
+        .await
+    }
+
+    async fn restore(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
+        self.run("restore", async {
+            match format {
+                BackupFormat::Portable => aimon_core::archive::restore(self, path).await,
+                BackupFormat::Native => self.native_restore(path).await,
+            }
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<DatabaseStats> {
+        self.run("stats", self.database_stats()).await
+    }
+
+    async fn subscribe(&self) -> Result<EventStream> {
+        self.run("subscribe", async {
+            let stream = BroadcastStream::new(self.events.subscribe())
+                .filter_map(|event| async move { event.ok() });
+            Ok(Box::pin(stream) as EventStream)
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        tracing::debug!(backend = %self.config.name, "closing influxdb");
+        Ok(())
+    }
+}

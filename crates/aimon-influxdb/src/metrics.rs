@@ -1,0 +1,632 @@
+//! Series and samples: writes, reads, queries and `metric_history`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+
+use aimon_core::backend::{StorageEvent, WriteReport};
+use aimon_core::downsample::{CompensatedSum, Downsampler, SampleRef, bucket_start};
+use aimon_core::model::tags_json;
+use aimon_core::query::{
+    self, Aggregation, HistoryBucket, HistoryQuery, HistorySeries, MetricQuery, MicrosRange,
+};
+use aimon_core::{
+    DataKind, Metric, MetricValue, Result, RetentionPolicy, Tags, filter, time, validate,
+};
+
+use crate::backend::{InfluxBackend, SAMPLES, SERIES, TAG_PREFIX, any_of, docs, time_range};
+use crate::client::{LineBuffer, Series, Target, cell_f64, cell_i64};
+use crate::line;
+
+/// Series ids per `OR` list in one statement.
+const IDS_PER_STATEMENT: usize = 200;
+
+/// (count, sum, min, max) of one bucket, by group and bucket start.
+type Buckets = BTreeMap<Option<String>, BTreeMap<i64, (u64, f64, f64, f64)>>;
+
+/// A decoded sample: (timestamp µs, tags, value).
+type Sample = (i64, Tags, f64);
+
+/// The stored tag key of a sample tag.
+pub(crate) fn tag_key(key: &str) -> String {
+    format!("{TAG_PREFIX}{key}")
+}
+
+/// Appends the series key of a sample: measurement `samples`, tags `sid` and `t.<key>`
+/// (percent-encoded and escaped, see [`crate::line`]).
+fn push_series_key(s: &mut String, series_id: &str, tags: &Tags) {
+    s.push_str(SAMPLES);
+    s.push_str(",sid=");
+    line::push_tag(s, series_id);
+    for (key, value) in tags {
+        s.push(',');
+        s.push_str(TAG_PREFIX);
+        line::push_tag(s, key);
+        s.push('=');
+        line::push_tag(s, value);
+    }
+}
+
+/// Appends the lines (`\n`-terminated) of `samples` of one series. Consecutive samples with the
+/// same tags (the usual case) reuse one encoded series key.
+fn push_sample_lines<'a>(
+    s: &mut String,
+    series_id: &str,
+    samples: impl IntoIterator<Item = &'a MetricValue>,
+    mut end_line: impl FnMut(&mut String),
+) {
+    let mut key = String::new();
+    let mut key_tags: Option<&Tags> = None;
+    for sample in samples {
+        if key_tags != Some(&sample.tags) {
+            key.clear();
+            push_series_key(&mut key, series_id, &sample.tags);
+            key_tags = Some(&sample.tags);
+        }
+        s.push_str(&key);
+        s.push_str(" v=");
+        line::push_float(s, sample.value);
+        let _ = write!(s, " {}", time::to_micros(sample.timestamp));
+        end_line(s);
+    }
+}
+
+/// The line protocol `save_metrics` writes for the samples of `metrics` (microsecond
+/// precision, one line each, `\n`-terminated), without validation or retention: for outside
+/// loaders and the `aimon bench --compare-curl` baseline, which post exactly these lines.
+pub fn sample_lines(metrics: &[Metric]) -> String {
+    let mut out = String::new();
+    for metric in metrics {
+        push_sample_lines(&mut out, &metric.id, &metric.values, |s| s.push('\n'));
+    }
+    out
+}
+
+/// The metadata of a series as stored in its `doc` field: the metric without samples.
+fn series_doc(metric: &Metric, created_at_micros: i64) -> Metric {
+    // Field by field: `..metric.clone()` would copy every sample (and its tags) only to drop
+    // them, which once cost more than encoding the batch.
+    Metric {
+        id: metric.id.clone(),
+        name: metric.name.clone(),
+        metric_type: metric.metric_type,
+        description: metric.description.clone(),
+        unit: metric.unit.clone(),
+        values: Vec::new(),
+        metadata: metric.metadata.clone(),
+        created_at: time::from_micros(created_at_micros),
+        updated_at: time::truncate(metric.updated_at),
+    }
+}
+
+/// The samples of every row of `series` (a `SELECT "v" … GROUP BY *` answer), by series id.
+fn decode_samples(series: Vec<Series>) -> BTreeMap<String, Vec<Sample>> {
+    let mut out: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+    for s in series {
+        let Some(sid) = s.tag("sid") else { continue };
+        let tags: Tags = s
+            .tags
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .filter_map(|(k, v)| {
+                let key = line::decode_tag_text(k);
+                key.strip_prefix(TAG_PREFIX)
+                    .map(|k| (k.to_owned(), line::decode_tag_text(v).into_owned()))
+            })
+            .collect();
+        let (Some(t), Some(v)) = (s.column("time"), s.column("v")) else {
+            continue;
+        };
+        let samples = out.entry(sid).or_default();
+        for row in &s.values {
+            let (Some(ts), Some(value)) =
+                (row.get(t).and_then(cell_i64), row.get(v).and_then(cell_f64))
+            else {
+                continue;
+            };
+            samples.push((ts, tags.clone(), value));
+        }
+    }
+    for samples in out.values_mut() {
+        samples.sort_by_cached_key(|(ts, tags, _)| (*ts, tags_json(tags)));
+    }
+    out
+}
+
+fn to_values(samples: Vec<Sample>) -> Vec<MetricValue> {
+    samples
+        .into_iter()
+        .map(|(ts, tags, value)| MetricValue {
+            timestamp: time::from_micros(ts),
+            value,
+            tags,
+        })
+        .collect()
+}
+
+impl InfluxBackend {
+    /// `WHERE` conditions on the stored tags for a tag filter.
+    fn tag_conditions(tags: &Tags) -> String {
+        tags.iter()
+            .map(|(k, v)| {
+                format!(
+                    " AND {} = {}",
+                    line::ident(&line::encode_tag_text(&tag_key(k))),
+                    line::tag_literal(v)
+                )
+            })
+            .collect()
+    }
+
+    /// The live lower bound of sample times: the query's start, raised to the TTL cutoff.
+    fn live_range(&self, range: MicrosRange) -> MicrosRange {
+        let cutoff = self.config.retention.metric_cutoff(time::now());
+        MicrosRange {
+            start: range.start.max(cutoff.unwrap_or(i64::MIN)),
+            end: range.end,
+        }
+    }
+
+    /// Series documents, optionally only those named `name` or with these ids.
+    pub(crate) async fn series_docs(
+        &self,
+        name: Option<&str>,
+        ids: Option<&[&str]>,
+    ) -> Result<Vec<Metric>> {
+        let from = self.from(SERIES);
+        let mut statements = Vec::new();
+        match (name, ids) {
+            (_, Some(ids)) => {
+                for chunk in ids.chunks(IDS_PER_STATEMENT) {
+                    statements.push(format!(
+                        "SELECT \"doc\" FROM {from} WHERE {}",
+                        any_of("id", chunk)
+                    ));
+                }
+            }
+            (Some(name), None) => statements.push(format!(
+                "SELECT \"doc\" FROM {from} WHERE \"name\" = {}",
+                line::string(name)
+            )),
+            (None, None) => statements.push(format!("SELECT \"doc\" FROM {from}")),
+        }
+        if statements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let answers = self.client.query(&statements.join("; ")).await?;
+        let mut out = Vec::new();
+        for series in answers {
+            out.extend(
+                docs::<Metric>(&series, "series metadata")?
+                    .into_iter()
+                    .map(|(_, m)| m),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Samples of `sids` in `range` matching `tags`, by series id, each sorted by (time, tags).
+    async fn samples_of(
+        &self,
+        sids: &[&str],
+        range: MicrosRange,
+        tags: &Tags,
+    ) -> Result<BTreeMap<String, Vec<Sample>>> {
+        if sids.is_empty() || range.start >= range.end {
+            return Ok(BTreeMap::new());
+        }
+        let from = self.from(SAMPLES);
+        let statements: Vec<String> = sids
+            .chunks(IDS_PER_STATEMENT)
+            .map(|chunk| {
+                format!(
+                    "SELECT \"v\" FROM {from} WHERE {} AND {}{} GROUP BY *",
+                    any_of("sid", chunk),
+                    time_range(range.start, range.end),
+                    Self::tag_conditions(tags)
+                )
+            })
+            .collect();
+        let answers = self.client.query(&statements.join("; ")).await?;
+        Ok(decode_samples(answers.into_iter().flatten().collect()))
+    }
+
+    /// The series ids among `sids` (all when `None`) with at least one sample in `range`
+    /// matching `tags`.
+    pub(crate) async fn sids_with_samples(
+        &self,
+        sids: Option<&[&str]>,
+        range: MicrosRange,
+        tags: &Tags,
+    ) -> Result<BTreeSet<String>> {
+        if range.start >= range.end {
+            return Ok(BTreeSet::new());
+        }
+        let from = self.from(SAMPLES);
+        let base = format!(
+            "{}{}",
+            time_range(range.start, range.end),
+            Self::tag_conditions(tags)
+        );
+        let statements: Vec<String> = match sids {
+            None => vec![format!(
+                "SELECT count(\"v\") FROM {from} WHERE {base} GROUP BY \"sid\""
+            )],
+            Some([]) => return Ok(BTreeSet::new()),
+            Some(sids) => sids
+                .chunks(IDS_PER_STATEMENT)
+                .map(|chunk| {
+                    format!(
+                        "SELECT count(\"v\") FROM {from} WHERE {} AND {base} GROUP BY \"sid\"",
+                        any_of("sid", chunk)
+                    )
+                })
+                .collect(),
+        };
+        let answers = self.client.query(&statements.join("; ")).await?;
+        Ok(answers
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.tag("sid"))
+            .collect())
+    }
+
+    /// `created_at` (µs) of the stored series among `ids`.
+    async fn stored_created_at(&self, ids: &[&str]) -> Result<HashMap<String, i64>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self
+            .series_docs(None, Some(ids))
+            .await?
+            .into_iter()
+            .map(|m| (m.id, time::to_micros(m.created_at)))
+            .collect())
+    }
+
+    pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
+        validate::metrics(metrics)?;
+        let cutoff = self.config.retention.metric_cutoff(time::now());
+        let unknown: Vec<&str> = {
+            let known = self.created.lock().unwrap_or_else(|e| e.into_inner());
+            let mut seen = BTreeSet::new();
+            metrics
+                .iter()
+                .map(|m| m.id.as_str())
+                .filter(|id| !known.contains_key(*id) && seen.insert(*id))
+                .collect()
+        };
+        let stored = self.stored_created_at(&unknown).await?;
+        let mut created: HashMap<String, i64> = {
+            let known = self.created.lock().unwrap_or_else(|e| e.into_inner());
+            metrics
+                .iter()
+                .filter_map(|m| known.get(&m.id).map(|c| (m.id.clone(), *c)))
+                .collect()
+        };
+        created.extend(stored);
+
+        let mut report = WriteReport::default();
+        let mut meta = LineBuffer::default();
+        let mut samples = LineBuffer::default();
+        let mut events = Vec::new();
+        let mut docs: BTreeMap<&str, Metric> = BTreeMap::new();
+        for metric in metrics {
+            let live: Vec<&MetricValue> = metric
+                .values
+                .iter()
+                .filter(|v| RetentionPolicy::is_live(cutoff, v.timestamp))
+                .collect();
+            report.expired += (metric.values.len() - live.len()) as u64;
+            let meta_live = RetentionPolicy::is_live(cutoff, metric.updated_at);
+            if live.is_empty() && !meta_live && !created.contains_key(&metric.id) {
+                continue;
+            }
+            let created_at = *created
+                .entry(metric.id.clone())
+                .or_insert_with(|| time::to_micros(time::truncate(metric.created_at)));
+            // One metadata line per series: the last write of the batch wins.
+            docs.insert(&metric.id, series_doc(metric, created_at));
+            let mut ends = Vec::with_capacity(live.len());
+            push_sample_lines(&mut samples.text, &metric.id, live.iter().copied(), |s| {
+                s.push('\n');
+                ends.push(s.len());
+            });
+            samples.extend_ends(ends);
+            report.written += live.len() as u64;
+            events.push(StorageEvent::MetricWritten {
+                backend: self.config.name.clone(),
+                metric_id: metric.id.clone(),
+                samples: live.len() as u64,
+            });
+        }
+        for (id, doc) in &docs {
+            let s = &mut meta.text;
+            s.push_str(SERIES);
+            s.push_str(",id=");
+            line::push_tag(s, id);
+            s.push_str(" name=");
+            line::push_string_field(s, &doc.name);
+            s.push_str(",doc=");
+            line::push_string_field(
+                s,
+                &serde_json::to_string(doc).map_err(aimon_core::Error::from)?,
+            );
+            s.push_str(" 0");
+            meta.end_line();
+        }
+        if unknown.is_empty() {
+            // Every series is stored already: its metadata update and the samples go out at
+            // once (a failure of either fails the call, and the retry rewrites both).
+            let (meta_written, samples_written) = futures::join!(
+                self.client.write_lines(Target::Meta, &meta),
+                self.client.write_lines(Target::Samples, &samples)
+            );
+            meta_written?;
+            samples_written?;
+        } else {
+            // New series: metadata first. A series without samples is valid; samples whose
+            // series document is missing would be invisible.
+            self.client.write_lines(Target::Meta, &meta).await?;
+            self.client.write_lines(Target::Samples, &samples).await?;
+        }
+        {
+            let mut known = self.created.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, doc) in docs {
+                known.insert(id.to_owned(), time::to_micros(doc.created_at));
+            }
+        }
+        events.into_iter().for_each(|e| self.publish(e));
+        Ok(report)
+    }
+
+    /// Whether a series is live: updated within the TTL, or holding a live sample.
+    fn meta_live(&self, metric: &Metric) -> bool {
+        let cutoff = self.config.retention.metric_cutoff(time::now());
+        RetentionPolicy::is_live(cutoff, metric.updated_at)
+    }
+
+    pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
+        validate::name("id", id)?;
+        let Some(mut metric) = self.series_docs(None, Some(&[id])).await?.pop() else {
+            return Ok(None);
+        };
+        let range = self.live_range(MicrosRange::new(None, None));
+        let mut samples = self.samples_of(&[id], range, &Tags::new()).await?;
+        let samples = samples.remove(id).unwrap_or_default();
+        if samples.is_empty() && !self.meta_live(&metric) {
+            return Ok(None);
+        }
+        metric.values = to_values(samples);
+        Ok(Some(metric))
+    }
+
+    pub(crate) async fn select_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
+        let options = query.resolve()?;
+        let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
+        let range = self.live_range(query.range_micros());
+        let mut candidates: Vec<Metric> = self
+            .series_docs(query.name.as_deref(), None)
+            .await?
+            .into_iter()
+            .filter(|m| {
+                query.name.as_ref().is_none_or(|n| *n == m.name)
+                    && query.metric_type.is_none_or(|t| t == m.metric_type)
+                    && filter::matches_all(m, &options)
+            })
+            .collect();
+        // Liveness, and the sample filter: series left without a matching sample go.
+        let needs_samples: Vec<&str> = candidates
+            .iter()
+            .filter(|m| sample_filter || !self.meta_live(m))
+            .map(|m| m.id.as_str())
+            .collect();
+        if !needs_samples.is_empty() {
+            let ids = if needs_samples.len() > 2 * IDS_PER_STATEMENT {
+                None
+            } else {
+                Some(needs_samples.as_slice())
+            };
+            let (check_range, tags) = if sample_filter {
+                (range, &query.tags)
+            } else {
+                (self.live_range(MicrosRange::new(None, None)), &Tags::new())
+            };
+            let with_samples = self.sids_with_samples(ids, check_range, tags).await?;
+            let without: BTreeSet<String> = needs_samples
+                .iter()
+                .filter(|id| !with_samples.contains(**id))
+                .map(|id| (*id).to_owned())
+                .collect();
+            candidates.retain(|m| !without.contains(&m.id));
+        }
+        filter::sort_and_page(
+            &mut candidates,
+            &options,
+            query::tie_breaker(DataKind::Metrics).name,
+        );
+        let ids: Vec<&str> = candidates.iter().map(|m| m.id.as_str()).collect();
+        let mut samples = self.samples_of(&ids, range, &query.tags).await?;
+        for metric in &mut candidates {
+            metric.values = to_values(samples.remove(&metric.id).unwrap_or_default());
+        }
+        Ok(candidates)
+    }
+
+    pub(crate) async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
+        query.validate()?;
+        let docs = self.series_docs(Some(&query.name), None).await?;
+        let sids: Vec<&str> = docs
+            .iter()
+            .filter(|m| m.name == query.name)
+            .map(|m| m.id.as_str())
+            .collect();
+        let range = self.live_range(query.range_micros());
+        if sids.is_empty() || range.start >= range.end {
+            return Ok(Vec::new());
+        }
+        match query.aggregation {
+            Aggregation::First | Aggregation::Last => {
+                self.history_from_samples(query, &sids, range).await
+            }
+            _ => self.history_in_influxql(query, &sids, range).await,
+        }
+    }
+
+    /// `first` and `last`: InfluxQL's selectors report the bucket's start rather than the
+    /// chosen sample's time under `GROUP BY time()` and break timestamp ties by value, so the
+    /// rule "ties go to the smallest (series id, tags)" cannot be computed in the server. The
+    /// matching samples stream through the core [`Downsampler`] instead.
+    async fn history_from_samples(
+        &self,
+        query: &HistoryQuery,
+        sids: &[&str],
+        range: MicrosRange,
+    ) -> Result<Vec<HistorySeries>> {
+        let samples = self.samples_of(sids, range, &query.tags).await?;
+        let mut downsampler = Downsampler::new(query);
+        for (sid, samples) in &samples {
+            for (ts, tags, value) in samples {
+                let tags_key = tags_json(tags);
+                downsampler.push(SampleRef {
+                    series_id: sid,
+                    tags_json: &tags_key,
+                    group: query
+                        .group_by
+                        .as_ref()
+                        .and_then(|g| tags.get(g))
+                        .map(String::as_str),
+                    timestamp_micros: *ts,
+                    value: *value,
+                });
+            }
+        }
+        Ok(downsampler.finish())
+    }
+
+    /// `avg`, `sum`, `min`, `max`, `count` with `GROUP BY time(step)` in InfluxQL. InfluxDB adds
+    /// floats naively; where the error bound of that sum could exceed 1e-10 of it (mixed signs
+    /// that cancel, or very many samples), that bucket is summed again in aimon with the
+    /// compensated sum the semantics want.
+    async fn history_in_influxql(
+        &self,
+        query: &HistoryQuery,
+        sids: &[&str],
+        range: MicrosRange,
+    ) -> Result<Vec<HistorySeries>> {
+        let step = query.step_micros();
+        let group_key = query
+            .group_by
+            .as_ref()
+            .map(|g| line::encode_tag_text(&tag_key(g)).into_owned());
+        let group_clause = group_key
+            .as_ref()
+            .map(|g| format!(", {}", line::ident(g)))
+            .unwrap_or_default();
+        let from = self.from(SAMPLES);
+        let where_sids = any_of("sid", sids);
+        let statement = format!(
+            "SELECT count(\"v\") AS c, sum(\"v\") AS s, min(\"v\") AS lo, max(\"v\") AS hi \
+             FROM {from} WHERE {where_sids} AND {}{} GROUP BY time({step}u){group_clause} fill(none)",
+            time_range(range.start, range.end),
+            Self::tag_conditions(&query.tags)
+        );
+        let answer = self.client.query_one(&statement).await?;
+        // (group, bucket start) → (count, sum, min, max)
+        let mut buckets: Buckets = BTreeMap::new();
+        let mut inexact: Vec<(Option<String>, i64)> = Vec::new();
+        for s in &answer {
+            let group = group_key.as_ref().and_then(|g| s.tag(g));
+            let cols = ["time", "c", "s", "lo", "hi"].map(|c| s.column(c));
+            let [Some(t), Some(c), Some(su), Some(lo), Some(hi)] = cols else {
+                continue;
+            };
+            for row in &s.values {
+                let count = row.get(c).and_then(cell_i64).unwrap_or(0);
+                if count <= 0 {
+                    continue;
+                }
+                let (Some(start), Some(sum), Some(min), Some(max)) = (
+                    row.get(t).and_then(cell_i64),
+                    row.get(su).and_then(cell_f64),
+                    row.get(lo).and_then(cell_f64),
+                    row.get(hi).and_then(cell_f64),
+                ) else {
+                    continue;
+                };
+                // Σ|v| is |sum| when all values share a sign, else at most n·max|v|.
+                let abs_sum = if min >= 0.0 || max <= 0.0 {
+                    sum.abs()
+                } else {
+                    count as f64 * min.abs().max(max.abs())
+                };
+                let bound = (count - 1) as f64 * f64::EPSILON / 2.0 * abs_sum;
+                if bound > 1e-10 * sum.abs() || (sum == 0.0 && bound > 0.0) {
+                    inexact.push((group.clone(), start));
+                }
+                buckets
+                    .entry(group.clone())
+                    .or_default()
+                    .insert(start, (count as u64, sum, min, max));
+            }
+        }
+        if !inexact.is_empty() && matches!(query.aggregation, Aggregation::Sum | Aggregation::Avg) {
+            self.resum_exactly(query, sids, range, step, &mut buckets, &inexact)
+                .await?;
+        }
+        Ok(buckets
+            .into_iter()
+            .map(|(group, buckets)| HistorySeries {
+                group,
+                buckets: buckets
+                    .into_iter()
+                    .map(|(start, (count, sum, min, max))| HistoryBucket {
+                        start: time::from_micros(start),
+                        value: match query.aggregation {
+                            Aggregation::Avg => sum / count as f64,
+                            Aggregation::Sum => sum,
+                            Aggregation::Min => min,
+                            Aggregation::Max => max,
+                            _ => count as f64,
+                        },
+                        count,
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Sums the samples of the `inexact` buckets again with a compensated sum.
+    async fn resum_exactly(
+        &self,
+        query: &HistoryQuery,
+        sids: &[&str],
+        range: MicrosRange,
+        step: i64,
+        buckets: &mut Buckets,
+        inexact: &[(Option<String>, i64)],
+    ) -> Result<()> {
+        let starts: BTreeSet<i64> = inexact.iter().map(|(_, s)| *s).collect();
+        let wanted: BTreeSet<&(Option<String>, i64)> = inexact.iter().collect();
+        let mut sums: BTreeMap<(Option<String>, i64), CompensatedSum> = BTreeMap::new();
+        for start in starts {
+            let bucket = MicrosRange {
+                start: start.max(range.start),
+                end: start.saturating_add(step).min(range.end),
+            };
+            let samples = self.samples_of(sids, bucket, &query.tags).await?;
+            for (_, tags, value) in samples.into_values().flatten() {
+                let group = query.group_by.as_ref().and_then(|g| tags.get(g)).cloned();
+                let key = (group, bucket_start(bucket.start, step));
+                if wanted.contains(&key) {
+                    sums.entry(key).or_default().add(value);
+                }
+            }
+        }
+        for ((group, start), sum) in sums {
+            if let Some(entry) = buckets.get_mut(&group).and_then(|b| b.get_mut(&start)) {
+                entry.1 = sum.value();
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! The database and retention policies of a v1 store, created or adjusted on connect.
+
+use std::time::Duration;
+
+use aimon_core::Result;
+
+use crate::backend::InfluxBackend;
+use crate::config::ApiSettings;
+use crate::line::ident;
+
+/// InfluxDB refuses retention policies shorter than an hour.
+pub const MIN_RP_DURATION: Duration = Duration::from_secs(3_600);
+
+/// The `DURATION` of the samples' retention policy for a `metric_ttl`: the TTL rounded up to
+/// whole seconds and at least [`MIN_RP_DURATION`], or `INF`. Reads filter by the exact TTL
+/// whatever this is (DESIGN.md rule 6).
+pub fn rp_duration(metric_ttl: Option<Duration>) -> String {
+    match metric_ttl {
+        None => "INF".to_owned(),
+        Some(ttl) => {
+            let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+            format!("{}s", secs.max(MIN_RP_DURATION.as_secs()))
+        }
+    }
+}
+
+/// The `SHARD DURATION` InfluxDB would pick for a retention policy of [`rp_duration`]: an hour
+/// under two days, a day up to six months, a week beyond (and for `INF`). Given explicitly, so
+/// that `ALTER` to a shorter duration is never refused for a longer shard duration.
+pub fn shard_duration(metric_ttl: Option<Duration>) -> &'static str {
+    const DAY: u64 = 86_400;
+    match metric_ttl.map(|t| t.as_secs().max(MIN_RP_DURATION.as_secs())) {
+        Some(secs) if secs < 2 * DAY => "1h",
+        Some(secs) if secs <= 180 * DAY => "1d",
+        _ => "7d",
+    }
+}
+
+impl InfluxBackend {
+    /// v1: `CREATE DATABASE` (idempotent), the samples' retention policy as the database's
+    /// `DEFAULT` with the TTL's duration (`CREATE` or `ALTER`), and the infinite metadata policy.
+    /// v2/v3 (either API against a 2.x/3.x server, told by `/ping`'s version): the buckets and
+    /// DBRP mappings must exist; their retention is set in InfluxDB (see the crate docs).
+    pub(crate) async fn prepare_schema(&self) -> Result<()> {
+        let ApiSettings::V1 {
+            database,
+            retention_policy,
+            meta_retention_policy,
+            ..
+        } = &self.config.api
+        else {
+            // Buckets and their retention are managed in InfluxDB 2.x/3.x, and reads go
+            // through their v1-compatibility `/query`; nothing to create here. (Servers that only
+            // accept writes, such as VictoriaMetrics, open too: reads then fail when asked.)
+            return Ok(());
+        };
+        if self.server.major().is_some_and(|major| major >= 2) {
+            // The v1-compatibility API of 2.x/3.x: the "database" and "retention policies" are
+            // buckets and DBRP mappings managed in InfluxDB (`influx v1 dbrp create`), which
+            // refuses these statements. Not verified on this project's machines.
+            tracing::debug!(backend = %self.config.name, version = %self.server.version, "influxdb 2+: not creating databases or retention policies");
+            return Ok(());
+        }
+        let db = ident(database);
+        self.client.query(&format!("CREATE DATABASE {db}")).await?;
+        let existing = self
+            .client
+            .query_one(&format!("SHOW RETENTION POLICIES ON {db}"))
+            .await?;
+        let names: Vec<String> = existing
+            .iter()
+            .flat_map(|s| {
+                let i = s.column("name");
+                s.values.iter().filter_map(move |row| {
+                    i.and_then(|i| row.get(i))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                })
+            })
+            .collect();
+        let duration = rp_duration(self.config.retention.metric_ttl);
+        let shard = shard_duration(self.config.retention.metric_ttl);
+        let samples_rp = ident(retention_policy);
+        let statement = if names.iter().any(|n| n == retention_policy) {
+            format!(
+                "ALTER RETENTION POLICY {samples_rp} ON {db} DURATION {duration} SHARD DURATION {shard} DEFAULT"
+            )
+        } else {
+            format!(
+                "CREATE RETENTION POLICY {samples_rp} ON {db} DURATION {duration} REPLICATION 1 SHARD DURATION {shard} DEFAULT"
+            )
+        };
+        self.client.query(&statement).await?;
+        if !names.iter().any(|n| n == meta_retention_policy) {
+            self.client
+                .query(&format!(
+                    "CREATE RETENTION POLICY {} ON {db} DURATION INF REPLICATION 1",
+                    ident(meta_retention_policy)
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_policy_durations() {
+        assert_eq!(rp_duration(None), "INF");
+        assert_eq!(rp_duration(Some(Duration::from_secs(2))), "3600s");
+        assert_eq!(rp_duration(Some(Duration::from_secs(86_400))), "86400s");
+        assert_eq!(rp_duration(Some(Duration::from_millis(7_200_500))), "7201s");
+        assert_eq!(shard_duration(Some(Duration::from_secs(2))), "1h");
+        assert_eq!(shard_duration(Some(Duration::from_secs(2 * 86_400))), "1d");
+        assert_eq!(
+            shard_duration(Some(Duration::from_secs(365 * 86_400))),
+            "7d"
+        );
+        assert_eq!(shard_duration(None), "7d");
+    }
+}
