@@ -274,8 +274,8 @@ async fn policies(store: &InfluxBackend, db: &str) -> Vec<(String, String, bool)
         .collect()
 }
 
-/// `metric_ttl` becomes the duration of the samples' retention policy, the database's
-/// `DEFAULT` (at least InfluxDB's minimum of an hour); reopening with another TTL alters it, and
+/// `metric_ttl` (at least InfluxDB's minimum of an hour) plus a shard duration of margin becomes
+/// the duration of the samples' retention policy, the database's `DEFAULT`; reopening with another TTL alters it, and
 /// without a TTL it is infinite. Metadata lives in an infinite policy of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metric_ttl_is_the_retention_policy_duration() {
@@ -287,7 +287,8 @@ async fn metric_ttl_is_the_retention_policy_duration() {
     let db = aimon_influxdb::line::ident(store.config().api.database());
     let got = policies(&store, &db).await;
     assert!(
-        got.contains(&("aimon".into(), "48h0m0s".into(), true)),
+        // Two days, plus one shard duration (a day) of margin for the server's clock.
+        got.contains(&("aimon".into(), "72h0m0s".into(), true)),
         "{got:?}"
     );
     assert!(
@@ -302,7 +303,7 @@ async fn metric_ttl_is_the_retention_policy_duration() {
     let store = InfluxBackend::connect(&shorter).await.unwrap();
     let got = policies(&store, &db).await;
     assert!(
-        got.contains(&("aimon".into(), "1h0m0s".into(), true)),
+        got.contains(&("aimon".into(), "2h0m0s".into(), true)),
         "{got:?}"
     );
 
@@ -513,4 +514,28 @@ async fn megabyte_documents_round_trip() {
         store.get_alert("big").await.unwrap().unwrap().annotations["k"],
         text
     );
+}
+
+/// Tags each within core's limits whose series key (escaped, `%` and `\` grown to three bytes)
+/// passes InfluxDB's 65,535-byte limit: `InvalidInput` before anything is written, not the
+/// server's "max key length exceeded" after the batch's other points were stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_key_over_influxdbs_limit_is_invalid_input_and_nothing_is_written() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let store = open(&fixture, &[]).await;
+    let fine = Metric::new("ok", "n", MetricType::Gauge)
+        .with_value(MetricValue::new(time::now(), 1.0).tag("k", "v"));
+    let huge = "\\%".repeat(6_000);
+    let over = Metric::new("over", "n", MetricType::Gauge).with_value(
+        MetricValue::new(time::now(), 2.0)
+            .tag("a", huge.as_str())
+            .tag("b", huge.as_str()),
+    );
+    let err = store.save_metrics(&[fine, over]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("65535"), "{err}");
+    assert!(store.get_metric("ok").await.unwrap().is_none());
+    assert!(store.get_metric("over").await.unwrap().is_none());
 }

@@ -202,10 +202,12 @@ impl Client {
                 if let Some(error) = result.error {
                     return Err(from_query_error(&error));
                 }
-                if result.statement_id >= out.len() {
-                    out.resize_with(result.statement_id + 1, Vec::new);
-                }
-                let target = &mut out[result.statement_id];
+                // `statements` counts `;`-separated parts: an upper bound (a `;` inside a
+                // string literal splits one statement in two). An id past it is not an
+                // answer to this request; the server's number never sizes an allocation.
+                let Some(target) = out.get_mut(result.statement_id) else {
+                    return Err(corrupted("query answer: a statement id past the request's"));
+                };
                 for series in result.series {
                     // A series continued from the previous chunk: same name and tags.
                     match target.last_mut() {

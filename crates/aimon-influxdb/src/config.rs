@@ -15,7 +15,7 @@
 //! | `rp` | v1: the retention policy of the samples (made the database's `DEFAULT`) | [`DEFAULT_RP`] |
 //! | `meta_rp` | v1: the retention policy (infinite) of series metadata, alerts and agent states | `<rp>_meta` |
 //! | `org`, `bucket` | v2: the organisation and bucket of the samples | required |
-//! | `meta_bucket` | v2: the bucket of metadata, alerts and agent states | the `bucket` |
+//! | `meta_bucket` | v2: the bucket of metadata, alerts and agent states; must keep data forever (they are points at time 0) | `<bucket>_meta` |
 //! | `token` | v2: the API token | the environment variable `token_env` names |
 //! | `token_env` | v2: the environment variable holding the token | `INFLUX_TOKEN` |
 //! | `password` | v1: the password, if not in the URL | none |
@@ -224,8 +224,9 @@ impl InfluxConfig {
         let backup_address = options.string("backup_address")?;
         let api = if v2 {
             if !url.username().is_empty() || url.password().is_some() {
-                return Err(bad(
-                    "influxdb2:// takes a token option, not user-info in the URL",
+                // Not `bad`: its message shows the URL, and a user name here may be a token.
+                return Err(Error::config(
+                    "influxdb2:// takes a token option (or INFLUX_TOKEN), not user-info in the URL",
                 ));
             }
             if !matches!(url.path(), "" | "/") {
@@ -241,7 +242,11 @@ impl InfluxConfig {
                 .string("bucket")?
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| bad("influxdb2:// needs ?bucket=…"))?;
-            let meta_bucket = options.string("meta_bucket")?.unwrap_or(bucket.clone());
+            // Not the samples' bucket by default: metadata and alerts are points at time 0,
+            // which a bucket with a retention period refuses.
+            let meta_bucket = options
+                .string("meta_bucket")?
+                .unwrap_or_else(|| format!("{bucket}_meta"));
             let token_env = options
                 .string("token_env")?
                 .unwrap_or_else(|| DEFAULT_TOKEN_ENV.to_owned());
@@ -394,7 +399,7 @@ mod tests {
                 token,
             } => {
                 assert_eq!((org.as_str(), bucket.as_str()), ("acme", "fleet"));
-                assert_eq!(meta_bucket, "fleet");
+                assert_eq!(meta_bucket, "fleet_meta");
                 assert_eq!(token.expose(), "env-token-s3cr3t");
             }
             other => panic!("{other:?}"),

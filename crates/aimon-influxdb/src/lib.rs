@@ -27,7 +27,7 @@
 //! ## Data layout, and why
 //! | measurement | retention policy (v1) | tags | fields | time |
 //! |---|---|---|---|---|
-//! | `samples` | `rp` (default `aimon`), the database's `DEFAULT`, duration = `metric_ttl` | `sid` = the series id, `t.<key>` = each sample tag | `v` (float) | the sample's, µs |
+//! | `samples` | `rp` (default `aimon`), the database's `DEFAULT`, duration = `metric_ttl` + one shard duration (see Retention) | `sid` = the series id, `t.<key>` = each sample tag | `v` (float) | the sample's, µs |
 //! | `series` | `meta_rp` (`aimon_meta`), infinite | `id` | `name` (string), `doc` (the metric without samples, JSON) | 0 |
 //! | `alerts` | `meta_rp` | `id` | `doc` (the alert, JSON), `updated_at` (µs, integer) | 0 |
 //! | `agent_states` | `meta_rp` | `agent_id` | `doc` (the state, JSON) | its `last_heartbeat`, µs |
@@ -92,13 +92,18 @@
 //! ## Retention
 //! `metric_ttl_seconds` becomes the samples' retention policy (`CREATE`/`ALTER RETENTION
 //! POLICY … DURATION … SHARD DURATION … DEFAULT`): InfluxDB drops whole shard groups once
-//! they are entirely older than the duration. Its minimum duration is one hour, so shorter
-//! TTLs get an hour-long policy; and a shard group lives until its *end* passes the duration.
+//! they are entirely older than the duration. The duration is the TTL (at least InfluxDB's
+//! minimum, an hour) plus one shard duration: the server refuses "points beyond retention
+//! policy" by its own clock when a batch arrives, so with the bare TTL a sample aimon had just
+//! judged live, or a retried batch, could be refused after the rest of its batch was stored.
+//! A shard group lives until its *end* passes the duration.
 //! Every read therefore also filters by the exact TTL (rule 6), and `apply_retention` deletes
 //! what has expired (`DELETE … WHERE time < cutoff`, series, alerts and agent states past
 //! their TTL). Alert and agent-state TTLs have no native mechanism here (their items live in
 //! the infinite `meta_rp`): reads filter, `apply_retention` deletes. On 2.x/3.x the bucket's
-//! retention is InfluxDB's setting; aimon filters reads by the TTLs all the same.
+//! retention is InfluxDB's setting; aimon filters reads by the TTLs all the same. The
+//! metadata bucket (`meta_bucket`, default `<bucket>_meta`) must keep data forever: series
+//! documents and alerts are points at time 0, which a bucket with a retention period refuses.
 //!
 //! ## Backup, stats, events
 //! `BackupFormat::Portable` is aimon's archive. `BackupFormat::Native` (a v1 store with the

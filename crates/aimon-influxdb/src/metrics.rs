@@ -46,6 +46,38 @@ fn push_series_key(s: &mut String, series_id: &str, tags: &Tags) {
     }
 }
 
+/// InfluxDB's limit on a series key (measurement and tags, escaped): `models.MaxKeyLength`.
+pub(crate) const MAX_SERIES_KEY_BYTES: usize = 65_535;
+
+/// Refuses, before anything is written, a sample whose series key InfluxDB would refuse ("max
+/// key length exceeded"): core's validation bounds each tag, not their sum, and the encoding
+/// here grows `%` and `\` to three bytes.
+fn check_series_keys(metrics: &[Metric]) -> Result<()> {
+    let mut key = String::new();
+    for (m, metric) in metrics.iter().enumerate() {
+        let mut last: Option<&Tags> = None;
+        for (i, sample) in metric.values.iter().enumerate() {
+            if last == Some(&sample.tags) {
+                continue;
+            }
+            last = Some(&sample.tags);
+            key.clear();
+            push_series_key(&mut key, &metric.id, &sample.tags);
+            if key.len() > MAX_SERIES_KEY_BYTES {
+                return Err(aimon_core::Error::invalid_input(
+                    format_args!("metrics[{m}].values[{i}].tags"),
+                    format_args!(
+                        "the series id and tags make an InfluxDB series key of {} bytes, over its \
+                         limit of {MAX_SERIES_KEY_BYTES}",
+                        key.len()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Appends the lines (`\n`-terminated) of `samples` of one series. Consecutive samples with the
 /// same tags (the usual case) reuse one encoded series key.
 fn push_sample_lines<'a>(
@@ -285,6 +317,7 @@ impl InfluxBackend {
 
     pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
         validate::metrics(metrics)?;
+        check_series_keys(metrics)?;
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let unknown: Vec<&str> = {
             let known = self.created.lock().unwrap_or_else(|e| e.into_inner());

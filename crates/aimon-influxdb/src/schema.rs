@@ -12,27 +12,42 @@ use crate::line::ident;
 pub const MIN_RP_DURATION: Duration = Duration::from_secs(3_600);
 
 /// The `DURATION` of the samples' retention policy for a `metric_ttl`: the TTL rounded up to
-/// whole seconds and at least [`MIN_RP_DURATION`], or `INF`. Reads filter by the exact TTL
-/// whatever this is (DESIGN.md rule 6).
+/// whole seconds (at least [`MIN_RP_DURATION`]) plus one [`shard_duration`], or `INF`.
+///
+/// The margin is there because the server, not aimon, decides at arrival whether a point is
+/// "beyond retention policy", by its own clock and up to a batch's latency later: with the
+/// exact TTL, a sample aimon judged live a moment ago (or a retried batch) could be refused
+/// after the rest of its batch was stored. Influx drops whole shard groups anyway, and every
+/// read filters by the exact TTL (DESIGN.md rule 6), so the margin never shows in results.
 pub fn rp_duration(metric_ttl: Option<Duration>) -> String {
     match metric_ttl {
         None => "INF".to_owned(),
         Some(ttl) => {
             let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-            format!("{}s", secs.max(MIN_RP_DURATION.as_secs()))
+            let margin = shard_seconds(Some(ttl));
+            format!("{}s", secs.max(MIN_RP_DURATION.as_secs()) + margin)
         }
     }
 }
 
-/// The `SHARD DURATION` InfluxDB would pick for a retention policy of [`rp_duration`]: an hour
+/// The `SHARD DURATION` InfluxDB would pick for a retention policy of the TTL's length: an hour
 /// under two days, a day up to six months, a week beyond (and for `INF`). Given explicitly, so
 /// that `ALTER` to a shorter duration is never refused for a longer shard duration.
 pub fn shard_duration(metric_ttl: Option<Duration>) -> &'static str {
+    match shard_seconds(metric_ttl) {
+        3_600 => "1h",
+        86_400 => "1d",
+        _ => "7d",
+    }
+}
+
+/// [`shard_duration`] in seconds.
+fn shard_seconds(metric_ttl: Option<Duration>) -> u64 {
     const DAY: u64 = 86_400;
     match metric_ttl.map(|t| t.as_secs().max(MIN_RP_DURATION.as_secs())) {
-        Some(secs) if secs < 2 * DAY => "1h",
-        Some(secs) if secs <= 180 * DAY => "1d",
-        _ => "7d",
+        Some(secs) if secs < 2 * DAY => 3_600,
+        Some(secs) if secs <= 180 * DAY => DAY,
+        _ => 7 * DAY,
     }
 }
 
@@ -110,9 +125,17 @@ mod tests {
     #[test]
     fn retention_policy_durations() {
         assert_eq!(rp_duration(None), "INF");
-        assert_eq!(rp_duration(Some(Duration::from_secs(2))), "3600s");
-        assert_eq!(rp_duration(Some(Duration::from_secs(86_400))), "86400s");
-        assert_eq!(rp_duration(Some(Duration::from_millis(7_200_500))), "7201s");
+        // The TTL (at least an hour) plus one shard duration of margin.
+        assert_eq!(rp_duration(Some(Duration::from_secs(2))), "7200s");
+        assert_eq!(rp_duration(Some(Duration::from_secs(86_400))), "90000s");
+        assert_eq!(
+            rp_duration(Some(Duration::from_millis(7_200_500))),
+            "10801s"
+        );
+        assert_eq!(
+            rp_duration(Some(Duration::from_secs(2 * 86_400))),
+            "259200s"
+        );
         assert_eq!(shard_duration(Some(Duration::from_secs(2))), "1h");
         assert_eq!(shard_duration(Some(Duration::from_secs(2 * 86_400))), "1d");
         assert_eq!(
