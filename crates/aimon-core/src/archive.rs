@@ -190,7 +190,19 @@ fn prepare_dir(path: &Path) -> Result<()> {
     }
 }
 
-fn dir_size(path: &Path) -> u64 {
+/// The first file named `name` in a directory of `PATH`: how drivers find the server tools of
+/// their native backups (`pg_dump`, `influxd`).
+pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+/// The bytes of the files directly in `path` (0 where it cannot be read): a backup's size, for
+/// this archive and for drivers' native backups alike.
+pub fn dir_size(path: &Path) -> u64 {
     std::fs::read_dir(path)
         .map(|entries| {
             entries

@@ -40,33 +40,13 @@ const FORMAT: &str = "aimon-influxdb-native";
 pub(crate) fn native_available(config: &InfluxConfig) -> bool {
     matches!(config.api, ApiSettings::V1 { .. })
         && config.backup_address.is_some()
-        && find_binary("influxd").is_some()
-}
-
-pub(crate) fn find_binary(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
-}
-
-fn dir_size(path: &Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
+        && aimon_core::archive::find_on_path("influxd").is_some()
 }
 
 /// Runs `influxd` with `args`; a failure carries its standard error (no credentials: the RPC
 /// service takes none).
 async fn influxd(args: &[&std::ffi::OsStr]) -> Result<()> {
-    let binary = find_binary("influxd")
+    let binary = aimon_core::archive::find_on_path("influxd")
         .ok_or_else(|| Error::unsupported("a native backup without influxd on PATH"))?;
     let out = tokio::process::Command::new(binary)
         .args(args)
@@ -161,7 +141,7 @@ impl InfluxBackend {
             alerts: stats.alerts,
             agent_states: stats.agent_states,
             expired: 0,
-            bytes: dir_size(path),
+            bytes: aimon_core::archive::dir_size(path),
         })
     }
 
@@ -312,7 +292,7 @@ mod tests {
         )));
         assert_eq!(
             native_available(&config("influxdb://h/db?backup_address=h:8088")),
-            find_binary("influxd").is_some()
+            aimon_core::archive::find_on_path("influxd").is_some()
         );
     }
 }

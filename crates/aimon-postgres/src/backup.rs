@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use aimon_core::archive::find_on_path;
 use aimon_core::{BackupFormat, Error, ErrorKind, Result, TransferReport, time};
 use sqlx::{AssertSqlSafe, Row};
 
@@ -31,16 +32,8 @@ const VERSION: u64 = 1;
 fn tools() -> Option<&'static (PathBuf, PathBuf)> {
     static TOOLS: OnceLock<Option<(PathBuf, PathBuf)>> = OnceLock::new();
     TOOLS
-        .get_or_init(|| Some((find("pg_dump")?, find("psql")?)))
+        .get_or_init(|| Some((find_on_path("pg_dump")?, find_on_path("psql")?)))
         .as_ref()
-}
-
-fn find(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    })
 }
 
 /// Whether the native format is offered: `pg_dump` and `psql` are on `PATH` (and the store is
