@@ -447,17 +447,13 @@ impl StorageBackend for MemoryBackend {
         const OP: &str = "get_agent_states";
         self.check_open(OP)?;
         let options = query.resolve().map_err(|e| self.fail(OP, e))?;
-        let after = query.heartbeat_after_micros();
         let cutoff = self.retention.agent_state_cutoff(time::now());
         let mut found: Vec<AgentState> = self
             .read()
             .agents
             .values()
             .filter(|s| {
-                RetentionPolicy::is_live(cutoff, s.last_heartbeat)
-                    && query.status.as_ref().is_none_or(|st| *st == s.status)
-                    && after.is_none_or(|a| time::to_micros(s.last_heartbeat) >= a)
-                    && filter::matches_all(*s, &options)
+                RetentionPolicy::is_live(cutoff, s.last_heartbeat) && query.matches(s, &options)
             })
             .cloned()
             .collect();

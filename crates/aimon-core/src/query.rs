@@ -639,6 +639,16 @@ impl AgentStateQuery {
     pub fn heartbeat_after_micros(&self) -> Option<i64> {
         self.last_heartbeat_after.map(time::ceil_micros)
     }
+
+    /// Whether `state` passes the query's status, heartbeat bound and filters (`options` is
+    /// [`AgentStateQuery::resolve`]'s): the whole selection of a backend that filters in memory.
+    pub fn matches(&self, state: &crate::model::AgentState, options: &ResolvedOptions) -> bool {
+        self.status.as_ref().is_none_or(|st| *st == state.status)
+            && self
+                .heartbeat_after_micros()
+                .is_none_or(|a| time::to_micros(state.last_heartbeat) >= a)
+            && crate::filter::matches_all(state, options)
+    }
 }
 
 /// How samples in one bucket combine.

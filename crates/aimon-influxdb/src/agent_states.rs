@@ -153,16 +153,11 @@ impl InfluxBackend {
         query: &AgentStateQuery,
     ) -> Result<Vec<AgentState>> {
         let options = query.resolve()?;
-        let after = query.heartbeat_after_micros();
         let mut found: Vec<AgentState> = self
             .live_agent_states(None)
             .await?
             .into_iter()
-            .filter(|s| {
-                query.status.as_ref().is_none_or(|st| *st == s.status)
-                    && after.is_none_or(|a| time::to_micros(s.last_heartbeat) >= a)
-                    && filter::matches_all(s, &options)
-            })
+            .filter(|s| query.matches(s, &options))
             .collect();
         filter::sort_and_page(
             &mut found,

@@ -78,7 +78,6 @@ impl RedisBackend {
         query: &AgentStateQuery,
     ) -> Result<Vec<AgentState>> {
         let options = query.resolve()?;
-        let after = query.heartbeat_after_micros();
         let now = time::now();
         let cutoff = self.config.retention.agent_state_cutoff(now);
         let index = match &query.status {
@@ -93,10 +92,7 @@ impl RedisBackend {
             .into_iter()
             .flatten()
             .filter(|s| {
-                RetentionPolicy::is_live(cutoff, s.last_heartbeat)
-                    && query.status.as_ref().is_none_or(|st| *st == s.status)
-                    && after.is_none_or(|a| time::to_micros(s.last_heartbeat) >= a)
-                    && filter::matches_all(s, &options)
+                RetentionPolicy::is_live(cutoff, s.last_heartbeat) && query.matches(s, &options)
             })
             .collect();
         filter::sort_and_page(
