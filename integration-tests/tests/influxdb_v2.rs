@@ -89,7 +89,7 @@ async fn v2_writes_reach_a_real_api_v2_write_server() {
         }
         metrics.push(m);
     }
-    let lines = aimon_influxdb::sample_lines(&metrics);
+    let lines = aimon_influxdb::sample_lines(&metrics).unwrap();
     store.write_line_protocol(&lines, false).await.unwrap();
     let _ = http_get(&authority, "/internal/force_flush");
 

@@ -851,7 +851,7 @@ async fn curl_baseline(
         let mut n = 0;
         while next < workload.samples {
             let end = (next + batch).min(workload.samples);
-            let lines = aimon::influxdb::sample_lines(&workload.batch(next..end));
+            let lines = aimon::influxdb::sample_lines(&workload.batch(next..end))?;
             let file = dir.path().join(format!("batch{n:06}.lp.gz"));
             let mut gz = flate2::write::GzEncoder::new(
                 std::fs::File::create(&file)?,

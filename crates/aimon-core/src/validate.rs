@@ -48,6 +48,12 @@ fn bounded_plain(field: impl fmt::Display, value: &str, max: usize) -> Result<()
             format!("is {} bytes long; the limit is {max}", value.len()),
         ));
     }
+    // Most names are ASCII without control bytes: one pass over the bytes settles them, and
+    // only the rest are decoded (Unicode's C1 controls U+0080..=U+009F are not single bytes).
+    let suspect = |b: &u8| *b < 0x20 || *b >= 0x7f;
+    if !value.as_bytes().iter().any(suspect) {
+        return Ok(());
+    }
     if let Some(c) = value.chars().find(|c| c.is_control()) {
         return Err(Error::invalid_input(
             field,
@@ -90,7 +96,7 @@ pub fn timestamp(field: impl fmt::Display, ts: DateTime<Utc>) -> Result<()> {
 }
 
 /// Checks a tag map (sample tags, alert labels).
-pub fn tags(field: &str, tags: &Tags) -> Result<()> {
+pub fn tags(field: impl fmt::Display, tags: &Tags) -> Result<()> {
     for (key, value) in tags {
         name(format_args!("{field} key {key:?}"), key)?;
         bounded_plain(format_args!("{field}[{key:?}]"), value, MAX_TAG_VALUE_BYTES)?;
@@ -168,7 +174,8 @@ pub fn metric(metric: &Metric) -> Result<()> {
             .with_context("metric_id", &metric.id));
         }
         timestamp(format_args!("values[{i}].timestamp"), sample.timestamp).map_err(ctx)?;
-        tags(&format!("values[{i}].tags"), &sample.tags).map_err(ctx)?;
+        // The field name is formatted only if a tag fails: this runs for every sample.
+        tags(format_args!("values[{i}].tags"), &sample.tags).map_err(ctx)?;
     }
     Ok(())
 }
@@ -246,10 +253,20 @@ mod tests {
 
     #[test]
     fn control_characters_and_empty_names_are_rejected() {
-        for bad in ["", "a\nb", "tab\there", "nul\0"] {
+        // U+0085 and U+009F are controls that are not single bytes.
+        for bad in [
+            "",
+            "a\nb",
+            "tab\there",
+            "nul\0",
+            "del\u{7f}",
+            "nel\u{85}",
+            "apc\u{9f}é",
+        ] {
             assert!(name("name", bad).is_err(), "{bad:?}");
         }
         assert!(name("name", "quotes ' \" , = * \\ 🚀").is_ok());
+        assert!(name("name", "é\u{a0}ü").is_ok());
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Series and samples: writes, reads, queries and `metric_history`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
 
 use aimon_core::backend::{StorageEvent, WriteReport};
 use aimon_core::downsample::{CompensatedSum, Downsampler, SampleRef, bucket_start};
@@ -49,68 +48,65 @@ fn push_series_key(s: &mut String, series_id: &str, tags: &Tags) {
 /// InfluxDB's limit on a series key (measurement and tags, escaped): `models.MaxKeyLength`.
 pub(crate) const MAX_SERIES_KEY_BYTES: usize = 65_535;
 
-/// Refuses, before anything is written, a sample whose series key InfluxDB would refuse ("max
-/// key length exceeded"): core's validation bounds each tag, not their sum, and the encoding
-/// here grows `%` and `\` to three bytes.
-fn check_series_keys(metrics: &[Metric]) -> Result<()> {
-    let mut key = String::new();
-    for (m, metric) in metrics.iter().enumerate() {
-        let mut last: Option<&Tags> = None;
-        for (i, sample) in metric.values.iter().enumerate() {
-            if last == Some(&sample.tags) {
-                continue;
-            }
-            last = Some(&sample.tags);
-            key.clear();
-            push_series_key(&mut key, &metric.id, &sample.tags);
-            if key.len() > MAX_SERIES_KEY_BYTES {
-                return Err(aimon_core::Error::invalid_input(
-                    format_args!("metrics[{m}].values[{i}].tags"),
-                    format_args!(
-                        "the series id and tags make an InfluxDB series key of {} bytes, over its \
-                         limit of {MAX_SERIES_KEY_BYTES}",
-                        key.len()
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Appends the lines (`\n`-terminated) of `samples` of one series. Consecutive samples with the
-/// same tags (the usual case) reuse one encoded series key.
-fn push_sample_lines<'a>(
+/// Appends the lines (`\n`-terminated) of the samples of `metric` (the `m`th of its batch) that
+/// `keep` selects, and returns how many it appended.
+///
+/// Samples come in runs with equal tags (the usual case: one run per series), and each run's
+/// series key is encoded once. Every run's key is checked, kept samples or not, against the
+/// limit InfluxDB would refuse ("max key length exceeded"): core's validation bounds each tag,
+/// not their sum, and the encoding here grows `%` and `\` to three bytes. Callers encode the
+/// whole batch before writing any of it, so an over-long key fails the call with nothing written.
+fn push_sample_lines(
     s: &mut String,
-    series_id: &str,
-    samples: impl IntoIterator<Item = &'a MetricValue>,
+    m: usize,
+    metric: &Metric,
+    mut keep: impl FnMut(&MetricValue) -> bool,
     mut end_line: impl FnMut(&mut String),
-) {
+) -> Result<u64> {
     let mut key = String::new();
-    let mut key_tags: Option<&Tags> = None;
-    for sample in samples {
-        if key_tags != Some(&sample.tags) {
-            key.clear();
-            push_series_key(&mut key, series_id, &sample.tags);
-            key_tags = Some(&sample.tags);
+    let mut offset = 0;
+    let mut kept = 0;
+    let (mut floats, mut ints) = (ryu::Buffer::new(), itoa::Buffer::new());
+    for run in metric.values.chunk_by(|a, b| a.tags == b.tags) {
+        key.clear();
+        push_series_key(&mut key, &metric.id, &run[0].tags);
+        if key.len() > MAX_SERIES_KEY_BYTES {
+            return Err(aimon_core::Error::invalid_input(
+                format_args!("metrics[{m}].values[{offset}].tags"),
+                format_args!(
+                    "the series id and tags make an InfluxDB series key of {} bytes, over its \
+                     limit of {MAX_SERIES_KEY_BYTES}",
+                    key.len()
+                ),
+            ));
         }
-        s.push_str(&key);
-        s.push_str(" v=");
-        line::push_float(s, sample.value);
-        let _ = write!(s, " {}", time::to_micros(sample.timestamp));
-        end_line(s);
+        offset += run.len();
+        s.reserve(run.len() * (key.len() + 48));
+        for sample in run.iter().filter(|v| keep(v)) {
+            s.push_str(&key);
+            s.push_str(" v=");
+            // The shortest text that reads back as the same `f64` (validation made it finite),
+            // with an exponent for very large or small magnitudes, which InfluxDB reads.
+            s.push_str(floats.format_finite(sample.value));
+            s.push(' ');
+            s.push_str(ints.format(time::to_micros(sample.timestamp)));
+            end_line(s);
+            kept += 1;
+        }
     }
+    Ok(kept)
 }
 
 /// The line protocol `save_metrics` writes for the samples of `metrics` (microsecond
-/// precision, one line each, `\n`-terminated), without validation or retention: for outside
-/// loaders and the `aimon bench --compare-curl` baseline, which post exactly these lines.
-pub fn sample_lines(metrics: &[Metric]) -> String {
+/// precision, one line each, `\n`-terminated), without core validation or retention: for
+/// outside loaders and the `aimon bench --compare-curl` baseline, which post exactly these
+/// lines. Fails only on a series key over InfluxDB's limit.
+pub fn sample_lines(metrics: &[Metric]) -> Result<String> {
     let mut out = String::new();
-    for metric in metrics {
-        push_sample_lines(&mut out, &metric.id, &metric.values, |s| s.push('\n'));
+    for (m, metric) in metrics.iter().enumerate() {
+        push_sample_lines(&mut out, m, metric, |_| true, |s| s.push('\n'))?;
     }
-    out
+    Ok(out)
 }
 
 /// The metadata of a series as stored in its `doc` field: the metric without samples.
@@ -317,7 +313,6 @@ impl InfluxBackend {
 
     pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
         validate::metrics(metrics)?;
-        check_series_keys(metrics)?;
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let unknown: Vec<&str> = {
             let known = self.created.lock().unwrap_or_else(|e| e.into_inner());
@@ -343,15 +338,22 @@ impl InfluxBackend {
         let mut samples = LineBuffer::default();
         let mut events = Vec::new();
         let mut docs: BTreeMap<&str, Metric> = BTreeMap::new();
-        for metric in metrics {
-            let live: Vec<&MetricValue> = metric
-                .values
-                .iter()
-                .filter(|v| RetentionPolicy::is_live(cutoff, v.timestamp))
-                .collect();
-            report.expired += (metric.values.len() - live.len()) as u64;
+        for (m, metric) in metrics.iter().enumerate() {
+            // Every sample's series key is checked, live or not; only live samples get lines.
+            let mut ends = Vec::with_capacity(metric.values.len());
+            let live = push_sample_lines(
+                &mut samples.text,
+                m,
+                metric,
+                |v| RetentionPolicy::is_live(cutoff, v.timestamp),
+                |s| {
+                    s.push('\n');
+                    ends.push(s.len());
+                },
+            )?;
+            report.expired += metric.values.len() as u64 - live;
             let meta_live = RetentionPolicy::is_live(cutoff, metric.updated_at);
-            if live.is_empty() && !meta_live && !created.contains_key(&metric.id) {
+            if live == 0 && !meta_live && !created.contains_key(&metric.id) {
                 continue;
             }
             let created_at = *created
@@ -359,17 +361,12 @@ impl InfluxBackend {
                 .or_insert_with(|| time::to_micros(time::truncate(metric.created_at)));
             // One metadata line per series: the last write of the batch wins.
             docs.insert(&metric.id, series_doc(metric, created_at));
-            let mut ends = Vec::with_capacity(live.len());
-            push_sample_lines(&mut samples.text, &metric.id, live.iter().copied(), |s| {
-                s.push('\n');
-                ends.push(s.len());
-            });
             samples.extend_ends(ends);
-            report.written += live.len() as u64;
+            report.written += live;
             events.push(StorageEvent::MetricWritten {
                 backend: self.config.name.clone(),
                 metric_id: metric.id.clone(),
-                samples: live.len() as u64,
+                samples: live,
             });
         }
         for (id, doc) in &docs {
@@ -661,5 +658,99 @@ impl InfluxBackend {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aimon_core::{ErrorKind, MetricType};
+    use influxdb_line_protocol::{FieldValue, parse_lines};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Tag maps drawn from a small pool, so that runs of equal tags (and returns to earlier
+    /// ones) are common.
+    fn tag_pool() -> Vec<Tags> {
+        vec![
+            Tags::new(),
+            Tags::from([("host".to_owned(), "a".to_owned())]),
+            Tags::from([("host".to_owned(), "b, c=d\\".to_owned())]),
+            Tags::from([
+                ("host".to_owned(), "a".to_owned()),
+                ("zone 🚀".to_owned(), "50%".to_owned()),
+            ]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Every sample becomes one line, in order, that an independent parser reads back as
+        /// its series id, tags, value (bit for bit) and microsecond timestamp, however runs of
+        /// equal tags come and go.
+        #[test]
+        fn sample_lines_round_trip_through_a_parser(
+            samples in proptest::collection::vec(
+                (
+                    0..4usize,
+                    proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO,
+                    0..4_102_444_800_000_000i64,
+                ),
+                1..40,
+            ),
+        ) {
+            let pool = tag_pool();
+            let mut metric = Metric::new("series ,=\"\\ id", "m", MetricType::Gauge);
+            for (t, value, micros) in &samples {
+                metric.values.push(MetricValue {
+                    timestamp: time::from_micros(*micros),
+                    value: *value,
+                    tags: pool[*t].clone(),
+                });
+            }
+            let text = sample_lines(std::slice::from_ref(&metric)).expect("short keys");
+            let parsed: Vec<_> = parse_lines(&text).collect::<std::result::Result<_, _>>()
+                .map_err(|e| TestCaseError::fail(format!("{text:?}: {e}")))?;
+            prop_assert_eq!(parsed.len(), samples.len());
+            for (p, (t, value, micros)) in parsed.iter().zip(&samples) {
+                let mut sid = None;
+                let mut tags = Tags::new();
+                for (k, v) in p.series.tag_set.iter().flatten() {
+                    let (k, v) = (line::decode_tag_text(k).into_owned(), line::decode_tag_text(v).into_owned());
+                    match k.strip_prefix(TAG_PREFIX) {
+                        Some(k) => { tags.insert(k.to_owned(), v); }
+                        None => { prop_assert_eq!(k, "sid"); sid = Some(v); }
+                    }
+                }
+                prop_assert_eq!(sid.as_deref(), Some(metric.id.as_str()));
+                prop_assert_eq!(&tags, &pool[*t]);
+                match &p.field_set[0].1 {
+                    FieldValue::F64(got) => prop_assert_eq!(got.to_bits(), value.to_bits()),
+                    other => prop_assert!(false, "not a float: {other:?}"),
+                }
+                prop_assert_eq!(p.timestamp, Some(*micros));
+            }
+        }
+    }
+
+    #[test]
+    fn an_over_long_series_key_names_the_first_sample_of_its_run() {
+        let long = "x".repeat(16 * 1024);
+        let big: Tags = (0..5).map(|i| (format!("k{i}"), long.clone())).collect();
+        let mut metric = Metric::new("m1", "m", MetricType::Gauge);
+        for tags in [Tags::new(), Tags::new(), big.clone(), big] {
+            metric.values.push(MetricValue {
+                timestamp: time::now(),
+                value: 1.0,
+                tags,
+            });
+        }
+        let err = sample_lines(&[metric]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(
+            err.to_string().contains("metrics[0].values[2].tags"),
+            "{err}"
+        );
     }
 }
