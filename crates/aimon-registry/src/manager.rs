@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 use aimon_core::{
     AgentState, AgentStateQuery, Alert, AlertQuery, BackupFormat, DataKind, DatabaseStats, Error,
     ErrorKind, EventStream, HistoryQuery, HistorySeries, Metric, MetricQuery, Result,
-    RetentionReport, StorageBackend, StorageBackendType, StorageConfig, StorageEvent,
-    TransferReport, WriteReport,
+    RetentionReport, Scored, SimilarAgentStatesQuery, SimilarAlertsQuery, StorageBackend,
+    StorageBackendType, StorageConfig, StorageEvent, TransferReport, WriteReport,
 };
 use futures::StreamExt;
 use tokio::sync::broadcast;
@@ -362,6 +362,17 @@ impl StorageManager {
             .await
     }
 
+    /// Similar alerts on the backend named, else the one alerts are routed to, else the default.
+    pub async fn find_similar_alerts(
+        &self,
+        query: &SimilarAlertsQuery,
+        backend: Option<&str>,
+    ) -> Result<Vec<Scored<Alert>>> {
+        self.for_kind(DataKind::Alerts, backend)?
+            .find_similar_alerts(query)
+            .await
+    }
+
     pub async fn save_agent_state(
         &self,
         state: &AgentState,
@@ -406,6 +417,17 @@ impl StorageManager {
     ) -> Result<Vec<AgentState>> {
         self.for_kind(DataKind::AgentStates, backend)?
             .get_agent_states(query)
+            .await
+    }
+
+    /// Similar agent states, routed like [`StorageManager::get_agent_states`].
+    pub async fn find_similar_agent_states(
+        &self,
+        query: &SimilarAgentStatesQuery,
+        backend: Option<&str>,
+    ) -> Result<Vec<Scored<AgentState>>> {
+        self.for_kind(DataKind::AgentStates, backend)?
+            .find_similar_agent_states(query)
             .await
     }
 
