@@ -192,6 +192,20 @@ fn the_demo_runs_again_into_the_same_store() {
         assert_eq!(a["name"], b["name"]);
         assert_eq!(a["source"], b["source"]);
     }
+    // SQLite answers similarity: the most severe open alert comes with resolved alerts like it.
+    let past = &second["similar_past_alerts"];
+    assert_eq!(past["alert_id"], open(&second)[0]["id"], "{past}");
+    let similar = past["similar"].as_array().unwrap();
+    assert!(!similar.is_empty(), "{past}");
+    for row in similar {
+        assert_eq!(row["alert"]["status"], "resolved", "{row}");
+        assert_ne!(row["alert"]["id"], past["alert_id"]);
+    }
+    let scores: Vec<f64> = similar
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
 
     // The store holds both runs; each is found by its tag and label.
     let stats = ok_json(d, &["--storage", &url, "stats"]);
