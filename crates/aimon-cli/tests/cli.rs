@@ -364,6 +364,42 @@ fn bench_reports_throughput_and_latencies() {
     }
 }
 
+/// `--similarity N` upserts N alerts and times similarity queries where the store has the
+/// capability; a store without it is refused rather than timed answering nothing.
+#[test]
+fn bench_similarity_mode_reports_upserts_and_query_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sqlite = format!("sqlite://{}", d.join("bench.db").display());
+    for store in ["memory://", sqlite.as_str()] {
+        let report = ok_json(
+            d,
+            &[
+                "--storage",
+                store,
+                "bench",
+                "--similarity",
+                "300",
+                "--batch",
+                "100",
+                "--queries",
+                "4",
+            ],
+        );
+        assert_eq!(count(&report, "alerts"), 300, "{report}");
+        assert!(report["upserts_per_second"].as_f64().unwrap() > 0.0);
+        let p = |k: &str| report[k].as_f64().unwrap();
+        assert!(
+            p("p50_ms") <= p("p95_ms") && p("p95_ms") <= p("max_ms"),
+            "{report}"
+        );
+        let stats = ok_json(d, &["--storage", store, "stats"]);
+        if store != "memory://" {
+            assert_eq!(count(&stats[0], "alerts"), 300, "{stats}");
+        }
+    }
+}
+
 /// Without a store the bench writes into a temporary SQLite file, never into ./aimon.db; a
 /// store given explicitly keeps the samples and the report says which run they are.
 #[test]
