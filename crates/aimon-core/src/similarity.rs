@@ -128,8 +128,8 @@ impl HashingEmbedder {
         })
     }
 
-    fn add(&self, vector: &mut [f32], kind: u8, feature: &str, weight: f32) {
-        let h = mix(fnv1a(kind, feature.as_bytes()));
+    fn add(&self, vector: &mut [f32], kind: u8, parts: &[&[u8]], weight: f32) {
+        let h = mix(fnv1a_parts(kind, parts));
         let index = (h % self.dimension as u64) as usize;
         let sign = if h >> 63 == 0 { 1.0 } else { -1.0 };
         vector[index] += sign * weight;
@@ -157,25 +157,34 @@ impl Embedder for HashingEmbedder {
             .copied()
             .filter(|w| !STOP_WORDS.contains(w))
             .collect();
+        let mut marked = String::new();
+        let mut bounds: Vec<usize> = Vec::new();
         for word in &content {
-            self.add(&mut vector, b'w', word, WORD_WEIGHT);
-            let marked: Vec<char> = std::iter::once('<')
-                .chain(word.chars())
-                .chain(std::iter::once('>'))
-                .collect();
-            let grams: Vec<String> = (3..=5)
-                .flat_map(|n| marked.windows(n).map(|w| w.iter().collect::<String>()))
-                .collect();
-            if !grams.is_empty() {
-                let weight = CHAR_NGRAM_WEIGHT / (grams.len() as f32).sqrt();
-                for gram in &grams {
-                    self.add(&mut vector, b'c', gram, weight);
+            self.add(&mut vector, b'w', &[word.as_bytes()], WORD_WEIGHT);
+            // Character n-grams of `<word>`, hashed straight from byte ranges at char bounds.
+            marked.clear();
+            marked.push('<');
+            marked.push_str(word);
+            marked.push('>');
+            bounds.clear();
+            bounds.extend(marked.char_indices().map(|(i, _)| i));
+            bounds.push(marked.len());
+            let chars = bounds.len() - 1;
+            let grams: usize = (3..=5).map(|n| (chars + 1).saturating_sub(n)).sum();
+            if grams > 0 {
+                let weight = CHAR_NGRAM_WEIGHT / (grams as f32).sqrt();
+                let bytes = marked.as_bytes();
+                for n in 3..=5 {
+                    for start in 0..(chars + 1).saturating_sub(n) {
+                        let gram = &bytes[bounds[start]..bounds[start + n]];
+                        self.add(&mut vector, b'c', &[gram], weight);
+                    }
                 }
             }
         }
         for pair in content.windows(2) {
-            let bigram = format!("{} {}", pair[0], pair[1]);
-            self.add(&mut vector, b'b', &bigram, BIGRAM_WEIGHT);
+            let parts = [pair[0].as_bytes(), b" ", pair[1].as_bytes()];
+            self.add(&mut vector, b'b', &parts, BIGRAM_WEIGHT);
         }
         normalize(&mut vector);
         vector
@@ -183,11 +192,20 @@ impl Embedder for HashingEmbedder {
 }
 
 /// 64-bit FNV-1a of a kind byte and the feature's bytes.
+#[cfg(test)]
 fn fnv1a(kind: u8, bytes: &[u8]) -> u64 {
+    fnv1a_parts(kind, &[bytes])
+}
+
+/// 64-bit FNV-1a of a kind byte and the concatenation of `parts` (no allocation).
+fn fnv1a_parts(kind: u8, parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in std::iter::once(kind).chain(bytes.iter().copied()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let step = |h: u64, b: u8| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    h = step(h, kind);
+    for part in parts {
+        for b in *part {
+            h = step(h, *b);
+        }
     }
     h
 }
