@@ -555,6 +555,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn similarity_queries_follow_the_alert_route() {
+        let manager = two_backends().await;
+        manager.route(DataKind::Alerts, "hot").unwrap();
+        for (id, name) in [("a1", "GPU out of memory"), ("a2", "rate limit exceeded")] {
+            let alert = Alert::new(id, name, AlertSeverity::High, "agent-1");
+            manager.save_alert(&alert, None).await.unwrap();
+        }
+        let query = SimilarAlertsQuery::text("out of memory on the GPU").limit(1);
+        let found = manager.find_similar_alerts(&query, None).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].item.id, "a1");
+        let cold = manager
+            .find_similar_alerts(&query, Some("cold"))
+            .await
+            .unwrap();
+        assert!(cold.is_empty());
+        let missing = SimilarAgentStatesQuery::item("nobody");
+        let err = manager
+            .find_similar_agent_states(&missing, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
     async fn failed_initialize_backends_leaves_nothing_open() {
         let manager = StorageManager::new();
         let err = manager
