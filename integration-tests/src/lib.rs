@@ -8,5 +8,6 @@
 
 pub mod conformance;
 pub mod fixtures;
+pub mod similarity_quality;
 
 pub use fixtures::Fixture;

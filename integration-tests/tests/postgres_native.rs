@@ -728,7 +728,7 @@ fn two_schemas_in_one_database_keep_their_own_migrations() {
                 .fetch_all(store.pool())
                 .await
                 .unwrap();
-            assert_eq!(versions, [1, 2]);
+            assert_eq!(versions, [1, 2, 3]);
             let tables: Vec<String> = sqlx::query(
                 "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
                  AND table_name IN ('series', 'samples', 'alerts', 'agent_states') ORDER BY 1",

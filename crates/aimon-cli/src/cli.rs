@@ -323,6 +323,14 @@ pub struct BenchArgs {
     /// reach curl through a private config file, never its command line.
     #[arg(long, conflicts_with_all = ["compare_sqlite3", "compare_psql", "compare_redis_benchmark"])]
     pub compare_curl: bool,
+
+    /// Similarity mode instead of samples: upsert this many generated alerts (in batches of
+    /// --batch), then run --queries `find_similar_alerts` text queries (limit 10, filtered to
+    /// this run) and report upserts/s and query latency (p50, p95, p99). Needs a store with the
+    /// similarity_search capability.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000),
+          conflicts_with_all = ["compare_sqlite3", "compare_psql", "compare_redis_benchmark", "compare_curl"])]
+    pub similarity: Option<u64>,
 }
 
 fn parse_enum<T: std::str::FromStr<Err = aimon::Error>>(s: &str) -> Result<T, String> {

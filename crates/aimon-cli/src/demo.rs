@@ -13,8 +13,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 use aimon::{
-    AgentStateQuery, Aggregation, Alert, AlertQuery, FilterOp, HistoryQuery, HistorySeries,
-    MetricQuery, QueryOptions, SortOrder, WriteReport,
+    AgentStateQuery, Aggregation, Alert, AlertQuery, AlertStatus, FilterOp, HistoryQuery,
+    HistorySeries, MetricQuery, QueryOptions, SimilarAlertsQuery, SortOrder, WriteReport,
 };
 
 use crate::chart;
@@ -30,6 +30,8 @@ use crate::sim::{Fleet, METRICS, SimCounts};
 const READ_LIMIT: usize = 10_000;
 /// Open alerts shown in the table.
 const SHOWN_ALERTS: usize = 15;
+/// Similar past alerts shown for the most severe open alert.
+const SIMILAR_ALERTS: usize = 5;
 
 #[derive(Debug, Serialize)]
 struct Summary {
@@ -58,7 +60,22 @@ struct Summary {
     simulation: SimCounts,
     fleet: Vec<AgentRow>,
     open_alerts: Vec<Alert>,
+    /// For the most severe open alert, the resolved alerts most like it (any run), when the
+    /// backend has the similarity-search capability.
+    similar_past_alerts: Option<SimilarPast>,
     latency_history: Vec<Point>,
+}
+
+#[derive(Debug, Serialize)]
+struct SimilarPast {
+    alert_id: String,
+    similar: Vec<SimilarRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct SimilarRow {
+    score: f32,
+    alert: Alert,
 }
 
 #[derive(Debug, Serialize)]
@@ -193,6 +210,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
     };
     let fleet_rows = fleet_table(&reads, &agents_meta).await?;
     let open_alerts = open_alerts(storage, &run).await?;
+    let similar_past_alerts = similar_past(storage, open_alerts.first()).await?;
     let latency = reads
         .history(
             "llm.latency_ms",
@@ -233,6 +251,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
         simulation: counts,
         fleet: fleet_rows,
         open_alerts,
+        similar_past_alerts,
         latency_history,
     };
     if global.json {
@@ -410,6 +429,34 @@ async fn open_alerts(storage: &Storage, run: &str) -> Result<Vec<Alert>> {
     Ok(alerts)
 }
 
+/// The resolved alerts most like `open`, when the backend answers similarity queries.
+async fn similar_past(storage: &Storage, open: Option<&Alert>) -> Result<Option<SimilarPast>> {
+    let Some(open) = open else {
+        return Ok(None);
+    };
+    let backend = storage.manager.get_backend(storage.name())?;
+    if !backend.capabilities().similarity_search {
+        return Ok(None);
+    }
+    let query = SimilarAlertsQuery::item(&open.id)
+        .limit(SIMILAR_ALERTS)
+        .filter(AlertQuery::new().status(AlertStatus::Resolved));
+    let similar = storage
+        .manager
+        .find_similar_alerts(&query, storage.name())
+        .await?
+        .into_iter()
+        .map(|s| SimilarRow {
+            score: s.score,
+            alert: s.item,
+        })
+        .collect();
+    Ok(Some(SimilarPast {
+        alert_id: open.id.clone(),
+        similar,
+    }))
+}
+
 fn print_summary(s: &Summary) {
     let now = aimon::time::now();
     output::line(format!(
@@ -493,6 +540,36 @@ fn print_summary(s: &Summary) {
             &s.open_alerts[..s.open_alerts.len().min(SHOWN_ALERTS)],
             now,
         ));
+    }
+    if let Some(past) = &s.similar_past_alerts {
+        output::line("");
+        if past.similar.is_empty() {
+            output::line(format!(
+                "Similar past alerts for {}: none resolved yet.",
+                past.alert_id
+            ));
+        } else {
+            output::line(format!(
+                "Similar past alerts for {} (resolved, by similarity):",
+                past.alert_id
+            ));
+            let mut table = output::table(
+                &["score", "id", "name", "source", "started", "resolved by"],
+                &["score"],
+            );
+            for row in &past.similar {
+                let a = &row.alert;
+                table.add_row(vec![
+                    format!("{:.3}", row.score),
+                    a.id.clone(),
+                    a.name.clone(),
+                    a.source.clone(),
+                    output::ago(a.start_time, now),
+                    a.resolved_by.clone().unwrap_or_else(|| "-".to_owned()),
+                ]);
+            }
+            output::line(table);
+        }
     }
     output::line("");
     let points: Vec<_> = s

@@ -493,6 +493,7 @@ impl Agent {
             metrics,
             last_heartbeat: at,
             metadata,
+            embedding: None,
             created_at: at,
             updated_at: at,
         }

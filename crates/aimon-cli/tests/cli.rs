@@ -192,6 +192,20 @@ fn the_demo_runs_again_into_the_same_store() {
         assert_eq!(a["name"], b["name"]);
         assert_eq!(a["source"], b["source"]);
     }
+    // SQLite answers similarity: the most severe open alert comes with resolved alerts like it.
+    let past = &second["similar_past_alerts"];
+    assert_eq!(past["alert_id"], open(&second)[0]["id"], "{past}");
+    let similar = past["similar"].as_array().unwrap();
+    assert!(!similar.is_empty(), "{past}");
+    for row in similar {
+        assert_eq!(row["alert"]["status"], "resolved", "{row}");
+        assert_ne!(row["alert"]["id"], past["alert_id"]);
+    }
+    let scores: Vec<f64> = similar
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
 
     // The store holds both runs; each is found by its tag and label.
     let stats = ok_json(d, &["--storage", &url, "stats"]);
@@ -346,6 +360,42 @@ fn bench_reports_throughput_and_latencies() {
                 l["p50_ms"].as_f64().unwrap() <= l["p99_ms"].as_f64().unwrap(),
                 "{l}"
             );
+        }
+    }
+}
+
+/// `--similarity N` upserts N alerts and times similarity queries where the store has the
+/// capability; a store without it is refused rather than timed answering nothing.
+#[test]
+fn bench_similarity_mode_reports_upserts_and_query_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sqlite = format!("sqlite://{}", d.join("bench.db").display());
+    for store in ["memory://", sqlite.as_str()] {
+        let report = ok_json(
+            d,
+            &[
+                "--storage",
+                store,
+                "bench",
+                "--similarity",
+                "300",
+                "--batch",
+                "100",
+                "--queries",
+                "4",
+            ],
+        );
+        assert_eq!(count(&report, "alerts"), 300, "{report}");
+        assert!(report["upserts_per_second"].as_f64().unwrap() > 0.0);
+        let p = |k: &str| report[k].as_f64().unwrap();
+        assert!(
+            p("p50_ms") <= p("p95_ms") && p("p95_ms") <= p("max_ms"),
+            "{report}"
+        );
+        let stats = ok_json(d, &["--storage", store, "stats"]);
+        if store != "memory://" {
+            assert_eq!(count(&stats[0], "alerts"), 300, "{stats}");
         }
     }
 }

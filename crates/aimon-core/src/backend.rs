@@ -12,6 +12,7 @@ use crate::config::StorageBackendType;
 use crate::error::Result;
 use crate::model::{AgentState, Alert, Metric};
 use crate::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
+use crate::similarity::{Scored, SimilarAgentStatesQuery, SimilarAlertsQuery};
 
 /// How a backend removes expired data physically. Reads filter expired data whatever this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +192,28 @@ pub trait StorageBackend: Send + Sync + 'static {
     async fn get_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>>;
 
     async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>>;
+
+    /// Alerts most like a text, a stored alert or a vector, among those the query's filter
+    /// selects, best first (DESIGN.md rule 12; the semantics are in [`crate::similarity`]).
+    /// [`crate::ErrorKind::Unsupported`] unless [`Capabilities::similarity_search`].
+    async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
+        let _ = query;
+        Err(crate::Error::unsupported("similarity search")
+            .with_operation("find_similar_alerts")
+            .with_backend(self.name()))
+    }
+
+    /// The latest agent states most like a text, an agent's state or a vector; as
+    /// [`StorageBackend::find_similar_alerts`].
+    async fn find_similar_agent_states(
+        &self,
+        query: &SimilarAgentStatesQuery,
+    ) -> Result<Vec<Scored<AgentState>>> {
+        let _ = query;
+        Err(crate::Error::unsupported("similarity search")
+            .with_operation("find_similar_agent_states")
+            .with_backend(self.name()))
+    }
 
     /// Physically removes expired data.
     async fn apply_retention(&self) -> Result<RetentionReport>;

@@ -33,6 +33,7 @@ pub mod memory;
 pub mod model;
 pub mod query;
 pub mod retention;
+pub mod similarity;
 pub mod time;
 pub mod validate;
 
@@ -52,3 +53,7 @@ pub use query::{
     MetricQuery, QueryFilter, QueryOptions, SortOrder,
 };
 pub use retention::RetentionPolicy;
+pub use similarity::{
+    Embedder, HashingEmbedder, Scored, SimilarAgentStatesQuery, SimilarAlertsQuery,
+    SimilarityTarget,
+};

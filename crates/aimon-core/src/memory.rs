@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -25,6 +25,9 @@ use crate::filter;
 use crate::model::{AgentState, Alert, DataKind, Metric, MetricValue, Tags, tags_json};
 use crate::query::{self, AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
 use crate::retention::RetentionPolicy;
+use crate::similarity::{
+    self, Embedder, HashingEmbedder, Ranker, Scored, SimilarAgentStatesQuery, SimilarAlertsQuery,
+};
 use crate::{archive, time, validate};
 
 /// Samples of one series keyed by (timestamp µs, canonical tags JSON).
@@ -67,6 +70,7 @@ pub struct MemoryBackend {
     events: broadcast::Sender<StorageEvent>,
     started: Instant,
     closed: AtomicBool,
+    embedder: Arc<dyn Embedder>,
 }
 
 impl std::fmt::Debug for MemoryBackend {
@@ -105,7 +109,14 @@ impl MemoryBackend {
             events: broadcast::channel(EVENT_BUFFER).0,
             started: Instant::now(),
             closed: AtomicBool::new(false),
+            embedder: Arc::new(HashingEmbedder::default()),
         }
+    }
+
+    /// Uses `embedder` for similarity search instead of the default [`HashingEmbedder`].
+    pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = embedder;
+        self
     }
 
     fn check_open(&self, operation: &'static str) -> Result<()> {
@@ -186,7 +197,7 @@ impl StorageBackend for MemoryBackend {
             pub_sub: true,
             cross_process_events: false,
             native_backup: false,
-            similarity_search: false,
+            similarity_search: true,
             agent_state_history: false,
             retention: RetentionMechanism::Sweep,
         }
@@ -368,21 +379,13 @@ impl StorageBackend for MemoryBackend {
         const OP: &str = "query_alerts";
         self.check_open(OP)?;
         let options = query.resolve().map_err(|e| self.fail(OP, e))?;
-        let range = query.range_micros();
         let cutoff = self.retention.alert_cutoff(time::now());
         let mut found: Vec<Alert> = self
             .read()
             .alerts
             .values()
             .filter(|a| {
-                RetentionPolicy::is_live(cutoff, a.updated_at)
-                    && query.status.is_none_or(|s| s == a.status)
-                    && query.severity.is_none_or(|s| s == a.severity)
-                    && query.min_severity.is_none_or(|s| a.severity >= s)
-                    && query.source.as_ref().is_none_or(|s| *s == a.source)
-                    && range.contains(time::to_micros(a.start_time))
-                    && tags_match(&a.labels, &query.labels)
-                    && filter::matches_all(*a, &options)
+                RetentionPolicy::is_live(cutoff, a.updated_at) && query.matches(a, &options)
             })
             .cloned()
             .collect();
@@ -463,6 +466,86 @@ impl StorageBackend for MemoryBackend {
             query::tie_breaker(DataKind::AgentStates).name,
         );
         Ok(found)
+    }
+
+    async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
+        const OP: &str = "find_similar_alerts";
+        self.check_open(OP)?;
+        let embedder = &*self.embedder;
+        let options = query
+            .resolve(embedder.dimension())
+            .map_err(|e| self.fail(OP, e))?;
+        let cutoff = self.retention.alert_cutoff(time::now());
+        let live = |a: &&Alert| RetentionPolicy::is_live(cutoff, a.updated_at);
+        // Candidates are cloned out of the lock so embedding runs without holding it.
+        let (target, candidates): (Option<Alert>, Vec<Alert>) = {
+            let store = self.read();
+            let target = match &query.target {
+                similarity::SimilarityTarget::Item(id) => {
+                    store.alerts.get(id).filter(live).cloned()
+                }
+                _ => None,
+            };
+            let candidates = store
+                .alerts
+                .values()
+                .filter(|a| live(a) && query.filter.matches(a, &options))
+                .take(similarity::MAX_BRUTE_FORCE_CANDIDATES + 2)
+                .cloned()
+                .collect();
+            (target, candidates)
+        };
+        let (vector, exclude) =
+            similarity::alert_query_vector(&query.target, target.as_ref(), embedder)
+                .map_err(|e| self.fail(OP, e))?;
+        let mut ranker = Ranker::new(vector, exclude, query.limit);
+        for alert in candidates {
+            let v = similarity::alert_vector(&alert, embedder);
+            let key = alert.id.clone();
+            ranker.push(&key, alert, &v).map_err(|e| self.fail(OP, e))?;
+        }
+        Ok(ranker.finish())
+    }
+
+    async fn find_similar_agent_states(
+        &self,
+        query: &SimilarAgentStatesQuery,
+    ) -> Result<Vec<Scored<AgentState>>> {
+        const OP: &str = "find_similar_agent_states";
+        self.check_open(OP)?;
+        let embedder = &*self.embedder;
+        let options = query
+            .resolve(embedder.dimension())
+            .map_err(|e| self.fail(OP, e))?;
+        let cutoff = self.retention.agent_state_cutoff(time::now());
+        let live = |s: &&AgentState| RetentionPolicy::is_live(cutoff, s.last_heartbeat);
+        let (target, candidates): (Option<AgentState>, Vec<AgentState>) = {
+            let store = self.read();
+            let target = match &query.target {
+                similarity::SimilarityTarget::Item(id) => {
+                    store.agents.get(id).filter(live).cloned()
+                }
+                _ => None,
+            };
+            let candidates = store
+                .agents
+                .values()
+                .filter(|s| live(s) && query.filter.matches(s, &options))
+                .take(similarity::MAX_BRUTE_FORCE_CANDIDATES + 2)
+                .cloned()
+                .collect();
+            (target, candidates)
+        };
+        let (vector, exclude) =
+            similarity::agent_state_query_vector(&query.target, target.as_ref(), embedder)
+                .map_err(|e| self.fail(OP, e))?;
+        let mut ranker = Ranker::new(vector, exclude, query.limit);
+        for state in candidates {
+            let v = similarity::agent_state_vector(&state, embedder);
+            let key = state.agent_id.clone();
+            ranker.push(&key, state, &v).map_err(|e| self.fail(OP, e))?;
+        }
+        Ok(ranker.finish())
     }
 
     async fn apply_retention(&self) -> Result<RetentionReport> {

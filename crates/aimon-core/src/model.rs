@@ -252,6 +252,11 @@ pub struct Alert {
     pub annotations: Tags,
     #[serde(default)]
     pub metadata: Metadata,
+    /// The alert's own vector for similarity search; when absent, the backend's embedder
+    /// embeds [`crate::similarity::alert_text`]. Finite, not all zeros, at most
+    /// [`crate::validate::MAX_EMBEDDING_DIMENSION`] values; stored exactly by every backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -281,6 +286,7 @@ impl Alert {
             labels: Tags::new(),
             annotations: Tags::new(),
             metadata: Metadata::new(),
+            embedding: None,
             created_at: now,
             updated_at: now,
         }
@@ -317,6 +323,10 @@ pub struct AgentState {
     pub last_heartbeat: DateTime<Utc>,
     #[serde(default)]
     pub metadata: Metadata,
+    /// The state's own vector for similarity search; when absent, the backend's embedder embeds
+    /// [`crate::similarity::agent_state_text`]. Same rules as [`Alert::embedding`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -336,6 +346,7 @@ impl AgentState {
             metrics: Metadata::new(),
             last_heartbeat: now,
             metadata: Metadata::new(),
+            embedding: None,
             created_at: now,
             updated_at: now,
         }

@@ -593,6 +593,24 @@ impl AlertQuery {
     pub fn range_micros(&self) -> MicrosRange {
         MicrosRange::new(self.start, self.end)
     }
+
+    /// Whether `alert` passes the query's status, severities, source, time range, labels and
+    /// filters (`options` is [`AlertQuery::resolve`]'s): the whole selection of a backend that
+    /// filters alerts in memory.
+    pub fn matches(&self, alert: &crate::model::Alert, options: &ResolvedOptions) -> bool {
+        self.status.is_none_or(|s| s == alert.status)
+            && self.severity.is_none_or(|s| s == alert.severity)
+            && self.min_severity.is_none_or(|s| alert.severity >= s)
+            && self.source.as_ref().is_none_or(|s| *s == alert.source)
+            && self
+                .range_micros()
+                .contains(time::to_micros(alert.start_time))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| alert.labels.get(k) == Some(v))
+            && crate::filter::matches_all(alert, options)
+    }
 }
 
 /// `get_agent_states`: the latest state of each agent (DESIGN.md rule 5).

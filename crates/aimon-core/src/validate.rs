@@ -12,6 +12,7 @@
 //! | description, annotation values | up to [`MAX_TEXT_BYTES`]; newlines and tabs allowed, no NUL |
 //! | metadata and agent `metrics` (JSON) | no NUL in any key or string; nesting up to [`MAX_JSON_DEPTH`] |
 //! | sample values | finite (no NaN, no ±Inf) |
+//! | embeddings (alerts, agent states) | 1..=[`MAX_EMBEDDING_DIMENSION`] finite values, not all zeros |
 //! | timestamps | from 1970-01-01 to before 2262-01-01 UTC; stored to the microsecond |
 //!
 //! [`ErrorKind::InvalidInput`]: crate::ErrorKind::InvalidInput
@@ -32,6 +33,36 @@ pub const MAX_TAG_VALUE_BYTES: usize = 16 * 1024;
 pub const MAX_TEXT_BYTES: usize = 1 << 20;
 /// Deepest nesting of metadata JSON.
 pub const MAX_JSON_DEPTH: usize = 32;
+/// Longest embedding an item may carry or a query may supply.
+pub const MAX_EMBEDDING_DIMENSION: usize = 4096;
+
+/// Checks a vector: 1..=[`MAX_EMBEDDING_DIMENSION`] finite values, not all zeros (a zero vector
+/// has no direction, so no cosine similarity).
+pub fn embedding(field: impl fmt::Display, vector: &[f32]) -> Result<()> {
+    if vector.is_empty() || vector.len() > MAX_EMBEDDING_DIMENSION {
+        return Err(Error::invalid_input(
+            field,
+            format!(
+                "has {} values; an embedding has 1..={MAX_EMBEDDING_DIMENSION}",
+                vector.len()
+            ),
+        ));
+    }
+    if let Some((i, x)) = vector.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        return Err(Error::invalid_input(
+            field,
+            format!("value [{i}] must be finite, got {x}"),
+        ));
+    }
+    if vector.iter().all(|x| *x == 0.0) {
+        return Err(Error::invalid_input(field, "is all zeros"));
+    }
+    Ok(())
+}
+
+fn optional_embedding(field: impl fmt::Display, vector: Option<&[f32]>) -> Result<()> {
+    vector.map_or(Ok(()), |v| embedding(field, v))
+}
 
 /// Checks an identifier-like string: ids, names, tag keys.
 pub fn name(field: impl fmt::Display, value: &str) -> Result<()> {
@@ -199,6 +230,7 @@ pub fn alert(alert: &Alert) -> Result<()> {
         text(format_args!("alert annotations[{key:?}]"), value).map_err(ctx)?;
     }
     metadata("alert metadata", &alert.metadata).map_err(ctx)?;
+    optional_embedding("alert embedding", alert.embedding.as_deref()).map_err(ctx)?;
     timestamp("alert created_at", alert.created_at).map_err(ctx)?;
     timestamp("alert updated_at", alert.updated_at).map_err(ctx)
 }
@@ -211,6 +243,7 @@ pub fn agent_state(state: &AgentState) -> Result<()> {
     name("agent status", &state.status).map_err(ctx)?;
     metadata("agent metrics", &state.metrics).map_err(ctx)?;
     metadata("agent metadata", &state.metadata).map_err(ctx)?;
+    optional_embedding("agent embedding", state.embedding.as_deref()).map_err(ctx)?;
     timestamp("agent last_heartbeat", state.last_heartbeat).map_err(ctx)?;
     timestamp("agent created_at", state.created_at).map_err(ctx)?;
     timestamp("agent updated_at", state.updated_at).map_err(ctx)

@@ -14,15 +14,16 @@ use crate::sql::{Sql, push_filters, push_order_and_page};
 
 /// The columns of `agent_states`, in the order [`state_from_row`] reads them.
 pub(crate) const STATE_COLUMNS: &str =
-    "agent_id, id, status, metrics, last_heartbeat, metadata, created_at, updated_at";
+    "agent_id, id, status, metrics, last_heartbeat, metadata, created_at, updated_at, embedding";
 
 /// Only a state at least as recent as the stored one replaces it.
 const UPSERT_STATE: &str = "INSERT INTO agent_states AS a (agent_id, id, status, metrics, \
-    last_heartbeat, metadata, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+    last_heartbeat, metadata, created_at, updated_at, embedding) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
     ON CONFLICT (agent_id) DO UPDATE SET id = EXCLUDED.id, status = EXCLUDED.status, \
     metrics = EXCLUDED.metrics, last_heartbeat = EXCLUDED.last_heartbeat, \
     metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at, \
-    updated_at = EXCLUDED.updated_at \
+    updated_at = EXCLUDED.updated_at, embedding = EXCLUDED.embedding \
     WHERE EXCLUDED.last_heartbeat >= a.last_heartbeat";
 
 pub(crate) fn state_from_row(row: &PgRow) -> Result<AgentState> {
@@ -37,6 +38,7 @@ pub(crate) fn state_from_row(row: &PgRow) -> Result<AgentState> {
         metadata: parse_json(&metadata, "agent metadata")?,
         created_at: row.try_get(6).db()?,
         updated_at: row.try_get(7).db()?,
+        embedding: row.try_get(8).db()?,
     })
 }
 
@@ -61,6 +63,7 @@ impl PostgresBackend {
                 .bind(serde_json::to_string(&state.metadata)?)
                 .bind(state.created_at)
                 .bind(state.updated_at)
+                .bind(state.embedding.as_deref())
                 .execute(&mut *tx)
                 .await
                 .db()?;

@@ -15,12 +15,13 @@ use crate::sql::{Sql, push_filters, push_order_and_page};
 /// The columns of `alerts`, in the order [`alert_from_row`] reads them.
 pub(crate) const ALERT_COLUMNS: &str = "id, name, description, severity, source, status, \
     start_time, end_time, acknowledged_by, acknowledged_at, resolved_by, resolved_at, \
-    labels::text, annotations, metadata, created_at, updated_at";
+    labels::text, annotations, metadata, created_at, updated_at, embedding";
 
 const UPSERT_ALERT: &str = "INSERT INTO alerts (id, name, description, severity, source, \
     status, start_time, end_time, acknowledged_by, acknowledged_at, resolved_by, resolved_at, \
-    labels, annotations, metadata, created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17) \
+    labels, annotations, metadata, created_at, updated_at, embedding) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17, \
+    $18) \
     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description, \
     severity = EXCLUDED.severity, source = EXCLUDED.source, status = EXCLUDED.status, \
     start_time = EXCLUDED.start_time, end_time = EXCLUDED.end_time, \
@@ -28,7 +29,7 @@ const UPSERT_ALERT: &str = "INSERT INTO alerts (id, name, description, severity,
     resolved_by = EXCLUDED.resolved_by, resolved_at = EXCLUDED.resolved_at, \
     labels = EXCLUDED.labels, annotations = EXCLUDED.annotations, \
     metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at, \
-    updated_at = EXCLUDED.updated_at";
+    updated_at = EXCLUDED.updated_at, embedding = EXCLUDED.embedding";
 
 pub(crate) fn alert_from_row(row: &PgRow) -> Result<Alert> {
     let severity: i32 = row.try_get(3).db()?;
@@ -57,6 +58,7 @@ pub(crate) fn alert_from_row(row: &PgRow) -> Result<Alert> {
         metadata: parse_json(&metadata, "alert metadata")?,
         created_at: row.try_get(15).db()?,
         updated_at: row.try_get(16).db()?,
+        embedding: row.try_get(17).db()?,
     })
 }
 
@@ -90,6 +92,7 @@ impl PostgresBackend {
                 .bind(serde_json::to_string(&alert.metadata)?)
                 .bind(alert.created_at)
                 .bind(alert.updated_at)
+                .bind(alert.embedding.as_deref())
                 .execute(&mut *tx)
                 .await
                 .db()?;

@@ -352,7 +352,7 @@ impl PostgresBackend {
                  resolved_by = EXCLUDED.resolved_by, resolved_at = EXCLUDED.resolved_at, \
                  labels = EXCLUDED.labels, annotations = EXCLUDED.annotations, \
                  metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at, \
-                 updated_at = EXCLUDED.updated_at"
+                 updated_at = EXCLUDED.updated_at, embedding = EXCLUDED.embedding"
             ),
             alert_cutoff,
         )
@@ -365,7 +365,7 @@ impl PostgresBackend {
                  ON CONFLICT (agent_id) DO UPDATE SET id = EXCLUDED.id, status = EXCLUDED.status, \
                  metrics = EXCLUDED.metrics, last_heartbeat = EXCLUDED.last_heartbeat, \
                  metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at, \
-                 updated_at = EXCLUDED.updated_at \
+                 updated_at = EXCLUDED.updated_at, embedding = EXCLUDED.embedding \
                  WHERE EXCLUDED.last_heartbeat >= a.last_heartbeat"
             ),
             state_cutoff,

@@ -38,6 +38,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "an inlinable tags_key",
         sql: include_str!("../migrations/0002_inline_tags_key.sql"),
     },
+    Migration {
+        version: 3,
+        description: "embeddings of alerts and agent states",
+        sql: include_str!("../migrations/0003_embeddings.sql"),
+    },
 ];
 
 /// The samples table of the native mode: declaratively partitioned by range on `time`; the

@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 use aimon_core::{
     AgentState, AgentStateQuery, Alert, AlertQuery, BackupFormat, DataKind, DatabaseStats, Error,
     ErrorKind, EventStream, HistoryQuery, HistorySeries, Metric, MetricQuery, Result,
-    RetentionReport, StorageBackend, StorageBackendType, StorageConfig, StorageEvent,
-    TransferReport, WriteReport,
+    RetentionReport, Scored, SimilarAgentStatesQuery, SimilarAlertsQuery, StorageBackend,
+    StorageBackendType, StorageConfig, StorageEvent, TransferReport, WriteReport,
 };
 use futures::StreamExt;
 use tokio::sync::broadcast;
@@ -362,6 +362,17 @@ impl StorageManager {
             .await
     }
 
+    /// Similar alerts on the backend named, else the one alerts are routed to, else the default.
+    pub async fn find_similar_alerts(
+        &self,
+        query: &SimilarAlertsQuery,
+        backend: Option<&str>,
+    ) -> Result<Vec<Scored<Alert>>> {
+        self.for_kind(DataKind::Alerts, backend)?
+            .find_similar_alerts(query)
+            .await
+    }
+
     pub async fn save_agent_state(
         &self,
         state: &AgentState,
@@ -406,6 +417,17 @@ impl StorageManager {
     ) -> Result<Vec<AgentState>> {
         self.for_kind(DataKind::AgentStates, backend)?
             .get_agent_states(query)
+            .await
+    }
+
+    /// Similar agent states, routed like [`StorageManager::get_agent_states`].
+    pub async fn find_similar_agent_states(
+        &self,
+        query: &SimilarAgentStatesQuery,
+        backend: Option<&str>,
+    ) -> Result<Vec<Scored<AgentState>>> {
+        self.for_kind(DataKind::AgentStates, backend)?
+            .find_similar_agent_states(query)
             .await
     }
 
@@ -530,6 +552,31 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[tokio::test]
+    async fn similarity_queries_follow_the_alert_route() {
+        let manager = two_backends().await;
+        manager.route(DataKind::Alerts, "hot").unwrap();
+        for (id, name) in [("a1", "GPU out of memory"), ("a2", "rate limit exceeded")] {
+            let alert = Alert::new(id, name, AlertSeverity::High, "agent-1");
+            manager.save_alert(&alert, None).await.unwrap();
+        }
+        let query = SimilarAlertsQuery::text("out of memory on the GPU").limit(1);
+        let found = manager.find_similar_alerts(&query, None).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].item.id, "a1");
+        let cold = manager
+            .find_similar_alerts(&query, Some("cold"))
+            .await
+            .unwrap();
+        assert!(cold.is_empty());
+        let missing = SimilarAgentStatesQuery::item("nobody");
+        let err = manager
+            .find_similar_agent_states(&missing, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
     }
 
     #[tokio::test]

@@ -1,25 +1,28 @@
 //! Agent states: the latest state per agent (an equal heartbeat replaces, an older one is
 //! superseded), reads and queries.
 
-use aimon_core::query::{AgentStateQuery, tie_breaker};
+use aimon_core::query::{AgentStateQuery, ResolvedOptions, tie_breaker};
+use aimon_core::similarity::{self, Ranker, Scored, SimilarAgentStatesQuery, SimilarityTarget};
 use aimon_core::{AgentState, DataKind, Result, RetentionPolicy, WriteReport, time, validate};
+use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::backend::{DbResult, SqliteBackend};
-use crate::error::json_column;
+use crate::error::{embedding_column, encode_embedding, json_column};
 use crate::sql::{Sql, push_filters, push_order_and_page};
 
 /// The columns of `agent_states`, in the order [`state_from_row`] reads them.
 pub(crate) const STATE_COLUMNS: &str =
-    "agent_id, id, status, metrics, last_heartbeat, metadata, created_at, updated_at";
+    "agent_id, id, status, metrics, last_heartbeat, metadata, created_at, updated_at, embedding";
 
 /// The update half of the agent-state upsert: only a state at least as recent replaces.
 macro_rules! state_update {
     () => {
         "id = excluded.id, status = excluded.status, metrics = excluded.metrics, \
          last_heartbeat = excluded.last_heartbeat, metadata = excluded.metadata, \
-         created_at = excluded.created_at, updated_at = excluded.updated_at \
+         created_at = excluded.created_at, updated_at = excluded.updated_at, \
+         embedding = excluded.embedding \
          WHERE excluded.last_heartbeat >= agent_states.last_heartbeat"
     };
 }
@@ -27,7 +30,7 @@ pub(crate) use state_update;
 
 const UPSERT_STATE: &str = concat!(
     "INSERT INTO agent_states (agent_id, id, status, metrics, last_heartbeat, metadata, \
-     created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+     created_at, updated_at, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (agent_id) DO UPDATE SET ",
     state_update!()
 );
@@ -42,6 +45,7 @@ pub(crate) fn state_from_row(row: &SqliteRow) -> Result<AgentState> {
         metadata: json_column(row, 5, "agent metadata")?,
         created_at: time::from_micros(row.try_get(6).db()?),
         updated_at: time::from_micros(row.try_get(7).db()?),
+        embedding: embedding_column(row, 8)?,
     })
 }
 
@@ -65,6 +69,7 @@ impl SqliteBackend {
                 .bind(serde_json::to_string(&state.metadata)?)
                 .bind(time::to_micros(state.created_at))
                 .bind(time::to_micros(state.updated_at))
+                .bind(encode_embedding(state.embedding.as_deref()))
                 .execute(&mut *tx)
                 .await
                 .db()?;
@@ -101,6 +106,19 @@ impl SqliteBackend {
         query: &AgentStateQuery,
     ) -> Result<Vec<AgentState>> {
         let options = query.resolve()?;
+        let mut sql = self.state_selection(query, &options);
+        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::AgentStates));
+        sql.query()
+            .fetch_all(&self.pool)
+            .await
+            .db()?
+            .iter()
+            .map(state_from_row)
+            .collect()
+    }
+
+    /// `SELECT` of the live latest states `query` selects, with no order or paging.
+    fn state_selection(&self, query: &AgentStateQuery, options: &ResolvedOptions) -> Sql {
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let mut sql = Sql::new("SELECT ");
         sql.push(STATE_COLUMNS)
@@ -112,14 +130,32 @@ impl SqliteBackend {
         if let Some(after) = query.heartbeat_after_micros() {
             sql.push(" AND last_heartbeat >= ").bind(after);
         }
-        push_filters(&mut sql, &options, "metadata");
-        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::AgentStates));
-        sql.query()
-            .fetch_all(&self.pool)
-            .await
-            .db()?
-            .iter()
-            .map(state_from_row)
-            .collect()
+        push_filters(&mut sql, options, "metadata");
+        sql
+    }
+
+    /// Similarity by brute force, as [`SqliteBackend::similar_alerts`].
+    pub(crate) async fn similar_agent_states(
+        &self,
+        query: &SimilarAgentStatesQuery,
+    ) -> Result<Vec<Scored<AgentState>>> {
+        let embedder = &*self.embedder;
+        let options = query.resolve(embedder.dimension())?;
+        let target = match &query.target {
+            SimilarityTarget::Item(id) => self.read_agent_state(id).await?,
+            _ => None,
+        };
+        let (vector, exclude) =
+            similarity::agent_state_query_vector(&query.target, target.as_ref(), embedder)?;
+        let mut ranker = Ranker::new(vector, exclude, query.limit);
+        let sql = self.state_selection(&query.filter, &options);
+        let mut rows = sql.query().fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.db()? {
+            let state = state_from_row(&row)?;
+            let v = similarity::agent_state_vector(&state, embedder);
+            let key = state.agent_id.clone();
+            ranker.push(&key, state, &v)?;
+        }
+        Ok(ranker.finish())
     }
 }

@@ -1,22 +1,24 @@
 //! Alerts: upserts by id, reads and queries.
 
-use aimon_core::query::{AlertQuery, tie_breaker};
+use aimon_core::query::{AlertQuery, ResolvedOptions, tie_breaker};
+use aimon_core::similarity::{self, Ranker, Scored, SimilarAlertsQuery, SimilarityTarget};
 use aimon_core::{
     Alert, AlertSeverity, AlertStatus, DataKind, Result, RetentionPolicy, WriteReport,
     model::tags_json, time, validate,
 };
+use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::backend::{DbResult, SqliteBackend};
-use crate::error::{corrupted, json_column};
+use crate::error::{corrupted, embedding_column, encode_embedding, json_column};
 use crate::sql::{Sql, push_filters, push_order_and_page, push_tag_match};
 
 /// The columns of `alerts`, in the order [`alert_from_row`] reads them and
 /// [`UPSERT_ALERT`] binds them.
 pub(crate) const ALERT_COLUMNS: &str = "id, name, description, severity, source, status, \
     start_time, end_time, acknowledged_by, acknowledged_at, resolved_by, resolved_at, labels, \
-    annotations, metadata, created_at, updated_at";
+    annotations, metadata, created_at, updated_at, embedding";
 
 /// The update half of the alert upsert: every column but the key.
 macro_rules! alert_update {
@@ -28,7 +30,7 @@ macro_rules! alert_update {
          resolved_by = excluded.resolved_by, resolved_at = excluded.resolved_at, \
          labels = excluded.labels, annotations = excluded.annotations, \
          metadata = excluded.metadata, created_at = excluded.created_at, \
-         updated_at = excluded.updated_at"
+         updated_at = excluded.updated_at, embedding = excluded.embedding"
     };
 }
 pub(crate) use alert_update;
@@ -36,8 +38,8 @@ pub(crate) use alert_update;
 const UPSERT_ALERT: &str = concat!(
     "INSERT INTO alerts (id, name, description, severity, source, status, start_time, \
      end_time, acknowledged_by, acknowledged_at, resolved_by, resolved_at, labels, annotations, \
-     metadata, created_at, updated_at) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     metadata, created_at, updated_at, embedding) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (id) DO UPDATE SET ",
     alert_update!()
 );
@@ -73,6 +75,7 @@ pub(crate) fn alert_from_row(row: &SqliteRow) -> Result<Alert> {
         metadata: json_column(row, 14, "alert metadata")?,
         created_at: required(15)?,
         updated_at: required(16)?,
+        embedding: embedding_column(row, 17)?,
     })
 }
 
@@ -105,6 +108,7 @@ impl SqliteBackend {
                 .bind(serde_json::to_string(&alert.metadata)?)
                 .bind(time::to_micros(alert.created_at))
                 .bind(time::to_micros(alert.updated_at))
+                .bind(encode_embedding(alert.embedding.as_deref()))
                 .execute(&mut *tx)
                 .await
                 .db()?;
@@ -134,6 +138,20 @@ impl SqliteBackend {
 
     pub(crate) async fn select_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
         let options = query.resolve()?;
+        let mut sql = self.alert_selection(query, &options);
+        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::Alerts));
+        sql.query()
+            .fetch_all(&self.pool)
+            .await
+            .db()?
+            .iter()
+            .map(alert_from_row)
+            .collect()
+    }
+
+    /// `SELECT` of the live alerts `query` selects (`options` is its resolved options), with
+    /// no order or paging.
+    fn alert_selection(&self, query: &AlertQuery, options: &ResolvedOptions) -> Sql {
         let range = query.range_micros();
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let mut sql = Sql::new("SELECT ");
@@ -157,14 +175,33 @@ impl SqliteBackend {
             sql.push(" AND source = ").bind(source.as_str());
         }
         push_tag_match(&mut sql, "labels", &query.labels);
-        push_filters(&mut sql, &options, "labels");
-        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::Alerts));
-        sql.query()
-            .fetch_all(&self.pool)
-            .await
-            .db()?
-            .iter()
-            .map(alert_from_row)
-            .collect()
+        push_filters(&mut sql, options, "labels");
+        sql
+    }
+
+    /// Similarity by brute force: the filters run in SQL, rows stream through the core
+    /// [`Ranker`] (which keeps only the best few), scoring runs in Rust.
+    pub(crate) async fn similar_alerts(
+        &self,
+        query: &SimilarAlertsQuery,
+    ) -> Result<Vec<Scored<Alert>>> {
+        let embedder = &*self.embedder;
+        let options = query.resolve(embedder.dimension())?;
+        let target = match &query.target {
+            SimilarityTarget::Item(id) => self.read_alert(id).await?,
+            _ => None,
+        };
+        let (vector, exclude) =
+            similarity::alert_query_vector(&query.target, target.as_ref(), embedder)?;
+        let mut ranker = Ranker::new(vector, exclude, query.limit);
+        let sql = self.alert_selection(&query.filter, &options);
+        let mut rows = sql.query().fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.db()? {
+            let alert = alert_from_row(&row)?;
+            let v = similarity::alert_vector(&alert, embedder);
+            let key = alert.id.clone();
+            ranker.push(&key, alert, &v)?;
+        }
+        Ok(ranker.finish())
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -11,6 +12,9 @@ use aimon_core::backend::{
     StorageBackend, TransferReport, WriteReport,
 };
 use aimon_core::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
+use aimon_core::similarity::{
+    Embedder, HashingEmbedder, Scored, SimilarAgentStatesQuery, SimilarAlertsQuery,
+};
 use aimon_core::{
     AgentState, Alert, Error, ErrorKind, Metric, Result, StorageBackendType, StorageConfig,
 };
@@ -36,6 +40,8 @@ pub struct SqliteBackend {
     pub(crate) pool: SqlitePool,
     started: Instant,
     closed: AtomicBool,
+    /// Embeds items without their own embedding, and text targets, for similarity search.
+    pub(crate) embedder: Arc<dyn Embedder>,
 }
 
 impl fmt::Debug for SqliteBackend {
@@ -111,7 +117,14 @@ impl SqliteBackend {
             pool,
             started: Instant::now(),
             closed: AtomicBool::new(false),
+            embedder: Arc::new(HashingEmbedder::default()),
         })
+    }
+
+    /// Uses `embedder` for similarity search instead of the default [`HashingEmbedder`].
+    pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = embedder;
+        self
     }
 
     /// The settings this backend was opened with.
@@ -176,7 +189,7 @@ impl StorageBackend for SqliteBackend {
             pub_sub: false,
             cross_process_events: false,
             native_backup: true,
-            similarity_search: false,
+            similarity_search: true,
             agent_state_history: false,
             retention: RetentionMechanism::Sweep,
         }
@@ -223,6 +236,22 @@ impl StorageBackend for SqliteBackend {
     async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>> {
         self.run("get_agent_states", self.select_agent_states(query))
             .await
+    }
+
+    async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
+        self.run("find_similar_alerts", self.similar_alerts(query))
+            .await
+    }
+
+    async fn find_similar_agent_states(
+        &self,
+        query: &SimilarAgentStatesQuery,
+    ) -> Result<Vec<Scored<AgentState>>> {
+        self.run(
+            "find_similar_agent_states",
+            self.similar_agent_states(query),
+        )
+        .await
     }
 
     async fn apply_retention(&self) -> Result<RetentionReport> {

@@ -254,7 +254,7 @@ const BAD_SAMPLE: &str = "SELECT substr(quote(series_id), 1, 200), substr(quote(
 /// streaming: series, alerts and agent states are decoded by the readers' decoders and
 /// validated whole; samples are checked in SQL, and each of their distinct tag sets decoded
 /// and validated (and must be canonical JSON, the form samples are keyed by).
-async fn verify_rows_all(conn: &mut SqliteConnection) -> Result<()> {
+async fn verify_rows_all(conn: &mut SqliteConnection, embeddings: Embeddings) -> Result<()> {
     let series = format!("SELECT {SERIES_COLUMNS} FROM aimon_restore.series s ORDER BY s.id");
     verify_rows(conn, "series", series, |row| {
         validate::metric(&metric_from_row(row)?)
@@ -290,18 +290,60 @@ async fn verify_rows_all(conn: &mut SqliteConnection) -> Result<()> {
     )
     .await?;
 
-    let alerts = format!("SELECT {ALERT_COLUMNS} FROM aimon_restore.alerts ORDER BY id");
+    let alerts = format!(
+        "SELECT {} FROM aimon_restore.alerts ORDER BY id",
+        restored_columns(ALERT_COLUMNS, embeddings.alerts)
+    );
     verify_rows(conn, "alerts", alerts, |row| {
         validate::alert(&alert_from_row(row)?)
     })
     .await?;
-    let states =
-        format!("SELECT {STATE_COLUMNS} FROM aimon_restore.agent_states ORDER BY agent_id");
+    let states = format!(
+        "SELECT {} FROM aimon_restore.agent_states ORDER BY agent_id",
+        restored_columns(STATE_COLUMNS, embeddings.agent_states)
+    );
     verify_rows(conn, "agent_states", states, |row| {
         validate::agent_state(&state_from_row(row)?)
     })
     .await?;
     Ok(())
+}
+
+/// Which tables of the attached backup have the `embedding` column (schema version 3): older
+/// backups restore with no embeddings.
+#[derive(Debug, Clone, Copy)]
+struct Embeddings {
+    alerts: bool,
+    agent_states: bool,
+}
+
+async fn has_column(conn: &mut SqliteConnection, table: &str, column: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pragma_table_info(?1, 'aimon_restore') WHERE name = ?2",
+    )
+    .bind(table)
+    .bind(column)
+    .fetch_one(&mut *conn)
+    .await
+    .db()?;
+    Ok(n > 0)
+}
+
+/// A reader's column list for the attached backup: `embedding` (always last) read as NULL
+/// where the backup predates it.
+fn restored_columns(columns: &str, has_embedding: bool) -> String {
+    if has_embedding {
+        columns.to_owned()
+    } else {
+        let base = columns
+            .strip_suffix(", embedding")
+            .expect("embedding is the last column");
+        format!("{base}, NULL AS embedding")
+    }
+}
+
+fn embedding_expr(has_embedding: bool) -> &'static str {
+    if has_embedding { "b.embedding" } else { "NULL" }
 }
 
 /// Checks the attached backup completely, then merges it into `main` by the same rules as
@@ -318,7 +360,11 @@ async fn merge(
 ) -> Result<Merged> {
     let mut tx = conn.begin().await.db()?;
     verify_schema(&mut tx).await?;
-    verify_rows_all(&mut tx).await?;
+    let embeddings = Embeddings {
+        alerts: has_column(&mut tx, "alerts", "embedding").await?,
+        agent_states: has_column(&mut tx, "agent_states", "embedding").await?,
+    };
+    verify_rows_all(&mut tx, embeddings).await?;
     let totals: (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM aimon_restore.series), \
          (SELECT count(*) FROM aimon_restore.samples), \
@@ -394,31 +440,38 @@ async fn merge(
     .execute(&mut *tx)
     .await
     .db()?;
-    sqlx::query(concat!(
-        "INSERT INTO main.alerts (id, name, description, severity, source, status, start_time, \
-         end_time, acknowledged_by, acknowledged_at, resolved_by, resolved_at, labels, \
-         annotations, metadata, created_at, updated_at) \
-         SELECT b.id, b.name, b.description, b.severity, b.source, b.status, b.start_time, \
-         b.end_time, b.acknowledged_by, b.acknowledged_at, b.resolved_by, b.resolved_at, \
-         b.labels, b.annotations, b.metadata, b.created_at, b.updated_at \
-         FROM aimon_restore.alerts b WHERE ?1 IS NULL OR b.updated_at >= ?1 \
-         ON CONFLICT (id) DO UPDATE SET ",
-        alert_update!()
-    ))
+    // Audited: the only variable part is one of two fixed column expressions.
+    sqlx::query(AssertSqlSafe(format!(
+        concat!(
+            "INSERT INTO main.alerts (id, name, description, severity, source, status, \
+             start_time, end_time, acknowledged_by, acknowledged_at, resolved_by, resolved_at, \
+             labels, annotations, metadata, created_at, updated_at, embedding) \
+             SELECT b.id, b.name, b.description, b.severity, b.source, b.status, b.start_time, \
+             b.end_time, b.acknowledged_by, b.acknowledged_at, b.resolved_by, b.resolved_at, \
+             b.labels, b.annotations, b.metadata, b.created_at, b.updated_at, {} \
+             FROM aimon_restore.alerts b WHERE ?1 IS NULL OR b.updated_at >= ?1 \
+             ON CONFLICT (id) DO UPDATE SET ",
+            alert_update!()
+        ),
+        embedding_expr(embeddings.alerts)
+    )))
     .bind(alert_cutoff)
     .execute(&mut *tx)
     .await
     .db()?;
     // Agent states: an older heartbeat than the stored one does not replace it.
-    sqlx::query(concat!(
-        "INSERT INTO main.agent_states (agent_id, id, status, metrics, last_heartbeat, metadata, \
-         created_at, updated_at) \
-         SELECT b.agent_id, b.id, b.status, b.metrics, b.last_heartbeat, b.metadata, \
-         b.created_at, b.updated_at FROM aimon_restore.agent_states b \
-         WHERE ?1 IS NULL OR b.last_heartbeat >= ?1 \
-         ON CONFLICT (agent_id) DO UPDATE SET ",
-        state_update!()
-    ))
+    sqlx::query(AssertSqlSafe(format!(
+        concat!(
+            "INSERT INTO main.agent_states (agent_id, id, status, metrics, last_heartbeat, \
+             metadata, created_at, updated_at, embedding) \
+             SELECT b.agent_id, b.id, b.status, b.metrics, b.last_heartbeat, b.metadata, \
+             b.created_at, b.updated_at, {} FROM aimon_restore.agent_states b \
+             WHERE ?1 IS NULL OR b.last_heartbeat >= ?1 \
+             ON CONFLICT (agent_id) DO UPDATE SET ",
+            state_update!()
+        ),
+        embedding_expr(embeddings.agent_states)
+    )))
     .bind(state_cutoff)
     .execute(&mut *tx)
     .await

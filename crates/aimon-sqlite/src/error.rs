@@ -74,6 +74,32 @@ pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
     parse_json(&text, what)
 }
 
+/// An embedding as the `embedding` BLOB columns hold it: little-endian f32s.
+pub(crate) fn encode_embedding(vector: Option<&[f32]>) -> Option<Vec<u8>> {
+    vector.map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+}
+
+/// Decodes the `embedding` BLOB column `i` of a row; a length that is no multiple of 4 is
+/// `Corrupted`.
+pub(crate) fn embedding_column(
+    row: &sqlx::sqlite::SqliteRow,
+    i: usize,
+) -> Result<Option<Vec<f32>>, Error> {
+    use sqlx::Row;
+    let Some(bytes) = row.try_get::<Option<Vec<u8>>, _>(i).map_err(from_sqlx)? else {
+        return Ok(None);
+    };
+    if bytes.len() % 4 != 0 {
+        return Err(corrupted("embedding"));
+    }
+    Ok(Some(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    ))
+}
+
 /// A `COUNT(*)` as the unsigned count the reports carry.
 pub(crate) fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)

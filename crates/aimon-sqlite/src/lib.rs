@@ -60,6 +60,18 @@
 //!   start time, source and `updated_at`.
 //! - `agent_states(agent_id PRIMARY KEY, id, status, metrics, last_heartbeat, …)`: the latest
 //!   state per agent; an upsert replaces the stored state only when its heartbeat is not older.
+//! - Both `alerts` and `agent_states` have an `embedding BLOB` (migration 3): the item's own
+//!   embedding as little-endian `f32`s, `NULL` without one. A native restore of an older file
+//!   reads its items as having none.
+//!
+//! ## Similarity search
+//! `find_similar_alerts` / `find_similar_agent_states` are exact brute force
+//! (`capabilities().similarity_search` is true): the filters run in SQL as in `query_alerts` /
+//! `get_agent_states`, rows stream into the core [`aimon_core::similarity::Ranker`] (which keeps
+//! only the best), and each candidate without an embedding of its own is embedded with the
+//! backend's embedder ([`aimon_core::HashingEmbedder`] unless
+//! [`SqliteBackend::with_embedder`] set another) at query time. At most 1,000,000 candidates per
+//! query; the ranking is the reference one, identical to the memory backend's.
 //!
 //! A sample tag filter (`query_metrics`, `metric_history`) never decodes sample rows: the tag
 //! sets holding every wanted pair are an `INTERSECT` of one `tagset_pairs` primary-key range

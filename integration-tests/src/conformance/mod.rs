@@ -25,6 +25,8 @@ pub mod queries;
 pub mod retention;
 /// Rule 1: series upsert, sample keys, order, `created_at`.
 pub mod series;
+/// Rule 12: embeddings round-trip everywhere; similarity search where the capability is on.
+pub mod similarity;
 pub mod support;
 /// Rule 7: hostile round trips, limits, rejected input, whole-batch rejection, time range and precision.
 pub mod validation;
@@ -193,6 +195,21 @@ macro_rules! __with_conformance_checks {
                     native_restore_of_a_non_backup_is_rejected,
                     backup_during_writes_is_consistent,
                 }
+                similarity {
+                    alert_embedding_round_trips_exactly,
+                    agent_state_embedding_round_trips_exactly,
+                    invalid_embeddings_are_rejected,
+                    similarity_follows_the_capability,
+                    similar_alerts_rank_like_the_reference,
+                    equal_scores_are_ordered_by_id,
+                    similarity_filters_apply,
+                    item_target_excludes_itself,
+                    bad_similarity_queries_are_invalid_input,
+                    hostile_label_keys_filter_exactly,
+                    huge_descriptions_and_free_form_ids_work,
+                    own_embeddings_are_scored,
+                    similar_agent_states_rank_like_the_reference,
+                }
         }
     };
 }
@@ -248,6 +265,7 @@ mod tests {
             ("lifecycle", include_str!("lifecycle.rs")),
             ("concurrency", include_str!("concurrency.rs")),
             ("backup", include_str!("backup.rs")),
+            ("similarity", include_str!("similarity.rs")),
         ];
         let mut defined = Vec::new();
         for (module, text) in sources {

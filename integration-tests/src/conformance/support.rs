@@ -201,6 +201,9 @@ pub async fn populate(backend: &Backend) {
             "https://example.invalid/rb\nline 2".into(),
         );
         a.metadata.insert("n".into(), json!(i));
+        if i == 0 {
+            a.embedding = Some(vec![0.25, -1.5e-7, 3.0e30, -0.0]);
+        }
         if status == AlertStatus::Acknowledged {
             a.acknowledged_by = Some("ops".into());
             a.acknowledged_at = Some(at(i as i64 * 60 + 5));
@@ -225,6 +228,9 @@ pub async fn populate(backend: &Backend) {
         s.metrics.insert("tasks".into(), json!(i * 10));
         s.metrics.insert("latency_ms".into(), json!(12.75));
         s.metadata.insert("version".into(), json!("1.2.3"));
+        if i == 1 {
+            s.embedding = Some(vec![1.0, 0.1, -0.01]);
+        }
         states.push(s);
     }
     backend
