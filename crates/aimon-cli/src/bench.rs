@@ -489,8 +489,17 @@ async fn similarity_bench(
             .limit(10)
             .filter(aimon::AlertQuery::new().label("run", &run));
         let started = Instant::now();
-        storage.manager.find_similar_alerts(&query, name).await?;
+        let found = storage.manager.find_similar_alerts(&query, name).await?;
         times.push(started.elapsed());
+        // A filter that matched nothing would time an empty scan.
+        let wanted = alerts.min(10) as usize;
+        if found.len() < wanted {
+            return Err(CliError::new(format!(
+                "find_similar_alerts returned {} of the {wanted} alerts asked for: the run's \
+                 alerts are not all there",
+                found.len()
+            )));
+        }
     }
     times.sort();
     let rank = |p: f64| {

@@ -477,34 +477,26 @@ impl StorageBackend for MemoryBackend {
             .map_err(|e| self.fail(OP, e))?;
         let cutoff = self.retention.alert_cutoff(time::now());
         let live = |a: &&Alert| RetentionPolicy::is_live(cutoff, a.updated_at);
-        // Candidates are cloned out of the lock so embedding runs without holding it.
-        let (target, candidates): (Option<Alert>, Vec<Alert>) = {
-            let store = self.read();
-            let target = match &query.target {
-                similarity::SimilarityTarget::Item(id) => {
-                    store.alerts.get(id).filter(live).cloned()
-                }
-                _ => None,
-            };
-            let candidates = store
-                .alerts
-                .values()
-                .filter(|a| live(a) && query.filter.matches(a, &options))
-                .take(similarity::MAX_BRUTE_FORCE_CANDIDATES + 2)
-                .cloned()
-                .collect();
-            (target, candidates)
+        // Scored under the read lock, by reference: only the winners are cloned.
+        let store = self.read();
+        let target = match &query.target {
+            similarity::SimilarityTarget::Item(id) => store.alerts.get(id).filter(live),
+            _ => None,
         };
-        let (vector, exclude) =
-            similarity::alert_query_vector(&query.target, target.as_ref(), embedder)
-                .map_err(|e| self.fail(OP, e))?;
+        let (vector, exclude) = similarity::alert_query_vector(&query.target, target, embedder)
+            .map_err(|e| self.fail(OP, e))?;
         let mut ranker = Ranker::new(vector, exclude, query.limit);
-        for alert in candidates {
-            let v = similarity::alert_vector(&alert, embedder);
-            let key = alert.id.clone();
-            ranker.push(&key, alert, &v).map_err(|e| self.fail(OP, e))?;
+        for alert in store
+            .alerts
+            .values()
+            .filter(|a| live(a) && query.filter.matches(a, &options))
+        {
+            let v = similarity::alert_vector(alert, embedder);
+            ranker
+                .push(&alert.id, alert, &v)
+                .map_err(|e| self.fail(OP, e))?;
         }
-        Ok(ranker.finish())
+        Ok(ranker.finish().into_iter().map(Scored::cloned).collect())
     }
 
     async fn find_similar_agent_states(
@@ -519,33 +511,26 @@ impl StorageBackend for MemoryBackend {
             .map_err(|e| self.fail(OP, e))?;
         let cutoff = self.retention.agent_state_cutoff(time::now());
         let live = |s: &&AgentState| RetentionPolicy::is_live(cutoff, s.last_heartbeat);
-        let (target, candidates): (Option<AgentState>, Vec<AgentState>) = {
-            let store = self.read();
-            let target = match &query.target {
-                similarity::SimilarityTarget::Item(id) => {
-                    store.agents.get(id).filter(live).cloned()
-                }
-                _ => None,
-            };
-            let candidates = store
-                .agents
-                .values()
-                .filter(|s| live(s) && query.filter.matches(s, &options))
-                .take(similarity::MAX_BRUTE_FORCE_CANDIDATES + 2)
-                .cloned()
-                .collect();
-            (target, candidates)
+        let store = self.read();
+        let target = match &query.target {
+            similarity::SimilarityTarget::Item(id) => store.agents.get(id).filter(live),
+            _ => None,
         };
         let (vector, exclude) =
-            similarity::agent_state_query_vector(&query.target, target.as_ref(), embedder)
+            similarity::agent_state_query_vector(&query.target, target, embedder)
                 .map_err(|e| self.fail(OP, e))?;
         let mut ranker = Ranker::new(vector, exclude, query.limit);
-        for state in candidates {
-            let v = similarity::agent_state_vector(&state, embedder);
-            let key = state.agent_id.clone();
-            ranker.push(&key, state, &v).map_err(|e| self.fail(OP, e))?;
+        for state in store
+            .agents
+            .values()
+            .filter(|s| live(s) && query.filter.matches(s, &options))
+        {
+            let v = similarity::agent_state_vector(state, embedder);
+            ranker
+                .push(&state.agent_id, state, &v)
+                .map_err(|e| self.fail(OP, e))?;
         }
-        Ok(ranker.finish())
+        Ok(ranker.finish().into_iter().map(Scored::cloned).collect())
     }
 
     async fn apply_retention(&self) -> Result<RetentionReport> {

@@ -5,7 +5,10 @@
 //! Every alert and agent state has a vector: its own [`Alert::embedding`] /
 //! [`AgentState::embedding`] when it carries one, else the backend's [`Embedder`] applied to
 //! [`alert_text`] / [`agent_state_text`]. The built-in embedder is [`HashingEmbedder`]:
-//! deterministic, no model, the same vectors on every platform and release.
+//! deterministic, no model, the same vectors on every platform (its hashes and summation order
+//! are fixed). Case folding and word splitting of non-ASCII text use the Unicode tables of the
+//! Rust toolchain, so characters a newer Unicode version assigns may embed differently after a
+//! toolchain upgrade; ASCII text never does.
 //!
 //! # Queries
 //! [`SimilarAlertsQuery`] and [`SimilarAgentStatesQuery`] name a [`SimilarityTarget`] (a text,
@@ -279,11 +282,17 @@ pub fn alert_text(alert: &Alert) -> String {
 /// every heartbeat, while what an agent is and what state it is in do not.
 pub fn agent_state_text(state: &AgentState) -> String {
     let mut text = format!("{}\n{}", state.status, state.agent_id);
-    for key in state.metrics.keys() {
+    let mut metric_names: Vec<&String> = state.metrics.keys().collect();
+    metric_names.sort_unstable();
+    for key in metric_names {
         text.push('\n');
         text.push_str(key);
     }
-    for (key, value) in &state.metadata {
+    // Sorted here rather than trusting the map's order: serde_json's `preserve_order` feature,
+    // if any dependency turns it on, would make it insertion order.
+    let mut metadata: Vec<_> = state.metadata.iter().collect();
+    metadata.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (key, value) in metadata {
         text.push('\n');
         text.push_str(key);
         match value {
@@ -492,6 +501,17 @@ pub struct Scored<T> {
     pub score: f32,
 }
 
+impl<T: Clone> Scored<&T> {
+    /// The scored item, owned: backends that rank stored items by reference clone only the
+    /// winners.
+    pub fn cloned(self) -> Scored<T> {
+        Scored {
+            item: self.item.clone(),
+            score: self.score,
+        }
+    }
+}
+
 /// The vector a query compares with: the target resolved against the backend's embedder and,
 /// for [`SimilarityTarget::Item`], the stored item (which the caller looked up).
 ///
@@ -536,6 +556,8 @@ fn query_vector(
                     "has nothing the embedder can represent",
                 ));
             }
+            // A custom embedder's answer is checked like a supplied vector.
+            query_vector_shape("the embedder's vector of the target text", &v, dimension)?;
             Ok((v, None))
         }
         SimilarityTarget::Item(id) => {
@@ -545,14 +567,20 @@ fn query_vector(
                     format!("target item {id:?} does not exist"),
                 )
             })?;
+            if norm(&v) == 0.0 {
+                return Err(Error::invalid_input(
+                    "target item",
+                    "has no embedding and nothing in its text the embedder can represent",
+                ));
+            }
             query_vector_shape("target item's embedding", &v, dimension)?;
             Ok((v, Some(key)))
         }
     }
 }
 
-/// The exact top-`limit` of a stream of candidates: the reference ranking. Memory keeps at most
-/// `2 × limit` candidates at a time, so candidates can be streamed from a store.
+/// The exact top-`limit` of a stream of candidates: the reference ranking. It keeps at most
+/// `2 × max(limit, 64)` candidates at a time, so candidates can be streamed from a store.
 #[derive(Debug)]
 pub struct Ranker<T> {
     query: Vec<f32>,
@@ -598,6 +626,10 @@ impl<T> Ranker<T> {
             return Ok(());
         }
         let score = self.score(vector);
+        if !score.is_finite() {
+            // A NaN in a stored vector (written around aimon's validation) ranks nowhere.
+            return Ok(());
+        }
         self.best.push((Scored { item, score }, key.to_owned()));
         if self.best.len() >= 2 * self.limit.max(64) {
             self.trim();
@@ -616,7 +648,8 @@ impl<T> Ranker<T> {
             .zip(vector)
             .map(|(x, y)| f64::from(*x) * f64::from(*y))
             .sum();
-        ((dot / (self.query_norm * n)).clamp(-1.0, 1.0)) as f32
+        // `+ 0.0` turns a -0.0 (a sum of -0.0 terms) into 0.0, so equal scores tie by key.
+        ((dot / (self.query_norm * n)).clamp(-1.0, 1.0)) as f32 + 0.0
     }
 
     fn trim(&mut self) {
@@ -769,14 +802,38 @@ mod tests {
 
     #[test]
     fn ranker_keeps_the_exact_top_k_of_a_long_stream() {
-        let mut ranker = Ranker::new(vec![1.0, 0.0], None, 3);
-        for i in 0..1000u32 {
-            let angle = f64::from(i) / 1000.0;
-            let v = [angle.cos() as f32, angle.sin() as f32];
-            ranker.push(&format!("{i:04}"), i, &v).unwrap();
+        // Best first, worst first and interleaved, with limits below and above the point
+        // where the ranker trims (2 × max(limit, 64)).
+        let orders: [Box<dyn Fn(u32) -> u32>; 3] = [
+            Box::new(|i| i),
+            Box::new(|i| 999 - i),
+            Box::new(|i| (i * 617) % 1000),
+        ];
+        for order in &orders {
+            for limit in [3usize, 64, 200] {
+                let mut ranker = Ranker::new(vec![1.0, 0.0], None, limit);
+                for i in (0..1000u32).map(order) {
+                    let angle = f64::from(i) / 1000.0;
+                    let v = [angle.cos() as f32, angle.sin() as f32];
+                    ranker.push(&format!("{i:04}"), i, &v).unwrap();
+                }
+                let got: Vec<u32> = ranker.finish().into_iter().map(|s| s.item).collect();
+                let want: Vec<u32> = (0..limit as u32).collect();
+                assert_eq!(got, want, "limit {limit}");
+            }
         }
-        let got: Vec<u32> = ranker.finish().into_iter().map(|s| s.item).collect();
-        assert_eq!(got, [0, 1, 2]);
+    }
+
+    #[test]
+    fn negative_zero_scores_tie_by_key_and_nan_candidates_rank_nowhere() {
+        let mut ranker = Ranker::new(vec![1.0, 0.0, 0.0], None, 5);
+        ranker.push("b", "b", &[0.0, 1.0, 1.0]).unwrap();
+        ranker.push("a", "a", &[-0.0, -1.0, -1.0]).unwrap();
+        ranker.push("c", "c", &[f32::NAN, 1.0, 0.0]).unwrap();
+        let got = ranker.finish();
+        let keys: Vec<&str> = got.iter().map(|s| s.item).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert!(got.iter().all(|s| s.score.to_bits() == 0.0f32.to_bits()));
     }
 
     #[test]

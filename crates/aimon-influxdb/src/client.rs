@@ -134,7 +134,16 @@ impl Client {
             } => request.basic_auth(user, password.as_ref().map(|p| p.expose())),
             ApiSettings::V1 { .. } => request,
             ApiSettings::V2 { token, .. } => {
-                request.header("Authorization", format!("Token {}", token.expose()))
+                // Marked sensitive so that no `Debug` of the request or header map shows it.
+                match reqwest::header::HeaderValue::from_str(&format!("Token {}", token.expose())) {
+                    Ok(mut value) => {
+                        value.set_sensitive(true);
+                        request.header(reqwest::header::AUTHORIZATION, value)
+                    }
+                    // Unreachable: the configuration admits visible ASCII tokens only. Sent
+                    // without it, the server answers 401 (`ConfigInvalid`).
+                    Err(_) => request,
+                }
             }
         }
     }

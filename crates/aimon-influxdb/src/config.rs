@@ -259,6 +259,13 @@ impl InfluxConfig {
                     ))
                 })?,
             };
+            // It goes into an HTTP header: visible ASCII only (the message never shows it).
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::config(format!(
+                    "{display_url}: the token is empty or holds characters an HTTP header \
+                     cannot carry (spaces, control or non-ASCII characters)"
+                )));
+            }
             for (what, value) in [
                 ("org", &org),
                 ("bucket", &bucket),
@@ -434,6 +441,14 @@ mod tests {
             ("influxdb2://h?org=o", vec![]),
             ("influxdb2://h/path?org=o&bucket=b", vec![]),
             (
+                "influxdb2://h?org=o&bucket=b",
+                vec![("token", serde_json::json!("tok en\n-s3cr3t"))],
+            ),
+            (
+                "influxdb2://h?org=o&bucket=b",
+                vec![("token", serde_json::json!(""))],
+            ),
+            (
                 "influxdb://h/db",
                 vec![("batch_lines", serde_json::json!(0))],
             ),
@@ -444,6 +459,7 @@ mod tests {
         ] {
             let err = parse(url, &options).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{url} {options:?}");
+            assert!(!err.to_string().contains("s3cr3t"), "{err}");
         }
     }
 

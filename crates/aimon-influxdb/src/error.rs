@@ -16,7 +16,11 @@ pub(crate) fn kind_of_status(status: u16, message: &str) -> ErrorKind {
     {
         return ErrorKind::Conflict;
     }
-    if lower.contains("database not found") || lower.contains("retention policy not found") {
+    if lower.contains("database not found")
+        || lower.contains("retention policy not found")
+        || lower.contains("bucket not found")
+        || (lower.contains("bucket") && lower.contains("not found"))
+    {
         return ErrorKind::ConfigInvalid;
     }
     match status {
@@ -33,10 +37,13 @@ pub(crate) fn kind_of_status(status: u16, message: &str) -> ErrorKind {
 /// An HTTP answer that is not a success.
 pub(crate) fn from_status(status: u16, message: &str) -> Error {
     let kind = kind_of_status(status, message);
-    let what = match kind {
-        ErrorKind::Conflict => "InfluxDB refused the points",
-        ErrorKind::Unavailable => "InfluxDB is unavailable",
-        ErrorKind::ConfigInvalid => "InfluxDB refused the configuration or credentials",
+    let what = match (kind, status) {
+        (ErrorKind::InvalidInput, 413) => {
+            "InfluxDB refused a request as too large (lower the `batch_bytes` option)"
+        }
+        (ErrorKind::Conflict, _) => "InfluxDB refused the points",
+        (ErrorKind::Unavailable, _) => "InfluxDB is unavailable",
+        (ErrorKind::ConfigInvalid, _) => "InfluxDB refused the configuration or credentials",
         _ => "InfluxDB reported an error",
     };
     Error::new(kind, format!("{what} (HTTP {status}): {}", clip(message)))
@@ -124,6 +131,13 @@ mod tests {
             kind_of_status(500, "engine: cache maximum memory size exceeded"),
             ErrorKind::Unavailable
         );
+        assert_eq!(
+            kind_of_status(404, "bucket \"b\" not found"),
+            ErrorKind::ConfigInvalid
+        );
+        let too_large = from_status(413, "Request Entity Too Large");
+        assert_eq!(too_large.kind(), ErrorKind::InvalidInput);
+        assert!(too_large.to_string().contains("batch_bytes"), "{too_large}");
         assert!(from_status(429, "slow down").is_retryable());
         assert!(!from_status(400, "unable to parse").is_retryable());
     }

@@ -26,15 +26,20 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// A vector with awkward values: tiny, huge, negative zero, many digits.
+/// A vector with awkward values: tiny, huge, negative zero, subnormals (the smallest and the
+/// largest), many digits, and `0x15ae43fd`, an `f32` that parsing its text as `f64` and
+/// rounding would change (serde-rs/json#671).
 fn awkward_vector(n: usize) -> Vec<f32> {
     (0..n)
-        .map(|i| match i % 6 {
+        .map(|i| match i % 9 {
             0 => 0.1 + i as f32 * 1e-3,
             1 => -2.5e-30,
             2 => f32::MAX / 3.0,
             3 => -0.0,
             4 => f32::MIN_POSITIVE,
+            5 => f32::from_bits(1),
+            6 => -f32::from_bits(0x007f_ffff),
+            7 => f32::from_bits(0x15ae_43fd),
             _ => std::f32::consts::PI * i as f32,
         })
         .collect()
