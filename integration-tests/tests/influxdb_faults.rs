@@ -435,10 +435,10 @@ fn secrets_stay_out_of_logs_errors_and_debug() {
         .with_writer(move || writer.clone())
         .finish();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    tracing::subscriber::with_default(subscriber, || {
+    let ran = tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
             let Some(fixture) = fixture().await else {
-                return;
+                return false;
             };
             let base = fixture.config(&[]);
             // influxd without auth accepts any credentials: the password travels, and must
@@ -474,13 +474,54 @@ fn secrets_stay_out_of_logs_errors_and_debug() {
             let bad = StorageConfig::from_url("b", "influxdb://alice:pw-s3cr3t-3@h").unwrap();
             let err = InfluxBackend::connect(&bad).await.unwrap_err();
             assert!(!format!("{err} {err:?}").contains("pw-s3cr3t-3"), "{err:?}");
+            true
         })
     });
+    if !ran {
+        return; // the fixture reported its skip
+    }
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
     assert!(!logs.is_empty(), "trace logging captured something");
     for secret in ["pw-s3cr3t-1", "tok-s3cr3t-2", "pw-s3cr3t-3"] {
         assert!(!logs.contains(secret), "{secret} in logs");
     }
+}
+
+/// Reconnecting with the retention the policy already has sends no `ALTER` (which needs admin
+/// rights and would rewrite the server's metadata on every connect); another TTL does.
+#[test]
+fn an_unchanged_retention_policy_is_not_altered_on_connect() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let Some(fixture) = fixture().await else {
+                return;
+            };
+            let config = fixture.config(&[("metric_ttl_seconds", serde_json::json!(3 * 3_600))]);
+            InfluxBackend::connect(&config).await.unwrap();
+            let statements =
+                |c: &Captured| String::from_utf8_lossy(&c.0.lock().unwrap()).into_owned();
+            assert!(statements(&captured).contains("CREATE RETENTION POLICY"));
+            captured.0.lock().unwrap().clear();
+            InfluxBackend::connect(&config).await.unwrap();
+            let again = statements(&captured);
+            assert!(again.contains("SHOW RETENTION POLICIES"), "{again}");
+            assert!(!again.contains("ALTER RETENTION POLICY"), "{again}");
+            captured.0.lock().unwrap().clear();
+            let mut longer = config.clone();
+            longer
+                .options
+                .insert("metric_ttl_seconds".into(), serde_json::json!(5 * 3_600));
+            InfluxBackend::connect(&longer).await.unwrap();
+            assert!(statements(&captured).contains("ALTER RETENTION POLICY"));
+        })
+    });
 }
 
 /// The longest valid description and annotation (1 MiB) round-trip: InfluxDB string fields are

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use aimon_core::{ErrorKind, Metric, MetricType, MetricValue, StorageConfig, time};
+use aimon_core::{ErrorKind, Metric, MetricType, MetricValue, StorageBackend, StorageConfig, time};
 use aimon_influxdb::{ApiSettings, InfluxBackend, line};
 use aimon_integration_tests::fixtures::{self, unique_namespace};
 use chrono::{TimeDelta, TimeZone, Utc};
@@ -59,6 +59,9 @@ async fn v2_writes_reach_a_real_api_v2_write_server() {
     assert!(matches!(store.config().api, ApiSettings::V2 { .. }));
     // VictoriaMetrics answers `/ping` without InfluxDB's version header.
     assert_eq!(store.server().version, "unknown");
+    // InfluxQL `DELETE` belongs to 1.x: a v2 store's buckets expire data themselves.
+    let err = store.apply_retention().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
 
     // Millisecond timestamps: VictoriaMetrics keeps milliseconds.
     let t0 = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();

@@ -100,8 +100,10 @@
 //! Every read therefore also filters by the exact TTL (rule 6), and `apply_retention` deletes
 //! what has expired (`DELETE … WHERE time < cutoff`, series, alerts and agent states past
 //! their TTL). Alert and agent-state TTLs have no native mechanism here (their items live in
-//! the infinite `meta_rp`): reads filter, `apply_retention` deletes. On 2.x/3.x the bucket's
-//! retention is InfluxDB's setting; aimon filters reads by the TTLs all the same. The
+//! the infinite `meta_rp`): reads filter, `apply_retention` deletes. A connect whose TTL gives
+//! the policy it already has sends no `ALTER` (which needs admin rights). On 2.x/3.x the
+//! bucket's retention is InfluxDB's setting and `apply_retention` is `Unsupported` (InfluxQL
+//! `DELETE` is 1.x only); aimon filters reads by the TTLs all the same. The
 //! metadata bucket (`meta_bucket`, default `<bucket>_meta`) must keep data forever: series
 //! documents and alerts are points at time 0, which a bucket with a retention period refuses.
 //!
@@ -119,8 +121,8 @@
 //!   a database, so two stores sharing one would delete each other's data.
 //! - Sums and averages are exact as above; counts, min and max are InfluxDB's.
 //! - Strings are stored whole: 1 MiB descriptions and annotations round-trip on 1.6 (tested).
-//! - v2/v3: writes use `/api/v2/write` (tested against VictoriaMetrics); reads, `stats` and
-//!   `apply_retention` use the v1-compatibility `/query` with the bucket as database, which
+//! - v2/v3: writes use `/api/v2/write` (tested against VictoriaMetrics); reads and `stats`
+//!   use the v1-compatibility `/query` with the bucket as database, which
 //!   2.x answers only with a DBRP mapping. These, token checks and bucket retention are not
 //!   verified on this project's machines (no 2.x/3.x server): see the README.
 #![deny(unsafe_code)]

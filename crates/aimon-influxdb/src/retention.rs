@@ -9,6 +9,7 @@ use aimon_core::{Result, RetentionPolicy, Tags, time};
 
 use crate::backend::{AGENT_STATES, ALERTS, InfluxBackend, SAMPLES, SERIES, any_of, time_range};
 use crate::client::cell_i64;
+use crate::config::ApiSettings;
 use crate::line;
 
 const IDS_PER_DELETE: usize = 200;
@@ -65,6 +66,20 @@ impl InfluxBackend {
     }
 
     pub(crate) async fn sweep(&self) -> Result<RetentionReport> {
+        // InfluxQL `DELETE` is a 1.x statement: 2.x/3.x refuse it (their buckets expire data
+        // by their own retention), so asking is `Unsupported`, not a server error.
+        if matches!(self.config.api, ApiSettings::V2 { .. })
+            || self.server.major().is_some_and(|major| major >= 2)
+        {
+            return Err(aimon_core::Error::new(
+                aimon_core::ErrorKind::Unsupported,
+                format!(
+                    "apply_retention on InfluxDB {}: data expires by the bucket's retention \
+                     (reads filter by the TTL meanwhile)",
+                    self.server.version
+                ),
+            ));
+        }
         let now = time::now();
         let retention = self.config.retention;
         let mut report = RetentionReport::default();

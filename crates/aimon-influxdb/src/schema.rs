@@ -20,13 +20,27 @@ pub const MIN_RP_DURATION: Duration = Duration::from_secs(3_600);
 /// after the rest of its batch was stored. Influx drops whole shard groups anyway, and every
 /// read filters by the exact TTL (DESIGN.md rule 6), so the margin never shows in results.
 pub fn rp_duration(metric_ttl: Option<Duration>) -> String {
-    match metric_ttl {
+    match rp_duration_seconds(metric_ttl) {
         None => "INF".to_owned(),
-        Some(ttl) => {
-            let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-            let margin = shard_seconds(Some(ttl));
-            format!("{}s", secs.max(MIN_RP_DURATION.as_secs()) + margin)
-        }
+        Some(secs) => format!("{secs}s"),
+    }
+}
+
+/// [`rp_duration`] in seconds; `None` for INF.
+fn rp_duration_seconds(metric_ttl: Option<Duration>) -> Option<u64> {
+    metric_ttl.map(|ttl| {
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        secs.max(MIN_RP_DURATION.as_secs()) + shard_seconds(Some(ttl))
+    })
+}
+
+/// A duration as `SHOW RETENTION POLICIES` prints it (Go's `time.Duration`): `2h0m0s`,
+/// `59m0s`, `30s`; INF is `0s`.
+fn go_duration(seconds: Option<u64>) -> String {
+    match seconds.unwrap_or(0) {
+        s if s >= 3_600 => format!("{}h{}m{}s", s / 3_600, s % 3_600 / 60, s % 60),
+        s if s >= 60 => format!("{}m{}s", s / 60, s % 60),
+        s => format!("{s}s"),
     }
 }
 
@@ -82,31 +96,56 @@ impl InfluxBackend {
             .client
             .query_one(&format!("SHOW RETENTION POLICIES ON {db}"))
             .await?;
-        let names: Vec<String> = existing
+        // Each policy as (name, duration, shard group duration, default), as the server shows
+        // them (Go durations: `2h0m0s`; `0s` for INF).
+        let policies: Vec<(String, String, String, bool)> = existing
             .iter()
             .flat_map(|s| {
-                let i = s.column("name");
+                let column = |name: &str| s.column(name);
+                let (n, d, g, def) = (
+                    column("name"),
+                    column("duration"),
+                    column("shardGroupDuration"),
+                    column("default"),
+                );
                 s.values.iter().filter_map(move |row| {
-                    i.and_then(|i| row.get(i))
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned)
+                    let text = |i: Option<usize>| {
+                        i.and_then(|i| row.get(i))
+                            .and_then(|v| v.as_str())
+                            .map(str::to_owned)
+                    };
+                    let default = def.and_then(|i| row.get(i)).and_then(|v| v.as_bool());
+                    Some((text(n)?, text(d)?, text(g)?, default.unwrap_or(false)))
                 })
             })
             .collect();
         let duration = rp_duration(self.config.retention.metric_ttl);
         let shard = shard_duration(self.config.retention.metric_ttl);
         let samples_rp = ident(retention_policy);
-        let statement = if names.iter().any(|n| n == retention_policy) {
-            format!(
-                "ALTER RETENTION POLICY {samples_rp} ON {db} DURATION {duration} SHARD DURATION {shard} DEFAULT"
-            )
-        } else {
-            format!(
-                "CREATE RETENTION POLICY {samples_rp} ON {db} DURATION {duration} REPLICATION 1 SHARD DURATION {shard} DEFAULT"
-            )
-        };
-        self.client.query(&statement).await?;
-        if !names.iter().any(|n| n == meta_retention_policy) {
+        let wanted = (
+            go_duration(rp_duration_seconds(self.config.retention.metric_ttl)),
+            go_duration(Some(shard_seconds(self.config.retention.metric_ttl))),
+        );
+        match policies.iter().find(|p| &p.0 == retention_policy) {
+            // Already as wanted: no `ALTER`, which needs admin rights and would be a write to
+            // the server's metadata on every connect.
+            Some((_, d, g, true)) if (d, g) == (&wanted.0, &wanted.1) => {}
+            Some(_) => {
+                self.client
+                    .query(&format!(
+                        "ALTER RETENTION POLICY {samples_rp} ON {db} DURATION {duration} SHARD DURATION {shard} DEFAULT"
+                    ))
+                    .await?;
+            }
+            None => {
+                self.client
+                    .query(&format!(
+                        "CREATE RETENTION POLICY {samples_rp} ON {db} DURATION {duration} REPLICATION 1 SHARD DURATION {shard} DEFAULT"
+                    ))
+                    .await?;
+            }
+        }
+        if !policies.iter().any(|p| &p.0 == meta_retention_policy) {
             self.client
                 .query(&format!(
                     "CREATE RETENTION POLICY {} ON {db} DURATION INF REPLICATION 1",
@@ -143,5 +182,15 @@ mod tests {
             "7d"
         );
         assert_eq!(shard_duration(None), "7d");
+    }
+
+    #[test]
+    fn durations_read_as_the_server_prints_them() {
+        assert_eq!(go_duration(None), "0s");
+        assert_eq!(go_duration(Some(7_200)), "2h0m0s");
+        assert_eq!(go_duration(Some(10_801)), "3h0m1s");
+        assert_eq!(go_duration(Some(604_800)), "168h0m0s");
+        assert_eq!(go_duration(Some(59 * 60)), "59m0s");
+        assert_eq!(go_duration(Some(30)), "30s");
     }
 }
