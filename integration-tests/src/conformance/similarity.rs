@@ -4,7 +4,7 @@
 //! test both sides of [`Capabilities::similarity_search`](aimon_core::Capabilities): `Unsupported`
 //! when it is off; when it is on, the answer must equal the core reference ranking
 //! ([`aimon_core::similarity::rank_alerts`]) over the items the same filter selects, with the
-//! backend's default embedder ([`HashingEmbedder`]): same items, same order, same scores (to
+//! backend's default embedder ([`HashingEmbedder`](aimon_core::similarity::HashingEmbedder)): same items, same order, same scores (to
 //! 1e-5, so that a native vector store may compute them in its own arithmetic).
 
 use aimon_core::similarity::{
