@@ -66,7 +66,7 @@ fn push_sample_lines(
     let mut key = String::new();
     let mut offset = 0;
     let mut kept = 0;
-    let (mut floats, mut ints) = (ryu::Buffer::new(), itoa::Buffer::new());
+    let mut ints = itoa::Buffer::new();
     for run in metric.values.chunk_by(|a, b| a.tags == b.tags) {
         key.clear();
         push_series_key(&mut key, &metric.id, &run[0].tags);
@@ -85,9 +85,7 @@ fn push_sample_lines(
         for sample in run.iter().filter(|v| keep(v)) {
             s.push_str(&key);
             s.push_str(" v=");
-            // The shortest text that reads back as the same `f64` (validation made it finite),
-            // with an exponent for very large or small magnitudes, which InfluxDB reads.
-            s.push_str(floats.format_finite(sample.value));
+            line::push_float(s, sample.value);
             s.push(' ');
             s.push_str(ints.format(time::to_micros(sample.timestamp)));
             end_line(s);
