@@ -1214,11 +1214,7 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
     if direct.components().count() > 1 {
         return direct.is_file().then(|| direct.to_path_buf());
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
+    aimon_core::archive::find_on_path(name)
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the server to take).

@@ -354,7 +354,19 @@ async fn a_server_killed_mid_batch_is_unavailable_and_the_retry_does_not_duplica
         let metrics = metrics.clone();
         tokio::spawn(async move { store.save_metrics(&metrics).await })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Kill once part of the batch is stored, so it is mid-batch whatever the machine's speed.
+    let mut stored = 0;
+    for _ in 0..1_000 {
+        stored = store.stats().await.map(|s| s.samples).unwrap_or(0);
+        if stored > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        stored > 0 && stored < total && !writer.is_finished(),
+        "mid-batch: {stored} of {total} stored"
+    );
     let killed = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()

@@ -925,7 +925,11 @@ fn bench_compares_with_redis_benchmark() {
             "--compare-redis-benchmark",
         ],
     );
-    assert!(table.contains("requests/s; aimon reached"), "{table}");
+    assert!(table.contains("requests/s (faster of "), "{table}");
+    assert!(
+        table.contains("after aimon's writes); aimon reached"),
+        "{table}"
+    );
 
     // With a password: it reaches redis-benchmark only through REDISCLI_AUTH. A
     // redis-benchmark that does not read it fails with one line; the password shows nowhere.
@@ -960,4 +964,101 @@ fn bench_compares_with_redis_benchmark() {
         assert!(stderr.contains("REDISCLI_AUTH"), "{stderr}");
     }
     assert!(server.keys(Some(secret), "{aimon}:bench:*").is_empty());
+}
+
+/// The InfluxDB baseline posts the same line-protocol batches with `curl` before and after
+/// aimon's writes, into databases it drops again, and reports both runs; other stores are
+/// refused.
+#[test]
+fn bench_compares_with_curl_on_influxdb() {
+    use aimon_integration_tests::fixtures;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let err = fails(
+        d,
+        &[
+            "--storage",
+            "memory://",
+            "bench",
+            "--samples",
+            "10",
+            "--compare-curl",
+        ],
+        1,
+    );
+    assert!(err.contains("needs an influxdb:// store"), "{err}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = match runtime.block_on(fixtures::influxdb_server()) {
+        Ok(server) => server,
+        Err(reason) => {
+            fixtures::skip("influxdb", &reason);
+            return;
+        }
+    };
+    // `influxdb://host:port` of the server's URL, without its database and options.
+    let url = server.url.split('?').next().unwrap();
+    let host_start = url.find("://").unwrap() + 3;
+    let authority = match url[host_start..].find('/') {
+        Some(i) => &url[..host_start + i],
+        None => url,
+    };
+    let database = fixtures::unique_namespace("cli_bench");
+    let url = format!("{authority}/{database}");
+    let report = ok_json(
+        d,
+        &[
+            "--storage",
+            &url,
+            "bench",
+            "--samples",
+            "3000",
+            "--batch",
+            "1000",
+            "--queries",
+            "1",
+            "--compare-curl",
+        ],
+    );
+    assert_eq!(count(&report, "samples_written"), 3000);
+    let baseline = &report["baseline"];
+    assert!(
+        baseline["tool"].as_str().unwrap().starts_with("curl "),
+        "{baseline}"
+    );
+    assert!(
+        baseline["command"]
+            .as_str()
+            .unwrap()
+            .contains("3 × (url = "),
+        "{baseline}"
+    );
+    let runs = baseline["runs_seconds"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{baseline}");
+    assert!(runs.iter().all(|r| r.as_f64().unwrap() > 0.0), "{baseline}");
+    let best = runs
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .fold(f64::MAX, f64::min);
+    assert_eq!(baseline["seconds"].as_f64().unwrap(), best, "{baseline}");
+    assert!(baseline["ratio"].as_f64().unwrap() > 0.0, "{baseline}");
+    // Both baseline databases are gone; aimon's own stays.
+    let http = authority.replacen("influxdb://", "http://", 1);
+    let shown = Command::new("curl")
+        .args(["-s", "--get", &format!("{http}/query")])
+        .args(["--data-urlencode", "q=SHOW DATABASES"])
+        .output()
+        .expect("curl runs");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains(&database), "{shown}");
+    assert!(!shown.contains("aimon_curl_baseline_"), "{shown}");
+    let dropped = Command::new("curl")
+        .args(["-s", "-XPOST", &format!("{http}/query")])
+        .args([
+            "--data-urlencode",
+            &format!("q=DROP DATABASE \"{database}\""),
+        ])
+        .output()
+        .expect("curl runs");
+    assert!(dropped.status.success());
 }

@@ -2,8 +2,10 @@
 //!
 //! Whether a failure can be retried is decided here, once ([`kind_of_status`],
 //! [`from_reqwest`]), not at the call sites: a refused or dropped connection, a 5xx answer or a
-//! 429 is `Unavailable` (retryable), a timeout `Timeout`; a field type conflict or points beyond
-//! the retention policy are `Conflict`; a rejected credential `ConfigInvalid`.
+//! 429 is `Unavailable` (retryable), a timeout `Timeout`; a field type conflict, points beyond
+//! the retention policy and the server's cardinality limits (`max-values-per-tag`,
+//! `max-series-per-database`) are `Conflict` (what is stored refuses the write: retrying the
+//! same batch cannot help); a rejected credential `ConfigInvalid`.
 
 use aimon_core::{Error, ErrorKind};
 
@@ -12,6 +14,8 @@ pub(crate) fn kind_of_status(status: u16, message: &str) -> ErrorKind {
     let lower = message.to_ascii_lowercase();
     if lower.contains("field type conflict")
         || lower.contains("points beyond retention policy")
+        || lower.contains("max-values-per-tag limit exceeded")
+        || lower.contains("max-series-per-database limit exceeded")
         || lower.contains("conflict")
     {
         return ErrorKind::Conflict;
@@ -115,6 +119,20 @@ mod tests {
             kind_of_status(
                 400,
                 "partial write: points beyond retention policy dropped=3"
+            ),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            kind_of_status(
+                400,
+                "partial write: max-values-per-tag limit exceeded (100000/100000): measurement=\"samples\" tag=\"t.request\" value=\"r-100001\" dropped=1"
+            ),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            kind_of_status(
+                400,
+                "partial write: max-series-per-database limit exceeded: (1000000) dropped=1"
             ),
             ErrorKind::Conflict
         );

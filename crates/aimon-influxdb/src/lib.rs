@@ -38,7 +38,11 @@
 //! exactly the sample key of DESIGN.md rule 1 without the time, and a point is keyed by
 //! (series, time) — so writing the same (series id, timestamp, tags) again overwrites the
 //! value, and a retried batch never duplicates. Sample tags therefore must be low-cardinality
-//! (model, host, region — not request ids), as InfluxDB's own advice says. The metric name is
+//! (model, host, region — not request ids), as InfluxDB's own advice says. InfluxDB 1.x
+//! enforces it: past `max-values-per-tag` (default 100,000 values of one tag key) or
+//! `max-series-per-database` (default 1,000,000 series) the server drops the new points and
+//! answers "partial write: … limit exceeded", which aimon returns as `Conflict` naming the tag;
+//! the rest of that request was stored, and a retry is idempotent once the limit is raised. The metric name is
 //! not a tag: a renamed series would otherwise keep old points under its old name and a
 //! rewrite would duplicate them; `metric_history` finds a name's series ids in `series` and
 //! filters `sid` instead. User tag keys live under the prefix `t.`, so no tag can collide with
