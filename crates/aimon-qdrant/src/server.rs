@@ -418,12 +418,13 @@ mod tests {
     fn collections_have_one_dot_product_vector_of_the_dimension() {
         let request = create_collection_request("c", 384);
         assert_eq!(request.collection_name, "c");
-        let text = format!("{:?}", request.vectors_config);
-        assert!(text.contains("size: 384"), "{text}");
-        assert!(
-            text.contains(&format!("distance: {}", Distance::Dot as i32)),
-            "{text}"
-        );
+        let Some(qdrant::vectors_config::Config::Params(params)) =
+            request.vectors_config.and_then(|v| v.config)
+        else {
+            panic!("one unnamed vector expected");
+        };
+        assert_eq!(params.size, 384);
+        assert_eq!(params.distance, Distance::Dot as i32);
     }
 
     #[test]
