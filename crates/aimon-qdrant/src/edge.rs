@@ -27,7 +27,7 @@ use qdrant_edge::{
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::engine::{Collection, Engine, Hit, Point};
+use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point};
 use crate::filter::{Condition, FilterIr, float_bounds};
 use crate::payload::{IndexKind, indexes};
 
@@ -480,10 +480,7 @@ impl Engine for EdgeEngine {
         .await
     }
 
-    async fn read_native_backup(
-        &self,
-        dir: &Path,
-    ) -> Result<Vec<(Collection, Vec<Map<String, Value>>)>> {
+    async fn read_native_backup(&self, dir: &Path) -> Result<BackupPayloads> {
         let dir = dir.to_path_buf();
         let dimension = self.dimension;
         tokio::task::spawn_blocking(move || read_backup(&dir, dimension))
@@ -523,7 +520,7 @@ fn corrupted(dir: &Path, problem: impl std::fmt::Display) -> Error {
 
 /// Reads a native backup: checks its manifest, opens a scratch copy of each shard (loading
 /// takes a lock and writes), and returns every payload.
-fn read_backup(dir: &Path, dimension: usize) -> Result<Vec<(Collection, Vec<Map<String, Value>>)>> {
+fn read_backup(dir: &Path, dimension: usize) -> Result<BackupPayloads> {
     let meta = fs::metadata(dir).map_err(|e| io_error("cannot read", dir, e))?;
     if !meta.is_dir() {
         return Err(corrupted(dir, "not a directory"));

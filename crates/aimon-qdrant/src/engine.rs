@@ -67,6 +67,9 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// Every point payload of a native backup, per collection.
+pub type BackupPayloads = Vec<(Collection, Vec<Map<String, Value>>)>;
+
 /// The operations of one Qdrant store (a directory of shards, or a server's collections).
 #[async_trait]
 pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
@@ -110,10 +113,7 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     async fn native_backup(&self, dir: &Path) -> Result<u64>;
 
     /// Reads every point payload of a native backup at `dir`, per collection.
-    async fn read_native_backup(
-        &self,
-        dir: &Path,
-    ) -> Result<Vec<(Collection, Vec<Map<String, Value>>)>>;
+    async fn read_native_backup(&self, dir: &Path) -> Result<BackupPayloads>;
 
     /// Flushes and releases the store; later calls fail with `Unavailable`.
     async fn close(&self) -> Result<()>;

@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::config::QdrantMode;
-use crate::engine::{Collection, Engine, Hit, Point};
+use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point};
 use crate::filter::{Condition, FilterIr, float_bounds};
 use crate::payload::{IndexKind, indexes};
 
@@ -388,10 +388,7 @@ impl Engine for ServerEngine {
         Err(Error::unsupported("native backups of a Qdrant server"))
     }
 
-    async fn read_native_backup(
-        &self,
-        _dir: &Path,
-    ) -> Result<Vec<(Collection, Vec<Map<String, Value>>)>> {
+    async fn read_native_backup(&self, _dir: &Path) -> Result<BackupPayloads> {
         Err(Error::unsupported("native restores into a Qdrant server"))
     }
 
