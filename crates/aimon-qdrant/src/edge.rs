@@ -445,8 +445,9 @@ impl Engine for EdgeEngine {
                     }),
                 );
             }
+            // Apparent size: the engine preallocates sparse files (64 MiB of WAL per shard).
             extra.insert(
-                "disk_bytes".to_owned(),
+                "apparent_bytes".to_owned(),
                 json!(aimon_core::archive::dir_size(&root)),
             );
             Ok(extra)

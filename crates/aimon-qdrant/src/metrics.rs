@@ -92,6 +92,7 @@ async fn samples_of(
     tags: &aimon_core::Tags,
     cutoff: Option<i64>,
 ) -> Result<Vec<StoredSample>> {
+    let wanted: std::collections::BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     let ir = filter::samples(Some(ids.clone()), range, tags, cutoff);
     let mut out = Vec::new();
     for (_, p) in backend.engine.scroll(Collection::Samples, &ir).await? {
@@ -99,7 +100,7 @@ async fn samples_of(
         let live = cutoff.is_none_or(|c| s.ts >= c);
         let in_range = range.is_none_or(|r| r.contains(s.ts));
         let tagged = tags.iter().all(|(k, v)| s.tags.get(k) == Some(v));
-        if live && in_range && tagged && ids.contains(&s.series_id) {
+        if live && in_range && tagged && wanted.contains(s.series_id.as_str()) {
             out.push(s);
         }
     }
