@@ -101,3 +101,41 @@ async fn wrong_dimension_and_nan_vectors_are_invalid_input() {
     let err = store.save_alert(&a).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
 }
+
+const CRASH_DIR_ENV: &str = "AIMON_QDRANT_CRASH_CHILD_DIR";
+
+/// The child of [`a_write_that_returned_survives_a_crash`]: saves one alert, then aborts the
+/// process without closing or dropping anything. Ignored in normal runs.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "run as a child process by a_write_that_returned_survives_a_crash"]
+async fn crash_child_writes_then_aborts() {
+    let dir = std::env::var(CRASH_DIR_ENV).expect("run by the parent test");
+    let store = QdrantBackend::connect(&config(std::path::Path::new(&dir)))
+        .await
+        .unwrap();
+    let alert = Alert::new("crash-1", "oom killer", AlertSeverity::Critical, "node-9");
+    store.save_alert(&alert).await.unwrap();
+    std::process::abort();
+}
+
+/// The engine does not replay its WAL on load, so only flushed writes survive a crash: every
+/// write batch is flushed before it returns.
+#[test]
+fn a_write_that_returned_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "crash_child_writes_then_aborts"])
+        .env(CRASH_DIR_ENV, &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must abort: {status}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = QdrantBackend::connect(&config(&path)).await.unwrap();
+        let back = store.get_alert("crash-1").await.unwrap();
+        assert_eq!(back.map(|a| a.name), Some("oom killer".to_owned()));
+    });
+}
