@@ -175,6 +175,49 @@ pub async fn sqlite() -> Option<Fixture> {
     )
 }
 
+/// Embedded Qdrant (`qdrant-edge://`): a temporary directory per fixture, one fresh store
+/// directory per `open`. Needs no server, so it always runs where the feature is compiled.
+#[cfg(feature = "qdrant-edge")]
+pub async fn qdrant_edge() -> Option<Fixture> {
+    let dir = match tempfile::Builder::new()
+        .prefix("aimon-qdrant-edge-")
+        .tempdir()
+    {
+        Ok(dir) => dir,
+        Err(e) => {
+            return skip(
+                "qdrant-edge",
+                &format!("cannot create a temporary directory: {e}"),
+            );
+        }
+    };
+    let root = dir.path().to_path_buf();
+    Some(
+        Fixture::new("qdrant-edge", move |namespace| {
+            let path = root.join(namespace);
+            StorageConfig::from_url(namespace, format!("qdrant-edge://{}", path.display()))
+                .expect("qdrant-edge:// is a valid URL")
+        })
+        .with_guard(dir),
+    )
+}
+
+/// A Qdrant server: `AIMON_TEST_QDRANT_URL` (`qdrant://host:6334[?api_key=…&tls=true]`), one
+/// set of collections per `open` (option `collection_prefix` = the namespace; they are left on
+/// the server). No local binary or container is tried yet: without the variable the backend is
+/// skipped (or fails under `AIMON_REQUIRE=qdrant`).
+#[cfg(feature = "qdrant-edge")]
+pub async fn qdrant() -> Option<Fixture> {
+    let Ok(url) = std::env::var("AIMON_TEST_QDRANT_URL") else {
+        return skip("qdrant", "AIMON_TEST_QDRANT_URL is not set");
+    };
+    Some(Fixture::new("qdrant", move |namespace| {
+        StorageConfig::from_url(namespace, url.clone())
+            .expect("AIMON_TEST_QDRANT_URL is a qdrant:// URL")
+            .option("collection_prefix", namespace)
+    }))
+}
+
 /// A standalone `redis-server`: foreground, no persistence, in its own temporary directory.
 pub const REDIS: ServerSpec = ServerSpec {
     backend: "redis",

@@ -1,6 +1,6 @@
 //! Similarity quality (issue 6, item 5): on the generated labelled set, precision@5 within the
-//! family with the built-in embedder is at least 0.8 on memory and on SQLite, and both rank
-//! every query identically.
+//! family with the built-in embedder is at least 0.8 on memory, on SQLite and on embedded Qdrant
+//! (native vector search), and all of them rank every query identically.
 
 #![cfg(feature = "sqlite")]
 
@@ -53,6 +53,25 @@ async fn precision_at_5_is_at_least_0_8_and_memory_and_sqlite_rank_alike() {
     );
     assert_eq!(sqlite_report.rankings, memory_report.rankings);
     assert_eq!(sqlite_report.precision, memory_report.precision);
+}
+
+#[cfg(feature = "qdrant-edge")]
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_qdrant_ranks_like_memory_with_precision_at_5_of_0_8() {
+    let memory = fixtures::memory().await.unwrap().open(&[]).await;
+    let memory_report = measure(&*memory).await;
+    let Some(qdrant) = fixtures::qdrant_edge().await else {
+        return;
+    };
+    let qdrant = qdrant.open(&[]).await;
+    let qdrant_report = measure(&*qdrant).await;
+    assert!(
+        qdrant_report.precision >= REQUIRED,
+        "qdrant-edge precision@{K} = {:.3}",
+        qdrant_report.precision
+    );
+    assert_eq!(qdrant_report.rankings, memory_report.rankings);
+    assert_eq!(qdrant_report.precision, memory_report.precision);
 }
 
 /// The same set with every label removed: family-specific label keys (`gpu=…`, `budget=…`) must

@@ -47,6 +47,7 @@ fn implemented(backend_type: StorageBackendType) -> bool {
             | StorageBackendType::Postgres
             | StorageBackendType::Timescale
             | StorageBackendType::Influxdb
+            | StorageBackendType::Qdrant
     )
 }
 
@@ -77,6 +78,7 @@ pub fn is_available(backend_type: StorageBackendType) -> bool {
         || (backend_type == StorageBackendType::Postgres && cfg!(feature = "postgres"))
         || (backend_type == StorageBackendType::Timescale && cfg!(feature = "timescale"))
         || (backend_type == StorageBackendType::Influxdb && cfg!(feature = "influxdb"))
+        || (backend_type == StorageBackendType::Qdrant && cfg!(feature = "qdrant"))
 }
 
 fn unavailable(backend_type: StorageBackendType) -> Error {
@@ -128,6 +130,11 @@ pub async fn open(config: &StorageConfig) -> Result<Arc<dyn StorageBackend>> {
         StorageBackendType::Influxdb => Ok(Arc::new(
             aimon_influxdb::InfluxBackend::connect(config).await?,
         )),
+        // Both `qdrant://` (server) and `qdrant-edge://` (embedded, feature `qdrant-edge`).
+        #[cfg(feature = "qdrant")]
+        StorageBackendType::Qdrant => Ok(Arc::new(
+            aimon_qdrant::QdrantBackend::connect(config).await?,
+        )),
         other => Err(unavailable(other)),
     };
     opened.map_err(|e| {
@@ -174,6 +181,14 @@ mod tests {
         assert!(err.to_string().contains("sqlite"), "{err}");
     }
 
+    #[test]
+    fn an_unavailable_driver_names_its_feature() {
+        let err = unavailable(StorageBackendType::Qdrant);
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
+        assert!(err.to_string().contains("`qdrant`"), "{err}");
+    }
+
+    #[cfg(not(feature = "qdrant"))]
     #[tokio::test]
     async fn a_driver_not_in_this_build_names_its_feature() {
         let err = open_url("x", "qdrant://localhost:6334").await.unwrap_err();

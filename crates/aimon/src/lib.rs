@@ -13,9 +13,11 @@
 //! | `postgres` | PostgreSQL, native time partitions | `postgres://`, `postgresql://` |
 //! | `timescale` | PostgreSQL with TimescaleDB (hypertable mode; not verified in CI) | `timescale://` |
 //! | `influxdb` | InfluxDB 1.x (v1 API), the v2 write API of 2.x / 3.x | `influxdb://`, `influxdb+https://`, `influxdb2://` |
+//! | `qdrant` | a Qdrant server over gRPC (compiles and is unit-tested; run against a server only where `AIMON_TEST_QDRANT_URL` is set) | `qdrant://host:6334` |
+//! | `qdrant-edge` | the embedded Qdrant engine, in-process (implies `qdrant`; a long first compile) | `qdrant-edge:///path` |
 //!
-//! The Qdrant driver is planned; until it ships,
-//! asking for them is a clear [`ErrorKind::ConfigInvalid`] error, never a stub.
+//! Asking for a backend whose feature is off is a clear [`ErrorKind::ConfigInvalid`] error
+//! naming the feature, never a stub.
 //!
 //! ```
 //! use aimon::{Metric, MetricType, MetricValue, MetricQuery, StorageManager, StorageConfig};
@@ -50,3 +52,6 @@ pub use aimon_postgres as postgres;
 
 #[cfg(feature = "influxdb")]
 pub use aimon_influxdb as influxdb;
+
+#[cfg(feature = "qdrant")]
+pub use aimon_qdrant as qdrant;

@@ -1,0 +1,109 @@
+//! Alerts: upsert by id, queries, similarity.
+
+use aimon_core::memory::truncate_alert;
+use aimon_core::query::{self, AlertQuery};
+use aimon_core::similarity::{self, Scored, SimilarAlertsQuery, SimilarityTarget};
+use aimon_core::{
+    Alert, DataKind, Result, RetentionPolicy, WriteReport, filter as core_filter, time, validate,
+};
+
+use crate::backend::QdrantBackend;
+use crate::engine::Collection;
+use crate::filter;
+use crate::ids::point_id;
+use crate::payload;
+
+pub(crate) async fn save(backend: &QdrantBackend, alerts: &[Alert]) -> Result<WriteReport> {
+    validate::alerts(alerts)?;
+    let cutoff = backend.retention().alert_cutoff(time::now());
+    let mut report = WriteReport::default();
+    let mut points = Vec::with_capacity(alerts.len());
+    for alert in alerts {
+        if !RetentionPolicy::is_live(cutoff, alert.updated_at) {
+            report.expired += 1;
+            continue;
+        }
+        points.push(payload::alert_point(
+            &truncate_alert(alert),
+            &*backend.embedder,
+        )?);
+        report.written += 1;
+    }
+    let _writer = backend.writer.lock().await;
+    backend.engine.upsert(Collection::Alerts, points).await?;
+    Ok(report)
+}
+
+pub(crate) async fn get(backend: &QdrantBackend, id: &str) -> Result<Option<Alert>> {
+    validate::name("id", id)?;
+    live_alert(backend, id).await
+}
+
+async fn live_alert(backend: &QdrantBackend, id: &str) -> Result<Option<Alert>> {
+    let cutoff = backend.retention().alert_cutoff(time::now());
+    let found = backend
+        .engine
+        .get(Collection::Alerts, vec![point_id("alert", id)])
+        .await?;
+    for (_, p) in found {
+        let alert = payload::decode_alert(&p)?;
+        if alert.id == id && RetentionPolicy::is_live(cutoff, alert.updated_at) {
+            return Ok(Some(alert));
+        }
+    }
+    Ok(None)
+}
+
+pub(crate) async fn query(backend: &QdrantBackend, query: &AlertQuery) -> Result<Vec<Alert>> {
+    let options = query.resolve()?;
+    let cutoff = backend.retention().alert_cutoff(time::now());
+    let ir = filter::alerts(query, cutoff);
+    let mut found = Vec::new();
+    for (_, p) in backend.engine.scroll(Collection::Alerts, &ir).await? {
+        let alert = payload::decode_alert(&p)?;
+        if RetentionPolicy::is_live(cutoff, alert.updated_at) && query.matches(&alert, &options) {
+            found.push(alert);
+        }
+    }
+    core_filter::sort_and_page(
+        &mut found,
+        &options,
+        query::tie_breaker(DataKind::Alerts).name,
+    );
+    Ok(found)
+}
+
+pub(crate) async fn similar(
+    backend: &QdrantBackend,
+    query: &SimilarAlertsQuery,
+) -> Result<Vec<Scored<Alert>>> {
+    let embedder = &*backend.embedder;
+    let options = query.resolve(embedder.dimension())?;
+    let cutoff = backend.retention().alert_cutoff(time::now());
+    let target = match &query.target {
+        SimilarityTarget::Item(id) => live_alert(backend, id).await?,
+        _ => None,
+    };
+    let (vector, exclude) =
+        similarity::alert_query_vector(&query.target, target.as_ref(), embedder)?;
+    let ir = filter::alerts(&query.filter, cutoff);
+    crate::rank::search(
+        backend,
+        Collection::Alerts,
+        vector,
+        exclude,
+        query.limit,
+        &ir,
+        |p| {
+            let alert = payload::decode_alert(p)?;
+            if !RetentionPolicy::is_live(cutoff, alert.updated_at)
+                || !query.filter.matches(&alert, &options)
+            {
+                return Ok(None);
+            }
+            let v = similarity::alert_vector(&alert, embedder);
+            Ok(Some((alert.id.clone(), alert, v)))
+        },
+    )
+    .await
+}

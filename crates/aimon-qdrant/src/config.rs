@@ -1,0 +1,345 @@
+//! [`QdrantConfig`]: which Qdrant to use and how, parsed from a [`StorageConfig`].
+//!
+//! | URL | store |
+//! |---|---|
+//! | `qdrant-edge:///var/lib/aimon/q` | embedded engine in the absolute directory `/var/lib/aimon/q` |
+//! | `qdrant-edge://data/q`, `qdrant-edge:data/q` | embedded engine in the relative directory `data/q` |
+//! | `qdrant://host:6334` | a Qdrant server over gRPC (plain) |
+//! | `qdrant://host:6334?tls=true` | the same over TLS (`https://`, the system's root certificates) |
+//! | `qdrant://host:6334?api_key=KEY` | with an API key (also the option `api_key` or the environment variable [`API_KEY_ENV`]) |
+//!
+//! Options: the retention trio; server mode also `api_key`, `collection_prefix` (default
+//! [`DEFAULT_COLLECTION_PREFIX`]; collections are `<prefix>_<kind>`) and `timeout_ms`. Any
+//! other option is a `ConfigInvalid` error that names it. The API key never appears in `Debug`
+//! output, logs or errors.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aimon_core::{Error, Result, RetentionPolicy, StorageBackendType, StorageConfig, redact_url};
+
+/// The environment variable read for the server's API key when neither the URL nor the options
+/// carry one.
+pub const API_KEY_ENV: &str = "AIMON_QDRANT_API_KEY";
+/// Collections are named `<prefix>_<kind>` on a server unless `collection_prefix` says otherwise.
+pub const DEFAULT_COLLECTION_PREFIX: &str = "aimon";
+/// The gRPC port of a Qdrant server.
+pub const DEFAULT_GRPC_PORT: u16 = 6334;
+/// Per-request timeout unless `timeout_ms` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A secret that prints as `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(key.into())
+    }
+
+    /// The key itself, for the request header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
+}
+
+/// Where the data lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum QdrantMode {
+    /// The embedded engine in a directory (`qdrant-edge://`).
+    Embedded { path: PathBuf },
+    /// A server (`qdrant://`).
+    Server {
+        /// `http://host:port` or `https://host:port`: what qdrant-client connects to.
+        endpoint: String,
+        api_key: Option<ApiKey>,
+        collection_prefix: String,
+        timeout: Duration,
+    },
+}
+
+impl fmt::Debug for QdrantMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QdrantMode::Embedded { path } => {
+                f.debug_struct("Embedded").field("path", path).finish()
+            }
+            QdrantMode::Server {
+                endpoint,
+                api_key,
+                collection_prefix,
+                timeout,
+            } => f
+                .debug_struct("Server")
+                .field("endpoint", endpoint)
+                .field("api_key", &api_key.as_ref().map(|_| "***"))
+                .field("collection_prefix", collection_prefix)
+                .field("timeout", timeout)
+                .finish(),
+        }
+    }
+}
+
+/// The Qdrant backend's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QdrantConfig {
+    /// The backend's configured name.
+    pub name: String,
+    pub mode: QdrantMode,
+    pub retention: RetentionPolicy,
+}
+
+impl QdrantConfig {
+    /// Parses a `qdrant` [`StorageConfig`] (`qdrant://` or `qdrant-edge://`).
+    pub fn from_storage_config(config: &StorageConfig) -> Result<Self> {
+        Self::parse(config, std::env::var(API_KEY_ENV).ok())
+    }
+
+    /// As [`QdrantConfig::from_storage_config`], with the environment's API key given.
+    pub fn parse(config: &StorageConfig, env_api_key: Option<String>) -> Result<Self> {
+        if config.backend_type != StorageBackendType::Qdrant {
+            return Err(Error::config(format!(
+                "the qdrant backend cannot open a {} configuration",
+                config.backend_type
+            )));
+        }
+        let url = config.connection_string.as_str();
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
+        let mut options = config.reader();
+        let retention = RetentionPolicy::from_options(&mut options)?;
+        let mode = if scheme.eq_ignore_ascii_case("qdrant-edge") {
+            QdrantMode::Embedded {
+                path: parse_edge_path(url)?,
+            }
+        } else if scheme.eq_ignore_ascii_case("qdrant") {
+            let (endpoint, url_key) = parse_server_url(url)?;
+            let option_key = options.string("api_key")?;
+            let api_key = url_key
+                .or(option_key)
+                .or(env_api_key)
+                .filter(|k| !k.is_empty())
+                .map(ApiKey);
+            let collection_prefix = options
+                .string("collection_prefix")?
+                .unwrap_or_else(|| DEFAULT_COLLECTION_PREFIX.to_owned());
+            check_prefix(&collection_prefix)?;
+            let timeout = options
+                .positive_u64("timeout_ms")?
+                .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+            QdrantMode::Server {
+                endpoint,
+                api_key,
+                collection_prefix,
+                timeout,
+            }
+        } else {
+            return Err(Error::config(format!(
+                "{} is not a qdrant:// or qdrant-edge:// URL",
+                redact_url(url)
+            )));
+        };
+        options.finish("qdrant")?;
+        Ok(QdrantConfig {
+            name: config.name.clone(),
+            mode,
+            retention,
+        })
+    }
+}
+
+/// `qdrant-edge:///abs`, `qdrant-edge://rel/dir`, `qdrant-edge:rel/dir`, percent-decoded.
+fn parse_edge_path(url: &str) -> Result<PathBuf> {
+    let rest = &url["qdrant-edge:".len()..];
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    if rest.contains('?') || rest.contains('#') {
+        return Err(Error::config(format!(
+            "{}: qdrant-edge URLs take a directory and nothing else (options go in the \
+             configuration's options)",
+            redact_url(url)
+        )));
+    }
+    let decoded = percent_encoding::percent_decode_str(rest)
+        .decode_utf8()
+        .map_err(|_| Error::config(format!("{}: the path is not UTF-8", redact_url(url))))?;
+    if decoded.is_empty() || decoded == "/" {
+        return Err(Error::config(format!(
+            "{}: name a directory, e.g. qdrant-edge:///var/lib/aimon/qdrant",
+            redact_url(url)
+        )));
+    }
+    Ok(PathBuf::from(decoded.as_ref()))
+}
+
+/// `qdrant://host[:port][?api_key=..&tls=true]` → (`http(s)://host:port`, api key).
+fn parse_server_url(raw: &str) -> Result<(String, Option<String>)> {
+    let url = url::Url::parse(raw)
+        .map_err(|e| Error::config(format!("invalid qdrant URL {}: {e}", redact_url(raw))))?;
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| Error::config(format!("{} has no host", redact_url(raw))))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::config(format!(
+            "{}: Qdrant takes an API key (?api_key= or the option api_key), not user:password",
+            redact_url(raw)
+        )));
+    }
+    if !matches!(url.path(), "" | "/") || url.fragment().is_some() {
+        return Err(Error::config(format!(
+            "{}: a qdrant URL has no path",
+            redact_url(raw)
+        )));
+    }
+    let port = url.port().unwrap_or(DEFAULT_GRPC_PORT);
+    let mut tls = false;
+    let mut api_key = None;
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "tls" => {
+                tls = match v.as_ref() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(Error::config(format!(
+                            "{}: tls must be true or false",
+                            redact_url(raw)
+                        )));
+                    }
+                }
+            }
+            "api_key" => api_key = Some(v.into_owned()),
+            other => {
+                return Err(Error::config(format!(
+                    "{}: unknown URL parameter {other:?} (known: tls, api_key)",
+                    redact_url(raw)
+                )));
+            }
+        }
+    }
+    let scheme = if tls { "https" } else { "http" };
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    Ok((format!("{scheme}://{host}:{port}"), api_key))
+}
+
+fn check_prefix(prefix: &str) -> Result<()> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 200
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "collection_prefix {prefix:?}: use 1-200 ASCII letters, digits, '_' or '-'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aimon_core::ErrorKind;
+
+    fn parse(url: &str) -> Result<QdrantConfig> {
+        QdrantConfig::parse(&StorageConfig::from_url("q", url)?, None)
+    }
+
+    #[test]
+    fn edge_urls_name_a_directory() {
+        let path = |u| match parse(u).unwrap().mode {
+            QdrantMode::Embedded { path } => path,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(path("qdrant-edge:///tmp/q"), PathBuf::from("/tmp/q"));
+        assert_eq!(path("qdrant-edge://data/q"), PathBuf::from("data/q"));
+        assert_eq!(path("qdrant-edge:data/q"), PathBuf::from("data/q"));
+        assert_eq!(path("qdrant-edge:///tmp/a%20b"), PathBuf::from("/tmp/a b"));
+        for bad in [
+            "qdrant-edge://",
+            "qdrant-edge:///",
+            "qdrant-edge:///tmp/q?x=1",
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err().kind(),
+                ErrorKind::ConfigInvalid,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_urls_map_to_grpc_endpoints() {
+        let server = |u: &str| match parse(u).unwrap().mode {
+            QdrantMode::Server {
+                endpoint, api_key, ..
+            } => (endpoint, api_key),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(server("qdrant://db").0, "http://db:6334");
+        assert_eq!(server("qdrant://db:7000?tls=true").0, "https://db:7000");
+        assert_eq!(server("qdrant://[::1]:6334").0, "http://[::1]:6334");
+        let (_, key) = server("qdrant://db?api_key=s3cret");
+        assert_eq!(key.unwrap().expose(), "s3cret");
+        for bad in [
+            "qdrant://db?tls=maybe",
+            "qdrant://db?foo=1",
+            "qdrant://u:p@db",
+            "qdrant://db/x",
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err().kind(),
+                ErrorKind::ConfigInvalid,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_api_key_comes_from_url_option_or_environment_and_never_prints() {
+        let config = StorageConfig::from_url("q", "qdrant://db").unwrap();
+        let parsed = QdrantConfig::parse(&config, Some("from-env-key".into())).unwrap();
+        let text = format!("{parsed:?}");
+        assert!(!text.contains("from-env-key"), "{text}");
+        assert!(text.contains("***"), "{text}");
+        let QdrantMode::Server { api_key, .. } = &parsed.mode else {
+            panic!()
+        };
+        assert_eq!(api_key.as_ref().unwrap().expose(), "from-env-key");
+
+        let config = config.option("api_key", "from-option");
+        let parsed = QdrantConfig::parse(&config, Some("from-env-key".into())).unwrap();
+        let QdrantMode::Server { api_key, .. } = &parsed.mode else {
+            panic!()
+        };
+        assert_eq!(api_key.as_ref().unwrap().expose(), "from-option");
+
+        let err = parse("qdrant://db?api_key=hunter2&tls=nope").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn unknown_options_are_named() {
+        let config = StorageConfig::from_url("q", "qdrant-edge:///tmp/q")
+            .unwrap()
+            .option("metric_ttl_secs", 5);
+        let err = QdrantConfig::parse(&config, None).unwrap_err();
+        assert!(err.to_string().contains("metric_ttl_secs"), "{err}");
+        // Server-only options are unknown to the embedded mode.
+        let config = StorageConfig::from_url("q", "qdrant-edge:///tmp/q")
+            .unwrap()
+            .option("api_key", "k");
+        assert!(QdrantConfig::parse(&config, None).is_err());
+    }
+}

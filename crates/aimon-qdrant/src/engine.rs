@@ -1,0 +1,120 @@
+//! The few primitive operations the backend needs from Qdrant, implemented by the embedded
+//! engine (`edge.rs`) and the server client (`server.rs`). Everything above them (validation,
+//! retention, ranking, paging) is written once in the backend.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use aimon_core::Result;
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::filter::FilterIr;
+
+/// One collection per data kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Collection {
+    /// Series documents (metadata).
+    Series,
+    /// One point per sample.
+    Samples,
+    Alerts,
+    /// The latest state per agent.
+    AgentStates,
+}
+
+impl Collection {
+    pub const ALL: [Collection; 4] = [
+        Collection::Series,
+        Collection::Samples,
+        Collection::Alerts,
+        Collection::AgentStates,
+    ];
+
+    /// The directory (embedded) or collection-name suffix (server).
+    pub fn name(self) -> &'static str {
+        match self {
+            Collection::Series => "series",
+            Collection::Samples => "samples",
+            Collection::Alerts => "alerts",
+            Collection::AgentStates => "agent_states",
+        }
+    }
+
+    /// The dimension of the collection's vectors: the embedder's for alerts and agent states,
+    /// 1 (a constant) for the others.
+    pub fn dimension(self, embedding_dimension: usize) -> usize {
+        match self {
+            Collection::Alerts | Collection::AgentStates => embedding_dimension,
+            Collection::Series | Collection::Samples => 1,
+        }
+    }
+}
+
+/// A point to upsert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub id: Uuid,
+    pub vector: Vec<f32>,
+    pub payload: Map<String, Value>,
+}
+
+/// A search hit: the payload and Qdrant's score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub payload: Map<String, Value>,
+    pub score: f32,
+}
+
+/// Every point payload of a native backup, per collection.
+pub type BackupPayloads = Vec<(Collection, Vec<Map<String, Value>>)>;
+
+/// The operations of one Qdrant store (a directory of shards, or a server's collections).
+#[async_trait]
+pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
+    /// Upserts points; durable when this returns.
+    async fn upsert(&self, collection: Collection, points: Vec<Point>) -> Result<()>;
+
+    /// Deletes points by id; durable when this returns.
+    async fn delete(&self, collection: Collection, ids: Vec<Uuid>) -> Result<()>;
+
+    /// The payloads of the points that exist among `ids`.
+    async fn get(
+        &self,
+        collection: Collection,
+        ids: Vec<Uuid>,
+    ) -> Result<Vec<(Uuid, Map<String, Value>)>>;
+
+    /// The ids and payloads of every point `filter` selects, in no particular order.
+    async fn scroll(
+        &self,
+        collection: Collection,
+        filter: &FilterIr,
+    ) -> Result<Vec<(Uuid, Map<String, Value>)>>;
+
+    /// The `limit` points nearest to `vector` among those `filter` selects, by exact (not HNSW)
+    /// search, best first.
+    async fn search(
+        &self,
+        collection: Collection,
+        vector: Vec<f32>,
+        filter: &FilterIr,
+        limit: usize,
+    ) -> Result<Vec<Hit>>;
+
+    /// The exact number of points `filter` selects.
+    async fn count(&self, collection: Collection, filter: &FilterIr) -> Result<u64>;
+
+    /// Engine figures for `stats().extra`.
+    async fn extra_stats(&self) -> Result<BTreeMap<String, Value>>;
+
+    /// Writes the engine's own backup into the new directory `dir`; returns its size in bytes.
+    async fn native_backup(&self, dir: &Path) -> Result<u64>;
+
+    /// Reads every point payload of a native backup at `dir`, per collection.
+    async fn read_native_backup(&self, dir: &Path) -> Result<BackupPayloads>;
+
+    /// Flushes and releases the store; later calls fail with `Unavailable`.
+    async fn close(&self) -> Result<()>;
+}

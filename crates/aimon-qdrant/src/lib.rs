@@ -1,0 +1,102 @@
+//! # aimon-qdrant
+//!
+//! The Qdrant backend of aimon, in two modes behind one [`QdrantBackend`]:
+//!
+//! | mode | URL | feature | verified |
+//! |---|---|---|---|
+//! | embedded engine (`qdrant-edge` =0.7.2, in-process, no server) | `qdrant-edge:///path` | `qdrant-edge` | the whole conformance suite and the similarity checks, in CI (`integration-tests/tests/qdrant_edge.rs`) |
+//! | server (`qdrant-client` 1.20, gRPC) | `qdrant://host:6334[?tls=true][&api_key=…]` | `qdrant` (default) | compiles; request building is unit-tested here; the suites run against a server only where `AIMON_TEST_QDRANT_URL` is set |
+//!
+//! ```no_run
+//! # async fn demo() -> aimon_core::Result<()> {
+//! use aimon_core::{SimilarAlertsQuery, StorageBackend, StorageConfig};
+//! let config = StorageConfig::from_url("local", "qdrant-edge:///var/lib/aimon/qdrant")?
+//!     .option("alert_ttl_seconds", 7 * 86_400);
+//! let store = aimon_qdrant::QdrantBackend::connect(&config).await?;
+//! let similar = store
+//!     .find_similar_alerts(&SimilarAlertsQuery::text("GPU out of memory").limit(5))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//! One collection per data kind: `series` (one point per series, its metadata), `samples` (one
+//! point per sample), `alerts`, `agent_states` (the latest state per agent). Embedded, each is
+//! an `EdgeShard` directory under the URL's path (`<path>/alerts`, …); on a server, each is the
+//! collection `<collection_prefix>_<kind>` (option `collection_prefix`, default `aimon`). Alerts
+//! and agent states carry the embedder's vector (unit length, dot product = cosine; an item
+//! whose own embedding has another dimension is stored with zeros and never ranks); series and
+//! samples carry a constant 1-dimensional vector. Every filtered payload field has a payload
+//! index; the payload layout is in [`payload`].
+//!
+//! ## Ids
+//! Qdrant accepts only integers and UUIDs as point ids: a point's id is the UUIDv5 of its kind
+//! and key under the fixed namespace [`ids::AIMON_NAMESPACE`] (`alert\0<id>`,
+//! `agent_state\0<agent_id>`, `series\0<id>`, and for a sample its series, timestamp in µs
+//! and canonical tags), and the original key is kept in the payload. Any valid aimon id works;
+//! re-saving an item overwrites its point.
+//!
+//! ## Queries and filters
+//! The mapping from aimon queries to Qdrant filters is written once ([`filter`]) as a small IR
+//! with a converter per mode. Labels and tags are filtered through `label_kv` / `tag_kv`
+//! keyword arrays of escaped `key=value` strings, so keys with `.`, `[` or `"` (which Qdrant
+//! would read as JSON-path syntax) filter exactly. The filter selects candidates; every
+//! candidate is then checked with the core's predicates and paged with the core's sort, so
+//! answers are exactly the reference backend's. `metric_history` uses the core's client-side
+//! downsampler.
+//!
+//! ## Similarity
+//! `find_similar_alerts` / `find_similar_agent_states` are native filtered vector searches with
+//! `exact: true` (no HNSW approximation, which could change the ranking), re-ranked by the core
+//! `Ranker` so scores, ties (by id) and the exclusion of a target item are identical to memory
+//! and SQLite; see [`rank`].
+//!
+//! ## Durability and concurrency (embedded)
+//! The engine is synchronous: every call runs on tokio's blocking pool. `EdgeShard::load` does
+//! not replay its WAL, so every write batch is flushed before it returns; one writer lock per
+//! shard keeps `flush()` from racing an update (it would panic). A directory is opened by one
+//! backend at a time: a second open fails with `Unavailable`.
+//!
+//! ## Retention, backup, events
+//! Qdrant has no TTL: reads hide expired data, `apply_retention` sweeps it (scroll the
+//! candidates, check each, delete by id). `BackupFormat::Portable` is aimon's archive;
+//! `BackupFormat::Native` (embedded only) flushes every shard under its writer lock and copies
+//! the directories (sparse-aware: the engine preallocates 64 MiB of WAL per shard) with a
+//! manifest, and a native restore reads a scratch copy and merges it with the write rules.
+//! On a server, native backups (snapshots over the REST port) are not implemented:
+//! `Unsupported`. `subscribe` is unsupported (Qdrant has no change feed).
+//!
+//! ## Build cost
+//! `qdrant-edge` is a large crate (~450 crates in its tree). Its debug rlib is ~1.4 GB with
+//! full debug info; the workspace builds it with `debug = false`. Enabling `qdrant` next to
+//! `qdrant-edge` changes feature unification (tonic's TLS roots), so the workspace always builds
+//! both together to compile the engine once.
+#![deny(unsafe_code)]
+
+mod agent_states;
+mod alerts;
+pub mod backend;
+mod backup;
+pub mod config;
+#[cfg(feature = "qdrant-edge")]
+pub mod edge;
+pub mod engine;
+pub mod filter;
+pub mod ids;
+mod metrics;
+pub mod payload;
+pub mod rank;
+mod retention;
+#[cfg(feature = "qdrant")]
+pub mod server;
+
+pub use backend::QdrantBackend;
+pub use config::{QdrantConfig, QdrantMode};
+
+/// The URL schemes this backend opens.
+pub const SCHEMES: &[&str] = &["qdrant", "qdrant-edge"];
+
+/// Opens the store a `qdrant` configuration describes; the same as [`QdrantBackend::connect`].
+pub async fn connect(config: &aimon_core::StorageConfig) -> aimon_core::Result<QdrantBackend> {
+    QdrantBackend::connect(config).await
+}

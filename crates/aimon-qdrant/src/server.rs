@@ -1,0 +1,523 @@
+//! The server mode: a Qdrant server over gRPC through `qdrant-client` 1.20 (default features
+//! off: no second TLS stack). Collections are `<prefix>_<kind>`; each is created with its
+//! vector size and payload indexes when missing.
+//!
+//! Verified only where a server is present (`AIMON_TEST_QDRANT_URL`): this machine's CI has
+//! none. The request building (collection config, indexes, filters, points, chunking) is
+//! unit-tested below without a server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use aimon_core::{Error, ErrorKind, Result};
+use async_trait::async_trait;
+use prost::Message;
+use qdrant_client::Qdrant;
+use qdrant_client::qdrant::{
+    self, CountPointsBuilder, CreateCollection, CreateCollectionBuilder,
+    CreateFieldIndexCollection, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance,
+    FieldType, GetPointsBuilder, PointId, PointStruct, PointsIdsList, Query, QueryPointsBuilder,
+    ScrollPointsBuilder, SearchParamsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+    point_id::PointIdOptions,
+};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::config::QdrantMode;
+use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point};
+use crate::filter::{Condition, FilterIr, float_bounds};
+use crate::payload::{IndexKind, indexes};
+
+/// A gRPC request may carry at most 32 MiB (the server's default `max_request_size_mb`);
+/// upserts are split below this, with room for the request's own fields.
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024 - 64 * 1024;
+const SCROLL_PAGE: u32 = 1000;
+
+/// The collection of `collection` under `prefix`.
+pub fn collection_name(prefix: &str, collection: Collection) -> String {
+    format!("{prefix}_{}", collection.name())
+}
+
+/// The request creating a collection: one unnamed dense vector, dot product (vectors are stored
+/// at unit length, so it is the cosine).
+pub fn create_collection_request(name: &str, dimension: usize) -> CreateCollection {
+    CreateCollectionBuilder::new(name)
+        .vectors_config(VectorParamsBuilder::new(dimension as u64, Distance::Dot))
+        .build()
+}
+
+/// The payload index requests of a collection.
+pub fn index_requests(name: &str, collection: Collection) -> Vec<CreateFieldIndexCollection> {
+    indexes(collection)
+        .iter()
+        .map(|(field, kind)| {
+            let ty = match kind {
+                IndexKind::Keyword => FieldType::Keyword,
+                IndexKind::Integer => FieldType::Integer,
+            };
+            CreateFieldIndexCollectionBuilder::new(name, *field, ty)
+                .wait(true)
+                .build()
+        })
+        .collect()
+}
+
+/// The client's filter for an IR; `None` for an empty one.
+pub fn to_filter(ir: &FilterIr) -> Option<qdrant::Filter> {
+    if ir.is_empty() {
+        return None;
+    }
+    let must = ir
+        .must
+        .iter()
+        .map(|c| match c {
+            Condition::Keyword { field, any_of } => match any_of.as_slice() {
+                [one] => qdrant::Condition::matches(*field, one.clone()),
+                many => qdrant::Condition::matches(*field, many.to_vec()),
+            },
+            Condition::IntRange { field, gte, lt } => {
+                let (gte, lte) = float_bounds(*gte, *lt);
+                qdrant::Condition::range(
+                    *field,
+                    qdrant::Range {
+                        gte,
+                        lte,
+                        ..Default::default()
+                    },
+                )
+            }
+        })
+        .collect();
+    Some(qdrant::Filter {
+        must,
+        ..Default::default()
+    })
+}
+
+/// A point as the client sends it.
+pub fn to_point(point: Point) -> Result<PointStruct> {
+    let payload = qdrant_client::Payload::from(point.payload);
+    Ok(PointStruct::new(
+        PointId::from(point.id),
+        point.vector,
+        payload,
+    ))
+}
+
+/// Splits points into upsert requests of at most `max_bytes` each (by protobuf encoded length,
+/// which is what the server's limit counts). A single point above the limit is `InvalidInput`.
+pub fn chunk_by_bytes(points: Vec<PointStruct>, max_bytes: usize) -> Result<Vec<Vec<PointStruct>>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0usize;
+    for point in points {
+        // Field tag + length prefix of the repeated message: at most 1 + 10 bytes.
+        let len = point.encoded_len() + 11;
+        if len > max_bytes {
+            return Err(Error::invalid_input(
+                "point",
+                format!("encodes to {len} bytes, over the {max_bytes}-byte request limit"),
+            ));
+        }
+        if size + len > max_bytes && !current.is_empty() {
+            chunks.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(point);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    Ok(chunks)
+}
+
+fn uuid_of(id: Option<PointId>) -> Option<Uuid> {
+    match id?.point_id_options? {
+        PointIdOptions::Uuid(s) => s.parse().ok(),
+        PointIdOptions::Num(_) => None,
+    }
+}
+
+fn json_payload(payload: HashMap<String, qdrant::Value>) -> Map<String, Value> {
+    payload
+        .into_iter()
+        .map(|(k, v)| (k, Value::from(v)))
+        .collect()
+}
+
+/// A client error as an aimon error; never includes the API key (tonic's status carries the
+/// server's message and metadata only, and the key is request metadata, not response).
+fn client_error(e: qdrant_client::QdrantError) -> Error {
+    use qdrant_client::QdrantError as E;
+    let kind = match &e {
+        E::ResponseError { status } => match status.code() {
+            tonic::Code::Unavailable => ErrorKind::Unavailable,
+            tonic::Code::DeadlineExceeded => ErrorKind::Timeout,
+            tonic::Code::NotFound => ErrorKind::NotFound,
+            tonic::Code::InvalidArgument => ErrorKind::InvalidInput,
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                ErrorKind::ConfigInvalid
+            }
+            _ => ErrorKind::Backend,
+        },
+        E::ResourceExhaustedError { .. } => ErrorKind::Unavailable,
+        _ => ErrorKind::Backend,
+    };
+    Error::new(kind, format!("qdrant: {e}"))
+}
+
+/// The collections of one namespace on a server.
+pub struct ServerEngine {
+    client: Qdrant,
+    endpoint: String,
+    prefix: String,
+}
+
+impl std::fmt::Debug for ServerEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerEngine")
+            .field("endpoint", &self.endpoint)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerEngine {
+    /// Connects and creates the namespace's collections and indexes where missing.
+    pub async fn connect(mode: &QdrantMode, dimension: usize) -> Result<Self> {
+        let QdrantMode::Server {
+            endpoint,
+            api_key,
+            collection_prefix,
+            timeout,
+        } = mode
+        else {
+            return Err(Error::config("not a qdrant:// configuration"));
+        };
+        let client = Qdrant::from_url(endpoint)
+            .api_key(api_key.as_ref().map(|k| k.expose().to_owned()))
+            .timeout(*timeout)
+            // The check would block this thread on its own runtime.
+            .skip_compatibility_check()
+            .build()
+            .map_err(client_error)?;
+        let engine = ServerEngine {
+            client,
+            endpoint: endpoint.clone(),
+            prefix: collection_prefix.clone(),
+        };
+        for c in Collection::ALL {
+            let name = engine.name(c);
+            let exists = engine
+                .client
+                .collection_exists(name.as_str())
+                .await
+                .map_err(client_error)?;
+            if !exists {
+                engine
+                    .client
+                    .create_collection(create_collection_request(&name, c.dimension(dimension)))
+                    .await
+                    .map_err(client_error)?;
+                for request in index_requests(&name, c) {
+                    engine
+                        .client
+                        .create_field_index(request)
+                        .await
+                        .map_err(client_error)?;
+                }
+            }
+        }
+        Ok(engine)
+    }
+
+    fn name(&self, collection: Collection) -> String {
+        collection_name(&self.prefix, collection)
+    }
+}
+
+#[async_trait]
+impl Engine for ServerEngine {
+    async fn upsert(&self, collection: Collection, points: Vec<Point>) -> Result<()> {
+        let points = points
+            .into_iter()
+            .map(to_point)
+            .collect::<Result<Vec<_>>>()?;
+        for chunk in chunk_by_bytes(points, MAX_REQUEST_BYTES)? {
+            self.client
+                .upsert_points(UpsertPointsBuilder::new(self.name(collection), chunk).wait(true))
+                .await
+                .map_err(client_error)?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, collection: Collection, ids: Vec<Uuid>) -> Result<()> {
+        for chunk in ids.chunks(4096) {
+            let ids = chunk.iter().map(|id| PointId::from(*id)).collect();
+            self.client
+                .delete_points(
+                    DeletePointsBuilder::new(self.name(collection))
+                        .points(PointsIdsList { ids })
+                        .wait(true),
+                )
+                .await
+                .map_err(client_error)?;
+        }
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        collection: Collection,
+        ids: Vec<Uuid>,
+    ) -> Result<Vec<(Uuid, Map<String, Value>)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<PointId> = ids.into_iter().map(PointId::from).collect();
+        let response = self
+            .client
+            .get_points(GetPointsBuilder::new(self.name(collection), ids).with_payload(true))
+            .await
+            .map_err(client_error)?;
+        Ok(response
+            .result
+            .into_iter()
+            .filter_map(|p| Some((uuid_of(p.id)?, json_payload(p.payload))))
+            .collect())
+    }
+
+    async fn scroll(
+        &self,
+        collection: Collection,
+        filter: &FilterIr,
+    ) -> Result<Vec<(Uuid, Map<String, Value>)>> {
+        let filter = to_filter(filter);
+        let mut out = Vec::new();
+        let mut offset: Option<PointId> = None;
+        loop {
+            let mut request = ScrollPointsBuilder::new(self.name(collection))
+                .limit(SCROLL_PAGE)
+                .with_payload(true);
+            if let Some(f) = &filter {
+                request = request.filter(f.clone());
+            }
+            if let Some(o) = offset.take() {
+                request = request.offset(o);
+            }
+            let response = self.client.scroll(request).await.map_err(client_error)?;
+            for p in response.result {
+                if let Some(id) = uuid_of(p.id) {
+                    out.push((id, json_payload(p.payload)));
+                }
+            }
+            match response.next_page_offset {
+                Some(next) => offset = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn search(
+        &self,
+        collection: Collection,
+        vector: Vec<f32>,
+        filter: &FilterIr,
+        limit: usize,
+    ) -> Result<Vec<Hit>> {
+        let mut request = QueryPointsBuilder::new(self.name(collection))
+            .query(Query::new_nearest(vector))
+            .params(SearchParamsBuilder::default().exact(true))
+            .limit(limit as u64)
+            .with_payload(true);
+        if let Some(f) = to_filter(filter) {
+            request = request.filter(f);
+        }
+        let response = self.client.query(request).await.map_err(client_error)?;
+        Ok(response
+            .result
+            .into_iter()
+            .map(|p| Hit {
+                payload: json_payload(p.payload),
+                score: p.score,
+            })
+            .collect())
+    }
+
+    async fn count(&self, collection: Collection, filter: &FilterIr) -> Result<u64> {
+        let mut request = CountPointsBuilder::new(self.name(collection)).exact(true);
+        if let Some(f) = to_filter(filter) {
+            request = request.filter(f);
+        }
+        let response = self.client.count(request).await.map_err(client_error)?;
+        Ok(response.result.map_or(0, |r| r.count))
+    }
+
+    async fn extra_stats(&self) -> Result<BTreeMap<String, Value>> {
+        let mut extra = BTreeMap::new();
+        extra.insert(
+            "mode".to_owned(),
+            json!("server (qdrant-client 1.20, gRPC)"),
+        );
+        extra.insert("endpoint".to_owned(), json!(self.endpoint));
+        for c in Collection::ALL {
+            let info = self
+                .client
+                .collection_info(self.name(c))
+                .await
+                .map_err(client_error)?;
+            if let Some(info) = info.result {
+                extra.insert(
+                    format!("{}_collection", c.name()),
+                    json!({
+                        "name": self.name(c),
+                        "points": info.points_count,
+                        "segments": info.segments_count,
+                        "indexed_vectors": info.indexed_vectors_count,
+                        "payload_indexes": info.payload_schema.len(),
+                    }),
+                );
+            }
+        }
+        Ok(extra)
+    }
+
+    async fn native_backup(&self, _dir: &Path) -> Result<u64> {
+        Err(Error::unsupported("native backups of a Qdrant server"))
+    }
+
+    async fn read_native_backup(&self, _dir: &Path) -> Result<BackupPayloads> {
+        Err(Error::unsupported("native restores into a Qdrant server"))
+    }
+
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::field;
+
+    #[test]
+    fn collections_are_named_per_prefix_and_kind() {
+        assert_eq!(collection_name("ns1", Collection::Alerts), "ns1_alerts");
+        assert_eq!(
+            collection_name("ns1", Collection::AgentStates),
+            "ns1_agent_states"
+        );
+    }
+
+    #[test]
+    fn collections_have_one_dot_product_vector_of_the_dimension() {
+        let request = create_collection_request("c", 384);
+        assert_eq!(request.collection_name, "c");
+        let Some(qdrant::vectors_config::Config::Params(params)) =
+            request.vectors_config.and_then(|v| v.config)
+        else {
+            panic!("one unnamed vector expected");
+        };
+        assert_eq!(params.size, 384);
+        assert_eq!(params.distance, Distance::Dot as i32);
+    }
+
+    #[test]
+    fn every_filtered_field_is_indexed() {
+        let requests = index_requests("c", Collection::Alerts);
+        let fields: Vec<_> = requests.iter().map(|r| r.field_name.as_str()).collect();
+        for f in [
+            field::STATUS,
+            field::SEVERITY_RANK,
+            field::SOURCE,
+            field::LABEL_KV,
+            field::START_US,
+            field::UPDATED_US,
+        ] {
+            assert!(fields.contains(&f), "{f} missing from {fields:?}");
+        }
+        let rank = requests
+            .iter()
+            .find(|r| r.field_name == field::SEVERITY_RANK)
+            .unwrap();
+        assert_eq!(rank.field_type, Some(FieldType::Integer as i32));
+        assert!(requests.iter().all(|r| r.wait == Some(true)));
+    }
+
+    #[test]
+    fn the_ir_becomes_must_conditions() {
+        let ir = FilterIr::new()
+            .keyword(field::LABEL_KV, "a.b[0]\"c\"=v")
+            .keyword_any(field::SERIES_ID, vec!["x".into(), "y".into()])
+            .range(field::TS_US, Some(10), Some(20));
+        let filter = to_filter(&ir).unwrap();
+        assert_eq!(filter.must.len(), 3);
+        assert!(filter.must_not.is_empty() && filter.should.is_empty());
+        let text = format!("{filter:?}");
+        assert!(text.contains("a.b[0]\\\"c\\\"=v"), "{text}");
+        assert!(
+            text.contains("gte: Some(10.0)") && text.contains("lte: Some(20.0)"),
+            "{text}"
+        );
+        assert!(to_filter(&FilterIr::new()).is_none());
+    }
+
+    #[test]
+    fn points_keep_uuid_ids_and_payload() {
+        let id = crate::ids::point_id("alert", "not a uuid: a/b c");
+        let mut payload = Map::new();
+        payload.insert("id".into(), json!("not a uuid: a/b c"));
+        payload.insert("ts_us".into(), json!(1_780_000_000_000_000i64));
+        let point = to_point(Point {
+            id,
+            vector: vec![0.6, 0.8],
+            payload,
+        })
+        .unwrap();
+        assert_eq!(uuid_of(point.id.clone()), Some(id));
+        let back = json_payload(point.payload.clone());
+        assert_eq!(back["ts_us"], json!(1_780_000_000_000_000i64));
+        assert_eq!(back["id"], json!("not a uuid: a/b c"));
+    }
+
+    fn big_point(n: usize, bytes: usize) -> PointStruct {
+        let mut payload = Map::new();
+        payload.insert("doc".into(), json!("x".repeat(bytes)));
+        to_point(Point {
+            id: crate::ids::point_id("alert", &n.to_string()),
+            vector: vec![0.0; 384],
+            payload,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn upserts_are_chunked_under_the_request_limit() {
+        // 40 points of ~1 MiB: one request would be ~40 MiB.
+        let points: Vec<_> = (0..40).map(|n| big_point(n, 1 << 20)).collect();
+        let chunks = chunk_by_bytes(points, MAX_REQUEST_BYTES).unwrap();
+        assert!(chunks.len() >= 2, "{}", chunks.len());
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 40);
+        for chunk in &chunks {
+            let request = qdrant::UpsertPoints {
+                collection_name: "c".into(),
+                points: chunk.clone(),
+                ..Default::default()
+            };
+            assert!(
+                request.encoded_len() <= 32 * 1024 * 1024,
+                "{}",
+                request.encoded_len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_point_over_the_limit_is_invalid_input() {
+        let err = chunk_by_bytes(vec![big_point(0, 2000)], 1000).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(chunk_by_bytes(Vec::new(), 1000).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,141 @@
+//! The embedded mode's own behaviours, beyond the shared conformance suite: durability across
+//! reopen, one owner per directory, hostile label keys through the engine's filter.
+#![cfg(feature = "qdrant-edge")]
+
+use aimon_core::{
+    Alert, AlertQuery, AlertSeverity, ErrorKind, SimilarAlertsQuery, StorageBackend, StorageConfig,
+};
+use aimon_qdrant::QdrantBackend;
+
+fn config(dir: &std::path::Path) -> StorageConfig {
+    StorageConfig::from_url("edge", format!("qdrant-edge://{}", dir.display())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_survive_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = QdrantBackend::connect(&config(&path)).await.unwrap();
+    let alert = Alert::new("a/1 not-a-uuid", "disk full", AlertSeverity::High, "node-1");
+    store.save_alert(&alert).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let reopened = QdrantBackend::connect(&config(&path)).await.unwrap();
+    let back = reopened.get_alert("a/1 not-a-uuid").await.unwrap();
+    assert_eq!(back.map(|a| a.name), Some("disk full".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_survive_a_drop_without_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let store = QdrantBackend::connect(&config(&path)).await.unwrap();
+        let alert = Alert::new("a-2", "gpu hot", AlertSeverity::Low, "node-2");
+        store.save_alert(&alert).await.unwrap();
+    }
+    let reopened = QdrantBackend::connect(&config(&path)).await.unwrap();
+    assert!(reopened.get_alert("a-2").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_in_use_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let _first = QdrantBackend::connect(&config(&path)).await.unwrap();
+    let err = QdrantBackend::connect(&config(&path)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn label_keys_with_dots_brackets_and_quotes_filter_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = QdrantBackend::connect(&config(&dir.path().join("s")))
+        .await
+        .unwrap();
+    let key = "a.b[0]\"c\"";
+    let mut alerts = Vec::new();
+    for i in 0..6 {
+        let mut a = Alert::new(format!("x{i}"), "queue stalled", AlertSeverity::Medium, "n");
+        a.labels.insert(key.to_owned(), format!("v{}", i % 2));
+        // A nested reading of the key would find these instead.
+        a.labels.insert("a".to_owned(), "b".to_owned());
+        alerts.push(a);
+    }
+    store.save_alerts(&alerts).await.unwrap();
+    let found = store
+        .query_alerts(&AlertQuery::new().label(key, "v1"))
+        .await
+        .unwrap();
+    let ids: Vec<_> = found.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["x1", "x3", "x5"]);
+    let similar = store
+        .find_similar_alerts(
+            &SimilarAlertsQuery::text("queue stalled").filter(AlertQuery::new().label(key, "v0")),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<_> = similar.iter().map(|s| s.item.id.as_str()).collect();
+    assert_eq!(ids, ["x0", "x2", "x4"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_dimension_and_nan_vectors_are_invalid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = QdrantBackend::connect(&config(&dir.path().join("s")))
+        .await
+        .unwrap();
+    for v in [vec![1.0; 3], {
+        let mut v = vec![0.1; 384];
+        v[7] = f32::NAN;
+        v
+    }] {
+        let err = store
+            .find_similar_alerts(&SimilarAlertsQuery::vector(v))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    }
+    let mut a = Alert::new("e", "x", AlertSeverity::Low, "n");
+    a.embedding = Some(vec![f32::NAN, 1.0]);
+    let err = store.save_alert(&a).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+}
+
+const CRASH_DIR_ENV: &str = "AIMON_QDRANT_CRASH_CHILD_DIR";
+
+/// The child of [`a_write_that_returned_survives_a_crash`]: saves one alert, then aborts the
+/// process without closing or dropping anything. Ignored in normal runs.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "run as a child process by a_write_that_returned_survives_a_crash"]
+async fn crash_child_writes_then_aborts() {
+    let dir = std::env::var(CRASH_DIR_ENV).expect("run by the parent test");
+    let store = QdrantBackend::connect(&config(std::path::Path::new(&dir)))
+        .await
+        .unwrap();
+    let alert = Alert::new("crash-1", "oom killer", AlertSeverity::Critical, "node-9");
+    store.save_alert(&alert).await.unwrap();
+    std::process::abort();
+}
+
+/// The engine does not replay its WAL on load, so only flushed writes survive a crash: every
+/// write batch is flushed before it returns.
+#[test]
+fn a_write_that_returned_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "crash_child_writes_then_aborts"])
+        .env(CRASH_DIR_ENV, &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must abort: {status}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = QdrantBackend::connect(&config(&path)).await.unwrap();
+        let back = store.get_alert("crash-1").await.unwrap();
+        assert_eq!(back.map(|a| a.name), Some("oom killer".to_owned()));
+    });
+}
