@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use aimon_core::backend::StorageEvent;
 use aimon_core::memory::truncate_state;
 use aimon_core::query::{self, AgentStateQuery};
 use aimon_core::similarity::{self, Scored, SimilarAgentStatesQuery, SimilarityTarget};
@@ -31,6 +32,7 @@ pub(crate) async fn save(backend: &QdrantBackend, states: &[AgentState]) -> Resu
     }
     let mut report = WriteReport::default();
     let mut pending: BTreeMap<String, AgentState> = BTreeMap::new();
+    let mut events = Vec::new();
     for state in states {
         if !RetentionPolicy::is_live(cutoff, state.last_heartbeat) {
             report.expired += 1;
@@ -45,6 +47,11 @@ pub(crate) async fn save(backend: &QdrantBackend, states: &[AgentState]) -> Resu
             continue;
         }
         latest.insert(state.agent_id.clone(), state.last_heartbeat);
+        events.push(StorageEvent::AgentStateWritten {
+            backend: backend.config.name.clone(),
+            agent_id: state.agent_id.clone(),
+            status: state.status.clone(),
+        });
         pending.insert(state.agent_id.clone(), state);
         report.written += 1;
     }
@@ -56,6 +63,7 @@ pub(crate) async fn save(backend: &QdrantBackend, states: &[AgentState]) -> Resu
         .engine
         .upsert(Collection::AgentStates, points)
         .await?;
+    events.into_iter().for_each(|e| backend.publish(e));
     Ok(report)
 }
 

@@ -1,5 +1,6 @@
 //! Alerts: upsert by id, queries, similarity.
 
+use aimon_core::backend::StorageEvent;
 use aimon_core::memory::truncate_alert;
 use aimon_core::query::{self, AlertQuery};
 use aimon_core::similarity::{self, Scored, SimilarAlertsQuery, SimilarityTarget};
@@ -18,6 +19,7 @@ pub(crate) async fn save(backend: &QdrantBackend, alerts: &[Alert]) -> Result<Wr
     let cutoff = backend.retention().alert_cutoff(time::now());
     let mut report = WriteReport::default();
     let mut points = Vec::with_capacity(alerts.len());
+    let mut events = Vec::new();
     for alert in alerts {
         if !RetentionPolicy::is_live(cutoff, alert.updated_at) {
             report.expired += 1;
@@ -28,9 +30,15 @@ pub(crate) async fn save(backend: &QdrantBackend, alerts: &[Alert]) -> Result<Wr
             &*backend.embedder,
         )?);
         report.written += 1;
+        events.push(StorageEvent::AlertWritten {
+            backend: backend.config.name.clone(),
+            alert_id: alert.id.clone(),
+            status: alert.status.to_string(),
+        });
     }
     let _writer = backend.writer.lock().await;
     backend.engine.upsert(Collection::Alerts, points).await?;
+    events.into_iter().for_each(|e| backend.publish(e));
     Ok(report)
 }
 

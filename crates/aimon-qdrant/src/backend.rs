@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use aimon_core::backend::{
     BackupFormat, Capabilities, DatabaseStats, EventStream, RetentionMechanism, RetentionReport,
-    StorageBackend, TransferReport, WriteReport,
+    StorageBackend, StorageEvent, TransferReport, WriteReport,
 };
 use aimon_core::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
 use aimon_core::similarity::{
@@ -19,9 +19,15 @@ use aimon_core::{
     StorageConfig,
 };
 use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
 
 use crate::config::{QdrantConfig, QdrantMode};
 use crate::engine::Engine;
+
+/// Events a slow subscriber may fall behind by before it misses some.
+const EVENT_BUFFER: usize = 4096;
 
 /// A Qdrant store (embedded or server) behind the [`StorageBackend`] trait.
 pub struct QdrantBackend {
@@ -31,6 +37,8 @@ pub struct QdrantBackend {
     /// Serializes writes that read before they write (series `created_at`, latest agent
     /// state) and retention sweeps.
     pub(crate) writer: tokio::sync::Mutex<()>,
+    /// Events of this process's writes (Qdrant has no change feed).
+    events: broadcast::Sender<StorageEvent>,
     started: Instant,
     closed: AtomicBool,
 }
@@ -77,9 +85,16 @@ impl QdrantBackend {
             engine,
             embedder,
             writer: tokio::sync::Mutex::new(()),
+            events: broadcast::channel(EVENT_BUFFER).0,
             started: Instant::now(),
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// Sends an event of a write that succeeded to this process's subscribers.
+    pub(crate) fn publish(&self, event: StorageEvent) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
     }
 
     pub(crate) fn retention(&self) -> &RetentionPolicy {
@@ -164,7 +179,8 @@ impl StorageBackend for QdrantBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             server_side_downsampling: false,
-            pub_sub: false,
+            // Events of this process's writes; Qdrant itself has no change notifications.
+            pub_sub: true,
             cross_process_events: false,
             // Embedded: a flushed copy of the shard directories. Server snapshots need the
             // REST port and are not implemented yet.
@@ -344,10 +360,9 @@ impl StorageBackend for QdrantBackend {
     async fn subscribe(&self) -> Result<EventStream> {
         const OP: &str = "subscribe";
         self.check_open(OP)?;
-        Err(self.fail(
-            OP,
-            Error::unsupported("live events (Qdrant has no change notifications)"),
-        ))
+        let stream = BroadcastStream::new(self.events.subscribe())
+            .filter_map(|event| async move { event.ok() });
+        Ok(Box::pin(stream) as EventStream)
     }
 
     async fn close(&self) -> Result<()> {

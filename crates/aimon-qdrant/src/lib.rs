@@ -64,7 +64,8 @@
 //! the directories (sparse-aware: the engine preallocates 64 MiB of WAL per shard) with a
 //! manifest, and a native restore reads a scratch copy and merges it with the write rules.
 //! On a server, native backups (snapshots over the REST port) are not implemented:
-//! `Unsupported`. `subscribe` is unsupported (Qdrant has no change feed).
+//! `Unsupported`. Qdrant has no change feed: `subscribe` delivers the events of this process's
+//! writes (`cross_process_events` is false), as the InfluxDB backend does.
 //!
 //! ## Build cost
 //! `qdrant-edge` is a large crate (~450 crates in its tree). Its debug rlib is ~1.4 GB with

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use aimon_core::backend::StorageEvent;
 use aimon_core::downsample::{Downsampler, SampleRef};
 use aimon_core::query::{self, HistoryQuery, HistorySeries, MetricQuery};
 use aimon_core::{DataKind, Metric, Result, RetentionPolicy, WriteReport, filter as core_filter};
@@ -49,6 +50,7 @@ pub(crate) async fn save(backend: &QdrantBackend, metrics: &[Metric]) -> Result<
     let mut report = WriteReport::default();
     let mut series_points = BTreeMap::new();
     let mut sample_points = Vec::new();
+    let mut events = Vec::new();
     for metric in metrics {
         let live: Vec<_> = metric
             .values
@@ -68,6 +70,11 @@ pub(crate) async fn save(backend: &QdrantBackend, metrics: &[Metric]) -> Result<
             sample_points.push(payload::sample_point(&meta, sample));
         }
         report.written += live.len() as u64;
+        events.push(StorageEvent::MetricWritten {
+            backend: backend.config.name.clone(),
+            metric_id: metric.id.clone(),
+            samples: live.len() as u64,
+        });
         series_points.insert(meta.id.clone(), payload::series_point(&meta)?);
         known.insert(meta.id.clone(), meta);
     }
@@ -80,6 +87,7 @@ pub(crate) async fn save(backend: &QdrantBackend, metrics: &[Metric]) -> Result<
         .engine
         .upsert(Collection::Series, series_points.into_values().collect())
         .await?;
+    events.into_iter().for_each(|e| backend.publish(e));
     Ok(report)
 }
 
