@@ -200,18 +200,24 @@ pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
     })
 }
 
-/// The bytes of the files directly in `path` (0 where it cannot be read): a backup's size, for
-/// this archive and for drivers' native backups alike.
+/// The bytes of the files under `path`, subdirectories included (symbolic links are not
+/// followed; what cannot be read counts 0): a backup's size, for this archive and for drivers'
+/// native backups alike.
 pub fn dir_size(path: &Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| Some((e.path(), e.file_type().ok()?, e.metadata().ok()?)))
+        .map(|(path, kind, meta)| {
+            if kind.is_dir() {
+                dir_size(&path)
+            } else {
+                meta.len()
+            }
         })
-        .unwrap_or(0)
+        .sum()
 }
 
 async fn send(tx: &mpsc::Sender<Item>, item: Item) -> Result<()> {
@@ -583,4 +589,19 @@ pub async fn restore(backend: &dyn StorageBackend, path: &Path) -> Result<Transf
         expired,
         bytes: dir_size(path),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dir_size;
+
+    #[test]
+    fn dir_size_counts_files_in_subdirectories() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), [0u8; 10]).unwrap();
+        std::fs::create_dir_all(dir.path().join("shard/segments")).unwrap();
+        std::fs::write(dir.path().join("shard/segments/b"), [0u8; 32]).unwrap();
+        assert_eq!(dir_size(dir.path()), 42);
+        assert_eq!(dir_size(&dir.path().join("missing")), 0);
+    }
 }

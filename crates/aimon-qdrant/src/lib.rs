@@ -67,6 +67,19 @@
 //! `Unsupported`. Qdrant has no change feed: `subscribe` delivers the events of this process's
 //! writes (`cross_process_events` is false), as the InfluxDB backend does.
 //!
+//! ## Known limits
+//! - Embedded disk use grows with the total volume written: qdrant-edge 0.7.2 never truncates
+//!   its WAL and the driver does not call `optimize()`, so deletes (retention sweeps included)
+//!   do not give space back. Copy the store through a portable backup to compact it.
+//! - The engine's `flush()` panics on an I/O error (a full disk): inside the blocking pool that
+//!   surfaces as a `Backend` error for the call, but a backend dropped without `close()` flushes
+//!   in `Drop`, on the dropping thread. Call `close()`.
+//! - A similarity query whose filter passes few of the nearest items widens its search up to
+//!   the core's 1,000,000-candidate bound and then answers `Unsupported`, where the brute-force
+//!   backends count candidates after filtering.
+//! - Server mode: the stale-state rule for agent states (rule 5) holds per process (read, then
+//!   write); two processes writing the same agent can interleave.
+//!
 //! ## Build cost
 //! `qdrant-edge` is a large crate (~450 crates in its tree). Its debug rlib is ~1.4 GB with
 //! full debug info; the workspace builds it with `debug = false`. Enabling `qdrant` next to

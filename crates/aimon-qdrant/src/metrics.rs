@@ -91,6 +91,9 @@ pub(crate) async fn save(backend: &QdrantBackend, metrics: &[Metric]) -> Result<
     Ok(report)
 }
 
+/// The most series ids a samples filter names; more select through the scroll instead.
+const MAX_IDS_IN_FILTER: usize = 1_000;
+
 /// The live samples of the series `ids` that a range and tags select, sorted by (timestamp,
 /// tags) within each series.
 async fn samples_of(
@@ -101,7 +104,11 @@ async fn samples_of(
     cutoff: Option<i64>,
 ) -> Result<Vec<StoredSample>> {
     let wanted: std::collections::BTreeSet<&str> = ids.iter().map(String::as_str).collect();
-    let ir = filter::samples(Some(ids.clone()), range, tags, cutoff);
+    // A long id list would be cloned for every scroll page (and, on a server, sent with every
+    // request, up to its size limit): past a bound the filter leaves it out and the `wanted`
+    // check below selects the series.
+    let by_id = (ids.len() <= MAX_IDS_IN_FILTER).then(|| ids.clone());
+    let ir = filter::samples(by_id, range, tags, cutoff);
     let mut out = Vec::new();
     for (_, p) in backend.engine.scroll(Collection::Samples, &ir).await? {
         let s = payload::decode_sample(&p)?;

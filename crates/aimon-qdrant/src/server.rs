@@ -71,8 +71,13 @@ pub fn to_filter(ir: &FilterIr) -> Option<qdrant::Filter> {
         .must
         .iter()
         .map(|c| match c {
+            // Explicitly `Keyword`: the client turns a plain `String` with whitespace into a
+            // full-text match, a substring scan where the embedded mode matches exactly.
             Condition::Keyword { field, any_of } => match any_of.as_slice() {
-                [one] => qdrant::Condition::matches(*field, one.clone()),
+                [one] => qdrant::Condition::matches(
+                    *field,
+                    qdrant::r#match::MatchValue::Keyword(one.clone()),
+                ),
                 many => qdrant::Condition::matches(*field, many.to_vec()),
             },
             Condition::IntRange { field, gte, lt } => {
@@ -153,7 +158,9 @@ fn client_error(e: qdrant_client::QdrantError) -> Error {
     let kind = match &e {
         E::ResponseError { status } => match status.code() {
             tonic::Code::Unavailable => ErrorKind::Unavailable,
-            tonic::Code::DeadlineExceeded => ErrorKind::Timeout,
+            // The client's own timeout arrives as `Cancelled`.
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ErrorKind::Timeout,
+            tonic::Code::Aborted => ErrorKind::Unavailable,
             tonic::Code::NotFound => ErrorKind::NotFound,
             tonic::Code::InvalidArgument => ErrorKind::InvalidInput,
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
@@ -462,6 +469,26 @@ mod tests {
             "{text}"
         );
         assert!(to_filter(&FilterIr::new()).is_none());
+    }
+
+    #[test]
+    fn a_value_with_spaces_is_an_exact_keyword_match() {
+        for ir in [
+            FilterIr::new().keyword(field::SERIES_ID, "gpu 1"),
+            FilterIr::new().keyword(field::LABEL_KV, "env=prod east"),
+        ] {
+            let filter = to_filter(&ir).unwrap();
+            let Some(qdrant::condition::ConditionOneOf::Field(condition)) =
+                filter.must[0].condition_one_of.clone()
+            else {
+                panic!("a field condition expected: {filter:?}");
+            };
+            let value = condition.r#match.and_then(|m| m.match_value);
+            assert!(
+                matches!(value, Some(qdrant::r#match::MatchValue::Keyword(_))),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]
