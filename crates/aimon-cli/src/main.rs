@@ -86,7 +86,9 @@ fn one_line(rendered: &str) -> String {
 fn init_tracing(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(match verbose {
-            0 => "warn",
+            // The embedded Qdrant engine warns about its own internals at every start
+            // ("Feature flags not initialized!"), which no user can act on.
+            0 => "warn,qdrant_edge=error",
             1 => "info",
             2 => "debug",
             _ => "trace",

@@ -67,6 +67,12 @@
 //! `Unsupported`. Qdrant has no change feed: `subscribe` delivers the events of this process's
 //! writes (`cross_process_events` is false), as the InfluxDB backend does.
 //!
+//! ## Measured
+//! `aimon bench --similarity 100000 --queries 20` (release, 2-core machine under load): embedded
+//! Qdrant 11,124 alert upserts/s, `find_similar_alerts` p50 28 ms / p95 38 ms over 100,000
+//! alerts; SQLite brute force 29,197 upserts/s, p50 2,926 ms / p95 3,413 ms. `aimon demo` on
+//! `qdrant-edge://` writes its 1,036,800 samples at 15,414 samples/s (one point per sample).
+//!
 //! ## Known limits
 //! - Embedded disk use grows with the total volume written: qdrant-edge 0.7.2 never truncates
 //!   its WAL and the driver does not call `optimize()`, so deletes (retention sweeps included)
