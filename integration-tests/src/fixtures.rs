@@ -202,20 +202,67 @@ pub async fn qdrant_edge() -> Option<Fixture> {
     )
 }
 
-/// A Qdrant server: `AIMON_TEST_QDRANT_URL` (`qdrant://host:6334[?api_key=…&tls=true]`), one
-/// set of collections per `open` (option `collection_prefix` = the namespace; they are left on
-/// the server). No local binary or container is tried yet: without the variable the backend is
-/// skipped (or fails under `AIMON_REQUIRE=qdrant`).
+/// A Qdrant server: `AIMON_TEST_QDRANT_URL` (`qdrant://host:6334[?api_key=…&tls=true&rest_port=…]`),
+/// else a local `qdrant` binary on free ports, else (feature `containers`) the pinned
+/// `qdrant/qdrant` image ([`QDRANT`]). One set of collections per `open` (option
+/// `collection_prefix` = the namespace); on a server the variable names they are left behind,
+/// a started server takes them with it.
 #[cfg(feature = "qdrant-edge")]
 pub async fn qdrant() -> Option<Fixture> {
-    let Ok(url) = std::env::var("AIMON_TEST_QDRANT_URL") else {
-        return skip("qdrant", "AIMON_TEST_QDRANT_URL is not set");
+    let server = match resolve_server(&QDRANT).await {
+        Ok(server) => server,
+        Err(reason) => return skip("qdrant", &reason),
     };
-    Some(Fixture::new("qdrant", move |namespace| {
-        StorageConfig::from_url(namespace, url.clone())
-            .expect("AIMON_TEST_QDRANT_URL is a qdrant:// URL")
-            .option("collection_prefix", namespace)
-    }))
+    let url = server.url.clone();
+    Some(
+        Fixture::new("qdrant", move |namespace| {
+            StorageConfig::from_url(namespace, url.clone())
+                .expect("a qdrant:// URL")
+                .option("collection_prefix", namespace)
+        })
+        .with_guard(server),
+    )
+}
+
+/// A Qdrant server: the local `qdrant` binary with a temporary config (gRPC on the free port,
+/// REST on another, written to `rest.port`), or the pinned image with both ports published.
+pub const QDRANT: ServerSpec = ServerSpec {
+    backend: "qdrant",
+    binary: "qdrant",
+    args: qdrant_args,
+    readiness: Readiness::TcpAccept,
+    url: |env| {
+        let rest = std::fs::read_to_string(env.dir.join("rest.port")).unwrap_or_default();
+        format!("qdrant://127.0.0.1:{}?rest_port={}", env.port, rest.trim())
+    },
+    startup_timeout: Duration::from_secs(60),
+    container: Some(QDRANT_CONTAINER),
+};
+
+/// The pinned Qdrant image: gRPC 6334 (the driver's port) and REST 6333 (snapshots). Qdrant
+/// 1.19 is within one minor version of qdrant-client 1.20, the compatibility Qdrant promises.
+pub const QDRANT_CONTAINER: ContainerSpec = ContainerSpec {
+    image: "qdrant/qdrant",
+    tag: "v1.19.0",
+    port: 6334,
+    extra_ports: &[6333],
+    env: &[("QDRANT__TELEMETRY_DISABLED", "true")],
+    url: |host, ports| format!("qdrant://{host}:{}?rest_port={}", ports[0], ports[1]),
+};
+
+fn qdrant_args(env: &ServerEnv) -> Vec<OsString> {
+    let rest = free_port().unwrap_or(0);
+    let dir = env.dir.display();
+    let config = format!(
+        "telemetry_disabled: true\n\
+         storage:\n  storage_path: \"{dir}/storage\"\n  snapshots_path: \"{dir}/snapshots\"\n\
+         service:\n  host: 127.0.0.1\n  http_port: {rest}\n  grpc_port: {port}\n",
+        port = env.port,
+    );
+    let path = env.dir.join("qdrant.yaml");
+    let _ = std::fs::write(&path, config);
+    let _ = std::fs::write(env.dir.join("rest.port"), rest.to_string());
+    vec!["--config-path".into(), path.into_os_string()]
 }
 
 /// A standalone `redis-server`: foreground, no persistence, in its own temporary directory.
@@ -237,7 +284,8 @@ pub const REDIS_CONTAINER: ContainerSpec = ContainerSpec {
     tag: "7.4.1",
     port: 6379,
     env: &[],
-    url: |host, port| format!("redis://{host}:{port}/0"),
+    extra_ports: &[],
+    url: |host, ports| format!("redis://{host}:{}/0", ports[0]),
 };
 
 fn redis_args(env: &ServerEnv) -> Vec<OsString> {
@@ -658,7 +706,8 @@ pub const POSTGRES: ServerSpec = ServerSpec {
         tag: "16.4",
         port: 5432,
         env: &[("POSTGRES_HOST_AUTH_METHOD", "trust")],
-        url: |host, port| format!("postgres://postgres@{host}:{port}/postgres"),
+        extra_ports: &[],
+        url: |host, ports| format!("postgres://postgres@{host}:{}/postgres", ports[0]),
     }),
 };
 
@@ -720,7 +769,8 @@ pub const TIMESCALE: ServerSpec = ServerSpec {
         tag: "2.17.2-pg16",
         port: 5432,
         env: &[("POSTGRES_HOST_AUTH_METHOD", "trust")],
-        url: |host, port| format!("timescale://postgres@{host}:{port}/postgres"),
+        extra_ports: &[],
+        url: |host, ports| format!("timescale://postgres@{host}:{}/postgres", ports[0]),
     }),
 };
 
@@ -856,7 +906,8 @@ pub const INFLUXDB: ServerSpec = ServerSpec {
         tag: "1.8.10",
         port: 8086,
         env: &[("INFLUXDB_REPORTING_DISABLED", "true")],
-        url: |host, port| format!("influxdb://{host}:{port}/aimon"),
+        extra_ports: &[],
+        url: |host, ports| format!("influxdb://{host}:{}/aimon", ports[0]),
     }),
 };
 
@@ -1108,10 +1159,13 @@ pub struct ContainerSpec {
     pub tag: &'static str,
     /// The port the server listens on inside the container.
     pub port: u16,
+    /// Further ports to publish (Qdrant's REST port next to its gRPC port).
+    pub extra_ports: &'static [u16],
     /// Environment of the container (`POSTGRES_PASSWORD`…).
     pub env: &'static [(&'static str, &'static str)],
-    /// The URL of the started server from the host and mapped port.
-    pub url: fn(host: &str, port: u16) -> String,
+    /// The URL of the started server from the host and the mapped ports: `port`'s first, then
+    /// `extra_ports`' in order.
+    pub url: fn(host: &str, ports: &[u16]) -> String,
 }
 
 impl ContainerSpec {
@@ -1503,8 +1557,13 @@ fn start_container(backend: &str, spec: &ContainerSpec) -> std::result::Result<S
     let docker = docker_engine()?;
     let name = container_name(backend);
     let mut run = Command::new(&docker);
-    run.args(["run", "-d", "--rm", "--name", &name, "-p"])
-        .arg(format!("127.0.0.1::{}", spec.port));
+    run.args(["run", "-d", "--rm", "--name", &name]);
+    let inside: Vec<u16> = std::iter::once(spec.port)
+        .chain(spec.extra_ports.iter().copied())
+        .collect();
+    for port in &inside {
+        run.arg("-p").arg(format!("127.0.0.1::{port}"));
+    }
     for (key, value) in spec.env {
         run.arg("-e").arg(format!("{key}={value}"));
     }
@@ -1522,26 +1581,31 @@ fn start_container(backend: &str, spec: &ContainerSpec) -> std::result::Result<S
     }
     let watchdog = Watchdog::spawn(&format!("docker rm -f {name} >/dev/null 2>&1"))
         .map_err(|e| format!("cannot start the container watchdog: {e}"))?;
-    let port_out = Command::new(&docker)
-        .args(["port", &name, &spec.port.to_string()])
-        .output()
-        .map_err(|e| format!("docker port: {e}"))?;
-    let mapped = String::from_utf8_lossy(&port_out.stdout);
-    let port: u16 = mapped
-        .lines()
-        .next()
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.trim().parse().ok())
-        .ok_or_else(|| format!("cannot read the mapped port from {mapped:?}"))?;
+    let mut ports = Vec::with_capacity(inside.len());
+    for port in &inside {
+        let port_out = Command::new(&docker)
+            .args(["port", &name, &port.to_string()])
+            .output()
+            .map_err(|e| format!("docker port: {e}"))?;
+        let mapped = String::from_utf8_lossy(&port_out.stdout);
+        ports.push(
+            mapped
+                .lines()
+                .next()
+                .and_then(|l| l.rsplit(':').next())
+                .and_then(|p| p.trim().parse::<u16>().ok())
+                .ok_or_else(|| format!("cannot read the mapped port from {mapped:?}"))?,
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !port_accepts(port) {
+    while !ports.iter().all(|p| port_accepts(*p)) {
         if Instant::now() > deadline {
             return Err(format!("container {name} not ready after 120 s"));
         }
         std::thread::sleep(Duration::from_millis(250));
     }
     Ok(Server {
-        url: (spec.url)("127.0.0.1", port),
+        url: (spec.url)("127.0.0.1", &ports),
         source: ServerSource::Container,
         _guard: Some(Box::new(watchdog)),
     })
@@ -1876,6 +1940,36 @@ mod tests {
             );
         }
         assert_ne!(REDIS_CONTAINER.tag, "latest");
+    }
+
+    /// Qdrant needs two ports: gRPC for the driver, REST for snapshots. Both reach the URL,
+    /// from a container's mapped ports and from a local server's config.
+    #[test]
+    fn qdrant_servers_publish_grpc_and_rest() {
+        assert_ne!(QDRANT_CONTAINER.tag, "latest");
+        assert_eq!(QDRANT_CONTAINER.reference(), "qdrant/qdrant:v1.19.0");
+        assert_eq!(
+            (QDRANT_CONTAINER.url)("127.0.0.1", &[40001, 40002]),
+            "qdrant://127.0.0.1:40001?rest_port=40002"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let env = ServerEnv {
+            port: 40003,
+            dir: dir.path().to_path_buf(),
+        };
+        let args = (QDRANT.args)(&env);
+        assert_eq!(args[0], "--config-path");
+        let config = std::fs::read_to_string(&args[1]).unwrap();
+        let rest = std::fs::read_to_string(dir.path().join("rest.port")).unwrap();
+        assert!(config.contains("grpc_port: 40003"), "{config}");
+        assert!(config.contains(&format!("http_port: {rest}")), "{config}");
+        assert!(config.contains(&format!("{}/storage", dir.path().display())));
+        assert_eq!(
+            (QDRANT.url)(&env),
+            format!("qdrant://127.0.0.1:40003?rest_port={rest}")
+        );
+        // The URL parses as the driver's configuration.
+        StorageConfig::from_url("q", (QDRANT.url)(&env)).unwrap();
     }
 
     #[cfg(feature = "redis")]

@@ -124,10 +124,6 @@ impl QdrantBackend {
             err
         }
     }
-
-    fn is_embedded(&self) -> bool {
-        matches!(self.config.mode, QdrantMode::Embedded { .. })
-    }
 }
 
 #[allow(unused_variables)]
@@ -182,9 +178,9 @@ impl StorageBackend for QdrantBackend {
             // Events of this process's writes; Qdrant itself has no change notifications.
             pub_sub: true,
             cross_process_events: false,
-            // Embedded: a flushed copy of the shard directories. Server snapshots need the
-            // REST port and are not implemented yet.
-            native_backup: self.is_embedded(),
+            // Embedded: a flushed copy of the shard directories; server: collection snapshots
+            // downloaded over the REST port.
+            native_backup: true,
             similarity_search: true,
             agent_state_history: false,
             retention: RetentionMechanism::Sweep,
@@ -303,13 +299,7 @@ impl StorageBackend for QdrantBackend {
         self.check_open(OP)?;
         match format {
             BackupFormat::Portable => aimon_core::archive::write(self, path).await,
-            BackupFormat::Native if self.is_embedded() => {
-                crate::backup::native_backup(self, path).await
-            }
-            BackupFormat::Native => Err(Error::unsupported(
-                "a native backup of a Qdrant server (snapshots need the REST port; use the \
-                 portable format)",
-            )),
+            BackupFormat::Native => crate::backup::native_backup(self, path).await,
         }
         .map_err(|e| self.fail(OP, e))
     }
@@ -319,12 +309,7 @@ impl StorageBackend for QdrantBackend {
         self.check_open(OP)?;
         match format {
             BackupFormat::Portable => aimon_core::archive::restore(self, path).await,
-            BackupFormat::Native if self.is_embedded() => {
-                crate::backup::native_restore(self, path).await
-            }
-            BackupFormat::Native => Err(Error::unsupported(
-                "a native restore into a Qdrant server; use the portable format",
-            )),
+            BackupFormat::Native => crate::backup::native_restore(self, path).await,
         }
         .map_err(|e| self.fail(OP, e))
     }

@@ -1,8 +1,10 @@
-//! Native backup of the embedded mode: every shard flushed under its writer lock and its
-//! directory copied (sparse-aware), plus a manifest. A native restore opens a scratch copy of
-//! each shard, reads every point, checks the whole backup (decoding and validating every item)
-//! and only then merges it with the write rules: retention applied, the latest agent state
-//! kept, series `created_at` kept.
+//! Native backups. Embedded: every shard flushed under its writer lock and its directory copied
+//! (sparse-aware), plus a manifest; a restore opens a scratch copy of each shard. Server: one
+//! collection snapshot per kind, downloaded over the REST port, plus a manifest
+//! ([`crate::snapshot`]); a restore uploads each into a scratch collection. Either way the
+//! restore reads every point, checks the whole backup (decoding and validating every item) and
+//! only then merges it with the write rules: retention applied, the latest agent state kept,
+//! series `created_at` kept.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -7,6 +7,7 @@
 //! | `qdrant://host:6334` | a Qdrant server over gRPC (plain) |
 //! | `qdrant://host:6334?tls=true` | the same over TLS (`https://`, the system's root certificates) |
 //! | `qdrant://host:6334?api_key=KEY` | with an API key (also the option `api_key` or the environment variable [`API_KEY_ENV`]) |
+//! | `qdrant://host:6334?rest_port=6333` | the REST port native backups use (default [`DEFAULT_REST_PORT`], same host and TLS) |
 //!
 //! Options: the retention trio; server mode also `api_key`, `collection_prefix` (default
 //! [`DEFAULT_COLLECTION_PREFIX`]; collections are `<prefix>_<kind>`) and `timeout_ms`. Any
@@ -26,6 +27,9 @@ pub const API_KEY_ENV: &str = "AIMON_QDRANT_API_KEY";
 pub const DEFAULT_COLLECTION_PREFIX: &str = "aimon";
 /// The gRPC port of a Qdrant server.
 pub const DEFAULT_GRPC_PORT: u16 = 6334;
+/// The REST port of a Qdrant server: native backups download and upload snapshots there
+/// (qdrant-client's snapshot download is a default feature this crate leaves off).
+pub const DEFAULT_REST_PORT: u16 = 6333;
 /// Per-request timeout unless `timeout_ms` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -59,6 +63,8 @@ pub enum QdrantMode {
     Server {
         /// `http://host:port` or `https://host:port`: what qdrant-client connects to.
         endpoint: String,
+        /// `http(s)://host:rest_port`: the REST API, for snapshot downloads and uploads.
+        rest_endpoint: String,
         api_key: Option<ApiKey>,
         collection_prefix: String,
         timeout: Duration,
@@ -73,12 +79,14 @@ impl fmt::Debug for QdrantMode {
             }
             QdrantMode::Server {
                 endpoint,
+                rest_endpoint,
                 api_key,
                 collection_prefix,
                 timeout,
             } => f
                 .debug_struct("Server")
                 .field("endpoint", endpoint)
+                .field("rest_endpoint", rest_endpoint)
                 .field("api_key", &api_key.as_ref().map(|_| "***"))
                 .field("collection_prefix", collection_prefix)
                 .field("timeout", timeout)
@@ -119,7 +127,11 @@ impl QdrantConfig {
                 path: parse_edge_path(url)?,
             }
         } else if scheme.eq_ignore_ascii_case("qdrant") {
-            let (endpoint, url_key) = parse_server_url(url)?;
+            let ServerUrl {
+                endpoint,
+                rest_endpoint,
+                api_key: url_key,
+            } = parse_server_url(url)?;
             let option_key = options.string("api_key")?;
             let api_key = url_key
                 .or(option_key)
@@ -135,6 +147,7 @@ impl QdrantConfig {
                 .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
             QdrantMode::Server {
                 endpoint,
+                rest_endpoint,
                 api_key,
                 collection_prefix,
                 timeout,
@@ -177,8 +190,15 @@ fn parse_edge_path(url: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(decoded.as_ref()))
 }
 
-/// `qdrant://host[:port][?api_key=..&tls=true]` → (`http(s)://host:port`, api key).
-fn parse_server_url(raw: &str) -> Result<(String, Option<String>)> {
+/// What a `qdrant://` URL names.
+struct ServerUrl {
+    endpoint: String,
+    rest_endpoint: String,
+    api_key: Option<String>,
+}
+
+/// `qdrant://host[:port][?api_key=..&tls=true&rest_port=..]`.
+fn parse_server_url(raw: &str) -> Result<ServerUrl> {
     let url = url::Url::parse(raw)
         .map_err(|e| Error::config(format!("invalid qdrant URL {}: {e}", redact_url(raw))))?;
     let host = url
@@ -200,6 +220,7 @@ fn parse_server_url(raw: &str) -> Result<(String, Option<String>)> {
     let port = url.port().unwrap_or(DEFAULT_GRPC_PORT);
     let mut tls = false;
     let mut api_key = None;
+    let mut rest_port = DEFAULT_REST_PORT;
     for (k, v) in url.query_pairs() {
         match k.as_ref() {
             "tls" => {
@@ -215,9 +236,17 @@ fn parse_server_url(raw: &str) -> Result<(String, Option<String>)> {
                 }
             }
             "api_key" => api_key = Some(v.into_owned()),
+            "rest_port" => {
+                rest_port = v.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
+                    Error::config(format!(
+                        "{}: rest_port must be a port number (1-65535)",
+                        redact_url(raw)
+                    ))
+                })?;
+            }
             other => {
                 return Err(Error::config(format!(
-                    "{}: unknown URL parameter {other:?} (known: tls, api_key)",
+                    "{}: unknown URL parameter {other:?} (known: tls, api_key, rest_port)",
                     redact_url(raw)
                 )));
             }
@@ -229,7 +258,11 @@ fn parse_server_url(raw: &str) -> Result<(String, Option<String>)> {
     } else {
         host.to_owned()
     };
-    Ok((format!("{scheme}://{host}:{port}"), api_key))
+    Ok(ServerUrl {
+        endpoint: format!("{scheme}://{host}:{port}"),
+        rest_endpoint: format!("{scheme}://{host}:{rest_port}"),
+        api_key,
+    })
 }
 
 fn check_prefix(prefix: &str) -> Result<()> {
@@ -288,6 +321,15 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(server("qdrant://db").0, "http://db:6334");
+        let rest = |u: &str| match parse(u).unwrap().mode {
+            QdrantMode::Server { rest_endpoint, .. } => rest_endpoint,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(rest("qdrant://db"), "http://db:6333");
+        assert_eq!(
+            rest("qdrant://db:7000?tls=true&rest_port=7001"),
+            "https://db:7001"
+        );
         assert_eq!(server("qdrant://db:7000?tls=true").0, "https://db:7000");
         assert_eq!(server("qdrant://[::1]:6334").0, "http://[::1]:6334");
         let (_, key) = server("qdrant://db?api_key=s3cret");
@@ -297,6 +339,8 @@ mod tests {
             "qdrant://db?foo=1",
             "qdrant://u:p@db",
             "qdrant://db/x",
+            "qdrant://db?rest_port=0",
+            "qdrant://db?rest_port=http",
         ] {
             assert_eq!(
                 parse(bad).unwrap_err().kind(),

@@ -5,7 +5,7 @@
 //! | mode | URL | feature | verified |
 //! |---|---|---|---|
 //! | embedded engine (`qdrant-edge` =0.7.2, in-process, no server) | `qdrant-edge:///path` | `qdrant-edge` | the whole conformance suite and the similarity checks, in CI (`integration-tests/tests/qdrant_edge.rs`) |
-//! | server (`qdrant-client` 1.20, gRPC) | `qdrant://host:6334[?tls=true][&api_key=…]` | `qdrant` (default) | compiles; request building is unit-tested here; the suites run against a server only where `AIMON_TEST_QDRANT_URL` is set |
+//! | server (`qdrant-client` 1.20, gRPC; REST for snapshots) | `qdrant://host:6334[?tls=true][&api_key=…][&rest_port=6333]` | `qdrant` (default) | compiles; request building (collections, indexes, filters, ids, chunking, snapshot manifests and REST URLs) is unit-tested here; the suites run against a server only where `AIMON_TEST_QDRANT_URL` is set or the test fixtures can start a `qdrant` binary or the pinned `qdrant/qdrant` container |
 //!
 //! ```no_run
 //! # async fn demo() -> aimon_core::Result<()> {
@@ -63,8 +63,12 @@
 //! `BackupFormat::Native` (embedded only) flushes every shard under its writer lock and copies
 //! the directories (sparse-aware: the engine preallocates 64 MiB of WAL per shard) with a
 //! manifest, and a native restore reads a scratch copy and merges it with the write rules.
-//! On a server, native backups (snapshots over the REST port) are not implemented:
-//! `Unsupported`. Qdrant has no change feed: `subscribe` delivers the events of this process's
+//! On a server, `BackupFormat::Native` is one collection snapshot per kind, made over gRPC,
+//! downloaded from the REST port (`rest_port`, default 6333) and checked against the server's
+//! SHA-256, with a manifest; a native restore uploads each snapshot into a scratch collection,
+//! reads it back, drops it and merges the points with the same rules (the live collections
+//! are never replaced). See [`snapshot`]. The two modes' native backups are not
+//! interchangeable: move data between them with a portable backup. Qdrant has no change feed: `subscribe` delivers the events of this process's
 //! writes (`cross_process_events` is false), as the InfluxDB backend does.
 //!
 //! ## Measured
@@ -85,6 +89,9 @@
 //!   backends count candidates after filtering.
 //! - Server mode: the stale-state rule for agent states (rule 5) holds per process (read, then
 //!   write); two processes writing the same agent can interleave.
+//! - Server mode: a native backup needs the REST port reachable from the client, and a
+//!   snapshot of a collection on a multi-node cluster holds that node's shards only (Qdrant's
+//!   snapshots are per node); use a portable backup for a distributed cluster.
 //!
 //! ## Build cost
 //! `qdrant-edge` is a large crate (~450 crates in its tree). Its debug rlib is ~1.4 GB with
@@ -109,6 +116,8 @@ pub mod rank;
 mod retention;
 #[cfg(feature = "qdrant")]
 pub mod server;
+#[cfg(feature = "qdrant")]
+pub mod snapshot;
 
 pub use backend::QdrantBackend;
 pub use config::{QdrantConfig, QdrantMode};

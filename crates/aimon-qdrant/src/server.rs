@@ -1,10 +1,13 @@
 //! The server mode: a Qdrant server over gRPC through `qdrant-client` 1.20 (default features
 //! off: no second TLS stack). Collections are `<prefix>_<kind>`; each is created with its
-//! vector size and payload indexes when missing.
+//! vector size and payload indexes when missing. An existing collection must have the vector
+//! size this store's embedder gives (`ConfigInvalid` otherwise), and a payload index missing
+//! from it is created. Native backups are collection snapshots ([`crate::snapshot`]).
 //!
-//! Verified only where a server is present (`AIMON_TEST_QDRANT_URL`): this machine's CI has
-//! none. The request building (collection config, indexes, filters, points, chunking) is
-//! unit-tested below without a server.
+//! Verified only where a server is present (`AIMON_TEST_QDRANT_URL`, a `qdrant` binary, or the
+//! test fixtures' pinned container): this machine's CI has none. The request building
+//! (collection config, indexes, vector-size check, filters, points, chunking) is unit-tested
+//! below without a server.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -14,11 +17,11 @@ use async_trait::async_trait;
 use prost::Message;
 use qdrant_client::Qdrant;
 use qdrant_client::qdrant::{
-    self, CountPointsBuilder, CreateCollection, CreateCollectionBuilder,
-    CreateFieldIndexCollection, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance,
-    FieldType, GetPointsBuilder, PointId, PointStruct, PointsIdsList, Query, QueryPointsBuilder,
-    ScrollPointsBuilder, SearchParamsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
-    point_id::PointIdOptions,
+    self, CollectionInfo, CountPointsBuilder, CreateCollection, CreateCollectionBuilder,
+    CreateFieldIndexCollection, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
+    DeleteSnapshotRequestBuilder, Distance, FieldType, GetPointsBuilder, PointId, PointStruct,
+    PointsIdsList, Query, QueryPointsBuilder, ScrollPointsBuilder, SearchParamsBuilder,
+    UpsertPointsBuilder, VectorParamsBuilder, point_id::PointIdOptions,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -27,6 +30,7 @@ use crate::config::QdrantMode;
 use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point};
 use crate::filter::{Condition, FilterIr, float_bounds};
 use crate::payload::{IndexKind, indexes};
+use crate::snapshot::{self, Manifest, Rest};
 
 /// A gRPC request may carry at most 32 MiB (the server's default `max_request_size_mb`);
 /// upserts are split below this, with room for the request's own fields.
@@ -60,6 +64,42 @@ pub fn index_requests(name: &str, collection: Collection) -> Vec<CreateFieldInde
                 .build()
         })
         .collect()
+}
+
+/// The index requests of the fields `info` (an existing collection) has no index for.
+pub fn missing_index_requests(
+    name: &str,
+    collection: Collection,
+    info: &CollectionInfo,
+) -> Vec<CreateFieldIndexCollection> {
+    index_requests(name, collection)
+        .into_iter()
+        .filter(|r| !info.payload_schema.contains_key(&r.field_name))
+        .collect()
+}
+
+/// Checks that an existing collection has one unnamed vector of `dimension`: a collection made
+/// by a store with another embedder (or by something else) is `ConfigInvalid`, not a stream of
+/// failed upserts later.
+pub fn check_vector_size(name: &str, info: &CollectionInfo, dimension: usize) -> Result<()> {
+    let config = info
+        .config
+        .as_ref()
+        .and_then(|c| c.params.as_ref())
+        .and_then(|p| p.vectors_config.as_ref())
+        .and_then(|v| v.config.as_ref());
+    match config {
+        Some(qdrant::vectors_config::Config::Params(p)) if p.size == dimension as u64 => Ok(()),
+        Some(qdrant::vectors_config::Config::Params(p)) => Err(Error::config(format!(
+            "the Qdrant collection {name} holds vectors of size {}, this store's embedder \
+             makes {dimension}: use another collection_prefix, or the embedder it was made with",
+            p.size
+        ))),
+        _ => Err(Error::config(format!(
+            "the Qdrant collection {name} does not have one unnamed vector: it was not made by \
+             aimon; use another collection_prefix"
+        ))),
+    }
 }
 
 /// The client's filter for an IR; `None` for an empty one.
@@ -154,14 +194,19 @@ fn json_payload(payload: HashMap<String, qdrant::Value>) -> Map<String, Value> {
 /// A client error as an aimon error; never includes the API key (tonic's status carries the
 /// server's message and metadata only, and the key is request metadata, not response).
 fn client_error(e: qdrant_client::QdrantError) -> Error {
+    Error::new(client_error_kind(&e), format!("qdrant: {e}"))
+}
+
+fn client_error_kind(e: &qdrant_client::QdrantError) -> ErrorKind {
     use qdrant_client::QdrantError as E;
-    let kind = match &e {
+    match e {
         E::ResponseError { status } => match status.code() {
             tonic::Code::Unavailable => ErrorKind::Unavailable,
             // The client's own timeout arrives as `Cancelled`.
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ErrorKind::Timeout,
             tonic::Code::Aborted => ErrorKind::Unavailable,
             tonic::Code::NotFound => ErrorKind::NotFound,
+            tonic::Code::AlreadyExists => ErrorKind::Conflict,
             tonic::Code::InvalidArgument => ErrorKind::InvalidInput,
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
                 ErrorKind::ConfigInvalid
@@ -170,15 +215,16 @@ fn client_error(e: qdrant_client::QdrantError) -> Error {
         },
         E::ResourceExhaustedError { .. } => ErrorKind::Unavailable,
         _ => ErrorKind::Backend,
-    };
-    Error::new(kind, format!("qdrant: {e}"))
+    }
 }
 
 /// The collections of one namespace on a server.
 pub struct ServerEngine {
     client: Qdrant,
+    rest: Rest,
     endpoint: String,
     prefix: String,
+    dimension: usize,
 }
 
 impl std::fmt::Debug for ServerEngine {
@@ -195,6 +241,7 @@ impl ServerEngine {
     pub async fn connect(mode: &QdrantMode, dimension: usize) -> Result<Self> {
         let QdrantMode::Server {
             endpoint,
+            rest_endpoint,
             api_key,
             collection_prefix,
             timeout,
@@ -211,32 +258,148 @@ impl ServerEngine {
             .map_err(client_error)?;
         let engine = ServerEngine {
             client,
+            rest: Rest::new(rest_endpoint, api_key.clone(), *timeout)?,
             endpoint: endpoint.clone(),
             prefix: collection_prefix.clone(),
+            dimension,
         };
         for c in Collection::ALL {
-            let name = engine.name(c);
-            let exists = engine
-                .client
-                .collection_exists(name.as_str())
-                .await
-                .map_err(client_error)?;
-            if !exists {
-                engine
-                    .client
-                    .create_collection(create_collection_request(&name, c.dimension(dimension)))
-                    .await
-                    .map_err(client_error)?;
-                for request in index_requests(&name, c) {
-                    engine
-                        .client
-                        .create_field_index(request)
-                        .await
-                        .map_err(client_error)?;
-                }
-            }
+            engine.ensure_collection(c).await?;
         }
         Ok(engine)
+    }
+
+    /// Creates the collection when missing (another process creating it at the same time is
+    /// fine), checks its vector size and creates the payload indexes it lacks.
+    async fn ensure_collection(&self, collection: Collection) -> Result<()> {
+        let name = self.name(collection);
+        let exists = self
+            .client
+            .collection_exists(name.as_str())
+            .await
+            .map_err(client_error)?;
+        if !exists {
+            let request = create_collection_request(&name, collection.dimension(self.dimension));
+            match self.client.create_collection(request).await {
+                Ok(_) => {}
+                Err(e) if client_error_kind(&e) == ErrorKind::Conflict => {}
+                Err(e) => return Err(client_error(e)),
+            }
+        }
+        let info = self.info(&name).await?;
+        check_vector_size(&name, &info, collection.dimension(self.dimension))?;
+        for request in missing_index_requests(&name, collection, &info) {
+            self.client
+                .create_field_index(request)
+                .await
+                .map_err(client_error)?;
+        }
+        Ok(())
+    }
+
+    async fn info(&self, name: &str) -> Result<CollectionInfo> {
+        self.client
+            .collection_info(name)
+            .await
+            .map_err(client_error)?
+            .result
+            .ok_or_else(|| Error::new(ErrorKind::Backend, format!("no info for {name}")))
+    }
+
+    /// Every point of the collection `name` that `filter` selects.
+    async fn scroll_named(
+        &self,
+        name: &str,
+        filter: &FilterIr,
+    ) -> Result<Vec<(Uuid, Map<String, Value>)>> {
+        let filter = to_filter(filter);
+        let mut out = Vec::new();
+        let mut offset: Option<PointId> = None;
+        loop {
+            let mut request = ScrollPointsBuilder::new(name)
+                .limit(SCROLL_PAGE)
+                .with_payload(true);
+            if let Some(f) = &filter {
+                request = request.filter(f.clone());
+            }
+            if let Some(o) = offset.take() {
+                request = request.offset(o);
+            }
+            let response = self.client.scroll(request).await.map_err(client_error)?;
+            for p in response.result {
+                if let Some(id) = uuid_of(p.id) {
+                    out.push((id, json_payload(p.payload)));
+                }
+            }
+            match response.next_page_offset {
+                Some(next) => offset = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Snapshots one collection, downloads it into `dir` and deletes the server's copy.
+    async fn backup_collection(
+        &self,
+        collection: Collection,
+        dir: &Path,
+    ) -> Result<snapshot::Entry> {
+        let name = self.name(collection);
+        let description = self
+            .client
+            .create_snapshot(name.as_str())
+            .await
+            .map_err(client_error)?
+            .snapshot_description
+            .ok_or_else(|| Error::new(ErrorKind::Backend, format!("no snapshot made of {name}")))?;
+        let file = Manifest::file_name(collection);
+        let downloaded = self
+            .rest
+            .download(&name, &description.name, &dir.join(&file))
+            .await;
+        // The server's copy goes whatever happened: snapshots fill its disk otherwise.
+        let deleted = self
+            .client
+            .delete_snapshot(DeleteSnapshotRequestBuilder::new(
+                name.as_str(),
+                description.name.as_str(),
+            ))
+            .await;
+        let (bytes, sha256) = downloaded?;
+        if let Err(e) = deleted {
+            tracing::warn!(collection = %name, snapshot = %description.name, error = %client_error(e), "could not delete the server's snapshot after downloading it");
+        }
+        if let Some(expected) = description.checksum.filter(|c| !c.is_empty())
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(Error::new(
+                ErrorKind::Corrupted,
+                format!(
+                    "the snapshot of {name} arrived with SHA-256 {sha256}, the server made \
+                     {expected}"
+                ),
+            ));
+        }
+        Ok(snapshot::Entry {
+            kind: collection.name().to_owned(),
+            file,
+            bytes,
+            sha256,
+        })
+    }
+
+    /// Uploads one collection's snapshot as a scratch collection and reads every point back.
+    async fn read_snapshot(
+        &self,
+        dir: &Path,
+        entry: &snapshot::Entry,
+        scratch: &str,
+    ) -> Result<Vec<Map<String, Value>>> {
+        self.rest
+            .upload(scratch, &dir.join(&entry.file), &entry.sha256)
+            .await?;
+        let points = self.scroll_named(scratch, &FilterIr::new()).await?;
+        Ok(points.into_iter().map(|(_, payload)| payload).collect())
     }
 
     fn name(&self, collection: Collection) -> String {
@@ -301,30 +464,7 @@ impl Engine for ServerEngine {
         collection: Collection,
         filter: &FilterIr,
     ) -> Result<Vec<(Uuid, Map<String, Value>)>> {
-        let filter = to_filter(filter);
-        let mut out = Vec::new();
-        let mut offset: Option<PointId> = None;
-        loop {
-            let mut request = ScrollPointsBuilder::new(self.name(collection))
-                .limit(SCROLL_PAGE)
-                .with_payload(true);
-            if let Some(f) = &filter {
-                request = request.filter(f.clone());
-            }
-            if let Some(o) = offset.take() {
-                request = request.offset(o);
-            }
-            let response = self.client.scroll(request).await.map_err(client_error)?;
-            for p in response.result {
-                if let Some(id) = uuid_of(p.id) {
-                    out.push((id, json_payload(p.payload)));
-                }
-            }
-            match response.next_page_offset {
-                Some(next) => offset = Some(next),
-                None => return Ok(out),
-            }
-        }
+        self.scroll_named(&self.name(collection), filter).await
     }
 
     async fn search(
@@ -391,12 +531,49 @@ impl Engine for ServerEngine {
         Ok(extra)
     }
 
-    async fn native_backup(&self, _dir: &Path) -> Result<u64> {
-        Err(Error::unsupported("native backups of a Qdrant server"))
+    async fn native_backup(&self, dir: &Path) -> Result<u64> {
+        tokio::fs::create_dir(dir).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Backend,
+                format!("cannot create {}: {e}", dir.display()),
+            )
+        })?;
+        let mut manifest = Manifest::new(self.dimension);
+        for c in Collection::ALL {
+            match self.backup_collection(c, dir).await {
+                Ok(entry) => manifest.collections.push(entry),
+                Err(e) => {
+                    // No half backup is left to be mistaken for a whole one.
+                    let _ = tokio::fs::remove_dir_all(dir).await;
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = manifest.write(dir) {
+            let _ = tokio::fs::remove_dir_all(dir).await;
+            return Err(e);
+        }
+        Ok(aimon_core::archive::dir_size(dir))
     }
 
-    async fn read_native_backup(&self, _dir: &Path) -> Result<BackupPayloads> {
-        Err(Error::unsupported("native restores into a Qdrant server"))
+    async fn read_native_backup(&self, dir: &Path) -> Result<BackupPayloads> {
+        let manifest = Manifest::read(dir, self.dimension)?;
+        manifest.verify_files(dir).await?;
+        let restore_id = Uuid::new_v4();
+        let mut out = Vec::new();
+        for c in Collection::ALL {
+            let entry = manifest
+                .entry(c)
+                .expect("Manifest::read checks every collection has an entry");
+            let scratch = snapshot::scratch_name(&self.prefix, &restore_id, c);
+            let read = self.read_snapshot(dir, entry, &scratch).await;
+            // The scratch collection goes whatever happened (the upload may have made it).
+            if let Err(e) = self.client.delete_collection(scratch.as_str()).await {
+                tracing::warn!(collection = %scratch, error = %client_error(e), "could not drop a restore's scratch collection");
+            }
+            out.push((c, read?));
+        }
+        Ok(out)
     }
 
     async fn close(&self) -> Result<()> {

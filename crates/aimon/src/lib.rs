@@ -13,7 +13,7 @@
 //! | `postgres` | PostgreSQL, native time partitions | `postgres://`, `postgresql://` |
 //! | `timescale` | PostgreSQL with TimescaleDB (hypertable mode; not verified in CI) | `timescale://` |
 //! | `influxdb` | InfluxDB 1.x (v1 API), the v2 write API of 2.x / 3.x | `influxdb://`, `influxdb+https://`, `influxdb2://` |
-//! | `qdrant` | a Qdrant server over gRPC (compiles and is unit-tested; run against a server only where `AIMON_TEST_QDRANT_URL` is set) | `qdrant://host:6334` |
+//! | `qdrant` | a Qdrant server over gRPC (compiles and is unit-tested; run against a server only where `AIMON_TEST_QDRANT_URL`, a `qdrant` binary or Docker is there) | `qdrant://host:6334` |
 //! | `qdrant-edge` | the embedded Qdrant engine, in-process (implies `qdrant`; a long first compile) | `qdrant-edge:///path` |
 //!
 //! Asking for a backend whose feature is off is a clear [`ErrorKind::ConfigInvalid`] error

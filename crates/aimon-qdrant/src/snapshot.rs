@@ -1,0 +1,539 @@
+//! Native backups of a Qdrant server: one collection snapshot per data kind.
+//!
+//! A backup asks the server for a snapshot of each collection (gRPC), downloads it from the
+//! REST port (qdrant-client's own download is behind a default feature this crate leaves off:
+//! it pulls a second TLS stack, and it writes an error page to the file as if it were the
+//! snapshot), checks it against the server's SHA-256, deletes the server's copy and writes a
+//! [`Manifest`]. A restore checks every file against the manifest, uploads each snapshot into a
+//! scratch collection (`POST /collections/<scratch>/snapshots/upload`, which creates it),
+//! reads every point back and drops the scratch collection; the backend then merges the points
+//! with the write rules, exactly as an embedded native restore does. The live collections are
+//! never replaced.
+//!
+//! Verified only where a Qdrant server is present (`AIMON_TEST_QDRANT_URL`, or a container):
+//! this machine's CI has none. The manifest, the checksums and the REST requests' URLs are
+//! unit-tested below.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aimon_core::{Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::config::ApiKey;
+use crate::engine::Collection;
+
+/// The manifest's file name in a server backup directory.
+pub const MANIFEST: &str = "aimon-qdrant-snapshots.json";
+/// The manifest's `format`.
+pub const FORMAT: &str = "aimon-qdrant-server-snapshots";
+/// The manifest's `version`.
+pub const VERSION: u64 = 1;
+/// How much of an error response's body an error message quotes.
+const BODY_QUOTE: usize = 300;
+
+/// What a server backup directory holds: one snapshot file per collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u64,
+    /// The embedder's dimension: the alert and agent-state collections' vector size.
+    pub dimension: usize,
+    pub collections: Vec<Entry>,
+}
+
+/// One collection's snapshot file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// [`Collection::name`].
+    pub kind: String,
+    /// The file's name inside the backup directory.
+    pub file: String,
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+fn corrupted(dir: &Path, problem: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Corrupted,
+        format!(
+            "{} is not a usable Qdrant server backup: {problem}",
+            dir.display()
+        ),
+    )
+}
+
+impl Manifest {
+    pub fn new(dimension: usize) -> Self {
+        Manifest {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            dimension,
+            collections: Vec::new(),
+        }
+    }
+
+    /// The snapshot file name of a collection.
+    pub fn file_name(collection: Collection) -> String {
+        format!("{}.snapshot", collection.name())
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(MANIFEST);
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::new(ErrorKind::Backend, format!("manifest: {e}")))?;
+        std::fs::write(&path, text).map_err(|e| {
+            Error::new(
+                ErrorKind::Backend,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })
+    }
+
+    /// Reads and checks the manifest of `dir`: format, version, the dimension this store uses,
+    /// one entry per collection. Every problem is `Corrupted`, except a missing directory
+    /// (`NotFound`).
+    pub fn read(dir: &Path, dimension: usize) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no backup directory at {}", dir.display()),
+            ));
+        }
+        let path = dir.join(MANIFEST);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            #[cfg(feature = "qdrant-edge")]
+            Err(_) if dir.join(crate::edge::BACKUP_MANIFEST).exists() => {
+                return Err(corrupted(
+                    dir,
+                    "it is an embedded-mode (qdrant-edge://) backup; restore it into an \
+                     embedded store, or move the data with a portable backup",
+                ));
+            }
+            Err(e) => return Err(corrupted(dir, format!("no readable {MANIFEST}: {e}"))),
+        };
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| corrupted(dir, format!("bad manifest: {e}")))?;
+        if manifest.format != FORMAT {
+            return Err(corrupted(
+                dir,
+                format!("format {:?}, expected {FORMAT:?}", manifest.format),
+            ));
+        }
+        if manifest.version != VERSION {
+            return Err(corrupted(
+                dir,
+                format!(
+                    "manifest version {} (this build reads {VERSION})",
+                    manifest.version
+                ),
+            ));
+        }
+        if manifest.dimension != dimension {
+            return Err(corrupted(
+                dir,
+                format!(
+                    "vectors of dimension {}, this store's embedder has {dimension}",
+                    manifest.dimension
+                ),
+            ));
+        }
+        for c in Collection::ALL {
+            let entry = manifest.entry(c).ok_or_else(|| {
+                corrupted(dir, format!("no snapshot of the {} collection", c.name()))
+            })?;
+            let plain = Path::new(&entry.file)
+                .file_name()
+                .is_some_and(|n| n == entry.file.as_str());
+            if !plain {
+                return Err(corrupted(
+                    dir,
+                    format!("snapshot file {:?} is not a plain file name", entry.file),
+                ));
+            }
+        }
+        Ok(manifest)
+    }
+
+    pub fn entry(&self, collection: Collection) -> Option<&Entry> {
+        self.collections
+            .iter()
+            .find(|e| e.kind == collection.name())
+    }
+
+    /// Checks every snapshot file's size and SHA-256 against the manifest.
+    pub async fn verify_files(&self, dir: &Path) -> Result<()> {
+        for entry in &self.collections {
+            let path = dir.join(&entry.file);
+            let (bytes, sha256) = sha256_file(&path)
+                .await
+                .map_err(|e| corrupted(dir, format!("{}: {e}", entry.file)))?;
+            if bytes != entry.bytes || sha256 != entry.sha256 {
+                return Err(corrupted(
+                    dir,
+                    format!(
+                        "{} has {bytes} bytes with SHA-256 {sha256}; the manifest says {} bytes, {}",
+                        entry.file, entry.bytes, entry.sha256
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The size and lower-case hex SHA-256 of a file.
+pub async fn sha256_file(path: &Path) -> std::io::Result<(u64, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok((bytes, hex(&hasher.finalize())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The REST side of a Qdrant server: snapshot download and upload.
+pub struct Rest {
+    client: reqwest::Client,
+    base: url::Url,
+    api_key: Option<ApiKey>,
+}
+
+impl std::fmt::Debug for Rest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rest")
+            .field("base", &self.base.as_str())
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Rest {
+    /// `base` is `http(s)://host:port`; `timeout` bounds connecting and each read (not a whole
+    /// transfer: a snapshot may take longer than one request's timeout to stream).
+    pub fn new(base: &str, api_key: Option<ApiKey>, timeout: Duration) -> Result<Self> {
+        let base = url::Url::parse(base)
+            .map_err(|e| Error::config(format!("Qdrant REST endpoint {base:?}: {e}")))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Backend, format!("HTTP client: {e}")))?;
+        Ok(Rest {
+            client,
+            base,
+            api_key,
+        })
+    }
+
+    fn url(&self, segments: &[&str]) -> url::Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("an http(s) URL has path segments")
+            .clear()
+            .extend(segments);
+        url
+    }
+
+    /// `GET /collections/<collection>/snapshots/<snapshot>`.
+    pub fn snapshot_url(&self, collection: &str, snapshot: &str) -> url::Url {
+        self.url(&["collections", collection, "snapshots", snapshot])
+    }
+
+    /// `POST /collections/<collection>/snapshots/upload?wait=true&priority=snapshot&checksum=…`.
+    pub fn upload_url(&self, collection: &str, sha256: &str) -> url::Url {
+        let mut url = self.url(&["collections", collection, "snapshots", "upload"]);
+        url.query_pairs_mut()
+            .append_pair("wait", "true")
+            .append_pair("priority", "snapshot")
+            .append_pair("checksum", sha256);
+        url
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(key) => request.header("api-key", key.expose()),
+            None => request,
+        }
+    }
+
+    /// Streams a snapshot into the new file `to`; returns its size and SHA-256.
+    pub async fn download(
+        &self,
+        collection: &str,
+        snapshot: &str,
+        to: &Path,
+    ) -> Result<(u64, String)> {
+        let url = self.snapshot_url(collection, snapshot);
+        let mut response = self
+            .authorize(self.client.get(url.clone()))
+            .send()
+            .await
+            .map_err(|e| transport_error("download", &e))?;
+        check_status(&url, response.status(), &mut response).await?;
+        let io = |e: std::io::Error| {
+            Error::new(
+                ErrorKind::Backend,
+                format!("cannot write {}: {e}", to.display()),
+            )
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(to)
+            .await
+            .map_err(io)?;
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error("download", &e))?
+        {
+            hasher.update(&chunk);
+            bytes += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)?;
+        Ok((bytes, hex(&hasher.finalize())))
+    }
+
+    /// Uploads the snapshot file `from` as the collection `collection` (created by the upload).
+    pub async fn upload(&self, collection: &str, from: &Path, sha256: &str) -> Result<()> {
+        let url = self.upload_url(collection, sha256);
+        let file = tokio::fs::File::open(from).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Corrupted,
+                format!("cannot read {}: {e}", from.display()),
+            )
+        })?;
+        let len = file.metadata().await.map(|m| m.len()).unwrap_or_default();
+        let part = reqwest::multipart::Part::stream_with_length(file, len)
+            .file_name("snapshot.snapshot")
+            .mime_str("application/octet-stream")
+            .map_err(|e| transport_error("upload", &e))?;
+        let form = reqwest::multipart::Form::new().part("snapshot", part);
+        let mut response = self
+            .authorize(self.client.post(url.clone()))
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|e| transport_error("upload", &e))?;
+        check_status(&url, response.status(), &mut response).await
+    }
+}
+
+/// A transport failure: the server is away or too slow (retryable).
+fn transport_error(what: &str, e: &reqwest::Error) -> Error {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_connect() || e.is_request() || e.is_body() {
+        ErrorKind::Unavailable
+    } else {
+        ErrorKind::Backend
+    };
+    // reqwest's message names the URL, which holds no secret (the key is a header).
+    Error::new(kind, format!("qdrant snapshot {what}: {e}"))
+}
+
+async fn check_status(
+    url: &url::Url,
+    status: reqwest::StatusCode,
+    response: &mut reqwest::Response,
+) -> Result<()> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let mut body = Vec::new();
+    while body.len() < BODY_QUOTE {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    Err(status_error(url, status, &body))
+}
+
+/// The error of a REST answer that is not a success.
+pub fn status_error(url: &url::Url, status: reqwest::StatusCode, body: &[u8]) -> Error {
+    let kind = match status.as_u16() {
+        401 | 403 => ErrorKind::ConfigInvalid,
+        404 => ErrorKind::NotFound,
+        408 | 429 | 502..=504 => ErrorKind::Unavailable,
+        400 | 422 => ErrorKind::InvalidInput,
+        _ => ErrorKind::Backend,
+    };
+    let body = String::from_utf8_lossy(&body[..body.len().min(BODY_QUOTE)]);
+    Error::new(
+        kind,
+        format!("qdrant REST {} {}: {}", url.path(), status, body.trim()),
+    )
+}
+
+/// A scratch collection name for restoring `collection` from a backup: unique per restore.
+pub fn scratch_name(prefix: &str, restore_id: &uuid::Uuid, collection: Collection) -> String {
+    let id = restore_id.simple().to_string();
+    format!("{prefix}_restore_{}_{}", &id[..12], collection.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(dir: &Path) -> Manifest {
+        let mut m = Manifest::new(384);
+        for c in Collection::ALL {
+            let file = Manifest::file_name(c);
+            std::fs::write(dir.join(&file), c.name()).unwrap();
+            m.collections.push(Entry {
+                kind: c.name().to_owned(),
+                file,
+                bytes: c.name().len() as u64,
+                sha256: hex(&Sha256::digest(c.name().as_bytes())),
+            });
+        }
+        m
+    }
+
+    #[tokio::test]
+    async fn a_manifest_round_trips_and_checks_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest(dir.path());
+        m.write(dir.path()).unwrap();
+        let back = Manifest::read(dir.path(), 384).unwrap();
+        assert_eq!(back, m);
+        back.verify_files(dir.path()).await.unwrap();
+        assert_eq!(
+            back.entry(Collection::Alerts).unwrap().file,
+            "alerts.snapshot"
+        );
+
+        // A changed byte, a missing file: Corrupted, naming the file.
+        std::fs::write(dir.path().join("alerts.snapshot"), "alertS").unwrap();
+        let err = back.verify_files(dir.path()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted);
+        assert!(err.to_string().contains("alerts.snapshot"), "{err}");
+        std::fs::remove_file(dir.path().join("series.snapshot")).unwrap();
+        let err = back.verify_files(dir.path()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted);
+    }
+
+    #[test]
+    fn bad_manifests_are_corrupted_and_a_missing_directory_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let kind = |dir: &Path| Manifest::read(dir, 384).unwrap_err().kind();
+        assert_eq!(kind(&dir.path().join("nope")), ErrorKind::NotFound);
+        assert_eq!(kind(dir.path()), ErrorKind::Corrupted);
+
+        let good = manifest(dir.path());
+        let cases: [fn(&mut Manifest); 5] = [
+            |m| m.format = "other".into(),
+            |m| m.version = 99,
+            |m| m.dimension = 3,
+            |m| {
+                m.collections.pop();
+            },
+            |m| m.collections[0].file = "../../etc/passwd".into(),
+        ];
+        for change in cases {
+            let mut m = good.clone();
+            change(&mut m);
+            m.write(dir.path()).unwrap();
+            assert_eq!(kind(dir.path()), ErrorKind::Corrupted, "{m:?}");
+        }
+        std::fs::write(dir.path().join(MANIFEST), "{not json").unwrap();
+        assert_eq!(kind(dir.path()), ErrorKind::Corrupted);
+    }
+
+    #[test]
+    fn rest_urls_encode_names_and_carry_the_checksum() {
+        let rest = Rest::new(
+            "https://db:6333",
+            Some(ApiKey::new("s3cret")),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            rest.snapshot_url("aimon_alerts", "aimon_alerts-1-2026-11-27.snapshot")
+                .as_str(),
+            "https://db:6333/collections/aimon_alerts/snapshots/aimon_alerts-1-2026-11-27.snapshot"
+        );
+        // A name the server made up is one path segment, whatever it holds.
+        assert_eq!(
+            rest.snapshot_url("c", "a/b?c#d").as_str(),
+            "https://db:6333/collections/c/snapshots/a%2Fb%3Fc%23d"
+        );
+        assert_eq!(
+            rest.upload_url("ns_restore_0123456789ab_alerts", "abc")
+                .as_str(),
+            "https://db:6333/collections/ns_restore_0123456789ab_alerts/snapshots/upload?wait=true&priority=snapshot&checksum=abc"
+        );
+        let text = format!("{rest:?}");
+        assert!(!text.contains("s3cret") && text.contains("***"), "{text}");
+    }
+
+    #[test]
+    fn rest_answers_become_typed_errors() {
+        let url = url::Url::parse("http://db:6333/collections/c/snapshots/s").unwrap();
+        let kind = |code: u16| {
+            status_error(&url, reqwest::StatusCode::from_u16(code).unwrap(), b"").kind()
+        };
+        assert_eq!(kind(401), ErrorKind::ConfigInvalid);
+        assert_eq!(kind(403), ErrorKind::ConfigInvalid);
+        assert_eq!(kind(404), ErrorKind::NotFound);
+        assert_eq!(kind(503), ErrorKind::Unavailable);
+        assert_eq!(kind(400), ErrorKind::InvalidInput);
+        assert_eq!(kind(500), ErrorKind::Backend);
+        let long = vec![b'x'; 10_000];
+        let err = status_error(&url, reqwest::StatusCode::INTERNAL_SERVER_ERROR, &long);
+        assert!(err.to_string().len() < 500, "{}", err.to_string().len());
+    }
+
+    #[test]
+    fn scratch_collections_are_unique_and_valid_names() {
+        let a = scratch_name("ns", &uuid::Uuid::new_v4(), Collection::AgentStates);
+        let b = scratch_name("ns", &uuid::Uuid::new_v4(), Collection::AgentStates);
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("ns_restore_") && a.ends_with("_agent_states"),
+            "{a}"
+        );
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        );
+    }
+
+    #[tokio::test]
+    async fn sha256_of_a_file_is_the_known_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        let (bytes, sum) = sha256_file(&path).await.unwrap();
+        assert_eq!(bytes, 3);
+        assert_eq!(
+            sum,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
