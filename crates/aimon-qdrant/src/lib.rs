@@ -89,6 +89,9 @@
 //!   backends count candidates after filtering.
 //! - Server mode: the stale-state rule for agent states (rule 5) holds per process (read, then
 //!   write); two processes writing the same agent can interleave.
+//! - A portable backup pages alerts and agent states by id (1,000 per page) and each page
+//!   scrolls the whole collection, since Qdrant cannot filter strings by range: its cost grows
+//!   with the square of the item count. On large stores use the native backup.
 //! - Server mode: a native backup needs the REST port reachable from the client, and a
 //!   snapshot of a collection on a multi-node cluster holds that node's shards only (Qdrant's
 //!   snapshots are per node); use a portable backup for a distributed cluster.

@@ -630,6 +630,72 @@ mod tests {
         assert!(requests.iter().all(|r| r.wait == Some(true)));
     }
 
+    fn info_with(size: u64, indexed: &[&str]) -> CollectionInfo {
+        let vectors = qdrant::VectorsConfig {
+            config: Some(qdrant::vectors_config::Config::Params(
+                VectorParamsBuilder::new(size, Distance::Dot).build(),
+            )),
+        };
+        CollectionInfo {
+            config: Some(qdrant::CollectionConfig {
+                params: Some(qdrant::CollectionParams {
+                    vectors_config: Some(vectors),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            payload_schema: indexed
+                .iter()
+                .map(|f| ((*f).to_owned(), qdrant::PayloadSchemaInfo::default()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_existing_collection_must_have_the_embedders_vector_size() {
+        check_vector_size("ns_alerts", &info_with(384, &[]), 384).unwrap();
+        let err = check_vector_size("ns_alerts", &info_with(768, &[]), 384).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
+        assert!(
+            err.to_string().contains("768") && err.to_string().contains("ns_alerts"),
+            "{err}"
+        );
+        // Named vectors (not aimon's layout) or no config at all.
+        let mut named = info_with(384, &[]);
+        named
+            .config
+            .as_mut()
+            .and_then(|c| c.params.as_mut())
+            .unwrap()
+            .vectors_config = Some(qdrant::VectorsConfig {
+            config: Some(qdrant::vectors_config::Config::ParamsMap(
+                qdrant::VectorParamsMap::default(),
+            )),
+        });
+        let err = check_vector_size("c", &named, 384).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
+        let err = check_vector_size("c", &CollectionInfo::default(), 384).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
+    }
+
+    #[test]
+    fn only_missing_payload_indexes_are_created() {
+        let all = index_requests("c", Collection::Alerts);
+        let fields: Vec<&str> = all.iter().map(|r| r.field_name.as_str()).collect();
+        assert!(
+            missing_index_requests("c", Collection::Alerts, &info_with(384, &fields)).is_empty()
+        );
+        let missing =
+            missing_index_requests("c", Collection::Alerts, &info_with(384, &fields[1..]));
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].field_name, fields[0]);
+        assert_eq!(
+            missing_index_requests("c", Collection::Alerts, &info_with(384, &[])).len(),
+            all.len()
+        );
+    }
+
     #[test]
     fn the_ir_becomes_must_conditions() {
         let ir = FilterIr::new()
