@@ -10,7 +10,9 @@
 //! | `qdrant://host:6334?rest_port=6333` | the REST port native backups use (default [`DEFAULT_REST_PORT`], same host and TLS) |
 //!
 //! Options: the retention trio; server mode also `api_key`, `collection_prefix` (default
-//! [`DEFAULT_COLLECTION_PREFIX`]; collections are `<prefix>_<kind>`) and `timeout_ms`. Any
+//! [`DEFAULT_COLLECTION_PREFIX`]; collections are `<prefix>_<kind>`), `timeout_ms` and
+//! `snapshot_timeout_ms` (native backups: making, uploading and recovering a snapshot; default
+//! [`DEFAULT_SNAPSHOT_TIMEOUT`]). Any
 //! other option is a `ConfigInvalid` error that names it. The API key never appears in `Debug`
 //! output, logs or errors.
 
@@ -30,6 +32,9 @@ pub const DEFAULT_GRPC_PORT: u16 = 6334;
 /// The REST port of a Qdrant server: native backups download and upload snapshots there
 /// (qdrant-client's snapshot download is a default feature this crate leaves off).
 pub const DEFAULT_REST_PORT: u16 = 6333;
+/// How long making or recovering one collection snapshot may take unless `snapshot_timeout_ms`
+/// says otherwise: it grows with the collection, far past one request's timeout.
+pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Per-request timeout unless `timeout_ms` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -68,6 +73,8 @@ pub enum QdrantMode {
         api_key: Option<ApiKey>,
         collection_prefix: String,
         timeout: Duration,
+        /// Bounds snapshot creation and upload (native backups).
+        snapshot_timeout: Duration,
     },
 }
 
@@ -83,6 +90,7 @@ impl fmt::Debug for QdrantMode {
                 api_key,
                 collection_prefix,
                 timeout,
+                snapshot_timeout,
             } => f
                 .debug_struct("Server")
                 .field("endpoint", endpoint)
@@ -90,6 +98,7 @@ impl fmt::Debug for QdrantMode {
                 .field("api_key", &api_key.as_ref().map(|_| "***"))
                 .field("collection_prefix", collection_prefix)
                 .field("timeout", timeout)
+                .field("snapshot_timeout", snapshot_timeout)
                 .finish(),
         }
     }
@@ -145,12 +154,16 @@ impl QdrantConfig {
             let timeout = options
                 .positive_u64("timeout_ms")?
                 .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+            let snapshot_timeout = options
+                .positive_u64("snapshot_timeout_ms")?
+                .map_or(DEFAULT_SNAPSHOT_TIMEOUT, Duration::from_millis);
             QdrantMode::Server {
                 endpoint,
                 rest_endpoint,
                 api_key,
                 collection_prefix,
                 timeout,
+                snapshot_timeout,
             }
         } else {
             return Err(Error::config(format!(
@@ -348,6 +361,28 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn snapshots_have_their_own_timeout() {
+        let timeouts =
+            |config: StorageConfig| match QdrantConfig::parse(&config, None).unwrap().mode {
+                QdrantMode::Server {
+                    timeout,
+                    snapshot_timeout,
+                    ..
+                } => (timeout, snapshot_timeout),
+                other => panic!("{other:?}"),
+            };
+        let config = StorageConfig::from_url("q", "qdrant://db").unwrap();
+        assert_eq!(
+            timeouts(config.clone()),
+            (DEFAULT_TIMEOUT, DEFAULT_SNAPSHOT_TIMEOUT)
+        );
+        let config = config.option("snapshot_timeout_ms", 5_000);
+        assert_eq!(timeouts(config.clone()).1, Duration::from_secs(5));
+        let bad = config.option("snapshot_timeout_ms", 0);
+        assert!(QdrantConfig::parse(&bad, None).is_err());
     }
 
     #[test]

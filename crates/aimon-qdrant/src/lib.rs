@@ -60,14 +60,18 @@
 //! ## Retention, backup, events
 //! Qdrant has no TTL: reads hide expired data, `apply_retention` sweeps it (scroll the
 //! candidates, check each, delete by id). `BackupFormat::Portable` is aimon's archive;
-//! `BackupFormat::Native` (embedded only) flushes every shard under its writer lock and copies
+//! embedded, `BackupFormat::Native` flushes every shard under its writer lock and copies
 //! the directories (sparse-aware: the engine preallocates 64 MiB of WAL per shard) with a
 //! manifest, and a native restore reads a scratch copy and merges it with the write rules.
 //! On a server, `BackupFormat::Native` is one collection snapshot per kind, made over gRPC,
 //! downloaded from the REST port (`rest_port`, default 6333) and checked against the server's
 //! SHA-256, with a manifest; a native restore uploads each snapshot into a scratch collection,
 //! reads it back, drops it and merges the points with the same rules (the live collections
-//! are never replaced). See [`snapshot`]. The two modes' native backups are not
+//! are never replaced; scratch collections a killed restore left are dropped by a later one
+//! after a day). The server snapshots one collection after another (samples, then series), not
+//! at one instant: samples whose series went between two snapshots are left out of a restore
+//! with a warning. Making and uploading a snapshot may take `snapshot_timeout_ms` (default one
+//! hour), not the per-request `timeout_ms`. See [`snapshot`]. The two modes' native backups are not
 //! interchangeable: move data between them with a portable backup. Qdrant has no change feed: `subscribe` delivers the events of this process's
 //! writes (`cross_process_events` is false), as the InfluxDB backend does.
 //!

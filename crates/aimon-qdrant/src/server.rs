@@ -37,6 +37,51 @@ use crate::snapshot::{self, Manifest, Rest};
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024 - 64 * 1024;
 const SCROLL_PAGE: u32 = 1000;
 
+/// The order a server backup snapshots the collections in. The snapshots are taken one after
+/// another, not at one instant: samples before series, because writers store a series after
+/// its samples, so a series written meanwhile is in the backup with its samples.
+pub const SNAPSHOT_ORDER: [Collection; 4] = [
+    Collection::Samples,
+    Collection::Series,
+    Collection::Alerts,
+    Collection::AgentStates,
+];
+
+/// Drops the samples whose series is not in a server backup, with a warning: the collections
+/// are snapshotted one at a time, so a retention sweep (or a writer in another process) between
+/// two snapshots can leave samples of a series that is gone. The embedded mode copies every
+/// shard under its writer locks and treats such samples as corruption instead.
+pub fn drop_orphan_samples(collections: &mut BackupPayloads) {
+    let series: std::collections::HashSet<String> = collections
+        .iter()
+        .filter(|(c, _)| *c == Collection::Series)
+        .flat_map(|(_, payloads)| payloads.iter())
+        .filter_map(|p| {
+            p.get(crate::payload::field::ID)?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    for (c, payloads) in collections.iter_mut() {
+        if *c != Collection::Samples {
+            continue;
+        }
+        let before = payloads.len();
+        payloads.retain(|p| {
+            p.get(crate::payload::field::SERIES_ID)
+                .and_then(Value::as_str)
+                .is_some_and(|id| series.contains(id))
+        });
+        let dropped = before - payloads.len();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "samples whose series is not in the server backup are left out (the series went between two collection snapshots)"
+            );
+        }
+    }
+}
+
 /// The collection of `collection` under `prefix`.
 pub fn collection_name(prefix: &str, collection: Collection) -> String {
     format!("{prefix}_{}", collection.name())
@@ -221,6 +266,9 @@ fn client_error_kind(e: &qdrant_client::QdrantError) -> ErrorKind {
 /// The collections of one namespace on a server.
 pub struct ServerEngine {
     client: Qdrant,
+    /// The same server with the snapshot timeout: making a snapshot of a large collection
+    /// takes far longer than one request's timeout.
+    snapshots: Qdrant,
     rest: Rest,
     endpoint: String,
     prefix: String,
@@ -245,20 +293,24 @@ impl ServerEngine {
             api_key,
             collection_prefix,
             timeout,
+            snapshot_timeout,
         } = mode
         else {
             return Err(Error::config("not a qdrant:// configuration"));
         };
-        let client = Qdrant::from_url(endpoint)
-            .api_key(api_key.as_ref().map(|k| k.expose().to_owned()))
-            .timeout(*timeout)
-            // The check would block this thread on its own runtime.
-            .skip_compatibility_check()
-            .build()
-            .map_err(client_error)?;
+        let client = |timeout: std::time::Duration| {
+            Qdrant::from_url(endpoint)
+                .api_key(api_key.as_ref().map(|k| k.expose().to_owned()))
+                .timeout(timeout)
+                // The check would block this thread on its own runtime.
+                .skip_compatibility_check()
+                .build()
+                .map_err(client_error)
+        };
         let engine = ServerEngine {
-            client,
-            rest: Rest::new(rest_endpoint, api_key.clone(), *timeout)?,
+            client: client(*timeout)?,
+            snapshots: client(*snapshot_timeout)?,
+            rest: Rest::new(rest_endpoint, api_key.clone(), *timeout, *snapshot_timeout)?,
             endpoint: endpoint.clone(),
             prefix: collection_prefix.clone(),
             dimension,
@@ -346,7 +398,7 @@ impl ServerEngine {
     ) -> Result<snapshot::Entry> {
         let name = self.name(collection);
         let description = self
-            .client
+            .snapshots
             .create_snapshot(name.as_str())
             .await
             .map_err(client_error)?
@@ -386,6 +438,21 @@ impl ServerEngine {
             bytes,
             sha256,
         })
+    }
+
+    /// Drops this prefix's scratch collections older than [`snapshot::SCRATCH_MAX_AGE_SECS`]:
+    /// left by a restore that was killed or could not drop them. Best effort.
+    async fn drop_stale_scratch(&self, now_secs: u64) {
+        let Ok(list) = self.client.list_collections().await else {
+            return;
+        };
+        for c in list.collections {
+            let stale = snapshot::scratch_started(&self.prefix, &c.name)
+                .is_some_and(|t| now_secs.saturating_sub(t) > snapshot::SCRATCH_MAX_AGE_SECS);
+            if stale && let Err(e) = self.client.delete_collection(c.name.as_str()).await {
+                tracing::warn!(collection = %c.name, error = %client_error(e), "could not drop a stale scratch collection");
+            }
+        }
     }
 
     /// Uploads one collection's snapshot as a scratch collection and reads every point back.
@@ -539,7 +606,7 @@ impl Engine for ServerEngine {
             )
         })?;
         let mut manifest = Manifest::new(self.dimension);
-        for c in Collection::ALL {
+        for c in SNAPSHOT_ORDER {
             match self.backup_collection(c, dir).await {
                 Ok(entry) => manifest.collections.push(entry),
                 Err(e) => {
@@ -559,13 +626,17 @@ impl Engine for ServerEngine {
     async fn read_native_backup(&self, dir: &Path) -> Result<BackupPayloads> {
         let manifest = Manifest::read(dir, self.dimension)?;
         manifest.verify_files(dir).await?;
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.drop_stale_scratch(started).await;
         let restore_id = Uuid::new_v4();
         let mut out = Vec::new();
         for c in Collection::ALL {
             let entry = manifest
                 .entry(c)
                 .expect("Manifest::read checks every collection has an entry");
-            let scratch = snapshot::scratch_name(&self.prefix, &restore_id, c);
+            let scratch = snapshot::scratch_name(&self.prefix, started, &restore_id, c);
             let read = self.read_snapshot(dir, entry, &scratch).await;
             // The scratch collection goes whatever happened (the upload may have made it).
             if let Err(e) = self.client.delete_collection(scratch.as_str()).await {
@@ -573,6 +644,7 @@ impl Engine for ServerEngine {
             }
             out.push((c, read?));
         }
+        drop_orphan_samples(&mut out);
         Ok(out)
     }
 
@@ -694,6 +766,36 @@ mod tests {
             missing_index_requests("c", Collection::Alerts, &info_with(384, &[])).len(),
             all.len()
         );
+    }
+
+    #[test]
+    fn orphan_samples_are_left_out_of_a_server_restore() {
+        let series = |id: &str| {
+            let mut p = Map::new();
+            p.insert(field::ID.into(), json!(id));
+            p
+        };
+        let sample = |sid: &str| {
+            let mut p = Map::new();
+            p.insert(field::SERIES_ID.into(), json!(sid));
+            p
+        };
+        let mut collections: BackupPayloads = vec![
+            (
+                Collection::Samples,
+                vec![sample("a"), sample("gone"), sample("a")],
+            ),
+            (Collection::Series, vec![series("a")]),
+            (Collection::Alerts, vec![series("gone")]),
+        ];
+        drop_orphan_samples(&mut collections);
+        assert_eq!(collections[0].1, vec![sample("a"), sample("a")]);
+        assert_eq!(collections[2].1.len(), 1);
+        assert_eq!(
+            SNAPSHOT_ORDER[..2],
+            [Collection::Samples, Collection::Series]
+        );
+        assert_eq!(SNAPSHOT_ORDER.len(), Collection::ALL.len());
     }
 
     #[test]

@@ -142,10 +142,13 @@ impl Manifest {
                 ),
             ));
         }
-        for c in Collection::ALL {
-            let entry = manifest.entry(c).ok_or_else(|| {
-                corrupted(dir, format!("no snapshot of the {} collection", c.name()))
-            })?;
+        for entry in &manifest.collections {
+            if !Collection::ALL.iter().any(|c| c.name() == entry.kind) {
+                return Err(corrupted(
+                    dir,
+                    format!("unknown collection kind {:?}", entry.kind),
+                ));
+            }
             let plain = Path::new(&entry.file)
                 .file_name()
                 .is_some_and(|n| n == entry.file.as_str());
@@ -153,6 +156,22 @@ impl Manifest {
                 return Err(corrupted(
                     dir,
                     format!("snapshot file {:?} is not a plain file name", entry.file),
+                ));
+            }
+        }
+        for c in Collection::ALL {
+            let entries = manifest
+                .collections
+                .iter()
+                .filter(|e| e.kind == c.name())
+                .count();
+            if entries != 1 {
+                return Err(corrupted(
+                    dir,
+                    format!(
+                        "{entries} snapshots of the {} collection (one expected)",
+                        c.name()
+                    ),
                 ));
             }
         }
@@ -214,7 +233,12 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The REST side of a Qdrant server: snapshot download and upload.
 pub struct Rest {
+    /// Downloads: `timeout` to connect and between reads.
     client: reqwest::Client,
+    /// Uploads: the whole request, server-side recovery included, within the snapshot timeout
+    /// (reqwest's read timeout runs from the moment the request is sent, so a long upload
+    /// would trip it).
+    uploads: reqwest::Client,
     base: url::Url,
     api_key: Option<ApiKey>,
 }
@@ -229,18 +253,32 @@ impl std::fmt::Debug for Rest {
 }
 
 impl Rest {
-    /// `base` is `http(s)://host:port`; `timeout` bounds connecting and each read (not a whole
-    /// transfer: a snapshot may take longer than one request's timeout to stream).
-    pub fn new(base: &str, api_key: Option<ApiKey>, timeout: Duration) -> Result<Self> {
+    /// `base` is `http(s)://host:port`. A download may take as long as it keeps streaming
+    /// (`timeout` bounds connecting and each wait for data); an upload, recovery included, may
+    /// take `snapshot_timeout`.
+    pub fn new(
+        base: &str,
+        api_key: Option<ApiKey>,
+        timeout: Duration,
+        snapshot_timeout: Duration,
+    ) -> Result<Self> {
         let base = url::Url::parse(base)
             .map_err(|e| Error::config(format!("Qdrant REST endpoint {base:?}: {e}")))?;
+        let client_error =
+            |e: reqwest::Error| Error::new(ErrorKind::Backend, format!("HTTP client: {e}"));
         let client = reqwest::Client::builder()
             .connect_timeout(timeout)
             .read_timeout(timeout)
             .build()
-            .map_err(|e| Error::new(ErrorKind::Backend, format!("HTTP client: {e}")))?;
+            .map_err(client_error)?;
+        let uploads = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .timeout(snapshot_timeout)
+            .build()
+            .map_err(client_error)?;
         Ok(Rest {
             client,
+            uploads,
             base,
             api_key,
         })
@@ -270,11 +308,15 @@ impl Rest {
         url
     }
 
-    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.api_key {
-            Some(key) => request.header("api-key", key.expose()),
-            None => request,
-        }
+    fn authorize(&self, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder> {
+        let Some(key) = &self.api_key else {
+            return Ok(request);
+        };
+        let mut value = reqwest::header::HeaderValue::from_str(key.expose())
+            .map_err(|_| Error::config("the Qdrant API key is not a valid HTTP header value"))?;
+        // Kept out of any `Debug` of the request.
+        value.set_sensitive(true);
+        Ok(request.header("api-key", value))
     }
 
     /// Streams a snapshot into the new file `to`; returns its size and SHA-256.
@@ -286,7 +328,7 @@ impl Rest {
     ) -> Result<(u64, String)> {
         let url = self.snapshot_url(collection, snapshot);
         let mut response = self
-            .authorize(self.client.get(url.clone()))
+            .authorize(self.client.get(url.clone()))?
             .send()
             .await
             .map_err(|e| transport_error("download", &e))?;
@@ -334,7 +376,7 @@ impl Rest {
             .map_err(|e| transport_error("upload", &e))?;
         let form = reqwest::multipart::Form::new().part("snapshot", part);
         let mut response = self
-            .authorize(self.client.post(url.clone()))
+            .authorize(self.uploads.post(url.clone()))?
             .multipart(form)
             .send()
             .await
@@ -390,10 +432,38 @@ pub fn status_error(url: &url::Url, status: reqwest::StatusCode, body: &[u8]) ->
     )
 }
 
-/// A scratch collection name for restoring `collection` from a backup: unique per restore.
-pub fn scratch_name(prefix: &str, restore_id: &uuid::Uuid, collection: Collection) -> String {
+/// How old a scratch collection must be before a later restore drops it as left over (a
+/// restore that was killed, or whose drop failed).
+pub const SCRATCH_MAX_AGE_SECS: u64 = 24 * 3600;
+
+/// A scratch collection name for restoring `collection` from a backup:
+/// `<prefix>_restore_<unix seconds>_<6 hex>_<kind>`, unique per restore.
+pub fn scratch_name(
+    prefix: &str,
+    started_secs: u64,
+    restore_id: &uuid::Uuid,
+    collection: Collection,
+) -> String {
     let id = restore_id.simple().to_string();
-    format!("{prefix}_restore_{}_{}", &id[..12], collection.name())
+    format!(
+        "{prefix}_restore_{started_secs}_{}_{}",
+        &id[..6],
+        collection.name()
+    )
+}
+
+/// When the scratch collection `name` of `prefix` was made (unix seconds); `None` for any name
+/// [`scratch_name`] did not make, so nothing else is ever taken for one.
+pub fn scratch_started(prefix: &str, name: &str) -> Option<u64> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix("_restore_")?;
+    let (secs, rest) = rest.split_once('_')?;
+    let (id, kind) = rest.split_once('_')?;
+    let is_hex = id.len() == 6 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let known = Collection::ALL.iter().any(|c| c.name() == kind);
+    if !(is_hex && known && !secs.is_empty() && secs.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    secs.parse().ok()
 }
 
 #[cfg(test)]
@@ -446,7 +516,7 @@ mod tests {
         assert_eq!(kind(dir.path()), ErrorKind::Corrupted);
 
         let good = manifest(dir.path());
-        let cases: [fn(&mut Manifest); 5] = [
+        let cases: [fn(&mut Manifest); 7] = [
             |m| m.format = "other".into(),
             |m| m.version = 99,
             |m| m.dimension = 3,
@@ -454,6 +524,16 @@ mod tests {
                 m.collections.pop();
             },
             |m| m.collections[0].file = "../../etc/passwd".into(),
+            |m| {
+                let mut extra = m.collections[0].clone();
+                extra.file = "/etc/shadow".into();
+                m.collections.push(extra);
+            },
+            |m| {
+                let mut extra = m.collections[0].clone();
+                extra.kind = "other".into();
+                m.collections.push(extra);
+            },
         ];
         for change in cases {
             let mut m = good.clone();
@@ -471,6 +551,7 @@ mod tests {
             "https://db:6333",
             Some(ApiKey::new("s3cret")),
             Duration::from_secs(1),
+            Duration::from_secs(60),
         )
         .unwrap();
         assert_eq!(
@@ -510,18 +591,33 @@ mod tests {
     }
 
     #[test]
-    fn scratch_collections_are_unique_and_valid_names() {
-        let a = scratch_name("ns", &uuid::Uuid::new_v4(), Collection::AgentStates);
-        let b = scratch_name("ns", &uuid::Uuid::new_v4(), Collection::AgentStates);
+    fn scratch_collections_are_unique_valid_names_that_tell_their_age() {
+        let secs = 1_780_000_000;
+        let a = scratch_name("ns", secs, &uuid::Uuid::new_v4(), Collection::AgentStates);
+        let b = scratch_name("ns", secs, &uuid::Uuid::new_v4(), Collection::AgentStates);
         assert_ne!(a, b);
         assert!(
-            a.starts_with("ns_restore_") && a.ends_with("_agent_states"),
+            a.starts_with("ns_restore_1780000000_") && a.ends_with("_agent_states"),
             "{a}"
         );
         assert!(
             a.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         );
+        assert!(a.len() < 255);
+        assert_eq!(scratch_started("ns", &a), Some(secs));
+        // Only names a restore made are taken for scratch collections.
+        for other in [
+            "ns_alerts",
+            "ns_restore_alerts",
+            "ns_restore_12_abcdef",
+            "ns_restore_12_abcdeg_alerts",
+            "ns_restore_x1_abcdef_alerts",
+            "ns_restore_12_abcdef_other",
+            "ns2_restore_12_abcdef_alerts",
+        ] {
+            assert_eq!(scratch_started("ns", other), None, "{other}");
+        }
     }
 
     #[tokio::test]
