@@ -354,7 +354,7 @@ impl LineBuffer {
     }
 }
 
-fn gzip(body: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn gzip(body: &[u8]) -> Result<Vec<u8>> {
     let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
     encoder
         .write_all(body)
