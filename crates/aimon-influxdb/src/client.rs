@@ -314,7 +314,7 @@ impl Client {
 pub(crate) struct LineBuffer {
     pub text: String,
     /// End offsets of every line.
-    ends: Vec<usize>,
+    pub ends: Vec<usize>,
 }
 
 impl LineBuffer {
@@ -322,11 +322,6 @@ impl LineBuffer {
     pub fn end_line(&mut self) {
         self.text.push('\n');
         self.ends.push(self.text.len());
-    }
-
-    /// Records line ends appended to `text` directly (each just after a `\n`).
-    pub fn extend_ends(&mut self, ends: Vec<usize>) {
-        self.ends.extend(ends);
     }
 
     /// Byte slices of at most `max_lines` whole lines and (unless one line alone is longer)

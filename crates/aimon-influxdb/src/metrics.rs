@@ -45,6 +45,22 @@ fn push_series_key(s: &mut String, series_id: &str, tags: &Tags) {
     }
 }
 
+/// About the bytes of the lines of `metric`'s samples: its first series key unescaped, and the
+/// longest value and timestamp texts. A guess to size the buffer, not a bound.
+fn estimated_lines_bytes(metric: &Metric) -> usize {
+    let key = metric.values.first().map_or(0, |v| {
+        SAMPLES.len()
+            + ",sid=".len()
+            + metric.id.len()
+            + v.tags
+                .iter()
+                .map(|(k, v)| 2 + TAG_PREFIX.len() + k.len() + v.len())
+                .sum::<usize>()
+    });
+    // " v=" (3), a float (at most 24), " " (1), microseconds (16), "\n" (1).
+    metric.values.len() * (key + 45)
+}
+
 /// InfluxDB's limit on a series key (measurement and tags, escaped): `models.MaxKeyLength`.
 pub(crate) const MAX_SERIES_KEY_BYTES: usize = 65_535;
 
@@ -63,7 +79,7 @@ fn push_sample_lines(
     mut keep: impl FnMut(&MetricValue) -> bool,
     mut end_line: impl FnMut(&mut String),
 ) -> Result<u64> {
-    let mut key = String::new();
+    let mut key = String::with_capacity(128);
     let mut offset = 0;
     let mut kept = 0;
     let mut ints = itoa::Buffer::new();
@@ -133,9 +149,16 @@ fn encode_write<'a>(
     let mut samples = LineBuffer::default();
     let mut events = Vec::new();
     let mut docs: BTreeMap<&str, Metric> = BTreeMap::new();
+    // Sized once for the whole batch rather than grown (and copied) run after run.
+    samples
+        .text
+        .reserve(metrics.iter().map(estimated_lines_bytes).sum());
+    samples
+        .ends
+        .reserve(metrics.iter().map(|m| m.values.len()).sum());
     for (m, metric) in metrics.iter().enumerate() {
-        // Every sample's series key is checked, live or not; only live samples get lines.
-        let mut ends = Vec::with_capacity(metric.values.len());
+        // Every sample's series key is checked, live or not; only live samples get lines (a
+        // metric without any adds no line end).
         let live = push_sample_lines(
             &mut samples.text,
             m,
@@ -143,7 +166,7 @@ fn encode_write<'a>(
             |v| RetentionPolicy::is_live(cutoff, v.timestamp),
             |s| {
                 s.push('\n');
-                ends.push(s.len());
+                samples.ends.push(s.len());
             },
         )?;
         report.expired += metric.values.len() as u64 - live;
@@ -156,7 +179,6 @@ fn encode_write<'a>(
             .or_insert_with(|| time::to_micros(time::truncate(metric.created_at)));
         // One metadata line per series: the last write of the batch wins.
         docs.insert(&metric.id, series_doc(metric, created_at));
-        samples.extend_ends(ends);
         report.written += live;
         events.push(StorageEvent::MetricWritten {
             backend: backend.to_owned(),
