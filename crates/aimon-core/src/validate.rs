@@ -93,22 +93,39 @@ fn bounded_plain(field: impl fmt::Display, value: &str, max: usize) -> Result<()
     Ok(())
 }
 
-/// Whether every byte is printable ASCII, `0x20..=0x7e`: eight bytes at a time, then one by
-/// one. A byte outside the range sets the high bit of its lane in `w` (≥ 0x80), `w - 0x20…`
-/// (< 0x20) or `w + 0x01…` (0x7f); a borrow or carry between lanes starts only at such a byte,
-/// so it can flag another lane only when the word is rejected anyway.
+/// Whether every byte is printable ASCII, `0x20..=0x7e`, a word at a time: eight bytes per
+/// step and an overlapping last word (two overlapping four-byte words below eight bytes). A
+/// byte outside the range sets the high bit of its lane in `w` (≥ 0x80), `w - 0x20…` (< 0x20)
+/// or `w + 0x01…` (0x7f); a borrow or carry between lanes starts only at such a byte, so it
+/// can flag another lane only of a word that is rejected anyway.
 #[inline]
 fn printable_ascii(bytes: &[u8]) -> bool {
-    const LANES: u64 = u64::from_ne_bytes([0x01; 8]);
-    let mut chunks = bytes.chunks_exact(8);
-    let mut flags = 0u64;
-    for chunk in &mut chunks {
+    const L8: u64 = u64::from_ne_bytes([0x01; 8]);
+    const L4: u32 = u32::from_ne_bytes([0x01; 4]);
+    let bad8 = |chunk: &[u8]| {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let w = u64::from_le_bytes(word);
-        flags |= w | w.wrapping_sub(0x20 * LANES) | w.wrapping_add(LANES);
+        (w | w.wrapping_sub(0x20 * L8) | w.wrapping_add(L8)) & (0x80 * L8)
+    };
+    let bad4 = |chunk: &[u8]| {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(chunk);
+        let w = u32::from_le_bytes(word);
+        (w | w.wrapping_sub(0x20 * L4) | w.wrapping_add(L4)) & (0x80 * L4)
+    };
+    let n = bytes.len();
+    if n >= 8 {
+        let mut flags = bad8(&bytes[n - 8..]);
+        for chunk in bytes.chunks_exact(8) {
+            flags |= bad8(chunk);
+        }
+        flags == 0
+    } else if n >= 4 {
+        bad4(&bytes[..4]) | bad4(&bytes[n - 4..]) == 0
+    } else {
+        bytes.iter().all(|b| (0x20..0x7f).contains(b))
     }
-    flags & (0x80 * LANES) == 0 && chunks.remainder().iter().all(|b| (0x20..0x7f).contains(b))
 }
 
 /// Whether a tag key and value are short printable ASCII, which [`tags`] accepts without a
