@@ -81,8 +81,7 @@ fn bounded_plain(field: impl fmt::Display, value: &str, max: usize) -> Result<()
     }
     // Most names are ASCII without control bytes: one pass over the bytes settles them, and
     // only the rest are decoded (Unicode's C1 controls U+0080..=U+009F are not single bytes).
-    let suspect = |b: &u8| *b < 0x20 || *b >= 0x7f;
-    if !value.as_bytes().iter().any(suspect) {
+    if printable_ascii(value.as_bytes()) {
         return Ok(());
     }
     if let Some(c) = value.chars().find(|c| c.is_control()) {
@@ -92,6 +91,53 @@ fn bounded_plain(field: impl fmt::Display, value: &str, max: usize) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// Whether every byte is printable ASCII, `0x20..=0x7e`, a word at a time: eight bytes per
+/// step and an overlapping last word (two overlapping four-byte words below eight bytes). A
+/// byte outside the range sets the high bit of its lane in `w` (≥ 0x80), `w - 0x20…` (< 0x20)
+/// or `w + 0x01…` (0x7f); a borrow or carry between lanes starts only at such a byte, so it
+/// can flag another lane only of a word that is rejected anyway.
+#[inline]
+fn printable_ascii(bytes: &[u8]) -> bool {
+    const L8: u64 = u64::from_ne_bytes([0x01; 8]);
+    const L4: u32 = u32::from_ne_bytes([0x01; 4]);
+    let bad8 = |chunk: &[u8]| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        (w | w.wrapping_sub(0x20 * L8) | w.wrapping_add(L8)) & (0x80 * L8)
+    };
+    let bad4 = |chunk: &[u8]| {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(chunk);
+        let w = u32::from_le_bytes(word);
+        (w | w.wrapping_sub(0x20 * L4) | w.wrapping_add(L4)) & (0x80 * L4)
+    };
+    let n = bytes.len();
+    if n >= 8 {
+        let mut flags = bad8(&bytes[n - 8..]);
+        for chunk in bytes.chunks_exact(8) {
+            flags |= bad8(chunk);
+        }
+        flags == 0
+    } else if n >= 4 {
+        bad4(&bytes[..4]) | bad4(&bytes[n - 4..]) == 0
+    } else {
+        bytes.iter().all(|b| (0x20..0x7f).contains(b))
+    }
+}
+
+/// Whether a tag key and value are short printable ASCII, which [`tags`] accepts without a
+/// closer look (and without building the field names its errors would carry).
+#[inline]
+fn plain_tag(key: &str, value: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_NAME_BYTES
+        && !value.is_empty()
+        && value.len() <= MAX_TAG_VALUE_BYTES
+        && printable_ascii(key.as_bytes())
+        && printable_ascii(value.as_bytes())
 }
 
 /// Checks free text (descriptions, annotation values): anything but NUL, bounded.
@@ -129,6 +175,10 @@ pub fn timestamp(field: impl fmt::Display, ts: DateTime<Utc>) -> Result<()> {
 /// Checks a tag map (sample tags, alert labels).
 pub fn tags(field: impl fmt::Display, tags: &Tags) -> Result<()> {
     for (key, value) in tags {
+        // Runs for every tag of every sample: the usual tag is settled here.
+        if plain_tag(key, value) {
+            continue;
+        }
         name(format_args!("{field} key {key:?}"), key)?;
         bounded_plain(format_args!("{field}[{key:?}]"), value, MAX_TAG_VALUE_BYTES)?;
     }
@@ -197,6 +247,13 @@ pub fn metric(metric: &Metric) -> Result<()> {
     timestamp("metric created_at", metric.created_at).map_err(ctx)?;
     timestamp("metric updated_at", metric.updated_at).map_err(ctx)?;
     for (i, sample) in metric.values.iter().enumerate() {
+        // Runs for every sample: the usual one is settled without building field names.
+        if sample.value.is_finite()
+            && time::in_range(sample.timestamp)
+            && sample.tags.iter().all(|(k, v)| plain_tag(k, v))
+        {
+            continue;
+        }
         if !sample.value.is_finite() {
             return Err(Error::invalid_input(
                 format_args!("values[{i}].value"),
@@ -300,6 +357,41 @@ mod tests {
         }
         assert!(name("name", "quotes ' \" , = * \\ 🚀").is_ok());
         assert!(name("name", "é\u{a0}ü").is_ok());
+    }
+
+    #[test]
+    fn printable_ascii_matches_the_bytewise_rule() {
+        let naive = |b: &[u8]| b.iter().all(|c| (0x20..0x7f).contains(c));
+        for len in 0..=20 {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    for fill in [b'a', b' ', b'~'] {
+                        let mut bytes = vec![fill; len];
+                        bytes[at] = byte;
+                        assert_eq!(printable_ascii(&bytes), naive(&bytes), "{bytes:?}");
+                        // A second odd byte next to it, for borrows and carries between lanes.
+                        if at + 1 < len {
+                            for other in [0x00, 0x1f, 0x20, 0x7e, 0x7f, 0x80, 0xff] {
+                                bytes[at + 1] = other;
+                                assert_eq!(printable_ascii(&bytes), naive(&bytes), "{bytes:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tag_errors_name_the_key() {
+        let m = cpu().with_value(MetricValue::new(time::now(), 1.0).tag("bad\u{85}", "v"));
+        let err = metric(&m).unwrap_err();
+        assert!(err.to_string().contains("values[0].tags key"), "{err}");
+        let m = cpu().with_value(MetricValue::new(time::now(), 1.0).tag("k", ""));
+        let err = metric(&m).unwrap_err();
+        assert!(err.to_string().contains("values[0].tags[\"k\"]"), "{err}");
+        let ok = cpu().with_value(MetricValue::new(time::now(), 1.0).tag("zone 🚀", "é"));
+        assert!(metric(&ok).is_ok());
     }
 
     #[test]

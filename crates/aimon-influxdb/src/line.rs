@@ -106,8 +106,19 @@ pub fn push_string_field(out: &mut String, s: &str) {
 /// Appends a float field value: the shortest text that reads back as the same `f64`.
 pub fn push_float(out: &mut String, v: f64) {
     // `ryu`'s shortest round-trip form, with an exponent for very large or small magnitudes
-    // (`1e300`), which every InfluxDB parser reads. Values are finite (validated).
-    out.push_str(ryu::Buffer::new().format(v));
+    // (`1e300`), which every InfluxDB parser reads. Values are finite (validated). zmij
+    // prints the same digits in the same layout, except `e+` for a positive exponent: the `+`
+    // is dropped so that the bytes are ryu's exactly.
+    let mut buffer = zmij::Buffer::new();
+    let text = buffer.format(v);
+    match text.bytes().position(|b| b == b'+') {
+        // `+` only ever follows the `e`, an ASCII byte: both ends are char boundaries.
+        Some(plus) => {
+            out.push_str(&text[..plus]);
+            out.push_str(&text[plus + 1..]);
+        }
+        None => out.push_str(text),
+    }
 }
 
 /// Appends an integer field value (`123i`).
@@ -240,6 +251,17 @@ mod tests {
             }
         }
 
+        /// `push_float` writes exactly ryu's text, for any finite bit pattern.
+        #[test]
+        fn floats_are_written_as_ryu_writes_them(bits in any::<u64>()) {
+            let v = f64::from_bits(bits);
+            prop_assume!(v.is_finite());
+            let mut out = String::new();
+            push_float(&mut out, v);
+            let mut reference = ryu::Buffer::new();
+            prop_assert_eq!(out.as_str(), reference.format_finite(v));
+        }
+
         #[test]
         fn tag_encoding_round_trips(value in text()) {
             prop_assert_eq!(decode_tag_text(&encode_tag_text(&value)).into_owned(), value.clone());
@@ -278,5 +300,29 @@ mod tests {
         push_float(&mut f, 0.1);
         assert_eq!(f, "1e300-0.00.1");
         assert_eq!(decode_tag_text("100%"), "100%");
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            1e15,
+            1e16,
+            1e17,
+            123456789012345680.0,
+            9007199254740993.0,
+            1e-5,
+            1e-6,
+            0.000123,
+            1.7976931348623157e308,
+            f64::MIN_POSITIVE,
+            5e-324,
+            -2.2250738585072014e-308,
+            100.0 + 1.5 * 96.0,
+        ] {
+            let mut out = String::new();
+            push_float(&mut out, v);
+            let mut reference = ryu::Buffer::new();
+            assert_eq!(out, reference.format_finite(v), "{v:e}");
+        }
     }
 }

@@ -45,6 +45,22 @@ fn push_series_key(s: &mut String, series_id: &str, tags: &Tags) {
     }
 }
 
+/// About the bytes of the lines of `metric`'s samples: its first series key unescaped, and the
+/// longest value and timestamp texts. A guess to size the buffer, not a bound.
+fn estimated_lines_bytes(metric: &Metric) -> usize {
+    let key = metric.values.first().map_or(0, |v| {
+        SAMPLES.len()
+            + ",sid=".len()
+            + metric.id.len()
+            + v.tags
+                .iter()
+                .map(|(k, v)| 2 + TAG_PREFIX.len() + k.len() + v.len())
+                .sum::<usize>()
+    });
+    // " v=" (3), a float (at most 24), " " (1), microseconds (16), "\n" (1).
+    metric.values.len() * (key + 45)
+}
+
 /// InfluxDB's limit on a series key (measurement and tags, escaped): `models.MaxKeyLength`.
 pub(crate) const MAX_SERIES_KEY_BYTES: usize = 65_535;
 
@@ -63,11 +79,23 @@ fn push_sample_lines(
     mut keep: impl FnMut(&MetricValue) -> bool,
     mut end_line: impl FnMut(&mut String),
 ) -> Result<u64> {
-    let mut key = String::new();
+    let mut key = String::with_capacity(128);
     let mut offset = 0;
     let mut kept = 0;
     let mut ints = itoa::Buffer::new();
-    for run in metric.values.chunk_by(|a, b| a.tags == b.tags) {
+    // The run's tags as a slice: each following sample's map is walked once, not twice as by
+    // `==` on two maps (the comparison is most of the cost of finding runs).
+    let mut run_tags: Vec<(&str, &str)> = Vec::new();
+    let mut rest = metric.values.as_slice();
+    while let Some(first) = rest.first() {
+        run_tags.clear();
+        run_tags.extend(first.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let len = 1 + rest[1..]
+            .iter()
+            .take_while(|v| same_tags(&v.tags, &run_tags))
+            .count();
+        let (run, after) = rest.split_at(len);
+        rest = after;
         key.clear();
         push_series_key(&mut key, &metric.id, &run[0].tags);
         if key.len() > MAX_SERIES_KEY_BYTES {
@@ -95,6 +123,15 @@ fn push_sample_lines(
     Ok(kept)
 }
 
+/// Whether `tags` holds exactly the pairs of `flat` (in key order, as a map iterates).
+fn same_tags(tags: &Tags, flat: &[(&str, &str)]) -> bool {
+    tags.len() == flat.len()
+        && tags
+            .iter()
+            .zip(flat)
+            .all(|((k, v), (fk, fv))| v == fv && k == fk)
+}
+
 /// The line protocol `save_metrics` writes for the samples of `metrics` (microsecond
 /// precision, one line each, `\n`-terminated), without core validation or retention: for
 /// outside loaders and the `aimon bench --compare-curl` baseline, which post exactly these
@@ -105,6 +142,97 @@ pub fn sample_lines(metrics: &[Metric]) -> Result<String> {
         push_sample_lines(&mut out, m, metric, |_| true, |s| s.push('\n'))?;
     }
     Ok(out)
+}
+
+/// The requests of one `save_metrics` call, encoded before any is sent.
+struct EncodedWrite<'a> {
+    /// One metadata line per written series.
+    meta: LineBuffer,
+    /// The live samples' lines.
+    samples: LineBuffer,
+    report: WriteReport,
+    events: Vec<StorageEvent>,
+    /// `created_at` (µs) of every written series, for the process's cache.
+    created_at: Vec<(&'a str, i64)>,
+}
+
+/// Encodes a validated batch: the lines of its live samples and of its series documents.
+/// `created` holds the stored `created_at` of known series, and gains the new ones'. Fails
+/// only on a series key over InfluxDB's limit (nothing is sent then).
+fn encode_write<'a>(
+    metrics: &'a [Metric],
+    cutoff: Option<i64>,
+    created: &mut HashMap<String, i64>,
+    backend: &str,
+) -> Result<EncodedWrite<'a>> {
+    let mut report = WriteReport::default();
+    let mut meta = LineBuffer::default();
+    let mut samples = LineBuffer::default();
+    let mut events = Vec::new();
+    let mut docs: BTreeMap<&str, Metric> = BTreeMap::new();
+    // Sized once for the whole batch rather than grown (and copied) run after run.
+    samples
+        .text
+        .reserve(metrics.iter().map(estimated_lines_bytes).sum());
+    samples
+        .ends
+        .reserve(metrics.iter().map(|m| m.values.len()).sum());
+    for (m, metric) in metrics.iter().enumerate() {
+        // Every sample's series key is checked, live or not; only live samples get lines (a
+        // metric without any adds no line end).
+        let live = push_sample_lines(
+            &mut samples.text,
+            m,
+            metric,
+            |v| RetentionPolicy::is_live(cutoff, v.timestamp),
+            |s| {
+                s.push('\n');
+                samples.ends.push(s.len());
+            },
+        )?;
+        report.expired += metric.values.len() as u64 - live;
+        let meta_live = RetentionPolicy::is_live(cutoff, metric.updated_at);
+        if live == 0 && !meta_live && !created.contains_key(&metric.id) {
+            continue;
+        }
+        let created_at = *created
+            .entry(metric.id.clone())
+            .or_insert_with(|| time::to_micros(time::truncate(metric.created_at)));
+        // One metadata line per series: the last write of the batch wins.
+        docs.insert(&metric.id, series_doc(metric, created_at));
+        report.written += live;
+        events.push(StorageEvent::MetricWritten {
+            backend: backend.to_owned(),
+            metric_id: metric.id.clone(),
+            samples: live,
+        });
+    }
+    for (id, doc) in &docs {
+        let s = &mut meta.text;
+        s.push_str(SERIES);
+        s.push_str(",id=");
+        line::push_tag(s, id);
+        s.push_str(" name=");
+        line::push_string_field(s, &doc.name);
+        s.push_str(",doc=");
+        line::push_string_field(
+            s,
+            &serde_json::to_string(doc).map_err(aimon_core::Error::from)?,
+        );
+        s.push_str(" 0");
+        meta.end_line();
+    }
+    let created_at = docs
+        .into_iter()
+        .map(|(id, doc)| (id, time::to_micros(doc.created_at)))
+        .collect();
+    Ok(EncodedWrite {
+        meta,
+        samples,
+        report,
+        events,
+        created_at,
+    })
 }
 
 /// The metadata of a series as stored in its `doc` field: the metric without samples.
@@ -331,57 +459,13 @@ impl InfluxBackend {
         };
         created.extend(stored);
 
-        let mut report = WriteReport::default();
-        let mut meta = LineBuffer::default();
-        let mut samples = LineBuffer::default();
-        let mut events = Vec::new();
-        let mut docs: BTreeMap<&str, Metric> = BTreeMap::new();
-        for (m, metric) in metrics.iter().enumerate() {
-            // Every sample's series key is checked, live or not; only live samples get lines.
-            let mut ends = Vec::with_capacity(metric.values.len());
-            let live = push_sample_lines(
-                &mut samples.text,
-                m,
-                metric,
-                |v| RetentionPolicy::is_live(cutoff, v.timestamp),
-                |s| {
-                    s.push('\n');
-                    ends.push(s.len());
-                },
-            )?;
-            report.expired += metric.values.len() as u64 - live;
-            let meta_live = RetentionPolicy::is_live(cutoff, metric.updated_at);
-            if live == 0 && !meta_live && !created.contains_key(&metric.id) {
-                continue;
-            }
-            let created_at = *created
-                .entry(metric.id.clone())
-                .or_insert_with(|| time::to_micros(time::truncate(metric.created_at)));
-            // One metadata line per series: the last write of the batch wins.
-            docs.insert(&metric.id, series_doc(metric, created_at));
-            samples.extend_ends(ends);
-            report.written += live;
-            events.push(StorageEvent::MetricWritten {
-                backend: self.config.name.clone(),
-                metric_id: metric.id.clone(),
-                samples: live,
-            });
-        }
-        for (id, doc) in &docs {
-            let s = &mut meta.text;
-            s.push_str(SERIES);
-            s.push_str(",id=");
-            line::push_tag(s, id);
-            s.push_str(" name=");
-            line::push_string_field(s, &doc.name);
-            s.push_str(",doc=");
-            line::push_string_field(
-                s,
-                &serde_json::to_string(doc).map_err(aimon_core::Error::from)?,
-            );
-            s.push_str(" 0");
-            meta.end_line();
-        }
+        let EncodedWrite {
+            meta,
+            samples,
+            report,
+            events,
+            created_at,
+        } = encode_write(metrics, cutoff, &mut created, &self.config.name)?;
         if unknown.is_empty() {
             // Every series is stored already: its metadata update and the samples go out at
             // once (a failure of either fails the call, and the retry rewrites both).
@@ -399,8 +483,8 @@ impl InfluxBackend {
         }
         {
             let mut known = self.created.lock().unwrap_or_else(|e| e.into_inner());
-            for (id, doc) in docs {
-                known.insert(id.to_owned(), time::to_micros(doc.created_at));
+            for (id, created_at) in created_at {
+                known.insert(id.to_owned(), created_at);
             }
         }
         events.into_iter().for_each(|e| self.publish(e));
@@ -730,6 +814,99 @@ mod tests {
                 prop_assert_eq!(p.timestamp, Some(*micros));
             }
         }
+    }
+
+    /// The batches of `aimon bench` (crates/aimon-cli/src/bench.rs, `Workload::batch`) at its
+    /// defaults: 200,000 samples round-robin over 100 series, 5,000 per `save_metrics` call,
+    /// each batch one metric per series; fixed times so that every run encodes the same bytes.
+    fn bench_batches() -> Vec<Vec<Metric>> {
+        let (samples, series, batch) = (200_000u64, 100u64, 5_000u64);
+        let run = "1764266400000";
+        let now = time::from_micros(1_764_266_400_000_000);
+        let per_series = samples.div_ceil(series);
+        let spacing_us = (3_600_000_000 / per_series as i64).clamp(1, 1_000_000);
+        let start = time::to_micros(now) - spacing_us * per_series as i64;
+        let ids: Vec<String> = (0..series)
+            .map(|s| format!("bench-{run}/s{s:04}"))
+            .collect();
+        let tags: Vec<Tags> = (0..series)
+            .map(|s| {
+                Tags::from([
+                    ("run".to_owned(), run.to_owned()),
+                    ("series".to_owned(), format!("s{s:04}")),
+                    ("host".to_owned(), format!("host-{}", s % 10)),
+                ])
+            })
+            .collect();
+        (0..samples)
+            .step_by(batch as usize)
+            .map(|first| {
+                let mut metrics: Vec<Metric> = Vec::new();
+                let mut index = vec![usize::MAX; series as usize];
+                for i in first..(first + batch).min(samples) {
+                    let s = (i % series) as usize;
+                    let seq = (i / series) as i64;
+                    if index[s] == usize::MAX {
+                        index[s] = metrics.len();
+                        let mut m =
+                            Metric::new(ids[s].clone(), "aimon.bench.value", MetricType::Gauge);
+                        m.unit = Some("ms".to_owned());
+                        m.created_at = now;
+                        m.updated_at = now;
+                        metrics.push(m);
+                    }
+                    metrics[index[s]].values.push(MetricValue {
+                        timestamp: time::from_micros(start + seq * spacing_us),
+                        value: 100.0 + (i % 97) as f64 * 1.5,
+                        tags: tags[s].clone(),
+                    });
+                }
+                metrics
+            })
+            .collect()
+    }
+
+    /// The client CPU of one `save_metrics` call without the HTTP: validation, encoding and
+    /// the gzip of every request body. Returns the compressed bytes.
+    #[inline(never)]
+    fn client_cpu(batch: &[Metric], created: &mut HashMap<String, i64>) -> usize {
+        validate::metrics(batch).expect("valid");
+        let encoded = encode_write(batch, None, created, "bench").expect("short keys");
+        let mut bytes = 0;
+        for lines in [&encoded.meta, &encoded.samples] {
+            for body in lines.batches(
+                crate::config::DEFAULT_BATCH_LINES,
+                crate::config::DEFAULT_BATCH_BYTES,
+            ) {
+                bytes += crate::client::gzip(body).expect("gzip").len();
+            }
+        }
+        bytes
+    }
+
+    /// Not a check but a measurement, so ignored by default: the client CPU of `aimon bench`'s
+    /// InfluxDB ingest, deterministic under callgrind (instructions of `client_cpu` only):
+    ///
+    /// ```text
+    /// cargo test --release -p aimon-influxdb --lib --no-run
+    /// valgrind --tool=callgrind --toggle-collect='*::tests::client_cpu' \
+    ///     target/release/deps/aimon_influxdb-<hash> metrics::tests::bench_workload_client_cpu --ignored --exact \
+    ///     --test-threads=1
+    /// ```
+    #[test]
+    #[ignore = "a measurement: run under callgrind or with --nocapture for wall time"]
+    fn bench_workload_client_cpu() {
+        let batches = bench_batches();
+        let mut created = HashMap::new();
+        let started = std::time::Instant::now();
+        let bytes: usize = batches.iter().map(|b| client_cpu(b, &mut created)).sum();
+        let elapsed = started.elapsed();
+        println!(
+            "{} batches: {bytes} gzip bytes, {:.3} ms per batch",
+            batches.len(),
+            elapsed.as_secs_f64() * 1e3 / batches.len() as f64
+        );
+        assert_eq!(created.len(), 100);
     }
 
     #[test]
