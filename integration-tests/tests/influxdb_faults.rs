@@ -592,3 +592,65 @@ async fn a_series_key_over_influxdbs_limit_is_invalid_input_and_nothing_is_writt
     assert!(store.get_metric("ok").await.unwrap().is_none());
     assert!(store.get_metric("over").await.unwrap().is_none());
 }
+
+/// Points of `measurement` in the metadata retention policy.
+async fn meta_points(store: &InfluxBackend, measurement: &str) -> i64 {
+    let out = store
+        .influxql(&format!(
+            "SELECT count(\"doc\") FROM \"aimon_meta\".{}",
+            aimon_influxdb::line::ident(measurement)
+        ))
+        .await
+        .unwrap();
+    out[0]
+        .as_array()
+        .and_then(|series| series.first())
+        .map_or(0, |s| s["values"][0][1].as_i64().unwrap())
+}
+
+/// Every heartbeat is a point (the latest per agent wins on read), so `apply_retention` deletes
+/// the superseded ones even without an `agent_state_ttl`: the measurement stays one point per
+/// agent however often agents report. Hostile agent ids are pruned exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_retention_prunes_superseded_agent_states() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let store = open(&fixture, &[]).await;
+    let agents = ["plain", "quote'd \"agent\"", "back\\slash, comma"];
+    for (i, agent) in agents.iter().enumerate() {
+        for beat in 0..5 {
+            let mut state = AgentState::new(format!("{agent}-{beat}"), *agent, "running");
+            state.last_heartbeat = t0() + TimeDelta::seconds(10 * beat + i as i64);
+            store.save_agent_states(&[state]).await.unwrap();
+        }
+    }
+    assert_eq!(meta_points(&store, "agent_states").await, 15);
+
+    let report = store.apply_retention().await.unwrap();
+    assert_eq!(report.agent_states_removed, 0, "nothing expired");
+    assert_eq!(meta_points(&store, "agent_states").await, 3);
+    for (i, agent) in agents.iter().enumerate() {
+        let latest = store.get_agent_state(agent).await.unwrap().expect(agent);
+        assert_eq!(
+            latest.last_heartbeat,
+            t0() + TimeDelta::seconds(40 + i as i64),
+            "{agent}"
+        );
+    }
+    // A stale write is not stored (rule 5), and a second sweep finds nothing to prune.
+    let mut stale = AgentState::new("stale", "plain", "stale");
+    stale.last_heartbeat = t0();
+    store.save_agent_states(&[stale]).await.unwrap();
+    store.apply_retention().await.unwrap();
+    assert_eq!(meta_points(&store, "agent_states").await, 3);
+    assert_eq!(
+        store
+            .get_agent_state("plain")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "running"
+    );
+}

@@ -127,8 +127,8 @@ impl InfluxBackend {
             .collect())
     }
 
-    /// The latest heartbeat (µs) of every agent, live or not.
-    pub(crate) async fn all_latest_heartbeats(&self) -> Result<Vec<i64>> {
+    /// Each agent and the time (µs) of its latest stored state, live or not.
+    pub(crate) async fn all_latest_heartbeats(&self) -> Result<Vec<(String, i64)>> {
         let answer = self
             .client
             .query_one(&format!(
@@ -139,8 +139,61 @@ impl InfluxBackend {
             .await?;
         Ok(docs::<AgentState>(&answer, "agent state")?
             .into_iter()
-            .map(|(ts, _)| ts)
+            .map(|(ts, state)| (state.agent_id, ts))
             .collect())
+    }
+
+    /// Deletes every agent's states older than its latest (`latest`: agent and the latest
+    /// state's time, µs). Reads only ever see the latest state per agent, so the older points
+    /// are dead weight; without this, a heartbeat every few seconds grows the measurement
+    /// forever when there is no `agent_state_ttl`. A state written meanwhile is newer than
+    /// the time each statement names, so it stays. Returns how many points went.
+    pub(crate) async fn prune_superseded_states(&self, latest: &[(String, i64)]) -> Result<u64> {
+        let from = self.from(AGENT_STATES);
+        let mut pruned = 0;
+        for chunk in latest.chunks(AGENTS_PER_STATEMENT) {
+            let counts: Vec<String> = chunk
+                .iter()
+                .map(|(agent, ts)| {
+                    format!(
+                        "SELECT count(\"doc\") FROM {from} WHERE {} AND {}",
+                        any_of("agent_id", &[agent.as_str()]),
+                        time_range(time::MIN_TIMESTAMP_MICROS, *ts)
+                    )
+                })
+                .collect();
+            let old: u64 = self
+                .client
+                .query(&counts.join("; "))
+                .await?
+                .iter()
+                .flatten()
+                .flat_map(|series| {
+                    let i = series.column("count");
+                    series.values.iter().filter_map(move |row| {
+                        i.and_then(|i| row.get(i)).and_then(crate::client::cell_i64)
+                    })
+                })
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .sum();
+            if old == 0 {
+                continue;
+            }
+            let deletes: Vec<String> = chunk
+                .iter()
+                .map(|(agent, ts)| {
+                    format!(
+                        "DELETE FROM {} WHERE {} AND time < {}",
+                        line::ident(AGENT_STATES),
+                        any_of("agent_id", &[agent.as_str()]),
+                        ts.saturating_mul(1000)
+                    )
+                })
+                .collect();
+            self.client.query(&deletes.join("; ")).await?;
+            pruned += old;
+        }
+        Ok(pruned)
     }
 
     pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {

@@ -52,7 +52,10 @@
 //! one point per heartbeat keyed by `agent_id`; reads take `last("doc")` per agent, so the
 //! latest state wins even when writers race, a stale write can never hide a newer one and an
 //! equal heartbeat overwrites (rule 5); before writing, the driver reads the agents' latest
-//! heartbeats to count and skip superseded states. Metadata, alerts and agent states are few
+//! heartbeats to count and skip superseded states. The points behind each agent's latest are
+//! never read: `apply_retention` deletes them (InfluxDB 1.x, with or without an
+//! `agent_state_ttl`), so a store that is swept keeps about one point per agent however often
+//! agents report; until a sweep, every heartbeat is a point. Metadata, alerts and agent states are few
 //! and unindexed JSON, so their queries read all of them and filter, sort and page in aimon
 //! with the core [`aimon_core::filter`] (exact semantics, cost linear in their number).
 //!

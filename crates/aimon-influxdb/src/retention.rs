@@ -141,10 +141,11 @@ impl InfluxBackend {
             self.delete_by_tag(ALERTS, "id", &refs).await?;
             report.alerts_removed = refs.len() as u64;
         }
+        let everyone = self.all_latest_heartbeats().await?;
         if let Some(cutoff) = retention.agent_state_cutoff(now) {
             let cutoff = cutoff.max(time::MIN_TIMESTAMP_MICROS);
-            let everyone = self.all_latest_heartbeats().await?;
-            report.agent_states_removed = everyone.iter().filter(|hb| **hb < cutoff).count() as u64;
+            report.agent_states_removed =
+                everyone.iter().filter(|(_, hb)| *hb < cutoff).count() as u64;
             if cutoff > time::MIN_TIMESTAMP_MICROS {
                 self.client
                     .query(&format!(
@@ -154,6 +155,16 @@ impl InfluxBackend {
                     ))
                     .await?;
             }
+        }
+        // Superseded states (the history behind each agent's latest) go whatever the TTL:
+        // nothing reads them. They are not items, so the report does not count them.
+        let live: Vec<(String, i64)> = match retention.agent_state_cutoff(now) {
+            Some(cutoff) => everyone.into_iter().filter(|(_, t)| *t >= cutoff).collect(),
+            None => everyone,
+        };
+        let pruned = self.prune_superseded_states(&live).await?;
+        if pruned > 0 {
+            tracing::debug!(pruned, "superseded agent states deleted");
         }
         Ok(report)
     }
