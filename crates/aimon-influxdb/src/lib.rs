@@ -117,7 +117,11 @@
 //! Every read therefore also filters by the exact TTL (rule 6), and `apply_retention` deletes
 //! what has expired (`DELETE … WHERE time < cutoff`, series, alerts and agent states past
 //! their TTL). Alert and agent-state TTLs have no native mechanism here (their items live in
-//! the infinite `meta_rp`): reads filter, `apply_retention` deletes. A connect whose TTL gives
+//! the infinite `meta_rp`): reads filter, `apply_retention` deletes. Alerts are points at
+//! time 0 with their `updated_at` in a field, and InfluxQL's `DELETE` takes only tags and time,
+//! so the sweep reads the expired alerts and then deletes them by id: an expired alert that
+//! another writer upserts between the two is deleted with them (a known limit; the other
+//! kinds' deletes name a time, which a newer write is past). A connect whose TTL gives
 //! the policy it already has sends no `ALTER` (which needs admin rights). On 2.x/3.x the
 //! bucket's retention is InfluxDB's setting and `apply_retention` is `Unsupported` (InfluxQL
 //! `DELETE` is 1.x only); aimon filters reads by the TTLs all the same. The
