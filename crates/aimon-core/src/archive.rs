@@ -8,8 +8,8 @@
 //!   agent_states.ndjson.gz   one `AgentState` per line
 //! ```
 //!
-//! Writing streams: items are read from the backend page by page through the public query API
-//! (keyset pagination on `id`) and compressed on a blocking thread, so memory holds one page —
+//! Writing streams: items are read from the backend page by page through an [`Exporter`] (by
+//! default the public query API with keyset pagination on `id`; a backend may page natively) and compressed on a blocking thread, so memory holds one page —
 //! 1,000 alerts or agent states, or 16 series with their samples — never the store. The manifest is written last; an archive without one is incomplete.
 //!
 //! Restoring reads the archive twice: the first pass checks every line (JSON, validation, counts
@@ -226,83 +226,133 @@ async fn send(tx: &mpsc::Sender<Item>, item: Item) -> Result<()> {
         .map_err(|_| Error::new(ErrorKind::Backend, "the archive writer stopped"))
 }
 
-/// Sends every item `fetch` returns, page by page, ordered and paged by the text field `key`
-/// (keyset pagination: each page asks for keys after the last one seen).
+/// One page of a store's items for a portable archive, and where the next page starts (`None`
+/// after the last page).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportPage<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Where [`write_with`] reads a store's live items, page by page. The cursor is the exporter's
+/// own (opaque to the archive): `None` asks for the first page. [`QueryExporter`] pages through
+/// the public query API; a backend whose queries cannot seek by id cheaply (Qdrant cannot
+/// filter strings by range, so each keyset page would scan the whole collection) pages
+/// natively instead. Pages may hold fewer than `limit` items, even none, before the end.
+#[async_trait::async_trait]
+pub trait Exporter: Send + Sync {
+    /// Series with their samples (a page of `limit` series).
+    async fn metrics(&self, cursor: Option<String>, limit: usize) -> Result<ExportPage<Metric>>;
+    async fn alerts(&self, cursor: Option<String>, limit: usize) -> Result<ExportPage<Alert>>;
+    async fn agent_states(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<ExportPage<AgentState>>;
+}
+
+/// The default [`Exporter`]: keyset pages through `query_metrics`, `query_alerts` and
+/// `get_agent_states`, sorted by id (agent id), each page asking for keys after the last one
+/// seen (the cursor).
+pub struct QueryExporter<'a>(pub &'a dyn StorageBackend);
+
+/// Query options for the keyset page after `cursor` on the text field `key_field`.
+fn keyset(key_field: &'static str, cursor: Option<String>, limit: usize) -> QueryOptions {
+    let options = QueryOptions::default()
+        .limit(limit)
+        .sort(key_field, SortOrder::Asc);
+    match cursor {
+        Some(last) => options.filter(key_field, FilterOp::Gt, last),
+        None => options,
+    }
+}
+
+/// A keyset page: the next cursor is the last key of a full page.
+fn keyset_page<T>(items: Vec<T>, limit: usize, key: fn(&T) -> &str) -> ExportPage<T> {
+    let next = (items.len() >= limit)
+        .then(|| items.last().map(|item| key(item).to_owned()))
+        .flatten();
+    ExportPage { items, next }
+}
+
+#[async_trait::async_trait]
+impl Exporter for QueryExporter<'_> {
+    async fn metrics(&self, cursor: Option<String>, limit: usize) -> Result<ExportPage<Metric>> {
+        let options = keyset("id", cursor, limit);
+        let items = self
+            .0
+            .query_metrics(&MetricQuery::new().options(options))
+            .await?;
+        Ok(keyset_page(items, limit, |m| &m.id))
+    }
+
+    async fn alerts(&self, cursor: Option<String>, limit: usize) -> Result<ExportPage<Alert>> {
+        let options = keyset("id", cursor, limit);
+        let items = self
+            .0
+            .query_alerts(&AlertQuery::new().options(options))
+            .await?;
+        Ok(keyset_page(items, limit, |a| &a.id))
+    }
+
+    async fn agent_states(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<ExportPage<AgentState>> {
+        let options = keyset("agent_id", cursor, limit);
+        let items = self
+            .0
+            .get_agent_states(&AgentStateQuery::new().options(options))
+            .await?;
+        Ok(keyset_page(items, limit, |s| &s.agent_id))
+    }
+}
+
+/// Sends every item of every page `fetch` returns, following the cursors.
 async fn export_pages<T, Fut>(
     tx: &mpsc::Sender<Item>,
-    page_size: usize,
-    key_field: &'static str,
-    key: fn(&T) -> &str,
     wrap: fn(T) -> Item,
-    fetch: impl Fn(QueryOptions) -> Fut,
+    fetch: impl Fn(Option<String>) -> Fut,
 ) -> Result<()>
 where
-    Fut: Future<Output = Result<Vec<T>>>,
+    Fut: Future<Output = Result<ExportPage<T>>>,
 {
-    let mut after: Option<String> = None;
+    let mut cursor = None;
     loop {
-        let mut options = QueryOptions::default()
-            .limit(page_size)
-            .sort(key_field, SortOrder::Asc);
-        if let Some(last) = &after {
-            options = options.filter(key_field, FilterOp::Gt, last.as_str());
-        }
-        let page = fetch(options).await?;
-        let done = page.len() < page_size;
-        after = page.last().map(|item| key(item).to_owned());
-        for item in page {
+        let page = fetch(cursor.take()).await?;
+        for item in page.items {
             send(tx, wrap(item)).await?;
         }
-        if done {
-            return Ok(());
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
         }
     }
 }
 
-async fn export(backend: &dyn StorageBackend, tx: mpsc::Sender<Item>) -> Result<()> {
-    export_pages(
-        &tx,
-        SERIES_PAGE,
-        "id",
-        |m: &Metric| &m.id,
-        Item::Metric,
-        |options| async move {
-            backend
-                .query_metrics(&MetricQuery::new().options(options))
-                .await
-        },
-    )
-    .await?;
-    export_pages(
-        &tx,
-        ITEM_PAGE,
-        "id",
-        |a: &Alert| &a.id,
-        Item::Alert,
-        |options| async move {
-            backend
-                .query_alerts(&AlertQuery::new().options(options))
-                .await
-        },
-    )
-    .await?;
-    export_pages(
-        &tx,
-        ITEM_PAGE,
-        "agent_id",
-        |s: &AgentState| &s.agent_id,
-        Item::AgentState,
-        |options| async move {
-            backend
-                .get_agent_states(&AgentStateQuery::new().options(options))
-                .await
-        },
-    )
+async fn export(exporter: &dyn Exporter, tx: mpsc::Sender<Item>) -> Result<()> {
+    export_pages(&tx, Item::Metric, |c| exporter.metrics(c, SERIES_PAGE)).await?;
+    export_pages(&tx, Item::Alert, |c| exporter.alerts(c, ITEM_PAGE)).await?;
+    export_pages(&tx, Item::AgentState, |c| {
+        exporter.agent_states(c, ITEM_PAGE)
+    })
     .await
 }
 
-/// Writes the portable archive of `backend` into the new or empty directory `path`.
+/// Writes the portable archive of `backend` into the new or empty directory `path`, reading
+/// through the public query API ([`QueryExporter`]).
 pub async fn write(backend: &dyn StorageBackend, path: &Path) -> Result<TransferReport> {
+    write_with(backend, &QueryExporter(backend), path).await
+}
+
+/// Writes the portable archive of `backend` into the new or empty directory `path`, reading
+/// its items through `exporter`.
+pub async fn write_with(
+    backend: &dyn StorageBackend,
+    exporter: &dyn Exporter,
+    path: &Path,
+) -> Result<TransferReport> {
     let dir = path.to_path_buf();
     prepare_dir(&dir)?;
     let (tx, mut rx) = mpsc::channel::<Item>(64);
@@ -314,7 +364,7 @@ pub async fn write(backend: &dyn StorageBackend, path: &Path) -> Result<Transfer
         }
         writers.finish()
     });
-    let exported = export(backend, tx).await;
+    let exported = export(exporter, tx).await;
     let written = writer.await.map_err(|e| {
         Error::new(ErrorKind::Backend, "the archive writer panicked").with_source(e)
     })?;

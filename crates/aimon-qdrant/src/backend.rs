@@ -298,7 +298,10 @@ impl StorageBackend for QdrantBackend {
         const OP: &str = "backup";
         self.check_open(OP)?;
         match format {
-            BackupFormat::Portable => aimon_core::archive::write(self, path).await,
+            BackupFormat::Portable => {
+                let exporter = crate::export::QdrantExporter(self);
+                aimon_core::archive::write_with(self, &exporter, path).await
+            }
             BackupFormat::Native => crate::backup::native_backup(self, path).await,
         }
         .map_err(|e| self.fail(OP, e))

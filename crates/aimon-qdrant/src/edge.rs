@@ -27,7 +27,7 @@ use qdrant_edge::{
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point};
+use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point, ScrollPage};
 use crate::filter::{Condition, FilterIr, float_bounds};
 use crate::payload::{IndexKind, indexes};
 
@@ -140,27 +140,44 @@ impl Shard {
         let mut out = Vec::new();
         let mut offset = None;
         loop {
-            let (records, next) = self
-                .shard
-                .scroll(ScrollRequest {
-                    offset,
-                    limit: Some(SCROLL_PAGE),
-                    filter: filter.clone(),
-                    with_payload: Some(WithPayloadInterface::Bool(true)),
-                    with_vector: WithVector::Bool(false),
-                    order_by: None,
-                })
-                .map_err(engine_error)?;
-            for r in records {
-                if let (PointId::Uuid(id), Some(payload)) = (r.id, r.payload) {
-                    out.push((id, payload.0));
-                }
-            }
+            let (page, next) = self.scroll_page(filter.clone(), offset, SCROLL_PAGE)?;
+            out.extend(page);
             match next {
                 Some(n) => offset = Some(n),
                 None => return Ok(out),
             }
         }
+    }
+
+    fn scroll_page(
+        &self,
+        filter: Option<Filter>,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<ScrollPage> {
+        let (records, next) = self
+            .shard
+            .scroll(ScrollRequest {
+                offset: offset.map(PointId::Uuid),
+                limit: Some(limit),
+                filter,
+                with_payload: Some(WithPayloadInterface::Bool(true)),
+                with_vector: WithVector::Bool(false),
+                order_by: None,
+            })
+            .map_err(engine_error)?;
+        let page = records
+            .into_iter()
+            .filter_map(|r| match (r.id, r.payload) {
+                (PointId::Uuid(id), Some(payload)) => Some((id, payload.0)),
+                _ => None,
+            })
+            .collect();
+        let next = match next {
+            Some(PointId::Uuid(id)) => Some(id),
+            _ => None,
+        };
+        Ok((page, next))
     }
 }
 
@@ -368,6 +385,18 @@ impl Engine for EdgeEngine {
     ) -> Result<Vec<(Uuid, Map<String, Value>)>> {
         let filter = to_filter(filter)?;
         self.blocking(move |s| s.get(collection).scroll(filter))
+            .await
+    }
+
+    async fn scroll_page(
+        &self,
+        collection: Collection,
+        filter: &FilterIr,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<ScrollPage> {
+        let filter = to_filter(filter)?;
+        self.blocking(move |s| s.get(collection).scroll_page(filter, offset, limit))
             .await
     }
 

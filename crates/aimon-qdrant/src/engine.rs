@@ -67,6 +67,9 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// A page of points (ids and payloads) and the offset of the next page.
+pub type ScrollPage = (Vec<(Uuid, Map<String, Value>)>, Option<Uuid>);
+
 /// Every point payload of a native backup, per collection.
 pub type BackupPayloads = Vec<(Collection, Vec<Map<String, Value>>)>;
 
@@ -92,6 +95,16 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
         collection: Collection,
         filter: &FilterIr,
     ) -> Result<Vec<(Uuid, Map<String, Value>)>>;
+
+    /// One page of at most `limit` points `filter` selects, in point-id order from `offset`
+    /// (`None`: the start), and the offset of the next page (`None` after the last).
+    async fn scroll_page(
+        &self,
+        collection: Collection,
+        filter: &FilterIr,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<ScrollPage>;
 
     /// The `limit` points nearest to `vector` among those `filter` selects, by exact (not HNSW)
     /// search, best first.

@@ -59,7 +59,9 @@
 //!
 //! ## Retention, backup, events
 //! Qdrant has no TTL: reads hide expired data, `apply_retention` sweeps it (scroll the
-//! candidates, check each, delete by id). `BackupFormat::Portable` is aimon's archive;
+//! candidates, check each, delete by id). `BackupFormat::Portable` is aimon's archive, read
+//! page by page in Qdrant's own point-id order (a keyset page by id would scan the whole
+//! collection: Qdrant cannot filter strings by range);
 //! embedded, `BackupFormat::Native` flushes every shard under its writer lock and copies
 //! the directories (sparse-aware: the engine preallocates 64 MiB of WAL per shard) with a
 //! manifest, and a native restore reads a scratch copy and merges it with the write rules.
@@ -93,9 +95,6 @@
 //!   backends count candidates after filtering.
 //! - Server mode: the stale-state rule for agent states (rule 5) holds per process (read, then
 //!   write); two processes writing the same agent can interleave.
-//! - A portable backup pages alerts and agent states by id (1,000 per page) and each page
-//!   scrolls the whole collection, since Qdrant cannot filter strings by range: its cost grows
-//!   with the square of the item count. On large stores use the native backup.
 //! - Server mode: a native backup needs the REST port reachable from the client, and a
 //!   snapshot of a collection on a multi-node cluster holds that node's shards only (Qdrant's
 //!   snapshots are per node); use a portable backup for a distributed cluster.
@@ -115,6 +114,7 @@ pub mod config;
 #[cfg(feature = "qdrant-edge")]
 pub mod edge;
 pub mod engine;
+mod export;
 pub mod filter;
 pub mod ids;
 mod metrics;

@@ -96,7 +96,7 @@ const MAX_IDS_IN_FILTER: usize = 1_000;
 
 /// The live samples of the series `ids` that a range and tags select, sorted by (timestamp,
 /// tags) within each series.
-async fn samples_of(
+pub(crate) async fn samples_of(
     backend: &QdrantBackend,
     ids: Vec<String>,
     range: Option<query::MicrosRange>,

@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::config::QdrantMode;
-use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point};
+use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point, ScrollPage};
 use crate::filter::{Condition, FilterIr, float_bounds};
 use crate::payload::{IndexKind, indexes};
 use crate::snapshot::{self, Manifest, Rest};
@@ -366,28 +366,43 @@ impl ServerEngine {
     ) -> Result<Vec<(Uuid, Map<String, Value>)>> {
         let filter = to_filter(filter);
         let mut out = Vec::new();
-        let mut offset: Option<PointId> = None;
+        let mut offset = None;
         loop {
-            let mut request = ScrollPointsBuilder::new(name)
-                .limit(SCROLL_PAGE)
-                .with_payload(true);
-            if let Some(f) = &filter {
-                request = request.filter(f.clone());
-            }
-            if let Some(o) = offset.take() {
-                request = request.offset(o);
-            }
-            let response = self.client.scroll(request).await.map_err(client_error)?;
-            for p in response.result {
-                if let Some(id) = uuid_of(p.id) {
-                    out.push((id, json_payload(p.payload)));
-                }
-            }
-            match response.next_page_offset {
+            let (page, next) = self
+                .scroll_named_page(name, filter.clone(), offset, SCROLL_PAGE)
+                .await?;
+            out.extend(page);
+            match next {
                 Some(next) => offset = Some(next),
                 None => return Ok(out),
             }
         }
+    }
+
+    /// One page of [`ServerEngine::scroll_named`] from `offset`.
+    async fn scroll_named_page(
+        &self,
+        name: &str,
+        filter: Option<qdrant::Filter>,
+        offset: Option<Uuid>,
+        limit: u32,
+    ) -> Result<ScrollPage> {
+        let mut request = ScrollPointsBuilder::new(name)
+            .limit(limit)
+            .with_payload(true);
+        if let Some(f) = filter {
+            request = request.filter(f);
+        }
+        if let Some(o) = offset {
+            request = request.offset(PointId::from(o));
+        }
+        let response = self.client.scroll(request).await.map_err(client_error)?;
+        let page = response
+            .result
+            .into_iter()
+            .filter_map(|p| Some((uuid_of(p.id)?, json_payload(p.payload))))
+            .collect();
+        Ok((page, uuid_of(response.next_page_offset)))
     }
 
     /// Snapshots one collection, downloads it into `dir` and deletes the server's copy.
@@ -532,6 +547,18 @@ impl Engine for ServerEngine {
         filter: &FilterIr,
     ) -> Result<Vec<(Uuid, Map<String, Value>)>> {
         self.scroll_named(&self.name(collection), filter).await
+    }
+
+    async fn scroll_page(
+        &self,
+        collection: Collection,
+        filter: &FilterIr,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<ScrollPage> {
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        self.scroll_named_page(&self.name(collection), to_filter(filter), offset, limit)
+            .await
     }
 
     async fn search(
