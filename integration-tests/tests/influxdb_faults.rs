@@ -617,7 +617,13 @@ async fn apply_retention_prunes_superseded_agent_states() {
         return;
     };
     let store = open(&fixture, &[]).await;
-    let agents = ["plain", "quote'd \"agent\"", "back\\slash, comma"];
+    let agents = [
+        "plain",
+        "quote'd \"agent\"",
+        "back\\slash, comma",
+        "semi;colon %25 100%",
+        "émoji 🚀",
+    ];
     for (i, agent) in agents.iter().enumerate() {
         for beat in 0..5 {
             let mut state = AgentState::new(format!("{agent}-{beat}"), *agent, "running");
@@ -625,11 +631,11 @@ async fn apply_retention_prunes_superseded_agent_states() {
             store.save_agent_states(&[state]).await.unwrap();
         }
     }
-    assert_eq!(meta_points(&store, "agent_states").await, 15);
+    assert_eq!(meta_points(&store, "agent_states").await, 25);
 
     let report = store.apply_retention().await.unwrap();
     assert_eq!(report.agent_states_removed, 0, "nothing expired");
-    assert_eq!(meta_points(&store, "agent_states").await, 3);
+    assert_eq!(meta_points(&store, "agent_states").await, 5);
     for (i, agent) in agents.iter().enumerate() {
         let latest = store.get_agent_state(agent).await.unwrap().expect(agent);
         assert_eq!(
@@ -643,7 +649,7 @@ async fn apply_retention_prunes_superseded_agent_states() {
     stale.last_heartbeat = t0();
     store.save_agent_states(&[stale]).await.unwrap();
     store.apply_retention().await.unwrap();
-    assert_eq!(meta_points(&store, "agent_states").await, 3);
+    assert_eq!(meta_points(&store, "agent_states").await, 5);
     assert_eq!(
         store
             .get_agent_state("plain")

@@ -162,36 +162,36 @@ impl InfluxBackend {
                     )
                 })
                 .collect();
-            let old: u64 = self
-                .client
-                .query(&counts.join("; "))
-                .await?
-                .iter()
-                .flatten()
-                .flat_map(|series| {
-                    let i = series.column("count");
-                    series.values.iter().filter_map(move |row| {
-                        i.and_then(|i| row.get(i)).and_then(crate::client::cell_i64)
+            // One answer per statement, in order: each agent's count of superseded points.
+            let answers = self.client.query(&counts.join("; ")).await?;
+            let mut deletes = Vec::new();
+            for ((agent, ts), series) in chunk.iter().zip(&answers) {
+                let old: u64 = series
+                    .iter()
+                    .flat_map(|s| {
+                        let i = s.column("count");
+                        s.values.iter().filter_map(move |row| {
+                            i.and_then(|i| row.get(i)).and_then(crate::client::cell_i64)
+                        })
                     })
-                })
-                .map(|n| u64::try_from(n).unwrap_or(0))
-                .sum();
-            if old == 0 {
-                continue;
+                    .map(|n| u64::try_from(n).unwrap_or(0))
+                    .sum();
+                if old == 0 {
+                    // A DELETE visits every shard of the database: only where there is
+                    // something to delete.
+                    continue;
+                }
+                pruned += old;
+                deletes.push(format!(
+                    "DELETE FROM {} WHERE {} AND time < {}",
+                    line::ident(AGENT_STATES),
+                    any_of("agent_id", &[agent.as_str()]),
+                    ts.saturating_mul(1000)
+                ));
             }
-            let deletes: Vec<String> = chunk
-                .iter()
-                .map(|(agent, ts)| {
-                    format!(
-                        "DELETE FROM {} WHERE {} AND time < {}",
-                        line::ident(AGENT_STATES),
-                        any_of("agent_id", &[agent.as_str()]),
-                        ts.saturating_mul(1000)
-                    )
-                })
-                .collect();
-            self.client.query(&deletes.join("; ")).await?;
-            pruned += old;
+            if !deletes.is_empty() {
+                self.client.query(&deletes.join("; ")).await?;
+            }
         }
         Ok(pruned)
     }

@@ -54,8 +54,9 @@
 //! equal heartbeat overwrites (rule 5); before writing, the driver reads the agents' latest
 //! heartbeats to count and skip superseded states. The points behind each agent's latest are
 //! never read: `apply_retention` deletes them (InfluxDB 1.x, with or without an
-//! `agent_state_ttl`), so a store that is swept keeps about one point per agent however often
-//! agents report; until a sweep, every heartbeat is a point. Metadata, alerts and agent states are few
+//! `agent_state_ttl`; best effort, after the TTL's deletes), so a store that is swept keeps
+//! about one point per agent however often agents report; until a sweep, every heartbeat is a
+//! point. On 2.x/3.x (`apply_retention` is `Unsupported`) they are never pruned. Metadata, alerts and agent states are few
 //! and unindexed JSON, so their queries read all of them and filter, sort and page in aimon
 //! with the core [`aimon_core::filter`] (exact semantics, cost linear in their number).
 //!

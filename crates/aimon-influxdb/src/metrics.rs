@@ -57,9 +57,16 @@ fn estimated_lines_bytes(metric: &Metric) -> usize {
                 .map(|(k, v)| 2 + TAG_PREFIX.len() + k.len() + v.len())
                 .sum::<usize>()
     });
-    // " v=" (3), a float (at most 24), " " (1), microseconds (16), "\n" (1).
-    metric.values.len() * (key + 45)
+    // " v=" (3), a float (at most 24), " " (1), microseconds (16), "\n" (1). A key over
+    // InfluxDB's limit fails the batch before its lines are written: it sizes nothing.
+    metric
+        .values
+        .len()
+        .saturating_mul(key.min(MAX_SERIES_KEY_BYTES) + 45)
 }
+
+/// The most the samples buffer reserves up front; a larger batch grows it as it goes.
+const MAX_UPFRONT_RESERVE: usize = 64 << 20;
 
 /// InfluxDB's limit on a series key (measurement and tags, escaped): `models.MaxKeyLength`.
 pub(crate) const MAX_SERIES_KEY_BYTES: usize = 65_535;
@@ -171,9 +178,13 @@ fn encode_write<'a>(
     let mut events = Vec::new();
     let mut docs: BTreeMap<&str, Metric> = BTreeMap::new();
     // Sized once for the whole batch rather than grown (and copied) run after run.
-    samples
-        .text
-        .reserve(metrics.iter().map(estimated_lines_bytes).sum());
+    samples.text.reserve(
+        metrics
+            .iter()
+            .map(estimated_lines_bytes)
+            .fold(0usize, usize::saturating_add)
+            .min(MAX_UPFRONT_RESERVE),
+    );
     samples
         .ends
         .reserve(metrics.iter().map(|m| m.values.len()).sum());
@@ -907,6 +918,25 @@ mod tests {
             elapsed.as_secs_f64() * 1e3 / batches.len() as f64
         );
         assert_eq!(created.len(), 100);
+    }
+
+    /// The buffer is sized from the first sample's key; a huge one (refused later, past
+    /// InfluxDB's key limit) must not reserve samples × key bytes first.
+    #[test]
+    fn a_huge_first_key_reserves_nothing_unbounded() {
+        let mut m = Metric::new("m", "m", MetricType::Gauge);
+        let mut first = MetricValue::new(time::now(), 1.0);
+        for k in 0..70 {
+            first = first.tag(format!("k{k}"), "x".repeat(16 * 1024));
+        }
+        m.values.push(first);
+        m.values
+            .extend((1..100_000).map(|_| MetricValue::new(time::now(), 1.0)));
+        assert!(estimated_lines_bytes(&m) <= 100_000 * (MAX_SERIES_KEY_BYTES + 45));
+        let err = encode_write(&[m], None, &mut HashMap::new(), "t")
+            .err()
+            .expect("the key is over the limit");
+        assert_eq!(err.kind(), aimon_core::ErrorKind::InvalidInput);
     }
 
     #[test]
