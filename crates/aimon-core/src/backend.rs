@@ -142,6 +142,41 @@ pub enum StorageEvent {
 /// The stream `subscribe` returns.
 pub type EventStream = Pin<Box<dyn Stream<Item = StorageEvent> + Send>>;
 
+/// In-process events: what a backend without a change feed of its own (memory, InfluxDB,
+/// Qdrant) and the `StorageManager` deliver to `subscribe`. Every event goes to every
+/// subscriber of this process; one that falls more than [`LocalEvents::BUFFER`] events behind
+/// misses the oldest.
+#[derive(Debug, Clone)]
+pub struct LocalEvents(tokio::sync::broadcast::Sender<StorageEvent>);
+
+impl LocalEvents {
+    /// Events buffered per subscriber before the slowest one starts missing them.
+    pub const BUFFER: usize = 4096;
+
+    pub fn new() -> Self {
+        LocalEvents(tokio::sync::broadcast::channel(Self::BUFFER).0)
+    }
+
+    /// Sends the event of a write that succeeded; no subscriber is not an error.
+    pub fn publish(&self, event: StorageEvent) {
+        let _ = self.0.send(event);
+    }
+
+    /// The events published from now on.
+    pub fn subscribe(&self) -> EventStream {
+        use futures::StreamExt;
+        let stream = tokio_stream::wrappers::BroadcastStream::new(self.0.subscribe())
+            .filter_map(|event| async move { event.ok() });
+        Box::pin(stream)
+    }
+}
+
+impl Default for LocalEvents {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// One store of metrics, alerts and agent states. Every method validates its input with
 /// [`crate::validate`] before touching the store and follows DESIGN.md's shared semantics, which
 /// the conformance suite in `integration-tests` checks.

@@ -38,8 +38,8 @@ pub mod time;
 pub mod validate;
 
 pub use backend::{
-    BackupFormat, Capabilities, DatabaseStats, EventStream, RetentionMechanism, RetentionReport,
-    StorageBackend, StorageEvent, TransferReport, WriteReport,
+    BackupFormat, Capabilities, DatabaseStats, EventStream, LocalEvents, RetentionMechanism,
+    RetentionReport, StorageBackend, StorageEvent, TransferReport, WriteReport,
 };
 pub use config::{StorageBackendType, StorageConfig, redact_url};
 pub use error::{Error, ErrorKind, Result};

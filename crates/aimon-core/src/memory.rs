@@ -10,13 +10,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::backend::{
-    BackupFormat, Capabilities, DatabaseStats, EventStream, RetentionMechanism, RetentionReport,
-    StorageBackend, StorageEvent, TransferReport, WriteReport,
+    BackupFormat, Capabilities, DatabaseStats, EventStream, LocalEvents, RetentionMechanism,
+    RetentionReport, StorageBackend, StorageEvent, TransferReport, WriteReport,
 };
 use crate::config::{StorageBackendType, StorageConfig};
 use crate::downsample::{Downsampler, SampleRef};
@@ -67,7 +64,7 @@ pub struct MemoryBackend {
     name: String,
     retention: RetentionPolicy,
     store: RwLock<Store>,
-    events: broadcast::Sender<StorageEvent>,
+    events: LocalEvents,
     started: Instant,
     closed: AtomicBool,
     embedder: Arc<dyn Embedder>,
@@ -81,9 +78,6 @@ impl std::fmt::Debug for MemoryBackend {
             .finish_non_exhaustive()
     }
 }
-
-/// Events buffered per subscriber before the slowest one starts missing them.
-const EVENT_BUFFER: usize = 4096;
 
 impl MemoryBackend {
     /// A backend from a `memory://` configuration; its options are the retention trio.
@@ -106,7 +100,7 @@ impl MemoryBackend {
             name: name.into(),
             retention,
             store: RwLock::new(Store::default()),
-            events: broadcast::channel(EVENT_BUFFER).0,
+            events: LocalEvents::new(),
             started: Instant::now(),
             closed: AtomicBool::new(false),
             embedder: Arc::new(HashingEmbedder::default()),
@@ -145,8 +139,7 @@ impl MemoryBackend {
     }
 
     fn publish(&self, event: StorageEvent) {
-        // No subscriber is not an error.
-        let _ = self.events.send(event);
+        self.events.publish(event);
     }
 
     /// Live samples of a series under `cutoff`, in key order.
@@ -629,9 +622,7 @@ impl StorageBackend for MemoryBackend {
 
     async fn subscribe(&self) -> Result<EventStream> {
         self.check_open("subscribe")?;
-        let stream =
-            BroadcastStream::new(self.events.subscribe()).filter_map(|e| async move { e.ok() });
-        Ok(Box::pin(stream))
+        Ok(self.events.subscribe())
     }
 
     async fn close(&self) -> Result<()> {

@@ -6,24 +6,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aimon_core::backend::{
-    BackupFormat, Capabilities, DatabaseStats, EventStream, RetentionMechanism, RetentionReport,
-    StorageBackend, StorageEvent, TransferReport, WriteReport,
+    BackupFormat, Capabilities, DatabaseStats, EventStream, LocalEvents, RetentionMechanism,
+    RetentionReport, StorageBackend, StorageEvent, TransferReport, WriteReport,
 };
 use aimon_core::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
 use aimon_core::{
     AgentState, Alert, Error, ErrorKind, Metric, Result, StorageBackendType, StorageConfig,
 };
 use async_trait::async_trait;
-use futures::StreamExt;
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::client::{Client, ServerInfo};
 use crate::config::{ApiSettings, InfluxConfig};
 use crate::line;
-
-/// Events buffered per subscriber before the slowest one starts missing them.
-const EVENT_BUFFER: usize = 4096;
 
 /// An InfluxDB database (v1) or bucket (v2) behind the [`StorageBackend`] trait.
 pub struct InfluxBackend {
@@ -33,7 +27,7 @@ pub struct InfluxBackend {
     /// `created_at` (µs) of series this process has seen, so that a batch of known series
     /// needs no read before its write.
     pub(crate) created: Mutex<std::collections::HashMap<String, i64>>,
-    events: broadcast::Sender<StorageEvent>,
+    events: LocalEvents,
     closed: AtomicBool,
 }
 
@@ -82,7 +76,7 @@ impl InfluxBackend {
             client,
             server,
             created: Mutex::new(Default::default()),
-            events: broadcast::channel(EVENT_BUFFER).0,
+            events: LocalEvents::new(),
             closed: AtomicBool::new(false),
         };
         backend.prepare_schema().await.map_err(&fail)?;
@@ -177,8 +171,7 @@ impl InfluxBackend {
     }
 
     pub(crate) fn publish(&self, event: StorageEvent) {
-        // No subscriber is not an error.
-        let _ = self.events.send(event);
+        self.events.publish(event);
     }
 
     /// `FROM` target of a measurement: `"db"."rp"."m"` (v1) or `"bucket".."m"` (v2, the
@@ -370,12 +363,8 @@ impl StorageBackend for InfluxBackend {
     }
 
     async fn subscribe(&self) -> Result<EventStream> {
-        self.run("subscribe", async {
-            let stream = BroadcastStream::new(self.events.subscribe())
-                .filter_map(|event| async move { event.ok() });
-            Ok(Box::pin(stream) as EventStream)
-        })
-        .await
+        self.run("subscribe", async { Ok(self.events.subscribe()) })
+            .await
     }
 
     async fn close(&self) -> Result<()> {

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use aimon_core::backend::{
-    BackupFormat, Capabilities, DatabaseStats, EventStream, RetentionMechanism, RetentionReport,
-    StorageBackend, StorageEvent, TransferReport, WriteReport,
+    BackupFormat, Capabilities, DatabaseStats, EventStream, LocalEvents, RetentionMechanism,
+    RetentionReport, StorageBackend, StorageEvent, TransferReport, WriteReport,
 };
 use aimon_core::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
 use aimon_core::similarity::{
@@ -19,15 +19,9 @@ use aimon_core::{
     StorageConfig,
 };
 use async_trait::async_trait;
-use futures::StreamExt;
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::config::{QdrantConfig, QdrantMode};
 use crate::engine::Engine;
-
-/// Events a slow subscriber may fall behind by before it misses some.
-const EVENT_BUFFER: usize = 4096;
 
 /// A Qdrant store (embedded or server) behind the [`StorageBackend`] trait.
 pub struct QdrantBackend {
@@ -38,7 +32,7 @@ pub struct QdrantBackend {
     /// state) and retention sweeps.
     pub(crate) writer: tokio::sync::Mutex<()>,
     /// Events of this process's writes (Qdrant has no change feed).
-    events: broadcast::Sender<StorageEvent>,
+    events: LocalEvents,
     started: Instant,
     closed: AtomicBool,
 }
@@ -85,7 +79,7 @@ impl QdrantBackend {
             engine,
             embedder,
             writer: tokio::sync::Mutex::new(()),
-            events: broadcast::channel(EVENT_BUFFER).0,
+            events: LocalEvents::new(),
             started: Instant::now(),
             closed: AtomicBool::new(false),
         })
@@ -93,8 +87,7 @@ impl QdrantBackend {
 
     /// Sends an event of a write that succeeded to this process's subscribers.
     pub(crate) fn publish(&self, event: StorageEvent) {
-        // No subscriber is not an error.
-        let _ = self.events.send(event);
+        self.events.publish(event);
     }
 
     pub(crate) fn retention(&self) -> &RetentionPolicy {
@@ -348,9 +341,7 @@ impl StorageBackend for QdrantBackend {
     async fn subscribe(&self) -> Result<EventStream> {
         const OP: &str = "subscribe";
         self.check_open(OP)?;
-        let stream = BroadcastStream::new(self.events.subscribe())
-            .filter_map(|event| async move { event.ok() });
-        Ok(Box::pin(stream) as EventStream)
+        Ok(self.events.subscribe())
     }
 
     async fn close(&self) -> Result<()> {

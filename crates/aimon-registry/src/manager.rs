@@ -6,13 +6,10 @@ use std::sync::{Arc, RwLock};
 
 use aimon_core::{
     AgentState, AgentStateQuery, Alert, AlertQuery, BackupFormat, DataKind, DatabaseStats, Error,
-    ErrorKind, EventStream, HistoryQuery, HistorySeries, Metric, MetricQuery, Result,
+    ErrorKind, EventStream, HistoryQuery, HistorySeries, LocalEvents, Metric, MetricQuery, Result,
     RetentionReport, Scored, SimilarAgentStatesQuery, SimilarAlertsQuery, StorageBackend,
     StorageBackendType, StorageConfig, StorageEvent, TransferReport, WriteReport,
 };
-use futures::StreamExt;
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
 
 type Backend = Arc<dyn StorageBackend>;
 
@@ -46,7 +43,7 @@ struct Inner {
 /// ```
 pub struct StorageManager {
     inner: RwLock<Inner>,
-    events: broadcast::Sender<StorageEvent>,
+    events: LocalEvents,
 }
 
 impl Default for StorageManager {
@@ -66,13 +63,11 @@ impl std::fmt::Debug for StorageManager {
     }
 }
 
-const EVENT_BUFFER: usize = 4096;
-
 impl StorageManager {
     pub fn new() -> Self {
         StorageManager {
             inner: RwLock::new(Inner::default()),
-            events: broadcast::channel(EVENT_BUFFER).0,
+            events: LocalEvents::new(),
         }
     }
 
@@ -256,9 +251,7 @@ impl StorageManager {
 
     /// In-process events for every successful write through this manager.
     pub fn subscribe(&self) -> EventStream {
-        Box::pin(
-            BroadcastStream::new(self.events.subscribe()).filter_map(|e| async move { e.ok() }),
-        )
+        self.events.subscribe()
     }
 
     fn publish_if_stored(
@@ -270,8 +263,7 @@ impl StorageManager {
             return;
         }
         for event in events {
-            // No subscriber is not an error.
-            let _ = self.events.send(event);
+            self.events.publish(event);
         }
     }
 
@@ -476,6 +468,7 @@ impl StorageManager {
 mod tests {
     use super::*;
     use aimon_core::{AlertSeverity, MetricType, MetricValue};
+    use futures::StreamExt;
 
     async fn two_backends() -> StorageManager {
         let manager = StorageManager::new();
