@@ -956,7 +956,7 @@ pub const VICTORIA_METRICS: ServerSpec = ServerSpec {
 };
 
 /// Splits an InfluxDB URL into its `scheme://authority` and its `?query` (or "").
-fn influxdb_url_parts(url: &str) -> (String, String) {
+pub fn influxdb_url_parts(url: &str) -> (String, String) {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, format!("?{q}")),
         None => (url, String::new()),

@@ -997,12 +997,7 @@ fn bench_compares_with_curl_on_influxdb() {
         }
     };
     // `influxdb://host:port` of the server's URL, without its database and options.
-    let url = server.url.split('?').next().unwrap();
-    let host_start = url.find("://").unwrap() + 3;
-    let authority = match url[host_start..].find('/') {
-        Some(i) => &url[..host_start + i],
-        None => url,
-    };
+    let (authority, _) = fixtures::influxdb_url_parts(&server.url);
     let database = fixtures::unique_namespace("cli_bench");
     let url = format!("{authority}/{database}");
     let report = ok_json(
