@@ -59,7 +59,10 @@
 //!
 //! ## Retention, backup, events
 //! Qdrant has no TTL: reads hide expired data, `apply_retention` sweeps it (scroll the
-//! candidates, check each, delete by id). `BackupFormat::Portable` is aimon's archive, read
+//! candidates, check each, delete by id). `stats` counts live items with the engine's
+//! filtered counts (`time field >= cutoff`), reading only the series whose metadata expired, to
+//! ask each for one live sample: nothing proportional to the samples is held in memory.
+//! `BackupFormat::Portable` is aimon's archive, read
 //! page by page in Qdrant's own point-id order (a keyset page by id would scan the whole
 //! collection: Qdrant cannot filter strings by range);
 //! embedded, `BackupFormat::Native` flushes every shard under its writer lock and copies

@@ -2,8 +2,6 @@
 //! sweeps it (Qdrant has no TTL) by scrolling the candidates a range filter selects, checking
 //! each exactly, and deleting by id, so the report's counts are exact.
 
-use std::collections::BTreeSet;
-
 use aimon_core::{Result, RetentionReport, time};
 
 use crate::backend::QdrantBackend;
@@ -94,62 +92,61 @@ pub(crate) async fn apply(backend: &QdrantBackend) -> Result<RetentionReport> {
     Ok(report)
 }
 
-/// Counts of live data. Without a TTL these are the engine's exact counts; with one, the
-/// candidates are scrolled and checked.
+/// Counts of live data, from the engine's counts: nothing is read into memory but the series
+/// documents, and only with a metric TTL.
+///
+/// With a TTL, live items are those whose time field is at least the cutoff: one filtered
+/// count per kind. The filter's `f64` bound is exact while the cutoff is below 2^53 µs (until
+/// the year 2255); past that, [`filter::float_bounds`] rounds it down and a count may take in
+/// items a few µs older than the cutoff. A series is live if updated within the TTL or
+/// holding a live sample: the series updated before the cutoff are read and each is asked for
+/// one live sample.
 pub(crate) async fn live_counts(backend: &QdrantBackend) -> Result<LiveCounts> {
     let now = time::now();
     let policy = *backend.retention();
     let engine = &backend.engine;
-    let all = FilterIr::new();
-    let mut counts = LiveCounts::default();
-    match policy.metric_cutoff(now) {
-        None => {
-            counts.series = engine.count(Collection::Series, &all).await?;
-            counts.samples = engine.count(Collection::Samples, &all).await?;
-        }
-        Some(cutoff) => {
-            let live = FilterIr::new().range(field::TS_US, Some(cutoff), None);
-            let mut with_live_samples = BTreeSet::new();
-            for (_, p) in engine.scroll(Collection::Samples, &live).await? {
-                let s = payload::decode_sample(&p)?;
-                if s.ts >= cutoff {
-                    counts.samples += 1;
-                    with_live_samples.insert(s.series_id);
-                }
+    let since = |field, cutoff: Option<i64>| FilterIr::new().range(field, cutoff, None);
+    let mut counts = LiveCounts {
+        series: 0,
+        samples: 0,
+        alerts: engine
+            .count(
+                Collection::Alerts,
+                &since(field::UPDATED_US, policy.alert_cutoff(now)),
+            )
+            .await?,
+        agent_states: engine
+            .count(
+                Collection::AgentStates,
+                &since(field::HEARTBEAT_US, policy.agent_state_cutoff(now)),
+            )
+            .await?,
+    };
+    let cutoff = policy.metric_cutoff(now);
+    counts.samples = engine
+        .count(Collection::Samples, &since(field::TS_US, cutoff))
+        .await?;
+    counts.series = engine
+        .count(Collection::Series, &since(field::UPDATED_US, cutoff))
+        .await?;
+    if let Some(cutoff) = cutoff {
+        // `range(…, None, Some(cutoff))` is `<= cutoff`: a series updated at the cutoff is
+        // counted above already, and skipped here.
+        let stale = FilterIr::new().range(field::UPDATED_US, None, Some(cutoff));
+        for (_, p) in engine.scroll(Collection::Series, &stale).await? {
+            let meta = payload::decode_series(&p)?;
+            if time::to_micros(meta.updated_at) >= cutoff {
+                continue;
             }
-            for (_, p) in engine.scroll(Collection::Series, &all).await? {
-                let meta = payload::decode_series(&p)?;
-                if time::to_micros(meta.updated_at) >= cutoff
-                    || with_live_samples.contains(&meta.id)
-                {
-                    counts.series += 1;
-                }
+            let sampled = FilterIr::new().keyword(field::SERIES_ID, meta.id).range(
+                field::TS_US,
+                Some(cutoff),
+                None,
+            );
+            if engine.count(Collection::Samples, &sampled).await? > 0 {
+                counts.series += 1;
             }
         }
     }
-    counts.alerts = match policy.alert_cutoff(now) {
-        None => engine.count(Collection::Alerts, &all).await?,
-        Some(cutoff) => {
-            let mut n = 0;
-            let live = FilterIr::new().range(field::UPDATED_US, Some(cutoff), None);
-            for (_, p) in engine.scroll(Collection::Alerts, &live).await? {
-                n += u64::from(time::to_micros(payload::decode_alert(&p)?.updated_at) >= cutoff);
-            }
-            n
-        }
-    };
-    counts.agent_states = match policy.agent_state_cutoff(now) {
-        None => engine.count(Collection::AgentStates, &all).await?,
-        Some(cutoff) => {
-            let mut n = 0;
-            let live = FilterIr::new().range(field::HEARTBEAT_US, Some(cutoff), None);
-            for (_, p) in engine.scroll(Collection::AgentStates, &live).await? {
-                n += u64::from(
-                    time::to_micros(payload::decode_agent_state(&p)?.last_heartbeat) >= cutoff,
-                );
-            }
-            n
-        }
-    };
     Ok(counts)
 }
