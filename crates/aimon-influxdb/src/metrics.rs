@@ -479,10 +479,12 @@ impl InfluxBackend {
         } = encode_write(metrics, cutoff, &mut created, &self.config.name)?;
         if unknown.is_empty() {
             // Every series is stored already: its metadata update and the samples go out at
-            // once (a failure of either fails the call, and the retry rewrites both).
-            let (meta_written, samples_written) = futures::join!(
-                self.client.write_lines(Target::Meta, &meta),
-                self.client.write_lines(Target::Samples, &samples)
+            // once (a failure of either fails the call, and the retry rewrites both). The
+            // samples first: `join!` polls in order, so the small metadata request is
+            // compressed and sent while the server is busy with the samples.
+            let (samples_written, meta_written) = futures::join!(
+                self.client.write_lines(Target::Samples, &samples),
+                self.client.write_lines(Target::Meta, &meta)
             );
             meta_written?;
             samples_written?;
