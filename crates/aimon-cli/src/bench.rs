@@ -68,20 +68,33 @@ struct Report {
     baseline: Option<Baseline>,
 }
 
-/// The raw tool loading the same samples, measured in the same run: once before aimon's
-/// writes and once after, compared against the faster of the two. A server is still busy
-/// (compacting, checkpointing) with what the previous phase wrote, which slows whatever runs
-/// next; timing the tool on both sides keeps that from favouring aimon.
+/// The raw tool loading the same samples, measured in the same run, in one of two ways.
+///
+/// - Before and after (`sqlite3`, `psql`, `redis-benchmark`): the whole load once before
+///   aimon's writes and once after, compared against the faster of the two. A server is still
+///   busy (compacting, checkpointing) with what the previous phase wrote, which slows whatever
+///   runs next; timing the tool on both sides keeps that from favouring aimon.
+/// - Interleaved rounds (`curl`): the batches are cut into [`CURL_ROUNDS`] rounds; in each,
+///   curl posts its share and aimon writes the same share, taking turns at going first, and
+///   the sums are compared. On this 2-core machine InfluxDB's speed drifts by ±15% within a
+///   minute, and "the faster of two runs" is itself biased (the best of two noisy timings is
+///   faster than a typical one); in rounds both tools meet the same drift and the same server
+///   state (data accumulated, compactions) within seconds of each other.
 #[derive(Debug, Serialize)]
 struct Baseline {
     tool: String,
     command: String,
-    /// The faster run's seconds and rate.
+    /// How the runs were compared: `faster of before and after` or `interleaved rounds`.
+    method: &'static str,
+    /// The compared seconds (the faster run's, or the sum of the rounds) and rate.
     seconds: f64,
     samples_per_second: f64,
-    /// Seconds of the run before aimon's writes and of the run after them.
-    runs_seconds: [f64; 2],
-    /// aimon's samples/s divided by the tool's faster rate.
+    /// Seconds of each run of the tool: before and after aimon's writes, or each round.
+    runs_seconds: Vec<f64>,
+    /// aimon's seconds in `save_metrics` in each round (interleaved rounds only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    aimon_rounds_seconds: Vec<f64>,
+    /// aimon's samples/s divided by the tool's compared rate.
     ratio: f64,
 }
 
@@ -96,7 +109,7 @@ struct ToolRun {
 impl Baseline {
     /// The comparison of aimon's rate with the faster of the tool's two runs.
     fn of(before: ToolRun, after: ToolRun, aimon_rate: f64) -> Self {
-        let runs_seconds = [before.seconds, after.seconds];
+        let runs_seconds = vec![before.seconds, after.seconds];
         let best = if after.samples_per_second > before.samples_per_second {
             after
         } else {
@@ -105,9 +118,11 @@ impl Baseline {
         Baseline {
             tool: best.tool,
             command: best.command,
+            method: "faster of before and after",
             seconds: best.seconds,
             samples_per_second: best.samples_per_second,
             runs_seconds,
+            aimon_rounds_seconds: Vec::new(),
             ratio: aimon_rate / best.samples_per_second,
         }
     }
@@ -248,24 +263,58 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
         workload: &workload,
         redis: redis_target.as_ref(),
         psql_url: psql_url.as_deref(),
-        curl_url: curl_url.as_deref(),
     };
     let before = baselines.run(&format!("{run}_before")).await?;
+    let curl = match &curl_url {
+        Some(url) => Some(CurlBaseline::prepare(url, &run, &workload, args.batch).await?),
+        None => None,
+    };
 
     let bar = progress::bar(args.samples, "samples", global);
     let mut batch_times = Vec::new();
     let mut written = 0;
     let wall = Instant::now();
-    let mut next = 0u64;
-    while next < args.samples {
-        let end = (next + args.batch).min(args.samples);
-        let metrics = workload.batch(next..end);
-        let started = Instant::now();
-        written += storage.manager.save_metrics(&metrics, name).await?.written;
-        batch_times.push(started.elapsed());
-        bar.inc(end - next);
-        next = end;
+    let batches = args.samples.div_ceil(args.batch);
+    let rounds = curl.as_ref().map_or(1, CurlBaseline::rounds);
+    let mut curl_seconds = Vec::new();
+    let mut aimon_rounds_seconds = Vec::new();
+    let writes = async {
+        for round in 0..rounds {
+            // Round `round` holds batches [first, last), as the baseline's round does.
+            let (first, last) = (batches * round / rounds, batches * (round + 1) / rounds);
+            let curl_first = round % 2 == 0;
+            if let (Some(curl), true) = (&curl, curl_first) {
+                curl_seconds.push(curl.round(round)?);
+            }
+            let mut seconds = 0.0;
+            for b in first..last {
+                let (start, end) = (b * args.batch, ((b + 1) * args.batch).min(args.samples));
+                let metrics = workload.batch(start..end);
+                let started = Instant::now();
+                written += storage.manager.save_metrics(&metrics, name).await?.written;
+                let took = started.elapsed();
+                seconds += took.as_secs_f64();
+                batch_times.push(took);
+                bar.inc(end - start);
+            }
+            aimon_rounds_seconds.push(seconds);
+            if let (Some(curl), false) = (&curl, curl_first) {
+                curl_seconds.push(curl.round(round)?);
+            }
+        }
+        Ok::<(), CliError>(())
     }
+    .await;
+    // The baseline's database is dropped whatever happened.
+    let curl_run = match curl {
+        Some(curl) if writes.is_ok() => Some(curl.finish(curl_seconds).await?),
+        Some(curl) => {
+            curl.discard().await;
+            None
+        }
+        None => None,
+    };
+    writes?;
     bar.finish_and_clear();
     let wall_seconds = wall.elapsed().as_secs_f64();
     let write_seconds: f64 = batch_times.iter().map(Duration::as_secs_f64).sum();
@@ -296,12 +345,22 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
     }
 
     let samples_per_second = args.samples as f64 / write_seconds.max(1e-9);
-    let baseline = match before {
-        Some(before) => {
+    let baseline = match (before, curl_run) {
+        (Some(before), _) => {
             let after = baselines.run(&format!("{run}_after")).await?;
             after.map(|after| Baseline::of(before, after, samples_per_second))
         }
-        None => None,
+        (None, Some((tool, runs_seconds))) => Some(Baseline {
+            method: "interleaved rounds",
+            seconds: tool.seconds,
+            samples_per_second: tool.samples_per_second,
+            ratio: samples_per_second / tool.samples_per_second,
+            tool: tool.tool,
+            command: tool.command,
+            runs_seconds,
+            aimon_rounds_seconds,
+        }),
+        (None, None) => None,
     };
 
     let report = Report {
@@ -365,31 +424,41 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
         ]);
     }
     output::line(table);
-    if let Some(b) = report
-        .baseline
-        .as_ref()
-        .filter(|b| b.tool.starts_with("redis-benchmark"))
-    {
+    if let Some(b) = &report.baseline {
+        let what = if b.tool.starts_with("redis-benchmark") {
+            format!("ran {} ZADDs", thousands(report.samples))
+        } else {
+            "loaded the same samples".to_owned()
+        };
+        let unit = if b.tool.starts_with("redis-benchmark") {
+            "requests/s"
+        } else {
+            "samples/s"
+        };
+        let runs: Vec<String> = b.runs_seconds.iter().map(|s| format!("{s:.2}")).collect();
+        let how = if b.aimon_rounds_seconds.is_empty() {
+            format!(
+                "faster of {} s before and after aimon's writes",
+                runs.join(" s and ")
+            )
+        } else {
+            let aimon: Vec<String> = b
+                .aimon_rounds_seconds
+                .iter()
+                .map(|s| format!("{s:.2}"))
+                .collect();
+            format!(
+                "rounds taking turns with aimon's: {} s, aimon's {} s",
+                runs.join(" + "),
+                aimon.join(" + ")
+            )
+        };
         output::line(format!(
-            "Baseline: {} `{}` ran {} ZADDs in {:.2} s, {} requests/s (faster of {:.2} s before and {:.2} s after aimon's writes); aimon reached {:.2}× its rate",
+            "Baseline: {} `{}` {what} in {:.2} s, {} {unit} ({how}); aimon reached {:.2}× its rate",
             b.tool,
             b.command,
-            thousands(report.samples),
             b.seconds,
             thousands(b.samples_per_second as u64),
-            b.runs_seconds[0],
-            b.runs_seconds[1],
-            b.ratio
-        ));
-    } else if let Some(b) = &report.baseline {
-        output::line(format!(
-            "Baseline: {} `{}` loaded the same samples in {:.2} s, {} samples/s (faster of {:.2} s before and {:.2} s after aimon's writes); aimon reached {:.2}× its rate",
-            b.tool,
-            b.command,
-            b.seconds,
-            thousands(b.samples_per_second as u64),
-            b.runs_seconds[0],
-            b.runs_seconds[1],
             b.ratio
         ));
     }
@@ -602,7 +671,6 @@ struct Baselines<'a> {
     workload: &'a Workload,
     redis: Option<&'a RedisTarget>,
     psql_url: Option<&'a str>,
-    curl_url: Option<&'a str>,
 }
 
 impl Baselines<'_> {
@@ -614,8 +682,6 @@ impl Baselines<'_> {
             Some(redis_benchmark_baseline(target, run, self.args.samples).await?)
         } else if let Some(url) = self.psql_url {
             Some(psql_baseline(url, run, self.workload).await?)
-        } else if let Some(url) = self.curl_url {
-            Some(curl_baseline(url, run, self.workload, self.args.batch).await?)
         } else {
             None
         })
@@ -1032,104 +1098,150 @@ async fn psql_baseline(url: &str, run: &str, workload: &Workload) -> Result<Tool
     result
 }
 
-/// Posts the workload as the same line-protocol batches aimon wrote (the lines of
-/// [`aimon::influxdb::sample_lines`], gzip-compressed, `batch` samples each) with one `curl`
-/// process (`-K` config: one request per batch, `next` between them, one kept-alive
-/// connection) to `/write?db&rp&precision=u` of the same server, into a fresh database that
-/// aimon created with the same retention policies, and compares its rate with aimon's. The
-/// database is dropped afterwards.
-async fn curl_baseline(url: &str, run: &str, workload: &Workload, batch: u64) -> Result<ToolRun> {
-    use std::io::Write;
-    use std::process::Command;
+/// How many interleaved rounds `--compare-curl` takes turns in (fewer if there are fewer
+/// batches).
+const CURL_ROUNDS: u64 = 6;
 
-    use aimon::StorageBackend;
-    use aimon::influxdb::{ApiSettings, InfluxBackend};
+/// `--compare-curl`: one `curl -K` per round posting that round's batches (the lines
+/// `save_metrics` writes, gzip) to `/write` of the same server, into a fresh database with the
+/// same retention policies, dropped at the end. The files are written before any timing.
+struct CurlBaseline {
+    store: aimon::influxdb::InfluxBackend,
+    dir: tempfile::TempDir,
+    /// One curl config per round.
+    configs: Vec<std::path::PathBuf>,
+    tool: String,
+    command: String,
+    samples: u64,
+}
 
-    let tool_error =
-        |e: std::io::Error| CliError::new(format!("cannot run curl for --compare-curl: {e}"));
-    let version = Command::new("curl")
-        .arg("--version")
-        .output()
-        .map_err(tool_error)?;
-    let tool = String::from_utf8_lossy(&version.stdout)
-        .lines()
-        .next()
-        .unwrap_or("curl")
-        .split(" (")
-        .next()
-        .unwrap_or("curl")
-        .to_owned();
-    let database = format!("aimon_curl_baseline_{run}");
-    let mut parsed = url::Url::parse(url)
-        .map_err(|e| CliError::new(format!("--compare-curl: not a URL: {e}")))?;
-    parsed.set_path(&format!("/{database}"));
-    let config = aimon::StorageConfig::from_url("curl-baseline", parsed.as_str())?;
-    let store = InfluxBackend::connect(&config).await?;
-    let result = async {
-        let ApiSettings::V1 {
+impl CurlBaseline {
+    async fn prepare(url: &str, run: &str, workload: &Workload, batch: u64) -> Result<Self> {
+        use aimon::influxdb::InfluxBackend;
+        let version = std::process::Command::new("curl")
+            .arg("--version")
+            .output()
+            .map_err(curl_error)?;
+        let tool = String::from_utf8_lossy(&version.stdout)
+            .lines()
+            .next()
+            .unwrap_or("curl")
+            .split(" (")
+            .next()
+            .unwrap_or("curl")
+            .to_owned();
+        let database = format!("aimon_curl_baseline_{run}");
+        let mut parsed = url::Url::parse(url)
+            .map_err(|e| CliError::new(format!("--compare-curl: not a URL: {e}")))?;
+        parsed.set_path(&format!("/{database}"));
+        let config = aimon::StorageConfig::from_url("curl-baseline", parsed.as_str())?;
+        let store = InfluxBackend::connect(&config).await?;
+        match Self::write_files(&store, &database, workload, batch) {
+            Ok((dir, configs, command)) => Ok(CurlBaseline {
+                store,
+                dir,
+                configs,
+                tool,
+                command,
+                samples: workload.samples,
+            }),
+            Err(e) => {
+                let _ = store.drop_database().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The gzip batch files and one curl config per round; returns them with the command
+    /// as reported.
+    fn write_files(
+        store: &aimon::influxdb::InfluxBackend,
+        database: &str,
+        workload: &Workload,
+        batch: u64,
+    ) -> Result<(tempfile::TempDir, Vec<std::path::PathBuf>, String)> {
+        use std::io::Write;
+        let aimon::influxdb::ApiSettings::V1 {
             retention_policy,
             username,
             password,
             ..
         } = &store.config().api
         else {
-            return Err(CliError::new("--compare-curl needs an influxdb:// (v1) store"));
+            return Err(CliError::new(
+                "--compare-curl needs an influxdb:// (v1) store",
+            ));
         };
         let mut write_url = store.config().base_url.join("write").map_err(|e| {
             CliError::new(format!("--compare-curl: cannot build the write URL: {e}"))
         })?;
         write_url
             .query_pairs_mut()
-            .append_pair("db", &database)
+            .append_pair("db", database)
             .append_pair("rp", retention_policy)
             .append_pair("precision", "u");
         let dir = tempfile::tempdir()?;
-        // The config file holds the credentials: readable by this user only.
-        let config_path = dir.path().join("curl.conf");
-        let mut conf = String::new();
-        let mut next = 0u64;
-        let mut n = 0;
-        while next < workload.samples {
-            let end = (next + batch).min(workload.samples);
-            let lines = aimon::influxdb::sample_lines(&workload.batch(next..end))?;
-            let file = dir.path().join(format!("batch{n:06}.lp.gz"));
-            let mut gz = flate2::write::GzEncoder::new(
-                std::fs::File::create(&file)?,
-                flate2::Compression::fast(),
-            );
-            gz.write_all(lines.as_bytes())?;
-            gz.finish()?;
-            if n > 0 {
-                conf.push_str("next\n");
-            }
-            conf.push_str(&format!(
-                "url = \"{write_url}\"\ndata-binary = \"@{}\"\nheader = \"Content-Encoding: gzip\"\nsilent\nshow-error\nfail\n",
-                file.display()
-            ));
-            if let Some(user) = username {
-                let secret = password.as_ref().map(|p| p.expose()).unwrap_or("");
+        let batches = workload.samples.div_ceil(batch);
+        let rounds = CURL_ROUNDS.min(batches).max(1);
+        let mut configs = Vec::new();
+        for round in 0..rounds {
+            let mut conf = String::new();
+            for n in batches * round / rounds..batches * (round + 1) / rounds {
+                let (start, end) = (n * batch, ((n + 1) * batch).min(workload.samples));
+                let lines = aimon::influxdb::sample_lines(&workload.batch(start..end))?;
+                let file = dir.path().join(format!("batch{n:06}.lp.gz"));
+                let mut gz = flate2::write::GzEncoder::new(
+                    std::fs::File::create(&file)?,
+                    flate2::Compression::fast(),
+                );
+                gz.write_all(lines.as_bytes())?;
+                gz.finish()?;
+                if !conf.is_empty() {
+                    conf.push_str("next\n");
+                }
                 conf.push_str(&format!(
-                    "user = \"{}:{}\"\n",
-                    user.replace('\\', "\\\\").replace('"', "\\\""),
-                    secret.replace('\\', "\\\\").replace('"', "\\\"")
+                    "url = \"{write_url}\"\ndata-binary = \"@{}\"\nheader = \"Content-Encoding: gzip\"\nsilent\nshow-error\nfail\n",
+                    file.display()
                 ));
+                if let Some(user) = username {
+                    let secret = password.as_ref().map(|p| p.expose()).unwrap_or("");
+                    conf.push_str(&format!(
+                        "user = \"{}:{}\"\n",
+                        user.replace('\\', "\\\\").replace('"', "\\\""),
+                        secret.replace('\\', "\\\\").replace('"', "\\\"")
+                    ));
+                }
             }
-            next = end;
-            n += 1;
-        }
-        {
+            // The config file holds the credentials: readable by this user only.
+            let path = dir.path().join(format!("curl{round}.conf"));
             let mut f = std::fs::OpenOptions::new();
             f.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut f, 0o600);
-            f.open(&config_path)?.write_all(conf.as_bytes())?;
+            f.open(&path)?.write_all(conf.as_bytes())?;
+            configs.push(path);
         }
+        let command = format!(
+            "curl -K curlR.conf  # round R of {rounds}, taking turns with aimon's; {batches} × (url = \"{}/write?db=DB&rp={retention_policy}&precision=u\", data-binary = \"@batchN.lp.gz\", header = \"Content-Encoding: gzip\", next)",
+            store.config().base_url.as_str().trim_end_matches('/')
+        );
+        Ok((dir, configs, command))
+    }
+
+    fn rounds(&self) -> u64 {
+        self.configs.len() as u64
+    }
+
+    /// Posts round `round`'s batches; returns its seconds.
+    fn round(&self, round: u64) -> Result<f64> {
+        let config = &self.configs[round as usize];
         let started = Instant::now();
-        let finished = Command::new("curl")
+        let finished = std::process::Command::new("curl")
             .arg("-K")
-            .arg(&config_path)
+            .arg(config)
+            .current_dir(self.dir.path())
             .output()
-            .map_err(tool_error)?;
+            .map_err(curl_error)?;
         let seconds = started.elapsed().as_secs_f64();
         if !finished.status.success() {
             return Err(CliError::new(format!(
@@ -1137,27 +1249,45 @@ async fn curl_baseline(url: &str, run: &str, workload: &Workload, batch: u64) ->
                 String::from_utf8_lossy(&finished.stderr).trim()
             )));
         }
-        let stats = store.stats().await?;
-        if stats.samples != workload.samples {
-            return Err(CliError::new(format!(
-                "curl loaded {} points, expected {}",
-                stats.samples, workload.samples
-            )));
-        }
-        let samples_per_second = workload.samples as f64 / seconds.max(1e-9);
-        Ok(ToolRun {
-            tool,
-            command: format!(
-                "curl -K curl.conf  # {n} × (url = \"{}/write?db=DB&rp={retention_policy}&precision=u\", data-binary = \"@batchN.lp.gz\", header = \"Content-Encoding: gzip\", next)",
-                store.config().base_url.as_str().trim_end_matches('/')
-            ),
-            seconds,
-            samples_per_second,
-        })
+        Ok(seconds)
     }
-    .await;
-    store.drop_database().await?;
-    result
+
+    /// Checks that every sample arrived and drops the database; returns the run (its
+    /// seconds the sum of the rounds) and each round's seconds.
+    async fn finish(self, rounds_seconds: Vec<f64>) -> Result<(ToolRun, Vec<f64>)> {
+        use aimon::StorageBackend;
+        let checked = match self.store.stats().await {
+            Ok(stats) if stats.samples == self.samples => Ok(()),
+            Ok(stats) => Err(CliError::new(format!(
+                "curl loaded {} points, expected {}",
+                stats.samples, self.samples
+            ))),
+            Err(e) => Err(e.into()),
+        };
+        self.store.drop_database().await?;
+        checked?;
+        let seconds: f64 = rounds_seconds.iter().sum();
+        Ok((
+            ToolRun {
+                tool: self.tool,
+                command: self.command,
+                seconds,
+                samples_per_second: self.samples as f64 / seconds.max(1e-9),
+            },
+            rounds_seconds,
+        ))
+    }
+
+    /// Drops the database after a failed run.
+    async fn discard(self) {
+        if let Err(e) = self.store.drop_database().await {
+            tracing::warn!(error = %e, "cannot drop the curl baseline's database");
+        }
+    }
+}
+
+fn curl_error(e: std::io::Error) -> CliError {
+    CliError::new(format!("cannot run curl for --compare-curl: {e}"))
 }
 
 #[cfg(test)]

@@ -317,10 +317,11 @@ pub struct BenchArgs {
     pub compare_psql: bool,
 
     /// Also post the same line-protocol batches (the lines `save_metrics` writes, gzip, the
-    /// same batch size) with one `curl` process to `/write` of the same server, into a fresh
-    /// database with the same retention policies that is dropped afterwards, and report aimon's
-    /// rate as a ratio of it. influxdb:// (v1) stores given with --storage only; credentials
-    /// reach curl through a private config file, never its command line.
+    /// same batch size) with `curl` to `/write` of the same server, into a fresh database with
+    /// the same retention policies that is dropped afterwards, in six rounds taking turns with
+    /// aimon's writes, and report aimon's rate as a ratio of curl's. influxdb:// (v1) stores
+    /// given with --storage only; credentials reach curl through a private config file, never
+    /// its command line.
     #[arg(long, conflicts_with_all = ["compare_sqlite3", "compare_psql", "compare_redis_benchmark"])]
     pub compare_curl: bool,
 

@@ -966,9 +966,9 @@ fn bench_compares_with_redis_benchmark() {
     assert!(server.keys(Some(secret), "{aimon}:bench:*").is_empty());
 }
 
-/// The InfluxDB baseline posts the same line-protocol batches with `curl` before and after
-/// aimon's writes, into databases it drops again, and reports both runs; other stores are
-/// refused.
+/// The InfluxDB baseline posts the same line-protocol batches with `curl` in rounds taking
+/// turns with aimon's writes, into a database it drops again, and reports every round; other
+/// stores are refused.
 #[test]
 fn bench_compares_with_curl_on_influxdb() {
     use aimon_integration_tests::fixtures;
@@ -1025,17 +1025,28 @@ fn bench_compares_with_curl_on_influxdb() {
         baseline["command"]
             .as_str()
             .unwrap()
-            .contains("3 × (url = "),
+            .contains("round R of 3, taking turns with aimon's; 3 × (url = "),
         "{baseline}"
     );
+    // Three batches: three rounds, curl and aimon taking turns, the sums compared.
+    assert_eq!(baseline["method"], "interleaved rounds", "{baseline}");
     let runs = baseline["runs_seconds"].as_array().unwrap();
-    assert_eq!(runs.len(), 2, "{baseline}");
-    assert!(runs.iter().all(|r| r.as_f64().unwrap() > 0.0), "{baseline}");
-    let best = runs
-        .iter()
-        .map(|r| r.as_f64().unwrap())
-        .fold(f64::MAX, f64::min);
-    assert_eq!(baseline["seconds"].as_f64().unwrap(), best, "{baseline}");
+    let aimon_rounds = baseline["aimon_rounds_seconds"].as_array().unwrap();
+    assert_eq!((runs.len(), aimon_rounds.len()), (3, 3), "{baseline}");
+    assert!(
+        runs.iter()
+            .chain(aimon_rounds)
+            .all(|r| r.as_f64().unwrap() > 0.0),
+        "{baseline}"
+    );
+    let sum: f64 = runs.iter().map(|r| r.as_f64().unwrap()).sum();
+    assert!(
+        (baseline["seconds"].as_f64().unwrap() - sum).abs() < 1e-9,
+        "{baseline}"
+    );
+    let aimon_sum: f64 = aimon_rounds.iter().map(|r| r.as_f64().unwrap()).sum();
+    let write_seconds = report["write_seconds"].as_f64().unwrap();
+    assert!((write_seconds - aimon_sum).abs() < 1e-6, "{report}");
     assert!(baseline["ratio"].as_f64().unwrap() > 0.0, "{baseline}");
     // Both baseline databases are gone; aimon's own stays.
     let http = authority.replacen("influxdb://", "http://", 1);

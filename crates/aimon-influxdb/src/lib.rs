@@ -76,23 +76,23 @@
 //! conflict or "points beyond retention policy" answer is `Conflict`.
 //!
 //! **Measured** (`aimon bench --samples 1000000 --batch 5000 --queries 1 --compare-curl`,
-//! 2-core machine, release build, InfluxDB 1.6.7, a fresh `influxd` per run, eleven runs):
-//! 0.73×–0.92×, median 0.78×, of one `curl` posting the same gzip batches to the same server
-//! (timed before and after aimon's writes, the faster run counts; the target is
-//! 0.85×). The server spends about curl's whole time per batch on aimon's samples request;
-//! the client's 3.6 ms of CPU per 5,000 samples (encoding 1.4 ms, gzip 0.7 ms, validation
-//! 0.6 ms, HTTP 0.5 ms) comes before the request and cannot overlap it, and the series
-//! documents' request runs alongside it. Encoding takes each run of samples with equal tags
-//! once (one series key, one comparison per sample). Since that profile, the client's work per
-//! batch without the HTTP (validation, encoding, gzip of the bench's batches: the ignored test
-//! `metrics::tests::bench_workload_client_cpu`, counted with callgrind) went from 18.6 M to
-//! 12.4 M instructions (floats through zmij, one reused deflate stream, a buffer sized once,
-//! one map walk per sample, word-at-a-time validation). End to end that barely shows: in
-//! alternating runs on one machine (fresh `influxd` each) the ratio was 0.69×–0.76× (median
-//! 0.72×, 4 runs) before and 0.68×–0.83× (median 0.72×, 8 runs) after, with curl itself
-//! varying by ±20% between runs: `influxd` on the same two cores is the bottleneck. Writing
-//! the series documents as 40-byte lines instead of ~350-byte JSON documents (an experiment,
-//! not shipped: it loses the documents) gave 0.72×–0.89× (median 0.78×, 4 runs).
+//! 2-core machine, release build, InfluxDB 1.6.7, a fresh `influxd` per run): aimon's rate
+//! against one `curl` posting the same gzip batches to the same server, in six rounds taking
+//! turns with aimon's writes (the bench's docs say why): **0.79×–0.90×, median 0.85×** (ten
+//! runs on 2026-11-27; the target is 0.85×). Per 5,000-sample batch (timers in the
+//! driver, one run): the samples request takes 20.1 ms, about curl's whole time per batch,
+//! and before it the client spends 2.6 ms validating (0.6), encoding (1.4) and compressing
+//! (0.6). That client time is the gap, and it cannot overlap the request: `influxd` reads a
+//! whole body before parsing it. What did not help, measured:
+//! - The series documents' request runs alongside the samples'. Leaving it out entirely
+//!   (an experiment) gave the same ratio within the noise: median 0.85× over four runs.
+//! - The client work split over both cores (encoding in parts, deflate in parts joined as one
+//!   stream) saved 0.25 ms of the 2.6 ms on the bench's batches, and rayon's spinning workers
+//!   slowed `influxd`; not shipped.
+//! - Earlier sessions cut the client's instructions per batch by a third (18.6 M → 12.4 M,
+//!   callgrind on the ignored test `metrics::tests::bench_workload_client_cpu`: floats through
+//!   zmij, one reused deflate stream, a buffer sized once, one map walk per sample,
+//!   word-at-a-time validation) without a visible change end to end.
 //!
 //! ## History
 //! `avg`, `sum`, `min`, `max` and `count` run in InfluxQL: `SELECT count, sum, min, max …
