@@ -143,7 +143,11 @@ pub(crate) async fn live_counts(backend: &QdrantBackend) -> Result<LiveCounts> {
                 Some(cutoff),
                 None,
             );
-            if engine.count(Collection::Samples, &sampled).await? > 0 {
+            // One live sample settles it: a page of one, not a count of them all.
+            let (page, _) = engine
+                .scroll_page(Collection::Samples, &sampled, None, 1)
+                .await?;
+            if !page.is_empty() {
                 counts.series += 1;
             }
         }

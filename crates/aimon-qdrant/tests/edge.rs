@@ -242,7 +242,9 @@ async fn stats_with_ttls_count_only_live_items() {
     let metrics: Vec<Metric> = (0..60)
         .map(|s| {
             let mut m = Metric::new(format!("s/{s:02}"), "latency", MetricType::Gauge);
-            m.updated_at = now;
+            // Every sixth series is also updated an hour ahead: live by its metadata and by
+            // its samples, it must count once.
+            m.updated_at = if s % 6 == 0 { later } else { now };
             m.values = (0..20)
                 .map(|i| MetricValue::new(now - TimeDelta::milliseconds(i), 1.0))
                 .collect();
