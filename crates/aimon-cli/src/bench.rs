@@ -273,7 +273,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
     let bar = progress::bar(args.samples, "samples", global);
     let mut batch_times = Vec::new();
     let mut written = 0;
-    let wall = Instant::now();
+    let mut wall_seconds = 0.0;
     let batches = args.samples.div_ceil(args.batch);
     let rounds = curl.as_ref().map_or(1, CurlBaseline::rounds);
     let mut curl_seconds = Vec::new();
@@ -287,6 +287,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
                 curl_seconds.push(curl.round(round)?);
             }
             let mut seconds = 0.0;
+            let wall = Instant::now();
             for b in first..last {
                 let (start, end) = (b * args.batch, ((b + 1) * args.batch).min(args.samples));
                 let metrics = workload.batch(start..end);
@@ -298,6 +299,8 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
                 bar.inc(end - start);
             }
             aimon_rounds_seconds.push(seconds);
+            // aimon's share only: curl's rounds are not aimon's wall time.
+            wall_seconds += wall.elapsed().as_secs_f64();
             if let (Some(curl), false) = (&curl, curl_first) {
                 curl_seconds.push(curl.round(round)?);
             }
@@ -316,7 +319,6 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
     };
     writes?;
     bar.finish_and_clear();
-    let wall_seconds = wall.elapsed().as_secs_f64();
     let write_seconds: f64 = batch_times.iter().map(Duration::as_secs_f64).sum();
 
     // Query phase.
@@ -1098,8 +1100,8 @@ async fn psql_baseline(url: &str, run: &str, workload: &Workload) -> Result<Tool
     result
 }
 
-/// How many interleaved rounds `--compare-curl` takes turns in (fewer if there are fewer
-/// batches).
+/// How many interleaved rounds `--compare-curl` takes turns in (even; fewer if there are
+/// fewer batches).
 const CURL_ROUNDS: u64 = 6;
 
 /// `--compare-curl`: one `curl -K` per round posting that round's batches (the lines
@@ -1182,7 +1184,12 @@ impl CurlBaseline {
             .append_pair("precision", "u");
         let dir = tempfile::tempdir()?;
         let batches = workload.samples.div_ceil(batch);
-        let rounds = CURL_ROUNDS.min(batches).max(1);
+        // An even number of rounds (one when there is a single batch), so each tool goes
+        // first as often as the other.
+        let rounds = match CURL_ROUNDS.min(batches) {
+            0 | 1 => 1,
+            n => n - n % 2,
+        };
         let mut configs = Vec::new();
         for round in 0..rounds {
             let mut conf = String::new();
@@ -1200,15 +1207,15 @@ impl CurlBaseline {
                     conf.push_str("next\n");
                 }
                 conf.push_str(&format!(
-                    "url = \"{write_url}\"\ndata-binary = \"@{}\"\nheader = \"Content-Encoding: gzip\"\nsilent\nshow-error\nfail\n",
+                    "url = \"{write_url}\"\ndata-binary = \"@{}\"\nheader = \"Content-Encoding: gzip\"\nsilent\nshow-error\nfail\nfail-early\n",
                     file.display()
                 ));
                 if let Some(user) = username {
                     let secret = password.as_ref().map(|p| p.expose()).unwrap_or("");
                     conf.push_str(&format!(
                         "user = \"{}:{}\"\n",
-                        user.replace('\\', "\\\\").replace('"', "\\\""),
-                        secret.replace('\\', "\\\\").replace('"', "\\\"")
+                        curl_config_quoted(user),
+                        curl_config_quoted(secret)
                     ));
                 }
             }
@@ -1286,6 +1293,24 @@ impl CurlBaseline {
     }
 }
 
+/// `s` escaped for a double-quoted value of a curl config file: backslash, quote and the
+/// characters that would end or bend the line.
+fn curl_config_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x0b' => out.push_str("\\v"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn curl_error(e: std::io::Error) -> CliError {
     CliError::new(format!("cannot run curl for --compare-curl: {e}"))
 }
@@ -1293,6 +1318,16 @@ fn curl_error(e: std::io::Error) -> CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn curl_config_values_cannot_break_their_line() {
+        assert_eq!(curl_config_quoted("plain"), "plain");
+        assert_eq!(
+            curl_config_quoted("a\"b\\c\nd\re\tf\x0bg"),
+            "a\\\"b\\\\c\\nd\\re\\tf\\vg"
+        );
+        assert!(!curl_config_quoted("x\ny\rz").contains(['\n', '\r']));
+    }
 
     #[test]
     fn redis_urls_split_without_showing_the_password() {
