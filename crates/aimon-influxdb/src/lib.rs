@@ -78,14 +78,15 @@
 //! **Measured** (`aimon bench --samples 1000000 --batch 5000 --queries 1 --compare-curl`,
 //! 2-core machine, release build, InfluxDB 1.6.7, a fresh `influxd` per run): aimon's rate
 //! against one `curl` posting the same gzip batches to the same server, in six rounds taking
-//! turns with aimon's writes (the bench's docs say why): **0.79×–0.90×, median 0.85×** (ten
-//! runs on 2026-11-27; the target is 0.85×). Per 5,000-sample batch (timers in the
-//! driver, one run): the samples request takes 20.1 ms, about curl's whole time per batch,
-//! and before it the client spends 2.6 ms validating (0.6), encoding (1.4) and compressing
-//! (0.6). That client time is the gap, and it cannot overlap the request: `influxd` reads a
-//! whole body before parsing it. What did not help, measured:
+//! turns with aimon's writes (the bench's docs say why): **0.79×–0.90×, median 0.83×**
+//! (sixteen runs on 2026-11-27; the target is 0.85×, which six of them reach). Per
+//! 5,000-sample batch (timers in the driver, one run): the samples request takes 20.1 ms,
+//! about curl's whole time per batch, and before it the client spends 2.6 ms validating
+//! (0.6), encoding (1.4) and compressing (0.6). That client time is the gap, and it cannot
+//! overlap the request: `influxd` reads a whole body before parsing it. What did not help, measured:
 //! - The series documents' request runs alongside the samples'. Leaving it out entirely
-//!   (an experiment) gave the same ratio within the noise: median 0.85× over four runs.
+//!   (an experiment) gave the same ratio within the noise: 0.83×–0.93×, median 0.85×, over
+//!   four runs.
 //! - The client work split over both cores (encoding in parts, deflate in parts joined as one
 //!   stream) saved 0.25 ms of the 2.6 ms on the bench's batches, and rayon's spinning workers
 //!   slowed `influxd`; not shipped.
