@@ -18,6 +18,7 @@
 //! [`ErrorKind::InvalidInput`]: crate::ErrorKind::InvalidInput
 
 use std::fmt;
+use std::ops::Range;
 
 use chrono::{DateTime, Utc};
 
@@ -238,6 +239,18 @@ fn optional_timestamp(field: impl fmt::Display, value: Option<DateTime<Utc>>) ->
 
 /// Checks one metric and all its samples.
 pub fn metric(metric: &Metric) -> Result<()> {
+    metric_runs(metric, |_| ())
+}
+
+/// Checks one metric exactly as [`metric`] does, and hands `on_run` its samples in runs: each
+/// maximal range of consecutive samples with equal tags, in order, covering every sample (none
+/// for a metric without samples). Runs are reported as they end, so a caller must not act on
+/// them before the whole batch has passed.
+///
+/// A sample whose tags equal its run's first is not checked again: comparing costs what
+/// checking does, so the runs come for free. Drivers that encode a series key per run (the
+/// InfluxDB line protocol) use them instead of a second walk over every sample's tags.
+pub fn metric_runs(metric: &Metric, mut on_run: impl FnMut(Range<usize>)) -> Result<()> {
     name("metric id", &metric.id)?;
     let ctx = |e: Error| e.with_context("metric_id", &metric.id);
     name("metric name", &metric.name).map_err(ctx)?;
@@ -246,24 +259,35 @@ pub fn metric(metric: &Metric) -> Result<()> {
     metadata("metric metadata", &metric.metadata).map_err(ctx)?;
     timestamp("metric created_at", metric.created_at).map_err(ctx)?;
     timestamp("metric updated_at", metric.updated_at).map_err(ctx)?;
+    let mut run_start = 0;
     for (i, sample) in metric.values.iter().enumerate() {
+        // The run's first sample passed, so equal tags are valid tags.
+        let in_run = i > run_start && sample.tags == metric.values[run_start].tags;
         // Runs for every sample: the usual one is settled without building field names.
-        if sample.value.is_finite()
+        let settled = sample.value.is_finite()
             && time::in_range(sample.timestamp)
-            && sample.tags.iter().all(|(k, v)| plain_tag(k, v))
-        {
-            continue;
+            && (in_run || sample.tags.iter().all(|(k, v)| plain_tag(k, v)));
+        if !settled {
+            if !sample.value.is_finite() {
+                return Err(Error::invalid_input(
+                    format_args!("values[{i}].value"),
+                    format!("must be finite, got {}", sample.value),
+                )
+                .with_context("metric_id", &metric.id));
+            }
+            timestamp(format_args!("values[{i}].timestamp"), sample.timestamp).map_err(ctx)?;
+            if !in_run {
+                // The field name is formatted only if a tag fails: this runs for every sample.
+                tags(format_args!("values[{i}].tags"), &sample.tags).map_err(ctx)?;
+            }
         }
-        if !sample.value.is_finite() {
-            return Err(Error::invalid_input(
-                format_args!("values[{i}].value"),
-                format!("must be finite, got {}", sample.value),
-            )
-            .with_context("metric_id", &metric.id));
+        if !in_run && i > 0 {
+            on_run(run_start..i);
+            run_start = i;
         }
-        timestamp(format_args!("values[{i}].timestamp"), sample.timestamp).map_err(ctx)?;
-        // The field name is formatted only if a tag fails: this runs for every sample.
-        tags(format_args!("values[{i}].tags"), &sample.tags).map_err(ctx)?;
+    }
+    if !metric.values.is_empty() {
+        on_run(run_start..metric.values.len());
     }
     Ok(())
 }
@@ -329,6 +353,122 @@ mod tests {
 
     fn cpu() -> Metric {
         Metric::new("m1", "cpu", MetricType::Gauge)
+    }
+
+    /// What [`metric_runs`] must agree with: every sample checked on its own, and runs found
+    /// by comparing neighbours.
+    fn reference_runs(m: &Metric) -> Result<Vec<Range<usize>>> {
+        for (i, sample) in m.values.iter().enumerate() {
+            if !sample.value.is_finite() {
+                return Err(Error::invalid_input(
+                    format!("values[{i}].value"),
+                    "not finite",
+                ));
+            }
+            timestamp(format_args!("values[{i}].timestamp"), sample.timestamp)?;
+            tags(format_args!("values[{i}].tags"), &sample.tags)?;
+        }
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        for (i, sample) in m.values.iter().enumerate() {
+            match runs.last_mut() {
+                Some(run) if m.values[run.start].tags == sample.tags => run.end = i + 1,
+                _ => runs.push(i..i + 1),
+            }
+        }
+        Ok(runs)
+    }
+
+    fn runs_of(m: &Metric) -> Result<Vec<Range<usize>>> {
+        let mut runs = Vec::new();
+        metric_runs(m, |r| runs.push(r))?;
+        Ok(runs)
+    }
+
+    #[test]
+    fn runs_group_consecutive_equal_tags() {
+        let t = |v: &str| Tags::from([("k".to_owned(), v.to_owned())]);
+        let mut m = cpu();
+        for tags in [t("a"), t("a"), t("b"), Tags::new(), Tags::new(), t("a")] {
+            m.values.push(MetricValue {
+                timestamp: time::now(),
+                value: 1.0,
+                tags,
+            });
+        }
+        assert_eq!(runs_of(&m).unwrap(), vec![0..2, 2..3, 3..5, 5..6]);
+        assert_eq!(runs_of(&cpu()).unwrap(), Vec::<Range<usize>>::new());
+    }
+
+    /// A sample inside a run is still checked for its value and time, and reported by index.
+    #[test]
+    fn a_bad_sample_inside_a_run_is_reported() {
+        let t = Tags::from([("host".to_owned(), "h1".to_owned())]);
+        for (bad_value, bad_time, field) in [
+            (f64::NAN, time::now(), "values[2].value"),
+            (1.0, time::from_micros(-1), "values[2].timestamp"),
+        ] {
+            let mut m = cpu();
+            for i in 0..4 {
+                let (value, timestamp) = if i == 2 {
+                    (bad_value, bad_time)
+                } else {
+                    (1.0, time::now())
+                };
+                m.values.push(MetricValue {
+                    timestamp,
+                    value,
+                    tags: t.clone(),
+                });
+            }
+            let err = metric_runs(&m, |_| ()).unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1_000))]
+
+        /// `metric_runs` accepts exactly the metrics that checking every sample on its own
+        /// accepts, reports the same sample when it refuses, and its runs are the maximal runs
+        /// of equal tags.
+        #[test]
+        fn runs_agree_with_checking_every_sample(
+            samples in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["", "a", "b", "x\ny", "é", "t\u{85}"]),
+                    proptest::sample::select(vec!["v", "w", "", "line\nbreak", "🚀"]),
+                    proptest::bool::weighted(0.95),
+                    proptest::bool::weighted(0.95),
+                ),
+                0..12,
+            )
+        ) {
+            let mut m = cpu();
+            for (key, value, finite, in_range) in samples {
+                let tags = if key.is_empty() && value == "v" {
+                    Tags::new()
+                } else {
+                    Tags::from([(key.to_owned(), value.to_owned())])
+                };
+                m.values.push(MetricValue {
+                    timestamp: if in_range { time::now() } else { time::from_micros(-5) },
+                    value: if finite { 1.5 } else { f64::INFINITY },
+                    tags,
+                });
+            }
+            match (runs_of(&m), reference_runs(&m)) {
+                (Ok(got), Ok(want)) => proptest::prop_assert_eq!(got, want),
+                (Err(got), Err(want)) => {
+                    // The failing field, e.g. `values[3].tags key "a"`.
+                    let field = |e: &Error| {
+                        let text = e.to_string();
+                        text.find("values[").map(|at| text[at..].split(':').next().map(str::to_owned))
+                    };
+                    proptest::prop_assert_eq!(field(&got), field(&want), "{} / {}", got, want);
+                }
+                (got, want) => proptest::prop_assert!(false, "{got:?} / {want:?}"),
+            }
+        }
     }
 
     #[test]

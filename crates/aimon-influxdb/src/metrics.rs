@@ -1,6 +1,7 @@
 //! Series and samples: writes, reads, queries and `metric_history`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 
 use aimon_core::backend::{StorageEvent, WriteReport};
 use aimon_core::downsample::{CompensatedSum, Downsampler, SampleRef, bucket_start};
@@ -71,43 +72,59 @@ const MAX_UPFRONT_RESERVE: usize = 64 << 20;
 /// InfluxDB's limit on a series key (measurement and tags, escaped): `models.MaxKeyLength`.
 pub(crate) const MAX_SERIES_KEY_BYTES: usize = 65_535;
 
-/// Appends the lines (`\n`-terminated) of the samples of `metric` (the `m`th of its batch) that
-/// `keep` selects, and returns how many it appended.
+/// The runs of equal tags of every metric of a batch (see [`validate::metric_runs`]), found
+/// while validating the whole batch.
+struct Runs {
+    ranges: Vec<Range<usize>>,
+    /// Where each metric's runs end in `ranges`.
+    ends: Vec<usize>,
+}
+
+impl Runs {
+    /// Validates `metrics` as [`validate::metrics`] does, keeping their runs.
+    fn validate(metrics: &[Metric]) -> Result<Self> {
+        let mut ranges = Vec::with_capacity(metrics.len());
+        let mut ends = Vec::with_capacity(metrics.len());
+        for metric in metrics {
+            validate::metric_runs(metric, |run| ranges.push(run))?;
+            ends.push(ranges.len());
+        }
+        Ok(Runs { ranges, ends })
+    }
+
+    /// The runs of the `m`th metric.
+    fn of(&self, m: usize) -> &[Range<usize>] {
+        let start = if m == 0 { 0 } else { self.ends[m - 1] };
+        &self.ranges[start..self.ends[m]]
+    }
+}
+
+/// Appends the lines (`\n`-terminated) of the samples of `metric` (the `m`th of its batch, its
+/// samples cut into `runs` of equal tags) that `keep` selects, and returns how many it appended.
 ///
-/// Samples come in runs with equal tags (the usual case: one run per series), and each run's
-/// series key is encoded once. Every run's key is checked, kept samples or not, against the
-/// limit InfluxDB would refuse ("max key length exceeded"): core's validation bounds each tag,
-/// not their sum, and the encoding here grows `%` and `\` to three bytes. Callers encode the
-/// whole batch before writing any of it, so an over-long key fails the call with nothing written.
+/// Each run's series key is encoded once. Every run's key is checked, kept samples or not,
+/// against the limit InfluxDB would refuse ("max key length exceeded"): core's validation
+/// bounds each tag, not their sum, and the encoding here grows `%` and `\` to three bytes.
+/// Callers encode the whole batch before writing any of it, so an over-long key fails the call
+/// with nothing written.
 fn push_sample_lines(
     s: &mut String,
     m: usize,
     metric: &Metric,
+    runs: &[Range<usize>],
     mut keep: impl FnMut(&MetricValue) -> bool,
     mut end_line: impl FnMut(&mut String),
 ) -> Result<u64> {
     let mut key = String::with_capacity(128);
-    let mut offset = 0;
     let mut kept = 0;
     let mut ints = itoa::Buffer::new();
-    // The run's tags as a slice: each following sample's map is walked once, not twice as by
-    // `==` on two maps (the comparison is most of the cost of finding runs).
-    let mut run_tags: Vec<(&str, &str)> = Vec::new();
-    let mut rest = metric.values.as_slice();
-    while let Some(first) = rest.first() {
-        run_tags.clear();
-        run_tags.extend(first.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let len = 1 + rest[1..]
-            .iter()
-            .take_while(|v| same_tags(&v.tags, &run_tags))
-            .count();
-        let (run, after) = rest.split_at(len);
-        rest = after;
+    for run in runs {
+        let run_samples = &metric.values[run.clone()];
         key.clear();
-        push_series_key(&mut key, &metric.id, &run[0].tags);
+        push_series_key(&mut key, &metric.id, &run_samples[0].tags);
         if key.len() > MAX_SERIES_KEY_BYTES {
             return Err(aimon_core::Error::invalid_input(
-                format_args!("metrics[{m}].values[{offset}].tags"),
+                format_args!("metrics[{m}].values[{}].tags", run.start),
                 format_args!(
                     "the series id and tags make an InfluxDB series key of {} bytes, over its \
                      limit of {MAX_SERIES_KEY_BYTES}",
@@ -115,9 +132,8 @@ fn push_sample_lines(
                 ),
             ));
         }
-        offset += run.len();
-        s.reserve(run.len() * (key.len() + 48));
-        for sample in run.iter().filter(|v| keep(v)) {
+        s.reserve(run_samples.len() * (key.len() + 48));
+        for sample in run_samples.iter().filter(|v| keep(v)) {
             s.push_str(&key);
             s.push_str(" v=");
             line::push_float(s, sample.value);
@@ -130,23 +146,16 @@ fn push_sample_lines(
     Ok(kept)
 }
 
-/// Whether `tags` holds exactly the pairs of `flat` (in key order, as a map iterates).
-fn same_tags(tags: &Tags, flat: &[(&str, &str)]) -> bool {
-    tags.len() == flat.len()
-        && tags
-            .iter()
-            .zip(flat)
-            .all(|((k, v), (fk, fv))| v == fv && k == fk)
-}
-
 /// The line protocol `save_metrics` writes for the samples of `metrics` (microsecond
-/// precision, one line each, `\n`-terminated), without core validation or retention: for
-/// outside loaders and the `aimon bench --compare-curl` baseline, which post exactly these
-/// lines. Fails only on a series key over InfluxDB's limit.
+/// precision, one line each, `\n`-terminated), without retention: for outside loaders and the
+/// `aimon bench --compare-curl` baseline, which post exactly these lines. Fails, as
+/// `save_metrics` would, on input that core validation refuses or on a series key over
+/// InfluxDB's limit.
 pub fn sample_lines(metrics: &[Metric]) -> Result<String> {
+    let runs = Runs::validate(metrics)?;
     let mut out = String::new();
     for (m, metric) in metrics.iter().enumerate() {
-        push_sample_lines(&mut out, m, metric, |_| true, |s| s.push('\n'))?;
+        push_sample_lines(&mut out, m, metric, runs.of(m), |_| true, |s| s.push('\n'))?;
     }
     Ok(out)
 }
@@ -163,11 +172,12 @@ struct EncodedWrite<'a> {
     created_at: Vec<(&'a str, i64)>,
 }
 
-/// Encodes a validated batch: the lines of its live samples and of its series documents.
-/// `created` holds the stored `created_at` of known series, and gains the new ones'. Fails
-/// only on a series key over InfluxDB's limit (nothing is sent then).
+/// Encodes a validated batch (cut into `runs`): the lines of its live samples and of its series
+/// documents. `created` holds the stored `created_at` of known series, and gains the new ones'.
+/// Fails only on a series key over InfluxDB's limit (nothing is sent then).
 fn encode_write<'a>(
     metrics: &'a [Metric],
+    runs: &Runs,
     cutoff: Option<i64>,
     created: &mut HashMap<String, i64>,
     backend: &str,
@@ -195,6 +205,7 @@ fn encode_write<'a>(
             &mut samples.text,
             m,
             metric,
+            runs.of(m),
             |v| RetentionPolicy::is_live(cutoff, v.timestamp),
             |s| {
                 s.push('\n');
@@ -206,9 +217,15 @@ fn encode_write<'a>(
         if live == 0 && !meta_live && !created.contains_key(&metric.id) {
             continue;
         }
-        let created_at = *created
-            .entry(metric.id.clone())
-            .or_insert_with(|| time::to_micros(time::truncate(metric.created_at)));
+        // Looked up before inserting: a known id (the usual case) is not copied.
+        let created_at = match created.get(&metric.id) {
+            Some(created_at) => *created_at,
+            None => {
+                let created_at = time::to_micros(time::truncate(metric.created_at));
+                created.insert(metric.id.clone(), created_at);
+                created_at
+            }
+        };
         // One metadata line per series: the last write of the batch wins.
         docs.insert(&metric.id, series_doc(metric, created_at));
         report.written += live;
@@ -449,7 +466,7 @@ impl InfluxBackend {
     }
 
     pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
-        validate::metrics(metrics)?;
+        let runs = Runs::validate(metrics)?;
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let unknown: Vec<&str> = {
             let known = self.created.lock().unwrap_or_else(|e| e.into_inner());
@@ -476,7 +493,7 @@ impl InfluxBackend {
             report,
             events,
             created_at,
-        } = encode_write(metrics, cutoff, &mut created, &self.config.name)?;
+        } = encode_write(metrics, &runs, cutoff, &mut created, &self.config.name)?;
         if unknown.is_empty() {
             // Every series is stored already: its metadata update and the samples go out at
             // once (a failure of either fails the call, and the retry rewrites both). The
@@ -883,8 +900,8 @@ mod tests {
     /// the gzip of every request body. Returns the compressed bytes.
     #[inline(never)]
     fn client_cpu(batch: &[Metric], created: &mut HashMap<String, i64>) -> usize {
-        validate::metrics(batch).expect("valid");
-        let encoded = encode_write(batch, None, created, "bench").expect("short keys");
+        let runs = Runs::validate(batch).expect("valid");
+        let encoded = encode_write(batch, &runs, None, created, "bench").expect("short keys");
         let mut bytes = 0;
         for lines in [&encoded.meta, &encoded.samples] {
             for body in lines.batches(
@@ -935,7 +952,9 @@ mod tests {
         m.values
             .extend((1..100_000).map(|_| MetricValue::new(time::now(), 1.0)));
         assert!(estimated_lines_bytes(&m) <= 100_000 * (MAX_SERIES_KEY_BYTES + 45));
-        let err = encode_write(&[m], None, &mut HashMap::new(), "t")
+        let batch = [m];
+        let runs = Runs::validate(&batch).expect("every tag is valid");
+        let err = encode_write(&batch, &runs, None, &mut HashMap::new(), "t")
             .err()
             .expect("the key is over the limit");
         assert_eq!(err.kind(), aimon_core::ErrorKind::InvalidInput);
