@@ -46,25 +46,9 @@ fn push_series_key(s: &mut String, series_id: &str, tags: &Tags) {
     }
 }
 
-/// About the bytes of the lines of `metric`'s samples: its first series key unescaped, and the
-/// longest value and timestamp texts. A guess to size the buffer, not a bound.
-fn estimated_lines_bytes(metric: &Metric) -> usize {
-    let key = metric.values.first().map_or(0, |v| {
-        SAMPLES.len()
-            + ",sid=".len()
-            + metric.id.len()
-            + v.tags
-                .iter()
-                .map(|(k, v)| 2 + TAG_PREFIX.len() + k.len() + v.len())
-                .sum::<usize>()
-    });
-    // " v=" (3), a float (at most 24), " " (1), microseconds (16), "\n" (1). A key over
-    // InfluxDB's limit fails the batch before its lines are written: it sizes nothing.
-    metric
-        .values
-        .len()
-        .saturating_mul(key.min(MAX_SERIES_KEY_BYTES) + 45)
-}
+/// The most bytes of a sample's line after its series key: " v=" (3), a float (at most 24),
+/// " " (1), microseconds (at most 20) and "\n" (1).
+const LINE_TAIL_BYTES: usize = 49;
 
 /// The most the samples buffer reserves up front; a larger batch grows it as it goes.
 const MAX_UPFRONT_RESERVE: usize = 64 << 20;
@@ -99,51 +83,96 @@ impl Runs {
     }
 }
 
-/// Appends the lines (`\n`-terminated) of the samples of `metric` (the `m`th of its batch, its
-/// samples cut into `runs` of equal tags) that `keep` selects, and returns how many it appended.
-///
-/// Each run's series key is encoded once. Every run's key is checked, kept samples or not,
-/// against the limit InfluxDB would refuse ("max key length exceeded"): core's validation
-/// bounds each tag, not their sum, and the encoding here grows `%` and `\` to three bytes.
-/// Callers encode the whole batch before writing any of it, so an over-long key fails the call
-/// with nothing written.
-fn push_sample_lines(
-    s: &mut String,
-    m: usize,
-    metric: &Metric,
-    runs: &[Range<usize>],
-    mut keep: impl FnMut(&MetricValue) -> bool,
-    mut end_line: impl FnMut(&mut String),
-) -> Result<u64> {
-    let mut key = String::with_capacity(128);
-    let mut kept = 0;
-    let mut ints = itoa::Buffer::new();
-    for run in runs {
-        let run_samples = &metric.values[run.clone()];
-        key.clear();
-        push_series_key(&mut key, &metric.id, &run_samples[0].tags);
-        if key.len() > MAX_SERIES_KEY_BYTES {
-            return Err(aimon_core::Error::invalid_input(
-                format_args!("metrics[{m}].values[{}].tags", run.start),
-                format_args!(
-                    "the series id and tags make an InfluxDB series key of {} bytes, over its \
-                     limit of {MAX_SERIES_KEY_BYTES}",
-                    key.len()
-                ),
-            ));
+/// The samples of a validated batch, ready to encode: their runs of equal tags and each run's
+/// series key, checked.
+struct SampleLines<'a> {
+    metrics: &'a [Metric],
+    runs: &'a Runs,
+    /// The series key of every run, in the order of `runs.ranges`.
+    keys: Vec<String>,
+    /// Samples before it (µs) are left out.
+    cutoff: Option<i64>,
+}
+
+impl<'a> SampleLines<'a> {
+    /// Encodes each run's series key once, and checks every one, live samples or not, against
+    /// the limit InfluxDB would refuse ("max key length exceeded"): core's validation bounds
+    /// each tag, not their sum, and the encoding here grows `%` and `\` to three bytes. This is
+    /// the last check of a batch, so an over-long key fails the call with nothing written.
+    fn new(metrics: &'a [Metric], runs: &'a Runs, cutoff: Option<i64>) -> Result<Self> {
+        let mut keys = Vec::with_capacity(runs.ranges.len());
+        for (m, metric) in metrics.iter().enumerate() {
+            for run in runs.of(m) {
+                let mut key = String::with_capacity(128);
+                push_series_key(&mut key, &metric.id, &metric.values[run.start].tags);
+                if key.len() > MAX_SERIES_KEY_BYTES {
+                    return Err(aimon_core::Error::invalid_input(
+                        format_args!("metrics[{m}].values[{}].tags", run.start),
+                        format_args!(
+                            "the series id and tags make an InfluxDB series key of {} bytes, \
+                             over its limit of {MAX_SERIES_KEY_BYTES}",
+                            key.len()
+                        ),
+                    ));
+                }
+                keys.push(key);
+            }
         }
-        s.reserve(run_samples.len() * (key.len() + 48));
-        for sample in run_samples.iter().filter(|v| keep(v)) {
-            s.push_str(&key);
-            s.push_str(" v=");
-            line::push_float(s, sample.value);
-            s.push(' ');
-            s.push_str(ints.format(time::to_micros(sample.timestamp)));
-            end_line(s);
-            kept += 1;
+        Ok(SampleLines {
+            metrics,
+            runs,
+            keys,
+            cutoff,
+        })
+    }
+
+    /// Whether a sample is within the TTL.
+    fn is_live(&self, sample: &MetricValue) -> bool {
+        RetentionPolicy::is_live(self.cutoff, sample.timestamp)
+    }
+
+    /// How many of the `m`th metric's samples are live.
+    fn live(&self, m: usize) -> u64 {
+        let values = &self.metrics[m].values;
+        match self.cutoff {
+            None => values.len() as u64,
+            Some(_) => values.iter().filter(|v| self.is_live(v)).count() as u64,
         }
     }
-    Ok(kept)
+
+    /// One `\n`-terminated line per live sample, in the batch's order.
+    fn encode(&self) -> LineBuffer {
+        let mut out = LineBuffer::default();
+        let mut key_of_run = self.keys.iter();
+        let runs = self.metrics.iter().enumerate().flat_map(|(m, metric)| {
+            self.runs
+                .of(m)
+                .iter()
+                .map(move |run| &metric.values[run.clone()])
+        });
+        // Sized once for the whole batch rather than grown (and copied) run after run.
+        let (mut bytes, mut lines) = (0usize, 0usize);
+        for (run, key) in runs.clone().zip(&self.keys) {
+            bytes = bytes.saturating_add(run.len().saturating_mul(key.len() + LINE_TAIL_BYTES));
+            lines += run.len();
+        }
+        out.text.reserve(bytes.min(MAX_UPFRONT_RESERVE));
+        out.ends.reserve(lines);
+        let mut ints = itoa::Buffer::new();
+        for run in runs {
+            let Some(key) = key_of_run.next() else { break };
+            for sample in run.iter().filter(|v| self.is_live(v)) {
+                let s = &mut out.text;
+                s.push_str(key);
+                s.push_str(" v=");
+                line::push_float(s, sample.value);
+                s.push(' ');
+                s.push_str(ints.format(time::to_micros(sample.timestamp)));
+                out.end_line();
+            }
+        }
+        out
+    }
 }
 
 /// The line protocol `save_metrics` writes for the samples of `metrics` (microsecond
@@ -153,65 +182,39 @@ fn push_sample_lines(
 /// InfluxDB's limit.
 pub fn sample_lines(metrics: &[Metric]) -> Result<String> {
     let runs = Runs::validate(metrics)?;
-    let mut out = String::new();
-    for (m, metric) in metrics.iter().enumerate() {
-        push_sample_lines(&mut out, m, metric, runs.of(m), |_| true, |s| s.push('\n'))?;
-    }
-    Ok(out)
+    Ok(SampleLines::new(metrics, &runs, None)?.encode().text)
 }
 
-/// The requests of one `save_metrics` call, encoded before any is sent.
+/// The requests of one `save_metrics` call: the series documents encoded, the samples checked
+/// and ready to encode (nothing can fail after this).
 struct EncodedWrite<'a> {
     /// One metadata line per written series.
     meta: LineBuffer,
-    /// The live samples' lines.
-    samples: LineBuffer,
+    /// The live samples, encoded while the metadata request is on its way.
+    samples: SampleLines<'a>,
     report: WriteReport,
     events: Vec<StorageEvent>,
     /// `created_at` (µs) of every written series, for the process's cache.
     created_at: Vec<(&'a str, i64)>,
 }
 
-/// Encodes a validated batch (cut into `runs`): the lines of its live samples and of its series
-/// documents. `created` holds the stored `created_at` of known series, and gains the new ones'.
-/// Fails only on a series key over InfluxDB's limit (nothing is sent then).
+/// Prepares a validated batch (cut into `runs`): the lines of its series documents, and its
+/// samples checked for encoding. `created` holds the stored `created_at` of known series, and
+/// gains the new ones'. Fails only on a series key over InfluxDB's limit (nothing is sent then).
 fn encode_write<'a>(
     metrics: &'a [Metric],
-    runs: &Runs,
+    runs: &'a Runs,
     cutoff: Option<i64>,
     created: &mut HashMap<String, i64>,
     backend: &str,
 ) -> Result<EncodedWrite<'a>> {
     let mut report = WriteReport::default();
     let mut meta = LineBuffer::default();
-    let mut samples = LineBuffer::default();
     let mut events = Vec::new();
     let mut docs: BTreeMap<&str, Metric> = BTreeMap::new();
-    // Sized once for the whole batch rather than grown (and copied) run after run.
-    samples.text.reserve(
-        metrics
-            .iter()
-            .map(estimated_lines_bytes)
-            .fold(0usize, usize::saturating_add)
-            .min(MAX_UPFRONT_RESERVE),
-    );
-    samples
-        .ends
-        .reserve(metrics.iter().map(|m| m.values.len()).sum());
+    let samples = SampleLines::new(metrics, runs, cutoff)?;
     for (m, metric) in metrics.iter().enumerate() {
-        // Every sample's series key is checked, live or not; only live samples get lines (a
-        // metric without any adds no line end).
-        let live = push_sample_lines(
-            &mut samples.text,
-            m,
-            metric,
-            runs.of(m),
-            |v| RetentionPolicy::is_live(cutoff, v.timestamp),
-            |s| {
-                s.push('\n');
-                samples.ends.push(s.len());
-            },
-        )?;
+        let live = samples.live(m);
         report.expired += metric.values.len() as u64 - live;
         let meta_live = RetentionPolicy::is_live(cutoff, metric.updated_at);
         if live == 0 && !meta_live && !created.contains_key(&metric.id) {
@@ -497,19 +500,24 @@ impl InfluxBackend {
         if unknown.is_empty() {
             // Every series is stored already: its metadata update and the samples go out at
             // once (a failure of either fails the call, and the retry rewrites both). The
-            // samples first: `join!` polls in order, so the small metadata request is
-            // compressed and sent while the server is busy with the samples.
-            let (samples_written, meta_written) = futures::join!(
-                self.client.write_lines(Target::Samples, &samples),
-                self.client.write_lines(Target::Meta, &meta)
-            );
+            // metadata first: `join!` polls in order, so its small request is on its way, and
+            // the server busy with it on its other core, while the samples are encoded here.
+            // The yield lets the connection's task send it before the encoding holds this
+            // thread.
+            let (meta_written, samples_written) =
+                futures::join!(self.client.write_lines(Target::Meta, &meta), async {
+                    tokio::task::yield_now().await;
+                    let lines = samples.encode();
+                    self.client.write_lines(Target::Samples, &lines).await
+                });
             meta_written?;
             samples_written?;
         } else {
             // New series: metadata first. A series without samples is valid; samples whose
             // series document is missing would be invisible.
             self.client.write_lines(Target::Meta, &meta).await?;
-            self.client.write_lines(Target::Samples, &samples).await?;
+            let lines = samples.encode();
+            self.client.write_lines(Target::Samples, &lines).await?;
         }
         {
             let mut known = self.created.lock().unwrap_or_else(|e| e.into_inner());
@@ -902,8 +910,9 @@ mod tests {
     fn client_cpu(batch: &[Metric], created: &mut HashMap<String, i64>) -> usize {
         let runs = Runs::validate(batch).expect("valid");
         let encoded = encode_write(batch, &runs, None, created, "bench").expect("short keys");
+        let samples = encoded.samples.encode();
         let mut bytes = 0;
-        for lines in [&encoded.meta, &encoded.samples] {
+        for lines in [&encoded.meta, &samples] {
             for body in lines.batches(
                 crate::config::DEFAULT_BATCH_LINES,
                 crate::config::DEFAULT_BATCH_BYTES,
@@ -939,8 +948,8 @@ mod tests {
         assert_eq!(created.len(), 100);
     }
 
-    /// The buffer is sized from the first sample's key; a huge one (refused later, past
-    /// InfluxDB's key limit) must not reserve samples × key bytes first.
+    /// A key over InfluxDB's limit fails the batch before anything is sized or encoded from
+    /// it: a huge one must not reserve samples × key bytes first.
     #[test]
     fn a_huge_first_key_reserves_nothing_unbounded() {
         let mut m = Metric::new("m", "m", MetricType::Gauge);
@@ -951,7 +960,6 @@ mod tests {
         m.values.push(first);
         m.values
             .extend((1..100_000).map(|_| MetricValue::new(time::now(), 1.0)));
-        assert!(estimated_lines_bytes(&m) <= 100_000 * (MAX_SERIES_KEY_BYTES + 45));
         let batch = [m];
         let runs = Runs::validate(&batch).expect("every tag is valid");
         let err = encode_write(&batch, &runs, None, &mut HashMap::new(), "t")
