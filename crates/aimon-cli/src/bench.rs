@@ -280,15 +280,13 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
     let mut aimon_rounds_seconds = Vec::new();
     let writes = async {
         for round in 0..rounds {
-            // Round `round` holds batches [first, last), as the baseline's round does.
-            let (first, last) = (batches * round / rounds, batches * (round + 1) / rounds);
             let curl_first = round % 2 == 0;
             if let (Some(curl), true) = (&curl, curl_first) {
                 curl_seconds.push(curl.round(round)?);
             }
             let mut seconds = 0.0;
             let wall = Instant::now();
-            for b in first..last {
+            for b in round_batches(batches, rounds, round) {
                 let (start, end) = (b * args.batch, ((b + 1) * args.batch).min(args.samples));
                 let metrics = workload.batch(start..end);
                 let started = Instant::now();
@@ -1148,7 +1146,7 @@ impl CurlBaseline {
                 samples: workload.samples,
             }),
             Err(e) => {
-                let _ = store.drop_database().await;
+                drop_baseline_database(&store).await;
                 Err(e)
             }
         }
@@ -1193,7 +1191,7 @@ impl CurlBaseline {
         let mut configs = Vec::new();
         for round in 0..rounds {
             let mut conf = String::new();
-            for n in batches * round / rounds..batches * (round + 1) / rounds {
+            for n in round_batches(batches, rounds, round) {
                 let (start, end) = (n * batch, ((n + 1) * batch).min(workload.samples));
                 let lines = aimon::influxdb::sample_lines(&workload.batch(start..end))?;
                 let file = dir.path().join(format!("batch{n:06}.lp.gz"));
@@ -1287,10 +1285,21 @@ impl CurlBaseline {
 
     /// Drops the database after a failed run.
     async fn discard(self) {
-        if let Err(e) = self.store.drop_database().await {
-            tracing::warn!(error = %e, "cannot drop the curl baseline's database");
-        }
+        drop_baseline_database(&self.store).await;
     }
+}
+
+/// Drops the curl baseline's database; a failure is logged, not returned, as it comes after
+/// the error or result that matters.
+async fn drop_baseline_database(store: &aimon::influxdb::InfluxBackend) {
+    if let Err(e) = store.drop_database().await {
+        tracing::warn!(error = %e, "cannot drop the curl baseline's database");
+    }
+}
+
+/// The batches of round `round` of `rounds`: aimon's and curl's rounds hold the same ones.
+fn round_batches(batches: u64, rounds: u64, round: u64) -> std::ops::Range<u64> {
+    batches * round / rounds..batches * (round + 1) / rounds
 }
 
 /// `s` escaped for a double-quoted value of a curl config file: backslash, quote and the
@@ -1318,6 +1327,29 @@ fn curl_error(e: std::io::Error) -> CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rounds cover every batch once, in order, as evenly as they can.
+    #[test]
+    fn rounds_partition_the_batches() {
+        for batches in [1u64, 2, 3, 5, 6, 7, 200, 201] {
+            for rounds in [1u64, 2, 6] {
+                let cut: Vec<_> = (0..rounds)
+                    .map(|r| round_batches(batches, rounds, r))
+                    .collect();
+                assert_eq!(cut[0].start, 0);
+                assert_eq!(cut[cut.len() - 1].end, batches);
+                for pair in cut.windows(2) {
+                    assert_eq!(pair[0].end, pair[1].start);
+                }
+                let sizes: Vec<_> = cut.iter().map(|r| r.end - r.start).collect();
+                let (min, max) = (sizes.iter().min(), sizes.iter().max());
+                assert!(
+                    max.zip(min).is_some_and(|(max, min)| max - min <= 1),
+                    "{sizes:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn curl_config_values_cannot_break_their_line() {
