@@ -78,22 +78,29 @@
 //! **Measured** (`aimon bench --samples 1000000 --batch 5000 --queries 1 --compare-curl`,
 //! 2-core machine, release build, InfluxDB 1.6.7, a fresh `influxd` per run): aimon's rate
 //! against one `curl` posting the same gzip batches to the same server, in six rounds taking
-//! turns with aimon's writes (the bench's docs say why): **0.79×–0.90×, median 0.83×**
-//! (sixteen runs on 2026-11-27; the target is 0.85×, which six of them reach). Per
-//! 5,000-sample batch (timers in the driver, one run): the samples request takes 20.1 ms,
-//! about curl's whole time per batch, and before it the client spends 2.6 ms validating
-//! (0.6), encoding (1.4) and compressing (0.6). That client time is the gap, and it cannot
-//! overlap the request: `influxd` reads a whole body before parsing it. What did not help, measured:
-//! - The series documents' request runs alongside the samples'. Leaving it out entirely
-//!   (an experiment) gave the same ratio within the noise: 0.83×–0.93×, median 0.85×, over
-//!   four runs.
+//! turns with aimon's writes (the bench's docs say why): **0.78×–0.92×, median 0.854×** over
+//! twenty runs on 2026-11-28 (the target is 0.85×; twelve runs reach it). The build
+//! before, alternating run for run: 0.76×–0.87×, median 0.817×. What the client does about it:
+//! - Validation reports each metric's runs of equal tags ([`aimon_core::validate::metric_runs`]),
+//!   and the encoder writes one series key per run from them: every sample's tags are walked
+//!   once, not once to check and again to find the runs.
+//! - Every check of a batch (validation, then each run's series key against InfluxDB's limit)
+//!   comes before anything is sent. The series documents' request then goes first, and the
+//!   sample lines are encoded and compressed while the server stores the documents on its other
+//!   core.
+//!
+//! The samples request itself takes about curl's whole time per batch: `influxd` reads a whole
+//! body before parsing it, so the client's work on a batch (3.7 ms of 27 ms in one timed run,
+//! before the two changes above) can overlap only the documents' request. What did not help,
+//! measured:
+//! - Leaving the series documents' request out entirely (an experiment): median 0.85× over
+//!   four runs against 0.83×, within the noise.
 //! - The client work split over both cores (encoding in parts, deflate in parts joined as one
-//!   stream) saved 0.25 ms of the 2.6 ms on the bench's batches, and rayon's spinning workers
-//!   slowed `influxd`; not shipped.
+//!   stream) saved 0.25 ms per batch, and rayon's spinning workers slowed `influxd`.
 //! - Earlier sessions cut the client's instructions per batch by a third (18.6 M → 12.4 M,
 //!   callgrind on the ignored test `metrics::tests::bench_workload_client_cpu`: floats through
-//!   zmij, one reused deflate stream, a buffer sized once, one map walk per sample,
-//!   word-at-a-time validation) without a visible change end to end.
+//!   zmij, one reused deflate stream, a buffer sized once, word-at-a-time validation) without a
+//!   visible change end to end.
 //!
 //! ## History
 //! `avg`, `sum`, `min`, `max` and `count` run in InfluxQL: `SELECT count, sum, min, max …
