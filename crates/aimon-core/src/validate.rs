@@ -248,7 +248,8 @@ pub fn metric(metric: &Metric) -> Result<()> {
 /// them before the whole batch has passed.
 ///
 /// A sample whose tags equal its run's first is not checked again: comparing costs what
-/// checking does, so the runs come for free. Drivers that encode a series key per run (the
+/// checking does, so the runs come for free (where tags change from sample to sample, the
+/// comparison usually stops at the first pair). Drivers that encode a series key per run (the
 /// InfluxDB line protocol) use them instead of a second walk over every sample's tags.
 pub fn metric_runs(metric: &Metric, mut on_run: impl FnMut(Range<usize>)) -> Result<()> {
     name("metric id", &metric.id)?;
@@ -356,7 +357,7 @@ mod tests {
     }
 
     /// What [`metric_runs`] must agree with: every sample checked on its own, and runs found
-    /// by comparing neighbours.
+    /// by comparing each sample with its run's first.
     fn reference_runs(m: &Metric) -> Result<Vec<Range<usize>>> {
         for (i, sample) in m.values.iter().enumerate() {
             if !sample.value.is_finite() {

@@ -85,9 +85,10 @@
 //!   and the encoder writes one series key per run from them: every sample's tags are walked
 //!   once, not once to check and again to find the runs.
 //! - Every check of a batch (validation, then each run's series key against InfluxDB's limit)
-//!   comes before anything is sent. The series documents' request then goes first, and the
-//!   sample lines are encoded and compressed while the server stores the documents on its other
-//!   core.
+//!   comes before anything is sent. When every series of the batch is already known (after a
+//!   series' first batch), the series documents' request then goes first, and the sample lines
+//!   are encoded and compressed while the server stores the documents on its other core. New
+//!   series still get their documents written before any of their samples are sent.
 //!
 //! The samples request itself takes about curl's whole time per batch: `influxd` reads a whole
 //! body before parsing it, so the client's work on a batch (3.7 ms of 27 ms in one timed run,
