@@ -43,7 +43,7 @@ impl fmt::Display for CliError {
     /// Always a single line: newlines in wrapped messages become spaces.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let one_line = self.0.split_whitespace().collect::<Vec<_>>().join(" ");
-        f.write_str(&one_line)
+        aimon::error::write_printable(f, &one_line)
     }
 }
 
@@ -55,5 +55,11 @@ mod tests {
     fn messages_are_one_line() {
         let e = CliError::new("first\n  second\r\nthird");
         assert_eq!(e.to_string(), "first second third");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let e = CliError::new("name \u{1b}[2J\u{1b}[31mRED");
+        assert_eq!(e.to_string(), "name \\u{1b}[2J\\u{1b}[31mRED");
     }
 }

@@ -61,7 +61,11 @@ fn usage_error(e: clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
     }
-    eprintln!("{}", one_line(&e.render().to_string()));
+    // clap quotes the user's arguments, which may hold escape sequences.
+    eprintln!(
+        "{}",
+        aimon::error::printable(&one_line(&e.render().to_string()))
+    );
     ExitCode::from(2)
 }
 

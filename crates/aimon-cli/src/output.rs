@@ -30,17 +30,38 @@ pub fn table<S: AsRef<str>>(header: &[S], right: &[&str]) -> Table {
     table
 }
 
-/// Prints `value` as pretty JSON on stdout.
+/// Prints `value` as pretty JSON on stdout. A reader that closed the pipe early (`aimon …
+/// --json | head`) ends the output quietly, as Unix tools do: it asked for no more.
 pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(crate::error::CliError::new(format!(
+            "cannot write JSON: {e}"
+        ))),
+        Ok(()) => Ok(()),
+    }
 }
 
-/// Prints a line on stdout, ignoring a closed pipe (`aimon … | head`).
+/// Prints a line on stdout, ignoring a closed pipe (`aimon … | head`). Stored text reaches
+/// tables (an alert's description may hold any character but NUL), so every control character
+/// but the line breaks of a table is written as a visible escape: nothing printed can move the
+/// cursor, change colours or clear the screen.
 pub fn line(text: impl std::fmt::Display) {
-    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    let text = text.to_string();
+    let mut out = std::io::stdout().lock();
+    let mut lines = text.split('\n').peekable();
+    while let Some(one) = lines.next() {
+        let _ = write!(out, "{}", aimon::error::printable(one));
+        if lines.peek().is_some() {
+            let _ = writeln!(out);
+        }
+    }
+    let _ = writeln!(out);
 }
 
 /// A timestamp for tables: `2024-05-01 12:00:00`.

@@ -144,22 +144,73 @@ impl Error {
     }
 }
 
+/// Writes `text` with every control character made harmless: tabs and line breaks become
+/// spaces (a message stays one line in a log or a terminal), any other control character (ESC,
+/// BEL, DEL, the C1 controls…) is written as a visible `\u{…}` escape, so text that came from a
+/// hostile archive, URL or server answer can never clear a screen or forge a log line.
+pub fn write_printable(f: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    let mut rest = text;
+    while let Some(at) = rest.find(|c: char| c.is_control()) {
+        f.write_str(&rest[..at])?;
+        let c = rest[at..].chars().next().unwrap_or(' ');
+        match c {
+            '\t' | '\n' | '\r' => f.write_char(' ')?,
+            c => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+        }
+        rest = &rest[at + c.len_utf8()..];
+    }
+    f.write_str(rest)
+}
+
+/// `text` as [`write_printable`] writes it.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(|c: char| c.is_control()) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    let _ = write_printable(&mut out, text);
+    std::borrow::Cow::Owned(out)
+}
+
+/// A `fmt::Write` that passes everything through [`write_printable`].
+struct Printable<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for Printable<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        write_printable(self.0, s)
+    }
+}
+
+/// The message, context and source chain contain no control characters (see
+/// [`write_printable`]): they may quote an archive's file names, a server's answer or a
+/// user's input.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(op) = self.operation {
+        use fmt::Write as _;
+        write!(Printable(f), "{}", DisplayRaw(self))
+    }
+}
+
+/// The text of an [`Error`] before control characters are made harmless.
+struct DisplayRaw<'a>(&'a Error);
+
+impl fmt::Display for DisplayRaw<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let this = self.0;
+        if let Some(op) = this.operation {
             write!(f, "{op}")?;
-            if let Some(backend) = &self.backend {
+            if let Some(backend) = &this.backend {
                 write!(f, " on {backend}")?;
             }
             f.write_str(": ")?;
-        } else if let Some(backend) = &self.backend {
+        } else if let Some(backend) = &this.backend {
             write!(f, "{backend}: ")?;
         }
-        write!(f, "{}: {}", self.kind, self.message)?;
-        for (key, value) in &self.context {
+        write!(f, "{}: {}", this.kind, this.message)?;
+        for (key, value) in &this.context {
             write!(f, ", {key}={value}")?;
         }
-        if let Some(source) = &self.source {
+        if let Some(source) = &this.source {
             write!(f, ": {source}")?;
         }
         Ok(())
@@ -233,6 +284,24 @@ mod tests {
         );
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_text() {
+        let err = Error::new(
+            ErrorKind::Corrupted,
+            "metrics\u{1b}[2J\u{1b}[31mRED is missing",
+        )
+        .with_context("line", "a\nb\tc\u{7f}\u{9b}")
+        .with_source(std::io::Error::other("server said\r\n\u{7}bell"));
+        let text = err.to_string();
+        assert!(!text.contains(|c: char| c.is_control()), "{text:?}");
+        assert_eq!(
+            text,
+            "corrupted data: metrics\\u{1b}[2J\\u{1b}[31mRED is missing, line=a b c\\u{7f}\\u{9b}: server said  \\u{7}bell"
+        );
+        assert_eq!(printable("plain é 🚀"), "plain é 🚀");
+        assert_eq!(printable("\u{1b}"), "\\u{1b}");
     }
 
     #[test]

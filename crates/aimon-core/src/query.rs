@@ -186,7 +186,7 @@ impl QueryOptions {
             .collect::<Result<Vec<_>>>()?;
         let sort_by = match &self.sort_by {
             None => tie_breaker(kind),
-            Some(name) => match lookup_field(kind, name)? {
+            Some(name) => match lookup_field("sort_by", kind, name)? {
                 Field::Column(col) => col,
                 Field::Label(_) => {
                     return Err(Error::invalid_input("sort_by", "cannot sort by a label"));
@@ -307,14 +307,15 @@ impl Field {
     }
 }
 
-fn lookup_field(kind: DataKind, name: &str) -> Result<Field> {
+/// The field `name` of `kind`; `role` (`filter field`, `sort_by`) names what asked in an error.
+fn lookup_field(role: &str, kind: DataKind, name: &str) -> Result<Field> {
     if let Some(c) = fields(kind).iter().find(|c| c.name == name) {
         return Ok(Field::Column(*c));
     }
     if let Some(key) = name.strip_prefix("labels.")
         && kind == DataKind::Alerts
     {
-        validate::name("filter label key", key)?;
+        validate::name(format_args!("{role} label key"), key)?;
         return Ok(Field::Label(key.to_owned()));
     }
     let known: Vec<_> = fields(kind).iter().map(|c| c.name).collect();
@@ -324,7 +325,7 @@ fn lookup_field(kind: DataKind, name: &str) -> Result<Field> {
         ""
     };
     Err(Error::invalid_input(
-        "filter field",
+        role,
         format!(
             "unknown {kind} field {name:?}; known fields: {}{extra}",
             known.join(", ")
@@ -391,7 +392,7 @@ fn scalar(field: &str, ty: FieldType, value: &serde_json::Value) -> Result<Scala
 }
 
 fn resolve_filter(kind: DataKind, filter: &QueryFilter) -> Result<Filter> {
-    let field = lookup_field(kind, &filter.field)?;
+    let field = lookup_field("filter field", kind, &filter.field)?;
     let ty = field.ty();
     let value = match filter.operator {
         FilterOp::In | FilterOp::NotIn => {
@@ -732,6 +733,10 @@ impl FromStr for Aggregation {
 
 /// Smallest history step.
 pub const MIN_STEP: TimeDelta = TimeDelta::milliseconds(1);
+/// Largest history step: 36,500 days (about a century), the same on every backend. InfluxDB
+/// counts a duration in `i64` nanoseconds (about 292 years), and a step wider than the whole
+/// accepted time range (1970–2262) would only ever make one bucket.
+pub const MAX_STEP: TimeDelta = TimeDelta::days(36_500);
 
 /// `metric_history`: downsampled samples of every series named `name` (DESIGN.md rule 3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -788,8 +793,15 @@ impl HistoryQuery {
         if self.step < MIN_STEP {
             return Err(Error::invalid_input("step", "must be at least 1 ms"));
         }
-        if self.step.num_microseconds().is_none() {
-            return Err(Error::invalid_input("step", "is too large"));
+        if self.step > MAX_STEP {
+            return Err(Error::invalid_input(
+                "step",
+                format!(
+                    "{} s is too large; the longest step is {} days",
+                    self.step.num_seconds(),
+                    MAX_STEP.num_days()
+                ),
+            ));
         }
         Ok(())
     }
