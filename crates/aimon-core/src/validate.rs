@@ -8,12 +8,20 @@
 //! |---|---|
 //! | ids, names, metric/agent status, alert source, tag and label keys | 1..=[`MAX_NAME_BYTES`] bytes, no control characters |
 //! | tag and label values | 1..=[`MAX_TAG_VALUE_BYTES`] bytes, no control characters |
+//! | a sample's tags, an alert's labels | at most [`MAX_TAGS`] pairs and [`MAX_TAGS_BYTES`] bytes of keys and values together |
 //! | unit, `acknowledged_by`, `resolved_by` | like names |
 //! | description, annotation values | up to [`MAX_TEXT_BYTES`]; newlines and tabs allowed, no NUL |
-//! | metadata and agent `metrics` (JSON) | no NUL in any key or string; nesting up to [`MAX_JSON_DEPTH`] |
+//! | an alert's annotations | up to [`MAX_TEXT_BYTES`] of keys and values together |
+//! | metadata and agent `metrics` (JSON) | no NUL in any key or string; nesting up to [`MAX_JSON_DEPTH`]; up to [`MAX_METADATA_BYTES`] as compact JSON |
+//! | an alert, an agent state | up to [`MAX_DOCUMENT_BYTES`] as compact JSON |
 //! | sample values | finite (no NaN, no ±Inf) |
 //! | embeddings (alerts, agent states) | 1..=[`MAX_EMBEDDING_DIMENSION`] finite values, not all zeros |
 //! | timestamps | from 1970-01-01 to before 2262-01-01 UTC; stored to the microsecond |
+//!
+//! The limits on sums (tags, annotations, metadata, documents) are what every backend can
+//! honour, so a valid item is stored everywhere or rejected everywhere, before any write: an
+//! InfluxDB series key (measurement, series id and tags, escaped) must stay under 64 KiB, and a
+//! write request under its server's body limit (25 MB by default).
 //!
 //! [`ErrorKind::InvalidInput`]: crate::ErrorKind::InvalidInput
 
@@ -36,6 +44,16 @@ pub const MAX_TEXT_BYTES: usize = 1 << 20;
 pub const MAX_JSON_DEPTH: usize = 32;
 /// Longest embedding an item may carry or a query may supply.
 pub const MAX_EMBEDDING_DIMENSION: usize = 4096;
+/// Most tags of one sample, or labels of one alert.
+pub const MAX_TAGS: usize = 256;
+/// Most bytes of one sample's tags (or one alert's labels), keys and values together. With the
+/// longest series id, [`MAX_TAGS`] tags and InfluxDB's worst-case escaping (three bytes per
+/// byte), a series key stays under InfluxDB's 65,535-byte limit.
+pub const MAX_TAGS_BYTES: usize = 20 * 1024;
+/// Most bytes of one metadata map (or agent `metrics`) as compact JSON.
+pub const MAX_METADATA_BYTES: usize = 1 << 20;
+/// Most bytes of one alert or agent state as compact JSON (as the portable archive stores it).
+pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
 
 /// Checks a vector: 1..=[`MAX_EMBEDDING_DIMENSION`] finite values, not all zeros (a zero vector
 /// has no direction, so no cosine similarity).
@@ -173,8 +191,28 @@ pub fn timestamp(field: impl fmt::Display, ts: DateTime<Utc>) -> Result<()> {
     }
 }
 
+/// Whether a tag map is within [`MAX_TAGS`] and [`MAX_TAGS_BYTES`].
+#[inline]
+fn tags_fit(tags: &Tags) -> bool {
+    tags.len() <= MAX_TAGS
+        && tags.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() <= MAX_TAGS_BYTES
+}
+
 /// Checks a tag map (sample tags, alert labels).
 pub fn tags(field: impl fmt::Display, tags: &Tags) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(Error::invalid_input(
+            field,
+            format!("has {} tags; the limit is {MAX_TAGS}", tags.len()),
+        ));
+    }
+    let bytes: usize = tags.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_TAGS_BYTES {
+        return Err(Error::invalid_input(
+            field,
+            format!("hold {bytes} bytes of keys and values; the limit is {MAX_TAGS_BYTES} in all"),
+        ));
+    }
     for (key, value) in tags {
         // Runs for every tag of every sample: the usual tag is settled here.
         if plain_tag(key, value) {
@@ -186,8 +224,42 @@ pub fn tags(field: impl fmt::Display, tags: &Tags) -> Result<()> {
     Ok(())
 }
 
-/// Checks metadata JSON: no NUL anywhere (PostgreSQL cannot store it), bounded depth.
+/// The length of `value` as compact JSON, without building the text.
+pub fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serializing our own models cannot fail (string keys, finite or null numbers).
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// Checks that `value`, as compact JSON, is at most `max` bytes.
+fn json_bounded(field: impl fmt::Display, value: &impl serde::Serialize, max: usize) -> Result<()> {
+    let len = json_len(value);
+    if len > max {
+        return Err(Error::invalid_input(
+            field,
+            format!("is {len} bytes as JSON; the limit is {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks metadata JSON: no NUL anywhere (PostgreSQL cannot store it), bounded depth, at most
+/// [`MAX_METADATA_BYTES`] as compact JSON.
 pub fn metadata(field: &str, map: &Metadata) -> Result<()> {
+    if !map.is_empty() {
+        json_bounded(field, map, MAX_METADATA_BYTES)?;
+    }
     fn walk(field: &str, value: &serde_json::Value, depth: usize) -> Result<()> {
         if depth > MAX_JSON_DEPTH {
             return Err(Error::invalid_input(
@@ -267,7 +339,8 @@ pub fn metric_runs(metric: &Metric, mut on_run: impl FnMut(Range<usize>)) -> Res
         // Runs for every sample: the usual one is settled without building field names.
         let settled = sample.value.is_finite()
             && time::in_range(sample.timestamp)
-            && (in_run || sample.tags.iter().all(|(k, v)| plain_tag(k, v)));
+            && (in_run
+                || (sample.tags.iter().all(|(k, v)| plain_tag(k, v)) && tags_fit(&sample.tags)));
         if !settled {
             if !sample.value.is_finite() {
                 return Err(Error::invalid_input(
@@ -307,14 +380,27 @@ pub fn alert(alert: &Alert) -> Result<()> {
     optional_name("alert resolved_by", alert.resolved_by.as_deref()).map_err(ctx)?;
     optional_timestamp("alert resolved_at", alert.resolved_at).map_err(ctx)?;
     tags("alert labels", &alert.labels).map_err(ctx)?;
+    let mut annotation_bytes = 0;
     for (key, value) in &alert.annotations {
         name(format_args!("alert annotations key {key:?}"), key).map_err(ctx)?;
         text(format_args!("alert annotations[{key:?}]"), value).map_err(ctx)?;
+        annotation_bytes += key.len() + value.len();
+    }
+    if annotation_bytes > MAX_TEXT_BYTES {
+        return Err(Error::invalid_input(
+            "alert annotations",
+            format!(
+                "hold {annotation_bytes} bytes of keys and values; the limit is \
+                 {MAX_TEXT_BYTES} in all"
+            ),
+        )
+        .with_context("alert_id", &alert.id));
     }
     metadata("alert metadata", &alert.metadata).map_err(ctx)?;
     optional_embedding("alert embedding", alert.embedding.as_deref()).map_err(ctx)?;
     timestamp("alert created_at", alert.created_at).map_err(ctx)?;
-    timestamp("alert updated_at", alert.updated_at).map_err(ctx)
+    timestamp("alert updated_at", alert.updated_at).map_err(ctx)?;
+    json_bounded("alert", alert, MAX_DOCUMENT_BYTES).map_err(ctx)
 }
 
 /// Checks one agent state.
@@ -328,7 +414,8 @@ pub fn agent_state(state: &AgentState) -> Result<()> {
     optional_embedding("agent embedding", state.embedding.as_deref()).map_err(ctx)?;
     timestamp("agent last_heartbeat", state.last_heartbeat).map_err(ctx)?;
     timestamp("agent created_at", state.created_at).map_err(ctx)?;
-    timestamp("agent updated_at", state.updated_at).map_err(ctx)
+    timestamp("agent updated_at", state.updated_at).map_err(ctx)?;
+    json_bounded("agent state", state, MAX_DOCUMENT_BYTES).map_err(ctx)
 }
 
 /// Checks a whole batch before any of it is written: one bad item rejects the batch.
@@ -541,6 +628,77 @@ mod tests {
             .with_value(MetricValue::new(time::now(), 1.0).tag("k", "x".repeat(16 * 1024 + 1)));
         let err = metric(&m).unwrap_err();
         assert!(err.to_string().contains("limit is 16384"), "{err}");
+    }
+
+    #[test]
+    fn tag_sets_are_bounded_in_count_and_bytes() {
+        let at = |tags: Tags| {
+            cpu().with_value(MetricValue {
+                timestamp: time::now(),
+                value: 1.0,
+                tags,
+            })
+        };
+        let many = |n: usize, value: &str| {
+            (0..n)
+                .map(|i| (format!("k{i:04}"), value.to_owned()))
+                .collect::<Tags>()
+        };
+        assert!(metric(&at(many(MAX_TAGS, "v"))).is_ok());
+        let err = metric(&at(many(MAX_TAGS + 1, "v"))).unwrap_err();
+        assert!(
+            err.to_string().contains("values[0].tags: has 257 tags"),
+            "{err}"
+        );
+        // 10 tags of 10 KiB: each is valid, together too large.
+        let err = metric(&at(many(10, &"x".repeat(10 * 1024)))).unwrap_err();
+        assert!(
+            err.to_string().contains("the limit is 20480 in all"),
+            "{err}"
+        );
+        // Exactly at the limit: one key of 5 bytes and a value of the rest.
+        let exact = Tags::from([("k0000".to_owned(), "x".repeat(MAX_TAGS_BYTES - 5))]);
+        let err = metric(&at(exact.clone())).unwrap_err();
+        assert!(err.to_string().contains("limit is 16384"), "{err}");
+        let mut exact = Tags::new();
+        exact.insert("a".to_owned(), "x".repeat(MAX_TAG_VALUE_BYTES));
+        exact.insert(
+            "b".to_owned(),
+            "y".repeat(MAX_TAGS_BYTES - MAX_TAG_VALUE_BYTES - 2),
+        );
+        assert!(metric(&at(exact.clone())).is_ok());
+        exact.insert("c".to_owned(), "z".to_owned());
+        assert!(metric(&at(exact)).is_err());
+    }
+
+    #[test]
+    fn documents_and_metadata_are_bounded() {
+        let mut m = cpu();
+        m.metadata.insert(
+            "k".into(),
+            serde_json::json!("x".repeat(MAX_METADATA_BYTES)),
+        );
+        let err = metric(&m).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("metric metadata: is 1048584 bytes as JSON"),
+            "{err}"
+        );
+        let mut a = Alert::new("a", "n", crate::model::AlertSeverity::Info, "s");
+        for i in 0..5 {
+            a.annotations
+                .insert(format!("k{i}"), "x".repeat(MAX_TEXT_BYTES / 4));
+        }
+        let err = alert(&a).unwrap_err();
+        assert!(err.to_string().contains("alert annotations: hold"), "{err}");
+        a.annotations.clear();
+        // Each part within its limit, the whole over the document limit.
+        a.description = Some("\u{1}".repeat(MAX_TEXT_BYTES));
+        let err = alert(&a).unwrap_err();
+        assert!(err.to_string().contains("alert: is"), "{err}");
+        a.description = Some("d".repeat(MAX_TEXT_BYTES));
+        assert!(alert(&a).is_ok());
+        assert_eq!(json_len(&a), serde_json::to_vec(&a).unwrap().len());
     }
 
     #[test]

@@ -196,6 +196,199 @@ pub async fn length_limits_are_enforced(fixture: &Fixture) {
     assert_eq!(store.stats().await.unwrap().series, 1);
 }
 
+/// The limits on sums, the same on every backend: a sample's tags at [`MAX_TAGS`] pairs and at
+/// [`MAX_TAGS_BYTES`] (with a longest series id, every byte of them one that InfluxDB's
+/// encoding grows to three) round-trip; one tag or byte more, 10 tags of 10 KiB or 1,000 tags of
+/// 100 bytes are `InvalidInput` before anything is written.
+///
+/// [`MAX_TAGS`]: aimon_core::validate::MAX_TAGS
+/// [`MAX_TAGS_BYTES`]: aimon_core::validate::MAX_TAGS_BYTES
+pub async fn tag_sets_are_bounded_in_count_and_bytes(fixture: &Fixture) {
+    use aimon_core::validate::{MAX_TAG_VALUE_BYTES, MAX_TAGS, MAX_TAGS_BYTES};
+    let store = fixture.open(&[]).await;
+    let many: aimon_core::Tags = (0..MAX_TAGS)
+        .map(|i| (format!("k{i:03}"), format!("v{i}")))
+        .collect();
+    // Percent signs and backslashes: the bytes InfluxDB's tag encoding grows the most.
+    let key_b = "\\".repeat(512);
+    let mut widest = tags(&[]);
+    widest.insert("%".repeat(512), "%".repeat(MAX_TAG_VALUE_BYTES));
+    widest.insert(
+        key_b.clone(),
+        "\\".repeat(MAX_TAGS_BYTES - MAX_TAG_VALUE_BYTES - 1024),
+    );
+    let id = "%".repeat(512);
+    let ok = series(&id, "wide")
+        .with_value(MetricValue {
+            tags: many.clone(),
+            ..sample(0, 1.0)
+        })
+        .with_value(MetricValue {
+            tags: widest.clone(),
+            ..sample(1, 2.0)
+        });
+    store.save_metric(&ok).await.unwrap();
+    assert_eq!(store.get_metric(&id).await.unwrap(), Some(ok));
+
+    let mut one_more = many.clone();
+    one_more.insert("zzz".to_owned(), "v".to_owned());
+    let mut byte_more = widest.clone();
+    byte_more.insert(
+        key_b,
+        "\\".repeat(MAX_TAGS_BYTES - MAX_TAG_VALUE_BYTES - 1023),
+    );
+    let ten_by_10k: aimon_core::Tags = (0..10)
+        .map(|i| (format!("k{i}"), "x".repeat(10 * 1024)))
+        .collect();
+    let thousand_by_100: aimon_core::Tags = (0..1000)
+        .map(|i| (format!("k{i:04}"), "y".repeat(100)))
+        .collect();
+    for bad in [one_more, byte_more, ten_by_10k, thousand_by_100] {
+        let batch = [
+            series("fine", "fine").with_value(sample(0, 1.0)),
+            series("bad", "bad").with_value(MetricValue {
+                tags: bad.clone(),
+                ..sample(0, 1.0)
+            }),
+        ];
+        expect_err(
+            store.save_metrics(&batch).await,
+            ErrorKind::InvalidInput,
+            Some("metric_id=bad"),
+        );
+        let mut a = alert("a", AlertSeverity::Info, 0);
+        a.labels = bad;
+        expect_err(
+            store.save_alert(&a).await,
+            ErrorKind::InvalidInput,
+            Some("alert labels"),
+        );
+    }
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.series, stats.alerts), (1, 0));
+}
+
+/// An alert or agent state up to [`MAX_DOCUMENT_BYTES`] as JSON round-trips on every backend;
+/// metadata over [`MAX_METADATA_BYTES`], annotations over [`MAX_TEXT_BYTES`] in all, or a
+/// document over its limit (a 30 MiB metadata string) are `InvalidInput` before any write.
+///
+/// [`MAX_DOCUMENT_BYTES`]: aimon_core::validate::MAX_DOCUMENT_BYTES
+/// [`MAX_METADATA_BYTES`]: aimon_core::validate::MAX_METADATA_BYTES
+/// [`MAX_TEXT_BYTES`]: aimon_core::validate::MAX_TEXT_BYTES
+pub async fn documents_are_bounded(fixture: &Fixture) {
+    use aimon_core::validate::{MAX_METADATA_BYTES, MAX_TEXT_BYTES, json_len};
+    let store = fixture.open(&[]).await;
+    // About 3 MiB: a description, annotations and metadata each near their own limit.
+    let mut big = alert("big", AlertSeverity::High, 0);
+    big.description = Some("d\"\\ ".repeat(MAX_TEXT_BYTES / 4));
+    big.annotations
+        .insert("runbook".to_owned(), "r".repeat(MAX_TEXT_BYTES - 16));
+    big.metadata.insert(
+        "trace".to_owned(),
+        json!("m".repeat(MAX_METADATA_BYTES - 64)),
+    );
+    assert!(json_len(&big) > 3 << 20);
+    let mut state_big = state("s-big", "agent-big", "running", 0);
+    state_big
+        .metrics
+        .insert("log".to_owned(), json!("l".repeat(MAX_METADATA_BYTES - 64)));
+    state_big
+        .metadata
+        .insert("env".to_owned(), json!("e".repeat(MAX_METADATA_BYTES - 64)));
+    store.save_alert(&big).await.unwrap();
+    store.save_agent_state(&state_big).await.unwrap();
+    assert_eq!(store.get_alert("big").await.unwrap(), Some(big));
+    let states = store
+        .get_agent_states(&AgentStateQuery::new())
+        .await
+        .unwrap();
+    assert_eq!(states, vec![state_big]);
+
+    let mut huge = alert("huge", AlertSeverity::Info, 0);
+    huge.metadata
+        .insert("blob".to_owned(), json!("x".repeat(30 << 20)));
+    expect_err(
+        store.save_alert(&huge).await,
+        ErrorKind::InvalidInput,
+        Some("alert metadata"),
+    );
+    let mut annotated = alert("annotated", AlertSeverity::Info, 0);
+    for i in 0..3 {
+        annotated
+            .annotations
+            .insert(format!("a{i}"), "x".repeat(MAX_TEXT_BYTES / 2));
+    }
+    expect_err(
+        store.save_alert(&annotated).await,
+        ErrorKind::InvalidInput,
+        Some("alert annotations"),
+    );
+    let mut escaped = alert("escaped", AlertSeverity::Info, 0);
+    escaped.description = Some("\u{1}".repeat(MAX_TEXT_BYTES));
+    expect_err(
+        store.save_alert(&escaped).await,
+        ErrorKind::InvalidInput,
+        Some("alert: is"),
+    );
+    let mut heavy = state("s-heavy", "agent-heavy", "running", 0);
+    heavy
+        .metadata
+        .insert("blob".to_owned(), json!("x".repeat(MAX_METADATA_BYTES)));
+    expect_err(
+        store.save_agent_state(&heavy).await,
+        ErrorKind::InvalidInput,
+        Some("agent metadata"),
+    );
+    let mut m = series("m-meta", "m");
+    m.metadata
+        .insert("blob".to_owned(), json!("x".repeat(MAX_METADATA_BYTES)));
+    expect_err(
+        store.save_metric(&m).await,
+        ErrorKind::InvalidInput,
+        Some("metric metadata"),
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.series, stats.alerts, stats.agent_states), (0, 1, 1));
+}
+
+/// A history step is at most [`MAX_STEP`] (36,500 days) on every backend: the longest step
+/// answers, a longer one (15,600 weeks, the CLI's old upper end) is `InvalidInput`.
+///
+/// [`MAX_STEP`]: aimon_core::query::MAX_STEP
+pub async fn history_steps_are_bounded(fixture: &Fixture) {
+    use aimon_core::query::MAX_STEP;
+    let store = fixture.open(&[]).await;
+    store
+        .save_metric(
+            &series("s", "steps")
+                .with_value(sample(0, 2.0))
+                .with_value(sample(60, 4.0)),
+        )
+        .await
+        .unwrap();
+    for aggregation in [Aggregation::Avg, Aggregation::Count, Aggregation::Max] {
+        let answer = store
+            .metric_history(&HistoryQuery::new("steps", MAX_STEP, aggregation))
+            .await
+            .unwrap();
+        assert_eq!(answer.len(), 1, "{aggregation:?}");
+        assert_eq!(answer[0].buckets.len(), 1, "{aggregation:?}");
+        assert_eq!(answer[0].buckets[0].count, 2, "{aggregation:?}");
+    }
+    for step in [
+        MAX_STEP + TimeDelta::milliseconds(1),
+        TimeDelta::weeks(15_600),
+    ] {
+        expect_err(
+            store
+                .metric_history(&HistoryQuery::new("steps", step, Aggregation::Avg))
+                .await,
+            ErrorKind::InvalidInput,
+            Some("step"),
+        );
+    }
+}
+
 /// NaN, +Inf and -Inf are `InvalidInput` naming the sample, and nothing of the batch is written.
 pub async fn non_finite_values_are_rejected(fixture: &Fixture) {
     let store = fixture.open(&[]).await;
