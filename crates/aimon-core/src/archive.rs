@@ -398,21 +398,69 @@ pub async fn write_with(
     })
 }
 
+/// Opens a file of an archive, which must be a regular file: a symbolic link could point out of
+/// the archive, a FIFO would block the restore forever and a directory is no data. `missing`
+/// is the kind of error for a file that is not there.
+fn open_archive_file(file: &Path, missing: ErrorKind) -> Result<File> {
+    let what = match std::fs::symlink_metadata(file) {
+        Ok(meta) if meta.file_type().is_file() => None,
+        Ok(meta) if meta.file_type().is_symlink() => Some("a symbolic link"),
+        Ok(meta) if meta.file_type().is_dir() => Some("a directory"),
+        Ok(_) => Some("a special file"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::new(
+                missing,
+                format!("{} is missing from the archive", file.display()),
+            )
+            .with_source(e));
+        }
+        Err(e) => {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("cannot read {}", file.display()),
+            )
+            .with_source(e));
+        }
+    };
+    if let Some(what) = what {
+        return Err(Error::new(
+            ErrorKind::Corrupted,
+            format!(
+                "{} is {what}; an archive holds regular files only",
+                file.display()
+            ),
+        ));
+    }
+    File::open(file).map_err(|e| {
+        Error::new(
+            ErrorKind::Backend,
+            format!("cannot read {}", file.display()),
+        )
+        .with_source(e)
+    })
+}
+
 /// Reads and checks `manifest.json`.
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
     let manifest_path = path.join(MANIFEST);
-    let bytes = std::fs::read(&manifest_path).map_err(|e| {
-        let kind = if e.kind() == std::io::ErrorKind::NotFound {
-            ErrorKind::NotFound
-        } else {
-            ErrorKind::Backend
-        };
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut open_archive_file(&manifest_path, ErrorKind::NotFound).map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("no archive manifest at {}", manifest_path.display()),
+                )
+            } else {
+                e
+            }
+        })?,
+        &mut bytes,
+    )
+    .map_err(|e| {
         Error::new(
-            kind,
-            format!(
-                "no readable archive manifest at {}",
-                manifest_path.display()
-            ),
+            ErrorKind::Backend,
+            format!("cannot read {}", manifest_path.display()),
         )
         .with_source(e)
     })?;
@@ -430,6 +478,15 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
                 "{} has format {:?}, expected {FORMAT:?}",
                 manifest_path.display(),
                 manifest.format
+            ),
+        ));
+    }
+    if manifest.version == 0 {
+        return Err(Error::new(
+            ErrorKind::Corrupted,
+            format!(
+                "{} has version 0; archive versions start at 1",
+                manifest_path.display()
             ),
         ));
     }
@@ -467,13 +524,7 @@ fn read_lines<T: DeserializeOwned>(
     file: &Path,
     mut each: impl FnMut(T, usize) -> Result<()>,
 ) -> Result<()> {
-    let opened = File::open(file).map_err(|e| {
-        Error::new(
-            ErrorKind::Corrupted,
-            format!("{} is missing from the archive", file.display()),
-        )
-        .with_source(e)
-    })?;
+    let opened = open_archive_file(file, ErrorKind::Corrupted)?;
     let reader = BufReader::new(MultiGzDecoder::new(BufReader::new(opened)));
     for (index, line) in reader.lines().enumerate() {
         let line_no = index + 1;
@@ -484,7 +535,8 @@ fn read_lines<T: DeserializeOwned>(
             )
         };
         let line = line.map_err(|e| corrupted("unreadable").with_source(e))?;
-        if line.is_empty() {
+        // Blank lines (JSON whitespace only, as an editor may leave them) hold no item.
+        if line.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
             continue;
         }
         let item: T =
@@ -500,10 +552,26 @@ fn read_lines<T: DeserializeOwned>(
     Ok(())
 }
 
-enum Batch {
+enum Items {
     Metrics(Vec<Metric>),
     Alerts(Vec<Alert>),
     AgentStates(Vec<AgentState>),
+}
+
+/// A batch of a restore and where it came from: its file and first and last line.
+struct Batch {
+    items: Items,
+    file: PathBuf,
+    lines: (usize, usize),
+}
+
+/// What a restore has stored so far: what an error part-way reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Stored {
+    series: u64,
+    samples: u64,
+    alerts: u64,
+    agent_states: u64,
 }
 
 /// Checks every line; returns what the archive holds.
@@ -545,58 +613,94 @@ fn verify(path: &Path, manifest: &Manifest) -> Result<ArchiveCounts> {
     Ok(counts)
 }
 
-fn produce(path: &Path, manifest: &Manifest, tx: mpsc::Sender<Batch>) -> Result<()> {
+/// Collects the items of one archive file into batches and sends them, with their lines.
+fn produce_file<T: DeserializeOwned>(
+    file: PathBuf,
+    tx: &mpsc::Sender<Batch>,
+    wrap: fn(Vec<T>) -> Items,
+    weight: fn(&T) -> usize,
+    batch_weight: usize,
+) -> Result<()> {
     let closed = || Error::new(ErrorKind::Backend, "restore stopped");
-    let mut metrics = Vec::new();
-    let mut samples = 0;
-    read_lines::<Metric>(&archive_file(path, manifest, DataKind::Metrics)?, |m, _| {
-        samples += m.values.len().max(1);
-        metrics.push(m);
-        if samples >= RESTORE_BATCH_SAMPLES {
-            samples = 0;
-            tx.blocking_send(Batch::Metrics(std::mem::take(&mut metrics)))
-                .map_err(|_| closed())?;
+    let mut items = Vec::new();
+    let mut weighed = 0;
+    let mut first_line = 0;
+    let mut last_line = 0;
+    let send = |items: Vec<T>, lines| {
+        tx.blocking_send(Batch {
+            items: wrap(items),
+            file: file.clone(),
+            lines,
+        })
+        .map_err(|_| closed())
+    };
+    read_lines::<T>(&file, |item, line| {
+        if items.is_empty() {
+            first_line = line;
+        }
+        last_line = line;
+        weighed += weight(&item);
+        items.push(item);
+        if weighed >= batch_weight {
+            weighed = 0;
+            send(std::mem::take(&mut items), (first_line, line))?;
         }
         Ok(())
     })?;
-    if !metrics.is_empty() {
-        tx.blocking_send(Batch::Metrics(metrics))
-            .map_err(|_| closed())?;
-    }
-    let mut alerts = Vec::new();
-    read_lines::<Alert>(&archive_file(path, manifest, DataKind::Alerts)?, |a, _| {
-        alerts.push(a);
-        if alerts.len() >= RESTORE_BATCH_ITEMS {
-            tx.blocking_send(Batch::Alerts(std::mem::take(&mut alerts)))
-                .map_err(|_| closed())?;
-        }
-        Ok(())
-    })?;
-    if !alerts.is_empty() {
-        tx.blocking_send(Batch::Alerts(alerts))
-            .map_err(|_| closed())?;
-    }
-    let mut states = Vec::new();
-    read_lines::<AgentState>(
-        &archive_file(path, manifest, DataKind::AgentStates)?,
-        |s, _| {
-            states.push(s);
-            if states.len() >= RESTORE_BATCH_ITEMS {
-                tx.blocking_send(Batch::AgentStates(std::mem::take(&mut states)))
-                    .map_err(|_| closed())?;
-            }
-            Ok(())
-        },
-    )?;
-    if !states.is_empty() {
-        tx.blocking_send(Batch::AgentStates(states))
-            .map_err(|_| closed())?;
+    if !items.is_empty() {
+        send(items, (first_line, last_line))?;
     }
     Ok(())
 }
 
+fn produce(path: &Path, manifest: &Manifest, tx: mpsc::Sender<Batch>) -> Result<()> {
+    produce_file::<Metric>(
+        archive_file(path, manifest, DataKind::Metrics)?,
+        &tx,
+        Items::Metrics,
+        |m| m.values.len().max(1),
+        RESTORE_BATCH_SAMPLES,
+    )?;
+    produce_file::<Alert>(
+        archive_file(path, manifest, DataKind::Alerts)?,
+        &tx,
+        Items::Alerts,
+        |_| 1,
+        RESTORE_BATCH_ITEMS,
+    )?;
+    produce_file::<AgentState>(
+        archive_file(path, manifest, DataKind::AgentStates)?,
+        &tx,
+        Items::AgentStates,
+        |_| 1,
+        RESTORE_BATCH_ITEMS,
+    )
+}
+
 /// Checks the archive at `path`, then merges it into `backend`.
+///
+/// A restore that fails part-way (the store went away, a server refused a batch) returns an
+/// error of the failing write's kind that says what was stored before it and which lines of
+/// which file failed; items merge by key, so restoring the same archive again completes it.
 pub async fn restore(backend: &dyn StorageBackend, path: &Path) -> Result<TransferReport> {
+    restore_into(path, |items| async move {
+        match items {
+            Items::Metrics(items) => backend.save_metrics(&items).await,
+            Items::Alerts(items) => backend.save_alerts(&items).await,
+            Items::AgentStates(items) => backend.save_agent_states(&items).await,
+        }
+    })
+    .await
+}
+
+/// [`restore`], writing each batch through `save`.
+async fn restore_into<Fut>(
+    path: &Path,
+    mut save: impl FnMut(Items) -> Fut,
+) -> Result<TransferReport>
+where
+    Fut: Future<Output = Result<crate::backend::WriteReport>>,
+{
     let dir = path.to_path_buf();
     let (manifest, counts) = tokio::task::spawn_blocking(move || -> Result<_> {
         let manifest = read_manifest(&dir)?;
@@ -610,17 +714,35 @@ pub async fn restore(backend: &dyn StorageBackend, path: &Path) -> Result<Transf
     let dir = path.to_path_buf();
     let reader = tokio::task::spawn_blocking(move || produce(&dir, &manifest, tx));
     let mut expired = 0;
+    let mut stored = Stored::default();
+    let mut last_series: Option<String> = None;
     let mut saved = Ok(());
-    while let Some(batch) = rx.recv().await {
-        let report = match batch {
-            Batch::Metrics(items) => backend.save_metrics(&items).await,
-            Batch::Alerts(items) => backend.save_alerts(&items).await,
-            Batch::AgentStates(items) => backend.save_agent_states(&items).await,
-        };
-        match report {
-            Ok(report) => expired += report.expired,
+    while let Some(Batch { items, file, lines }) = rx.recv().await {
+        // What this batch adds once stored (a series split over lines counts once).
+        let mut adds = Stored::default();
+        match &items {
+            Items::Metrics(metrics) => {
+                for m in metrics {
+                    if last_series.as_deref() != Some(m.id.as_str()) {
+                        adds.series += 1;
+                        last_series = Some(m.id.clone());
+                    }
+                    adds.samples += m.values.len() as u64;
+                }
+            }
+            Items::Alerts(alerts) => adds.alerts = alerts.len() as u64,
+            Items::AgentStates(states) => adds.agent_states = states.len() as u64,
+        }
+        match save(items).await {
+            Ok(report) => {
+                expired += report.expired;
+                stored.series += adds.series;
+                stored.samples += adds.samples;
+                stored.alerts += adds.alerts;
+                stored.agent_states += adds.agent_states;
+            }
             Err(e) => {
-                saved = Err(e);
+                saved = Err(partial_restore_error(e, stored, &file, lines));
                 break;
             }
         }
@@ -641,9 +763,193 @@ pub async fn restore(backend: &dyn StorageBackend, path: &Path) -> Result<Transf
     })
 }
 
+/// The error of a restore that stopped part-way: the write's kind (so a lost connection stays
+/// retryable), what was stored before it, and the lines that failed.
+fn partial_restore_error(
+    cause: Error,
+    stored: Stored,
+    file: &Path,
+    (first, last): (usize, usize),
+) -> Error {
+    let lines = if first == last {
+        format!("line {first}")
+    } else {
+        format!("lines {first}-{last}")
+    };
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Error::new(
+        cause.kind(),
+        format!(
+            "the restore stopped part-way at {name} {lines}, after storing {} series with {} \
+             samples, {} alerts and {} agent states; items merge by key, so restoring the same \
+             archive again completes it",
+            stored.series, stored.samples, stored.alerts, stored.agent_states
+        ),
+    )
+    .with_source(cause)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::dir_size;
+    use super::*;
+    use crate::memory::MemoryBackend;
+    use crate::model::{AlertSeverity, MetricType, MetricValue};
+    use crate::retention::RetentionPolicy;
+
+    fn memory() -> MemoryBackend {
+        MemoryBackend::new("mem", RetentionPolicy::default())
+    }
+
+    /// A store of 6 series × 2,000 samples, 700 alerts and 3 agent states, and its archive.
+    async fn archived() -> (MemoryBackend, tempfile::TempDir) {
+        let source = memory();
+        let t0 = time::now();
+        let metrics: Vec<Metric> = (0..6)
+            .map(|s| {
+                let mut m = Metric::new(format!("s{s}"), "cpu", MetricType::Gauge);
+                m.values = (0..2_000)
+                    .map(|i| MetricValue::new(t0 - chrono::TimeDelta::seconds(i), i as f64))
+                    .collect();
+                m
+            })
+            .collect();
+        source.save_metrics(&metrics).await.unwrap();
+        let alerts: Vec<Alert> = (0..700)
+            .map(|i| Alert::new(format!("a{i:03}"), "n", AlertSeverity::Info, "src"))
+            .collect();
+        source.save_alerts(&alerts).await.unwrap();
+        let states: Vec<AgentState> = (0..3)
+            .map(|i| AgentState::new(format!("st{i}"), format!("agent{i}"), "ok"))
+            .collect();
+        source.save_agent_states(&states).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        write(&source, &dir.path().join("b")).await.unwrap();
+        (source, dir)
+    }
+
+    async fn counts(store: &MemoryBackend) -> (u64, u64, u64, u64) {
+        let s = store.stats().await.unwrap();
+        (s.series, s.samples, s.alerts, s.agent_states)
+    }
+
+    /// A store that goes away after two batches: the error keeps the write's kind, says what
+    /// was stored and which lines failed, and restoring again completes the store.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_restore_stopped_part_way_says_what_it_stored_and_a_second_run_completes_it() {
+        let (source, dir) = archived().await;
+        let archive = dir.path().join("b");
+        let target = memory();
+        let mut calls = 0;
+        let err = restore_into(&archive, |items| {
+            calls += 1;
+            let fail = calls == 4;
+            let target = &target;
+            async move {
+                if fail {
+                    return Err(Error::new(ErrorKind::Unavailable, "connection reset"));
+                }
+                match items {
+                    Items::Metrics(m) => target.save_metrics(&m).await,
+                    Items::Alerts(a) => target.save_alerts(&a).await,
+                    Items::AgentStates(s) => target.save_agent_states(&s).await,
+                }
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(err.is_retryable());
+        // Metrics in batches of at least 5,000 samples (lines 1-3 and 4-6), alerts in batches
+        // of 500: the store went away at the second batch of alerts.
+        assert_eq!(counts(&target).await, (6, 12_000, 500, 0));
+        let text = err.to_string();
+        assert!(text.contains("at alerts.ndjson.gz lines 501-700"), "{text}");
+        assert!(
+            text.contains(
+                "after storing 6 series with 12000 samples, 500 alerts and 0 agent states"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("connection reset"), "{text}");
+        restore(&target, &archive).await.unwrap();
+        assert_eq!(counts(&target).await, counts(&source).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn hostile_archive_files_are_corrupted_not_followed_or_waited_on() {
+        let (_, dir) = archived().await;
+        let archive = dir.path().join("b");
+        let target = memory();
+        let outside = dir.path().join("outside.ndjson.gz");
+        std::fs::copy(archive.join("alerts.ndjson.gz"), &outside).unwrap();
+        let corrupt = |err: Error, what: &str| {
+            assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+            assert!(err.to_string().contains(what), "{err}");
+        };
+
+        // A data file that is a symbolic link out of the archive.
+        std::fs::remove_file(archive.join("alerts.ndjson.gz")).unwrap();
+        std::os::unix::fs::symlink(&outside, archive.join("alerts.ndjson.gz")).unwrap();
+        corrupt(
+            restore(&target, &archive).await.unwrap_err(),
+            "a symbolic link",
+        );
+        // A FIFO: opening it would block until a writer came.
+        std::fs::remove_file(archive.join("alerts.ndjson.gz")).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(archive.join("alerts.ndjson.gz"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        corrupt(
+            restore(&target, &archive).await.unwrap_err(),
+            "a special file",
+        );
+        std::fs::remove_file(archive.join("alerts.ndjson.gz")).unwrap();
+        std::fs::create_dir(archive.join("alerts.ndjson.gz")).unwrap();
+        corrupt(restore(&target, &archive).await.unwrap_err(), "a directory");
+        assert_eq!(counts(&target).await, (0, 0, 0, 0));
+
+        // manifest.json a directory, then a version 0 manifest.
+        let manifest = std::fs::read(archive.join(MANIFEST)).unwrap();
+        std::fs::remove_file(archive.join(MANIFEST)).unwrap();
+        std::fs::create_dir(archive.join(MANIFEST)).unwrap();
+        corrupt(read_manifest(&archive).unwrap_err(), "a directory");
+        std::fs::remove_dir(archive.join(MANIFEST)).unwrap();
+        let mut zero: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        zero["version"] = 0.into();
+        std::fs::write(archive.join(MANIFEST), zero.to_string()).unwrap();
+        corrupt(read_manifest(&archive).unwrap_err(), "version 0");
+        std::fs::remove_file(archive.join(MANIFEST)).unwrap();
+        assert_eq!(
+            read_manifest(&archive).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    }
+
+    /// Lines of JSON whitespace are skipped like empty ones.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn blank_lines_are_skipped() {
+        let (source, dir) = archived().await;
+        let archive = dir.path().join("b");
+        let file = archive.join("agent_states.ndjson.gz");
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut MultiGzDecoder::new(File::open(&file).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        let spaced = text.replace('\n', "\n  \t \r\n\n");
+        let mut encoder = GzEncoder::new(File::create(&file).unwrap(), Compression::fast());
+        encoder.write_all(spaced.as_bytes()).unwrap();
+        encoder.finish().unwrap();
+        let target = memory();
+        restore(&target, &archive).await.unwrap();
+        assert_eq!(counts(&target).await, counts(&source).await);
+    }
 
     #[test]
     fn dir_size_counts_files_in_subdirectories() {
