@@ -87,12 +87,19 @@ fn one_line(rendered: &str) -> String {
     }
 }
 
+/// The log filter without `-v`: warnings of aimon's crates, nothing of the libraries.
+const QUIET: &str = "off,aimon=warn,aimon_cli=warn,aimon_core=warn,aimon_registry=warn,\
+                     aimon_sqlite=warn,aimon_redis=warn,aimon_postgres=warn,aimon_influxdb=warn,\
+                     aimon_qdrant=warn";
+
 fn init_tracing(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(match verbose {
-            // The embedded Qdrant engine warns about its own internals at every start
-            // ("Feature flags not initialized!"), which no user can act on.
-            0 => "warn,qdrant_edge=error",
+            // Without -v, aimon's own warnings only: a library's warning repeats the error aimon
+            // returns on its one line (the Redis cluster client's "Failed to connect to node"),
+            // or is about its internals (the embedded Qdrant engine's "Feature flags not
+            // initialized!" at every start), which no user can act on.
+            0 => QUIET,
             1 => "info",
             2 => "debug",
             _ => "trace",

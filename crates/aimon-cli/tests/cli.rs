@@ -1070,3 +1070,124 @@ fn bench_compares_with_curl_on_influxdb() {
         .expect("curl runs");
     assert!(dropped.status.success());
 }
+
+/// Runs `aimon ARGS stats` at every verbosity (and with `RUST_LOG=trace`) and asserts that
+/// `secret` shows nowhere in its output, whether the command succeeds or fails.
+fn assert_secret_never_shows(dir: &Path, args: &[&str], secret: &str) {
+    let verbosities: [(&[&str], Option<&str>); 5] = [
+        (&[], None),
+        (&["-v"], None),
+        (&["-vv"], None),
+        (&["-vvv"], None),
+        (&[], Some("trace")),
+    ];
+    for (flags, rust_log) in verbosities {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aimon"));
+        cmd.args(flags)
+            .args(args)
+            .arg("stats")
+            .current_dir(dir)
+            .env_remove("AIMON_STORAGE")
+            .env_remove("AIMON_CONFIG")
+            .env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let out = cmd.output().expect("the aimon binary runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains(secret),
+            "aimon {flags:?} {args:?} (RUST_LOG={rust_log:?}) printed the secret:\n{text}"
+        );
+        assert!(!text.contains("panicked"), "aimon {args:?}: {text}");
+    }
+}
+
+/// A password, token or API key given in any part of a URL or in any option never appears in
+/// any output at any verbosity: for unreachable servers, refused parameters, and real servers
+/// that accept or refuse the credentials.
+#[test]
+fn secrets_never_show_at_any_verbosity() {
+    use aimon_integration_tests::fixtures;
+
+    const SECRET: &str = "Zq7s3cretPw";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut urls = vec![
+        format!("postgres://postgres:{SECRET}@127.0.0.1:1/postgres?sslpassword={SECRET}"),
+        format!("postgres://postgres:{SECRET}@127.0.0.1:1/postgres?password={SECRET}"),
+        format!("postgresql://u:{SECRET}@127.0.0.1:1/db?shema={SECRET}"),
+        format!("timescale://u:{SECRET}@127.0.0.1:1/db"),
+        format!("redis://:{SECRET}@127.0.0.1:1"),
+        format!("redis://user:{SECRET}@127.0.0.1:1/0?password={SECRET}"),
+        format!("rediss://:{SECRET}@127.0.0.1:1"),
+        format!("redis+cluster://:{SECRET}@127.0.0.1:1"),
+        format!("redis+sentinel://:{SECRET}@127.0.0.1:1/mymaster"),
+        format!("influxdb://u:{SECRET}@127.0.0.1:1/db"),
+        format!("influxdb://127.0.0.1:1/db?token={SECRET}"),
+        format!("influxdb2://127.0.0.1:1?org=o&bucket=b&token={SECRET}"),
+        format!("qdrant://127.0.0.1:1?api_key={SECRET}"),
+        format!("memory://u:{SECRET}@x"),
+    ];
+    // Real servers: Redis with another password, PostgreSQL (trust authentication takes any
+    // password), InfluxDB (authentication off).
+    let redis = RedisServer::start(&["--requirepass", "another-password"]);
+    if let Some(server) = &redis {
+        urls.push(format!("redis://:{SECRET}@127.0.0.1:{}", server.port));
+        urls.push(format!(
+            "redis://default:{SECRET}@127.0.0.1:{}/0",
+            server.port
+        ));
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    if let Some(fixture) = runtime.block_on(fixtures::postgres()) {
+        let url = url::Url::parse(&fixture.config(&[]).connection_string).unwrap();
+        let schema = fixtures::unique_namespace("cli_secret");
+        urls.push(format!(
+            "postgres://{}:{SECRET}@{}:{}{}?schema={schema}&application_name=aimon-test",
+            url.username(),
+            url.host_str().unwrap(),
+            url.port().unwrap_or(5432),
+            url.path(),
+        ));
+    }
+    let influx = runtime.block_on(fixtures::influxdb_server());
+    match &influx {
+        Ok(server) => {
+            let (authority, _) = fixtures::influxdb_url_parts(&server.url);
+            let authority = authority.replacen("://", &format!("://aimon:{SECRET}@"), 1);
+            urls.push(format!(
+                "{authority}/{}",
+                fixtures::unique_namespace("cli_secret")
+            ));
+        }
+        Err(reason) => {
+            fixtures::skip("influxdb", reason);
+        }
+    }
+    for url in &urls {
+        assert_secret_never_shows(d, &["--storage", url], SECRET);
+    }
+    // Secrets given as options in a configuration file.
+    for (backend_type, url, option) in [
+        ("influxdb", "influxdb://127.0.0.1:1/db", "token"),
+        ("influxdb", "influxdb://u@127.0.0.1:1/db", "password"),
+        ("qdrant", "qdrant://127.0.0.1:1", "api_key"),
+    ] {
+        let config = d.join(format!("{backend_type}-{option}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[[storage]]\nname = \"s\"\nbackend_type = \"{backend_type}\"\n\
+                 connection_string = \"{url}\"\ndefault = true\n\
+                 [storage.options]\n{option} = \"{SECRET}\"\n"
+            ),
+        )
+        .unwrap();
+        assert_secret_never_shows(d, &["--config", config.to_str().unwrap()], SECRET);
+    }
+}

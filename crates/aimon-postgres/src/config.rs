@@ -58,6 +58,39 @@ const URL_OPTIONS: &[&str] = &[
     "agent_state_ttl_seconds",
 ];
 
+/// The connection parameters the driver (sqlx) understands, as URL query parameters. Anything
+/// else is refused here: the driver would only warn and go on (writing into the default schema
+/// after a typo of `schema`), and its warning prints the parameter's value, which may be a
+/// password (`sslpassword`, which it does not support).
+const DRIVER_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// Whether the driver takes the URL parameter `key` (`options[name]` sets one server option).
+fn is_driver_parameter(key: &str) -> bool {
+    DRIVER_PARAMETERS.contains(&key)
+        || key
+            .strip_prefix("options[")
+            .is_some_and(|rest| rest.len() > 1 && rest.ends_with(']'))
+}
+
 /// How a batch of samples reaches the `samples` table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum IngestMethod {
@@ -289,8 +322,17 @@ pub(crate) fn parse_url(raw: &str) -> Result<ParsedUrl> {
     for (key, value) in url.query_pairs() {
         if URL_OPTIONS.contains(&key.as_ref()) {
             options.push((key.into_owned(), value.into_owned()));
-        } else {
+        } else if is_driver_parameter(&key) {
             driver_pairs.push((key.into_owned(), value.into_owned()));
+        } else {
+            // The value is never shown: it may be a secret.
+            return Err(Error::config(format!(
+                "unknown URL parameter {:?}; aimon's options are {} and the driver's \
+                 connection parameters {}",
+                aimon_core::error::printable(&key),
+                URL_OPTIONS.join(", "),
+                DRIVER_PARAMETERS.join(", "),
+            )));
         }
     }
     if driver_pairs.is_empty() {
@@ -446,6 +488,33 @@ mod tests {
         assert!(!d.timescale());
         let t = PostgresConfig::from_storage_config(&config("timescale://db/x")).unwrap();
         assert!(t.timescale());
+    }
+
+    #[test]
+    fn unknown_url_parameters_are_refused_without_their_values() {
+        for url in [
+            "postgres://db/x?shema=x",
+            "postgresql://u@db/x?bogus=1",
+            "postgres://db/x?sslpassword=s3cret",
+            "postgres://db/x?sslmode=require&sslpassword=s3cret",
+            "timescale://db/x?options[=s3cret",
+        ] {
+            let err = parse_url(url).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{url}");
+            let text = err.to_string();
+            assert!(text.contains("unknown URL parameter"), "{text}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+        let ok = parse_url(
+            "postgres://u:p@db/x?sslmode=verify-full&sslrootcert=/ca.pem&application_name=a\
+             &options[statement_timeout]=5s&schema=s",
+        )
+        .unwrap();
+        assert!(
+            ok.connect_url.contains("options%5Bstatement_timeout%5D=5s"),
+            "{}",
+            ok.connect_url
+        );
     }
 
     #[test]
