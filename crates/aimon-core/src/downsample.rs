@@ -25,18 +25,115 @@ pub struct SampleRef<'a> {
     pub value: f64,
 }
 
+/// 2⁻⁶⁴: values are scaled by it (exactly: a power of two) once a running sum overflows.
+pub const SUM_SCALE_DOWN: f64 = 1.0 / 18_446_744_073_709_551_616.0;
+/// 2⁶⁴: scales a sum of values scaled by [`SUM_SCALE_DOWN`] back.
+pub const SUM_SCALE_UP: f64 = 18_446_744_073_709_551_616.0;
+
 /// A sum with Neumaier's compensation, as SQLite (3.43+) computes `SUM` and `AVG`: cancelling
 /// values (`1e16 + 1 - 1e16`) keep their small terms, and the result hardly depends on order.
+///
+/// An intermediate overflow does not matter: the first addition that would overflow switches
+/// the sum to values scaled by 2⁻⁶⁴ (exact for all but subnormal results), where no sum of
+/// fewer than 2⁶⁴ finite values can overflow. [`CompensatedSum::value`] is then infinite only
+/// where the exact sum is beyond ±f64::MAX, and [`CompensatedSum::mean`] is always finite.
+/// Ordinary sums never take that path and cost one comparison more per value.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CompensatedSum {
     sum: f64,
     compensation: f64,
+    /// Whether `sum` and `compensation` are in units of 2⁶⁴.
+    scaled: bool,
 }
 
 impl CompensatedSum {
+    /// A sum from its parts as another accumulator reports them (a Lua script, say): `sum`
+    /// and `compensation` in units of 2⁶⁴ where `scaled`.
+    pub fn from_parts(sum: f64, compensation: f64, scaled: bool) -> Self {
+        CompensatedSum {
+            sum,
+            compensation,
+            scaled,
+        }
+    }
+
     pub fn add(&mut self, value: f64) {
+        if self.scaled {
+            self.add_raw(value * SUM_SCALE_DOWN);
+            return;
+        }
         let t = self.sum + value;
-        // Past overflow the compensation is meaningless (inf - inf); the sum stays infinite.
+        if t.is_finite() || !value.is_finite() || !self.sum.is_finite() {
+            self.add_raw(value);
+        } else {
+            self.rescale();
+            self.add_raw(value * SUM_SCALE_DOWN);
+        }
+    }
+
+    /// Adds another sum's parts (its values then count as added here).
+    pub fn merge(&mut self, other: &CompensatedSum) {
+        if other.scaled {
+            if !self.scaled {
+                self.rescale();
+            }
+            self.add_raw(other.sum);
+            self.add_raw(other.compensation);
+        } else {
+            // `add` scales them if this sum is (or becomes) scaled.
+            self.add(other.sum);
+            self.add(other.compensation);
+        }
+    }
+
+    /// The sum: ±infinity only where the exact sum is beyond ±f64::MAX.
+    pub fn value(&self) -> f64 {
+        let value = if self.sum.is_finite() {
+            self.sum + self.compensation
+        } else {
+            self.sum
+        };
+        if self.scaled {
+            value * SUM_SCALE_UP
+        } else {
+            value
+        }
+    }
+
+    /// The sum divided by `count`, never overflowing: finite for finite values.
+    pub fn mean(&self, count: u64) -> f64 {
+        if !self.scaled {
+            return self.value() / count as f64;
+        }
+        let scaled = if self.sum.is_finite() {
+            self.sum + self.compensation
+        } else {
+            self.sum
+        };
+        // The rounded quotient can pass f64::MAX by an ulp; the mean itself never does.
+        (scaled / count as f64 * SUM_SCALE_UP).clamp(-f64::MAX, f64::MAX)
+    }
+
+    /// Whether the parts are in units of 2⁶⁴ (an intermediate sum overflowed).
+    pub fn is_scaled(&self) -> bool {
+        self.scaled
+    }
+
+    /// The parts: (sum, compensation, scaled), for [`CompensatedSum::from_parts`].
+    pub fn parts(&self) -> (f64, f64, bool) {
+        (self.sum, self.compensation, self.scaled)
+    }
+
+    fn rescale(&mut self) {
+        self.sum *= SUM_SCALE_DOWN;
+        self.compensation *= SUM_SCALE_DOWN;
+        self.scaled = true;
+    }
+
+    fn add_raw(&mut self, value: f64) {
+        let t = self.sum + value;
+        // Past an infinite value the compensation is meaningless (inf - inf); the sum stays
+        // infinite.
         if t.is_finite() {
             if self.sum.abs() >= value.abs() {
                 self.compensation += (self.sum - t) + value;
@@ -45,14 +142,6 @@ impl CompensatedSum {
             }
         }
         self.sum = t;
-    }
-
-    pub fn value(&self) -> f64 {
-        if self.sum.is_finite() {
-            self.sum + self.compensation
-        } else {
-            self.sum
-        }
     }
 }
 
@@ -77,8 +166,7 @@ pub struct BucketAggregate {
 impl BucketAggregate {
     fn absorb(&mut self, other: BucketAggregate) {
         self.count += other.count;
-        self.sum.add(other.sum.sum);
-        self.sum.add(other.sum.compensation);
+        self.sum.merge(&other.sum);
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         if other.first.0 < self.first.0 {
@@ -180,7 +268,7 @@ impl Downsampler {
                     .map(|(start, acc)| HistoryBucket {
                         start: time::from_micros(start),
                         value: match aggregation {
-                            Aggregation::Avg => acc.sum.value() / acc.count as f64,
+                            Aggregation::Avg => acc.sum.mean(acc.count),
                             Aggregation::Sum => acc.sum.value(),
                             Aggregation::Min => acc.min,
                             Aggregation::Max => acc.max,
@@ -260,6 +348,52 @@ mod tests {
         let mut sum = CompensatedSum::default();
         (0..50).for_each(|_| sum.add(f64::MAX));
         assert_eq!(sum.value(), f64::INFINITY);
+        assert_eq!(sum.mean(50), f64::MAX);
+        let mut sum = CompensatedSum::default();
+        (0..3).for_each(|_| sum.add(-f64::MAX));
+        assert_eq!(sum.value(), f64::NEG_INFINITY);
+        assert_eq!(sum.mean(3), -f64::MAX);
+    }
+
+    fn sum_of(values: &[f64]) -> CompensatedSum {
+        let mut sum = CompensatedSum::default();
+        values.iter().for_each(|&v| sum.add(v));
+        sum
+    }
+
+    #[test]
+    fn an_intermediate_overflow_does_not_matter() {
+        for (values, want) in [
+            (&[1e308, 1e308, -1e308][..], 1e308),
+            (&[1e308, -1e308, 1.0], 1.0),
+            (&[1e308, 1e308, -1e308, -1e308, 1.0], 1.0),
+            (&[1e308, 1e308, 1.0, -1e308, 0.5, -1e308], 1.5),
+            (&[f64::MAX, f64::MAX, -f64::MAX], f64::MAX),
+        ] {
+            assert_eq!(sum_of(values).value(), want, "{values:?}");
+        }
+        assert_eq!(sum_of(&[1e308, 1e308]).mean(2), 1e308);
+        assert_eq!(sum_of(&[1e308, 1e308, -1e308]).mean(3), 1e308 / 3.0);
+        assert!(
+            !sum_of(&[1e300, 1.0, -1e300]).is_scaled(),
+            "ordinary sums stay unscaled"
+        );
+    }
+
+    #[test]
+    fn merging_sums_equals_adding_every_value() {
+        let values = [1e308, 2.0, 1e308, -1e308, 0.25, -1e308, 3.0];
+        assert_eq!(sum_of(&values).value(), 5.25);
+        for split in 0..=values.len() {
+            let (left, right) = values.split_at(split);
+            let mut merged = sum_of(left);
+            merged.merge(&sum_of(right));
+            assert_eq!(merged.value(), 5.25, "split at {split}");
+            let (s, c, scaled) = sum_of(right).parts();
+            let mut from_parts = sum_of(left);
+            from_parts.merge(&CompensatedSum::from_parts(s, c, scaled));
+            assert_eq!(from_parts.value(), 5.25, "split at {split}");
+        }
     }
 
     #[test]

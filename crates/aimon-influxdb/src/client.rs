@@ -176,6 +176,15 @@ impl Client {
     /// Runs InfluxQL statements (`;`-separated) against the store's database and returns the
     /// series of each statement; any statement's error fails the call.
     pub async fn query(&self, q: &str) -> Result<Vec<Vec<Series>>> {
+        self.query_finite(q)
+            .await?
+            .ok_or_else(|| corrupted("query answer: a value JSON cannot carry (±Inf, NaN)"))
+    }
+
+    /// [`Client::query`], but `None` where an answer held ±Inf or NaN: InfluxDB's JSON encoder
+    /// cannot write those and sends its error text (`json: unsupported value: +Inf`) in place
+    /// of the answer, so a float sum that overflowed fails every column of its statement.
+    pub async fn query_finite(&self, q: &str) -> Result<Option<Vec<Vec<Series>>>> {
         let statements = q.split(';').filter(|s| !s.trim().is_empty()).count().max(1);
         let mut form = vec![
             ("q", q),
@@ -202,7 +211,13 @@ impl Client {
         }
         let mut out: Vec<Vec<Series>> = vec![Vec::new(); statements];
         for chunk in serde_json::Deserializer::from_slice(&body).into_iter::<QueryChunk>() {
-            let chunk = chunk.map_err(|e| corrupted("query answer").with_source(e))?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(_) if String::from_utf8_lossy(&body).contains("unsupported value: ") => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(corrupted("query answer").with_source(e)),
+            };
             if let Some(error) = chunk.error {
                 return Err(from_query_error(&error));
             }
@@ -227,7 +242,7 @@ impl Client {
                 }
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Runs one statement and returns its series.

@@ -110,7 +110,11 @@
 //! semantics want a compensated sum: where the naive sum's error bound
 //! `(n-1)·2⁻⁵³·Σ|v|` (Σ|v| bounded from count, min and max) could exceed 1e-10 of the sum —
 //! values of both signs that cancel, or about a million samples in one bucket — that bucket
-//! is summed again in aimon from its samples with the core compensated sum. `first` and
+//! is summed again in aimon from its samples with the core compensated sum. A sum that
+//! overflows cannot travel in InfluxDB's JSON (the server sends an error text in place of the
+//! whole answer), so only sums and averages ask for it, and when that happens the history
+//! takes count/min/max, sums in aimon the buckets whose `count·max|v|` could overflow and asks
+//! InfluxDB again for the sums between them. `first` and
 //! `last` are not computed in the server: InfluxQL's selectors report the bucket start rather
 //! than the sample's time under `GROUP BY time()` and break timestamp ties by value, not by
 //! (series id, tags) as aimon's rule says, so their samples stream through the core

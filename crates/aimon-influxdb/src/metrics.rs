@@ -21,7 +21,8 @@ use crate::line;
 const IDS_PER_STATEMENT: usize = 200;
 
 /// (count, sum, min, max) of one bucket, by group and bucket start.
-type Buckets = BTreeMap<Option<String>, BTreeMap<i64, (u64, f64, f64, f64)>>;
+/// (group, bucket start) → (count, sum, min, max).
+type Buckets = BTreeMap<Option<String>, BTreeMap<i64, (u64, CompensatedSum, f64, f64)>>;
 
 /// A decoded sample: (timestamp µs, tags, value).
 type Sample = (i64, Tags, f64);
@@ -667,7 +668,9 @@ impl InfluxBackend {
     /// `avg`, `sum`, `min`, `max`, `count` with `GROUP BY time(step)` in InfluxQL. InfluxDB adds
     /// floats naively; where the error bound of that sum could exceed 1e-10 of it (mixed signs
     /// that cancel, or very many samples), that bucket is summed again in aimon with the
-    /// compensated sum the semantics want.
+    /// compensated sum the semantics want. Only sums and averages ask for the float sum: one
+    /// that overflows makes InfluxDB fail its whole answer (its JSON cannot carry ±Inf), and
+    /// the query then takes [`InfluxBackend::history_past_an_overflow`].
     async fn history_in_influxql(
         &self,
         query: &HistoryQuery,
@@ -685,52 +688,59 @@ impl InfluxBackend {
             .unwrap_or_default();
         let from = self.from(SAMPLES);
         let where_sids = any_of("sid", sids);
-        let statement = format!(
-            "SELECT count(\"v\") AS c, sum(\"v\") AS s, min(\"v\") AS lo, max(\"v\") AS hi \
-             FROM {from} WHERE {where_sids} AND {}{} GROUP BY time({step}u){group_clause} fill(none)",
-            time_range(range.start, range.end),
-            Self::tag_conditions(&query.tags)
-        );
-        let answer = self.client.query_one(&statement).await?;
-        // (group, bucket start) → (count, sum, min, max)
+        let tags = Self::tag_conditions(&query.tags);
+        let statement = |columns: &str, start: i64, end: i64| {
+            format!(
+                "SELECT {columns} FROM {from} WHERE {where_sids} AND {}{tags} \
+                 GROUP BY time({step}u){group_clause} fill(none)",
+                time_range(start, end),
+            )
+        };
+        let bounds = "count(\"v\") AS c, min(\"v\") AS lo, max(\"v\") AS hi";
+        let sums = matches!(query.aggregation, Aggregation::Sum | Aggregation::Avg);
         let mut buckets: Buckets = BTreeMap::new();
         let mut inexact: Vec<(Option<String>, i64)> = Vec::new();
-        for s in &answer {
-            let group = group_key.as_ref().and_then(|g| s.tag(g));
-            let cols = ["time", "c", "s", "lo", "hi"].map(|c| s.column(c));
-            let [Some(t), Some(c), Some(su), Some(lo), Some(hi)] = cols else {
-                continue;
-            };
-            for row in &s.values {
-                let count = row.get(c).and_then(cell_i64).unwrap_or(0);
-                if count <= 0 {
-                    continue;
+        let with_sums = if sums {
+            let columns = format!("{bounds}, sum(\"v\") AS s");
+            self.client
+                .query_finite(&statement(&columns, range.start, range.end))
+                .await?
+                .map(|answers| answers.into_iter().next().unwrap_or_default())
+        } else {
+            None
+        };
+        match with_sums {
+            Some(answer) => {
+                read_buckets(&answer, group_key.as_deref(), &mut buckets);
+                for (group, rows) in &buckets {
+                    for (&start, &(count, sum, min, max)) in rows {
+                        if needs_resum(count, sum.value(), min, max) {
+                            inexact.push((group.clone(), start));
+                        }
+                    }
                 }
-                let (Some(start), Some(sum), Some(min), Some(max)) = (
-                    row.get(t).and_then(cell_i64),
-                    row.get(su).and_then(cell_f64),
-                    row.get(lo).and_then(cell_f64),
-                    row.get(hi).and_then(cell_f64),
-                ) else {
-                    continue;
-                };
-                // Σ|v| is |sum| when all values share a sign, else at most n·max|v|.
-                let abs_sum = if min >= 0.0 || max <= 0.0 {
-                    sum.abs()
-                } else {
-                    count as f64 * min.abs().max(max.abs())
-                };
-                let bound = (count - 1) as f64 * f64::EPSILON / 2.0 * abs_sum;
-                if bound > 1e-10 * sum.abs() || (sum == 0.0 && bound > 0.0) {
-                    inexact.push((group.clone(), start));
+            }
+            None => {
+                let answer = self
+                    .client
+                    .query_one(&statement(bounds, range.start, range.end))
+                    .await?;
+                read_buckets(&answer, group_key.as_deref(), &mut buckets);
+                if sums {
+                    let statement = |start, end| statement("sum(\"v\") AS s", start, end);
+                    self.history_past_an_overflow(
+                        &mut buckets,
+                        range,
+                        step,
+                        statement,
+                        group_key.as_deref(),
+                        &mut inexact,
+                    )
+                    .await?;
                 }
-                buckets
-                    .entry(group.clone())
-                    .or_default()
-                    .insert(start, (count as u64, sum, min, max));
             }
         }
-        if !inexact.is_empty() && matches!(query.aggregation, Aggregation::Sum | Aggregation::Avg) {
+        if !inexact.is_empty() && sums {
             self.resum_exactly(query, sids, range, step, &mut buckets, &inexact)
                 .await?;
         }
@@ -743,8 +753,8 @@ impl InfluxBackend {
                     .map(|(start, (count, sum, min, max))| HistoryBucket {
                         start: time::from_micros(start),
                         value: match query.aggregation {
-                            Aggregation::Avg => sum / count as f64,
-                            Aggregation::Sum => sum,
+                            Aggregation::Avg => sum.mean(count),
+                            Aggregation::Sum => sum.value(),
                             Aggregation::Min => min,
                             Aggregation::Max => max,
                             _ => count as f64,
@@ -754,6 +764,72 @@ impl InfluxBackend {
                     .collect(),
             })
             .collect())
+    }
+
+    /// Sums and averages where InfluxDB's sum of a bucket overflowed (`buckets` holds the
+    /// count, min and max of every bucket). Only a bucket with `count · max|v|` past
+    /// f64::MAX / 2 can overflow: those buckets (every group at their start) are summed in
+    /// aimon from their samples, with the compensated sum that scales past an overflow. The
+    /// others keep InfluxDB's sum, asked again over the runs of time between them.
+    async fn history_past_an_overflow(
+        &self,
+        buckets: &mut Buckets,
+        range: MicrosRange,
+        step: i64,
+        sum_statement: impl Fn(i64, i64) -> String,
+        group_key: Option<&str>,
+        inexact: &mut Vec<(Option<String>, i64)>,
+    ) -> Result<()> {
+        let overflowing: BTreeSet<i64> = buckets
+            .values()
+            .flat_map(|rows| rows.iter())
+            .filter(|(_, (count, _, min, max))| {
+                *count as f64 * min.abs().max(max.abs()) > f64::MAX / 2.0
+            })
+            .map(|(start, _)| *start)
+            .collect();
+        let mut statements = Vec::new();
+        let mut low = range.start;
+        for &start in &overflowing {
+            if low < start {
+                statements.push(sum_statement(low, start));
+            }
+            low = low.max(start.saturating_add(step));
+        }
+        if low < range.end {
+            statements.push(sum_statement(low, range.end));
+        }
+        if !statements.is_empty() {
+            for answer in self.client.query(&statements.join("; ")).await? {
+                for s in &answer {
+                    let group = group_key.and_then(|g| s.tag(g));
+                    let (Some(t), Some(su)) = (s.column("time"), s.column("s")) else {
+                        continue;
+                    };
+                    for row in &s.values {
+                        let (Some(start), Some(sum)) = (
+                            row.get(t).and_then(cell_i64),
+                            row.get(su).and_then(cell_f64),
+                        ) else {
+                            continue;
+                        };
+                        if let Some(entry) = buckets.get_mut(&group).and_then(|b| b.get_mut(&start))
+                        {
+                            entry.1 = CompensatedSum::from_parts(sum, 0.0, false);
+                            if needs_resum(entry.0, sum, entry.2, entry.3) {
+                                inexact.push((group.clone(), start));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (group, rows) in buckets.iter() {
+            for start in rows.keys().filter(|s| overflowing.contains(s)) {
+                inexact.push((group.clone(), *start));
+            }
+        }
+        Ok(())
     }
 
     /// Sums the samples of the `inexact` buckets again with a compensated sum.
@@ -785,11 +861,66 @@ impl InfluxBackend {
         }
         for ((group, start), sum) in sums {
             if let Some(entry) = buckets.get_mut(&group).and_then(|b| b.get_mut(&start)) {
-                entry.1 = sum.value();
+                entry.1 = sum;
             }
         }
         Ok(())
     }
+}
+
+/// Reads `count`, `min`, `max` and, where asked, `sum` per (group, bucket start) from a
+/// `GROUP BY time()` answer; a bucket without a sum gets 0 until one is known.
+fn read_buckets(answer: &[Series], group_key: Option<&str>, buckets: &mut Buckets) {
+    for s in answer {
+        let group = group_key.and_then(|g| s.tag(g));
+        let cols = ["time", "c", "lo", "hi"].map(|c| s.column(c));
+        let [Some(t), Some(c), Some(lo), Some(hi)] = cols else {
+            continue;
+        };
+        let su = s.column("s");
+        for row in &s.values {
+            let count = row.get(c).and_then(cell_i64).unwrap_or(0);
+            if count <= 0 {
+                continue;
+            }
+            let (Some(start), Some(min), Some(max)) = (
+                row.get(t).and_then(cell_i64),
+                row.get(lo).and_then(cell_f64),
+                row.get(hi).and_then(cell_f64),
+            ) else {
+                continue;
+            };
+            let sum = match su {
+                Some(su) => match row.get(su).and_then(cell_f64) {
+                    Some(sum) => sum,
+                    None => continue,
+                },
+                None => 0.0,
+            };
+            buckets.entry(group.clone()).or_default().insert(
+                start,
+                (
+                    count as u64,
+                    CompensatedSum::from_parts(sum, 0.0, false),
+                    min,
+                    max,
+                ),
+            );
+        }
+    }
+}
+
+/// Whether InfluxDB's naive sum of a bucket could be off by more than 1e-10 of it: its error
+/// bound is `(n-1)·2⁻⁵³·Σ|v|`, with Σ|v| being |sum| when all values share a sign, else at
+/// most n·max|v|.
+fn needs_resum(count: u64, sum: f64, min: f64, max: f64) -> bool {
+    let abs_sum = if min >= 0.0 || max <= 0.0 {
+        sum.abs()
+    } else {
+        count as f64 * min.abs().max(max.abs())
+    };
+    let bound = count.saturating_sub(1) as f64 * f64::EPSILON / 2.0 * abs_sum;
+    bound > 1e-10 * sum.abs() || (sum == 0.0 && bound > 0.0)
 }
 
 #[cfg(test)]

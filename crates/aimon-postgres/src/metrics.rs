@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use aimon_core::downsample::SUM_SCALE_UP;
 use aimon_core::query::{
     Aggregation, HistoryBucket, HistoryQuery, HistorySeries, MetricQuery, tie_breaker,
 };
@@ -362,6 +363,8 @@ struct HistoryRow {
     count: u64,
     /// `sum(abs(value))` for sums and averages: the error bound of the float sum.
     abs_sum: f64,
+    /// The exact sum times 2⁻⁶⁴ (exact path): the average where the sum is beyond f64.
+    scaled_sum: Option<f64>,
 }
 
 /// Why a write attempt failed: a missing partition is retried once after a refresh.
@@ -768,23 +771,36 @@ impl PostgresBackend {
         // Sum and average: PostgreSQL adds float8 naively. Where the sum's error bound,
         // (n - 1) · 2⁻⁵³ · Σ|v|, could reach 1e-10 of it (cancelling values), the whole query
         // runs again with an exact decimal sum, so small terms between cancelling values
-        // survive as the shared semantics want.
-        let needs_exact = matches!(query.aggregation, Aggregation::Sum | Aggregation::Avg)
-            && rows.iter().any(|r| {
-                let bound = (r.count.saturating_sub(1)) as f64 * f64::EPSILON / 2.0 * r.abs_sum;
-                bound > 1e-10 * r.value.abs()
-            });
-        let rows = if needs_exact {
-            self.history_rows(query.aggregation, keys, order, exact, true)
+        // survive as the shared semantics want. So it does where a float8 sum overflowed
+        // (`None`): the decimal sum cannot, and is read back as ±Inf only where it is beyond
+        // f64 itself.
+        let rows = match rows {
+            Some(rows)
+                if !matches!(query.aggregation, Aggregation::Sum | Aggregation::Avg)
+                    || rows.iter().all(|r| {
+                        let bound =
+                            (r.count.saturating_sub(1)) as f64 * f64::EPSILON / 2.0 * r.abs_sum;
+                        bound <= 1e-10 * r.value.abs()
+                    }) =>
+            {
+                rows
+            }
+            _ => self
+                .history_rows(query.aggregation, keys, order, exact, true)
                 .await?
-        } else {
-            rows
+                .unwrap_or_default(),
         };
         let mut out: Vec<HistorySeries> = Vec::new();
         for row in rows {
             let value = match query.aggregation {
                 Aggregation::Count => row.count as f64,
-                Aggregation::Avg => row.value / row.count as f64,
+                Aggregation::Avg => match row.scaled_sum {
+                    // The rounded quotient can pass f64::MAX by an ulp; the mean never does.
+                    Some(scaled) if !row.value.is_finite() => {
+                        (scaled / row.count as f64 * SUM_SCALE_UP).clamp(-f64::MAX, f64::MAX)
+                    }
+                    _ => row.value / row.count as f64,
+                },
                 _ => row.value,
             };
             let bucket = HistoryBucket {
@@ -803,7 +819,8 @@ impl PostgresBackend {
         Ok(out)
     }
 
-    /// Runs the aggregate of `inner` (the matching samples with their group and bucket).
+    /// Runs the aggregate of `inner` (the matching samples with their group and bucket);
+    /// `None` where a float8 sum overflowed (only without `exact_sum`).
     async fn history_rows(
         &self,
         aggregation: Aggregation,
@@ -811,7 +828,7 @@ impl PostgresBackend {
         order: &str,
         inner: Sql,
         exact_sum: bool,
-    ) -> Result<Vec<HistoryRow>> {
+    ) -> Result<Option<Vec<HistoryRow>>> {
         let window = |order_by: &str| {
             format!(
                 "SELECT grp, bucket, value, cnt, NULL::float8 FROM (SELECT grp, bucket, value, \
@@ -834,8 +851,14 @@ impl PostgresBackend {
                     Aggregation::Max => "max(value), count(*), NULL::float8",
                     Aggregation::Count => "count(*)::float8, count(*), NULL::float8",
                     // An exact decimal sum of the values (each float8 read through its
-                    // shortest exact text form), rounded once.
-                    _ if exact_sum => "sum(value::text::numeric)::float8, count(*), NULL::float8",
+                    // shortest exact text form), rounded once by aimon's parser, which reads
+                    // a sum beyond f64 as ±Inf (PostgreSQL's cast would fail). The sum times
+                    // 2⁻⁶⁴ (exact) gives the average of such a bucket.
+                    _ if exact_sum => {
+                        "sum(value::text::numeric)::text, count(*), \
+                         (sum(value::text::numeric) \
+                         * 5.42101086242752217003726400434970855712890625e-20)::text"
+                    }
                     _ => "sum(value), count(*), sum(abs(value))",
                 };
                 (
@@ -855,22 +878,41 @@ impl PostgresBackend {
         sql.append(inner);
         sql.push(&tail);
 
-        sql.query()
-            .fetch_all(&self.pool)
-            .await
-            .db()?
-            .iter()
+        let rows = match sql.query().fetch_all(&self.pool).await {
+            // 22003 numeric_value_out_of_range: float8 `sum` overflowed (only sums and
+            // averages add up values here).
+            Err(e) if !exact_sum && sqlstate(&e).as_deref() == Some("22003") => return Ok(None),
+            rows => rows.db()?,
+        };
+        let decimal = |row: &PgRow, i: usize| -> Result<Option<f64>> {
+            row.try_get::<Option<String>, _>(i)
+                .db()?
+                .map(|text| {
+                    text.parse::<f64>()
+                        .map_err(|_| corrupted(format_args!("numeric sum {text:?}")))
+                })
+                .transpose()
+        };
+        rows.iter()
             .map(|row| {
                 let count: i64 = row.try_get(3).db()?;
+                let (value, abs_sum, scaled_sum) = if exact_sum {
+                    (decimal(row, 2)?.unwrap_or(f64::NAN), 0.0, decimal(row, 4)?)
+                } else {
+                    let abs_sum = row.try_get::<Option<f64>, _>(4).db()?.unwrap_or(0.0);
+                    (row.try_get(2).db()?, abs_sum, None)
+                };
                 Ok(HistoryRow {
                     group: row.try_get(0).db()?,
                     bucket: row.try_get(1).db()?,
-                    value: row.try_get(2).db()?,
+                    value,
                     count: u64::try_from(count).unwrap_or(0),
-                    abs_sum: row.try_get::<Option<f64>, _>(4).db()?.unwrap_or(0.0),
+                    abs_sum,
+                    scaled_sum,
                 })
             })
-            .collect()
+            .collect::<Result<_>>()
+            .map(Some)
     }
 
     /// Publishes `events` (JSON payloads) on the store's channel inside `conn`'s transaction:

@@ -115,7 +115,9 @@
 //! one script per series (`ZRANGEBYSCORE` + `HMGET`). `metric_history` runs **in Redis**: a
 //! Lua script per series buckets and aggregates (count, sum, min, max, first, last) next to
 //! the data, and aimon only merges the per-series partial aggregates (with core's
-//! [`aimon_core::downsample::Downsampler::merge`], so every store aggregates alike).
+//! [`aimon_core::downsample::Downsampler::merge`], so every store aggregates alike). The
+//! script's sum is core's compensated sum, scaled by 2⁻⁶⁴ from the first addition that would
+//! overflow (and flagged so in its reply), so an intermediate overflow never shows.
 //!
 //! **RedisTimeSeries is detected, not used.** [`RedisBackend::timeseries_module_loaded`] asks
 //! `TS.INFO` and stats report it (`extra.redistimeseries`), but history stays on the Lua

@@ -513,8 +513,9 @@ impl RedisBackend {
     }
 }
 
-/// Parses one reply of the history script (records of 12 fields: group flag, group, bucket,
-/// count, sum, compensation, min, max, first member, first value, last member, last value)
+/// Parses one reply of the history script (records of 13 fields: group flag, group, bucket,
+/// count, sum, compensation, min, max, first member, first value, last member, last value,
+/// whether the sum is scaled by 2⁻⁶⁴)
 /// into `downsampler`.
 fn merge_history_reply(
     downsampler: &mut Downsampler,
@@ -523,7 +524,7 @@ fn merge_history_reply(
     step: i64,
 ) -> Result<()> {
     let bad = || corrupted("history reply");
-    for rec in items(reply).chunks(12) {
+    for rec in items(reply).chunks(13) {
         let t = |i: usize| rec.get(i).and_then(text).ok_or_else(bad);
         let num = |i: usize| -> Result<f64> { t(i)?.parse::<f64>().map_err(|_| bad()) };
         let group = (t(0)? == "1")
@@ -538,9 +539,7 @@ fn merge_history_reply(
             let (ts, tags) = parse_member(rec.get(i).and_then(bytes).ok_or_else(bad)?)?;
             Ok((ts, series_id.to_owned(), tags))
         };
-        let mut sum = CompensatedSum::default();
-        sum.add(num(4)?);
-        sum.add(num(5)?);
+        let sum = CompensatedSum::from_parts(num(4)?, num(5)?, t(12)? == "1");
         let part = BucketAggregate {
             count: t(3)?.parse().map_err(|_| bad())?,
             sum,

@@ -164,10 +164,12 @@ return out
 /// or '', then tag filter key, value pairs.
 /// Returns, per (group, bucket) in order of appearance: has_group ('1'/'0'), group, bucket
 /// start, count, sum and its Neumaier compensation (%.17g), min, max, first member, first
-/// value, last member, last value. Samples at or after 2^53 µs (year 2255), where doubles
+/// value, last member, last value, and whether the sum and compensation are in units of 2^64
+/// ('1' once a running sum overflowed, '0' otherwise). Samples at or after 2^53 µs (year 2255), where doubles
 /// lose microseconds, come back one record each with bucket '' for the client to place.
 const HISTORY: &str = r#"
 local ms = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2])
+local HUGE, SCALE = math.huge, 2 ^ -64
 local step = tonumber(ARGV[5])
 local group_by = ARGV[6]
 local filters = {}
@@ -225,11 +227,22 @@ for i = 1, #ms, 1000 do
           if q then set.q = q; set.acc = acc end
         end
         acc.count = acc.count + 1
-        local t = acc.sum + value
-        if math.abs(acc.sum) >= math.abs(value) then
-          acc.c = acc.c + ((acc.sum - t) + value)
+        local v = value
+        if acc.scaled then v = v * SCALE end
+        local t = acc.sum + v
+        if t == HUGE or t == -HUGE then
+          -- An intermediate overflow: go on in units of 2^64 (exact scaling), where no
+          -- sum of finite values overflows.
+          acc.scaled = true
+          acc.sum = acc.sum * SCALE
+          acc.c = acc.c * SCALE
+          v = v * SCALE
+          t = acc.sum + v
+        end
+        if math.abs(acc.sum) >= math.abs(v) then
+          acc.c = acc.c + ((acc.sum - t) + v)
         else
-          acc.c = acc.c + ((value - t) + acc.sum)
+          acc.c = acc.c + ((v - t) + acc.sum)
         end
         acc.sum = t
         if value < acc.min then acc.min = value; acc.minv = vstr end
@@ -255,6 +268,7 @@ for _, key in ipairs(order) do
   out[#out + 1] = a.fv
   out[#out + 1] = a.lm
   out[#out + 1] = a.lv
+  out[#out + 1] = a.scaled and '1' or '0'
 end
 return out
 "#;

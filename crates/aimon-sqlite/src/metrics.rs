@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
+use aimon_core::downsample::SUM_SCALE_UP;
 use aimon_core::query::{
     Aggregation, HistoryBucket, HistoryQuery, HistorySeries, MetricQuery, tie_breaker,
 };
@@ -11,7 +12,7 @@ use aimon_core::{
     model::tags_json, time, validate,
 };
 use sqlx::sqlite::{Sqlite, SqliteRow};
-use sqlx::{AssertSqlSafe, Row, Transaction};
+use sqlx::{AssertSqlSafe, Row, Transaction, ValueRef};
 
 use crate::backend::{DbResult, SqliteBackend};
 use crate::error::{corrupted, json_column, parse_json};
@@ -507,7 +508,6 @@ impl SqliteBackend {
             .push(" AND x.ts < ")
             .bind(range.end);
 
-        let mut sql = Sql::default();
         // Without `group_by`, `grp` is NULL throughout: keying by the bucket alone gives the
         // same groups with a cheaper sort.
         let keys = if query.group_by.is_some() {
@@ -522,44 +522,88 @@ impl SqliteBackend {
                  COUNT(*) OVER (PARTITION BY {keys}) AS cnt FROM ("
             )
         };
-        let (head, tail) = match query.aggregation {
-            Aggregation::First => (
-                window("ts ASC, sid ASC, tags ASC"),
-                format!(")) WHERE rn = 1 ORDER BY {keys}"),
-            ),
-            Aggregation::Last => (
-                window("ts DESC, sid DESC, tags DESC"),
-                format!(")) WHERE rn = 1 ORDER BY {keys}"),
-            ),
-            other => {
-                let aggregate = match other {
-                    Aggregation::Sum => "SUM(value)",
-                    Aggregation::Min => "MIN(value)",
-                    Aggregation::Max => "MAX(value)",
-                    Aggregation::Count => "COUNT(*)",
-                    _ => "AVG(value)",
-                };
-                (
-                    format!("SELECT grp, bucket, CAST({aggregate} AS REAL), COUNT(*) FROM ("),
-                    format!(") GROUP BY {keys} ORDER BY {keys}"),
-                )
+        // `scaled`: sums and averages of the values divided by 2^64 (exact: a power of two,
+        // by integer literals so no decimal conversion rounds), for buckets whose sum
+        // overflowed.
+        let statement = |scaled: bool| {
+            let (head, tail) = match query.aggregation {
+                Aggregation::First => (
+                    window("ts ASC, sid ASC, tags ASC"),
+                    format!(")) WHERE rn = 1 ORDER BY {keys}"),
+                ),
+                Aggregation::Last => (
+                    window("ts DESC, sid DESC, tags DESC"),
+                    format!(")) WHERE rn = 1 ORDER BY {keys}"),
+                ),
+                other => {
+                    let aggregate = match other {
+                        Aggregation::Sum if scaled => "SUM(value / 4294967296 / 4294967296)",
+                        Aggregation::Sum => "SUM(value)",
+                        Aggregation::Min => "MIN(value)",
+                        Aggregation::Max => "MAX(value)",
+                        Aggregation::Count => "COUNT(*)",
+                        _ if scaled => "AVG(value / 4294967296 / 4294967296)",
+                        _ => "AVG(value)",
+                    };
+                    (
+                        format!("SELECT grp, bucket, CAST({aggregate} AS REAL), COUNT(*) FROM ("),
+                        format!(") GROUP BY {keys} ORDER BY {keys}"),
+                    )
+                }
+            };
+            let mut sql = Sql::default();
+            sql.push(&head);
+            sql.text.push_str(&inner.text);
+            sql.args.extend(inner.args.iter().cloned());
+            sql.push(&tail);
+            sql
+        };
+        // SQLite's sum is ±Inf (or NULL, for inf - inf) where a running sum overflowed.
+        let value_at = |row: &SqliteRow| -> Result<f64> {
+            if row.try_get_raw(2).db()?.is_null() {
+                Ok(f64::NAN)
+            } else {
+                sample_value(row, 2)
             }
         };
-        sql.push(&head);
-        sql.text.push_str(&inner.text);
-        sql.args.extend(inner.args);
-        sql.push(&tail);
 
-        let rows = sql.query().fetch_all(&self.pool).await.db()?;
+        let rows = statement(false).query().fetch_all(&self.pool).await.db()?;
+        // Only where a sum overflowed, the query runs again over scaled values, and those
+        // buckets take their value from it: a sum then is infinite only where the exact sum
+        // is beyond f64::MAX, an average always finite (docs/semantics.md "History").
+        let mut rescaled: HashMap<(Option<String>, i64), f64> = HashMap::new();
+        if matches!(query.aggregation, Aggregation::Sum | Aggregation::Avg)
+            && rows
+                .iter()
+                .any(|row| value_at(row).is_ok_and(|v| !v.is_finite()))
+        {
+            for row in statement(true).query().fetch_all(&self.pool).await.db()? {
+                let group: Option<String> = row.try_get(0).db()?;
+                let bucket: i64 = row.try_get(1).db()?;
+                let value = value_at(&row)? * SUM_SCALE_UP;
+                let value = if query.aggregation == Aggregation::Avg {
+                    // The rounded quotient can pass f64::MAX by an ulp; the mean never does.
+                    value.clamp(-f64::MAX, f64::MAX)
+                } else {
+                    value
+                };
+                rescaled.insert((group, bucket), value);
+            }
+        }
         let mut out: Vec<HistorySeries> = Vec::new();
         for row in &rows {
             let group: Option<String> = row.try_get(0).db()?;
             let bucket: i64 = row.try_get(1).db()?;
-            let value = sample_value(row, 2)?;
+            let value = value_at(row)?;
             let count: i64 = row.try_get(3).db()?;
             let count = u64::try_from(count).unwrap_or(0);
             let value = if query.aggregation == Aggregation::Count {
                 count as f64
+            } else if !value.is_finite() {
+                rescaled
+                    .get(&(group.clone(), bucket))
+                    .copied()
+                    .unwrap_or(value)
             } else {
                 value
             };

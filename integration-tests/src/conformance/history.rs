@@ -82,6 +82,65 @@ pub async fn history_sum_keeps_small_terms_between_cancelling_values(fixture: &F
     }
 }
 
+/// Large values (docs/semantics.md "History"): an intermediate overflow never matters. A sum
+/// is finite whenever the exact sum of its bucket is within the f64 range, and infinite (JSON
+/// `null`) with the exact sum's sign only beyond ±f64::MAX; an average is always finite; and
+/// count, min, max, first and last are computed as for any other values, never failing.
+pub async fn history_large_values_overflow_only_where_the_exact_sum_does(fixture: &Fixture) {
+    let store = fixture.open(&[]).await;
+    // One bucket a minute, the samples in time order so naive running sums overflow.
+    let buckets: [&[f64]; 5] = [
+        &[1e308, 1e308],
+        &[1e308, 1e308, -1e308],
+        &[1e308, -1e308, 1.0],
+        &[-1e308, -1e308],
+        &[1.0, 2.0],
+    ];
+    let mut m = series("big", "big");
+    for (b, values) in buckets.iter().enumerate() {
+        for (i, &v) in values.iter().enumerate() {
+            m.values.push(sample(60 * b as i64 + 10 * i as i64, v));
+        }
+    }
+    store.save_metric(&m).await.unwrap();
+    let sums = [f64::INFINITY, 1e308, 1.0, f64::NEG_INFINITY, 3.0];
+    let avgs = [1e308, 1e308 / 3.0, 1.0 / 3.0, -1e308, 1.5];
+    for aggregation in Aggregation::ALL {
+        let out = store
+            .metric_history(&HistoryQuery::new(
+                "big",
+                TimeDelta::seconds(60),
+                aggregation,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{aggregation}: {e}"));
+        assert_eq!(out.len(), 1, "{aggregation}");
+        let got = &out[0].buckets;
+        assert_eq!(got.len(), buckets.len(), "{aggregation}: {got:?}");
+        for (b, (bucket, values)) in got.iter().zip(buckets).enumerate() {
+            let what = format!("{aggregation} of bucket {b} {values:?}");
+            assert_eq!(bucket.start, at(60 * b as i64), "{what}");
+            assert_eq!(bucket.count, values.len() as u64, "{what}");
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            match aggregation {
+                Aggregation::Sum => assert_eq!(bucket.value, sums[b], "{what}"),
+                Aggregation::Avg => {
+                    assert!(bucket.value.is_finite(), "{what}: {}", bucket.value);
+                    assert_close(bucket.value, avgs[b], &what);
+                }
+                Aggregation::Count => assert_eq!(bucket.value, values.len() as f64, "{what}"),
+                Aggregation::Min => assert_eq!(bucket.value, min, "{what}"),
+                Aggregation::Max => assert_eq!(bucket.value, max, "{what}"),
+                Aggregation::First => assert_eq!(bucket.value, values[0], "{what}"),
+                Aggregation::Last => {
+                    assert_eq!(bucket.value, values[values.len() - 1], "{what}")
+                }
+            }
+        }
+    }
+}
+
 pub async fn history_min(fixture: &Fixture) {
     check_aggregation(fixture, Aggregation::Min, [1.0, 10.0]).await;
 }

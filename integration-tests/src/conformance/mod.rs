@@ -93,6 +93,7 @@ macro_rules! __with_conformance_checks {
                     history_avg,
                     history_sum,
                     history_sum_keeps_small_terms_between_cancelling_values,
+                    history_large_values_overflow_only_where_the_exact_sum_does,
                     history_min,
                     history_max,
                     history_count,
