@@ -214,14 +214,76 @@ pub async fn qdrant() -> Option<Fixture> {
         Err(reason) => return skip("qdrant", &reason),
     };
     let url = server.url.clone();
+    let namespaces = Arc::new(Mutex::new(Vec::new()));
+    let guard = DropCollections {
+        url: url.clone(),
+        namespaces: namespaces.clone(),
+    };
     Some(
         Fixture::new("qdrant", move |namespace| {
+            namespaces
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(namespace.to_owned());
             StorageConfig::from_url(namespace, url.clone())
                 .expect("a qdrant:// URL")
                 .option("collection_prefix", namespace)
         })
+        .with_guard(guard)
         .with_guard(server),
     )
+}
+
+/// Drops the collections of every namespace a Qdrant fixture opened when the check ends: a
+/// server given the whole suite would otherwise hold hundreds of collections (a Qdrant 1.18
+/// server aborted after about 420). [`drop_leftover_qdrant_collections`] removes what a killed
+/// run left.
+#[cfg(feature = "qdrant-edge")]
+struct DropCollections {
+    url: String,
+    namespaces: Arc<Mutex<Vec<String>>>,
+}
+
+#[cfg(feature = "qdrant-edge")]
+impl Drop for DropCollections {
+    fn drop(&mut self) {
+        let namespaces =
+            std::mem::take(&mut *self.namespaces.lock().unwrap_or_else(|e| e.into_inner()));
+        if namespaces.is_empty() {
+            return;
+        }
+        let url = self.url.clone();
+        // A thread of its own: this may run inside a runtime, which cannot block on another.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                for namespace in namespaces {
+                    let _ = drop_qdrant_collections(&url, &format!("{namespace}_")).await;
+                }
+                Some(())
+            })
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// Drops every collection of the Qdrant server at `url` whose name starts with `prefix`.
+#[cfg(feature = "qdrant-edge")]
+pub async fn drop_qdrant_collections(url: &str, prefix: &str) -> Result<Vec<String>> {
+    let config =
+        aimon_qdrant::QdrantConfig::from_storage_config(&StorageConfig::from_url("cleanup", url)?)?;
+    aimon_qdrant::server::drop_collections_with_prefix(&config.mode, prefix).await
+}
+
+/// Drops the collections every test run's Qdrant namespaces start with (`t_qdrant_`): what a
+/// run that was killed before its checks ended left on a long-lived server. Run it when no
+/// other test run uses the server (see docs/testing.md).
+#[cfg(feature = "qdrant-edge")]
+pub async fn drop_leftover_qdrant_collections(url: &str) -> Result<Vec<String>> {
+    drop_qdrant_collections(url, &namespace_prefix("qdrant")).await
 }
 
 /// A Qdrant server: the local `qdrant` binary with a temporary config (gRPC on the free port,
@@ -1054,22 +1116,28 @@ pub async fn victoria_metrics() -> Option<Arc<Server>> {
 /// of it, to tell namespaces apart when inspecting a server.
 pub fn unique_namespace(backend: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let tag: String = backend
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .take(8)
-        .collect();
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!(
-        "t_{tag}_{}_{}_{n}",
+        "{}{}_{}_{n}",
+        namespace_prefix(backend),
         base36(u128::from(std::process::id())),
         base36(nanos % 36u128.pow(8))
     )
+}
+
+/// How every test namespace of `backend` starts: `t_<backend, 8 letters or digits>_`.
+pub fn namespace_prefix(backend: &str) -> String {
+    let tag: String = backend
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .take(8)
+        .collect();
+    format!("t_{tag}_")
 }
 
 fn base36(mut n: u128) -> String {

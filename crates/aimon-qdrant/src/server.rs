@@ -284,6 +284,46 @@ impl std::fmt::Debug for ServerEngine {
     }
 }
 
+/// Drops every collection of the server `mode` names whose name starts with `prefix`, and
+/// returns their names. A store's collections are `<collection_prefix>_<kind>`, so this removes
+/// a namespace (`prefix` = `"<collection_prefix>_"`), or what a test run that was killed left
+/// behind (the test fixtures' namespaces all start with `t_qdrant_`).
+pub async fn drop_collections_with_prefix(mode: &QdrantMode, prefix: &str) -> Result<Vec<String>> {
+    let QdrantMode::Server {
+        endpoint,
+        api_key,
+        timeout,
+        ..
+    } = mode
+    else {
+        return Err(Error::config("not a qdrant:// configuration"));
+    };
+    if prefix.is_empty() {
+        return Err(Error::invalid_input(
+            "prefix",
+            "must not be empty: it would drop every collection of the server",
+        ));
+    }
+    let client = Qdrant::from_url(endpoint)
+        .api_key(api_key.as_ref().map(|k| k.expose().to_owned()))
+        .timeout(*timeout)
+        .skip_compatibility_check()
+        .build()
+        .map_err(client_error)?;
+    let list = client.list_collections().await.map_err(client_error)?;
+    let mut dropped = Vec::new();
+    for c in list.collections {
+        if c.name.starts_with(prefix) {
+            client
+                .delete_collection(c.name.as_str())
+                .await
+                .map_err(client_error)?;
+            dropped.push(c.name);
+        }
+    }
+    Ok(dropped)
+}
+
 impl ServerEngine {
     /// Connects and creates the namespace's collections and indexes where missing.
     pub async fn connect(mode: &QdrantMode, dimension: usize) -> Result<Self> {

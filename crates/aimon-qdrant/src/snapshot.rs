@@ -97,11 +97,25 @@ impl Manifest {
     /// one entry per collection. Every problem is `Corrupted`, except a missing directory
     /// (`NotFound`).
     pub fn read(dir: &Path, dimension: usize) -> Result<Self> {
-        if !dir.is_dir() {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("no backup directory at {}", dir.display()),
-            ));
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            // Something is there, and it is not a backup: a damaged or wrong input.
+            Ok(_) => {
+                return Err(Error::new(
+                    ErrorKind::Corrupted,
+                    format!(
+                        "{} is a file, not a Qdrant native backup (a directory)",
+                        dir.display()
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no backup directory at {}", dir.display()),
+                )
+                .with_source(e));
+            }
         }
         let path = dir.join(MANIFEST);
         let text = match std::fs::read_to_string(&path) {
@@ -469,6 +483,18 @@ pub fn scratch_started(prefix: &str, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plain file where a backup directory should be is damaged input, not a missing one.
+    #[test]
+    fn a_file_is_corrupted_and_a_missing_path_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("garbage.bin");
+        std::fs::write(&file, [0x5a; 4096]).unwrap();
+        let err = Manifest::read(&file, 384).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+        let err = Manifest::read(&dir.path().join("nothing"), 384).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    }
 
     fn manifest(dir: &Path) -> Manifest {
         let mut m = Manifest::new(384);
