@@ -750,7 +750,24 @@ fn hostile_input_is_one_line_and_never_a_panic() {
         ),
         (
             vec!["--storage", m, "query", "agents", "--sort", "colour"],
-            "colour",
+            "sort_by: unknown agent_states field \"colour\"",
+        ),
+        (
+            vec!["--storage", m, "history", "x", "--step", "15600w"],
+            "step",
+        ),
+        (
+            vec![
+                "--storage",
+                "postgres://postgres@127.0.0.1:1/postgres?shema=x",
+                "stats",
+            ],
+            "unknown URL parameter \"shema\"",
+        ),
+        // The cluster client's own warning no longer adds a second line.
+        (
+            vec!["--storage", "redis+cluster://127.0.0.1:1", "stats"],
+            "unavailable",
         ),
         (
             vec!["--storage", m, "demo", "--hours", "1", "--interval", "2h"],
@@ -773,6 +790,24 @@ fn hostile_input_is_one_line_and_never_a_panic() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
+    // A hostile manifest: escape sequences in a file name reach the error only as text.
+    let hostile = d.join("hostile-archive");
+    std::fs::create_dir(&hostile).unwrap();
+    std::fs::write(
+        hostile.join("manifest.json"),
+        r#"{"format":"aimon-archive","version":1,"created_at":"2024-01-01T00:00:00Z",
+            "source":{"backend":"x","backend_type":"memory"},
+            "counts":{"series":0,"samples":0,"alerts":0,"agent_states":0},
+            "files":{"metrics":"metrics\u001b[2J\u001b[31mRED","alerts":"a","agent_states":"s"}}"#,
+    )
+    .unwrap();
+    let err = fails(
+        d,
+        &["--storage", m, "restore", hostile.to_str().unwrap()],
+        1,
+    );
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    assert!(err.contains("metrics\\u{1b}[2J\\u{1b}[31mRED"), "{err}");
     // A config file that is not valid.
     let bad = d.join("bad.toml");
     std::fs::write(&bad, "[[storage]]\nname = 1\n").unwrap();
@@ -1190,4 +1225,58 @@ fn secrets_never_show_at_any_verbosity() {
         .unwrap();
         assert_secret_never_shows(d, &["--config", config.to_str().unwrap()], SECRET);
     }
+}
+
+/// A reader that closes the pipe early (`aimon … --json | head`) ends the output quietly: exit
+/// code 0 and nothing on stderr, as Unix tools do.
+#[test]
+fn a_closed_pipe_ends_json_output_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = format!("sqlite://{}", d.join("pipe.db").display());
+    ok(
+        d,
+        &[
+            "--storage",
+            &db,
+            "demo",
+            "--agents",
+            "3",
+            "--hours",
+            "1",
+            "--quiet",
+        ],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aimon"))
+        .args([
+            "--storage",
+            &db,
+            "query",
+            "metrics",
+            "--limit",
+            "1000",
+            "--json",
+        ])
+        .current_dir(d)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    // The output is far larger than a pipe's buffer: the writer meets the closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "{stderr}");
 }
