@@ -355,4 +355,72 @@ mod tests {
             assert!(err.starts_with("invalid filter"), "{err}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// Any text: every parser answers Ok or an error message, never panics, and an error
+        /// is one line.
+        #[test]
+        fn no_input_makes_a_parser_panic(text in "\\PC{0,40}|[0-9a-z =!<>~,'\"\\[\\]:._-]{0,40}") {
+            let now = Utc::now();
+            for result in [
+                duration(&text).map(|_| ()),
+                positive_duration(&text).map(|_| ()),
+                time_at(&text, now).map(|_| ()),
+                run_id(&text).map(|_| ()),
+                key_value(&text).map(|_| ()),
+                sort(&text).map(|_| ()),
+                filter_at(&text, now).map(|_| ()),
+            ] {
+                if let Err(message) = result {
+                    proptest::prop_assert!(!message.is_empty());
+                }
+            }
+        }
+
+        /// A duration written as a sum of parts parses to the sum of its parts, in any order
+        /// of units, up to the 1,000-year limit; past it, an error naming it too large.
+        #[test]
+        fn durations_add_their_parts(
+            parts in proptest::collection::vec((0i64..1_000_000, 0usize..6), 1..5)
+        ) {
+            const UNITS: [(&str, i64); 6] = [
+                ("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000),
+                ("d", 86_400_000), ("w", 604_800_000),
+            ];
+            let text: String = parts
+                .iter()
+                .map(|(n, u)| format!("{n}{}", UNITS[*u].0))
+                .collect();
+            let millis: i128 = parts.iter().map(|(n, u)| i128::from(*n) * i128::from(UNITS[*u].1)).sum();
+            match duration(&text) {
+                Ok(d) => proptest::prop_assert_eq!(i128::from(d.num_milliseconds()), millis),
+                Err(e) => {
+                    proptest::prop_assert!(millis > 1_000 * 365 * 86_400_000, "{}: {}", text, e);
+                    proptest::prop_assert!(e.contains("too large"), "{}", e);
+                }
+            }
+        }
+
+        /// `FIELD OP VALUE` splits into exactly its field, operator and (unquoted) value.
+        #[test]
+        fn filters_split_into_field_operator_and_value(
+            field in "[a-z_][a-z0-9_.]{0,12}",
+            op in proptest::sample::select(vec![
+                ("eq", FilterOp::Eq), ("=", FilterOp::Eq), ("!=", FilterOp::Ne),
+                ("gt", FilterOp::Gt), (">=", FilterOp::Gte), ("<", FilterOp::Lt),
+                ("lte", FilterOp::Lte), ("contains", FilterOp::Contains),
+            ]),
+            value in "[A-Za-z0-9][A-Za-z0-9 ,.:_-]{0,20}[A-Za-z0-9]",
+        ) {
+            // Field names that end like a time field take durations: keep to text here.
+            proptest::prop_assume!(!is_time_field(&field));
+            let text = format!("{field} {} \"{value}\"", op.0);
+            let parsed = filter_at(&text, Utc::now()).unwrap();
+            proptest::prop_assert_eq!(parsed.field, field);
+            proptest::prop_assert_eq!(parsed.operator, op.1);
+            proptest::prop_assert_eq!(parsed.value, serde_json::Value::String(value));
+        }
+    }
 }

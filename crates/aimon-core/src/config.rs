@@ -226,13 +226,25 @@ fn is_secret_key(key: &str) -> bool {
     .any(|s| key.contains(s))
 }
 
-/// A connection string fit for logs and errors: the password and any secret query parameter
-/// become `***`.
+/// Whether the part of a URL after its scheme's `:` starts with an authority (`//…`) holding
+/// user information (`user:password@`): what embedded stores, whose URLs name a path, refuse
+/// rather than take a password for part of a file name.
+pub fn authority_has_userinfo(after_scheme: &str) -> bool {
+    after_scheme
+        .strip_prefix("//")
+        .is_some_and(|rest| rest.split('/').next().is_some_and(|a| a.contains('@')))
+}
+
+/// A connection string fit for logs and errors: the scheme, user, host, port, path and the
+/// names of its query parameters; the password, every parameter's value and any fragment
+/// become `***`. Values are hidden whatever their name: a secret may sit under a parameter
+/// the backend does not know (`?sslpassword=…`, a typo of `token`), which is exactly the URL
+/// an error message quotes.
 pub fn redact_url(raw: &str) -> String {
     let Ok(mut url) = url::Url::parse(raw) else {
         // Not a URL we can take apart; keep only the scheme rather than risk printing a secret.
         return match raw.split_once(':') {
-            Some((_, rest)) if !rest.contains('@') && !rest.contains('=') => raw.to_owned(),
+            Some((_, rest)) if !rest.contains(['@', '=', '?', '#']) => raw.to_owned(),
             Some((scheme, _)) => format!("{scheme}:***"),
             None => "***".to_owned(),
         };
@@ -240,20 +252,15 @@ pub fn redact_url(raw: &str) -> String {
     if url.password().is_some() {
         let _ = url.set_password(Some("***"));
     }
-    let secret_pairs = url.query_pairs().any(|(k, _)| is_secret_key(&k));
-    if secret_pairs {
-        let pairs: Vec<(String, String)> = url
+    if url.query().is_some() {
+        let pairs: Vec<(String, &str)> = url
             .query_pairs()
-            .map(|(k, v)| {
-                let v = if is_secret_key(&k) {
-                    "***".to_owned()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
+            .map(|(k, v)| (k.into_owned(), if v.is_empty() { "" } else { "***" }))
             .collect();
         url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    if url.fragment().is_some() {
+        url.set_fragment(Some("***"));
     }
     url.to_string()
 }

@@ -99,9 +99,10 @@ struct SampleLines<'a> {
 
 impl<'a> SampleLines<'a> {
     /// Encodes each run's series key once, and checks every one, live samples or not, against
-    /// the limit InfluxDB would refuse ("max key length exceeded"): core's validation bounds
-    /// each tag, not their sum, and the encoding here grows `%` and `\` to three bytes. This is
-    /// the last check of a batch, so an over-long key fails the call with nothing written.
+    /// the limit InfluxDB would refuse ("max key length exceeded"). Core's validation bounds a
+    /// sample's tags so that no valid key reaches it (`validate::MAX_TAGS_BYTES`, with `%` and
+    /// `\` grown to three bytes here): this last check of a batch only guards that bound, so a
+    /// key over it fails the call with nothing written.
     fn new(metrics: &'a [Metric], runs: &'a Runs, cutoff: Option<i64>) -> Result<Self> {
         let mut keys = String::new();
         let mut key_ends = Vec::with_capacity(runs.ranges.len());
@@ -1090,8 +1091,8 @@ mod tests {
         assert_eq!(created.len(), 100);
     }
 
-    /// A key over InfluxDB's limit fails the batch while its keys are checked, before any
-    /// sample line is sized or encoded (nothing reserves samples × key bytes).
+    /// Tags that would make a key over InfluxDB's limit fail the batch in core's validation
+    /// (at most 20 KiB of tags per sample), before any key or sample line is encoded.
     #[test]
     fn an_over_long_key_fails_before_encoding() {
         let mut m = Metric::new("m", "m", MetricType::Gauge);
@@ -1103,11 +1104,11 @@ mod tests {
         m.values
             .extend((1..100_000).map(|_| MetricValue::new(time::now(), 1.0)));
         let batch = [m];
-        let runs = Runs::validate(&batch).expect("every tag is valid");
-        let err = encode_write(&batch, &runs, None, &mut HashMap::new(), "t")
+        let err = Runs::validate(&batch)
             .err()
-            .expect("the key is over the limit");
+            .expect("the tags are over core's limit");
         assert_eq!(err.kind(), aimon_core::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("values[0].tags"), "{err}");
     }
 
     #[test]
@@ -1124,9 +1125,6 @@ mod tests {
         }
         let err = sample_lines(&[metric]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
-        assert!(
-            err.to_string().contains("metrics[0].values[2].tags"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("values[2].tags"), "{err}");
     }
 }

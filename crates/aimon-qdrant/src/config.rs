@@ -183,6 +183,12 @@ impl QdrantConfig {
 /// `qdrant-edge:///abs`, `qdrant-edge://rel/dir`, `qdrant-edge:rel/dir`, percent-decoded.
 fn parse_edge_path(url: &str) -> Result<PathBuf> {
     let rest = &url["qdrant-edge:".len()..];
+    if aimon_core::config::authority_has_userinfo(rest) {
+        return Err(Error::config(
+            "a qdrant-edge URL names a directory; it takes no user, password or host \
+             (qdrant:// is the server)",
+        ));
+    }
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     if rest.contains('?') || rest.contains('#') {
         return Err(Error::config(format!(

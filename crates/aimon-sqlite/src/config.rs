@@ -159,6 +159,12 @@ pub fn parse_url(url: &str) -> Result<SqliteLocation> {
                 aimon_core::redact_url(url)
             ))
         })?;
+    if aimon_core::config::authority_has_userinfo(rest) {
+        return Err(Error::config(
+            "a sqlite URL names a file; it takes no user, password or host \
+             (expected sqlite://path, sqlite:///absolute/path or sqlite::memory:)",
+        ));
+    }
     let path = rest.strip_prefix("//").unwrap_or(rest);
     if path == ":memory:" {
         return Ok(SqliteLocation::Memory);
