@@ -805,19 +805,28 @@ mod tests {
 
     /// A store of 6 series × 2,000 samples, 700 alerts and 3 agent states, and its archive.
     async fn archived() -> (MemoryBackend, tempfile::TempDir) {
+        archived_of(6, 2_000, 700).await
+    }
+
+    /// A store of `series` × `samples`, `alerts` alerts and 3 agent states, and its archive.
+    async fn archived_of(
+        series: usize,
+        samples: i64,
+        alerts: usize,
+    ) -> (MemoryBackend, tempfile::TempDir) {
         let source = memory();
         let t0 = time::now();
-        let metrics: Vec<Metric> = (0..6)
+        let metrics: Vec<Metric> = (0..series)
             .map(|s| {
                 let mut m = Metric::new(format!("s{s}"), "cpu", MetricType::Gauge);
-                m.values = (0..2_000)
+                m.values = (0..samples)
                     .map(|i| MetricValue::new(t0 - chrono::TimeDelta::seconds(i), i as f64))
                     .collect();
                 m
             })
             .collect();
         source.save_metrics(&metrics).await.unwrap();
-        let alerts: Vec<Alert> = (0..700)
+        let alerts: Vec<Alert> = (0..alerts)
             .map(|i| Alert::new(format!("a{i:03}"), "n", AlertSeverity::Info, "src"))
             .collect();
         source.save_alerts(&alerts).await.unwrap();
@@ -928,6 +937,118 @@ mod tests {
             read_manifest(&archive).unwrap_err().kind(),
             ErrorKind::NotFound
         );
+    }
+
+    /// Writes a gzipped NDJSON file of `lines`.
+    fn write_lines(file: &Path, lines: &[String]) {
+        let mut encoder = GzEncoder::new(File::create(file).unwrap(), Compression::fast());
+        for line in lines {
+            encoder.write_all(line.as_bytes()).unwrap();
+            encoder.write_all(b"\n").unwrap();
+        }
+        encoder.finish().unwrap();
+    }
+
+    /// A hostile line of an archive file: garbage, JSON of the wrong shape, or an item with a
+    /// field that validation refuses.
+    fn hostile_line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "\\PC{0,40}",
+            Just("{}".to_owned()),
+            Just("[]".to_owned()),
+            Just("null".to_owned()),
+            Just(r#"{"id":"","name":"n","metric_type":"gauge"}"#.to_owned()),
+            Just(
+                r#"{"id":"m","name":"n","metric_type":"gauge","values":[{"timestamp":"2024-01-01T00:00:00Z","value":1e999}]}"#
+                    .to_owned()
+            ),
+            Just(
+                r#"{"id":"m","name":"n\u0007","metric_type":"gauge","values":[]}"#.to_owned()
+            ),
+            "[ \t\r]{0,4}",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(150))]
+
+        /// Any manifest bytes: a restore answers, or fails with `Corrupted` or `Unsupported`
+        /// and writes nothing.
+        #[test]
+        fn any_manifest_is_read_or_refused_and_nothing_is_written(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            json_version in proptest::prelude::any::<i64>(),
+            name in "\\PC{0,20}|\\.\\./[a-z]{1,8}|/etc/[a-z]{1,8}",
+            as_json in proptest::prelude::any::<bool>(),
+        ) {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let (_, dir) = archived_of(4, 3, 3).await;
+                let archive = dir.path().join("b");
+                let manifest = if as_json {
+                    let mut m: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(archive.join(MANIFEST)).unwrap())
+                            .unwrap();
+                    m["version"] = json_version.into();
+                    m["files"]["alerts"] = name.clone().into();
+                    m.to_string().into_bytes()
+                } else {
+                    bytes.clone()
+                };
+                std::fs::write(archive.join(MANIFEST), manifest).unwrap();
+                let target = memory();
+                match restore(&target, &archive).await {
+                    Ok(_) => assert!(as_json, "raw bytes made a manifest: {bytes:?}"),
+                    Err(e) => {
+                        assert!(
+                            matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Unsupported),
+                            "{e}"
+                        );
+                        assert_eq!(counts(&target).await, (0, 0, 0, 0), "{e}");
+                    }
+                }
+            });
+        }
+
+        /// Hostile lines among valid ones: the restore is refused as `Corrupted` naming the
+        /// file and line, before anything is written.
+        #[test]
+        fn hostile_records_are_corrupted_and_nothing_is_written(
+            hostile in proptest::collection::vec(hostile_line(), 1..4),
+            at in 0usize..7,
+        ) {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let (_, dir) = archived_of(4, 3, 3).await;
+                let archive = dir.path().join("b");
+                let file = archive.join("metrics.ndjson.gz");
+                let mut text = String::new();
+                std::io::Read::read_to_string(
+                    &mut MultiGzDecoder::new(File::open(&file).unwrap()),
+                    &mut text,
+                )
+                .unwrap();
+                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                let at = at.min(lines.len());
+                let blank_only = hostile
+                    .iter()
+                    .all(|l| l.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r')));
+                for (i, line) in hostile.into_iter().enumerate() {
+                    lines.insert(at + i, line);
+                }
+                write_lines(&file, &lines);
+                let target = memory();
+                match restore(&target, &archive).await {
+                    Ok(_) => assert!(blank_only, "a hostile line was accepted"),
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+                        assert!(e.to_string().contains("metrics.ndjson.gz:"), "{e}");
+                        assert_eq!(counts(&target).await, (0, 0, 0, 0), "{e}");
+                    }
+                }
+            });
+        }
     }
 
     /// Lines of JSON whitespace are skipped like empty ones.

@@ -837,6 +837,62 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
 
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let scalar = prop_oneof![
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+            proptest::sample::select(vec![
+                "high",
+                "critical",
+                "active",
+                "2024-05-01T12:00:00Z",
+                "2262-01-01T00:00:00Z",
+                "1969-12-31T23:59:59Z",
+                "",
+                "a\u{0}b",
+                "not a time",
+            ])
+            .prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            any::<bool>().prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+        ];
+        scalar.prop_recursive(2, 8, 4, |inner| {
+            proptest::collection::vec(inner, 0..4).prop_map(serde_json::Value::Array)
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3_000))]
+
+        /// Any field, operator, value, sort field and paging: resolved options or an
+        /// `InvalidInput` error, never a panic, for every kind of data.
+        #[test]
+        fn any_filter_resolves_or_is_invalid_input(
+            field in proptest::sample::select(vec![
+                "id", "name", "severity", "status", "start_time", "last_heartbeat", "agent_id",
+                "labels.region", "labels.", "labels.a\u{1}", "updated_at", "colour", "",
+            ]),
+            op in proptest::sample::select(FilterOp::ALL.to_vec()),
+            value in json_value(),
+            sort in proptest::option::of(proptest::sample::select(vec![
+                "id", "severity", "labels.x", "bogus", "created_at",
+            ])),
+            limit in 0usize..3,
+        ) {
+            for kind in DataKind::ALL {
+                let mut options = QueryOptions::default().filter(field, op, value.clone());
+                options.limit = limit;
+                if let Some(sort) = sort {
+                    options = options.sort(sort, SortOrder::Desc);
+                }
+                if let Err(e) = options.resolve(kind) {
+                    proptest::prop_assert_eq!(e.kind(), ErrorKind::InvalidInput, "{}", e);
+                }
+            }
+        }
+    }
+
     #[test]
     fn unknown_fields_and_operators_are_errors() {
         let err = QueryOptions::default()
