@@ -1051,6 +1051,36 @@ mod tests {
         }
     }
 
+    /// An archive holding an item over today's limits (written by a build without them, or by
+    /// hand), such as a sample with 10 tags of 10 KiB, is refused whole naming the archive file
+    /// and line, before any batch is written: never a partial restore.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_item_over_the_limits_is_refused_by_archive_line_before_any_write() {
+        let (_, dir) = archived_of(3, 10, 2).await;
+        let archive = dir.path().join("b");
+        let file = archive.join("metrics.ndjson.gz");
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut MultiGzDecoder::new(File::open(&file).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let mut wide = MetricValue::new(time::now(), 1.0);
+        for k in 0..10 {
+            wide = wide.tag(format!("k{k}"), "x".repeat(10 * 1024));
+        }
+        let over = Metric::new("zz-wide", "cpu", MetricType::Gauge).with_value(wide);
+        lines.push(serde_json::to_string(&over).unwrap());
+        write_lines(&file, &lines);
+        let target = memory();
+        let err = restore(&target, &archive).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+        assert!(err.to_string().contains("metrics.ndjson.gz:4: "), "{err}");
+        assert!(err.to_string().contains("values[0].tags"), "{err}");
+        assert_eq!(counts(&target).await, (0, 0, 0, 0));
+    }
+
     /// Lines of JSON whitespace are skipped like empty ones.
     #[tokio::test(flavor = "multi_thread")]
     async fn blank_lines_are_skipped() {
