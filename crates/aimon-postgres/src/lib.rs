@@ -105,9 +105,12 @@
 //! Writers `NOTIFY` on the channel named like the schema inside their transaction (one small
 //! JSON payload per stored item: ids and counts), so other processes' `subscribe` streams get
 //! them exactly when the write commits; `PgListener` reconnects and listens again by itself.
-//! SQLSTATEs map to error kinds: a terminated backend (`57P01`), a lost connection or an
-//! exhausted server is `Unavailable` (retryable); a batch cut off mid-transaction leaves
-//! nothing behind, and its retry does not duplicate. `BackupFormat::Portable` is aimon's
+//! SQLSTATEs map to error kinds: a terminated backend (`57P01`), a lost connection or a
+//! server at `max_connections` (`53300`) is `Unavailable` (retryable); the rest of class 53
+//! (insufficient resources: out of memory or shared memory, disk full, a configured limit) is
+//! `Backend` and not retryable, since the same call would ask for the same resources again. A
+//! batch cut off mid-transaction leaves nothing of that transaction behind, and its retry does
+//! not duplicate. `BackupFormat::Portable` is aimon's
 //! archive; `BackupFormat::Native` (where `pg_dump` and `psql` are on `PATH`, native mode) is a
 //! directory with a plain `pg_dump --schema` of the store and a manifest, restored by loading
 //! it into a scratch schema with `psql` and merging from there with the write rules (see
