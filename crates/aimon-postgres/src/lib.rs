@@ -55,7 +55,30 @@
 //! Partitions are created ahead of the data: on a write, for every interval the batch touches
 //! that no known partition covers (before the write's transaction, under the schema's advisory
 //! lock, clipped so they never overlap partitions made with another interval); and on connect
-//! and `apply_retention`, the current one plus `partitions_ahead`. `apply_retention` drops
+//! and `apply_retention`, the current one plus `partitions_ahead`.
+//!
+//! ## Partitions and the lock table
+//! PostgreSQL's lock table is shared by all sessions and sized for `max_locks_per_transaction`
+//! (default 64) locks per connection on average; a transaction that holds far more fills it,
+//! and then it and everyone else asking for a lock fail with `out of shared memory`. Creating
+//! a partition takes about eight locks until commit (the table and its TOAST table in two
+//! modes, the TOAST index, the primary key) and writing into one takes one or two, so a batch
+//! spanning 5,000 daily partitions once failed that way. No transaction of the driver now
+//! takes more than its share: at connect it reads `max_locks_per_transaction` and derives a
+//! budget (at the default, 4 partitions per DDL transaction and 16 per write transaction).
+//! Missing partitions are created a few per short transaction, each committed before the
+//! next (which also keeps the exclusive lock on `samples` that `CREATE TABLE … PARTITION OF`
+//! takes short). A batch whose samples lie in at most 16 partitions — every ordinary batch —
+//! is written in one transaction, as below; a larger one is written in one transaction per
+//! group of 16 partitions, in time order, the series and tag-set rows with each group and the
+//! events with the last. **A failure midway** (a lost connection, say) leaves the groups
+//! before it committed and the rest unwritten, and the partitions created so far (empty ones
+//! are harmless); the error says why, as for any write, and retrying the batch completes it:
+//! the groups already stored are rewritten in place (the sample key makes that an overwrite,
+//! never a duplicate). Readers may see such a batch partly stored meanwhile. Reads are not
+//! split: a read takes one or two locks per partition it scans (`get_metric` of a series with
+//! ten thousand days of samples scans all of them), which a server with the default settings
+//! holds for several thousand partitions, not for tens of thousands. `apply_retention` drops
 //! every partition that ends at or before `now - metric_ttl` (counting its rows first), removes
 //! series past their life, and sweeps alerts and agent states with indexed `DELETE`s. The
 //! partition that straddles the cutoff keeps its expired rows until it is wholly expired;
@@ -63,8 +86,8 @@
 //! needed.
 //!
 //! ## Bulk ingest
-//! A `save_metrics` batch is one transaction: the series upsert, the samples, the tag-set
-//! rows, the events. Samples are sorted by key with only the last write of a key kept (one
+//! A `save_metrics` batch is one transaction (unless it spans more partitions than the lock
+//! budget, above): the series upsert, the samples, the tag-set rows, the events. Samples are sorted by key with only the last write of a key kept (one
 //! statement cannot update a row twice; sorted keys make concurrent writers lock in one order)
 //! and go in by `COPY samples (sid, time, tags, value) FROM STDIN (FORMAT binary)` (batches
 //! above 100,000 samples are split): the server routes the rows to the partitions and buffers
