@@ -34,6 +34,8 @@ pub struct PostgresBackend {
     pub(crate) timescale: bool,
     /// `[start, end)` in microseconds of the known sample partitions, sorted.
     pub(crate) partitions: Mutex<Vec<(i64, i64)>>,
+    /// How many partitions one transaction may lock (from `max_locks_per_transaction`).
+    pub(crate) lock_budget: schema::LockBudget,
     /// The channel `NOTIFY` carries this store's events on.
     pub(crate) channel: String,
     closed: AtomicBool,
@@ -89,7 +91,7 @@ impl PostgresBackend {
         tracing::debug!(backend = %config.name, url = %config.display_url, schema = %config.schema, "opening the postgres pool");
         // One direct connection first: an unreachable server fails at once (`Unavailable`)
         // rather than after the pool's acquire timeout, and the schema is migrated on it.
-        let timescale = {
+        let (timescale, lock_budget) = {
             let mut conn = PgConnection::connect_with(&options)
                 .await
                 .map_err(|e| fail(from_sqlx(e)))?;
@@ -99,8 +101,11 @@ impl PostgresBackend {
                 .await
                 .map_err(|e| fail(from_sqlx(e)))?;
             let migrated = schema::migrate(&mut conn, &config).await.map_err(&fail)?;
+            let budget = schema::LockBudget::of_server(&mut conn)
+                .await
+                .map_err(&fail)?;
             let _ = conn.close().await;
-            migrated
+            (migrated, budget)
         };
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
@@ -123,6 +128,7 @@ impl PostgresBackend {
             pool,
             timescale,
             partitions: Mutex::new(Vec::new()),
+            lock_budget,
             channel,
             closed: AtomicBool::new(false),
         };

@@ -55,7 +55,30 @@
 //! Partitions are created ahead of the data: on a write, for every interval the batch touches
 //! that no known partition covers (before the write's transaction, under the schema's advisory
 //! lock, clipped so they never overlap partitions made with another interval); and on connect
-//! and `apply_retention`, the current one plus `partitions_ahead`. `apply_retention` drops
+//! and `apply_retention`, the current one plus `partitions_ahead`.
+//!
+//! ## Partitions and the lock table
+//! PostgreSQL's lock table is shared by all sessions and sized for `max_locks_per_transaction`
+//! (default 64) locks per connection on average; a transaction that holds far more fills it,
+//! and then it and everyone else asking for a lock fail with `out of shared memory`. Creating
+//! a partition takes about eight locks until commit (the table and its TOAST table in two
+//! modes, the TOAST index, the primary key) and writing into one takes one or two, so a batch
+//! spanning 5,000 daily partitions once failed that way. No transaction of the driver now
+//! takes more than its share: at connect it reads `max_locks_per_transaction` and derives a
+//! budget (at the default, 4 partitions per DDL transaction and 16 per write transaction).
+//! Missing partitions are created a few per short transaction, each committed before the
+//! next (which also keeps the exclusive lock on `samples` that `CREATE TABLE … PARTITION OF`
+//! takes short). A batch whose samples lie in at most 16 partitions — every ordinary batch —
+//! is written in one transaction, as below; a larger one is written in one transaction per
+//! group of 16 partitions, in time order, the series and tag-set rows with each group and the
+//! events with the last. **A failure midway** (a lost connection, say) leaves the groups
+//! before it committed and the rest unwritten, and the partitions created so far (empty ones
+//! are harmless); the error says why, as for any write, and retrying the batch completes it:
+//! the groups already stored are rewritten in place (the sample key makes that an overwrite,
+//! never a duplicate). Readers may see such a batch partly stored meanwhile. Reads are not
+//! split: a read takes one or two locks per partition it scans (`get_metric` of a series with
+//! ten thousand days of samples scans all of them), which a server with the default settings
+//! holds for several thousand partitions, not for tens of thousands. `apply_retention` drops
 //! every partition that ends at or before `now - metric_ttl` (counting its rows first), removes
 //! series past their life, and sweeps alerts and agent states with indexed `DELETE`s. The
 //! partition that straddles the cutoff keeps its expired rows until it is wholly expired;
@@ -63,8 +86,8 @@
 //! needed.
 //!
 //! ## Bulk ingest
-//! A `save_metrics` batch is one transaction: the series upsert, the samples, the tag-set
-//! rows, the events. Samples are sorted by key with only the last write of a key kept (one
+//! A `save_metrics` batch is one transaction (unless it spans more partitions than the lock
+//! budget, above): the series upsert, the samples, the tag-set rows, the events. Samples are sorted by key with only the last write of a key kept (one
 //! statement cannot update a row twice; sorted keys make concurrent writers lock in one order)
 //! and go in by `COPY samples (sid, time, tags, value) FROM STDIN (FORMAT binary)` (batches
 //! above 100,000 samples are split): the server routes the rows to the partitions and buffers
@@ -105,9 +128,12 @@
 //! Writers `NOTIFY` on the channel named like the schema inside their transaction (one small
 //! JSON payload per stored item: ids and counts), so other processes' `subscribe` streams get
 //! them exactly when the write commits; `PgListener` reconnects and listens again by itself.
-//! SQLSTATEs map to error kinds: a terminated backend (`57P01`), a lost connection or an
-//! exhausted server is `Unavailable` (retryable); a batch cut off mid-transaction leaves
-//! nothing behind, and its retry does not duplicate. `BackupFormat::Portable` is aimon's
+//! SQLSTATEs map to error kinds: a terminated backend (`57P01`), a lost connection or a
+//! server at `max_connections` (`53300`) is `Unavailable` (retryable); the rest of class 53
+//! (insufficient resources: out of memory or shared memory, disk full, a configured limit) is
+//! `Backend` and not retryable, since the same call would ask for the same resources again. A
+//! batch cut off mid-transaction leaves nothing of that transaction behind, and its retry does
+//! not duplicate. `BackupFormat::Portable` is aimon's
 //! archive; `BackupFormat::Native` (where `pg_dump` and `psql` are on `PATH`, native mode) is a
 //! directory with a plain `pg_dump --schema` of the store and a manifest, restored by loading
 //! it into a scratch schema with `psql` and merging from there with the write rules (see
@@ -117,9 +143,17 @@
 //! ## TimescaleDB (not verified in this project's CI)
 //! With `timescale://`, `samples` is a hypertable (`create_hypertable`, chunks of
 //! `partition_interval`), `metric_ttl` becomes `add_retention_policy`, `compression_after`
-//! a compression policy (segmented by series), and history uses `time_bucket`. The CI machine
-//! has no TimescaleDB: this SQL is unit-tested as text only, and only the detection (a clear
-//! `ConfigInvalid` without the extension) runs against the real server.
+//! a compression policy (segmented by series), and history uses `time_bucket`.
+//! `apply_retention` runs `drop_chunks` at once and reports the samples of the chunks it
+//! dropped (counted first, in the same transaction), not every expired sample: the chunk that
+//! straddles the cutoff keeps its expired rows, hidden from reads, until it is wholly expired,
+//! so a second `apply_retention` right after reports nothing. A batch over more chunks than
+//! the DDL lock budget is written a group of chunks per transaction, since TimescaleDB creates
+//! missing chunks inside the inserting transaction. The CI machine has no TimescaleDB: there
+//! this SQL is unit-tested as text, and only the detection (a clear `ConfigInvalid` without
+//! the extension) runs against the real server. By hand, the whole conformance suite (129
+//! checks) and the TimescaleDB checks of `tests/postgres_native.rs` passed on 2026-12-06
+//! against TimescaleDB 2.26.4 on PostgreSQL 15, built from `vendor/` (`AIMON_TEST_TIMESCALE_URL`).
 #![deny(unsafe_code)]
 
 mod agent_states;

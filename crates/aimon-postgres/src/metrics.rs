@@ -250,6 +250,7 @@ struct SeriesRow<'a> {
 }
 
 /// One sample row waiting to be inserted.
+#[derive(Clone)]
 struct SampleRow {
     /// Index into the batch's sorted series.
     series: usize,
@@ -455,13 +456,13 @@ impl PostgresBackend {
         // so one interval may need two partitions. ensure_partitions skips covered ones.
         let times: BTreeSet<i64> = prepared.samples.iter().map(|row| row.ts).collect();
         self.ensure_partitions(&times).await?;
-        match self.write_prepared(&prepared).await {
+        match self.write_batch(&prepared, &times).await {
             Ok(()) => {}
             Err(WriteFailure::NoPartition) => {
                 // Another process dropped a partition this process still knew of.
                 self.reload_partitions().await?;
                 self.ensure_partitions(&times).await?;
-                match self.write_prepared(&prepared).await {
+                match self.write_batch(&prepared, &times).await {
                     Ok(()) => {}
                     Err(WriteFailure::NoPartition) => {
                         return Err(aimon_core::Error::new(
@@ -477,10 +478,98 @@ impl PostgresBackend {
         Ok(prepared.report)
     }
 
-    /// One transaction: series upserts, the samples, the tag sets and the events.
+    /// Writes a prepared batch: in one transaction where its samples lie in at most
+    /// [`LockBudget::partitions_per_write`](crate::schema::LockBudget) partitions (the usual
+    /// case), else in one transaction per group of that many partitions, in time order, the
+    /// events with the last. Inserting into a partition locks it and its index until commit,
+    /// and a transaction over thousands of them would exhaust the server's lock table. A
+    /// failure midway leaves the groups before it committed; the retry of the batch rewrites
+    /// them (the sample key makes that an overwrite) and completes the rest.
+    async fn write_batch(
+        &self,
+        prepared: &PreparedWrite<'_>,
+        times: &BTreeSet<i64>,
+    ) -> std::result::Result<(), WriteFailure> {
+        let Some(groups) = self.partition_groups(&prepared.samples, times) else {
+            return self.write_prepared(prepared, &prepared.samples, true).await;
+        };
+        tracing::debug!(backend = %self.config.name, transactions = groups.len(), "a batch over many partitions, written in groups");
+        let last = groups.len().saturating_sub(1);
+        for (i, rows) in groups.iter().enumerate() {
+            self.write_prepared(prepared, rows, i == last).await?;
+        }
+        Ok(())
+    }
+
+    /// `samples` in groups that each lie in at most the lock budget's partitions, each group
+    /// sorted by key; `None` when all of them do (nothing is copied then). Native partitions
+    /// are found in the cache ([`ensure_partitions`](Self::ensure_partitions) has just made
+    /// it cover the batch); TimescaleDB's chunks are the `partition_interval` slots, and since
+    /// TimescaleDB creates a missing chunk inside the inserting transaction (about eight locks
+    /// each, as a native partition's creation), its groups hold the DDL budget of them.
+    fn partition_groups(
+        &self,
+        samples: &[SampleRow],
+        times: &BTreeSet<i64>,
+    ) -> Option<Vec<Vec<SampleRow>>> {
+        let interval = self.config.partition_micros();
+        let guard;
+        let (limit, cache): (usize, &[(i64, i64)]) = if self.timescale {
+            (self.lock_budget.partitions_per_ddl, &[])
+        } else {
+            guard = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+            (self.lock_budget.partitions_per_write, &guard)
+        };
+        // Monotonic in `ts`: the partition (or chunk slot) holding it. A timestamp no known
+        // partition covers shares its predecessor's key; its insert fails and is retried.
+        let key = |ts: i64| -> i64 {
+            if self.timescale {
+                ts.div_euclid(interval)
+            } else {
+                cache.partition_point(|&(start, _)| start <= ts) as i64
+            }
+        };
+        let mut spanned = 0;
+        let mut previous = None;
+        for &ts in times {
+            let k = key(ts);
+            if previous != Some(k) {
+                spanned += 1;
+                previous = Some(k);
+            }
+        }
+        if spanned <= limit {
+            return None;
+        }
+        let mut keyed: Vec<(i64, &SampleRow)> = samples.iter().map(|r| (key(r.ts), r)).collect();
+        // Stable: within a partition the rows keep their (series, time, tags) order.
+        keyed.sort_by_key(|(k, _)| *k);
+        let mut groups: Vec<Vec<SampleRow>> = Vec::new();
+        let mut in_group = 0;
+        let mut previous = None;
+        for (k, row) in keyed {
+            if previous != Some(k) {
+                previous = Some(k);
+                if in_group == limit || groups.is_empty() {
+                    groups.push(Vec::new());
+                    in_group = 0;
+                }
+                in_group += 1;
+            }
+            if let Some(group) = groups.last_mut() {
+                group.push(row.clone());
+            }
+        }
+        Some(groups)
+    }
+
+    /// One transaction: series upserts, the samples `rows` (all of the batch's, or one group
+    /// of them), their tag sets and, with `notify`, the batch's events.
     async fn write_prepared(
         &self,
         prepared: &PreparedWrite<'_>,
+        rows: &[SampleRow],
+        notify: bool,
     ) -> std::result::Result<(), WriteFailure> {
         let mut tx = self.pool.begin().await.db()?;
         let mut sids: Vec<Option<i64>> = vec![None; prepared.series.len()];
@@ -521,7 +610,7 @@ impl PostgresBackend {
                 }
             }
         }
-        for chunk in prepared.samples.chunks(INSERT_CHUNK) {
+        for chunk in rows.chunks(INSERT_CHUNK) {
             let mut sid_col = Vec::with_capacity(chunk.len());
             let mut time_col = Vec::with_capacity(chunk.len());
             let mut tags_col: Vec<&str> = Vec::with_capacity(chunk.len());
@@ -552,7 +641,7 @@ impl PostgresBackend {
             }
         }
         let mut tagsets: BTreeMap<(i64, &str), i64> = BTreeMap::new();
-        for row in &prepared.samples {
+        for row in rows {
             if let Some(sid) = sids[row.series] {
                 let bound = last_bound(row.ts);
                 let entry = tagsets.entry((sid, &row.tags)).or_insert(bound);
@@ -576,6 +665,7 @@ impl PostgresBackend {
         let events: Vec<String> = prepared
             .events
             .iter()
+            .filter(|_| notify)
             .filter(|(i, _)| sids[*i].is_some() || stored_dead.contains(i))
             .map(|(i, samples)| {
                 serde_json::to_string(&StorageEvent::MetricWritten {

@@ -24,17 +24,25 @@ impl PostgresBackend {
             let cutoff_time = time::from_micros(cutoff);
             if self.timescale {
                 if let Some(ttl) = retention.metric_ttl {
-                    report.samples_removed = count(
-                        sqlx::query(AssertSqlSafe(
-                            "SELECT count(*) FROM samples WHERE time < $1",
-                        ))
-                        .bind(cutoff_time)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .db()?
-                        .try_get::<i64, _>(0)
-                        .db()?,
-                    );
+                    // What drop_chunks removes: the rows of the wholly expired chunks, not
+                    // every expired row (the chunk straddling the cutoff stays).
+                    let dropped_end: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+                        AssertSqlSafe(timescale::dropped_chunks_end_statement(&self.config, ttl)),
+                    )
+                    .fetch_one(&mut *tx)
+                    .await
+                    .db()?;
+                    if let Some(end) = dropped_end {
+                        report.samples_removed = count(
+                            sqlx::query("SELECT count(*) FROM samples WHERE time < $1")
+                                .bind(end)
+                                .fetch_one(&mut *tx)
+                                .await
+                                .db()?
+                                .try_get::<i64, _>(0)
+                                .db()?,
+                        );
+                    }
                     sqlx::query(AssertSqlSafe(timescale::drop_chunks_statement(
                         &self.config,
                         ttl,

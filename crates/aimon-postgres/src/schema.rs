@@ -248,10 +248,71 @@ async fn migrate_locked(conn: &mut PgConnection, config: &PostgresConfig) -> Res
     }
 }
 
+/// How many partitions one transaction may lock, derived from the server's
+/// `max_locks_per_transaction`.
+///
+/// PostgreSQL's lock table holds `max_locks_per_transaction × (max_connections + …)` locks
+/// shared by every session; a transaction that touches more relations than its share can fill
+/// it, and then it and every other session asking for a lock fail with `out of shared memory`.
+/// A transaction that keeps to that average can never do so, however many run at once. The
+/// locks counted (`pg_locks`, PostgreSQL 15): creating a partition takes about eight until
+/// commit (the table and its TOAST table in two modes each, the TOAST index, the primary key,
+/// catalog objects); writing rows into a partition takes one or two (the table, its index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LockBudget {
+    /// Partitions created per DDL transaction.
+    pub(crate) partitions_per_ddl: usize,
+    /// Partitions one write transaction inserts into.
+    pub(crate) partitions_per_write: usize,
+}
+
+impl LockBudget {
+    /// The budget of a server whose `max_locks_per_transaction` is `max_locks`: a quarter of
+    /// it for a write's partitions (the rest is the series and tag-set tables, their indexes
+    /// and the parent table), a sixteenth for a DDL transaction's, at least one each.
+    pub(crate) fn for_max_locks(max_locks: i64) -> LockBudget {
+        let max_locks = usize::try_from(max_locks).unwrap_or(0);
+        LockBudget {
+            partitions_per_ddl: (max_locks / 16).max(1),
+            partitions_per_write: (max_locks / 4).max(1),
+        }
+    }
+
+    /// Reads `max_locks_per_transaction` from the server.
+    pub(crate) async fn of_server(conn: &mut PgConnection) -> Result<LockBudget> {
+        let max_locks: i64 =
+            sqlx::query_scalar("SELECT current_setting('max_locks_per_transaction')::bigint")
+                .fetch_one(conn)
+                .await
+                .db()?;
+        Ok(LockBudget::for_max_locks(max_locks))
+    }
+}
+
+impl Default for LockBudget {
+    /// The budget of PostgreSQL's default `max_locks_per_transaction`, 64.
+    fn default() -> Self {
+        LockBudget::for_max_locks(64)
+    }
+}
+
+/// The start of the `interval`-aligned slot holding `ts`.
+fn slot_start(ts: i64, interval: i64) -> i64 {
+    ts - ts.rem_euclid(interval)
+}
+
 impl PostgresBackend {
-    /// Makes sure a partition covers every timestamp in `starts_of` (microseconds), creating the
-    /// missing ones under the schema's advisory lock. Native mode only; a no-op when the cache
-    /// already covers them all.
+    /// Makes sure a partition covers every timestamp in `times` (microseconds), creating the
+    /// missing ones. Native mode only; a no-op when the cache already covers them all.
+    ///
+    /// The partitions are created a few per transaction ([`LockBudget::partitions_per_ddl`]),
+    /// each transaction committed before the next begins: creating a partition locks it and
+    /// its parent exclusively until commit, and a batch spanning thousands of intervals would
+    /// otherwise exhaust the server's lock table and block every reader of `samples` for as
+    /// long as it runs. Each transaction takes the schema's advisory lock and re-reads the
+    /// catalog around its timestamps, so concurrent writers never create overlapping
+    /// partitions. A failure midway keeps the partitions already committed: they are empty
+    /// and harmless, and the retry creates the rest.
     pub(crate) async fn ensure_partitions(&self, times: &BTreeSet<i64>) -> Result<()> {
         if self.timescale || times.is_empty() {
             return Ok(());
@@ -268,44 +329,73 @@ impl PostgresBackend {
             return Ok(());
         }
         let interval = self.config.partition_micros();
+        let per_transaction = self.lock_budget.partitions_per_ddl;
         let mut conn = self.pool.acquire().await.db()?;
-        let mut tx = conn.begin().await.db()?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(lock_key(&self.config.schema))
-            .execute(&mut *tx)
-            .await
-            .db()?;
-        let mut existing = load_partitions(&mut tx).await?;
         let mut created = 0;
-        for ts in missing {
-            if covered(&existing, ts) {
-                continue;
+        let mut next = 0;
+        while next < missing.len() {
+            // The timestamps of the next `per_transaction` slots: at most that many partitions
+            // unless partitions of another interval split a slot (then the loop below stops
+            // at the budget and the next transaction goes on).
+            let mut slots = 0;
+            let mut last_slot = None;
+            let mut end = next;
+            while end < missing.len() {
+                let slot = slot_start(missing[end], interval);
+                if last_slot != Some(slot) {
+                    if slots == per_transaction {
+                        break;
+                    }
+                    slots += 1;
+                    last_slot = Some(slot);
+                }
+                end += 1;
             }
-            let (start, end) = new_partition_range(ts, interval, &existing);
-            let name = partition_name(start);
-            sqlx::raw_sql(AssertSqlSafe(create_partition_sql(&name, start, end)))
+            let low = slot_start(missing[next], interval);
+            let high = slot_start(missing[end - 1], interval).saturating_add(interval);
+            let mut tx = conn.begin().await.db()?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(lock_key(&self.config.schema))
                 .execute(&mut *tx)
                 .await
                 .db()?;
-            sqlx::query(
-                "INSERT INTO sample_partitions (name, start_time, end_time) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(&name)
-            .bind(time::from_micros(start))
-            .bind(time::from_micros(end))
-            .execute(&mut *tx)
-            .await
-            .db()?;
-            existing.push((start, end));
-            existing.sort_unstable();
-            created += 1;
+            // Every partition a new one in [low, high) could be clipped by or lie in.
+            let mut existing = load_partitions_between(&mut tx, low, high).await?;
+            let mut made = 0;
+            while next < end && made < per_transaction {
+                let ts = missing[next];
+                next += 1;
+                if covered(&existing, ts) {
+                    continue;
+                }
+                let (from, to) = new_partition_range(ts, interval, &existing);
+                let name = partition_name(from);
+                sqlx::raw_sql(AssertSqlSafe(create_partition_sql(&name, from, to)))
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+                sqlx::query(
+                    "INSERT INTO sample_partitions (name, start_time, end_time) \
+                     VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(&name)
+                .bind(time::from_micros(from))
+                .bind(time::from_micros(to))
+                .execute(&mut *tx)
+                .await
+                .db()?;
+                existing.push((from, to));
+                existing.sort_unstable();
+                made += 1;
+            }
+            tx.commit().await.db()?;
+            created += made;
         }
-        tx.commit().await.db()?;
         if created > 0 {
             tracing::debug!(backend = %self.config.name, created, "created sample partitions");
         }
-        *self.partitions.lock().unwrap_or_else(|e| e.into_inner()) = existing;
+        let all = load_partitions(&mut conn).await?;
+        *self.partitions.lock().unwrap_or_else(|e| e.into_inner()) = all;
         Ok(())
     }
 
@@ -339,6 +429,28 @@ pub(crate) async fn load_partitions(conn: &mut PgConnection) -> Result<Vec<(i64,
             .fetch_all(&mut *conn)
             .await
             .db()?;
+    partition_ranges(&rows)
+}
+
+/// The partitions that overlap `[low, high)` (microseconds), sorted by start.
+async fn load_partitions_between(
+    conn: &mut PgConnection,
+    low: i64,
+    high: i64,
+) -> Result<Vec<(i64, i64)>> {
+    let rows = sqlx::query(
+        "SELECT start_time, end_time FROM sample_partitions \
+         WHERE end_time > $1 AND start_time < $2 ORDER BY start_time",
+    )
+    .bind(time::from_micros(low))
+    .bind(time::from_micros(high))
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
+    partition_ranges(&rows)
+}
+
+fn partition_ranges(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<(i64, i64)>> {
     rows.iter()
         .map(|r| {
             let s: chrono::DateTime<chrono::Utc> = r.try_get(0).db()?;
@@ -370,6 +482,26 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS \"samples_p20240101_000000\" PARTITION OF samples \
              FOR VALUES FROM ('1970-01-01T00:00:00.000000Z') TO ('1970-01-02T00:00:00.000000Z')"
         );
+    }
+
+    #[test]
+    fn lock_budget_keeps_each_transaction_within_its_share_of_the_lock_table() {
+        // PostgreSQL's default max_locks_per_transaction: 4 partitions created (about 32
+        // locks) or 16 written into (at most 32, plus the fixed tables) per transaction.
+        let default = LockBudget::default();
+        assert_eq!(
+            (default.partitions_per_ddl, default.partitions_per_write),
+            (4, 16)
+        );
+        let tuned = LockBudget::for_max_locks(1024);
+        assert_eq!(
+            (tuned.partitions_per_ddl, tuned.partitions_per_write),
+            (64, 256)
+        );
+        // A tiny setting still allows one partition at a time.
+        let tiny = LockBudget::for_max_locks(10);
+        assert_eq!((tiny.partitions_per_ddl, tiny.partitions_per_write), (1, 2));
+        assert_eq!(LockBudget::for_max_locks(-1).partitions_per_write, 1);
     }
 
     #[test]

