@@ -10,3 +10,45 @@ aimon_integration_tests::fault_suite!(
     server_killed_mid_batch_and_restarted = (faults::postgres_server_killed(), 2),
     connection_cut_mid_batch = (faults::postgres_connection_cut(), 3),
 );
+
+/// The durability a PostgreSQL store commits with is the server's `synchronous_commit`, `on`
+/// unless the URL sets it for aimon's sessions (`options[synchronous_commit]=off`): what every
+/// connection of the store's pool shows.
+#[test]
+fn synchronous_commit_is_what_the_url_says() {
+    fixtures::run_check("synchronous_commit", async {
+        let Some(fixture) = fixtures::postgres().await else {
+            return;
+        };
+        for (parameter, expected) in [(None, "on"), (Some("off"), "off"), (Some("local"), "local")]
+        {
+            let mut config = fixture.config(&[]);
+            if let Some(value) = parameter {
+                let separator = if config.connection_string.contains('?') {
+                    '&'
+                } else {
+                    '?'
+                };
+                config.connection_string = format!(
+                    "{}{separator}options[synchronous_commit]={value}",
+                    config.connection_string
+                );
+            }
+            let store = aimon_postgres::PostgresBackend::connect(&config)
+                .await
+                .unwrap_or_else(|e| panic!("{parameter:?}: {e}"));
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                let mut conn = store.pool().acquire().await.unwrap();
+                let shown: String = sqlx::query_scalar("SHOW synchronous_commit")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                assert_eq!(shown, expected, "{parameter:?}");
+                held.push(conn);
+            }
+            drop(held);
+            aimon_core::StorageBackend::close(&store).await.unwrap();
+        }
+    });
+}
