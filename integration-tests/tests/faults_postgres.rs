@@ -52,3 +52,37 @@ fn synchronous_commit_is_what_the_url_says() {
         }
     });
 }
+
+/// The URL's `application_name` (a parameter the driver accepts) names the store's sessions,
+/// so an operator can find them in `pg_stat_activity`; without it they are `aimon`.
+#[test]
+fn application_name_from_the_url_names_the_sessions() {
+    fixtures::run_check("application_name", async {
+        let Some(fixture) = fixtures::postgres().await else {
+            return;
+        };
+        for (parameter, expected) in [(None, "aimon"), (Some("fleet-7"), "fleet-7")] {
+            let mut config = fixture.config(&[]);
+            if let Some(value) = parameter {
+                let separator = if config.connection_string.contains('?') {
+                    '&'
+                } else {
+                    '?'
+                };
+                config.connection_string = format!(
+                    "{}{separator}application_name={value}",
+                    config.connection_string
+                );
+            }
+            let store = aimon_postgres::PostgresBackend::connect(&config)
+                .await
+                .unwrap_or_else(|e| panic!("{parameter:?}: {e}"));
+            let shown: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(shown, expected, "{parameter:?}");
+            aimon_core::StorageBackend::close(&store).await.unwrap();
+        }
+    });
+}
