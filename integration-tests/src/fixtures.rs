@@ -126,6 +126,12 @@ impl Fixture {
         (self.opener)(self.config(options)).await
     }
 
+    /// Opens `config` (one made by [`Fixture::config`], perhaps in another process) through
+    /// this fixture's opener: to reopen a namespace after a crash or a restart.
+    pub async fn open_config(&self, config: StorageConfig) -> Result<Arc<dyn StorageBackend>> {
+        (self.opener)(config).await
+    }
+
     /// Opens a backend in a new, empty namespace; panics (failing the check) if it cannot.
     pub async fn open(&self, options: &[(&str, serde_json::Value)]) -> Arc<dyn StorageBackend> {
         match self.try_open(options).await {
@@ -601,6 +607,13 @@ fn start_redis_cluster() -> std::result::Result<Server, String> {
 #[cfg(feature = "redis")]
 pub fn start_private_redis_sentinel(replicas: usize) -> std::result::Result<Server, String> {
     start_redis_sentinel_with(replicas)
+}
+
+/// A 3-master Cluster of its own (not the shared one of [`redis_cluster`]), for a check that
+/// disturbs it, such as `CLIENT KILL`. Blocking: call it from `spawn_blocking`.
+#[cfg(feature = "redis")]
+pub fn start_private_redis_cluster() -> std::result::Result<Server, String> {
+    start_redis_cluster()
 }
 
 #[cfg(feature = "redis")]

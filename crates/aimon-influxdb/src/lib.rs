@@ -103,6 +103,16 @@
 //!   zmij, one reused deflate stream, a buffer sized once, word-at-a-time validation) without a
 //!   visible change end to end.
 //!
+//! ## Durability
+//! What an acknowledged write survives is the server's: InfluxDB 1.x appends every write to
+//! its WAL and, with `[data] wal-fsync-delay = "0s"` (its default), fsyncs it before the `204`,
+//! so an acknowledged batch survives `influxd` being killed or the machine losing power (the
+//! fault suite kills a private `influxd` mid-batch and checks every acknowledged batch after
+//! the restart on the same WAL). A non-zero delay batches fsyncs and may lose that much to power
+//! loss. aimon has no option for it: it is a server setting, not a request parameter. A write
+//! that times out (`timeout_seconds`) or loses its connection is `Timeout` / `Unavailable`;
+//! retrying it rewrites the same points, which InfluxDB stores once.
+//!
 //! ## History
 //! `avg`, `sum`, `min`, `max` and `count` run in InfluxQL: `SELECT count, sum, min, max …
 //! GROUP BY time(<step>u)[, "t.<group_by>"] fill(none)` with explicit time bounds, so buckets

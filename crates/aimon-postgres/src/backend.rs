@@ -242,8 +242,12 @@ impl PostgresBackend {
 fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
     let options = PgConnectOptions::from_str(config.connect_url())
         .map_err(|e| Error::config("the PostgreSQL URL is not usable").with_source(e))?;
+    // `aimon` names the sessions unless the URL's `application_name` already does.
+    let options = match options.get_application_name() {
+        Some(_) => options,
+        None => options.application_name("aimon"),
+    };
     Ok(options
-        .application_name("aimon")
         .log_statements(log::LevelFilter::Trace)
         .log_slow_statements(log::LevelFilter::Debug, std::time::Duration::from_secs(5)))
 }

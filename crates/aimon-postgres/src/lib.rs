@@ -27,6 +27,16 @@
 //! the TTLs) are [`StorageConfig`](aimon_core::StorageConfig) options or URL query parameters;
 //! see [`config`]. Credentials never reach logs, errors or `Debug` output.
 //!
+//! ## Durability
+//! A batch that returned `Ok` is committed. With the server's `synchronous_commit = on`
+//! (PostgreSQL's default) a commit returns only once its WAL is flushed, so it survives the
+//! server being killed or the machine losing power (the fault suite kills a private server
+//! mid-batch and checks every acknowledged batch after the restart). aimon's sessions can
+//! choose otherwise with the URL parameter `options[synchronous_commit]=off` (or `local`,
+//! `remote_write`, `remote_apply`), a libpq-style server option every pooled connection starts
+//! with: `off` saves the flush wait per batch, but a server crash may lose up to three times
+//! `wal_writer_delay` (600 ms by default) of acknowledged batches (never corrupting anything).
+//!
 //! ## Layout: one schema per store
 //! Every object lives in the configured schema (default `aimon`; an identifier, always
 //! quoted). Each pooled connection runs `SET search_path TO "schema"` when it opens, so the

@@ -17,7 +17,7 @@ use aimon_core::{
 use async_trait::async_trait;
 use redis::Value;
 
-use crate::config::RedisConfig;
+use crate::config::{MinDurability, RedisConfig};
 use crate::conn::Pool;
 use crate::keys::Keys;
 
@@ -40,6 +40,102 @@ impl fmt::Debug for RedisBackend {
     }
 }
 
+/// Refuses a server whose persistence is weaker than `wanted` (`CONFIG GET appendonly` and
+/// `appendfsync`; on a Cluster every node that answers must qualify).
+async fn check_durability(pool: &Pool, wanted: MinDurability) -> Result<()> {
+    let mut settings = Vec::new();
+    for key in ["appendonly", "appendfsync"] {
+        let reply: redis::Value = pool
+            .query(redis::cmd("CONFIG").arg("GET").arg(key))
+            .await
+            .map_err(|e| {
+                Error::config(format!(
+                    "option min_durability={}: the server's {key} setting cannot be read (CONFIG GET): {e}",
+                    wanted.as_str()
+                ))
+            })?;
+        let values = config_values(&reply, key);
+        if values.is_empty() {
+            return Err(Error::config(format!(
+                "option min_durability={}: the server did not report {key}",
+                wanted.as_str()
+            )));
+        }
+        settings.push((key, values));
+    }
+    let all = |key: &str, ok: &dyn Fn(&str) -> bool| {
+        settings
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .all(|(_, values)| values.iter().all(|v| ok(v)))
+    };
+    let enough = match wanted {
+        MinDurability::None => true,
+        MinDurability::Aof => all("appendonly", &|v| v == "yes"),
+        MinDurability::Fsync => {
+            all("appendonly", &|v| v == "yes") && all("appendfsync", &|v| v == "always")
+        }
+    };
+    if enough {
+        return Ok(());
+    }
+    let found: Vec<String> = settings
+        .iter()
+        .map(|(k, v)| format!("{k} {}", v.join("/")))
+        .collect();
+    Err(Error::config(format!(
+        "option min_durability={}: the server has {}; it needs appendonly yes{}",
+        wanted.as_str(),
+        found.join(", "),
+        if wanted == MinDurability::Fsync {
+            " and appendfsync always"
+        } else {
+            ""
+        }
+    )))
+}
+
+/// The values of `key` in a `CONFIG GET` reply: a flat list or map of name and value, or (from
+/// a Cluster) one such reply per node.
+fn config_values(reply: &redis::Value, key: &str) -> Vec<String> {
+    fn text(value: &redis::Value) -> Option<String> {
+        match value {
+            redis::Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            redis::Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    let mut found = Vec::new();
+    match reply {
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            let mut i = 0;
+            while i < items.len() {
+                if text(&items[i]).is_some_and(|k| k.eq_ignore_ascii_case(key))
+                    && let Some(v) = items.get(i + 1).and_then(text)
+                {
+                    found.push(v.to_ascii_lowercase());
+                    i += 2;
+                    continue;
+                }
+                found.extend(config_values(&items[i], key));
+                i += 1;
+            }
+        }
+        redis::Value::Map(pairs) => {
+            for (k, v) in pairs {
+                match (text(k), text(v)) {
+                    (Some(k), Some(v)) if k.eq_ignore_ascii_case(key) => {
+                        found.push(v.to_ascii_lowercase())
+                    }
+                    _ => found.extend(config_values(v, key)),
+                }
+            }
+        }
+        _ => {}
+    }
+    found
+}
+
 impl RedisBackend {
     /// Connects as a `redis` [`StorageConfig`] says (see [`crate::config`]).
     pub async fn connect(config: &StorageConfig) -> Result<RedisBackend> {
@@ -58,6 +154,11 @@ impl RedisBackend {
                 .with_backend(&name)
                 .with_context("url", &config.display_url)
         })?;
+        if config.min_durability > MinDurability::None {
+            check_durability(&pool, config.min_durability)
+                .await
+                .map_err(|e| e.with_operation("connect").with_backend(&name))?;
+        }
         Ok(RedisBackend {
             keys: Keys::new(&config.namespace),
             config,

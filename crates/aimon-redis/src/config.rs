@@ -135,6 +135,46 @@ impl fmt::Debug for TlsFiles {
     }
 }
 
+/// What the server's persistence must promise for `connect` to succeed (option
+/// `min_durability`): aimon cannot change a server's fsync policy, only refuse one that is
+/// weaker than the application needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MinDurability {
+    /// No check (the default): with `appendonly no`, acknowledged writes since the last RDB
+    /// snapshot are lost when the server dies.
+    #[default]
+    None,
+    /// `appendonly yes`: every acknowledged write is in the AOF before the reply, so it survives
+    /// the server process being killed; with `appendfsync everysec` (Redis's default) an OS
+    /// crash or power loss may lose about the last second.
+    Aof,
+    /// `appendonly yes` and `appendfsync always`: every acknowledged write was fsynced, so it
+    /// survives power loss too, at the cost of one fsync per write on the server.
+    Fsync,
+}
+
+impl MinDurability {
+    /// The option value (`none`, `aof`, `fsync`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MinDurability::None => "none",
+            MinDurability::Aof => "aof",
+            MinDurability::Fsync => "fsync",
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self> {
+        match value.to_ascii_lowercase().as_str() {
+            "none" => Ok(MinDurability::None),
+            "aof" => Ok(MinDurability::Aof),
+            "fsync" => Ok(MinDurability::Fsync),
+            _ => Err(Error::config(format!(
+                "option min_durability: {value:?} is not one of none, aof, fsync"
+            ))),
+        }
+    }
+}
+
 /// The Redis backend's settings. `Debug` never shows credentials.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -150,6 +190,8 @@ pub struct RedisConfig {
     /// Replicas that must acknowledge each write (`WAIT`); 0 skips `WAIT`.
     pub wait_replicas: u64,
     pub wait_timeout: Duration,
+    /// What the server's persistence must promise (checked on connect).
+    pub min_durability: MinDurability,
     /// The CA and client certificate of a `rediss://` server, when options name them.
     pub tls: Option<TlsFiles>,
     /// The connection string, redacted, for messages.
@@ -169,6 +211,7 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("wait_replicas", &self.wait_replicas)
             .field("wait_timeout", &self.wait_timeout)
+            .field("min_durability", &self.min_durability)
             .field("tls", &self.tls)
             .finish()
     }
@@ -213,6 +256,10 @@ impl RedisConfig {
             options.positive_u64("wait_timeout_ms")?,
             DEFAULT_WAIT_TIMEOUT_MS,
         );
+        let min_durability = match options.string("min_durability")? {
+            Some(value) => MinDurability::parse(&value)?,
+            None => MinDurability::default(),
+        };
         let tls = tls_files(&topology, &mut options)?;
         options.finish("redis")?;
         Ok(RedisConfig {
@@ -225,6 +272,7 @@ impl RedisConfig {
             response_timeout,
             wait_replicas,
             wait_timeout,
+            min_durability,
             tls,
             display_url: redact_url(&config.connection_string),
         })

@@ -35,6 +35,7 @@
 //! | `connect_timeout_ms` | opening a connection | 5000 |
 //! | `response_timeout_ms` | one command or pipeline (redis-rs alone gives up after 500 ms) | 30000 |
 //! | `wait_replicas`, `wait_timeout_ms` | after each write, `WAIT` for that many replicas (0: no `WAIT`) | 0, 1000 |
+//! | `min_durability` | `none`, `aof` or `fsync`: refuse (`ConfigInvalid`) to connect to a server whose persistence is weaker (`CONFIG GET appendonly`/`appendfsync`; see "Durability") | `none` |
 //! | `tls_ca_file` | `rediss://` only: PEM file of the CA to trust instead of the system's roots | system roots |
 //! | `tls_cert_file`, `tls_key_file` | `rediss://` only: a client certificate and its key (PEM), together | none |
 //! | `metric_ttl_seconds`, `alert_ttl_seconds`, `agent_state_ttl_seconds` | retention (DESIGN.md rule 6) | keep forever |
@@ -94,6 +95,18 @@
 //! exist exactly for the writes that happened. (On a Cluster the slots of one batch are
 //! written concurrently, so an event may reach a subscriber a moment before the samples of
 //! another slot are readable.)
+//!
+//! ## Durability
+//! aimon cannot set a server's persistence; what an acknowledged write survives is the
+//! server's `appendonly` / `appendfsync`. With `appendonly no` (and RDB snapshots at most),
+//! writes since the last snapshot are lost when the server dies. With `appendonly yes` every
+//! write is appended to the AOF before Redis replies, so an acknowledged write survives the
+//! server process being killed (`faults_redis.rs` kills a server started with it mid-batch and
+//! checks every acknowledged batch after the restart); `appendfsync everysec` (Redis's default)
+//! may still lose about a second of writes to an OS crash or power loss, `appendfsync always`
+//! loses none, at one fsync per write on the server. `min_durability = "aof"` or `"fsync"` makes
+//! `connect` check the server's settings and refuse a weaker server; where `CONFIG` is
+//! disabled (some managed services) such a check fails rather than pass unverified.
 //!
 //! ## Retention
 //! Keys get `PEXPIREAT` at the moment their data becomes stale (a sample `metric_ttl` after the
@@ -174,7 +187,7 @@ mod stats;
 
 pub use backend::RedisBackend;
 pub use backup::{NAMESPACE_DUMP, SERVER_RDB};
-pub use config::{RedisConfig, Topology};
+pub use config::{MinDurability, RedisConfig, Topology};
 
 /// The URL schemes this backend opens.
 pub const SCHEMES: &[&str] = &["redis", "rediss", "redis+sentinel", "redis+cluster"];

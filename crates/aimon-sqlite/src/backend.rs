@@ -24,7 +24,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::config::{SqliteConfig, SqliteLocation};
+use crate::config::{SqliteConfig, SqliteLocation, Synchronous};
 use crate::error::from_sqlx;
 
 /// The embedded migrations in `migrations/`.
@@ -90,7 +90,12 @@ impl SqliteBackend {
         };
         let options = base
             .busy_timeout(config.busy_timeout)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(match config.synchronous {
+                Synchronous::Off => SqliteSynchronous::Off,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Extra => SqliteSynchronous::Extra,
+            })
             .foreign_keys(false)
             // Long scans are expected (history over millions of samples); sqlx's warning would
             // print whole SQL statements on a CLI's stderr.

@@ -22,7 +22,7 @@
 //! | `sqlite::memory:`, `sqlite://:memory:` | a private in-memory database, alive as long as the backend |
 //!
 //! The file and its schema are created on first use (embedded sqlx migrations in
-//! `migrations/`). Files use the WAL journal, `synchronous=NORMAL` and a busy timeout; an
+//! `migrations/`). Files use the WAL journal, `synchronous=NORMAL` (option `synchronous`) and a busy timeout; an
 //! in-memory database uses one shared connection so that its data persists across calls.
 //!
 //! ## Options
@@ -31,8 +31,17 @@
 //! | `metric_ttl_seconds`, `alert_ttl_seconds`, `agent_state_ttl_seconds` | retention (DESIGN.md rule 6) | keep forever |
 //! | `max_connections` | pool size (always 1 in memory) | 8 |
 //! | `busy_timeout_ms` | how long a statement waits for another connection's lock | 5000 |
+//! | `synchronous` | `off`, `normal`, `full` or `extra`: when a commit waits for the disk (below) | `normal` |
 //!
 //! Any other option is a `ConfigInvalid` error that names it.
+//!
+//! ## Durability
+//! A write that returned `Ok` is committed. With the default `synchronous=normal` in WAL mode it
+//! survives the process being killed at any point (the fault suite, `faults_sqlite.rs`, kills
+//! a writer mid-batch and checks exactly that); an OS crash or power loss may lose the last
+//! commits (never corrupt the file) until the next checkpoint. `synchronous=full` makes every
+//! commit fsync the WAL, so it survives power loss too, at the cost of one fsync per batch;
+//! `off` skips even checkpoint fsyncs, and power loss may corrupt the file.
 //!
 //! ## Schema
 //! Timestamps are `INTEGER` microseconds since the Unix epoch; JSON is `TEXT`.
@@ -120,7 +129,7 @@ mod sql;
 mod stats;
 
 pub use backend::SqliteBackend;
-pub use config::{SqliteConfig, SqliteLocation};
+pub use config::{SqliteConfig, SqliteLocation, Synchronous};
 
 /// The URL schemes this backend opens.
 pub const SCHEMES: &[&str] = &["sqlite"];
