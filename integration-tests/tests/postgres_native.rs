@@ -1072,7 +1072,8 @@ fn a_batch_spanning_thousands_of_chunks_is_stored_without_exhausting_the_lock_ta
 
 async fn batch_over_thousands_of_days(fixture: &Fixture) {
     const DAYS: i64 = 4_000;
-    let store = open(&fixture.config(&[])).await;
+    let base = fixture.config(&[]);
+    let store = open(&base).await;
     let first = chrono::DateTime::parse_from_rfc3339("2001-01-01T07:30:00Z")
         .unwrap()
         .to_utc();
@@ -1134,6 +1135,23 @@ async fn batch_over_thousands_of_days(fixture: &Fixture) {
         other.get_metric("after").await.unwrap().unwrap().values,
         now.values
     );
+
+    // Retention drops every one of those partitions, again a few per transaction: the
+    // samples are all older than a year.
+    let expiring = open(&with(&base, "metric_ttl_seconds", 365 * 86_400)).await;
+    let report = expiring.apply_retention().await.unwrap();
+    assert_eq!(report.samples_removed, DAYS as u64);
+    let left = expiring.get_metric("decades").await.unwrap();
+    assert!(left.is_none_or(|m| m.values.is_empty()));
+    if !expiring.is_timescale() {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sample_partitions WHERE start_time < '2015-01-01'",
+        )
+        .fetch_one(expiring.pool())
+        .await
+        .unwrap();
+        assert_eq!(left, 0);
+    }
 }
 
 /// TimescaleDB mode: `apply_retention` reports the samples of the chunks it dropped, not every

@@ -15,15 +15,73 @@ use crate::schema::{load_partitions, lock_key};
 use crate::timescale;
 
 impl PostgresBackend {
+    /// Drops the partitions that end at or before `cutoff` and returns the rows they held. A
+    /// few go per transaction ([`LockBudget::partitions_per_ddl`](crate::schema::LockBudget),
+    /// under the schema's advisory lock, oldest first): dropping a partition locks it and its
+    /// parent exclusively until commit, and a store with thousands of expired partitions
+    /// would otherwise exhaust the server's lock table and block every reader meanwhile. A
+    /// sweep cut short keeps what it committed; the next one drops the rest.
+    async fn drop_expired_partitions(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        let per_transaction = i64::try_from(self.lock_budget.partitions_per_ddl).unwrap_or(1);
+        let mut removed = 0;
+        let mut dropped = 0;
+        loop {
+            let mut tx = self.pool.begin().await.db()?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(lock_key(&self.config.schema))
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            let expired: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM sample_partitions WHERE end_time <= $1 \
+                 ORDER BY start_time LIMIT $2",
+            )
+            .bind(cutoff)
+            .bind(per_transaction)
+            .fetch_all(&mut *tx)
+            .await
+            .db()?;
+            if expired.is_empty() {
+                tx.commit().await.db()?;
+                break;
+            }
+            for name in &expired {
+                let quoted = crate::config::quote_ident(name);
+                // Audited: partition names are aimon's own (`samples_p…`), quoted.
+                let rows: i64 =
+                    sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {quoted}")))
+                        .fetch_one(&mut *tx)
+                        .await
+                        .db()?;
+                removed += count(rows);
+                sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {quoted}")))
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+                sqlx::query("DELETE FROM sample_partitions WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+            }
+            tx.commit().await.db()?;
+            dropped += expired.len();
+        }
+        if dropped > 0 {
+            tracing::debug!(backend = %self.config.name, dropped, "dropped expired partitions");
+        }
+        Ok(removed)
+    }
+
     pub(crate) async fn sweep(&self) -> Result<RetentionReport> {
         let now = time::now();
         let retention = self.config.retention;
         let mut report = RetentionReport::default();
-        let mut tx = self.pool.begin().await.db()?;
         if let Some(cutoff) = retention.metric_cutoff(now) {
             let cutoff_time = time::from_micros(cutoff);
             if self.timescale {
                 if let Some(ttl) = retention.metric_ttl {
+                    let mut tx = self.pool.begin().await.db()?;
                     // What drop_chunks removes: the rows of the wholly expired chunks, not
                     // every expired row (the chunk straddling the cutoff stays).
                     let dropped_end: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
@@ -50,54 +108,18 @@ impl PostgresBackend {
                     .execute(&mut *tx)
                     .await
                     .db()?;
+                    tx.commit().await.db()?;
                 }
             } else {
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                    .bind(lock_key(&self.config.schema))
-                    .execute(&mut *tx)
-                    .await
-                    .db()?;
-                let expired: Vec<String> = sqlx::query_scalar(
-                    "SELECT name FROM sample_partitions WHERE end_time <= $1 ORDER BY start_time",
-                )
-                .bind(cutoff_time)
-                .fetch_all(&mut *tx)
-                .await
-                .db()?;
-                for name in &expired {
-                    let quoted = crate::config::quote_ident(name);
-                    // Audited: partition names are aimon's own (`samples_p…`), quoted.
-                    let rows: i64 =
-                        sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {quoted}")))
-                            .fetch_one(&mut *tx)
-                            .await
-                            .db()?;
-                    report.samples_removed += count(rows);
-                    sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {quoted}")))
-                        .execute(&mut *tx)
-                        .await
-                        .db()?;
-                    sqlx::query("DELETE FROM sample_partitions WHERE name = $1")
-                        .bind(name)
-                        .execute(&mut *tx)
-                        .await
-                        .db()?;
-                }
-                if !expired.is_empty() {
-                    tracing::debug!(backend = %self.config.name, dropped = expired.len(), "dropped expired partitions");
-                }
+                report.samples_removed = self.drop_expired_partitions(cutoff_time).await?;
             }
         }
-        // Partitions are gone: release their exclusive locks before the row sweeps, which run
-        // as statements of their own (each is whole by itself; a sweep cut short is finished
-        // by the next one, and reads filter expired rows meanwhile).
-        let partitions = if self.timescale {
-            Vec::new()
-        } else {
-            load_partitions(&mut tx).await?
-        };
-        tx.commit().await.db()?;
+        // Partitions are gone and their exclusive locks released before the row sweeps, which
+        // run as statements of their own (each is whole by itself; a sweep cut short is
+        // finished by the next one, and reads filter expired rows meanwhile).
         if !self.timescale {
+            let mut conn = self.pool.acquire().await.db()?;
+            let partitions = load_partitions(&mut conn).await?;
             *self.partitions.lock().unwrap_or_else(|e| e.into_inner()) = partitions;
         }
         if let Some(cutoff) = retention.metric_cutoff(now) {
