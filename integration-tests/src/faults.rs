@@ -982,25 +982,32 @@ impl Fault for RedisClientKill {
     }
 }
 
-/// A private durable `redis-server` ([`durable_redis_args`]) killed and restarted.
+/// A private durable `redis-server` ([`durable_redis_args`]), its port and a store's
+/// configuration in a new namespace on it.
 #[cfg(feature = "redis")]
-pub async fn redis_server_killed() -> Option<FaultTarget> {
-    let server = match start_private(
+async fn private_redis() -> Result<(Arc<Mutex<PrivateServer>>, u16, StorageConfig), String> {
+    let server = start_private(
         "redis",
         "redis-server",
         durable_redis_args,
         Readiness::TcpAccept,
     )
-    .await
-    {
-        Ok(server) => server,
-        Err(e) => return skip_target("redis", &e),
-    };
+    .await?;
     let port = server.lock().unwrap_or_else(|e| e.into_inner()).env.port;
     let namespace = crate::fixtures::unique_namespace("redis");
     let config = StorageConfig::from_url(&namespace, format!("redis://127.0.0.1:{port}/0"))
         .expect("a redis URL")
         .option("namespace", namespace.as_str());
+    Ok((server, port, config))
+}
+
+/// A private durable `redis-server` ([`durable_redis_args`]) killed and restarted.
+#[cfg(feature = "redis")]
+pub async fn redis_server_killed() -> Option<FaultTarget> {
+    let (server, _, config) = match private_redis().await {
+        Ok(private) => private,
+        Err(e) => return skip_target("redis", &e),
+    };
     Some(FaultTarget {
         backend: "redis".into(),
         config,
@@ -1013,22 +1020,10 @@ pub async fn redis_server_killed() -> Option<FaultTarget> {
 /// `CLIENT KILL` on a private standalone `redis-server`.
 #[cfg(feature = "redis")]
 pub async fn redis_connection_cut() -> Option<FaultTarget> {
-    let server = match start_private(
-        "redis",
-        "redis-server",
-        durable_redis_args,
-        Readiness::TcpAccept,
-    )
-    .await
-    {
-        Ok(server) => server,
+    let (server, port, config) = match private_redis().await {
+        Ok(private) => private,
         Err(e) => return skip_target("redis", &e),
     };
-    let port = server.lock().unwrap_or_else(|e| e.into_inner()).env.port;
-    let namespace = crate::fixtures::unique_namespace("redis");
-    let config = StorageConfig::from_url(&namespace, format!("redis://127.0.0.1:{port}/0"))
-        .expect("a redis URL")
-        .option("namespace", namespace.as_str());
     Some(FaultTarget {
         backend: "redis".into(),
         config,

@@ -259,20 +259,11 @@ impl Drop for DropCollections {
             return;
         }
         let url = self.url.clone();
-        // A thread of its own: this may run inside a runtime, which cannot block on another.
-        let dropper = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                for namespace in namespaces {
-                    let _ = drop_qdrant_collections(&url, &format!("{namespace}_")).await;
-                }
-                Some(())
-            })
+        block_on_own_thread(async move {
+            for namespace in namespaces {
+                let _ = drop_qdrant_collections(&url, &format!("{namespace}_")).await;
+            }
         });
-        let _ = dropper.join();
     }
 }
 
@@ -883,27 +874,18 @@ impl Drop for DropSchemas {
             return;
         }
         let url = self.url.clone();
-        // A thread of its own: this may run inside a runtime, which cannot block on another.
-        let dropper = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-                    .await
-                    .ok()?;
-                for schema in schemas {
-                    // Fixture namespaces are [a-z0-9_] (see `unique_namespace`), quoted.
-                    let statement = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-                        .execute(&mut conn)
-                        .await;
-                }
-                Some(())
-            })
+        block_on_own_thread(async move {
+            let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await else {
+                return;
+            };
+            for schema in schemas {
+                // Fixture namespaces are [a-z0-9_] (see `unique_namespace`), quoted.
+                let statement = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                    .execute(&mut conn)
+                    .await;
+            }
         });
-        let _ = dropper.join();
     }
 }
 
@@ -1140,6 +1122,20 @@ pub fn unique_namespace(backend: &str) -> String {
         base36(u128::from(std::process::id())),
         base36(nanos % 36u128.pow(8))
     )
+}
+
+/// Runs `work` to its end on a thread and runtime of its own: a guard's `drop` may run inside
+/// a runtime, which cannot block on another.
+pub fn block_on_own_thread(work: impl Future<Output = ()> + Send + 'static) {
+    let worker = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(work);
+        }
+    });
+    let _ = worker.join();
 }
 
 /// How every test namespace of `backend` starts: `t_<backend, 8 letters or digits>_`.

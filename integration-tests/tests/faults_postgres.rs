@@ -24,15 +24,7 @@ fn synchronous_commit_is_what_the_url_says() {
         {
             let mut config = fixture.config(&[]);
             if let Some(value) = parameter {
-                let separator = if config.connection_string.contains('?') {
-                    '&'
-                } else {
-                    '?'
-                };
-                config.connection_string = format!(
-                    "{}{separator}options[synchronous_commit]={value}",
-                    config.connection_string
-                );
+                with_url_parameter(&mut config, "options[synchronous_commit]", value);
             }
             let store = aimon_postgres::PostgresBackend::connect(&config)
                 .await
@@ -64,15 +56,7 @@ fn application_name_from_the_url_names_the_sessions() {
         for (parameter, expected) in [(None, "aimon"), (Some("fleet-7"), "fleet-7")] {
             let mut config = fixture.config(&[]);
             if let Some(value) = parameter {
-                let separator = if config.connection_string.contains('?') {
-                    '&'
-                } else {
-                    '?'
-                };
-                config.connection_string = format!(
-                    "{}{separator}application_name={value}",
-                    config.connection_string
-                );
+                with_url_parameter(&mut config, "application_name", value);
             }
             let store = aimon_postgres::PostgresBackend::connect(&config)
                 .await
@@ -85,4 +69,14 @@ fn application_name_from_the_url_names_the_sessions() {
             aimon_core::StorageBackend::close(&store).await.unwrap();
         }
     });
+}
+
+/// Appends `key=value` to the store's URL query.
+fn with_url_parameter(config: &mut aimon_core::StorageConfig, key: &str, value: &str) {
+    let separator = if config.connection_string.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    config.connection_string = format!("{}{separator}{key}={value}", config.connection_string);
 }

@@ -939,6 +939,17 @@ mod tests {
         );
     }
 
+    /// The lines of a gzipped NDJSON file.
+    fn read_all_lines(file: &Path) -> Vec<String> {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut MultiGzDecoder::new(File::open(file).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
     /// Writes a gzipped NDJSON file of `lines`.
     fn write_lines(file: &Path, lines: &[String]) {
         let mut encoder = GzEncoder::new(File::create(file).unwrap(), Compression::fast());
@@ -1023,13 +1034,7 @@ mod tests {
                 let (_, dir) = archived_of(4, 3, 3).await;
                 let archive = dir.path().join("b");
                 let file = archive.join("metrics.ndjson.gz");
-                let mut text = String::new();
-                std::io::Read::read_to_string(
-                    &mut MultiGzDecoder::new(File::open(&file).unwrap()),
-                    &mut text,
-                )
-                .unwrap();
-                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                let mut lines = read_all_lines(&file);
                 let at = at.min(lines.len());
                 let blank_only = hostile
                     .iter()
@@ -1059,13 +1064,7 @@ mod tests {
         let (_, dir) = archived_of(3, 10, 2).await;
         let archive = dir.path().join("b");
         let file = archive.join("metrics.ndjson.gz");
-        let mut text = String::new();
-        std::io::Read::read_to_string(
-            &mut MultiGzDecoder::new(File::open(&file).unwrap()),
-            &mut text,
-        )
-        .unwrap();
-        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let mut lines = read_all_lines(&file);
         let mut wide = MetricValue::new(time::now(), 1.0);
         for k in 0..10 {
             wide = wide.tag(format!("k{k}"), "x".repeat(10 * 1024));
@@ -1087,16 +1086,11 @@ mod tests {
         let (source, dir) = archived().await;
         let archive = dir.path().join("b");
         let file = archive.join("agent_states.ndjson.gz");
-        let mut text = String::new();
-        std::io::Read::read_to_string(
-            &mut MultiGzDecoder::new(File::open(&file).unwrap()),
-            &mut text,
-        )
-        .unwrap();
-        let spaced = text.replace('\n', "\n  \t \r\n\n");
-        let mut encoder = GzEncoder::new(File::create(&file).unwrap(), Compression::fast());
-        encoder.write_all(spaced.as_bytes()).unwrap();
-        encoder.finish().unwrap();
+        let spaced: Vec<String> = read_all_lines(&file)
+            .into_iter()
+            .flat_map(|line| [line, "  \t \r".to_owned(), String::new()])
+            .collect();
+        write_lines(&file, &spaced);
         let target = memory();
         restore(&target, &archive).await.unwrap();
         assert_eq!(counts(&target).await, counts(&source).await);
