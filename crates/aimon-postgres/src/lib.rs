@@ -89,7 +89,8 @@
 //! split: a read takes one or two locks per partition it scans (`get_metric` of a series with
 //! ten thousand days of samples scans all of them), which a server with the default settings
 //! holds for several thousand partitions, not for tens of thousands. `apply_retention` drops
-//! every partition that ends at or before `now - metric_ttl` (counting its rows first), removes
+//! every partition that ends at or before `now - metric_ttl` (counting its rows first), a few
+//! per transaction as they are created (a sweep cut short keeps what it committed), removes
 //! series past their life, and sweeps alerts and agent states with indexed `DELETE`s. The
 //! partition that straddles the cutoff keeps its expired rows until it is wholly expired;
 //! every read filters them out meanwhile, so expired data is never returned. pg_partman is not
