@@ -1179,9 +1179,12 @@ fn secrets_never_show_at_any_verbosity() {
         ));
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    if let Some(fixture) = runtime.block_on(fixtures::postgres()) {
-        let url = url::Url::parse(&fixture.config(&[]).connection_string).unwrap();
-        let schema = fixtures::unique_namespace("cli_secret");
+    // Held to the end: the fixture drops the schema of the config it made when it goes.
+    let postgres = runtime.block_on(fixtures::postgres());
+    if let Some(fixture) = &postgres {
+        let config = fixture.config(&[]);
+        let url = url::Url::parse(&config.connection_string).unwrap();
+        let schema = config.options["schema"].as_str().unwrap().to_owned();
         urls.push(format!(
             "postgres://{}:{SECRET}@{}:{}{}?schema={schema}&application_name=aimon-test",
             url.username(),
