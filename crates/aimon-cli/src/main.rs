@@ -87,10 +87,9 @@ fn one_line(rendered: &str) -> String {
     }
 }
 
-/// The log filter without `-v`: warnings of aimon's crates, nothing of the libraries.
-const QUIET: &str = "off,aimon=warn,aimon_cli=warn,aimon_core=warn,aimon_registry=warn,\
-                     aimon_sqlite=warn,aimon_redis=warn,aimon_postgres=warn,aimon_influxdb=warn,\
-                     aimon_qdrant=warn";
+/// The log filter without `-v`: warnings of aimon's crates (`aimon` matches every target that
+/// starts with it: `aimon_core`, `aimon_redis`…), nothing of the libraries.
+const QUIET: &str = "off,aimon=warn";
 
 fn init_tracing(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -146,6 +145,46 @@ async fn run(cli: Cli) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without `-v`: aimon's crates warn, libraries print nothing.
+    #[test]
+    fn the_quiet_filter_keeps_aimons_warnings_only() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new(QUIET))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "aimon_influxdb::retention", "ours");
+            tracing::warn!(target: "aimon_cli::bench", "the cli's");
+            tracing::info!(target: "aimon_core::archive", "not at info");
+            tracing::warn!(target: "redis::cluster_handling", "the library's");
+            tracing::error!(target: "sqlx_postgres::options", "the library's error");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("ours") && text.contains("the cli's"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("not at info") && !text.contains("library"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn clap_errors_become_one_line() {

@@ -565,15 +565,6 @@ struct Batch {
     lines: (usize, usize),
 }
 
-/// What a restore has stored so far: what an error part-way reports.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Stored {
-    series: u64,
-    samples: u64,
-    alerts: u64,
-    agent_states: u64,
-}
-
 /// Checks every line; returns what the archive holds.
 fn verify(path: &Path, manifest: &Manifest) -> Result<ArchiveCounts> {
     let mut counts = ArchiveCounts::default();
@@ -714,12 +705,13 @@ where
     let dir = path.to_path_buf();
     let reader = tokio::task::spawn_blocking(move || produce(&dir, &manifest, tx));
     let mut expired = 0;
-    let mut stored = Stored::default();
+    // What the restore has stored so far: what an error part-way reports.
+    let mut stored = ArchiveCounts::default();
     let mut last_series: Option<String> = None;
     let mut saved = Ok(());
     while let Some(Batch { items, file, lines }) = rx.recv().await {
         // What this batch adds once stored (a series split over lines counts once).
-        let mut adds = Stored::default();
+        let mut adds = ArchiveCounts::default();
         match &items {
             Items::Metrics(metrics) => {
                 for m in metrics {
@@ -767,7 +759,7 @@ where
 /// retryable), what was stored before it, and the lines that failed.
 fn partial_restore_error(
     cause: Error,
-    stored: Stored,
+    stored: ArchiveCounts,
     file: &Path,
     (first, last): (usize, usize),
 ) -> Error {

@@ -327,9 +327,8 @@ pub(crate) fn parse_url(raw: &str) -> Result<ParsedUrl> {
         } else {
             // The value is never shown: it may be a secret.
             return Err(Error::config(format!(
-                "unknown URL parameter {:?}; aimon's options are {} and the driver's \
+                "unknown URL parameter {key:?}; aimon's options are {} and the driver's \
                  connection parameters {}",
-                aimon_core::error::printable(&key),
                 URL_OPTIONS.join(", "),
                 DRIVER_PARAMETERS.join(", "),
             )));
