@@ -24,13 +24,25 @@ services-up:
 services-down:
     docker compose -f docker/compose.yaml down -v
 
+# Pull the pinned images the fixtures' container tier runs (the fixtures themselves never pull).
+services-pull:
+    docker compose -f docker/compose.yaml pull
+
+# The Redis, PostgreSQL and InfluxDB suites and the v2 write tests in containers only, as CI runs
+# them (on Linux: the containers use host networking).
+test-containers:
+    AIMON_TEST_VIA=containers:redis,redis-cluster,redis-sentinel,postgres,influxdb,victoria-metrics \
+        cargo test -p aimon-integration-tests --test redis --test redis_cluster --test redis_sentinel \
+        --test postgres --test influxdb --test influxdb_v2
+
 # The fixture URLs for the servers of docker/compose.yaml, as shell exports.
 services-env:
     @echo 'export AIMON_TEST_REDIS_URL=redis://127.0.0.1:16379'
-    @echo 'export AIMON_TEST_POSTGRES_URL=postgres://aimon:aimon@127.0.0.1:15432/aimon'
+    @echo 'export AIMON_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:15433/postgres'
     @echo 'export AIMON_TEST_TIMESCALE_URL=timescale://aimon:aimon@127.0.0.1:15432/aimon'
     @echo 'export AIMON_TEST_INFLUXDB_URL=influxdb://127.0.0.1:18086/aimon'
-    @echo 'export AIMON_TEST_QDRANT_URL=qdrant://127.0.0.1:16334'
+    @echo 'export AIMON_TEST_VICTORIA_METRICS_URL=http://127.0.0.1:18428'
+    @echo 'export AIMON_TEST_QDRANT_URL=qdrant://127.0.0.1:16334?rest_port=16333'
 
 lint:
     cargo clippy --workspace --all-targets -- -D warnings

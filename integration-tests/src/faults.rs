@@ -39,7 +39,9 @@ use aimon_core::{
 use futures::future::BoxFuture;
 
 use crate::conformance::support::{Backend, at, t0};
-use crate::fixtures::{Fixture, Readiness, ServerEnv, Watchdog, free_port, port_accepts};
+use crate::fixtures::{
+    Fixture, Readiness, ServerEnv, ServerSpec, Watchdog, free_port, port_accepts,
+};
 
 /// Set in the child process of [`client_killed_mid_batch`]: a JSON request `{config, start}`.
 pub const WRITER_ENV: &str = "AIMON_FAULT_WRITER";
@@ -681,26 +683,25 @@ pub struct PrivateServer {
 }
 
 impl PrivateServer {
-    /// Starts `binary args` on a free port in a new temporary directory and waits (60 s at
-    /// most) until `readiness` says it is up. Blocking.
-    pub fn start(
-        backend: &'static str,
-        binary: &Path,
-        args: fn(&ServerEnv) -> Vec<OsString>,
-        readiness: Readiness,
-    ) -> Result<Self, String> {
+    /// Starts `binary` with `spec`'s arguments on free ports in a new temporary directory and
+    /// waits (60 s at most) until `spec.readiness` says it is up. Blocking.
+    pub fn start(spec: &ServerSpec, binary: &Path) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
-            .prefix(&format!("aimon-fault-{backend}-"))
+            .prefix(&format!("aimon-fault-{}-", spec.backend))
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let no_port = |e: std::io::Error| format!("no free port: {e}");
         let mut server = PrivateServer {
-            backend,
+            backend: spec.backend,
             binary: binary.to_path_buf(),
-            args,
-            readiness,
+            args: spec.args,
+            readiness: spec.readiness,
             env: ServerEnv {
-                port,
+                port: free_port().map_err(no_port)?,
+                extra_ports: (0..spec.extra_ports)
+                    .map(|_| free_port())
+                    .collect::<std::io::Result<_>>()
+                    .map_err(no_port)?,
                 dir: dir.path().to_path_buf(),
             },
             child: None,
@@ -874,18 +875,17 @@ fn skip_target(backend: &str, reason: &str) -> Option<FaultTarget> {
     None
 }
 
-async fn start_private(
-    backend: &'static str,
-    binary: &'static str,
-    args: fn(&ServerEnv) -> Vec<OsString>,
-    readiness: Readiness,
-) -> Result<Arc<Mutex<PrivateServer>>, String> {
-    let Some(path) = crate::fixtures::find_binary(binary) else {
-        return Err(format!("no `{binary}` binary on PATH for a private server"));
+/// A [`PrivateServer`] of `spec`, from its binary on `PATH`.
+async fn start_private(spec: ServerSpec) -> Result<Arc<Mutex<PrivateServer>>, String> {
+    let Some(path) = crate::fixtures::find_binary(spec.binary) else {
+        return Err(format!(
+            "no `{}` binary on PATH for a private server",
+            spec.binary
+        ));
     };
-    tokio::task::spawn_blocking(move || PrivateServer::start(backend, &path, args, readiness))
+    tokio::task::spawn_blocking(move || PrivateServer::start(&spec, &path))
         .await
-        .map_err(|e| format!("starting {backend}: {e}"))?
+        .map_err(|e| format!("starting {}: {e}", spec.backend))?
         .map(|s| Arc::new(Mutex::new(s)))
 }
 
@@ -986,12 +986,10 @@ impl Fault for RedisClientKill {
 /// configuration in a new namespace on it.
 #[cfg(feature = "redis")]
 async fn private_redis() -> Result<(Arc<Mutex<PrivateServer>>, u16, StorageConfig), String> {
-    let server = start_private(
-        "redis",
-        "redis-server",
-        durable_redis_args,
-        Readiness::TcpAccept,
-    )
+    let server = start_private(ServerSpec {
+        args: durable_redis_args,
+        ..crate::fixtures::REDIS
+    })
     .await?;
     let port = server.lock().unwrap_or_else(|e| e.into_inner()).env.port;
     let namespace = crate::fixtures::unique_namespace("redis");
@@ -1136,12 +1134,10 @@ async fn private_postgres() -> Result<(Arc<Mutex<PrivateServer>>, StorageConfig)
     if crate::fixtures::postgres_bin_dir().is_none() {
         return Err("no initdb on PATH or in /usr/lib/postgresql/*/bin".to_owned());
     }
-    let server = start_private(
-        "postgres",
-        "sh",
-        durable_postgres_args,
-        crate::fixtures::POSTGRES.readiness,
-    )
+    let server = start_private(ServerSpec {
+        args: durable_postgres_args,
+        ..crate::fixtures::POSTGRES
+    })
     .await?;
     let port = server.lock().unwrap_or_else(|e| e.into_inner()).env.port;
     let namespace = crate::fixtures::unique_namespace("postgres");
@@ -1229,7 +1225,7 @@ async fn private_influxdb(
     // The fixture's configuration: WAL with `wal-fsync-delay = "0s"` (fsync before every
     // acknowledgement); a restart writes it again with the same ports and directories.
     let spec = crate::fixtures::INFLUXDB;
-    let server = start_private("influxdb", spec.binary, spec.args, spec.readiness).await?;
+    let server = start_private(spec).await?;
     let port = server.lock().unwrap_or_else(|e| e.into_inner()).env.port;
     let namespace = crate::fixtures::unique_namespace("influxdb");
     let config = StorageConfig::from_url(

@@ -9,18 +9,24 @@
 //! 1. an environment URL, `AIMON_TEST_<BACKEND>_URL` (e.g. `AIMON_TEST_REDIS_URL`);
 //! 2. a local server binary ([`ServerSpec::binary`]) on `PATH`, started once per test binary on a
 //!    free `127.0.0.1` port in a temporary directory ([`LocalServer`]);
-//! 3. with the cargo feature `containers`, a container of [`ServerSpec::container`] where a
-//!    Docker engine answers (`docker info`);
+//! 3. with the cargo feature `containers` (on by default), a container of
+//!    [`ServerSpec::container`] started through the `testcontainers` crate on the Docker engine
+//!    of `DOCKER_HOST` (else the default socket), with host networking, on free ports, from an
+//!    image that is already present (the fixtures never pull; see [`containers`]);
 //! 4. else the backend is **skipped**, reported on stderr as `SKIPPED <backend>: <reason>` —
 //!    unless `AIMON_REQUIRE` (comma-separated backend names, or `all`) names it, in which case
 //!    every check **fails** with the reason.
 //!
+//! `AIMON_TEST_VIA=containers` (every backend) or `AIMON_TEST_VIA=containers:redis,postgres`
+//! (those named) skips steps 1 and 2 for those backends: their servers run in containers or the
+//! checks **fail** ([`via_containers`]). CI runs the Redis, PostgreSQL and InfluxDB suites and
+//! the VictoriaMetrics (v2 write) tests so.
+//!
 //! The Redis Cluster and Sentinel topologies ([`redis_cluster`], [`redis_sentinel`]) resolve the
 //! same way, for the whole topology at once: the environment URL, else every node from the local
-//! `redis-server`, else (feature `containers`, Docker engine, Linux) every node in the pinned
-//! [`REDIS_CONTAINER`] image run with host networking as a foreground `docker run`
-//! ([`LocalServer::start_in_container`]) with the same command line as the local binary, else the
-//! skip. [`redis_cli`] likewise falls back to `redis-cli` from that image.
+//! `redis-server`, else every node in [`REDIS_CONTAINER`] with the same command line as the local
+//! binary, else the skip. [`redis_cli`] likewise runs `redis-cli` inside that image when there is
+//! no local one (or when Redis runs via containers).
 //!
 //! A driver issue adds one `ServerSpec` constant and one fixture function like
 //! [`memory`] / [`sqlite`] below; see `docs/testing.md`.
@@ -39,6 +45,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aimon_core::{Result, StorageBackend, StorageConfig};
+
+pub mod containers;
+pub use containers::ContainerSpec;
 
 /// A boxed future, as openers return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -289,28 +298,39 @@ pub const QDRANT: ServerSpec = ServerSpec {
     backend: "qdrant",
     binary: "qdrant",
     args: qdrant_args,
+    extra_ports: 1,
     readiness: Readiness::TcpAccept,
     url: |env| {
-        let rest = std::fs::read_to_string(env.dir.join("rest.port")).unwrap_or_default();
-        format!("qdrant://127.0.0.1:{}?rest_port={}", env.port, rest.trim())
+        format!(
+            "qdrant://127.0.0.1:{}?rest_port={}",
+            env.port, env.extra_ports[0]
+        )
     },
     startup_timeout: Duration::from_secs(60),
     container: Some(QDRANT_CONTAINER),
 };
 
-/// The pinned Qdrant image: gRPC 6334 (the driver's port) and REST 6333 (snapshots). Qdrant
-/// 1.19 is within one minor version of qdrant-client 1.20, the compatibility Qdrant promises.
+/// The pinned Qdrant image, configured by `QDRANT__*` variables: gRPC (the driver's port) on the
+/// free port, REST (snapshots) on the extra one. Qdrant 1.19 is within one minor version of
+/// qdrant-client 1.20, the compatibility Qdrant promises.
 pub const QDRANT_CONTAINER: ContainerSpec = ContainerSpec {
-    image: "qdrant/qdrant",
-    tag: "v1.19.0",
-    port: 6334,
-    extra_ports: &[6333],
-    env: &[("QDRANT__TELEMETRY_DISABLED", "true")],
-    url: |host, ports| format!("qdrant://{host}:{}?rest_port={}", ports[0], ports[1]),
+    name: "qdrant",
+    image: "qdrant/qdrant:v1.19.0",
+    command: Some(|_| Vec::new()),
+    env: |env| {
+        [
+            ("QDRANT__SERVICE__HOST", "127.0.0.1".to_owned()),
+            ("QDRANT__SERVICE__GRPC_PORT", env.port.to_string()),
+            ("QDRANT__SERVICE__HTTP_PORT", env.extra_ports[0].to_string()),
+            ("QDRANT__TELEMETRY_DISABLED", "true".to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into()
+    },
 };
 
 fn qdrant_args(env: &ServerEnv) -> Vec<OsString> {
-    let rest = free_port().unwrap_or(0);
+    let rest = env.extra_ports[0];
     let dir = env.dir.display();
     let config = format!(
         "telemetry_disabled: true\n\
@@ -320,7 +340,6 @@ fn qdrant_args(env: &ServerEnv) -> Vec<OsString> {
     );
     let path = env.dir.join("qdrant.yaml");
     let _ = std::fs::write(&path, config);
-    let _ = std::fs::write(env.dir.join("rest.port"), rest.to_string());
     vec!["--config-path".into(), path.into_os_string()]
 }
 
@@ -329,22 +348,20 @@ pub const REDIS: ServerSpec = ServerSpec {
     backend: "redis",
     binary: "redis-server",
     args: redis_args,
+    extra_ports: 0,
     readiness: Readiness::TcpAccept,
     url: |env| format!("redis://127.0.0.1:{}/0", env.port),
     startup_timeout: Duration::from_secs(30),
     container: Some(REDIS_CONTAINER),
 };
 
-/// The one pinned Redis image: the standalone container of [`REDIS`], and, with host networking,
-/// every node of the Cluster and Sentinel topologies and `redis-cli` ([`redis_cli`]) where the
-/// local binaries are missing.
+/// The one pinned Redis image: the standalone server of [`REDIS`], every node of the Cluster and
+/// Sentinel topologies and `redis-cli` ([`redis_cli`]), each with the local command line.
 pub const REDIS_CONTAINER: ContainerSpec = ContainerSpec {
-    image: "redis",
-    tag: "7.4.1",
-    port: 6379,
-    env: &[],
-    extra_ports: &[],
-    url: |host, ports| format!("redis://{host}:{}/0", ports[0]),
+    name: "redis",
+    image: "redis:7.4.1",
+    command: None,
+    env: containers::no_env,
 };
 
 fn redis_args(env: &ServerEnv) -> Vec<OsString> {
@@ -380,6 +397,7 @@ pub const REDIS_CLUSTER_NODE: ServerSpec = ServerSpec {
         );
         args
     },
+    extra_ports: 0,
     readiness: Readiness::TcpAccept,
     url: |env| format!("redis://127.0.0.1:{}", env.port),
     startup_timeout: Duration::from_secs(30),
@@ -387,8 +405,7 @@ pub const REDIS_CLUSTER_NODE: ServerSpec = ServerSpec {
 };
 
 /// A Sentinel, started as `redis-server sentinel.conf --sentinel` (the `redis-sentinel` binary
-/// is the same program). Its `container` is only used as a node image (see
-/// [`LocalServer::start_in_container`]).
+/// is the same program) in its data directory, which holds its writable configuration file.
 pub const REDIS_SENTINEL_NODE: ServerSpec = ServerSpec {
     backend: "redis-sentinel",
     binary: "sh",
@@ -396,12 +413,14 @@ pub const REDIS_SENTINEL_NODE: ServerSpec = ServerSpec {
         vec![
             "-c".into(),
             format!(
-                "touch sentinel.conf && exec redis-server sentinel.conf --sentinel --port {} --bind 127.0.0.1",
+                "cd '{}' && : > sentinel.conf && exec redis-server sentinel.conf --sentinel --port {} --bind 127.0.0.1",
+                env.dir.display(),
                 env.port
             )
             .into(),
         ]
     },
+    extra_ports: 0,
     readiness: Readiness::TcpAccept,
     url: |env| format!("redis://127.0.0.1:{}", env.port),
     startup_timeout: Duration::from_secs(30),
@@ -412,24 +431,19 @@ pub const REDIS_SENTINEL_NODE: ServerSpec = ServerSpec {
 pub const REDIS_SENTINEL_MASTER: &str = "aimon";
 
 /// Runs `redis-cli` with `args` and returns its standard output: the local `redis-cli`, else
-/// (feature `containers`, a Docker engine answering, Linux) `docker run --rm --network host
-/// redis:<tag> redis-cli` from [`REDIS_CONTAINER`], which reaches `127.0.0.1` servers alike.
+/// (and always when Redis runs via containers, see [`via_containers`]) `redis-cli` inside a
+/// container of [`REDIS_CONTAINER`], which reaches `127.0.0.1` servers alike.
 pub fn redis_cli(args: &[&str]) -> std::result::Result<String, String> {
-    let mut command = match find_binary("redis-cli") {
-        Some(cli) => Command::new(cli),
-        None => {
-            let docker = host_network_docker().map_err(|e| {
-                format!(
-                    "no `redis-cli` binary on PATH, and cannot run {} instead: {e}",
-                    REDIS_CONTAINER.reference()
-                )
-            })?;
-            let mut command = Command::new(docker);
-            command.args(docker_redis_cli_args(&REDIS_CONTAINER));
-            command
-        }
+    let local = find_binary("redis-cli").filter(|_| !via_containers("redis"));
+    let Some(cli) = local else {
+        return containers_redis_cli(args).map_err(|e| {
+            format!(
+                "no `redis-cli` binary on PATH (or Redis runs via containers), and cannot run it in {}: {e}",
+                REDIS_CONTAINER.reference()
+            )
+        });
     };
-    let out = command
+    let out = Command::new(cli)
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -444,6 +458,16 @@ pub fn redis_cli(args: &[&str]) -> std::result::Result<String, String> {
         ));
     }
     Ok(stdout)
+}
+
+#[cfg(feature = "containers")]
+fn containers_redis_cli(args: &[&str]) -> std::result::Result<String, String> {
+    containers::redis_cli(args)
+}
+
+#[cfg(not(feature = "containers"))]
+fn containers_redis_cli(_args: &[&str]) -> std::result::Result<String, String> {
+    Err("containers are off (build with the feature `containers`)".to_owned())
 }
 
 #[cfg(feature = "redis")]
@@ -482,6 +506,7 @@ fn resolve_redis_topology(
         let var = ServerSpec { backend, ..REDIS }.env_var();
         if let Ok(url) = std::env::var(&var)
             && !url.trim().is_empty()
+            && !via_containers(backend)
         {
             return Ok(Arc::new(Server {
                 url: url.trim().to_owned(),
@@ -499,64 +524,76 @@ fn resolve_redis_topology(
 /// How a Redis topology (Cluster, Sentinel) runs its nodes: chosen once per topology, so the
 /// setup code is the same either way and all nodes of a topology run alike.
 #[cfg(feature = "redis")]
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NodeLauncher {
     /// Local binaries (`redis-server`, and `spec.binary`), as [`LocalServer::start`].
     Local,
-    /// Each node's [`ServerSpec::container`] image with host networking, through this Docker
-    /// CLI, as [`LocalServer::start_in_container`].
-    Container(PathBuf),
+    /// Each node's [`ServerSpec::container`] image with host networking ([`containers::start`]).
+    Container,
+}
+
+/// One running node of a topology: its port, and what keeps it running.
+#[cfg(feature = "redis")]
+struct Node {
+    port: u16,
+    _guard: Box<dyn Any + Send + Sync>,
 }
 
 #[cfg(feature = "redis")]
 impl NodeLauncher {
-    /// Local binaries when `redis-server` is on `PATH`, else containers; `Err` says why neither.
-    fn choose() -> std::result::Result<Self, String> {
-        Self::choose_with(find_binary, host_network_docker)
+    /// Containers when `backend` runs via containers, else local binaries when `redis-server`
+    /// is on `PATH`, else containers.
+    fn choose(backend: &str) -> Self {
+        Self::choose_with(
+            via_containers(backend),
+            find_binary("redis-server").is_some(),
+        )
     }
 
-    /// [`NodeLauncher::choose`] with the binary lookup and the Docker probe passed in.
-    fn choose_with(
-        find_binary: impl Fn(&str) -> Option<PathBuf>,
-        docker: impl FnOnce() -> std::result::Result<PathBuf, String>,
-    ) -> std::result::Result<Self, String> {
-        if find_binary("redis-server").is_some() {
-            return Ok(NodeLauncher::Local);
+    fn choose_with(via_containers: bool, local_binary: bool) -> Self {
+        if local_binary && !via_containers {
+            NodeLauncher::Local
+        } else {
+            NodeLauncher::Container
         }
-        docker().map(NodeLauncher::Container).map_err(|e| {
-            format!(
-                "no `redis-server` binary on PATH, and cannot run {} instead: {e}",
-                REDIS_CONTAINER.reference()
-            )
-        })
     }
 
-    /// Starts one node as `spec` says, with a watchdog that stops it when the tests exit.
-    fn start(
-        &self,
-        spec: &ServerSpec,
-    ) -> std::result::Result<(LocalServer, Option<Watchdog>), String> {
+    /// Starts one node as `spec` says; it stops when the node drops or the tests exit.
+    fn start(&self, spec: &ServerSpec) -> std::result::Result<Node, String> {
         match self {
             NodeLauncher::Local => {
                 let binary = find_binary(spec.binary)
                     .ok_or_else(|| format!("no `{}` binary on PATH", spec.binary))?;
-                LocalServer::start(spec, &binary)
+                let server = LocalServer::start(spec, &binary)?;
+                Ok(Node {
+                    port: server.env.port,
+                    _guard: Box::new(server.watched()),
+                })
             }
-            NodeLauncher::Container(docker) => {
+            NodeLauncher::Container => {
                 let image = spec
                     .container
                     .ok_or_else(|| format!("{} has no container image", spec.backend))?;
-                LocalServer::start_in_container(spec, docker, &image)
+                let (env, container) = containers::start(spec, &image).map_err(|e| {
+                    if via_containers(spec.backend) {
+                        e
+                    } else {
+                        format!("no `redis-server` binary on PATH, and {e}")
+                    }
+                })?;
+                Ok(Node {
+                    port: env.port,
+                    _guard: Box::new(container),
+                })
             }
         }
-        .map(LocalServer::watched)
     }
 
     /// Where the topology's servers come from.
     fn source(&self) -> ServerSource {
         match self {
             NodeLauncher::Local => ServerSource::LocalBinary,
-            NodeLauncher::Container(_) => ServerSource::Container,
+            NodeLauncher::Container => ServerSource::Container,
         }
     }
 }
@@ -564,20 +601,20 @@ impl NodeLauncher {
 #[cfg(feature = "redis")]
 /// Three masters with `--cluster-enabled yes`, joined by `redis-cli --cluster create`.
 fn start_redis_cluster() -> std::result::Result<Server, String> {
-    let launcher = NodeLauncher::choose()?;
+    let launcher = NodeLauncher::choose("redis-cluster");
     let nodes = (0..3)
         .map(|_| launcher.start(&REDIS_CLUSTER_NODE))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let addrs: Vec<String> = nodes
         .iter()
-        .map(|(n, _)| format!("127.0.0.1:{}", n.env.port))
+        .map(|n| format!("127.0.0.1:{}", n.port))
         .collect();
     let mut args = vec!["--cluster", "create"];
     args.extend(addrs.iter().map(String::as_str));
     args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
     redis_cli(&args)?;
-    for (node, _) in &nodes {
-        let port = node.env.port.to_string();
+    for node in &nodes {
+        let port = node.port.to_string();
         wait_for("the cluster", Duration::from_secs(30), || {
             redis_cli(&["-p", &port, "cluster", "info"])
                 .is_ok_and(|info| info.contains("cluster_state:ok"))
@@ -615,13 +652,13 @@ fn start_redis_sentinel() -> std::result::Result<Server, String> {
 
 #[cfg(feature = "redis")]
 fn start_redis_sentinel_with(replicas: usize) -> std::result::Result<Server, String> {
-    let launcher = NodeLauncher::choose()?;
+    let launcher = NodeLauncher::choose("redis-sentinel");
     let master = launcher.start(&REDIS)?;
-    let mport = master.0.env.port.to_string();
+    let mport = master.port.to_string();
     let mut replica_nodes = Vec::new();
     for _ in 0..replicas.max(1) {
         let replica = launcher.start(&REDIS)?;
-        let rport = replica.0.env.port.to_string();
+        let rport = replica.port.to_string();
         redis_cli(&["-p", &rport, "replicaof", "127.0.0.1", &mport])?;
         wait_for("the replica", Duration::from_secs(30), || {
             redis_cli(&["-p", &rport, "info", "replication"])
@@ -632,7 +669,7 @@ fn start_redis_sentinel_with(replicas: usize) -> std::result::Result<Server, Str
     if replicas > 1 {
         // A re-pointed replica resyncs at once instead of after the default 5 s pause.
         for node in std::iter::once(&master).chain(&replica_nodes) {
-            let port = node.0.env.port.to_string();
+            let port = node.port.to_string();
             redis_cli(&[
                 "-p",
                 &port,
@@ -643,12 +680,9 @@ fn start_redis_sentinel_with(replicas: usize) -> std::result::Result<Server, Str
             ])?;
         }
     }
-    let rports: Vec<String> = replica_nodes
-        .iter()
-        .map(|r| r.0.env.port.to_string())
-        .collect();
+    let rports: Vec<String> = replica_nodes.iter().map(|r| r.port.to_string()).collect();
     let sentinel = launcher.start(&REDIS_SENTINEL_NODE)?;
-    let sport = sentinel.0.env.port.to_string();
+    let sport = sentinel.port.to_string();
     redis_cli(&[
         "-p",
         &sport,
@@ -764,18 +798,37 @@ pub const POSTGRES: ServerSpec = ServerSpec {
     backend: "postgres",
     binary: "sh",
     args: postgres_args,
+    extra_ports: 0,
     readiness: Readiness::Probe(postgres_ready),
     url: |env| format!("postgres://postgres@127.0.0.1:{}/postgres", env.port),
     startup_timeout: Duration::from_secs(60),
-    container: Some(ContainerSpec {
-        image: "postgres",
-        tag: "16.4",
-        port: 5432,
-        env: &[("POSTGRES_HOST_AUTH_METHOD", "trust")],
-        extra_ports: &[],
-        url: |host, ports| format!("postgres://postgres@{host}:{}/postgres", ports[0]),
-    }),
+    container: Some(POSTGRES_CONTAINER),
 };
+
+/// The pinned PostgreSQL image. Its entrypoint runs `initdb` once (trust authentication), then
+/// `postgres` with the command's arguments, as the official image does.
+pub const POSTGRES_CONTAINER: ContainerSpec = ContainerSpec {
+    name: "postgres",
+    image: "postgres:16.4",
+    command: Some(postgres_container_args),
+    env: |_| vec![("POSTGRES_HOST_AUTH_METHOD".to_owned(), "trust".to_owned())],
+};
+
+/// The `postgres` arguments of a server in a container: on `127.0.0.1:<port>`, no fsync.
+fn postgres_container_args(env: &ServerEnv) -> Vec<String> {
+    [
+        "-p",
+        &env.port.to_string(),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "fsync=off",
+        "-c",
+        "max_connections=200",
+    ]
+    .map(str::to_owned)
+    .into()
+}
 
 fn postgres_args(env: &ServerEnv) -> Vec<OsString> {
     let Some(bin) = postgres_bin_dir() else {
@@ -827,16 +880,19 @@ pub const TIMESCALE: ServerSpec = ServerSpec {
     backend: "timescale",
     binary: "sh",
     args: timescale_args,
+    extra_ports: 0,
     readiness: Readiness::Probe(postgres_ready),
     url: |env| format!("timescale://postgres@127.0.0.1:{}/postgres", env.port),
     startup_timeout: Duration::from_secs(60),
     container: Some(ContainerSpec {
-        image: "timescale/timescaledb",
-        tag: "2.17.2-pg16",
-        port: 5432,
-        env: &[("POSTGRES_HOST_AUTH_METHOD", "trust")],
-        extra_ports: &[],
-        url: |host, ports| format!("timescale://postgres@{host}:{}/postgres", ports[0]),
+        name: "timescale",
+        image: "timescale/timescaledb:2.17.2-pg16",
+        command: Some(|env| {
+            let mut args = postgres_container_args(env);
+            args.extend(["-c", "timescaledb.telemetry_level=off"].map(str::to_owned));
+            args
+        }),
+        env: |_| vec![("POSTGRES_HOST_AUTH_METHOD".to_owned(), "trust".to_owned())],
     }),
 };
 
@@ -981,28 +1037,55 @@ pub const INFLUXDB: ServerSpec = ServerSpec {
     backend: "influxdb",
     binary: "influxd",
     args: influxdb_args,
+    extra_ports: 1,
     readiness: Readiness::TcpAccept,
     url: |env| {
-        let rpc = std::fs::read_to_string(env.dir.join("rpc.port")).unwrap_or_default();
         format!(
             "influxdb://127.0.0.1:{}/aimon?backup_address=127.0.0.1:{}",
-            env.port,
-            rpc.trim()
+            env.port, env.extra_ports[0]
         )
     },
     startup_timeout: Duration::from_secs(60),
-    container: Some(ContainerSpec {
-        image: "influxdb",
-        tag: "1.8.10",
-        port: 8086,
-        env: &[("INFLUXDB_REPORTING_DISABLED", "true")],
-        extra_ports: &[],
-        url: |host, ports| format!("influxdb://{host}:{}/aimon", ports[0]),
-    }),
+    container: Some(INFLUXDB_CONTAINER),
+};
+
+/// The pinned InfluxDB 1.x image, configured as [`influxdb_args`]'s file does but by the
+/// `INFLUXDB_*` variables `influxd` reads (the official image documents them).
+pub const INFLUXDB_CONTAINER: ContainerSpec = ContainerSpec {
+    name: "influxdb",
+    image: "influxdb:1.8.10",
+    command: Some(|_| vec!["influxd".to_owned(), "run".to_owned()]),
+    env: |env| {
+        let dir = env.dir.display();
+        [
+            ("INFLUXDB_REPORTING_DISABLED", "true".to_owned()),
+            (
+                "INFLUXDB_BIND_ADDRESS",
+                format!("127.0.0.1:{}", env.extra_ports[0]),
+            ),
+            ("INFLUXDB_META_DIR", format!("{dir}/meta")),
+            ("INFLUXDB_DATA_DIR", format!("{dir}/data")),
+            ("INFLUXDB_DATA_WAL_DIR", format!("{dir}/wal")),
+            ("INFLUXDB_DATA_QUERY_LOG_ENABLED", "false".to_owned()),
+            ("INFLUXDB_DATA_WAL_FSYNC_DELAY", "0s".to_owned()),
+            (
+                "INFLUXDB_HTTP_BIND_ADDRESS",
+                format!("127.0.0.1:{}", env.port),
+            ),
+            ("INFLUXDB_HTTP_LOG_ENABLED", "false".to_owned()),
+            ("INFLUXDB_HTTP_MAX_ROW_LIMIT", "0".to_owned()),
+            ("INFLUXDB_HTTP_MAX_BODY_SIZE", "0".to_owned()),
+            ("INFLUXDB_MONITOR_STORE_ENABLED", "false".to_owned()),
+            ("INFLUXDB_CONTINUOUS_QUERIES_ENABLED", "false".to_owned()),
+            ("INFLUXDB_SUBSCRIBER_ENABLED", "false".to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into()
+    },
 };
 
 fn influxdb_args(env: &ServerEnv) -> Vec<OsString> {
-    let rpc = free_port().unwrap_or(0);
+    let rpc = env.extra_ports[0];
     let dir = env.dir.display();
     let config = format!(
         "reporting-disabled = true\n\
@@ -1017,7 +1100,6 @@ fn influxdb_args(env: &ServerEnv) -> Vec<OsString> {
     );
     let path = env.dir.join("influxd.conf");
     let _ = std::fs::write(&path, config);
-    let _ = std::fs::write(env.dir.join("rpc.port"), rpc.to_string());
     vec!["run".into(), "-config".into(), path.into_os_string()]
 }
 
@@ -1028,22 +1110,36 @@ pub const VICTORIA_METRICS: ServerSpec = ServerSpec {
     backend: "victoria-metrics",
     binary: "victoria-metrics",
     args: |env| {
-        vec![
-            format!("-httpListenAddr=127.0.0.1:{}", env.port).into(),
-            format!("-storageDataPath={}", env.dir.join("data").display()).into(),
-            "-search.latencyOffset=0s".into(),
-            // Test data is stamped in 2024: keep it (the default keeps one month).
-            "-retentionPeriod=100y".into(),
-            // One value per series and millisecond, as InfluxDB keeps one per key.
-            "-dedup.minScrapeInterval=1ms".into(),
-            "-loggerLevel=ERROR".into(),
-        ]
+        victoria_metrics_flags(env)
+            .into_iter()
+            .map(OsString::from)
+            .collect()
     },
+    extra_ports: 0,
     readiness: Readiness::TcpAccept,
     url: |env| format!("http://127.0.0.1:{}", env.port),
     startup_timeout: Duration::from_secs(60),
-    container: None,
+    container: Some(ContainerSpec {
+        name: "victoria-metrics",
+        image: "victoriametrics/victoria-metrics:v1.79.5",
+        // The image's entrypoint is the binary: the command is its flags.
+        command: Some(victoria_metrics_flags),
+        env: containers::no_env,
+    }),
 };
+
+fn victoria_metrics_flags(env: &ServerEnv) -> Vec<String> {
+    vec![
+        format!("-httpListenAddr=127.0.0.1:{}", env.port),
+        format!("-storageDataPath={}", env.dir.join("data").display()),
+        "-search.latencyOffset=0s".to_owned(),
+        // Test data is stamped in 2024: keep it (the default keeps one month).
+        "-retentionPeriod=100y".to_owned(),
+        // One value per series and millisecond, as InfluxDB keeps one per key.
+        "-dedup.minScrapeInterval=1ms".to_owned(),
+        "-loggerLevel=ERROR".to_owned(),
+    ]
+}
 
 /// Splits an InfluxDB URL into its `scheme://authority` and its `?query` (or "").
 pub fn influxdb_url_parts(url: &str) -> (String, String) {
@@ -1126,8 +1222,8 @@ pub async fn influxdb_server() -> std::result::Result<Arc<Server>, String> {
     resolve_server(&INFLUXDB).await
 }
 
-/// A VictoriaMetrics server (`AIMON_TEST_VICTORIA_METRICS_URL`, else the local binary): its
-/// `http://host:port`, or the reason it cannot run (after [`skip`]'s rules).
+/// A VictoriaMetrics server (`AIMON_TEST_VICTORIA_METRICS_URL`, else the local binary, else a
+/// container): its `http://host:port`, or `None` after [`skip`]'s rules.
 pub async fn victoria_metrics() -> Option<Arc<Server>> {
     match resolve_server(&VICTORIA_METRICS).await {
         Ok(server) => Some(server),
@@ -1211,12 +1307,39 @@ fn required_in(list: Option<&str>, backend: &str) -> bool {
         .any(|name| name.eq_ignore_ascii_case("all") || name.eq_ignore_ascii_case(backend))
 }
 
+/// Whether `AIMON_TEST_VIA` makes `backend`'s servers run in containers only: `containers`
+/// (every backend) or `containers:<name>,<name>…`. Panics on any other value, naming it.
+pub fn via_containers(backend: &str) -> bool {
+    match via_in(std::env::var("AIMON_TEST_VIA").ok().as_deref(), backend) {
+        Ok(via) => via,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn via_in(value: Option<&str>, backend: &str) -> std::result::Result<bool, String> {
+    let value = value.unwrap_or_default().trim();
+    if value.is_empty() {
+        return Ok(false);
+    }
+    let (tier, names) = value.split_once(':').unwrap_or((value, "all"));
+    if tier.trim() != "containers" {
+        return Err(format!(
+            "AIMON_TEST_VIA={value:?}: expected `containers` or `containers:<backend>,<backend>…`"
+        ));
+    }
+    Ok(required_in(Some(names), backend))
+}
+
 /// Reports that `backend` cannot run here. Returns `None` (the check passes vacuously) after
 /// printing `SKIPPED <backend>: <reason>` to stderr, once per test binary and backend; panics
-/// with the reason instead when `AIMON_REQUIRE` names the backend.
+/// with the reason instead when `AIMON_REQUIRE` names the backend or `AIMON_TEST_VIA` runs it
+/// in containers.
 pub fn skip(backend: &str, reason: &str) -> Option<Fixture> {
     if is_required(backend) {
         panic!("{backend} is required (AIMON_REQUIRE) but cannot run: {reason}");
+    }
+    if via_containers(backend) {
+        panic!("{backend} runs via containers (AIMON_TEST_VIA) but cannot run: {reason}");
     }
     static REPORTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
@@ -1234,12 +1357,16 @@ pub fn skip(backend: &str, reason: &str) -> Option<Fixture> {
 // ---------------------------------------------------------------------------------------------
 // Server resolution
 
-/// What a local server binary needs to start.
+/// What a server needs to start, locally or in a container.
 #[derive(Debug, Clone)]
 pub struct ServerEnv {
     /// The free `127.0.0.1` port the server must listen on.
     pub port: u16,
-    /// An empty temporary directory for the server's data, removed with the server.
+    /// Further free `127.0.0.1` ports, [`ServerSpec::extra_ports`] of them (Qdrant's REST
+    /// port, InfluxDB's backup RPC port).
+    pub extra_ports: Vec<u16>,
+    /// An empty directory for the server's data: a temporary directory removed with a local
+    /// server, [`containers::CONTAINER_DIR`] in a container.
     pub dir: PathBuf,
 }
 
@@ -1261,30 +1388,6 @@ impl std::fmt::Debug for Readiness {
     }
 }
 
-/// A container to start when the feature `containers` is on and Docker answers.
-#[derive(Debug, Clone, Copy)]
-pub struct ContainerSpec {
-    pub image: &'static str,
-    /// Pinned; never `latest`.
-    pub tag: &'static str,
-    /// The port the server listens on inside the container.
-    pub port: u16,
-    /// Further ports to publish (Qdrant's REST port next to its gRPC port).
-    pub extra_ports: &'static [u16],
-    /// Environment of the container (`POSTGRES_PASSWORD`…).
-    pub env: &'static [(&'static str, &'static str)],
-    /// The URL of the started server from the host and the mapped ports: `port`'s first, then
-    /// `extra_ports`' in order.
-    pub url: fn(host: &str, ports: &[u16]) -> String,
-}
-
-impl ContainerSpec {
-    /// `image:tag`, as `docker run` takes it.
-    pub fn reference(&self) -> String {
-        format!("{}:{}", self.image, self.tag)
-    }
-}
-
 /// How to find or start one kind of server. Driver issues fill one in per backend:
 ///
 /// ```
@@ -1298,6 +1401,7 @@ impl ContainerSpec {
 ///         "--dir".into(), env.dir.clone().into_os_string(),
 ///         "--save".into(), "".into(),
 ///     ],
+///     extra_ports: 0,
 ///     readiness: Readiness::TcpAccept,
 ///     url: |env| format!("redis://127.0.0.1:{}/0", env.port),
 ///     startup_timeout: std::time::Duration::from_secs(30),
@@ -1313,30 +1417,36 @@ pub struct ServerSpec {
     pub binary: &'static str,
     /// The command-line arguments for a port and data directory.
     pub args: fn(&ServerEnv) -> Vec<OsString>,
+    /// How many more free ports the server needs ([`ServerEnv::extra_ports`]).
+    pub extra_ports: usize,
     pub readiness: Readiness,
-    /// The URL of the started local server.
+    /// The URL of the started server, local or in a container (both listen on `127.0.0.1`).
     pub url: fn(&ServerEnv) -> String,
     /// How long the server may take to become ready (generous: CI machines are small).
     pub startup_timeout: Duration,
+    /// The image of the container tier, if the backend has one.
     pub container: Option<ContainerSpec>,
 }
 
 impl ServerSpec {
     /// `AIMON_TEST_<BACKEND>_URL`, upper-cased with `-`/`+` as `_`.
     pub fn env_var(&self) -> String {
-        let name: String = self
-            .backend
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("AIMON_TEST_{name}_URL")
+        format!("AIMON_TEST_{}_URL", env_name(self.backend))
     }
+}
+
+/// A backend name as part of an environment variable: upper case, `_` for anything else.
+fn env_name(backend: &str) -> String {
+    backend
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Where a server came from.
@@ -1380,6 +1490,9 @@ pub async fn resolve_server(spec: &'static ServerSpec) -> Resolution {
 }
 
 fn resolve_blocking(spec: &'static ServerSpec) -> Resolution {
+    if via_containers(spec.backend) {
+        return start_in_container(spec).map(Arc::new);
+    }
     let var = spec.env_var();
     if let Ok(url) = std::env::var(&var)
         && !url.trim().is_empty()
@@ -1405,14 +1518,24 @@ fn resolve_blocking(spec: &'static ServerSpec) -> Resolution {
             Err(e) => reasons.push(format!("`{}` did not start: {e}", binary.display())),
         },
     }
-    match spec.container {
-        None => reasons.push("no container image is specified".to_owned()),
-        Some(container) => match start_container(spec.backend, &container) {
-            Ok(server) => return Ok(Arc::new(server)),
-            Err(e) => reasons.push(e),
-        },
+    match start_in_container(spec) {
+        Ok(server) => return Ok(Arc::new(server)),
+        Err(e) => reasons.push(e),
     }
     Err(reasons.join("; "))
+}
+
+/// Step 3: `spec`'s server in its container image ([`containers::start`]).
+fn start_in_container(spec: &'static ServerSpec) -> std::result::Result<Server, String> {
+    let image = spec
+        .container
+        .ok_or_else(|| format!("{} has no container image", spec.backend))?;
+    let (env, container) = containers::start(spec, &image)?;
+    Ok(Server {
+        url: (spec.url)(&env),
+        source: ServerSource::Container,
+        _guard: Some(Box::new(container)),
+    })
 }
 
 /// `name` if it is a path to a file, else the first match on `PATH`.
@@ -1437,23 +1560,13 @@ pub fn port_accepts(port: u16) -> bool {
 }
 
 /// A server binary run as a foreground child process on a free port in its own temporary
-/// directory — directly ([`LocalServer::start`]) or as a foreground `docker run` with host
-/// networking ([`LocalServer::start_in_container`]). Dropping it removes the container if any,
-/// kills the process and waits for it, then removes the directory.
+/// directory. Dropping it kills the process and waits for it, then removes the directory.
 #[derive(Debug)]
 pub struct LocalServer {
     pub url: String,
     pub env: ServerEnv,
     child: Option<Child>,
-    container: Option<RunningContainer>,
     _dir: tempfile::TempDir,
-}
-
-/// The container a [`LocalServer`] runs in: removed with `docker rm -f` when the server stops.
-#[derive(Debug)]
-struct RunningContainer {
-    docker: PathBuf,
-    name: String,
 }
 
 impl LocalServer {
@@ -1463,60 +1576,27 @@ impl LocalServer {
         Self::launch(spec, |env| {
             let mut command = Command::new(binary);
             command.args((spec.args)(env));
-            (command, None)
+            command
         })
     }
 
-    /// Starts `spec`'s server (`spec.binary` with `spec.args`, exactly as [`LocalServer::start`])
-    /// inside `image`, as a foreground child run by the Docker CLI `docker`:
-    ///
-    /// ```text
-    /// docker run --rm --name UNIQUE --network host -v DIR:DIR -w DIR [--user UID:GID] IMAGE BINARY ARGS…
-    /// ```
-    ///
-    /// With host networking the server listens on the host's free port and the addresses it
-    /// announces (cluster bus, replicas found by a Sentinel) are the host's, as with a local
-    /// binary; that needs a Docker engine on this Linux host. `--user` is the temporary
-    /// directory's owner, so the files stay the host user's. `image` is pulled first, so
-    /// `spec.startup_timeout` does not include the download.
-    pub fn start_in_container(
-        spec: &ServerSpec,
-        docker: &Path,
-        image: &ContainerSpec,
-    ) -> std::result::Result<Self, String> {
-        ensure_image(docker, &image.reference())?;
-        Self::launch(spec, |env| {
-            let name = container_name(spec.backend);
-            let mut command = Command::new(docker);
-            command.args(docker_run_args(
-                &name,
-                &image.reference(),
-                env,
-                dir_owner(&env.dir).as_deref(),
-                spec.binary,
-                (spec.args)(env),
-            ));
-            let container = RunningContainer {
-                docker: docker.to_path_buf(),
-                name,
-            };
-            (command, Some(container))
-        })
-    }
-
-    /// Creates the directory and port, spawns the command `command` builds for them (logging to
-    /// `server.log` there) and waits for readiness.
+    /// Creates the directory and ports, spawns the command `command` builds for them (logging
+    /// to `server.log` there) and waits for readiness.
     fn launch(
         spec: &ServerSpec,
-        command: impl FnOnce(&ServerEnv) -> (Command, Option<RunningContainer>),
+        command: impl FnOnce(&ServerEnv) -> Command,
     ) -> std::result::Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("aimon-{}-", spec.backend))
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let no_port = |e: std::io::Error| format!("no free port: {e}");
         let env = ServerEnv {
-            port,
+            port: free_port().map_err(no_port)?,
+            extra_ports: (0..spec.extra_ports)
+                .map(|_| free_port())
+                .collect::<std::io::Result<_>>()
+                .map_err(no_port)?,
             dir: dir.path().to_path_buf(),
         };
         let log = std::fs::File::create(dir.path().join("server.log"))
@@ -1524,8 +1604,7 @@ impl LocalServer {
         let log_err = log
             .try_clone()
             .map_err(|e| format!("cannot create the server log: {e}"))?;
-        let (mut command, container) = command(&env);
-        let child = command
+        let child = command(&env)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log)
@@ -1536,7 +1615,6 @@ impl LocalServer {
             url: (spec.url)(&env),
             env,
             child: Some(child),
-            container,
             _dir: dir,
         };
         let deadline = Instant::now() + spec.startup_timeout;
@@ -1567,18 +1645,9 @@ impl LocalServer {
         }
     }
 
-    /// The process id of the server (of the `docker run` client for a container).
+    /// The process id of the server.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
-    }
-
-    /// [`ServerSource::Container`] for a server started in a container, else
-    /// [`ServerSource::LocalBinary`].
-    pub fn source(&self) -> ServerSource {
-        match self.container {
-            Some(_) => ServerSource::Container,
-            None => ServerSource::LocalBinary,
-        }
     }
 
     fn log_tail(&self) -> String {
@@ -1587,43 +1656,18 @@ impl LocalServer {
         tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
 
-    /// The server plus a watchdog that kills it (`docker rm -f`s its container) when this test
-    /// process exits: a server shared through a `static` is never dropped, so without the
-    /// watchdog it would outlive the tests.
+    /// The server plus a watchdog that kills it when this test process exits: a server shared
+    /// through a `static` is never dropped, so without the watchdog it would outlive the tests.
     pub fn watched(self) -> (Self, Option<Watchdog>) {
-        let on_exit = match &self.container {
-            Some(container) => Some(docker_rm_command(container)),
-            None => self.pid().map(|pid| format!("kill {pid} 2>/dev/null")),
-        };
-        let watchdog = on_exit.and_then(|command| Watchdog::spawn(&command).ok());
+        let watchdog = self
+            .pid()
+            .and_then(|pid| Watchdog::spawn(&format!("kill {pid} 2>/dev/null")).ok());
         (self, watchdog)
     }
 }
 
-/// The shell command that removes `container` (stopping it), quietly.
-fn docker_rm_command(container: &RunningContainer) -> String {
-    format!(
-        "'{}' rm -f {} >/dev/null 2>&1",
-        container
-            .docker
-            .display()
-            .to_string()
-            .replace('\'', r"'\''"),
-        container.name
-    )
-}
-
 impl Drop for LocalServer {
     fn drop(&mut self) {
-        // Killing the `docker run` client would leave the container running: remove it first.
-        if let Some(container) = self.container.take() {
-            let _ = Command::new(&container.docker)
-                .args(["rm", "-f", &container.name])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -1656,205 +1700,6 @@ impl Drop for Watchdog {
         // Closing the pipe runs the command now; wait so no zombie is left.
         drop(self.child.stdin.take());
         let _ = self.child.wait();
-    }
-}
-
-/// Step 3: a container, with the feature `containers`. It runs the image with the Docker CLI
-/// (`docker run --rm -p 127.0.0.1::PORT image:tag`), reads the mapped port, waits until it
-/// accepts connections and removes the container when the test process exits.
-#[cfg(feature = "containers")]
-fn start_container(backend: &str, spec: &ContainerSpec) -> std::result::Result<Server, String> {
-    let docker = docker_engine()?;
-    let name = container_name(backend);
-    let mut run = Command::new(&docker);
-    run.args(["run", "-d", "--rm", "--name", &name]);
-    let inside: Vec<u16> = std::iter::once(spec.port)
-        .chain(spec.extra_ports.iter().copied())
-        .collect();
-    for port in &inside {
-        run.arg("-p").arg(format!("127.0.0.1::{port}"));
-    }
-    for (key, value) in spec.env {
-        run.arg("-e").arg(format!("{key}={value}"));
-    }
-    let out = run
-        .arg(spec.reference())
-        .output()
-        .map_err(|e| format!("docker run: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "docker run {}:{} failed: {}",
-            spec.image,
-            spec.tag,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let watchdog = Watchdog::spawn(&format!("docker rm -f {name} >/dev/null 2>&1"))
-        .map_err(|e| format!("cannot start the container watchdog: {e}"))?;
-    let mut ports = Vec::with_capacity(inside.len());
-    for port in &inside {
-        let port_out = Command::new(&docker)
-            .args(["port", &name, &port.to_string()])
-            .output()
-            .map_err(|e| format!("docker port: {e}"))?;
-        let mapped = String::from_utf8_lossy(&port_out.stdout);
-        ports.push(
-            mapped
-                .lines()
-                .next()
-                .and_then(|l| l.rsplit(':').next())
-                .and_then(|p| p.trim().parse::<u16>().ok())
-                .ok_or_else(|| format!("cannot read the mapped port from {mapped:?}"))?,
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ports.iter().all(|p| port_accepts(*p)) {
-        if Instant::now() > deadline {
-            return Err(format!("container {name} not ready after 120 s"));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    Ok(Server {
-        url: (spec.url)("127.0.0.1", &ports),
-        source: ServerSource::Container,
-        _guard: Some(Box::new(watchdog)),
-    })
-}
-
-#[cfg(not(feature = "containers"))]
-fn start_container(_backend: &str, spec: &ContainerSpec) -> std::result::Result<Server, String> {
-    Err(format!(
-        "containers are off (build with `--features containers` to run {}:{})",
-        spec.image, spec.tag
-    ))
-}
-
-/// The Docker CLI, once `docker info` shows that a Docker engine answers (probed once per test
-/// binary).
-#[cfg(feature = "containers")]
-fn docker_engine() -> std::result::Result<PathBuf, String> {
-    static ENGINE: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            let docker = find_binary("docker").ok_or("no `docker` binary on PATH")?;
-            let probe = Command::new(&docker)
-                .args(["info", "--format", "{{.ServerVersion}}"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map_err(|e| format!("docker: {e}"))?;
-            if !probe.success() {
-                return Err("no Docker engine answers (`docker info` failed)".to_owned());
-            }
-            Ok(docker)
-        })
-        .clone()
-}
-
-/// Without the feature `containers`, Docker is never tried.
-#[cfg(not(feature = "containers"))]
-fn docker_engine() -> std::result::Result<PathBuf, String> {
-    Err("containers are off (build with `--features containers`)".to_owned())
-}
-
-/// [`docker_engine`], for containers with host networking (`--network host`), which only a
-/// Docker engine on Linux gives: elsewhere (Docker Desktop) the "host" is a VM.
-fn host_network_docker() -> std::result::Result<PathBuf, String> {
-    let docker = docker_engine()?;
-    if !cfg!(target_os = "linux") {
-        return Err("containers with host networking need a Linux host".to_owned());
-    }
-    Ok(docker)
-}
-
-/// Pulls `reference` (`image:tag`) unless it is present already.
-fn ensure_image(docker: &Path, reference: &str) -> std::result::Result<(), String> {
-    let present = Command::new(docker)
-        .args(["image", "inspect", reference])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if present {
-        return Ok(());
-    }
-    let out = Command::new(docker)
-        .args(["pull", reference])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("docker pull: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "docker pull {reference} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
-}
-
-/// A container name no other container of this machine has.
-fn container_name(backend: &str) -> String {
-    unique_namespace(backend).replace('_', "-")
-}
-
-/// The `docker` arguments that run `program args…` in `image` like a local server in `env`:
-/// host networking (so `env.port` and the addresses the server announces are the host's), the
-/// server's temporary directory mounted at the same path and used as working directory, and, if
-/// known, the directory owner's `uid:gid` (files stay the host user's, and the Redis image's
-/// entrypoint does not `chown` the directory).
-fn docker_run_args(
-    name: &str,
-    image: &str,
-    env: &ServerEnv,
-    user: Option<&str>,
-    program: &str,
-    args: Vec<OsString>,
-) -> Vec<OsString> {
-    let mut volume = env.dir.clone().into_os_string();
-    volume.push(":");
-    volume.push(&env.dir);
-    let mut out: Vec<OsString> = ["run", "--rm", "--name", name, "--network", "host", "-v"]
-        .map(OsString::from)
-        .into();
-    out.push(volume);
-    out.push("-w".into());
-    out.push(env.dir.clone().into_os_string());
-    if let Some(user) = user {
-        out.extend(["--user", user].map(OsString::from));
-    }
-    out.push(image.into());
-    out.push(program.into());
-    out.extend(args);
-    out
-}
-
-/// The `docker` arguments that run `redis-cli` from `image` on the host's network; the
-/// `redis-cli` arguments follow.
-fn docker_redis_cli_args(image: &ContainerSpec) -> Vec<String> {
-    vec![
-        "run".to_owned(),
-        "--rm".to_owned(),
-        "--network".to_owned(),
-        "host".to_owned(),
-        image.reference(),
-        "redis-cli".to_owned(),
-    ]
-}
-
-/// `uid:gid` of `dir`'s owner, to run a container as (Unix only).
-fn dir_owner(dir: &Path) -> Option<String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt as _;
-        let meta = std::fs::metadata(dir).ok()?;
-        Some(format!("{}:{}", meta.uid(), meta.gid()))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        None
     }
 }
 
@@ -1914,6 +1759,7 @@ mod tests {
             backend: "redis-cluster",
             binary: "redis-server",
             args: |_| Vec::new(),
+            extra_ports: 0,
             readiness: Readiness::TcpAccept,
             url: |env| format!("redis://127.0.0.1:{}", env.port),
             startup_timeout: Duration::from_secs(1),
@@ -1931,6 +1777,7 @@ mod tests {
             binary: "sh",
             // A "server" that never listens: readiness comes from the probe instead.
             args: |_| vec!["-c".into(), "sleep 60".into()],
+            extra_ports: 1,
             readiness: Readiness::Probe(|env| env.dir.exists()),
             url: |env| format!("fake://127.0.0.1:{}", env.port),
             startup_timeout: Duration::from_secs(10),
@@ -1952,169 +1799,123 @@ mod tests {
         assert!(find_binary("surely-no-such-server-binary").is_none());
     }
 
-    /// The command line a container node runs: the local arguments, unchanged, after the image.
-    #[test]
-    fn container_nodes_run_the_local_command_line_with_host_networking() {
-        let env = ServerEnv {
-            port: 7001,
-            dir: PathBuf::from("/tmp/aimon-redis-cluster-x"),
-        };
-        let args = docker_run_args(
-            "t-rediscl-1",
-            &REDIS_CONTAINER.reference(),
-            &env,
-            Some("1000:1000"),
-            REDIS_CLUSTER_NODE.binary,
-            (REDIS_CLUSTER_NODE.args)(&env),
-        );
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let dir = "/tmp/aimon-redis-cluster-x";
-        let expected = [
-            "run",
-            "--rm",
-            "--name",
-            "t-rediscl-1",
-            "--network",
-            "host",
-            "-v",
-            &format!("{dir}:{dir}"),
-            "-w",
-            dir,
-            "--user",
-            "1000:1000",
-            "redis:7.4.1",
-            "redis-server",
-            "--port",
-            "7001",
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            dir,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-        ];
-        assert_eq!(args, expected);
-
-        // The Sentinel runs through the image's `sh`, like the local one; no user, no `--user`.
-        let args = docker_run_args(
-            "t-redissen-1",
-            &REDIS_CONTAINER.reference(),
-            &env,
-            None,
-            REDIS_SENTINEL_NODE.binary,
-            (REDIS_SENTINEL_NODE.args)(&env),
-        );
-        let tail: Vec<String> = args[10..]
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(tail[..3], ["redis:7.4.1", "sh", "-c"]);
-        assert!(tail[3].ends_with("--sentinel --port 7001 --bind 127.0.0.1"));
-        assert!(!args.iter().any(|a| a == "--user"));
-    }
-
-    #[test]
-    fn redis_cli_runs_from_the_same_image() {
-        assert_eq!(
-            docker_redis_cli_args(&REDIS_CONTAINER),
-            [
-                "run",
-                "--rm",
-                "--network",
-                "host",
-                "redis:7.4.1",
-                "redis-cli"
-            ]
-        );
-    }
-
     /// One pinned image for the standalone container and every topology node.
     #[test]
     fn redis_image_is_pinned_once() {
         for spec in [REDIS, REDIS_CLUSTER_NODE, REDIS_SENTINEL_NODE] {
             let image = spec.container.expect("a container image");
-            assert_eq!(
-                image.reference(),
-                REDIS_CONTAINER.reference(),
-                "{}",
-                spec.backend
-            );
+            assert_eq!(image.image, REDIS_CONTAINER.image, "{}", spec.backend);
+            assert_eq!(image.image_var(), "AIMON_TEST_REDIS_IMAGE");
         }
-        assert_ne!(REDIS_CONTAINER.tag, "latest");
+        assert_eq!(
+            containers::split_reference(REDIS_CONTAINER.image),
+            Ok(("redis", "7.4.1"))
+        );
     }
 
-    /// Qdrant needs two ports: gRPC for the driver, REST for snapshots. Both reach the URL,
-    /// from a container's mapped ports and from a local server's config.
+    /// Qdrant needs two ports: gRPC for the driver, REST for snapshots. Both reach the URL, from
+    /// a local server's config and from a container's environment.
     #[test]
-    fn qdrant_servers_publish_grpc_and_rest() {
-        assert_ne!(QDRANT_CONTAINER.tag, "latest");
-        assert_eq!(QDRANT_CONTAINER.reference(), "qdrant/qdrant:v1.19.0");
-        assert_eq!(
-            (QDRANT_CONTAINER.url)("127.0.0.1", &[40001, 40002]),
-            "qdrant://127.0.0.1:40001?rest_port=40002"
-        );
+    fn qdrant_servers_listen_on_grpc_and_rest() {
+        assert_eq!(QDRANT_CONTAINER.image, "qdrant/qdrant:v1.19.0");
         let dir = tempfile::tempdir().unwrap();
         let env = ServerEnv {
             port: 40003,
+            extra_ports: vec![40004],
             dir: dir.path().to_path_buf(),
         };
         let args = (QDRANT.args)(&env);
         assert_eq!(args[0], "--config-path");
         let config = std::fs::read_to_string(&args[1]).unwrap();
-        let rest = std::fs::read_to_string(dir.path().join("rest.port")).unwrap();
         assert!(config.contains("grpc_port: 40003"), "{config}");
-        assert!(config.contains(&format!("http_port: {rest}")), "{config}");
+        assert!(config.contains("http_port: 40004"), "{config}");
         assert!(config.contains(&format!("{}/storage", dir.path().display())));
         assert_eq!(
             (QDRANT.url)(&env),
-            format!("qdrant://127.0.0.1:40003?rest_port={rest}")
+            "qdrant://127.0.0.1:40003?rest_port=40004"
         );
+        let vars = (QDRANT_CONTAINER.env)(&env);
+        for expected in [
+            ("QDRANT__SERVICE__HOST", "127.0.0.1"),
+            ("QDRANT__SERVICE__GRPC_PORT", "40003"),
+            ("QDRANT__SERVICE__HTTP_PORT", "40004"),
+        ] {
+            assert!(
+                vars.iter()
+                    .any(|(k, v)| (k.as_str(), v.as_str()) == expected),
+                "{vars:?}"
+            );
+        }
         // The URL parses as the driver's configuration.
         StorageConfig::from_url("q", (QDRANT.url)(&env)).unwrap();
+    }
+
+    /// A container listens where a local server would: 127.0.0.1, the fixture's ports.
+    #[test]
+    fn containers_listen_on_the_loopback_ports_of_the_fixture() {
+        let env = ServerEnv {
+            port: 41001,
+            extra_ports: vec![41002],
+            dir: PathBuf::from(containers::CONTAINER_DIR),
+        };
+        let postgres = POSTGRES_CONTAINER.command_for(&POSTGRES, &env);
+        assert_eq!(
+            postgres[..4],
+            ["-p", "41001", "-c", "listen_addresses=127.0.0.1"]
+        );
+        let influx = (INFLUXDB_CONTAINER.env)(&env);
+        for expected in [
+            ("INFLUXDB_HTTP_BIND_ADDRESS", "127.0.0.1:41001"),
+            ("INFLUXDB_BIND_ADDRESS", "127.0.0.1:41002"),
+            ("INFLUXDB_DATA_DIR", "/tmp/data"),
+        ] {
+            assert!(
+                influx
+                    .iter()
+                    .any(|(k, v)| (k.as_str(), v.as_str()) == expected),
+                "{influx:?}"
+            );
+        }
+        assert_eq!(
+            (INFLUXDB.url)(&env),
+            "influxdb://127.0.0.1:41001/aimon?backup_address=127.0.0.1:41002"
+        );
+        let vm = VICTORIA_METRICS.container.unwrap();
+        assert_eq!(
+            vm.command_for(&VICTORIA_METRICS, &env)[0],
+            "-httpListenAddr=127.0.0.1:41001"
+        );
+        let sentinel = REDIS_CONTAINER.command_for(&REDIS_SENTINEL_NODE, &env);
+        assert_eq!(sentinel[..2], ["sh", "-c"]);
+        assert!(sentinel[2].starts_with("cd '/tmp' && "), "{sentinel:?}");
+        assert!(sentinel[2].ends_with("--sentinel --port 41001 --bind 127.0.0.1"));
+    }
+
+    #[test]
+    fn via_names_the_backends_that_run_in_containers() {
+        assert_eq!(via_in(None, "redis"), Ok(false));
+        assert_eq!(via_in(Some(" "), "redis"), Ok(false));
+        assert_eq!(via_in(Some("containers"), "qdrant"), Ok(true));
+        assert_eq!(
+            via_in(Some("containers:redis,postgres"), "postgres"),
+            Ok(true)
+        );
+        assert_eq!(
+            via_in(Some("containers:redis,postgres"), "influxdb"),
+            Ok(false)
+        );
+        assert!(via_in(Some("container"), "redis").is_err());
+        assert!(via_in(Some("docker:redis"), "redis").is_err());
     }
 
     #[cfg(feature = "redis")]
     #[test]
     fn topology_nodes_prefer_local_binaries_then_containers() {
-        let local = NodeLauncher::choose_with(
-            |name| Some(PathBuf::from(format!("/usr/bin/{name}"))),
-            || panic!("Docker is not probed when the binaries exist"),
-        );
-        assert!(matches!(local, Ok(NodeLauncher::Local)));
-        let container =
-            NodeLauncher::choose_with(|_| None, || Ok(PathBuf::from("/usr/bin/docker")));
-        assert!(
-            matches!(&container, Ok(NodeLauncher::Container(d)) if d == Path::new("/usr/bin/docker"))
-        );
-        assert_eq!(container.unwrap().source(), ServerSource::Container);
-        // Neither: the reason names both what is missing and why Docker cannot stand in.
-        let neither = NodeLauncher::choose_with(
-            |_| None,
-            || Err("no Docker engine answers (`docker info` failed)".to_owned()),
-        );
-        assert_eq!(
-            neither.unwrap_err(),
-            "no `redis-server` binary on PATH, and cannot run redis:7.4.1 instead: \
-             no Docker engine answers (`docker info` failed)"
-        );
-    }
-
-    #[cfg(not(feature = "containers"))]
-    #[test]
-    fn without_the_feature_docker_is_never_tried() {
-        assert_eq!(
-            host_network_docker().unwrap_err(),
-            "containers are off (build with `--features containers`)"
-        );
+        use NodeLauncher::{Container, Local};
+        assert_eq!(NodeLauncher::choose_with(false, true), Local);
+        assert_eq!(NodeLauncher::choose_with(false, false), Container);
+        assert_eq!(NodeLauncher::choose_with(true, true), Container);
+        assert_eq!(Container.source(), ServerSource::Container);
     }
 
     #[test]

@@ -38,10 +38,11 @@ fn min_durability_follows_the_servers_settings() {
         };
         let server = tokio::task::spawn_blocking(move || {
             PrivateServer::start(
-                "redis",
+                &fixtures::ServerSpec {
+                    args: durable_redis_args,
+                    ..fixtures::REDIS
+                },
                 &binary,
-                durable_redis_args,
-                fixtures::Readiness::TcpAccept,
             )
         })
         .await
