@@ -242,11 +242,48 @@ fn client_error(e: qdrant_client::QdrantError) -> Error {
     Error::new(client_error_kind(&e), format!("qdrant: {e}"))
 }
 
+/// Parts of the messages of Qdrant's `Internal` answers that say a node or a replica could not
+/// be reached, rather than that something is broken: retrying may help, so they are
+/// `Unavailable`. Qdrant (1.x, `lib/collection/src/shards/replica_set/update.rs` and the
+/// transport channel pool) answers a write it could not apply on `write_consistency_factor`
+/// replicas with gRPC `Internal` ("Service internal error: …") carrying one of these:
+/// - "Failed to apply operation to at least one `Active` replica. Consistency of this update is
+///   not guaranteed. Please retry." and "Some replica of shard N failed to apply operation and
+///   deactivation timed out … Consistency of this update is not guaranteed. Please retry.";
+/// - "The replica set for shard N on peer P has no active replica";
+/// - "Failed to apply update with … ordering via leader peer P: …";
+/// - fewer replicas than the factor answered: the first replica's failure, which for a node
+///   that is down is its connection error ("Failed to connect to …", "Peer … is not available")
+///   or its `Unavailable` status wrapped as text ("Tonic status error: …" with the code's name
+///   or, from tonic 0.13 on, its description).
+///
+/// qdrant-client itself answers a server it cannot connect to with `Internal` "Failed to
+/// connect to …" too.
+const UNAVAILABLE_MARKERS: [&str; 7] = [
+    "Consistency of this update is not guaranteed",
+    "has no active replica",
+    "via leader peer",
+    "Failed to connect to",
+    "status: Unavailable",
+    "The service is currently unavailable",
+    "Shard temporarily unavailable",
+];
+
+/// Whether an `Internal` answer's message is one of [`UNAVAILABLE_MARKERS`] (or "Peer … is not
+/// available").
+fn internal_means_unavailable(message: &str) -> bool {
+    UNAVAILABLE_MARKERS.iter().any(|m| message.contains(m))
+        || (message.contains("Peer ") && message.contains(" is not available"))
+}
+
 fn client_error_kind(e: &qdrant_client::QdrantError) -> ErrorKind {
     use qdrant_client::QdrantError as E;
     match e {
         E::ResponseError { status } => match status.code() {
             tonic::Code::Unavailable => ErrorKind::Unavailable,
+            tonic::Code::Internal if internal_means_unavailable(status.message()) => {
+                ErrorKind::Unavailable
+            }
             // The client's own timeout arrives as `Cancelled`.
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ErrorKind::Timeout,
             tonic::Code::Aborted => ErrorKind::Unavailable,
@@ -724,6 +761,76 @@ impl Engine for ServerEngine {
 mod tests {
     use super::*;
     use crate::payload::field;
+
+    fn response(code: tonic::Code, message: &str) -> qdrant_client::QdrantError {
+        qdrant_client::QdrantError::from(tonic::Status::new(code, message))
+    }
+
+    #[test]
+    fn a_write_the_cluster_cannot_replicate_is_a_retryable_unavailable() {
+        // The answers Qdrant gives when fewer replicas than write_consistency_factor applied a
+        // write (`Internal`, "Service internal error: …", as its gRPC layer formats them).
+        for message in [
+            "Service internal error: Failed to apply operation to at least one `Active` replica. \
+             Consistency of this update is not guaranteed. Please retry. Failed peer: 2, error: \
+             Service internal error: Tonic status error: status: Unavailable, message: \"Failed \
+             to connect to http://node-2:6335/\"",
+            "Service internal error: Some replica of shard 0 failed to apply operation and \
+             deactivation timed out after 30s. Consistency of this update is not guaranteed. \
+             Please retry.",
+            "Service internal error: The replica set for shard 1 on peer 3 has no active replica",
+            "Service internal error: Failed to apply update with Weak ordering via leader peer 2: \
+             Service internal error: timeout",
+            "Service internal error: Tonic status error: status: Unavailable, message: \"Peer \
+             http://node-3:6335/ is not available\"",
+            "Service internal error: Tonic status error: code: 'The service is currently \
+             unavailable', message: \"Failed to connect to http://node-3:6335/, error: \
+             transport error\"",
+            // qdrant-client's own answer for a server it cannot connect to.
+            "Failed to connect to http://127.0.0.1:1/: tonic::transport::Error(Transport, \
+             ConnectError(\"tcp connect error\", Os { code: 111, kind: ConnectionRefused }))",
+        ] {
+            let err = client_error(response(tonic::Code::Internal, message));
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{message}");
+            assert!(err.is_retryable(), "{message}");
+        }
+        let err = client_error(response(
+            tonic::Code::Unavailable,
+            "Shard temporarily unavailable: shard 0 is being transferred",
+        ));
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn other_internal_errors_stay_backend_errors() {
+        for message in [
+            "Service internal error: File IO error: No space left on device (os error 28)",
+            "Service internal error: Out of memory, free: 0",
+            "Failed to create TLS config: invalid certificate",
+        ] {
+            let err = client_error(response(tonic::Code::Internal, message));
+            assert_eq!(err.kind(), ErrorKind::Backend, "{message}");
+            assert!(!err.is_retryable(), "{message}");
+        }
+    }
+
+    #[test]
+    fn grpc_codes_map_to_error_kinds() {
+        for (code, kind) in [
+            (tonic::Code::Unavailable, ErrorKind::Unavailable),
+            (tonic::Code::Aborted, ErrorKind::Unavailable),
+            (tonic::Code::DeadlineExceeded, ErrorKind::Timeout),
+            (tonic::Code::Cancelled, ErrorKind::Timeout),
+            (tonic::Code::NotFound, ErrorKind::NotFound),
+            (tonic::Code::AlreadyExists, ErrorKind::Conflict),
+            (tonic::Code::InvalidArgument, ErrorKind::InvalidInput),
+            (tonic::Code::Unauthenticated, ErrorKind::ConfigInvalid),
+            (tonic::Code::PermissionDenied, ErrorKind::ConfigInvalid),
+            (tonic::Code::DataLoss, ErrorKind::Backend),
+        ] {
+            assert_eq!(client_error(response(code, "x")).kind(), kind, "{code:?}");
+        }
+    }
 
     #[test]
     fn collections_are_named_per_prefix_and_kind() {
