@@ -5,7 +5,7 @@
 //! | mode | URL | feature | verified |
 //! |---|---|---|---|
 //! | embedded engine (`qdrant-edge` =0.7.2, in-process, no server) | `qdrant-edge:///path` | `qdrant-edge` | the whole conformance suite and the similarity checks, in CI (`integration-tests/tests/qdrant_edge.rs`) |
-//! | server (`qdrant-client` 1.20, gRPC; REST for snapshots) | `qdrant://host:6334[?tls=true][&api_key=…][&rest_port=6333]` | `qdrant` (default) | compiles; request building (collections, indexes, filters, ids, chunking, snapshot manifests and REST URLs) is unit-tested here; the suites run against a server only where `AIMON_TEST_QDRANT_URL` is set or the test fixtures can start a `qdrant` binary or the pinned `qdrant/qdrant` container |
+//! | server (`qdrant-client` 1.20, gRPC; REST for snapshots) | `qdrant://host:6334[?tls=true][&api_key=…][&rest_port=6333][&shard_number=…][&replication_factor=…][&write_consistency_factor=…][&on_disk_payload=…]` | `qdrant` (default) | compiles; request building (collections, indexes, filters, ids, chunking, snapshot manifests and REST URLs) is unit-tested here; the suites run against a server only where `AIMON_TEST_QDRANT_URL` is set or the test fixtures can start a `qdrant` binary or the pinned `qdrant/qdrant` container |
 //!
 //! ```no_run
 //! # async fn demo() -> aimon_core::Result<()> {
@@ -28,6 +28,17 @@
 //! whose own embedding has another dimension is stored with zeros and never ranks); series and
 //! samples carry a constant 1-dimensional vector. Every filtered payload field has a payload
 //! index; the payload layout is in [`payload`].
+//!
+//! ## On a cluster
+//! `shard_number`, `replication_factor`, `write_consistency_factor` and `on_disk_payload`
+//! (URL parameters or options, checked when the configuration is parsed: counts at least 1,
+//! `write_consistency_factor` at most `replication_factor`) are applied when aimon creates its
+//! collections; an existing collection keeps its layout, with a warning when it differs.
+//! `stats` reports each collection's real layout. What each option costs is in
+//! [`config`](config#collection-options-a-qdrant-cluster). A write that fewer replicas than
+//! `write_consistency_factor` applied fails with a retryable `Unavailable` (Qdrant answers it
+//! with gRPC `Internal`; the server module recognises its messages); the replicas that did
+//! apply it keep it, so retrying the batch completes it as an overwrite.
 //!
 //! ## Ids
 //! Qdrant accepts only integers and UUIDs as point ids: a point's id is the UUIDv5 of its kind

@@ -26,7 +26,7 @@ use qdrant_client::qdrant::{
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::config::QdrantMode;
+use crate::config::{CollectionOptions, QdrantMode};
 use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point, ScrollPage};
 use crate::filter::{Condition, FilterIr, float_bounds};
 use crate::payload::{IndexKind, indexes};
@@ -88,11 +88,90 @@ pub fn collection_name(prefix: &str, collection: Collection) -> String {
 }
 
 /// The request creating a collection: one unnamed dense vector, dot product (vectors are stored
-/// at unit length, so it is the cosine).
-pub fn create_collection_request(name: &str, dimension: usize) -> CreateCollection {
-    CreateCollectionBuilder::new(name)
-        .vectors_config(VectorParamsBuilder::new(dimension as u64, Distance::Dot))
-        .build()
+/// at unit length, so it is the cosine), and the cluster layout `options` sets (what it leaves
+/// unset is the server's default).
+pub fn create_collection_request(
+    name: &str,
+    dimension: usize,
+    options: &CollectionOptions,
+) -> CreateCollection {
+    let mut builder = CreateCollectionBuilder::new(name)
+        .vectors_config(VectorParamsBuilder::new(dimension as u64, Distance::Dot));
+    if let Some(n) = options.shard_number {
+        builder = builder.shard_number(n);
+    }
+    if let Some(n) = options.replication_factor {
+        builder = builder.replication_factor(n);
+    }
+    if let Some(n) = options.write_consistency_factor {
+        builder = builder.write_consistency_factor(n);
+    }
+    if let Some(on_disk) = options.on_disk_payload {
+        // The deprecated flag rather than `payload.memory` (1.19+): servers before 1.19 ignore
+        // the new field, and newer ones map the flag to `cold` / `cached` themselves.
+        builder = builder.on_disk_payload(on_disk);
+    }
+    builder.build()
+}
+
+/// The collection's layout as the server reports it (`CollectionInfo.config.params`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollectionLayout {
+    pub shard_number: u32,
+    /// `None` from a server too old to report it.
+    pub replication_factor: Option<u32>,
+    pub write_consistency_factor: Option<u32>,
+    pub on_disk_payload: bool,
+}
+
+impl CollectionLayout {
+    pub fn of(info: &CollectionInfo) -> Option<Self> {
+        let params = info.config.as_ref()?.params.as_ref()?;
+        #[allow(deprecated)] // Still reported; `payload.memory` is new in 1.19.
+        let on_disk_payload = params.on_disk_payload;
+        Some(CollectionLayout {
+            shard_number: params.shard_number,
+            replication_factor: params.replication_factor,
+            write_consistency_factor: params.write_consistency_factor,
+            on_disk_payload,
+        })
+    }
+
+    /// The options `requested` sets that this collection does not have, as
+    /// `option: requested (has actual)`.
+    pub fn differences(&self, requested: &CollectionOptions) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |key: &str, want: Option<String>, have: Option<String>| {
+            if let Some(want) = want
+                && Some(&want) != have.as_ref()
+            {
+                let have = have.unwrap_or_else(|| "unknown".to_owned());
+                out.push(format!("{key}: {want} (has {have})"));
+            }
+        };
+        let text = |n: Option<u32>| n.map(|n| n.to_string());
+        check(
+            "shard_number",
+            text(requested.shard_number),
+            Some(self.shard_number.to_string()),
+        );
+        check(
+            "replication_factor",
+            text(requested.replication_factor),
+            text(self.replication_factor),
+        );
+        check(
+            "write_consistency_factor",
+            text(requested.write_consistency_factor),
+            text(self.write_consistency_factor),
+        );
+        check(
+            "on_disk_payload",
+            requested.on_disk_payload.map(|b| b.to_string()),
+            Some(self.on_disk_payload.to_string()),
+        );
+        out
+    }
 }
 
 /// The payload index requests of a collection.
@@ -145,6 +224,30 @@ pub fn check_vector_size(name: &str, info: &CollectionInfo, dimension: usize) ->
              aimon; use another collection_prefix"
         ))),
     }
+}
+
+/// A collection's figures for `stats().extra`: its size and the layout it really has.
+pub fn collection_stats(name: &str, info: &CollectionInfo) -> Value {
+    let mut stats = json!({
+        "name": name,
+        "points": info.points_count,
+        "segments": info.segments_count,
+        "indexed_vectors": info.indexed_vectors_count,
+        "payload_indexes": info.payload_schema.len(),
+    });
+    if let (Some(layout), Some(map)) = (CollectionLayout::of(info), stats.as_object_mut()) {
+        map.insert("shard_number".into(), json!(layout.shard_number));
+        map.insert(
+            "replication_factor".into(),
+            json!(layout.replication_factor),
+        );
+        map.insert(
+            "write_consistency_factor".into(),
+            json!(layout.write_consistency_factor),
+        );
+        map.insert("on_disk_payload".into(), json!(layout.on_disk_payload));
+    }
+    stats
 }
 
 /// The client's filter for an IR; `None` for an empty one.
@@ -310,6 +413,8 @@ pub struct ServerEngine {
     endpoint: String,
     prefix: String,
     dimension: usize,
+    /// Applied when a collection is created.
+    collection_options: CollectionOptions,
 }
 
 impl std::fmt::Debug for ServerEngine {
@@ -317,6 +422,7 @@ impl std::fmt::Debug for ServerEngine {
         f.debug_struct("ServerEngine")
             .field("endpoint", &self.endpoint)
             .field("prefix", &self.prefix)
+            .field("collection_options", &self.collection_options)
             .finish_non_exhaustive()
     }
 }
@@ -371,6 +477,7 @@ impl ServerEngine {
             collection_prefix,
             timeout,
             snapshot_timeout,
+            collection_options,
         } = mode
         else {
             return Err(Error::config("not a qdrant:// configuration"));
@@ -391,6 +498,7 @@ impl ServerEngine {
             endpoint: endpoint.clone(),
             prefix: collection_prefix.clone(),
             dimension,
+            collection_options: *collection_options,
         };
         for c in Collection::ALL {
             engine.ensure_collection(c).await?;
@@ -398,8 +506,10 @@ impl ServerEngine {
         Ok(engine)
     }
 
-    /// Creates the collection when missing (another process creating it at the same time is
-    /// fine), checks its vector size and creates the payload indexes it lacks.
+    /// Creates the collection when missing with the configured [`CollectionOptions`] (another
+    /// process creating it at the same time is fine), checks its vector size and creates the
+    /// payload indexes it lacks. An existing collection keeps its layout: a difference from
+    /// the options is a warning, not an error (the data is there either way).
     async fn ensure_collection(&self, collection: Collection) -> Result<()> {
         let name = self.name(collection);
         let exists = self
@@ -408,7 +518,11 @@ impl ServerEngine {
             .await
             .map_err(client_error)?;
         if !exists {
-            let request = create_collection_request(&name, collection.dimension(self.dimension));
+            let request = create_collection_request(
+                &name,
+                collection.dimension(self.dimension),
+                &self.collection_options,
+            );
             match self.client.create_collection(request).await {
                 Ok(_) => {}
                 Err(e) if client_error_kind(&e) == ErrorKind::Conflict => {}
@@ -417,6 +531,18 @@ impl ServerEngine {
         }
         let info = self.info(&name).await?;
         check_vector_size(&name, &info, collection.dimension(self.dimension))?;
+        let differences = CollectionLayout::of(&info)
+            .map(|layout| layout.differences(&self.collection_options))
+            .unwrap_or_default();
+        if !differences.is_empty() {
+            tracing::warn!(
+                collection = %name,
+                differences = %differences.join(", "),
+                "the Qdrant collection exists with another layout than the options ask for; it \
+                 keeps its own (change replication_factor, write_consistency_factor or \
+                 on_disk_payload with Qdrant's update-collection API; shard_number is fixed)"
+            );
+        }
         for request in missing_index_requests(&name, collection, &info) {
             self.client
                 .create_field_index(request)
@@ -689,13 +815,7 @@ impl Engine for ServerEngine {
             if let Some(info) = info.result {
                 extra.insert(
                     format!("{}_collection", c.name()),
-                    json!({
-                        "name": self.name(c),
-                        "points": info.points_count,
-                        "segments": info.segments_count,
-                        "indexed_vectors": info.indexed_vectors_count,
-                        "payload_indexes": info.payload_schema.len(),
-                    }),
+                    collection_stats(&self.name(c), &info),
                 );
             }
         }
@@ -843,7 +963,7 @@ mod tests {
 
     #[test]
     fn collections_have_one_dot_product_vector_of_the_dimension() {
-        let request = create_collection_request("c", 384);
+        let request = create_collection_request("c", 384, &CollectionOptions::default());
         assert_eq!(request.collection_name, "c");
         let Some(qdrant::vectors_config::Config::Params(params)) =
             request.vectors_config.and_then(|v| v.config)
@@ -852,6 +972,130 @@ mod tests {
         };
         assert_eq!(params.size, 384);
         assert_eq!(params.distance, Distance::Dot as i32);
+    }
+
+    #[test]
+    #[allow(deprecated)] // `on_disk_payload` is what older servers read.
+    fn unset_collection_options_leave_the_servers_defaults() {
+        let request = create_collection_request("c", 1, &CollectionOptions::default());
+        assert_eq!(request.shard_number, None);
+        assert_eq!(request.replication_factor, None);
+        assert_eq!(request.write_consistency_factor, None);
+        assert_eq!(request.on_disk_payload, None);
+        assert_eq!(request.payload, None);
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn collection_options_are_set_on_the_create_request() {
+        let options = CollectionOptions {
+            shard_number: Some(6),
+            replication_factor: Some(3),
+            write_consistency_factor: Some(2),
+            on_disk_payload: Some(false),
+        };
+        let request = create_collection_request("ns_samples", 1, &options);
+        assert_eq!(request.collection_name, "ns_samples");
+        assert_eq!(request.shard_number, Some(6));
+        assert_eq!(request.replication_factor, Some(3));
+        assert_eq!(request.write_consistency_factor, Some(2));
+        assert_eq!(request.on_disk_payload, Some(false));
+        // Only the deprecated flag: a 1.19+ server maps it to `payload.memory` itself, and an
+        // older one ignores the new field.
+        assert_eq!(request.payload, None);
+        // The vector config is the same as without options.
+        let Some(qdrant::vectors_config::Config::Params(params)) =
+            request.vectors_config.clone().and_then(|v| v.config)
+        else {
+            panic!("one unnamed vector expected");
+        };
+        assert_eq!((params.size, params.distance), (1, Distance::Dot as i32));
+        // What goes over the wire: the encoded message decodes to the same fields.
+        let decoded = CreateCollection::decode(request.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded, request);
+
+        let only_disk = CollectionOptions {
+            on_disk_payload: Some(true),
+            ..Default::default()
+        };
+        let request = create_collection_request("c", 1, &only_disk);
+        assert_eq!(request.on_disk_payload, Some(true));
+        assert_eq!(request.shard_number, None);
+    }
+
+    #[allow(deprecated)]
+    fn info_with_layout(
+        shards: u32,
+        replicas: Option<u32>,
+        wcf: Option<u32>,
+        on_disk: bool,
+    ) -> CollectionInfo {
+        let mut info = info_with(384, &["status"]);
+        let params = info
+            .config
+            .as_mut()
+            .and_then(|c| c.params.as_mut())
+            .unwrap();
+        params.shard_number = shards;
+        params.replication_factor = replicas;
+        params.write_consistency_factor = wcf;
+        params.on_disk_payload = on_disk;
+        info.points_count = Some(42);
+        info
+    }
+
+    #[test]
+    fn stats_report_the_layout_each_collection_has() {
+        let info = info_with_layout(6, Some(3), Some(2), true);
+        let stats = collection_stats("ns_alerts", &info);
+        assert_eq!(stats["name"], "ns_alerts");
+        assert_eq!(stats["points"], 42);
+        assert_eq!(stats["payload_indexes"], 1);
+        assert_eq!(stats["shard_number"], 6);
+        assert_eq!(stats["replication_factor"], 3);
+        assert_eq!(stats["write_consistency_factor"], 2);
+        assert_eq!(stats["on_disk_payload"], true);
+        // A server too old to report the factors: null, not a made-up 1.
+        let stats = collection_stats("c", &info_with_layout(1, None, None, false));
+        assert!(stats["replication_factor"].is_null(), "{stats}");
+        // No config at all: the sizes only.
+        let stats = collection_stats("c", &CollectionInfo::default());
+        assert!(stats.get("shard_number").is_none(), "{stats}");
+    }
+
+    #[test]
+    fn an_existing_collections_other_layout_is_named() {
+        let layout = CollectionLayout::of(&info_with_layout(2, Some(1), Some(1), true)).unwrap();
+        assert!(layout.differences(&CollectionOptions::default()).is_empty());
+        let same = CollectionOptions {
+            shard_number: Some(2),
+            replication_factor: Some(1),
+            write_consistency_factor: Some(1),
+            on_disk_payload: Some(true),
+        };
+        assert!(layout.differences(&same).is_empty());
+        let wanted = CollectionOptions {
+            shard_number: Some(6),
+            replication_factor: Some(3),
+            write_consistency_factor: Some(1),
+            on_disk_payload: Some(false),
+        };
+        assert_eq!(
+            layout.differences(&wanted),
+            vec![
+                "shard_number: 6 (has 2)".to_owned(),
+                "replication_factor: 3 (has 1)".to_owned(),
+                "on_disk_payload: false (has true)".to_owned(),
+            ]
+        );
+        let old = CollectionLayout::of(&info_with_layout(1, None, None, false)).unwrap();
+        assert_eq!(
+            old.differences(&CollectionOptions {
+                replication_factor: Some(2),
+                ..Default::default()
+            }),
+            vec!["replication_factor: 2 (has unknown)".to_owned()]
+        );
     }
 
     #[test]
