@@ -7,7 +7,7 @@
 //! | `qdrant://host:6334` | a Qdrant server over gRPC (plain) |
 //! | `qdrant://host:6334?tls=true` | the same over TLS (`https://`, the system's root certificates) |
 //! | `qdrant://host:6334?api_key=KEY` | with an API key (also the option `api_key` or the environment variable [`API_KEY_ENV`]) |
-//! | `qdrant://host:6334?rest_port=6333` | the REST port native backups use (default [`DEFAULT_REST_PORT`], same host and TLS) |
+//! | `qdrant://host:6334?rest_port=6333` | the REST port native backups and `stats` use (default [`DEFAULT_REST_PORT`], same host and TLS) |
 //! | `qdrant://host:6334?replication_factor=2&write_consistency_factor=2` | the collections' cluster layout ([`CollectionOptions`]), also as options |
 //!
 //! Options: the retention trio; server mode also `api_key`, `collection_prefix` (default

@@ -91,6 +91,16 @@
 //! interchangeable: move data between them with a portable backup. Qdrant has no change feed: `subscribe` delivers the events of this process's
 //! writes (`cross_process_events` is false), as the InfluxDB backend does.
 //!
+//! ## Stats
+//! On a server, `stats` reports the **server's** version (its gRPC health check) and uptime
+//! (since `result.app.startup` of `GET /telemetry` on the REST port, Qdrant 1.9 and later), with
+//! `server_commit` and `server_started` in `extra`, and each collection's points, segments,
+//! payload indexes and layout (`<kind>_collection`). Neither answer can fail `stats`: what the
+//! server does not give is `unknown` (version) or 0 (uptime), with the reason in
+//! `server_version_unknown` / `server_uptime_unknown` (a read-only API key may not read the
+//! telemetry). Embedded, the engine runs in this process: aimon's version and this store's
+//! uptime.
+//!
 //! ## Measured
 //! `aimon bench --similarity 100000 --queries 20` (release, 2-core machine under load): embedded
 //! Qdrant 11,124 alert upserts/s, `find_similar_alerts` p50 28 ms / p95 38 ms over 100,000

@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::config::{CollectionOptions, QdrantMode};
-use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point, ScrollPage};
+use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point, ScrollPage, ServerInfo};
 use crate::filter::{Condition, FilterIr, float_bounds};
 use crate::payload::{IndexKind, indexes};
 use crate::snapshot::{self, Manifest, Rest};
@@ -248,6 +248,28 @@ pub fn collection_stats(name: &str, info: &CollectionInfo) -> Value {
         map.insert("on_disk_payload".into(), json!(layout.on_disk_payload));
     }
     stats
+}
+
+/// The version and commit of a health-check answer; `Err` says why the version is unknown
+/// (the call failed, or the answer has none).
+pub fn server_version(
+    reply: Result<qdrant::HealthCheckReply>,
+) -> (std::result::Result<String, String>, Option<String>) {
+    match reply {
+        Ok(reply) => {
+            let commit = reply.commit.filter(|c| !c.trim().is_empty());
+            let version = reply.version.trim();
+            if version.is_empty() {
+                (Err("the health check named no version".to_owned()), commit)
+            } else {
+                (Ok(version.to_owned()), commit)
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "the Qdrant server's health check failed");
+            (Err(format!("health check failed: {e}")), None)
+        }
+    }
 }
 
 /// The client's filter for an IR; `None` for an empty one.
@@ -822,6 +844,21 @@ impl Engine for ServerEngine {
         Ok(extra)
     }
 
+    async fn server_info(&self) -> Option<ServerInfo> {
+        let (health, started) =
+            tokio::join!(self.client.health_check(), self.rest.server_started());
+        let (version, commit) = server_version(health.map_err(client_error));
+        let started = started.map_err(|e| {
+            tracing::debug!(error = %e, "the Qdrant server's telemetry gave no start time");
+            e.to_string()
+        });
+        Some(ServerInfo {
+            version,
+            commit,
+            started,
+        })
+    }
+
     async fn native_backup(&self, dir: &Path) -> Result<u64> {
         tokio::fs::create_dir(dir).await.map_err(|e| {
             Error::new(
@@ -1096,6 +1133,36 @@ mod tests {
             }),
             vec!["replication_factor: 2 (has unknown)".to_owned()]
         );
+    }
+
+    #[test]
+    fn the_health_check_answer_gives_the_servers_version() {
+        let reply = |version: &str, commit: Option<&str>| qdrant::HealthCheckReply {
+            title: "qdrant - vector search engine".into(),
+            version: version.into(),
+            commit: commit.map(Into::into),
+        };
+        assert_eq!(
+            server_version(Ok(reply("1.19.0", Some("4aac0231")))),
+            (Ok("1.19.0".to_owned()), Some("4aac0231".to_owned()))
+        );
+        assert_eq!(
+            server_version(Ok(reply(" 1.8.4 ", Some("")))),
+            (Ok("1.8.4".to_owned()), None)
+        );
+        let (version, _) = server_version(Ok(reply("", None)));
+        assert!(version.unwrap_err().contains("no version"));
+        let failed = Err(client_error(response(
+            tonic::Code::Unavailable,
+            "connection refused",
+        )));
+        let (version, commit) = server_version(failed);
+        let why = version.unwrap_err();
+        assert!(
+            why.contains("health check failed") && why.contains("connection refused"),
+            "{why}"
+        );
+        assert_eq!(commit, None);
     }
 
     #[test]
