@@ -364,7 +364,16 @@ fn json_payload(payload: HashMap<String, qdrant::Value>) -> Map<String, Value> {
 /// A client error as an aimon error; never includes the API key (tonic's status carries the
 /// server's message and metadata only, and the key is request metadata, not response).
 fn client_error(e: qdrant_client::QdrantError) -> Error {
-    Error::new(client_error_kind(&e), format!("qdrant: {e}"))
+    let kind = client_error_kind(&e);
+    match &e {
+        // The server's (or the client's own) message and the gRPC code, without the response
+        // metadata qdrant-client's `Display` appends (`MetadataMap { headers: … }`).
+        qdrant_client::QdrantError::ResponseError { status } => Error::new(
+            kind,
+            format!("qdrant: {} (gRPC {:?})", status.message(), status.code()),
+        ),
+        _ => Error::new(kind, format!("qdrant: {e}")),
+    }
 }
 
 /// Parts of the messages of Qdrant's `Internal` answers that say a node or a replica could not
@@ -956,6 +965,27 @@ mod tests {
             "Shard temporarily unavailable: shard 0 is being transferred",
         ));
         assert_eq!(err.kind(), ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn a_server_that_cannot_be_reached_is_named_in_one_clear_message() {
+        let message = "Failed to connect to http://127.0.0.1:1/: tonic::transport::Error(Transport, \
+             ConnectError(\"tcp connect error\", Os { code: 111, kind: ConnectionRefused }))";
+        let mut status = tonic::Status::new(tonic::Code::Internal, message);
+        status
+            .metadata_mut()
+            .insert("x-request-id", "abc".parse().unwrap());
+        let err = client_error(qdrant_client::QdrantError::from(status));
+        let text = err.to_string();
+        assert!(
+            text.starts_with("unavailable: qdrant: Failed to connect to http://127.0.0.1:1/"),
+            "{text}"
+        );
+        assert!(text.ends_with("(gRPC Internal)"), "{text}");
+        assert!(
+            !text.contains("MetadataMap") && !text.contains("x-request-id"),
+            "{text}"
+        );
     }
 
     #[test]
