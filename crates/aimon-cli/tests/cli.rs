@@ -85,6 +85,57 @@ fn backends_lists_memory_and_sqlite() {
 }
 
 #[test]
+fn the_default_build_opens_qdrant_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = ok_json(dir.path(), &["backends"]);
+    let qdrant = backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["backend_type"] == "qdrant")
+        .expect("qdrant is listed");
+    assert_eq!(qdrant["available"], true, "{qdrant}");
+    let schemes = qdrant["schemes"].as_array().unwrap();
+    assert!(schemes.iter().any(|s| s == "qdrant"), "{qdrant}");
+}
+
+/// A port nothing listens on (bound, then closed).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_qdrant_server_that_is_not_there_fails_fast_as_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = format!("qdrant://127.0.0.1:{}?api_key=Zq7s3cretPw", closed_port());
+    for command in [vec!["demo"], vec!["stats"]] {
+        let mut args = vec!["--storage", url.as_str()];
+        args.extend(command.iter().copied());
+        let started = std::time::Instant::now();
+        let err = fails(d, &args, 1);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{command:?} took {:?}",
+            started.elapsed()
+        );
+        // The typed kind, the backend's operation and the server it could not reach.
+        assert!(err.contains("connect on "), "{err}");
+        assert!(err.contains(": unavailable: qdrant: "), "{err}");
+        assert!(
+            err.contains("Failed to connect to http://127.0.0.1:"),
+            "{err}"
+        );
+        assert!(!err.contains("Zq7s3cretPw"), "{err}");
+        assert!(!err.contains("MetadataMap"), "{err}");
+    }
+}
+
+#[test]
 fn demo_against_memory() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
