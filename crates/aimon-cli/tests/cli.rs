@@ -136,6 +136,54 @@ fn a_qdrant_server_that_is_not_there_fails_fast_as_unavailable() {
 }
 
 #[test]
+fn the_stats_table_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A long path: SQLite reports it among its extra figures.
+    let deep = d.join("a-directory-with-a-long-name/".repeat(6));
+    std::fs::create_dir_all(&deep).unwrap();
+    let sqlite = format!("sqlite://{}", deep.join("fleet.db").display());
+    ok(
+        d,
+        &[
+            "--storage",
+            &sqlite,
+            "demo",
+            "--agents",
+            "2",
+            "--hours",
+            "1",
+        ],
+    );
+    for store in ["memory://", sqlite.as_str()] {
+        let table = ok(d, &["--storage", store, "stats"]);
+        for line in table.lines() {
+            assert!(
+                line.chars().count() <= 120,
+                "{store}: {} columns: {line}\n{table}",
+                line.chars().count()
+            );
+        }
+        assert!(table.contains("agent states"), "{table}");
+    }
+    let table = ok(d, &["--storage", &sqlite, "stats"]);
+    // The extras are rows (key, value), the path wrapped over several lines, not one wide cell.
+    for key in ["file_size_bytes", "journal_mode", "path"] {
+        assert!(table.contains(key), "{key}: {table}");
+    }
+    assert!(!table.contains("file_size_bytes="), "{table}");
+    // `--json` keeps its shape: `extra` is the backend's own object.
+    let stats = ok_json(d, &["--storage", &sqlite, "stats"]);
+    let extra = stats[0]["extra"].as_object().expect("extra is an object");
+    assert!(extra["file_size_bytes"].as_u64().unwrap() > 0, "{extra:?}");
+    assert_eq!(
+        extra["path"].as_str().unwrap(),
+        deep.join("fleet.db").display().to_string()
+    );
+    assert_eq!(count(&stats[0], "samples"), 2 * 360 * 6);
+}
+
+#[test]
 fn demo_against_memory() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
