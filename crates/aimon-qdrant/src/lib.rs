@@ -34,11 +34,12 @@
 //! (URL parameters or options, checked when the configuration is parsed: counts at least 1,
 //! `write_consistency_factor` at most `replication_factor`) are applied when aimon creates its
 //! collections; an existing collection keeps its layout, with a warning when it differs.
-//! `stats` reports each collection's real layout. What each option costs is in
-//! [`config`](config#collection-options-a-qdrant-cluster). A write that fewer replicas than
-//! `write_consistency_factor` applied fails with a retryable `Unavailable` (Qdrant answers it
-//! with gRPC `Internal`; the server module recognises its messages); the replicas that did
-//! apply it keep it, so retrying the batch completes it as an overwrite.
+//! `stats` reports each collection's real layout (from Qdrant 1.19 also `payload_memory`).
+//! What each option costs is in [`config`](config#collection-options-a-qdrant-cluster). A
+//! write that fewer replicas than `write_consistency_factor` applied fails with a retryable
+//! `Unavailable` (Qdrant answers it with gRPC `Internal`; the server module recognises its
+//! messages); the replicas that did apply it keep it, so retrying the batch completes it as an
+//! overwrite.
 //!
 //! ## Ids
 //! Qdrant accepts only integers and UUIDs as point ids: a point's id is the UUIDv5 of its kind

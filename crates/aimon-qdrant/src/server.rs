@@ -121,19 +121,35 @@ pub struct CollectionLayout {
     /// `None` from a server too old to report it.
     pub replication_factor: Option<u32>,
     pub write_consistency_factor: Option<u32>,
+    /// Whether payloads live on disk: `payload.memory` where the server reports it (1.19+:
+    /// `cold` is on disk, `cached` is what `on_disk_payload: false` becomes), else the
+    /// deprecated flag.
     pub on_disk_payload: bool,
+    /// `payload.memory` as the server names it (`Cold`, `Cached`), from 1.19 on.
+    pub payload_memory: Option<&'static str>,
 }
 
 impl CollectionLayout {
     pub fn of(info: &CollectionInfo) -> Option<Self> {
         let params = info.config.as_ref()?.params.as_ref()?;
+        let memory = params
+            .payload
+            .and_then(|p| p.memory)
+            .and_then(|m| qdrant::Memory::try_from(m).ok())
+            .filter(|m| *m != qdrant::Memory::Unknown);
         #[allow(deprecated)] // Still reported; `payload.memory` is new in 1.19.
-        let on_disk_payload = params.on_disk_payload;
+        let flag = params.on_disk_payload;
+        let on_disk_payload = match memory {
+            Some(qdrant::Memory::Cold) => true,
+            Some(qdrant::Memory::Cached | qdrant::Memory::Pinned) => false,
+            _ => flag,
+        };
         Some(CollectionLayout {
             shard_number: params.shard_number,
             replication_factor: params.replication_factor,
             write_consistency_factor: params.write_consistency_factor,
             on_disk_payload,
+            payload_memory: memory.map(|m| m.as_str_name()),
         })
     }
 
@@ -246,6 +262,9 @@ pub fn collection_stats(name: &str, info: &CollectionInfo) -> Value {
             json!(layout.write_consistency_factor),
         );
         map.insert("on_disk_payload".into(), json!(layout.on_disk_payload));
+        if let Some(memory) = layout.payload_memory {
+            map.insert("payload_memory".into(), json!(memory));
+        }
     }
     stats
 }
@@ -1128,6 +1147,46 @@ mod tests {
         // No config at all: the sizes only.
         let stats = collection_stats("c", &CollectionInfo::default());
         assert!(stats.get("shard_number").is_none(), "{stats}");
+    }
+
+    #[test]
+    fn payload_memory_decides_on_disk_payload_where_the_server_reports_it() {
+        let with_memory = |flag: bool, memory: Option<qdrant::Memory>| {
+            let mut info = info_with_layout(1, Some(1), Some(1), flag);
+            let params = info
+                .config
+                .as_mut()
+                .and_then(|c| c.params.as_mut())
+                .unwrap();
+            params.payload = Some(qdrant::PayloadStorageParams {
+                memory: memory.map(|m| m as i32),
+            });
+            CollectionLayout::of(&info).unwrap()
+        };
+        // 1.19+: `on_disk_payload: false` became `cached`, the default `cold`.
+        let cached = with_memory(true, Some(qdrant::Memory::Cached));
+        assert!(!cached.on_disk_payload);
+        assert_eq!(cached.payload_memory, Some("Cached"));
+        let cold = with_memory(false, Some(qdrant::Memory::Cold));
+        assert!(cold.on_disk_payload);
+        // No memory (or an unknown one): the flag.
+        assert!(!with_memory(false, None).on_disk_payload);
+        assert!(with_memory(true, Some(qdrant::Memory::Unknown)).on_disk_payload);
+        assert_eq!(with_memory(true, None).payload_memory, None);
+        let stats = collection_stats("c", &{
+            let mut info = info_with_layout(1, Some(1), Some(1), true);
+            let params = info
+                .config
+                .as_mut()
+                .and_then(|c| c.params.as_mut())
+                .unwrap();
+            params.payload = Some(qdrant::PayloadStorageParams {
+                memory: Some(qdrant::Memory::Cached as i32),
+            });
+            info
+        });
+        assert_eq!(stats["on_disk_payload"], false, "{stats}");
+        assert_eq!(stats["payload_memory"], "Cached", "{stats}");
     }
 
     #[test]
