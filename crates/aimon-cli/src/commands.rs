@@ -608,6 +608,15 @@ mod tests {
             .collect()
     }
 
+    /// `cargo build -p aimon-cli` (no dev-dependencies, so no feature the integration tests
+    /// turn on) opens `qdrant://` servers: `qdrant` is one of the crate's default features.
+    #[test]
+    // A failed test, not a build error: `cargo test --no-default-features` must still build.
+    #[allow(clippy::assertions_on_constants)]
+    fn the_default_features_have_the_qdrant_server_mode() {
+        assert!(cfg!(feature = "qdrant"), "qdrant is not a default feature");
+    }
+
     #[test]
     fn extra_figures_are_rows_of_their_own_table() {
         let all = [stats(

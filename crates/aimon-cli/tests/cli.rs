@@ -84,8 +84,11 @@ fn backends_lists_memory_and_sqlite() {
     );
 }
 
+/// The binary under test carries the dev-dependencies' features too (the integration tests
+/// enable every driver), so this shows what `backends` says, not what a plain build has: the
+/// unit test `the_default_features_have_the_qdrant_server_mode` checks that.
 #[test]
-fn the_default_build_opens_qdrant_servers() {
+fn backends_lists_the_qdrant_server_mode() {
     let dir = tempfile::tempdir().unwrap();
     let backends = ok_json(dir.path(), &["backends"]);
     let qdrant = backends
