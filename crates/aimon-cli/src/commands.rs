@@ -269,7 +269,27 @@ pub async fn stats(storage: &Storage, global: &Global) -> Result<()> {
     if global.json {
         return output::json(&all);
     }
-    let mut table = output::table(
+    for table in stats_tables(&all, None) {
+        output::line(table);
+    }
+    Ok(())
+}
+
+/// The widest a stats table is drawn when the output is not a terminal (a pipe, a file, a
+/// test): wide enough for the common figures, narrow enough to read.
+const STATS_WIDTH: u16 = 120;
+
+/// `aimon stats` as tables: one row per backend with the figures every backend has, then, if
+/// any backend has backend-specific figures (`extra`), one row per figure (backend, key,
+/// value), nested objects as dotted keys (`alerts_collection.points`). Both fit the terminal,
+/// or [`STATS_WIDTH`] columns off a terminal (or `width`, if given): a long value wraps in its
+/// cell rather than making every line hundreds of characters wide.
+fn stats_tables(all: &[aimon::DatabaseStats], width: Option<u16>) -> Vec<comfy_table::Table> {
+    let fit = |table: &mut comfy_table::Table| {
+        let width = width.or(table.width()).unwrap_or(STATS_WIDTH);
+        table.set_width(width);
+    };
+    let mut figures = output::table(
         &[
             "backend",
             "type",
@@ -279,18 +299,14 @@ pub async fn stats(storage: &Storage, global: &Global) -> Result<()> {
             "samples",
             "alerts",
             "agent states",
-            "extra",
         ],
         &["uptime s", "series", "samples", "alerts", "agent states"],
     );
-    for s in &all {
-        let extra = s
-            .extra
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        table.add_row(vec![
+    fit(&mut figures);
+    let mut extra = output::table(&["backend", "key", "value"], &[]);
+    fit(&mut extra);
+    for s in all {
+        figures.add_row(vec![
             s.backend.clone(),
             s.backend_type.to_string(),
             s.version.clone(),
@@ -299,11 +315,34 @@ pub async fn stats(storage: &Storage, global: &Global) -> Result<()> {
             thousands(s.samples),
             thousands(s.alerts),
             thousands(s.agent_states),
-            extra,
         ]);
+        let mut rows = Vec::new();
+        for (key, value) in &s.extra {
+            flatten_extra(key, value, &mut rows);
+        }
+        for (key, value) in rows {
+            extra.add_row(vec![s.backend.clone(), key, value]);
+        }
     }
-    output::line(table);
-    Ok(())
+    if extra.row_count() == 0 {
+        vec![figures]
+    } else {
+        vec![figures, extra]
+    }
+}
+
+/// One `(key, value)` per leaf of an extra figure: an object's members become `key.member`
+/// (recursively), a string is shown without quotes, anything else as compact JSON.
+fn flatten_extra(key: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(members) if !members.is_empty() => {
+            for (member, value) in members {
+                flatten_extra(&format!("{key}.{member}"), value, out);
+            }
+        }
+        serde_json::Value::String(text) => out.push((key.to_owned(), text.clone())),
+        other => out.push((key.to_owned(), other.to_string())),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -541,4 +580,105 @@ pub fn backends(global: &Global) -> Result<()> {
     }
     output::line(table);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stats(name: &str, extra: serde_json::Value) -> aimon::DatabaseStats {
+        aimon::DatabaseStats {
+            backend: name.to_owned(),
+            backend_type: aimon::StorageBackendType::Qdrant,
+            version: "1.19.0".to_owned(),
+            uptime_seconds: 86_400,
+            series: 12,
+            samples: 1_036_800,
+            alerts: 200,
+            agent_states: 24,
+            extra: serde_json::from_value(extra).unwrap(),
+        }
+    }
+
+    fn rendered(all: &[aimon::DatabaseStats]) -> Vec<String> {
+        stats_tables(all, Some(STATS_WIDTH))
+            .into_iter()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    /// `cargo build -p aimon-cli` (no dev-dependencies, so no feature the integration tests
+    /// turn on) opens `qdrant://` servers: `qdrant` is one of the crate's default features.
+    #[test]
+    // A failed test, not a build error: `cargo test --no-default-features` must still build.
+    #[allow(clippy::assertions_on_constants)]
+    fn the_default_features_have_the_qdrant_server_mode() {
+        assert!(cfg!(feature = "qdrant"), "qdrant is not a default feature");
+    }
+
+    #[test]
+    fn extra_figures_are_rows_of_their_own_table() {
+        let all = [stats(
+            "cluster",
+            json!({
+                "endpoint": "http://node-1:6334",
+                "alerts_collection": {"points": 200, "replication_factor": 2, "on_disk_payload": true},
+                "empty": {},
+                "list": [1, 2],
+            }),
+        )];
+        let tables = rendered(&all);
+        assert_eq!(tables.len(), 2, "{tables:?}");
+        assert!(!tables[0].contains("endpoint"), "{}", tables[0]);
+        assert!(tables[0].contains("1,036,800"), "{}", tables[0]);
+        for row in [
+            "endpoint",
+            "http://node-1:6334",
+            "alerts_collection.points",
+            "alerts_collection.replication_factor",
+            "alerts_collection.on_disk_payload",
+            "[1,2]",
+            "{}",
+        ] {
+            assert!(tables[1].contains(row), "{row} missing: {}", tables[1]);
+        }
+        // A string is shown as itself, not as JSON with quotes.
+        assert!(!tables[1].contains("\"http"), "{}", tables[1]);
+    }
+
+    #[test]
+    fn no_extra_figures_no_second_table() {
+        let tables = rendered(&[stats("m", json!({}))]);
+        assert_eq!(tables.len(), 1);
+    }
+
+    #[test]
+    fn long_values_wrap_within_the_width() {
+        let long = "x".repeat(600);
+        let mut wide = stats(
+            "a-backend-with-a-rather-long-configured-name",
+            json!({
+                "path": format!("/var/lib/{}/aimon.db", "deep/".repeat(60)),
+                "server_uptime_unknown": format!("qdrant REST /telemetry 403 Forbidden: {long}"),
+                "samples_collection": {"name": "aimon_samples", "points": 1_036_800u64},
+            }),
+        );
+        wide.version =
+            "PostgreSQL 15.14 (Debian 15.14-0+deb12u1) on x86_64-pc-linux-gnu, compiled by gcc"
+                .to_owned();
+        let tables = rendered(&[wide, stats("second", json!({"mode": "embedded"}))]);
+        for table in &tables {
+            for line in table.lines() {
+                assert!(
+                    line.chars().count() <= usize::from(STATS_WIDTH),
+                    "{} columns: {line}",
+                    line.chars().count()
+                );
+            }
+        }
+        // Nothing is cut: the long value is all there, over several lines.
+        let xs: usize = tables[1].matches('x').count();
+        assert!(xs >= 600, "{xs}");
+    }
 }

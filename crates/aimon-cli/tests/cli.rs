@@ -84,6 +84,108 @@ fn backends_lists_memory_and_sqlite() {
     );
 }
 
+/// The binary under test carries the dev-dependencies' features too (the integration tests
+/// enable every driver), so this shows what `backends` says, not what a plain build has: the
+/// unit test `the_default_features_have_the_qdrant_server_mode` checks that.
+#[test]
+fn backends_lists_the_qdrant_server_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = ok_json(dir.path(), &["backends"]);
+    let qdrant = backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["backend_type"] == "qdrant")
+        .expect("qdrant is listed");
+    assert_eq!(qdrant["available"], true, "{qdrant}");
+    let schemes = qdrant["schemes"].as_array().unwrap();
+    assert!(schemes.iter().any(|s| s == "qdrant"), "{qdrant}");
+}
+
+/// A port nothing listens on (bound, then closed).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_qdrant_server_that_is_not_there_fails_fast_as_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = format!("qdrant://127.0.0.1:{}?api_key=Zq7s3cretPw", closed_port());
+    for command in [vec!["demo"], vec!["stats"]] {
+        let mut args = vec!["--storage", url.as_str()];
+        args.extend(command.iter().copied());
+        let started = std::time::Instant::now();
+        let err = fails(d, &args, 1);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{command:?} took {:?}",
+            started.elapsed()
+        );
+        // The typed kind, the backend's operation and the server it could not reach.
+        assert!(err.contains("connect on "), "{err}");
+        assert!(err.contains(": unavailable: qdrant: "), "{err}");
+        assert!(
+            err.contains("Failed to connect to http://127.0.0.1:"),
+            "{err}"
+        );
+        assert!(!err.contains("Zq7s3cretPw"), "{err}");
+        assert!(!err.contains("MetadataMap"), "{err}");
+    }
+}
+
+#[test]
+fn the_stats_table_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A long path: SQLite reports it among its extra figures.
+    let deep = d.join("a-directory-with-a-long-name/".repeat(6));
+    std::fs::create_dir_all(&deep).unwrap();
+    let sqlite = format!("sqlite://{}", deep.join("fleet.db").display());
+    ok(
+        d,
+        &[
+            "--storage",
+            &sqlite,
+            "demo",
+            "--agents",
+            "2",
+            "--hours",
+            "1",
+        ],
+    );
+    for store in ["memory://", sqlite.as_str()] {
+        let table = ok(d, &["--storage", store, "stats"]);
+        for line in table.lines() {
+            assert!(
+                line.chars().count() <= 120,
+                "{store}: {} columns: {line}\n{table}",
+                line.chars().count()
+            );
+        }
+        assert!(table.contains("agent states"), "{table}");
+    }
+    let table = ok(d, &["--storage", &sqlite, "stats"]);
+    // The extras are rows (key, value), the path wrapped over several lines, not one wide cell.
+    for key in ["file_size_bytes", "journal_mode", "path"] {
+        assert!(table.contains(key), "{key}: {table}");
+    }
+    assert!(!table.contains("file_size_bytes="), "{table}");
+    // `--json` keeps its shape: `extra` is the backend's own object.
+    let stats = ok_json(d, &["--storage", &sqlite, "stats"]);
+    let extra = stats[0]["extra"].as_object().expect("extra is an object");
+    assert!(extra["file_size_bytes"].as_u64().unwrap() > 0, "{extra:?}");
+    assert_eq!(
+        extra["path"].as_str().unwrap(),
+        deep.join("fleet.db").display().to_string()
+    );
+    assert_eq!(count(&stats[0], "samples"), 2 * 360 * 6);
+}
+
 #[test]
 fn demo_against_memory() {
     let dir = tempfile::tempdir().unwrap();

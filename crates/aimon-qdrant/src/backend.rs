@@ -1,5 +1,6 @@
 //! [`QdrantBackend`]: the [`StorageBackend`] implementation over an [`Engine`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use aimon_core::{
 use async_trait::async_trait;
 
 use crate::config::{QdrantConfig, QdrantMode};
-use crate::engine::Engine;
+use crate::engine::{Engine, ServerInfo};
 
 /// A Qdrant store (embedded or server) behind the [`StorageBackend`] trait.
 pub struct QdrantBackend {
@@ -117,6 +118,38 @@ impl QdrantBackend {
             err
         }
     }
+}
+
+/// The `version` and `uptime_seconds` of a server's `stats` at `now`: what the server answered,
+/// else `unknown` and 0, with the reason in `extra` (`server_version_unknown`,
+/// `server_uptime_unknown`): a server that does not answer them never fails `stats`.
+fn server_figures(
+    info: ServerInfo,
+    now: chrono::DateTime<chrono::Utc>,
+    extra: &mut BTreeMap<String, serde_json::Value>,
+) -> (String, u64) {
+    let version = match info.version {
+        Ok(version) => version,
+        Err(why) => {
+            extra.insert("server_version_unknown".to_owned(), why.into());
+            "unknown".to_owned()
+        }
+    };
+    if let Some(commit) = info.commit {
+        extra.insert("server_commit".to_owned(), commit.into());
+    }
+    let uptime = match info.started {
+        Ok(started) => {
+            extra.insert("server_started".to_owned(), started.to_rfc3339().into());
+            // A clock behind the server's reads as just started, never as a wrapped count.
+            u64::try_from((now - started).num_seconds()).unwrap_or(0)
+        }
+        Err(why) => {
+            extra.insert("server_uptime_unknown".to_owned(), why.into());
+            0
+        }
+    };
+    (version, uptime)
 }
 
 #[allow(unused_variables)]
@@ -325,11 +358,19 @@ impl StorageBackend for QdrantBackend {
             "embedder".to_owned(),
             serde_json::json!(self.embedder.name()),
         );
+        // A server's own version and uptime; the embedded engine runs in this process.
+        let (version, uptime_seconds) = match self.engine.server_info().await {
+            None => (
+                env!("CARGO_PKG_VERSION").to_owned(),
+                self.started.elapsed().as_secs(),
+            ),
+            Some(info) => server_figures(info, chrono::Utc::now(), &mut extra),
+        };
         Ok(DatabaseStats {
             backend: self.config.name.clone(),
             backend_type: StorageBackendType::Qdrant,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            uptime_seconds: self.started.elapsed().as_secs(),
+            version,
+            uptime_seconds,
             series: counts.series,
             samples: counts.samples,
             alerts: counts.alerts,
@@ -351,5 +392,60 @@ impl StorageBackend for QdrantBackend {
         // Waits for a write in progress, so it is flushed before the shards are released.
         let _writer = self.writer.lock().await;
         self.engine.close().await.map_err(|e| self.fail("close", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn a_server_reports_its_own_version_and_uptime() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let mut extra = BTreeMap::new();
+        let info = ServerInfo {
+            version: Ok("1.19.0".into()),
+            commit: Some("4aac0231".into()),
+            started: Ok(Utc.with_ymd_and_hms(2026, 3, 1, 11, 0, 0).unwrap()),
+        };
+        assert_eq!(
+            server_figures(info, now, &mut extra),
+            ("1.19.0".to_owned(), 3600)
+        );
+        assert_eq!(extra["server_commit"], "4aac0231");
+        assert_eq!(extra["server_started"], "2026-03-01T11:00:00+00:00");
+        assert!(!extra.contains_key("server_version_unknown"));
+    }
+
+    #[test]
+    fn what_the_server_does_not_answer_is_unknown_not_an_error() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let mut extra = BTreeMap::new();
+        let info = ServerInfo {
+            version: Err("health check failed: unavailable".into()),
+            commit: None,
+            started: Err("qdrant REST /telemetry 403 Forbidden".into()),
+        };
+        assert_eq!(
+            server_figures(info, now, &mut extra),
+            ("unknown".to_owned(), 0)
+        );
+        assert_eq!(
+            extra["server_version_unknown"],
+            "health check failed: unavailable"
+        );
+        assert_eq!(
+            extra["server_uptime_unknown"],
+            "qdrant REST /telemetry 403 Forbidden"
+        );
+        // A server clock ahead of ours: just started, not 2^64 - 5 seconds.
+        let mut extra = BTreeMap::new();
+        let info = ServerInfo {
+            version: Ok("1.19.0".into()),
+            commit: None,
+            started: Ok(now + chrono::Duration::seconds(5)),
+        };
+        assert_eq!(server_figures(info, now, &mut extra).1, 0);
     }
 }

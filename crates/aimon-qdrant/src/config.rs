@@ -7,19 +7,36 @@
 //! | `qdrant://host:6334` | a Qdrant server over gRPC (plain) |
 //! | `qdrant://host:6334?tls=true` | the same over TLS (`https://`, the system's root certificates) |
 //! | `qdrant://host:6334?api_key=KEY` | with an API key (also the option `api_key` or the environment variable [`API_KEY_ENV`]) |
-//! | `qdrant://host:6334?rest_port=6333` | the REST port native backups use (default [`DEFAULT_REST_PORT`], same host and TLS) |
+//! | `qdrant://host:6334?rest_port=6333` | the REST port native backups and `stats` use (default [`DEFAULT_REST_PORT`], same host and TLS) |
+//! | `qdrant://host:6334?replication_factor=2&write_consistency_factor=2` | the collections' cluster layout ([`CollectionOptions`]), also as options |
 //!
 //! Options: the retention trio; server mode also `api_key`, `collection_prefix` (default
-//! [`DEFAULT_COLLECTION_PREFIX`]; collections are `<prefix>_<kind>`), `timeout_ms` and
+//! [`DEFAULT_COLLECTION_PREFIX`]; collections are `<prefix>_<kind>`), `timeout_ms`,
 //! `snapshot_timeout_ms` (native backups: making, uploading and recovering a snapshot; default
-//! [`DEFAULT_SNAPSHOT_TIMEOUT`]). Any
-//! other option is a `ConfigInvalid` error that names it. The API key never appears in `Debug`
-//! output, logs or errors.
+//! [`DEFAULT_SNAPSHOT_TIMEOUT`]) and the four collection options below (given in the URL's
+//! query or as options; an option wins over the URL). Any other option is a `ConfigInvalid`
+//! error that names it. The API key never appears in `Debug` output, logs or errors.
+//!
+//! ## Collection options (a Qdrant cluster)
+//!
+//! Applied when aimon **creates** its four collections (every collection gets the same
+//! values); a collection that already exists keeps its own, with a warning in the log when they
+//! differ (`shard_number` is fixed at creation; the others can be changed with Qdrant's
+//! update-collection API). Unset, each is the server's default. `stats` reports the values each
+//! collection really has.
+//!
+//! | option | values | default | what it costs |
+//! |---|---|---|---|
+//! | `shard_number` | 1..=[`MAX_COLLECTION_COUNT`] | the server's: 1 standalone, the number of nodes in a cluster | each shard has its own segments, WAL and optimizer: more shards spread writes and searches over more nodes, but cost memory and file handles per shard (times four collections) and make every filtered scroll and count fan out to all of them; fixed once the collection exists |
+//! | `replication_factor` | 1..=[`MAX_COLLECTION_COUNT`] | the server's (1) | every shard is stored on that many nodes: disk, memory and write traffic grow by the same factor; reads survive `replication_factor - 1` lost nodes; a factor above the number of nodes leaves shards under-replicated |
+//! | `write_consistency_factor` | 1..=`replication_factor` | the server's (1) | how many replicas must apply a write before it is acknowledged: a write waits for the slowest of them, and fails with a retryable `Unavailable` while fewer replicas are active (the replicas that did apply it keep it: retrying is an overwrite, never a duplicate). Above 1 it needs `replication_factor` set too |
+//! | `on_disk_payload` | `true`, `false` | the server's (`true` on current servers) | `true` keeps payloads (aimon's whole documents) on disk and in the page cache: less memory, but scans, retention sweeps and backups read them from disk when memory is short; `false` keeps them in memory. Sent as Qdrant's `on_disk_payload` (deprecated since 1.19 in favour of `payload.memory`, which it maps to: `cold` or `cached`), so older servers apply it too |
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aimon_core::config::Options;
 use aimon_core::{Error, Result, RetentionPolicy, StorageBackendType, StorageConfig, redact_url};
 
 /// The environment variable read for the server's API key when neither the URL nor the options
@@ -37,6 +54,74 @@ pub const DEFAULT_REST_PORT: u16 = 6333;
 pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Per-request timeout unless `timeout_ms` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest `shard_number` or `replication_factor` aimon accepts: far above any real
+/// cluster, a guard against a typo creating a million shards in each of four collections.
+pub const MAX_COLLECTION_COUNT: u32 = 1024;
+/// The collection options, in the order the docs and errors list them.
+pub const COLLECTION_OPTION_KEYS: [&str; 4] = [
+    "shard_number",
+    "replication_factor",
+    "write_consistency_factor",
+    "on_disk_payload",
+];
+
+/// How aimon's collections are laid out on a Qdrant cluster, applied when it creates them
+/// (see the [module docs](self#collection-options-a-qdrant-cluster) for what each costs).
+/// `None` leaves the server's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CollectionOptions {
+    pub shard_number: Option<u32>,
+    pub replication_factor: Option<u32>,
+    pub write_consistency_factor: Option<u32>,
+    pub on_disk_payload: Option<bool>,
+}
+
+impl CollectionOptions {
+    /// Reads and checks the four options: counts are at least 1 (and at most
+    /// [`MAX_COLLECTION_COUNT`]), `write_consistency_factor` is at most `replication_factor`
+    /// (which it needs when above 1). Every problem is `ConfigInvalid` naming the option.
+    pub fn from_options(options: &mut Options) -> Result<Self> {
+        let count = |options: &mut Options, key: &str| -> Result<Option<u32>> {
+            match options.positive_u64(key)? {
+                None => Ok(None),
+                Some(n) if n <= u64::from(MAX_COLLECTION_COUNT) => Ok(Some(n as u32)),
+                Some(n) => Err(Error::config(format!(
+                    "option {key}: {n} is more than {MAX_COLLECTION_COUNT}"
+                ))),
+            }
+        };
+        let shard_number = count(options, "shard_number")?;
+        let replication_factor = count(options, "replication_factor")?;
+        let write_consistency_factor = count(options, "write_consistency_factor")?;
+        let on_disk_payload = options.bool("on_disk_payload")?;
+        match (write_consistency_factor, replication_factor) {
+            (Some(w), Some(r)) if w > r => {
+                return Err(Error::config(format!(
+                    "option write_consistency_factor: {w} is more than replication_factor {r} \
+                     (a write cannot be applied by more replicas than a shard has)"
+                )));
+            }
+            (Some(w), None) if w > 1 => {
+                return Err(Error::config(format!(
+                    "option write_consistency_factor: {w} needs replication_factor (at least \
+                     {w}) too; a collection has one replica of each shard unless told otherwise"
+                )));
+            }
+            _ => {}
+        }
+        Ok(CollectionOptions {
+            shard_number,
+            replication_factor,
+            write_consistency_factor,
+            on_disk_payload,
+        })
+    }
+
+    /// Whether every option is left to the server.
+    pub fn is_default(&self) -> bool {
+        *self == CollectionOptions::default()
+    }
+}
 
 /// A secret that prints as `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -75,6 +160,8 @@ pub enum QdrantMode {
         timeout: Duration,
         /// Bounds snapshot creation and upload (native backups).
         snapshot_timeout: Duration,
+        /// Applied when aimon creates its collections.
+        collection_options: CollectionOptions,
     },
 }
 
@@ -91,6 +178,7 @@ impl fmt::Debug for QdrantMode {
                 collection_prefix,
                 timeout,
                 snapshot_timeout,
+                collection_options,
             } => f
                 .debug_struct("Server")
                 .field("endpoint", endpoint)
@@ -99,6 +187,7 @@ impl fmt::Debug for QdrantMode {
                 .field("collection_prefix", collection_prefix)
                 .field("timeout", timeout)
                 .field("snapshot_timeout", snapshot_timeout)
+                .field("collection_options", collection_options)
                 .finish(),
         }
     }
@@ -140,7 +229,11 @@ impl QdrantConfig {
                 endpoint,
                 rest_endpoint,
                 api_key: url_key,
+                options: url_options,
             } = parse_server_url(url)?;
+            for (key, value) in url_options {
+                options.insert_default(key, serde_json::Value::String(value));
+            }
             let option_key = options.string("api_key")?;
             let api_key = url_key
                 .or(option_key)
@@ -157,6 +250,7 @@ impl QdrantConfig {
             let snapshot_timeout = options
                 .positive_u64("snapshot_timeout_ms")?
                 .map_or(DEFAULT_SNAPSHOT_TIMEOUT, Duration::from_millis);
+            let collection_options = CollectionOptions::from_options(&mut options)?;
             QdrantMode::Server {
                 endpoint,
                 rest_endpoint,
@@ -164,6 +258,7 @@ impl QdrantConfig {
                 collection_prefix,
                 timeout,
                 snapshot_timeout,
+                collection_options,
             }
         } else {
             return Err(Error::config(format!(
@@ -214,9 +309,11 @@ struct ServerUrl {
     endpoint: String,
     rest_endpoint: String,
     api_key: Option<String>,
+    /// The [`CollectionOptions`] given as query parameters (checked with the options).
+    options: Vec<(String, String)>,
 }
 
-/// `qdrant://host[:port][?api_key=..&tls=true&rest_port=..]`.
+/// `qdrant://host[:port][?api_key=..&tls=true&rest_port=..&shard_number=..&…]`.
 fn parse_server_url(raw: &str) -> Result<ServerUrl> {
     let url = url::Url::parse(raw)
         .map_err(|e| Error::config(format!("invalid qdrant URL {}: {e}", redact_url(raw))))?;
@@ -240,6 +337,7 @@ fn parse_server_url(raw: &str) -> Result<ServerUrl> {
     let mut tls = false;
     let mut api_key = None;
     let mut rest_port = DEFAULT_REST_PORT;
+    let mut options = Vec::new();
     for (k, v) in url.query_pairs() {
         match k.as_ref() {
             "tls" => {
@@ -263,10 +361,20 @@ fn parse_server_url(raw: &str) -> Result<ServerUrl> {
                     ))
                 })?;
             }
+            key if COLLECTION_OPTION_KEYS.contains(&key) => {
+                if options.iter().any(|(k, _)| k == key) {
+                    return Err(Error::config(format!(
+                        "{}: the URL parameter {key} is given twice",
+                        redact_url(raw)
+                    )));
+                }
+                options.push((key.to_owned(), v.into_owned()));
+            }
             other => {
                 return Err(Error::config(format!(
-                    "{}: unknown URL parameter {other:?} (known: tls, api_key, rest_port)",
-                    redact_url(raw)
+                    "{}: unknown URL parameter {other:?} (known: tls, api_key, rest_port, {})",
+                    redact_url(raw),
+                    COLLECTION_OPTION_KEYS.join(", ")
                 )));
             }
         }
@@ -281,6 +389,7 @@ fn parse_server_url(raw: &str) -> Result<ServerUrl> {
         endpoint: format!("{scheme}://{host}:{port}"),
         rest_endpoint: format!("{scheme}://{host}:{rest_port}"),
         api_key,
+        options,
     })
 }
 
@@ -303,6 +412,7 @@ fn check_prefix(prefix: &str) -> Result<()> {
 mod tests {
     use super::*;
     use aimon_core::ErrorKind;
+    use serde_json::json;
 
     fn parse(url: &str) -> Result<QdrantConfig> {
         QdrantConfig::parse(&StorageConfig::from_url("q", url)?, None)
@@ -412,6 +522,158 @@ mod tests {
 
         let err = parse("qdrant://db?api_key=hunter2&tls=nope").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    fn collection_options(config: &StorageConfig) -> Result<CollectionOptions> {
+        match QdrantConfig::parse(config, None)?.mode {
+            QdrantMode::Server {
+                collection_options, ..
+            } => Ok(collection_options),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn collection_options_default_to_the_servers() {
+        let config = StorageConfig::from_url("q", "qdrant://db").unwrap();
+        let options = collection_options(&config).unwrap();
+        assert!(options.is_default(), "{options:?}");
+    }
+
+    #[test]
+    fn collection_options_come_from_the_url_or_the_options() {
+        let config = StorageConfig::from_url(
+            "q",
+            "qdrant://db?shard_number=6&replication_factor=3&write_consistency_factor=2\
+             &on_disk_payload=false",
+        )
+        .unwrap();
+        assert_eq!(
+            collection_options(&config).unwrap(),
+            CollectionOptions {
+                shard_number: Some(6),
+                replication_factor: Some(3),
+                write_consistency_factor: Some(2),
+                on_disk_payload: Some(false),
+            }
+        );
+        let config = StorageConfig::from_url("q", "qdrant://db")
+            .unwrap()
+            .option("shard_number", 2)
+            .option("replication_factor", "2")
+            .option("on_disk_payload", true);
+        let options = collection_options(&config).unwrap();
+        assert_eq!(options.shard_number, Some(2));
+        assert_eq!(options.replication_factor, Some(2));
+        assert_eq!(options.write_consistency_factor, None);
+        assert_eq!(options.on_disk_payload, Some(true));
+        // An explicit option wins over the URL's parameter.
+        let config = StorageConfig::from_url("q", "qdrant://db?shard_number=4")
+            .unwrap()
+            .option("shard_number", 8);
+        assert_eq!(collection_options(&config).unwrap().shard_number, Some(8));
+    }
+
+    #[test]
+    fn collection_counts_are_bounded() {
+        for (key, value, needle) in [
+            ("shard_number", json!(0), "greater than zero"),
+            ("replication_factor", json!(0), "greater than zero"),
+            ("write_consistency_factor", json!(0), "greater than zero"),
+            (
+                "shard_number",
+                json!(MAX_COLLECTION_COUNT + 1),
+                "more than 1024",
+            ),
+            ("replication_factor", json!(1_000_000), "more than 1024"),
+            ("shard_number", json!(-1), "non-negative integer"),
+            ("shard_number", json!("many"), "non-negative integer"),
+            ("replication_factor", json!(1.5), "non-negative integer"),
+            ("on_disk_payload", json!("yes"), "true or false"),
+            ("on_disk_payload", json!(1), "true or false"),
+        ] {
+            let config = StorageConfig::from_url("q", "qdrant://db")
+                .unwrap()
+                .option(key, value.clone());
+            let err = collection_options(&config).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{key}={value}");
+            let text = err.to_string();
+            assert!(text.contains(key), "{key}={value}: {text}");
+            assert!(text.contains(needle), "{key}={value}: {text}");
+        }
+        let config = StorageConfig::from_url("q", "qdrant://db")
+            .unwrap()
+            .option("shard_number", MAX_COLLECTION_COUNT)
+            .option("replication_factor", MAX_COLLECTION_COUNT);
+        let options = collection_options(&config).unwrap();
+        assert_eq!(options.shard_number, Some(MAX_COLLECTION_COUNT));
+    }
+
+    #[test]
+    fn write_consistency_is_at_most_the_replication_factor() {
+        let with = |pairs: &[(&str, u32)]| {
+            let mut config = StorageConfig::from_url("q", "qdrant://db").unwrap();
+            for (k, v) in pairs {
+                config = config.option(*k, *v);
+            }
+            collection_options(&config)
+        };
+        with(&[("replication_factor", 3), ("write_consistency_factor", 3)]).unwrap();
+        with(&[("replication_factor", 3), ("write_consistency_factor", 1)]).unwrap();
+        // 1 is every collection's default: it needs no replication_factor.
+        with(&[("write_consistency_factor", 1)]).unwrap();
+        let err = with(&[("replication_factor", 2), ("write_consistency_factor", 3)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
+        assert!(
+            err.to_string()
+                .contains("write_consistency_factor: 3 is more than replication_factor 2"),
+            "{err}"
+        );
+        let err = with(&[("write_consistency_factor", 2)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
+        assert!(
+            err.to_string().contains("needs replication_factor"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_collection_url_parameters_are_named_without_the_api_key() {
+        for (url, needle) in [
+            ("qdrant://db?api_key=hunter2&shard_number=0", "shard_number"),
+            (
+                "qdrant://db?api_key=hunter2&replication_factor=x",
+                "replication_factor",
+            ),
+            (
+                "qdrant://db?api_key=hunter2&replication_factor=1&write_consistency_factor=2",
+                "write_consistency_factor",
+            ),
+            (
+                "qdrant://db?api_key=hunter2&on_disk_payload=maybe",
+                "on_disk_payload",
+            ),
+            (
+                "qdrant://db?api_key=hunter2&shard_number=2&shard_number=3",
+                "twice",
+            ),
+            ("qdrant://db?api_key=hunter2&shards=2", "\"shards\""),
+        ] {
+            let err = parse(url).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{url}");
+            let text = err.to_string();
+            assert!(text.contains(needle), "{url}: {text}");
+            assert!(!text.contains("hunter2"), "{url}: {text}");
+        }
+    }
+
+    #[test]
+    fn collection_options_are_unknown_to_the_embedded_mode() {
+        let config = StorageConfig::from_url("q", "qdrant-edge:///tmp/q")
+            .unwrap()
+            .option("replication_factor", 2);
+        let err = QdrantConfig::parse(&config, None).unwrap_err();
+        assert!(err.to_string().contains("replication_factor"), "{err}");
     }
 
     #[test]

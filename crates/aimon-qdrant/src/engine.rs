@@ -70,6 +70,17 @@ pub struct Hit {
 /// A page of points (ids and payloads) and the offset of the next page.
 pub type ScrollPage = (Vec<(Uuid, Map<String, Value>)>, Option<Uuid>);
 
+/// What a Qdrant server says about itself, for `stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The server's version (its health check's answer); `Err` says why it is unknown.
+    pub version: std::result::Result<String, String>,
+    /// The server's git commit, where it reports one.
+    pub commit: Option<String>,
+    /// When the server started (its telemetry's `app.startup`); `Err` says why it is unknown.
+    pub started: std::result::Result<chrono::DateTime<chrono::Utc>, String>,
+}
+
 /// Every point payload of a native backup, per collection.
 pub type BackupPayloads = Vec<(Collection, Vec<Map<String, Value>>)>;
 
@@ -121,6 +132,12 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
 
     /// Engine figures for `stats().extra`.
     async fn extra_stats(&self) -> Result<BTreeMap<String, Value>>;
+
+    /// The server's version and start time; `None` for the embedded engine (this process is
+    /// the server). Never fails: what the server does not answer is reported unknown.
+    async fn server_info(&self) -> Option<ServerInfo> {
+        None
+    }
 
     /// Writes the engine's own backup into the new directory `dir`; returns its size in bytes.
     async fn native_backup(&self, dir: &Path) -> Result<u64>;

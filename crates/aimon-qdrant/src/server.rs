@@ -26,8 +26,8 @@ use qdrant_client::qdrant::{
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::config::QdrantMode;
-use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point, ScrollPage};
+use crate::config::{CollectionOptions, QdrantMode};
+use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point, ScrollPage, ServerInfo};
 use crate::filter::{Condition, FilterIr, float_bounds};
 use crate::payload::{IndexKind, indexes};
 use crate::snapshot::{self, Manifest, Rest};
@@ -88,11 +88,106 @@ pub fn collection_name(prefix: &str, collection: Collection) -> String {
 }
 
 /// The request creating a collection: one unnamed dense vector, dot product (vectors are stored
-/// at unit length, so it is the cosine).
-pub fn create_collection_request(name: &str, dimension: usize) -> CreateCollection {
-    CreateCollectionBuilder::new(name)
-        .vectors_config(VectorParamsBuilder::new(dimension as u64, Distance::Dot))
-        .build()
+/// at unit length, so it is the cosine), and the cluster layout `options` sets (what it leaves
+/// unset is the server's default).
+pub fn create_collection_request(
+    name: &str,
+    dimension: usize,
+    options: &CollectionOptions,
+) -> CreateCollection {
+    let mut builder = CreateCollectionBuilder::new(name)
+        .vectors_config(VectorParamsBuilder::new(dimension as u64, Distance::Dot));
+    if let Some(n) = options.shard_number {
+        builder = builder.shard_number(n);
+    }
+    if let Some(n) = options.replication_factor {
+        builder = builder.replication_factor(n);
+    }
+    if let Some(n) = options.write_consistency_factor {
+        builder = builder.write_consistency_factor(n);
+    }
+    if let Some(on_disk) = options.on_disk_payload {
+        // The deprecated flag rather than `payload.memory` (1.19+): servers before 1.19 ignore
+        // the new field, and newer ones map the flag to `cold` / `cached` themselves.
+        builder = builder.on_disk_payload(on_disk);
+    }
+    builder.build()
+}
+
+/// The collection's layout as the server reports it (`CollectionInfo.config.params`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollectionLayout {
+    pub shard_number: u32,
+    /// `None` from a server too old to report it.
+    pub replication_factor: Option<u32>,
+    pub write_consistency_factor: Option<u32>,
+    /// Whether payloads live on disk: `payload.memory` where the server reports it (1.19+:
+    /// `cold` is on disk, `cached` is what `on_disk_payload: false` becomes), else the
+    /// deprecated flag.
+    pub on_disk_payload: bool,
+    /// `payload.memory` as the server names it (`Cold`, `Cached`), from 1.19 on.
+    pub payload_memory: Option<&'static str>,
+}
+
+impl CollectionLayout {
+    pub fn of(info: &CollectionInfo) -> Option<Self> {
+        let params = info.config.as_ref()?.params.as_ref()?;
+        let memory = params
+            .payload
+            .and_then(|p| p.memory)
+            .and_then(|m| qdrant::Memory::try_from(m).ok())
+            .filter(|m| *m != qdrant::Memory::Unknown);
+        #[allow(deprecated)] // Still reported; `payload.memory` is new in 1.19.
+        let flag = params.on_disk_payload;
+        let on_disk_payload = match memory {
+            Some(qdrant::Memory::Cold) => true,
+            Some(qdrant::Memory::Cached | qdrant::Memory::Pinned) => false,
+            _ => flag,
+        };
+        Some(CollectionLayout {
+            shard_number: params.shard_number,
+            replication_factor: params.replication_factor,
+            write_consistency_factor: params.write_consistency_factor,
+            on_disk_payload,
+            payload_memory: memory.map(|m| m.as_str_name()),
+        })
+    }
+
+    /// The options `requested` sets that this collection does not have, as
+    /// `option: requested (has actual)`.
+    pub fn differences(&self, requested: &CollectionOptions) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |key: &str, want: Option<String>, have: Option<String>| {
+            if let Some(want) = want
+                && Some(&want) != have.as_ref()
+            {
+                let have = have.unwrap_or_else(|| "unknown".to_owned());
+                out.push(format!("{key}: {want} (has {have})"));
+            }
+        };
+        let text = |n: Option<u32>| n.map(|n| n.to_string());
+        check(
+            "shard_number",
+            text(requested.shard_number),
+            Some(self.shard_number.to_string()),
+        );
+        check(
+            "replication_factor",
+            text(requested.replication_factor),
+            text(self.replication_factor),
+        );
+        check(
+            "write_consistency_factor",
+            text(requested.write_consistency_factor),
+            text(self.write_consistency_factor),
+        );
+        check(
+            "on_disk_payload",
+            requested.on_disk_payload.map(|b| b.to_string()),
+            Some(self.on_disk_payload.to_string()),
+        );
+        out
+    }
 }
 
 /// The payload index requests of a collection.
@@ -144,6 +239,55 @@ pub fn check_vector_size(name: &str, info: &CollectionInfo, dimension: usize) ->
             "the Qdrant collection {name} does not have one unnamed vector: it was not made by \
              aimon; use another collection_prefix"
         ))),
+    }
+}
+
+/// A collection's figures for `stats().extra`: its size and the layout it really has.
+pub fn collection_stats(name: &str, info: &CollectionInfo) -> Value {
+    let mut stats = json!({
+        "name": name,
+        "points": info.points_count,
+        "segments": info.segments_count,
+        "indexed_vectors": info.indexed_vectors_count,
+        "payload_indexes": info.payload_schema.len(),
+    });
+    if let (Some(layout), Some(map)) = (CollectionLayout::of(info), stats.as_object_mut()) {
+        map.insert("shard_number".into(), json!(layout.shard_number));
+        map.insert(
+            "replication_factor".into(),
+            json!(layout.replication_factor),
+        );
+        map.insert(
+            "write_consistency_factor".into(),
+            json!(layout.write_consistency_factor),
+        );
+        map.insert("on_disk_payload".into(), json!(layout.on_disk_payload));
+        if let Some(memory) = layout.payload_memory {
+            map.insert("payload_memory".into(), json!(memory));
+        }
+    }
+    stats
+}
+
+/// The version and commit of a health-check answer; `Err` says why the version is unknown
+/// (the call failed, or the answer has none).
+pub fn server_version(
+    reply: Result<qdrant::HealthCheckReply>,
+) -> (std::result::Result<String, String>, Option<String>) {
+    match reply {
+        Ok(reply) => {
+            let commit = reply.commit.filter(|c| !c.trim().is_empty());
+            let version = reply.version.trim();
+            if version.is_empty() {
+                (Err("the health check named no version".to_owned()), commit)
+            } else {
+                (Ok(version.to_owned()), commit)
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "the Qdrant server's health check failed");
+            (Err(format!("health check failed: {e}")), None)
+        }
     }
 }
 
@@ -239,7 +383,50 @@ fn json_payload(payload: HashMap<String, qdrant::Value>) -> Map<String, Value> {
 /// A client error as an aimon error; never includes the API key (tonic's status carries the
 /// server's message and metadata only, and the key is request metadata, not response).
 fn client_error(e: qdrant_client::QdrantError) -> Error {
-    Error::new(client_error_kind(&e), format!("qdrant: {e}"))
+    let kind = client_error_kind(&e);
+    match &e {
+        // The server's (or the client's own) message and the gRPC code, without the response
+        // metadata qdrant-client's `Display` appends (`MetadataMap { headers: … }`).
+        qdrant_client::QdrantError::ResponseError { status } => Error::new(
+            kind,
+            format!("qdrant: {} (gRPC {:?})", status.message(), status.code()),
+        ),
+        _ => Error::new(kind, format!("qdrant: {e}")),
+    }
+}
+
+/// Parts of the messages of Qdrant's `Internal` answers that say a node or a replica could not
+/// be reached, rather than that something is broken: retrying may help, so they are
+/// `Unavailable`. Qdrant (1.x, `lib/collection/src/shards/replica_set/update.rs` and the
+/// transport channel pool) answers a write it could not apply on `write_consistency_factor`
+/// replicas with gRPC `Internal` ("Service internal error: …") carrying one of these:
+/// - "Failed to apply operation to at least one `Active` replica. Consistency of this update is
+///   not guaranteed. Please retry." and "Some replica of shard N failed to apply operation and
+///   deactivation timed out … Consistency of this update is not guaranteed. Please retry.";
+/// - "The replica set for shard N on peer P has no active replica";
+/// - "Failed to apply update with … ordering via leader peer P: …";
+/// - fewer replicas than the factor answered: the first replica's failure, which for a node
+///   that is down is its connection error ("Failed to connect to …", "Peer … is not available")
+///   or its `Unavailable` status wrapped as text ("Tonic status error: …" with the code's name
+///   or, from tonic 0.13 on, its description).
+///
+/// qdrant-client itself answers a server it cannot connect to with `Internal` "Failed to
+/// connect to …" too.
+const UNAVAILABLE_MARKERS: [&str; 7] = [
+    "Consistency of this update is not guaranteed",
+    "has no active replica",
+    "via leader peer",
+    "Failed to connect to",
+    "status: Unavailable",
+    "The service is currently unavailable",
+    "Shard temporarily unavailable",
+];
+
+/// Whether an `Internal` answer's message is one of [`UNAVAILABLE_MARKERS`] (or "Peer … is not
+/// available").
+fn internal_means_unavailable(message: &str) -> bool {
+    UNAVAILABLE_MARKERS.iter().any(|m| message.contains(m))
+        || (message.contains("Peer ") && message.contains(" is not available"))
 }
 
 fn client_error_kind(e: &qdrant_client::QdrantError) -> ErrorKind {
@@ -247,6 +434,9 @@ fn client_error_kind(e: &qdrant_client::QdrantError) -> ErrorKind {
     match e {
         E::ResponseError { status } => match status.code() {
             tonic::Code::Unavailable => ErrorKind::Unavailable,
+            tonic::Code::Internal if internal_means_unavailable(status.message()) => {
+                ErrorKind::Unavailable
+            }
             // The client's own timeout arrives as `Cancelled`.
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ErrorKind::Timeout,
             tonic::Code::Aborted => ErrorKind::Unavailable,
@@ -273,6 +463,8 @@ pub struct ServerEngine {
     endpoint: String,
     prefix: String,
     dimension: usize,
+    /// Applied when a collection is created.
+    collection_options: CollectionOptions,
 }
 
 impl std::fmt::Debug for ServerEngine {
@@ -280,6 +472,7 @@ impl std::fmt::Debug for ServerEngine {
         f.debug_struct("ServerEngine")
             .field("endpoint", &self.endpoint)
             .field("prefix", &self.prefix)
+            .field("collection_options", &self.collection_options)
             .finish_non_exhaustive()
     }
 }
@@ -334,6 +527,7 @@ impl ServerEngine {
             collection_prefix,
             timeout,
             snapshot_timeout,
+            collection_options,
         } = mode
         else {
             return Err(Error::config("not a qdrant:// configuration"));
@@ -354,6 +548,7 @@ impl ServerEngine {
             endpoint: endpoint.clone(),
             prefix: collection_prefix.clone(),
             dimension,
+            collection_options: *collection_options,
         };
         for c in Collection::ALL {
             engine.ensure_collection(c).await?;
@@ -361,8 +556,10 @@ impl ServerEngine {
         Ok(engine)
     }
 
-    /// Creates the collection when missing (another process creating it at the same time is
-    /// fine), checks its vector size and creates the payload indexes it lacks.
+    /// Creates the collection when missing with the configured [`CollectionOptions`] (another
+    /// process creating it at the same time is fine), checks its vector size and creates the
+    /// payload indexes it lacks. An existing collection keeps its layout: a difference from
+    /// the options is a warning, not an error (the data is there either way).
     async fn ensure_collection(&self, collection: Collection) -> Result<()> {
         let name = self.name(collection);
         let exists = self
@@ -371,7 +568,11 @@ impl ServerEngine {
             .await
             .map_err(client_error)?;
         if !exists {
-            let request = create_collection_request(&name, collection.dimension(self.dimension));
+            let request = create_collection_request(
+                &name,
+                collection.dimension(self.dimension),
+                &self.collection_options,
+            );
             match self.client.create_collection(request).await {
                 Ok(_) => {}
                 Err(e) if client_error_kind(&e) == ErrorKind::Conflict => {}
@@ -380,6 +581,18 @@ impl ServerEngine {
         }
         let info = self.info(&name).await?;
         check_vector_size(&name, &info, collection.dimension(self.dimension))?;
+        let differences = CollectionLayout::of(&info)
+            .map(|layout| layout.differences(&self.collection_options))
+            .unwrap_or_default();
+        if !differences.is_empty() {
+            tracing::warn!(
+                collection = %name,
+                differences = %differences.join(", "),
+                "the Qdrant collection exists with another layout than the options ask for; it \
+                 keeps its own (change replication_factor, write_consistency_factor or \
+                 on_disk_payload with Qdrant's update-collection API; shard_number is fixed)"
+            );
+        }
         for request in missing_index_requests(&name, collection, &info) {
             self.client
                 .create_field_index(request)
@@ -652,17 +865,26 @@ impl Engine for ServerEngine {
             if let Some(info) = info.result {
                 extra.insert(
                     format!("{}_collection", c.name()),
-                    json!({
-                        "name": self.name(c),
-                        "points": info.points_count,
-                        "segments": info.segments_count,
-                        "indexed_vectors": info.indexed_vectors_count,
-                        "payload_indexes": info.payload_schema.len(),
-                    }),
+                    collection_stats(&self.name(c), &info),
                 );
             }
         }
         Ok(extra)
+    }
+
+    async fn server_info(&self) -> Option<ServerInfo> {
+        let (health, started) =
+            tokio::join!(self.client.health_check(), self.rest.server_started());
+        let (version, commit) = server_version(health.map_err(client_error));
+        let started = started.map_err(|e| {
+            tracing::debug!(error = %e, "the Qdrant server's telemetry gave no start time");
+            e.to_string()
+        });
+        Some(ServerInfo {
+            version,
+            commit,
+            started,
+        })
     }
 
     async fn native_backup(&self, dir: &Path) -> Result<u64> {
@@ -725,6 +947,97 @@ mod tests {
     use super::*;
     use crate::payload::field;
 
+    fn response(code: tonic::Code, message: &str) -> qdrant_client::QdrantError {
+        qdrant_client::QdrantError::from(tonic::Status::new(code, message))
+    }
+
+    #[test]
+    fn a_write_the_cluster_cannot_replicate_is_a_retryable_unavailable() {
+        // The answers Qdrant gives when fewer replicas than write_consistency_factor applied a
+        // write (`Internal`, "Service internal error: …", as its gRPC layer formats them).
+        for message in [
+            "Service internal error: Failed to apply operation to at least one `Active` replica. \
+             Consistency of this update is not guaranteed. Please retry. Failed peer: 2, error: \
+             Service internal error: Tonic status error: status: Unavailable, message: \"Failed \
+             to connect to http://node-2:6335/\"",
+            "Service internal error: Some replica of shard 0 failed to apply operation and \
+             deactivation timed out after 30s. Consistency of this update is not guaranteed. \
+             Please retry.",
+            "Service internal error: The replica set for shard 1 on peer 3 has no active replica",
+            "Service internal error: Failed to apply update with Weak ordering via leader peer 2: \
+             Service internal error: timeout",
+            "Service internal error: Tonic status error: status: Unavailable, message: \"Peer \
+             http://node-3:6335/ is not available\"",
+            "Service internal error: Tonic status error: code: 'The service is currently \
+             unavailable', message: \"Failed to connect to http://node-3:6335/, error: \
+             transport error\"",
+            // qdrant-client's own answer for a server it cannot connect to.
+            "Failed to connect to http://127.0.0.1:1/: tonic::transport::Error(Transport, \
+             ConnectError(\"tcp connect error\", Os { code: 111, kind: ConnectionRefused }))",
+        ] {
+            let err = client_error(response(tonic::Code::Internal, message));
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{message}");
+            assert!(err.is_retryable(), "{message}");
+        }
+        let err = client_error(response(
+            tonic::Code::Unavailable,
+            "Shard temporarily unavailable: shard 0 is being transferred",
+        ));
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn a_server_that_cannot_be_reached_is_named_in_one_clear_message() {
+        let message = "Failed to connect to http://127.0.0.1:1/: tonic::transport::Error(Transport, \
+             ConnectError(\"tcp connect error\", Os { code: 111, kind: ConnectionRefused }))";
+        let mut status = tonic::Status::new(tonic::Code::Internal, message);
+        status
+            .metadata_mut()
+            .insert("x-request-id", "abc".parse().unwrap());
+        let err = client_error(qdrant_client::QdrantError::from(status));
+        let text = err.to_string();
+        assert!(
+            text.starts_with("unavailable: qdrant: Failed to connect to http://127.0.0.1:1/"),
+            "{text}"
+        );
+        assert!(text.ends_with("(gRPC Internal)"), "{text}");
+        assert!(
+            !text.contains("MetadataMap") && !text.contains("x-request-id"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn other_internal_errors_stay_backend_errors() {
+        for message in [
+            "Service internal error: File IO error: No space left on device (os error 28)",
+            "Service internal error: Out of memory, free: 0",
+            "Failed to create TLS config: invalid certificate",
+        ] {
+            let err = client_error(response(tonic::Code::Internal, message));
+            assert_eq!(err.kind(), ErrorKind::Backend, "{message}");
+            assert!(!err.is_retryable(), "{message}");
+        }
+    }
+
+    #[test]
+    fn grpc_codes_map_to_error_kinds() {
+        for (code, kind) in [
+            (tonic::Code::Unavailable, ErrorKind::Unavailable),
+            (tonic::Code::Aborted, ErrorKind::Unavailable),
+            (tonic::Code::DeadlineExceeded, ErrorKind::Timeout),
+            (tonic::Code::Cancelled, ErrorKind::Timeout),
+            (tonic::Code::NotFound, ErrorKind::NotFound),
+            (tonic::Code::AlreadyExists, ErrorKind::Conflict),
+            (tonic::Code::InvalidArgument, ErrorKind::InvalidInput),
+            (tonic::Code::Unauthenticated, ErrorKind::ConfigInvalid),
+            (tonic::Code::PermissionDenied, ErrorKind::ConfigInvalid),
+            (tonic::Code::DataLoss, ErrorKind::Backend),
+        ] {
+            assert_eq!(client_error(response(code, "x")).kind(), kind, "{code:?}");
+        }
+    }
+
     #[test]
     fn collections_are_named_per_prefix_and_kind() {
         assert_eq!(collection_name("ns1", Collection::Alerts), "ns1_alerts");
@@ -736,7 +1049,7 @@ mod tests {
 
     #[test]
     fn collections_have_one_dot_product_vector_of_the_dimension() {
-        let request = create_collection_request("c", 384);
+        let request = create_collection_request("c", 384, &CollectionOptions::default());
         assert_eq!(request.collection_name, "c");
         let Some(qdrant::vectors_config::Config::Params(params)) =
             request.vectors_config.and_then(|v| v.config)
@@ -745,6 +1058,200 @@ mod tests {
         };
         assert_eq!(params.size, 384);
         assert_eq!(params.distance, Distance::Dot as i32);
+    }
+
+    #[test]
+    #[allow(deprecated)] // `on_disk_payload` is what older servers read.
+    fn unset_collection_options_leave_the_servers_defaults() {
+        let request = create_collection_request("c", 1, &CollectionOptions::default());
+        assert_eq!(request.shard_number, None);
+        assert_eq!(request.replication_factor, None);
+        assert_eq!(request.write_consistency_factor, None);
+        assert_eq!(request.on_disk_payload, None);
+        assert_eq!(request.payload, None);
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn collection_options_are_set_on_the_create_request() {
+        let options = CollectionOptions {
+            shard_number: Some(6),
+            replication_factor: Some(3),
+            write_consistency_factor: Some(2),
+            on_disk_payload: Some(false),
+        };
+        let request = create_collection_request("ns_samples", 1, &options);
+        assert_eq!(request.collection_name, "ns_samples");
+        assert_eq!(request.shard_number, Some(6));
+        assert_eq!(request.replication_factor, Some(3));
+        assert_eq!(request.write_consistency_factor, Some(2));
+        assert_eq!(request.on_disk_payload, Some(false));
+        // Only the deprecated flag: a 1.19+ server maps it to `payload.memory` itself, and an
+        // older one ignores the new field.
+        assert_eq!(request.payload, None);
+        // The vector config is the same as without options.
+        let Some(qdrant::vectors_config::Config::Params(params)) =
+            request.vectors_config.clone().and_then(|v| v.config)
+        else {
+            panic!("one unnamed vector expected");
+        };
+        assert_eq!((params.size, params.distance), (1, Distance::Dot as i32));
+        // What goes over the wire: the encoded message decodes to the same fields.
+        let decoded = CreateCollection::decode(request.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded, request);
+
+        let only_disk = CollectionOptions {
+            on_disk_payload: Some(true),
+            ..Default::default()
+        };
+        let request = create_collection_request("c", 1, &only_disk);
+        assert_eq!(request.on_disk_payload, Some(true));
+        assert_eq!(request.shard_number, None);
+    }
+
+    #[allow(deprecated)]
+    fn info_with_layout(
+        shards: u32,
+        replicas: Option<u32>,
+        wcf: Option<u32>,
+        on_disk: bool,
+    ) -> CollectionInfo {
+        let mut info = info_with(384, &["status"]);
+        let params = info
+            .config
+            .as_mut()
+            .and_then(|c| c.params.as_mut())
+            .unwrap();
+        params.shard_number = shards;
+        params.replication_factor = replicas;
+        params.write_consistency_factor = wcf;
+        params.on_disk_payload = on_disk;
+        info.points_count = Some(42);
+        info
+    }
+
+    #[test]
+    fn stats_report_the_layout_each_collection_has() {
+        let info = info_with_layout(6, Some(3), Some(2), true);
+        let stats = collection_stats("ns_alerts", &info);
+        assert_eq!(stats["name"], "ns_alerts");
+        assert_eq!(stats["points"], 42);
+        assert_eq!(stats["payload_indexes"], 1);
+        assert_eq!(stats["shard_number"], 6);
+        assert_eq!(stats["replication_factor"], 3);
+        assert_eq!(stats["write_consistency_factor"], 2);
+        assert_eq!(stats["on_disk_payload"], true);
+        // A server too old to report the factors: null, not a made-up 1.
+        let stats = collection_stats("c", &info_with_layout(1, None, None, false));
+        assert!(stats["replication_factor"].is_null(), "{stats}");
+        // No config at all: the sizes only.
+        let stats = collection_stats("c", &CollectionInfo::default());
+        assert!(stats.get("shard_number").is_none(), "{stats}");
+    }
+
+    #[test]
+    fn payload_memory_decides_on_disk_payload_where_the_server_reports_it() {
+        let with_memory = |flag: bool, memory: Option<qdrant::Memory>| {
+            let mut info = info_with_layout(1, Some(1), Some(1), flag);
+            let params = info
+                .config
+                .as_mut()
+                .and_then(|c| c.params.as_mut())
+                .unwrap();
+            params.payload = Some(qdrant::PayloadStorageParams {
+                memory: memory.map(|m| m as i32),
+            });
+            CollectionLayout::of(&info).unwrap()
+        };
+        // 1.19+: `on_disk_payload: false` became `cached`, the default `cold`.
+        let cached = with_memory(true, Some(qdrant::Memory::Cached));
+        assert!(!cached.on_disk_payload);
+        assert_eq!(cached.payload_memory, Some("Cached"));
+        let cold = with_memory(false, Some(qdrant::Memory::Cold));
+        assert!(cold.on_disk_payload);
+        // No memory (or an unknown one): the flag.
+        assert!(!with_memory(false, None).on_disk_payload);
+        assert!(with_memory(true, Some(qdrant::Memory::Unknown)).on_disk_payload);
+        assert_eq!(with_memory(true, None).payload_memory, None);
+        let stats = collection_stats("c", &{
+            let mut info = info_with_layout(1, Some(1), Some(1), true);
+            let params = info
+                .config
+                .as_mut()
+                .and_then(|c| c.params.as_mut())
+                .unwrap();
+            params.payload = Some(qdrant::PayloadStorageParams {
+                memory: Some(qdrant::Memory::Cached as i32),
+            });
+            info
+        });
+        assert_eq!(stats["on_disk_payload"], false, "{stats}");
+        assert_eq!(stats["payload_memory"], "Cached", "{stats}");
+    }
+
+    #[test]
+    fn an_existing_collections_other_layout_is_named() {
+        let layout = CollectionLayout::of(&info_with_layout(2, Some(1), Some(1), true)).unwrap();
+        assert!(layout.differences(&CollectionOptions::default()).is_empty());
+        let same = CollectionOptions {
+            shard_number: Some(2),
+            replication_factor: Some(1),
+            write_consistency_factor: Some(1),
+            on_disk_payload: Some(true),
+        };
+        assert!(layout.differences(&same).is_empty());
+        let wanted = CollectionOptions {
+            shard_number: Some(6),
+            replication_factor: Some(3),
+            write_consistency_factor: Some(1),
+            on_disk_payload: Some(false),
+        };
+        assert_eq!(
+            layout.differences(&wanted),
+            vec![
+                "shard_number: 6 (has 2)".to_owned(),
+                "replication_factor: 3 (has 1)".to_owned(),
+                "on_disk_payload: false (has true)".to_owned(),
+            ]
+        );
+        let old = CollectionLayout::of(&info_with_layout(1, None, None, false)).unwrap();
+        assert_eq!(
+            old.differences(&CollectionOptions {
+                replication_factor: Some(2),
+                ..Default::default()
+            }),
+            vec!["replication_factor: 2 (has unknown)".to_owned()]
+        );
+    }
+
+    #[test]
+    fn the_health_check_answer_gives_the_servers_version() {
+        let reply = |version: &str, commit: Option<&str>| qdrant::HealthCheckReply {
+            title: "qdrant - vector search engine".into(),
+            version: version.into(),
+            commit: commit.map(Into::into),
+        };
+        assert_eq!(
+            server_version(Ok(reply("1.19.0", Some("4aac0231")))),
+            (Ok("1.19.0".to_owned()), Some("4aac0231".to_owned()))
+        );
+        assert_eq!(
+            server_version(Ok(reply(" 1.8.4 ", Some("")))),
+            (Ok("1.8.4".to_owned()), None)
+        );
+        let (version, _) = server_version(Ok(reply("", None)));
+        assert!(version.unwrap_err().contains("no version"));
+        let failed = Err(client_error(response(
+            tonic::Code::Unavailable,
+            "connection refused",
+        )));
+        let (version, commit) = server_version(failed);
+        let why = version.unwrap_err();
+        assert!(
+            why.contains("health check failed") && why.contains("connection refused"),
+            "{why}"
+        );
+        assert_eq!(commit, None);
     }
 
     #[test]

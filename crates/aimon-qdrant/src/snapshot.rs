@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use aimon_core::{Error, ErrorKind, Result};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -255,6 +256,8 @@ pub struct Rest {
     uploads: reqwest::Client,
     base: url::Url,
     api_key: Option<ApiKey>,
+    /// The per-request timeout (`timeout_ms`).
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Rest {
@@ -295,6 +298,7 @@ impl Rest {
             uploads,
             base,
             api_key,
+            timeout,
         })
     }
 
@@ -320,6 +324,55 @@ impl Rest {
             .append_pair("priority", "snapshot")
             .append_pair("checksum", sha256);
         url
+    }
+
+    /// `GET /telemetry?details_level=0`: the server's own figures; `result.app.startup` is when
+    /// it started.
+    pub fn telemetry_url(&self) -> url::Url {
+        let mut url = self.url(&["telemetry"]);
+        url.query_pairs_mut().append_pair("details_level", "0");
+        url
+    }
+
+    /// When the server started, from its telemetry (`stats` reports the uptime). At most
+    /// [`TELEMETRY_TIMEOUT`] (or the request timeout, if shorter) and [`TELEMETRY_MAX_BYTES`]
+    /// of answer: `stats` must not hang on a REST port it cannot reach.
+    pub async fn server_started(&self) -> Result<DateTime<Utc>> {
+        let url = self.telemetry_url();
+        let mut response = self
+            .authorize(self.client.get(url.clone()))?
+            .timeout(TELEMETRY_TIMEOUT.min(self.timeout))
+            .send()
+            .await
+            .map_err(|e| transport_error("telemetry", &e))?;
+        check_status(&url, response.status(), &mut response).await?;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error("telemetry", &e))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > TELEMETRY_MAX_BYTES {
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    format!(
+                        "qdrant REST {}: answer over {TELEMETRY_MAX_BYTES} bytes",
+                        url.path()
+                    ),
+                ));
+            }
+        }
+        telemetry_startup(&body).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Backend,
+                format!(
+                    "qdrant REST {}: no result.app.startup in the answer (a server before 1.9 \
+                     does not report it)",
+                    url.path()
+                ),
+            )
+        })
     }
 
     fn authorize(&self, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder> {
@@ -397,6 +450,20 @@ impl Rest {
             .map_err(|e| transport_error("upload", &e))?;
         check_status(&url, response.status(), &mut response).await
     }
+}
+
+/// How long `stats` waits for the telemetry answer.
+pub const TELEMETRY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most of a telemetry answer `stats` reads (at `details_level=0` it is a few KiB).
+pub const TELEMETRY_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// `result.app.startup` of a `GET /telemetry` answer: when the server started.
+pub fn telemetry_startup(body: &[u8]) -> Option<DateTime<Utc>> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let text = value.pointer("/result/app/startup")?.as_str()?;
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// A transport failure: the server is away or too slow (retryable).
@@ -597,6 +664,78 @@ mod tests {
         );
         let text = format!("{rest:?}");
         assert!(!text.contains("s3cret") && text.contains("***"), "{text}");
+    }
+
+    #[test]
+    fn the_telemetry_url_asks_for_the_least_detail() {
+        let rest = Rest::new(
+            "http://db:6333",
+            None,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(
+            rest.telemetry_url().as_str(),
+            "http://db:6333/telemetry?details_level=0"
+        );
+    }
+
+    #[test]
+    fn the_server_start_comes_from_telemetry_app_startup() {
+        // The shape of Qdrant's `GET /telemetry` answer (1.9 and later), trimmed.
+        let body = br#"{"result":{"id":"5f1c","app":{"name":"qdrant","version":"1.19.0",
+            "features":{"debug":false},"jwt_rbac":false,"startup":"2026-03-01T10:20:30.45Z"},
+            "collections":{"number_of_collections":4}},"status":"ok","time":0.0012}"#;
+        let started = telemetry_startup(body).unwrap();
+        assert_eq!(started.to_rfc3339(), "2026-03-01T10:20:30.450+00:00");
+        // An offset is read as the instant it names.
+        let body = br#"{"result":{"app":{"startup":"2026-03-01T12:20:30+02:00"}}}"#;
+        assert_eq!(
+            telemetry_startup(body).unwrap().to_rfc3339(),
+            "2026-03-01T10:20:30+00:00"
+        );
+        for unknown in [
+            &br#"{"result":{"app":{"name":"qdrant","version":"1.8.0"}}}"#[..],
+            br#"{"result":{"app":{"startup":"yesterday"}}}"#,
+            br#"{"result":{"app":{"startup":1700000000}}}"#,
+            br#"{"status":{"error":"Forbidden: Global access is required"}}"#,
+            b"<html>not json</html>",
+            b"",
+        ] {
+            assert_eq!(
+                telemetry_startup(unknown),
+                None,
+                "{}",
+                String::from_utf8_lossy(unknown)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_rest_port_is_a_quick_unavailable() {
+        // A port nothing listens on: bind one, then close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let rest = Rest::new(
+            &format!("http://127.0.0.1:{port}"),
+            Some(ApiKey::new("s3cret")),
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let err = rest.server_started().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(
+            started.elapsed() <= TELEMETRY_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[test]
