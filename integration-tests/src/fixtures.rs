@@ -873,9 +873,11 @@ fn postgres_ready(env: &ServerEnv) -> bool {
 }
 
 /// A PostgreSQL server with TimescaleDB: `AIMON_TEST_TIMESCALE_URL` (`timescale://…`), else a
-/// local cluster like [`POSTGRES`] with `shared_preload_libraries = timescaledb` where the
-/// extension's library is installed, else the pinned `timescale/timescaledb` image. This
-/// project's CI machine has none of them, so the TimescaleDB suite reports a skip there.
+/// local cluster of its own like [`POSTGRES`] (never `AIMON_TEST_POSTGRES_URL`'s server, which
+/// does not preload the extension) started with `shared_preload_libraries = timescaledb` and
+/// `timescaledb.telemetry_level = off` where the extension's library is installed in the
+/// cluster's `pg_config --pkglibdir` (CI builds it there with `.ci/timescaledb.sh`), else the
+/// pinned `timescale/timescaledb` image.
 pub const TIMESCALE: ServerSpec = ServerSpec {
     backend: "timescale",
     binary: "sh",
@@ -897,22 +899,54 @@ pub const TIMESCALE: ServerSpec = ServerSpec {
 };
 
 fn timescale_args(env: &ServerEnv) -> Vec<OsString> {
-    let library = postgres_bin_dir().map(|bin| bin.join("../lib/timescaledb.so"));
-    match library {
-        Some(lib) if lib.is_file() => {
-            let mut args = postgres_args(env);
-            if let Some(script) = args.last_mut() {
-                let mut text = script.to_string_lossy().into_owned();
-                text.push_str(" -c shared_preload_libraries=timescaledb");
-                *script = text.into();
-            }
-            args
-        }
-        _ => vec![
+    let Some(libdir) = postgres_bin_dir().map(|bin| postgres_pkglibdir(&bin)) else {
+        return postgres_args(env);
+    };
+    let library = libdir.join("timescaledb.so");
+    if !library.is_file() {
+        let message = format!(
+            "no {} (build TimescaleDB into this PostgreSQL with .ci/timescaledb.sh)",
+            library.display()
+        );
+        return vec![
             "-c".into(),
-            "echo 'no timescaledb library next to the PostgreSQL binaries' >&2; exit 1".into(),
-        ],
+            format!("echo '{}' >&2; exit 1", message.replace('\'', "")).into(),
+        ];
     }
+    let mut args = postgres_args(env);
+    if let Some(script) = args.last_mut() {
+        let mut text = script.to_string_lossy().into_owned();
+        // Telemetry off: nothing outside this machine is reachable, and a check must not try.
+        text.push_str(
+            " -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off",
+        );
+        *script = text.into();
+    }
+    args
+}
+
+/// Where the server `bin/postgres` loads extension libraries from: the `pg_config --pkglibdir`
+/// next to the real binary (where TimescaleDB's `make install` puts `timescaledb.so`; `bin` may
+/// hold only symlinks, such as `/usr/local/bin/postgres`), else `../lib` from there (Debian's
+/// layout, when the server headers and their `pg_config` are not installed).
+fn postgres_pkglibdir(bin: &Path) -> PathBuf {
+    let real_bin = bin
+        .join("postgres")
+        .canonicalize()
+        .ok()
+        .and_then(|postgres| postgres.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| bin.to_path_buf());
+    Command::new(real_bin.join("pg_config"))
+        .arg("--pkglibdir")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|dir| PathBuf::from(dir.trim()))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| real_bin.join("../lib"))
 }
 
 /// Drops the schemas a fixture created when the fixture goes (at the end of each check).
