@@ -421,4 +421,61 @@ mod timescaledb {
             assert_eq!(stats.samples, reference.stats().await.unwrap().samples);
         });
     }
+
+    /// `url` (`scheme://authority/database?query`) with another database.
+    fn with_database(url: &str, database: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("a URL");
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let query = path.find('?').map_or("", |i| &path[i..]);
+        format!("{scheme}://{authority}/{database}{query}")
+    }
+
+    /// Stores opened at once on a database where the extension is not yet created all open:
+    /// `CREATE EXTENSION IF NOT EXISTS` run by two sessions together fails the later one on
+    /// the catalog's unique name, so the driver serialises it.
+    #[test]
+    fn stores_opened_at_once_on_a_database_without_the_extension_all_open() {
+        run_check("extension race", async {
+            let server = match fixtures::resolve_server(&fixtures::TIMESCALE).await {
+                Ok(server) => server,
+                Err(reason) => {
+                    fixtures::skip("timescale", &reason);
+                    return;
+                }
+            };
+            let admin_url = fixtures::postgres_driver_url(&server.url);
+            let database = fixtures::unique_namespace("tsdb");
+            let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE \"{database}\""
+            )))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+            let url = with_database(&server.url, &database);
+            let opens = (0..8).map(|i| {
+                let config = StorageConfig::from_url("race", url.clone())
+                    .unwrap()
+                    .option("schema", format!("s{i}"));
+                tokio::spawn(async move { PostgresBackend::connect(&config).await })
+            });
+            let results = futures::future::join_all(opens).await;
+            let mut stores = Vec::new();
+            for result in results {
+                stores.push(result.unwrap().expect("every store opens"));
+            }
+            assert!(stores.iter().all(PostgresBackend::is_timescale));
+            for store in stores {
+                store.close().await.unwrap();
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE \"{database}\" WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        });
+    }
 }

@@ -147,10 +147,7 @@ async fn migrate_locked(conn: &mut PgConnection, config: &PostgresConfig) -> Res
                  (pg_available_extensions); use postgres:// for native partitioning",
             ));
         }
-        // In `public`, named explicitly: the connection's search_path starts with the store's
-        // schema, which may not exist yet, and an extension inside it would go with the store.
-        sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public")
-            .execute(&mut *conn)
+        timescale::create_extension(conn)
             .await
             .map_err(|e| Error::config("cannot create the timescaledb extension").with_source(e))?;
     }

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use aimon_core::Result;
+use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
 use crate::backend::DbResult;
@@ -32,6 +33,29 @@ pub(crate) async fn available(conn: &mut PgConnection) -> Result<bool> {
             .await
             .db()?;
     Ok(found.is_some())
+}
+
+/// The advisory lock that serialises creating the extension: the database holds one
+/// `timescaledb` extension for every store, and the migration lock is per schema.
+const EXTENSION_LOCK: &str = "aimon.extension.timescaledb";
+
+/// Creates the `timescaledb` extension in this database unless it exists. Two stores opened at
+/// once on a database without it would both run `CREATE EXTENSION IF NOT EXISTS`, and the
+/// later one fails on `pg_extension`'s unique name (`IF NOT EXISTS` checks before inserting,
+/// not atomically); a transaction-scoped advisory lock taken first makes the later one wait
+/// and then see the extension (its statement's snapshot is taken after the lock).
+pub(crate) async fn create_extension(conn: &mut PgConnection) -> sqlx::Result<()> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(EXTENSION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    // In `public`, named explicitly: the connection's search_path starts with the store's
+    // schema, which may not exist yet, and an extension inside it would go with the store.
+    sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// An `interval` literal of whole seconds (built from an integer).
