@@ -1079,9 +1079,54 @@ fn a_batch_spanning_thousands_of_chunks_is_stored_without_exhausting_the_lock_ta
     });
 }
 
+/// TimescaleDB mode: pauses the store's retention policy and waits for a run in progress to
+/// end. A store opened with a `metric_ttl` gets the policy, and TimescaleDB runs a new job at
+/// once in the background: a check that counts what its own `apply_retention` drops opens the
+/// TTL store first and pauses the job before writing what is to expire.
+async fn pause_retention_policy(store: &PostgresBackend) {
+    if !store.is_timescale() {
+        return;
+    }
+    let job: i32 = sqlx::query_scalar(
+        "SELECT job_id FROM timescaledb_information.jobs WHERE hypertable_schema = $1 \
+         AND hypertable_name = 'samples' AND proc_name = 'policy_retention'",
+    )
+    .bind(&store.config().schema)
+    .fetch_one(store.pool())
+    .await
+    .expect("the store's retention policy");
+    sqlx::query("SELECT alter_job($1, scheduled => FALSE)")
+        .bind(job)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let running: bool = sqlx::query_scalar(
+            "SELECT coalesce(bool_or(job_status = 'Running'), FALSE) \
+             FROM timescaledb_information.job_stats WHERE job_id = $1",
+        )
+        .bind(job)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if !running {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention job {job} still running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn batch_over_thousands_of_days(fixture: &Fixture) {
     const DAYS: i64 = 4_000;
     let base = fixture.config(&[]);
+    // The store that applies retention at the end, opened first (see pause_retention_policy).
+    let expiring = open(&with(&base, "metric_ttl_seconds", 365 * 86_400)).await;
+    pause_retention_policy(&expiring).await;
     let store = open(&base).await;
     let first = chrono::DateTime::parse_from_rfc3339("2001-01-01T07:30:00Z")
         .unwrap()
@@ -1147,7 +1192,6 @@ async fn batch_over_thousands_of_days(fixture: &Fixture) {
 
     // Retention drops every one of those partitions, again a few per transaction: the
     // samples are all older than a year.
-    let expiring = open(&with(&base, "metric_ttl_seconds", 365 * 86_400)).await;
     let report = expiring.apply_retention().await.unwrap();
     assert_eq!(report.samples_removed, DAYS as u64);
     let left = expiring.get_metric("decades").await.unwrap();
@@ -1174,6 +1218,9 @@ fn timescale_retention_counts_the_samples_of_dropped_chunks() {
             return;
         };
         let base = fixture.config(&[]);
+        // The TTL store first, its policy paused (see pause_retention_policy).
+        let reader = open(&with(&base, "metric_ttl_seconds", 3600)).await;
+        pause_retention_policy(&reader).await;
         let writer = open(&base).await;
         let now = time::now();
         let mut m = Metric::new("span", "span", MetricType::Gauge);
@@ -1182,7 +1229,6 @@ fn timescale_retention_counts_the_samples_of_dropped_chunks() {
             .map(|i| MetricValue::new(now - TimeDelta::minutes(10 * i + 5), i as f64))
             .collect();
         writer.save_metric(&m).await.unwrap();
-        let reader = open(&with(&base, "metric_ttl_seconds", 3600)).await;
         let report = reader.apply_retention().await.unwrap();
         // Daily chunks start at UTC midnight: those ending by the cutoff are dropped whole.
         let cutoff = now - TimeDelta::hours(1);

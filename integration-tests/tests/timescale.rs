@@ -30,6 +30,14 @@ mod timescaledb {
         PostgresBackend::connect(config).await.expect("connects")
     }
 
+    fn with(
+        config: &StorageConfig,
+        key: &str,
+        value: impl Into<serde_json::Value>,
+    ) -> StorageConfig {
+        config.clone().option(key, value)
+    }
+
     fn without(config: &StorageConfig, key: &str) -> StorageConfig {
         let mut config = config.clone();
         config.options.remove(key);
@@ -254,6 +262,69 @@ mod timescaledb {
             }
             // The chunks went with the policy's run: apply_retention has none left to drop.
             assert_eq!(store.apply_retention().await.unwrap().samples_removed, 0);
+        });
+    }
+
+    /// A store reopened with another `metric_ttl` or `compression_after` moves the server's
+    /// policy to it: a policy left at the first opener's settings would go on dropping (or
+    /// compressing) what the new settings keep. A store opened without them leaves the
+    /// policies alone (a tool that opens a store only to read must not remove them).
+    #[test]
+    fn reopening_with_other_settings_moves_the_policies_to_them() {
+        run_check("policies follow the settings", async {
+            let Some(fixture) = fixture().await else {
+                return;
+            };
+            let first = fixture.config(&[
+                ttl("metric_ttl_seconds", 3600),
+                ("compression_after", "1d".into()),
+            ]);
+            let store = open(&first).await;
+            let retention = policy(&store, "policy_retention").await.unwrap().1;
+            let compression = policy(&store, "policy_compression").await.unwrap().1;
+            assert!(interval_is(&store, &retention["drop_after"], 3600).await);
+            assert!(interval_is(&store, &compression["compress_after"], 86_400).await);
+
+            let longer = with(
+                &with(&first, "metric_ttl_seconds", 30 * 86_400),
+                "compression_after",
+                "7d",
+            );
+            let reopened = open(&longer).await;
+            let retention = policy(&reopened, "policy_retention").await.unwrap().1;
+            let compression = policy(&reopened, "policy_compression").await.unwrap().1;
+            assert!(
+                interval_is(&reopened, &retention["drop_after"], 30 * 86_400).await,
+                "{retention}"
+            );
+            assert!(
+                interval_is(&reopened, &compression["compress_after"], 7 * 86_400).await,
+                "{compression}"
+            );
+
+            let plain = open(&without(
+                &without(&first, "metric_ttl_seconds"),
+                "compression_after",
+            ))
+            .await;
+            let retention = policy(&plain, "policy_retention").await.unwrap().1;
+            let compression = policy(&plain, "policy_compression").await.unwrap().1;
+            assert!(interval_is(&plain, &retention["drop_after"], 30 * 86_400).await);
+            assert!(interval_is(&plain, &compression["compress_after"], 7 * 86_400).await);
+
+            // A store created without either gets them when first opened with them.
+            let bare = fixture.config(&[]);
+            open(&bare).await;
+            let later = open(&with(
+                &with(&bare, "metric_ttl_seconds", 7200),
+                "compression_after",
+                "2h",
+            ))
+            .await;
+            let retention = policy(&later, "policy_retention").await.unwrap().1;
+            let compression = policy(&later, "policy_compression").await.unwrap().1;
+            assert!(interval_is(&later, &retention["drop_after"], 7200).await);
+            assert!(interval_is(&later, &compression["compress_after"], 7200).await);
         });
     }
 

@@ -240,6 +240,7 @@ async fn migrate_locked(conn: &mut PgConnection, config: &PostgresConfig) -> Res
                     ),
                 ));
             }
+            timescale::update_policies(conn, config).await?;
             Ok(true)
         }
     }

@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use aimon_core::Result;
-use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Connection as _};
 
 use crate::backend::DbResult;
 use crate::config::PostgresConfig;
@@ -63,35 +63,142 @@ pub(crate) fn interval_literal(duration: Duration) -> String {
     format!("INTERVAL '{} seconds'", duration.as_secs())
 }
 
+/// `'"schema".samples'`, the hypertable as a `regclass` literal's text.
+fn table_literal(config: &PostgresConfig) -> String {
+    format!("'{}.samples'", config.quoted_schema().replace('\'', "''"))
+}
+
 /// The statements that turn the freshly created (plain, empty) `samples` table into a
 /// hypertable and install the policies of `config`, in order. Table names are resolved by the
 /// search path, which names the store's schema; `regclass` casts take the quoted schema
 /// explicitly so the policies bind to this schema's table whatever the path.
 pub(crate) fn setup_statements(config: &PostgresConfig) -> Vec<String> {
-    let table = format!("'{}.samples'", config.quoted_schema().replace('\'', "''"));
+    let table = table_literal(config);
     let mut out = vec![format!(
         "SELECT create_hypertable({table}::regclass, 'time', chunk_time_interval => {}, \
          if_not_exists => TRUE)",
         interval_literal(config.partition_interval)
     )];
-    if let Some(ttl) = config.retention.metric_ttl {
+    out.extend(policy_statements(
+        config,
+        &Policies {
+            compression_enabled: false,
+            drop_after_seconds: None,
+            compress_after_seconds: None,
+        },
+    ));
+    out
+}
+
+/// The policies a hypertable has on the server (read by [`POLICIES_QUERY`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Policies {
+    /// Compression is enabled on the hypertable (`ALTER TABLE … SET (timescaledb.compress)`).
+    pub compression_enabled: bool,
+    /// The retention policy's `drop_after`, in seconds; `None` without one.
+    pub drop_after_seconds: Option<f64>,
+    /// The compression policy's `compress_after`, in seconds; `None` without one.
+    pub compress_after_seconds: Option<f64>,
+}
+
+/// Reads [`Policies`] of the store's hypertable: `$1` is the schema.
+pub(crate) const POLICIES_QUERY: &str = "SELECT \
+     coalesce((SELECT compression_enabled FROM timescaledb_information.hypertables \
+      WHERE hypertable_schema = $1 AND hypertable_name = 'samples'), FALSE), \
+     (SELECT extract(epoch FROM (config->>'drop_after')::interval)::float8 \
+      FROM timescaledb_information.jobs WHERE hypertable_schema = $1 \
+      AND hypertable_name = 'samples' AND proc_name = 'policy_retention' LIMIT 1), \
+     (SELECT extract(epoch FROM (config->>'compress_after')::interval)::float8 \
+      FROM timescaledb_information.jobs WHERE hypertable_schema = $1 \
+      AND hypertable_name = 'samples' AND proc_name = 'policy_compression' LIMIT 1)";
+
+/// The statements that bring the hypertable's policies from `current` to `config`'s
+/// `metric_ttl` (a retention policy) and `compression_after` (compression segmented by series,
+/// and its policy); run in one transaction. A setting that `config` leaves out leaves the
+/// server's policy alone: a store opened only to read (the CLI's `stats`, say) must not remove
+/// the retention policy a writer set, and a policy is removed with TimescaleDB's
+/// `remove_retention_policy` / `remove_compression_policy`. A policy at another interval is
+/// replaced: left at the first opener's setting, it would go on dropping (or compressing)
+/// what the new setting keeps.
+pub(crate) fn policy_statements(config: &PostgresConfig, current: &Policies) -> Vec<String> {
+    let table = table_literal(config);
+    let differs = |now: Option<f64>, wanted: Duration| {
+        now.is_none_or(|seconds| (seconds - wanted.as_secs_f64()).abs() >= 0.5)
+    };
+    let mut out = Vec::new();
+    if let Some(ttl) = config.retention.metric_ttl
+        && differs(current.drop_after_seconds, ttl)
+    {
+        if current.drop_after_seconds.is_some() {
+            out.push(format!(
+                "SELECT remove_retention_policy({table}::regclass, if_exists => TRUE)"
+            ));
+        }
         out.push(format!(
             "SELECT add_retention_policy({table}::regclass, {}, if_not_exists => TRUE)",
             interval_literal(ttl)
         ));
     }
     if let Some(after) = config.compression_after {
-        out.push(
-            "ALTER TABLE samples SET (timescaledb.compress, \
-             timescaledb.compress_segmentby = 'sid', timescaledb.compress_orderby = 'time, tags')"
-                .to_owned(),
-        );
-        out.push(format!(
-            "SELECT add_compression_policy({table}::regclass, {}, if_not_exists => TRUE)",
-            interval_literal(after)
-        ));
+        if !current.compression_enabled {
+            out.push(
+                "ALTER TABLE samples SET (timescaledb.compress, \
+                 timescaledb.compress_segmentby = 'sid', timescaledb.compress_orderby = 'time, tags')"
+                    .to_owned(),
+            );
+        }
+        if differs(current.compress_after_seconds, after) {
+            if current.compress_after_seconds.is_some() {
+                out.push(format!(
+                    "SELECT remove_compression_policy({table}::regclass, if_exists => TRUE)"
+                ));
+            }
+            out.push(format!(
+                "SELECT add_compression_policy({table}::regclass, {}, if_not_exists => TRUE)",
+                interval_literal(after)
+            ));
+        }
     }
     out
+}
+
+/// Brings the policies of the store's existing hypertable to `config` (see
+/// [`policy_statements`]), in one transaction.
+pub(crate) async fn update_policies(
+    conn: &mut PgConnection,
+    config: &PostgresConfig,
+) -> Result<()> {
+    if config.retention.metric_ttl.is_none() && config.compression_after.is_none() {
+        return Ok(());
+    }
+    let (compression_enabled, drop_after_seconds, compress_after_seconds) =
+        sqlx::query_as::<_, (bool, Option<f64>, Option<f64>)>(POLICIES_QUERY)
+            .bind(&config.schema)
+            .fetch_one(&mut *conn)
+            .await
+            .db()?;
+    let statements = policy_statements(
+        config,
+        &Policies {
+            compression_enabled,
+            drop_after_seconds,
+            compress_after_seconds,
+        },
+    );
+    if statements.is_empty() {
+        return Ok(());
+    }
+    let mut tx = conn.begin().await.db()?;
+    for statement in &statements {
+        // Audited: built from a checked schema name (quoted) and whole seconds.
+        sqlx::raw_sql(AssertSqlSafe(statement.clone()))
+            .execute(&mut *tx)
+            .await
+            .db()?;
+    }
+    tx.commit().await.db()?;
+    tracing::info!(backend = %config.name, schema = %config.schema, "moved the TimescaleDB policies to the store's settings");
+    Ok(())
 }
 
 /// The bucket expression of history in TimescaleDB mode: `time_bucket` with the Unix epoch as
@@ -110,7 +217,7 @@ pub(crate) fn bucket_expression(step_placeholder: &str) -> String {
 /// keeps its expired rows (reads filter them), and they are not counted until it goes. Run
 /// in the transaction of the drop, whose `now()` is the same.
 pub(crate) fn dropped_chunks_end_statement(config: &PostgresConfig, ttl: Duration) -> String {
-    let table = format!("'{}.samples'", config.quoted_schema().replace('\'', "''"));
+    let table = table_literal(config);
     format!(
         "SELECT max(c.range_end) FROM timescaledb_information.chunks c \
          WHERE format('%I.%I', c.chunk_schema, c.chunk_name)::regclass IN \
@@ -122,7 +229,7 @@ pub(crate) fn dropped_chunks_end_statement(config: &PostgresConfig, ttl: Duratio
 /// `drop_chunks` for the hypertable: what `apply_retention` runs in TimescaleDB mode, so
 /// expired chunks go at once rather than at the policy's next run.
 pub(crate) fn drop_chunks_statement(config: &PostgresConfig, ttl: Duration) -> String {
-    let table = format!("'{}.samples'", config.quoted_schema().replace('\'', "''"));
+    let table = table_literal(config);
     format!(
         "SELECT count(*) FROM drop_chunks({table}::regclass, older_than => now() - {})",
         interval_literal(ttl)
@@ -175,6 +282,51 @@ mod tests {
             "SELECT add_compression_policy('\"aimon\".samples'::regclass, \
              INTERVAL '604800 seconds', if_not_exists => TRUE)"
         );
+    }
+
+    #[test]
+    fn policies_move_to_the_settings_and_stay_without_them() {
+        let settings = config(&[
+            ("metric_ttl_seconds", 3600.into()),
+            ("compression_after", "1d".into()),
+        ]);
+        let none = Policies {
+            compression_enabled: false,
+            drop_after_seconds: None,
+            compress_after_seconds: None,
+        };
+        // None yet: compression enabled, both policies added.
+        let fresh = policy_statements(&settings, &none);
+        assert_eq!(fresh.len(), 3);
+        assert!(fresh[0].starts_with("SELECT add_retention_policy("));
+        assert!(fresh[1].starts_with("ALTER TABLE samples SET (timescaledb.compress"));
+        assert!(fresh[2].starts_with("SELECT add_compression_policy("));
+        // Already there at these intervals: nothing to do.
+        let same = Policies {
+            compression_enabled: true,
+            drop_after_seconds: Some(3600.0),
+            compress_after_seconds: Some(86_400.0),
+        };
+        assert!(policy_statements(&settings, &same).is_empty());
+        // At other intervals: each replaced, compression left enabled.
+        let other = Policies {
+            compression_enabled: true,
+            drop_after_seconds: Some(60.0),
+            compress_after_seconds: Some(7.0 * 86_400.0),
+        };
+        assert_eq!(
+            policy_statements(&settings, &other),
+            [
+                "SELECT remove_retention_policy('\"aimon\".samples'::regclass, if_exists => TRUE)",
+                "SELECT add_retention_policy('\"aimon\".samples'::regclass, \
+                 INTERVAL '3600 seconds', if_not_exists => TRUE)",
+                "SELECT remove_compression_policy('\"aimon\".samples'::regclass, if_exists => TRUE)",
+                "SELECT add_compression_policy('\"aimon\".samples'::regclass, \
+                 INTERVAL '86400 seconds', if_not_exists => TRUE)",
+            ]
+        );
+        // Settings left out leave the server's policies alone.
+        assert!(policy_statements(&config(&[]), &other).is_empty());
     }
 
     #[test]
