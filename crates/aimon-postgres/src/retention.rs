@@ -7,7 +7,7 @@
 //! read time meanwhile.
 
 use aimon_core::{Result, RetentionReport, time};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
 use crate::backend::{DbResult, PostgresBackend};
 use crate::error::count;
@@ -73,6 +73,54 @@ impl PostgresBackend {
         Ok(removed)
     }
 
+    /// TimescaleDB mode: drops the chunks that end at or before `cutoff` (what the retention
+    /// policy drops, now) and returns the rows they held, a few chunks per transaction like
+    /// [`drop_expired_partitions`](Self::drop_expired_partitions): `drop_chunks` over thousands
+    /// of chunks in one transaction locks each chunk, its TOAST table, its indexes and its
+    /// compressed chunk until commit and fails with `out of shared memory`. Each transaction,
+    /// under the schema's advisory lock (so two sweeps never count the same rows), counts the
+    /// rows before the end of its oldest chunks (every older chunk is gone already: chunks
+    /// never overlap) and drops those chunks with `drop_chunks(older_than => that end)`. The
+    /// chunk straddling the cutoff stays, its expired rows hidden from reads.
+    async fn drop_expired_chunks(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        let per_transaction = self.lock_budget.partitions_per_ddl.max(1);
+        let ends: Vec<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar(timescale::EXPIRED_CHUNK_ENDS_QUERY)
+                .bind(&self.config.schema)
+                .bind(cutoff)
+                .fetch_all(&self.pool)
+                .await
+                .db()?;
+        let mut removed = 0;
+        for group in ends.chunks(per_transaction) {
+            let Some(&end) = group.last() else { continue };
+            let mut tx = self.pool.begin().await.db()?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(lock_key(&self.config.schema))
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM samples WHERE time < $1")
+                .bind(end)
+                .fetch_one(&mut *tx)
+                .await
+                .db()?;
+            sqlx::query(AssertSqlSafe(timescale::drop_chunks_statement(
+                &self.config,
+            )))
+            .bind(end)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()?;
+            removed += count(rows);
+        }
+        if !ends.is_empty() {
+            tracing::debug!(backend = %self.config.name, dropped = ends.len(), "dropped expired chunks");
+        }
+        Ok(removed)
+    }
+
     pub(crate) async fn sweep(&self) -> Result<RetentionReport> {
         let now = time::now();
         let retention = self.config.retention;
@@ -80,36 +128,7 @@ impl PostgresBackend {
         if let Some(cutoff) = retention.metric_cutoff(now) {
             let cutoff_time = time::from_micros(cutoff);
             if self.timescale {
-                if let Some(ttl) = retention.metric_ttl {
-                    let mut tx = self.pool.begin().await.db()?;
-                    // What drop_chunks removes: the rows of the wholly expired chunks, not
-                    // every expired row (the chunk straddling the cutoff stays).
-                    let dropped_end: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-                        AssertSqlSafe(timescale::dropped_chunks_end_statement(&self.config, ttl)),
-                    )
-                    .fetch_one(&mut *tx)
-                    .await
-                    .db()?;
-                    if let Some(end) = dropped_end {
-                        report.samples_removed = count(
-                            sqlx::query("SELECT count(*) FROM samples WHERE time < $1")
-                                .bind(end)
-                                .fetch_one(&mut *tx)
-                                .await
-                                .db()?
-                                .try_get::<i64, _>(0)
-                                .db()?,
-                        );
-                    }
-                    sqlx::query(AssertSqlSafe(timescale::drop_chunks_statement(
-                        &self.config,
-                        ttl,
-                    )))
-                    .execute(&mut *tx)
-                    .await
-                    .db()?;
-                    tx.commit().await.db()?;
-                }
+                report.samples_removed = self.drop_expired_chunks(cutoff_time).await?;
             } else {
                 report.samples_removed = self.drop_expired_partitions(cutoff_time).await?;
             }

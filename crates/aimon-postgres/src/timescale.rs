@@ -210,29 +210,19 @@ pub(crate) fn bucket_expression(step_placeholder: &str) -> String {
     )
 }
 
-/// The end of the newest chunk that [`drop_chunks_statement`] drops (`NULL` when it drops
-/// none): `show_chunks` with the same `older_than` lists exactly the chunks `drop_chunks`
-/// removes, those whose range ends at or before it. Chunks never overlap, so the samples
-/// before that end are exactly the samples the drop removes; the chunk straddling the cutoff
-/// keeps its expired rows (reads filter them), and they are not counted until it goes. Run
-/// in the transaction of the drop, whose `now()` is the same.
-pub(crate) fn dropped_chunks_end_statement(config: &PostgresConfig, ttl: Duration) -> String {
-    let table = table_literal(config);
-    format!(
-        "SELECT max(c.range_end) FROM timescaledb_information.chunks c \
-         WHERE format('%I.%I', c.chunk_schema, c.chunk_name)::regclass IN \
-         (SELECT show_chunks({table}::regclass, older_than => now() - {}))",
-        interval_literal(ttl)
-    )
-}
+/// The ends of the store's chunks that end at or before `$2` (the retention cutoff), oldest
+/// first; `$1` is the schema. These are the chunks `drop_chunks(older_than => $2)` drops.
+pub(crate) const EXPIRED_CHUNK_ENDS_QUERY: &str = "SELECT range_end \
+     FROM timescaledb_information.chunks WHERE hypertable_schema = $1 \
+     AND hypertable_name = 'samples' AND range_end <= $2 ORDER BY range_start";
 
-/// `drop_chunks` for the hypertable: what `apply_retention` runs in TimescaleDB mode, so
-/// expired chunks go at once rather than at the policy's next run.
-pub(crate) fn drop_chunks_statement(config: &PostgresConfig, ttl: Duration) -> String {
-    let table = table_literal(config);
+/// `drop_chunks` for the hypertable's chunks that end at or before `$1` (a `timestamptz`):
+/// what `apply_retention` runs in TimescaleDB mode, a group of chunks at a time, so expired
+/// chunks go at once rather than at the policy's next run.
+pub(crate) fn drop_chunks_statement(config: &PostgresConfig) -> String {
     format!(
-        "SELECT count(*) FROM drop_chunks({table}::regclass, older_than => now() - {})",
-        interval_literal(ttl)
+        "SELECT count(*) FROM drop_chunks({}::regclass, older_than => $1::timestamptz)",
+        table_literal(config)
     )
 }
 
@@ -337,11 +327,10 @@ mod tests {
             "time_bucket($2::bigint * INTERVAL '1 microsecond', x.time, \
              TIMESTAMPTZ '1970-01-01 00:00:00+00')"
         );
-        let drop = drop_chunks_statement(&config(&[]), Duration::from_secs(60));
-        assert!(drop.contains("older_than => now() - INTERVAL '60 seconds'"));
-        let end = dropped_chunks_end_statement(&config(&[]), Duration::from_secs(60));
-        assert!(end.contains(
-            "show_chunks('\"aimon\".samples'::regclass, older_than => now() - INTERVAL '60 seconds')"
-        ));
+        assert_eq!(
+            drop_chunks_statement(&config(&[])),
+            "SELECT count(*) FROM drop_chunks('\"aimon\".samples'::regclass, \
+             older_than => $1::timestamptz)"
+        );
     }
 }
