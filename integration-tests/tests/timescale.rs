@@ -12,9 +12,11 @@
 aimon_integration_tests::conformance_suite!(aimon_integration_tests::fixtures::timescale());
 
 mod timescaledb {
+    use std::collections::BTreeSet;
+
     use aimon_core::{
-        Aggregation, HistoryQuery, Metric, MetricQuery, MetricType, MetricValue, QueryOptions,
-        SortOrder, StorageBackend, StorageConfig, time,
+        Aggregation, BackupFormat, HistoryQuery, Metric, MetricQuery, MetricType, MetricValue,
+        QueryOptions, SortOrder, StorageBackend, StorageConfig, time,
     };
     use aimon_integration_tests::conformance::support::*;
     use aimon_integration_tests::fixtures::{self, Fixture, run_check};
@@ -490,6 +492,77 @@ mod timescaledb {
             answers_like(&ts, &reference, &ids).await;
             let stats = ts.stats().await.unwrap();
             assert_eq!(stats.samples, reference.stats().await.unwrap().samples);
+        });
+    }
+
+    #[test]
+    fn portable_and_pg_dump_backups_round_trip_a_compressed_hypertable() {
+        run_check("hypertable backups", async {
+            let Some(fixture) = fixture().await else {
+                return;
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let source_config = fixture.config(&[
+                ("partition_interval", "6h".into()),
+                ("compression_after", "1d".into()),
+            ]);
+            let store = std::sync::Arc::new(open(&source_config).await);
+            let source: Backend = store.clone();
+            source.save_metrics(&three_days_of_series()).await.unwrap();
+            populate(&source).await;
+            compress_every_chunk(&store).await;
+            let expected = dump(&source).await;
+            let samples: u64 = expected.metrics.iter().map(|m| m.values.len() as u64).sum();
+
+            for format in [BackupFormat::Portable, BackupFormat::Native] {
+                let path = dir.path().join(format!("{format:?}"));
+                let report = source.backup(&path, format).await.unwrap();
+                assert_eq!(report.format, format);
+                assert_eq!((report.series, report.samples), (7, samples), "{format:?}");
+
+                let target = open(&fixture.config(&[("partition_interval", "6h".into())])).await;
+                let restored = target.restore(&path, format).await.unwrap();
+                assert_eq!(
+                    (
+                        restored.series,
+                        restored.samples,
+                        restored.alerts,
+                        restored.agent_states
+                    ),
+                    (7, samples, 4, 3),
+                    "{format:?}"
+                );
+                // The restored samples are in the target's hypertable, in its chunks.
+                let root: i64 = sqlx::query_scalar("SELECT count(*) FROM ONLY samples")
+                    .fetch_one(target.pool())
+                    .await
+                    .unwrap();
+                assert_eq!(root, 0);
+                let spans: BTreeSet<DateTime<Utc>> =
+                    chunks(&target).await.into_iter().map(|c| c.1).collect();
+                assert_eq!(spans.len(), 12, "{format:?}: {spans:?}");
+                let target: Backend = std::sync::Arc::new(target);
+                assert_eq!(dump(&target).await, expected, "{format:?}");
+                // Restoring again merges by key: nothing changes.
+                target.restore(&path, format).await.unwrap();
+                assert_eq!(dump(&target).await, expected, "{format:?} twice");
+            }
+            // The dump restores into a natively partitioned store as well.
+            // (A namespace of the fixture, so that it is dropped afterwards, opened as postgres://.)
+            let registered = fixture.config(&[]);
+            let native_config = StorageConfig::from_url(
+                "native",
+                fixtures::postgres_driver_url(&registered.connection_string),
+            )
+            .unwrap()
+            .option("schema", registered.options["schema"].clone());
+            let native: Backend = std::sync::Arc::new(open(&native_config).await);
+            let restored = native
+                .restore(&dir.path().join("Native"), BackupFormat::Native)
+                .await
+                .unwrap();
+            assert_eq!((restored.series, restored.samples), (7, samples));
+            assert_eq!(dump(&native).await, expected);
         });
     }
 

@@ -273,7 +273,7 @@ impl StorageBackend for PostgresBackend {
             server_side_downsampling: true,
             pub_sub: true,
             cross_process_events: true,
-            native_backup: crate::backup::native_available(self.timescale),
+            native_backup: crate::backup::native_available(),
             similarity_search: false,
             agent_state_history: false,
             retention: RetentionMechanism::PartitionDrop,

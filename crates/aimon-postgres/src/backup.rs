@@ -36,10 +36,59 @@ fn tools() -> Option<&'static (PathBuf, PathBuf)> {
         .as_ref()
 }
 
-/// Whether the native format is offered: `pg_dump` and `psql` are on `PATH` (and the store is
-/// not a TimescaleDB hypertable, whose dump needs TimescaleDB's own procedure).
-pub(crate) fn native_available(timescale: bool) -> bool {
-    !timescale && tools().is_some()
+/// Whether the native format is offered: `pg_dump` and `psql` are on `PATH`.
+pub(crate) fn native_available() -> bool {
+    tools().is_some()
+}
+
+/// Whether `line` (outside `COPY` data) starts the `COPY` of the `samples` table in a plain
+/// dump of one schema: `COPY <schema>.samples (sid, "time", tags, value) FROM stdin;`.
+fn is_samples_copy(line: &str) -> bool {
+    line.starts_with("COPY ")
+        && line.contains(".samples (sid, ")
+        && line.trim_end().ends_with("FROM stdin;")
+}
+
+/// Copies the plain dump `dump` to `out`, with the `COPY` block of `samples` (empty in a dump
+/// of a TimescaleDB store: the hypertable's rows live in chunks outside its schema) filled
+/// with `rows`, `COPY`'s text format. Fails when the dump has no such block or it is not empty.
+fn splice_samples(dump: &Path, rows: &Path, out: &Path) -> std::result::Result<(), std::io::Error> {
+    use std::io::{BufRead, BufReader, BufWriter, Write};
+    let missing =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let mut reader = BufReader::new(std::fs::File::open(dump)?);
+    let mut writer = BufWriter::new(std::fs::File::create(out)?);
+    let mut line = String::new();
+    let mut in_copy = false;
+    let mut spliced = false;
+    while reader.read_line(&mut line)? > 0 {
+        if in_copy {
+            if line.trim_end_matches(['\n', '\r']) == "\\." {
+                in_copy = false;
+            }
+        } else if line.starts_with("COPY ") && line.trim_end().ends_with("FROM stdin;") {
+            in_copy = true;
+            if is_samples_copy(&line) && !spliced {
+                writer.write_all(line.as_bytes())?;
+                line.clear();
+                reader.read_line(&mut line)?;
+                if line.trim_end_matches(['\n', '\r']) != "\\." {
+                    return Err(missing(
+                        "pg_dump wrote rows into the hypertable's root table",
+                    ));
+                }
+                std::io::copy(&mut std::fs::File::open(rows)?, &mut writer)?;
+                spliced = true;
+                in_copy = false;
+            }
+        }
+        writer.write_all(line.as_bytes())?;
+        line.clear();
+    }
+    if !spliced {
+        return Err(missing("pg_dump wrote no COPY block for samples"));
+    }
+    writer.flush()
 }
 
 /// Rewrites the schema name `from` to `to` on the SQL lines of a plain dump, leaving the data
@@ -117,7 +166,7 @@ impl PostgresBackend {
     }
 
     pub(crate) async fn native_backup(&self, path: &Path) -> Result<TransferReport> {
-        let Some((pg_dump, _)) = tools().filter(|_| !self.timescale) else {
+        let Some((pg_dump, _)) = tools() else {
             return Err(Error::unsupported(
                 "the native backup format (pg_dump and psql on PATH)",
             ));
@@ -138,10 +187,13 @@ impl PostgresBackend {
                 "--no-privileges",
                 "--schema",
             ])
-            .arg(quote_ident(&self.config.schema))
-            .arg("-f")
-            .arg(&dump);
-        run_tool(command, "pg_dump").await?;
+            .arg(quote_ident(&self.config.schema));
+        if self.timescale {
+            self.dump_with_hypertable_rows(command, path, &dump).await?;
+        } else {
+            command.arg("-f").arg(&dump);
+            run_tool(command, "pg_dump").await?;
+        }
         let version = std::process::Command::new(pg_dump)
             .arg("--version")
             .output()
@@ -152,6 +204,7 @@ impl PostgresBackend {
             "format": FORMAT,
             "version": VERSION,
             "schema": self.config.schema,
+            "mode": if self.timescale { "timescaledb" } else { "native_partitions" },
             "pg_dump": version,
             "created_at": time::format(time::now()),
         });
@@ -170,8 +223,73 @@ impl PostgresBackend {
         })
     }
 
+    /// TimescaleDB mode: `pg_dump` of the schema holds the hypertable's definition but none of
+    /// its rows (they live in chunks in TimescaleDB's own schemas, with the catalog that makes
+    /// them a hypertable, which a dump of one schema cannot carry). So the dump runs in a
+    /// snapshot this store exports (`pg_dump --snapshot`), a read-only repeatable-read
+    /// transaction that meanwhile copies the hypertable's rows (decompressed) out with
+    /// `COPY … TO STDOUT`, and they are spliced into the dump's `COPY` block of `samples`. The
+    /// result is a plain dump whose `samples` table holds every row, in one snapshot with the
+    /// other tables, and which restores like a native-mode dump (into either mode).
+    async fn dump_with_hypertable_rows(
+        &self,
+        mut command: tokio::process::Command,
+        dir: &Path,
+        dump: &Path,
+    ) -> Result<()> {
+        use futures::StreamExt as _;
+        use tokio::io::AsyncWriteExt as _;
+
+        let raw = dir.join("dump.sql.part");
+        let rows = dir.join("samples.copy.part");
+        let mut tx = self.read_tx().await?;
+        let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut *tx)
+            .await
+            .db()?;
+        command.arg(format!("--snapshot={snapshot}"));
+        command.arg("-f").arg(&raw);
+        let copied = async {
+            let mut file = tokio::fs::File::create(&rows).await?;
+            let mut stream = tx
+                .copy_out_raw("COPY (SELECT sid, time, tags, value FROM samples) TO STDOUT")
+                .await
+                .db()?;
+            while let Some(chunk) = stream.next().await {
+                file.write_all(&chunk.db()?).await?;
+            }
+            file.flush().await?;
+            Ok::<(), Error>(())
+        };
+        // The exporting transaction stays open until pg_dump has taken its snapshot: both run
+        // together, and the transaction ends after both.
+        let (dumped, copied) = tokio::join!(run_tool(command, "pg_dump"), copied);
+        let ended = tx.commit().await.db();
+        let spliced = match (dumped, copied, ended) {
+            (Ok(()), Ok(()), Ok(())) => {
+                let (raw, rows, dump) = (raw.clone(), rows.clone(), dump.to_path_buf());
+                tokio::task::spawn_blocking(move || splice_samples(&raw, &rows, &dump))
+                    .await
+                    .map_err(|e| {
+                        Error::new(ErrorKind::Backend, format!("the dump splice failed: {e}"))
+                    })?
+                    .map_err(|e| {
+                        Error::new(
+                            ErrorKind::Backend,
+                            "cannot add the hypertable's rows to the dump",
+                        )
+                        .with_source(e)
+                    })
+            }
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+        };
+        let _ = std::fs::remove_file(&raw);
+        let _ = std::fs::remove_file(&rows);
+        spliced
+    }
+
     pub(crate) async fn native_restore(&self, path: &Path) -> Result<TransferReport> {
-        let Some((_, psql)) = tools().filter(|_| !self.timescale) else {
+        let Some((_, psql)) = tools() else {
             return Err(Error::unsupported(
                 "the native backup format (pg_dump and psql on PATH)",
             ));
@@ -415,6 +533,37 @@ fn tempfile_dir(_backup: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hypertable_rows_fill_the_samples_copy_block_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, rows, out) = (
+            dir.path().join("raw"),
+            dir.path().join("rows"),
+            dir.path().join("out"),
+        );
+        // A data line that looks like a COPY line must not be taken for one.
+        let dump = "--\n-- PostgreSQL database dump\n\
+                    COPY fleet.alerts (id) FROM stdin;\n\
+                    COPY x.samples (sid, \"time\", tags, value) FROM stdin;\n\\.\n\
+                    COPY fleet.samples (sid, \"time\", tags, value) FROM stdin;\n\\.\n\
+                    COPY fleet.series (sid) FROM stdin;\n1\n\\.\n";
+        std::fs::write(&raw, dump).unwrap();
+        std::fs::write(&rows, "1\t2024-01-01 00:00:00+00\t{}\t1.5\n").unwrap();
+        splice_samples(&raw, &rows, &out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "--\n-- PostgreSQL database dump\n\
+             COPY fleet.alerts (id) FROM stdin;\n\
+             COPY x.samples (sid, \"time\", tags, value) FROM stdin;\n\\.\n\
+             COPY fleet.samples (sid, \"time\", tags, value) FROM stdin;\n\
+             1\t2024-01-01 00:00:00+00\t{}\t1.5\n\\.\n\
+             COPY fleet.series (sid) FROM stdin;\n1\n\\.\n"
+        );
+        // A dump without the block (not a store's schema) is an error, not a silent loss.
+        std::fs::write(&raw, "COPY fleet.series (sid) FROM stdin;\n\\.\n").unwrap();
+        assert!(splice_samples(&raw, &rows, &out).is_err());
+    }
 
     #[test]
     fn schema_names_are_rewritten_outside_copy_data_only() {
