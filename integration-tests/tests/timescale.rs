@@ -161,6 +161,60 @@ mod timescaledb {
         });
     }
 
+    /// `stats` counts the hypertable's chunks, compressed ones included: the samples table's
+    /// own size is its empty root's.
+    #[test]
+    fn stats_report_the_hypertable_size_and_its_compressed_chunks() {
+        run_check("hypertable stats", async {
+            let Some(fixture) = fixture().await else {
+                return;
+            };
+            // Compression enabled by hand, without a policy, whose background runs would
+            // compress chunks at their own moment.
+            let store = open(&fixture.config(&[("partition_interval", "6h".into())])).await;
+            sqlx::raw_sql(
+                "ALTER TABLE samples SET (timescaledb.compress, \
+                 timescaledb.compress_segmentby = 'sid')",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
+            store.save_metrics(&three_days_of_series()).await.unwrap();
+            let size = |store: &PostgresBackend| {
+                let table = samples_table(store);
+                let pool = store.pool().clone();
+                async move {
+                    sqlx::query_scalar::<_, i64>("SELECT hypertable_size($1::regclass)")
+                        .bind(table)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap()
+                }
+            };
+            for compressed in [0, 12] {
+                if compressed > 0 {
+                    compress_every_chunk(&store).await;
+                }
+                let stats = store.stats().await.unwrap();
+                let extra = &stats.extra;
+                let bytes = size(&store).await;
+                assert!(bytes > 100_000, "{bytes}");
+                assert_eq!(extra["relation_sizes_bytes"]["samples"], bytes, "{extra:?}");
+                let total: i64 = extra["relation_sizes_bytes"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .map(|v| v.as_i64().unwrap())
+                    .sum();
+                assert_eq!(extra["total_size_bytes"], total);
+                assert_eq!(extra["partitions"], 12, "{extra:?}");
+                assert_eq!(extra["compressed_chunks"], compressed, "{extra:?}");
+                assert_eq!(extra["timescaledb_version"], "2.26.4");
+                assert_eq!(stats.samples, 4 * 3 * 144);
+            }
+        });
+    }
+
     /// Samples every 30 minutes from five days ago to now, each 7 minutes off the half hour
     /// so that none lies within minutes of a cutoff computed a little later.
     fn five_days_until_now(now: DateTime<Utc>) -> Metric {

@@ -65,6 +65,28 @@ impl PostgresBackend {
             .fetch_one(&mut *tx)
             .await
             .db()?;
+        // TimescaleDB: the hypertable's rows are in chunks outside the schema (and compressed
+        // ones in chunks of another hypertable), so the samples table's own size is its empty
+        // root's. `hypertable_size` counts them all.
+        let hypertable = if self.timescale {
+            let row = sqlx::query(
+                "SELECT hypertable_size($1::regclass), \
+                 (SELECT count(*) FROM timescaledb_information.chunks \
+                  WHERE hypertable_schema = $2 AND hypertable_name = 'samples' AND is_compressed), \
+                 (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')",
+            )
+            .bind(format!("{}.samples", self.config.quoted_schema()))
+            .bind(&self.config.schema)
+            .fetch_one(&mut *tx)
+            .await
+            .db()?;
+            let size: Option<i64> = row.try_get(0).db()?;
+            let compressed: i64 = row.try_get(1).db()?;
+            let version: Option<String> = row.try_get(2).db()?;
+            Some((size.unwrap_or(0), compressed, version.unwrap_or_default()))
+        } else {
+            None
+        };
         tx.commit().await.db()?;
 
         let mut extra = BTreeMap::new();
@@ -72,9 +94,21 @@ impl PostgresBackend {
         let mut total = 0i64;
         for row in &sizes {
             let name: String = row.try_get(0).db()?;
-            let bytes: i64 = row.try_get(1).db()?;
+            let mut bytes: i64 = row.try_get(1).db()?;
+            if let Some((hypertable_bytes, _, _)) = &hypertable
+                && name == "samples"
+            {
+                bytes = *hypertable_bytes;
+            }
             total += bytes;
             relation_sizes.insert(name, serde_json::json!(bytes));
+        }
+        if let Some((_, compressed, version)) = hypertable {
+            extra.insert(
+                "compressed_chunks".to_owned(),
+                serde_json::json!(count(compressed)),
+            );
+            extra.insert("timescaledb_version".to_owned(), serde_json::json!(version));
         }
         extra.insert("schema".to_owned(), serde_json::json!(self.config.schema));
         extra.insert(
