@@ -235,6 +235,76 @@ fn demo_against_memory() {
 
 /// A second demo run into the same store shows what the first showed: every read of the summary
 /// is restricted to its own run.
+/// The default build opens `timescale://` (issue 17): `backends` says so, and the demo, `stats`
+/// and a native backup restored into a second store run against a TimescaleDB server (the
+/// fixture's own cluster preloading the extension, or `AIMON_TEST_TIMESCALE_URL`).
+#[test]
+fn the_demo_runs_against_timescaledb() {
+    use aimon_integration_tests::fixtures;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let backends = ok_json(d, &["backends"]);
+    let timescale = backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["backend_type"] == "timescale")
+        .expect("timescale is listed");
+    assert_eq!(timescale["available"], true, "{timescale}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Held to the end: the fixture drops the schemas of the configs it made when it goes.
+    let Some(fixture) = runtime.block_on(fixtures::timescale()) else {
+        return;
+    };
+    let url_of = |config: &aimon::StorageConfig| {
+        let schema = config.options["schema"].as_str().unwrap();
+        let url = &config.connection_string;
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}schema={schema}")
+    };
+    let url = url_of(&fixture.config(&[]));
+    let summary = ok_json(
+        d,
+        &[
+            "--storage",
+            &url,
+            "demo",
+            "--agents",
+            "3",
+            "--hours",
+            "1",
+            "--quiet",
+        ],
+    );
+    assert_eq!(count(&summary, "samples_written"), 3 * 360 * 6);
+    assert_eq!(summary["fleet"].as_array().unwrap().len(), 3);
+    let history = summary["latency_history"].as_array().unwrap();
+    assert!((2..=3).contains(&history.len()), "{history:?}");
+    let stats = ok_json(d, &["--storage", &url, "stats"]);
+    assert_eq!(stats[0]["backend_type"], "timescale", "{stats}");
+    assert_eq!(stats[0]["extra"]["mode"], "timescaledb", "{stats}");
+    assert_eq!(count(&stats[0], "samples"), 3 * 360 * 6);
+
+    let backup = d.join("native");
+    let backup = backup.to_str().unwrap();
+    ok_json(
+        d,
+        &["--storage", &url, "backup", "--native", backup, "--quiet"],
+    );
+    let copy = url_of(&fixture.config(&[]));
+    let restored = ok_json(
+        d,
+        &["--storage", &copy, "restore", "--native", backup, "--quiet"],
+    );
+    assert_eq!(count(&restored, "samples"), 3 * 360 * 6, "{restored}");
+    let copied = ok_json(d, &["--storage", &copy, "stats"]);
+    for key in ["series", "samples", "alerts", "agent_states"] {
+        assert_eq!(copied[0][key], stats[0][key], "{key}");
+    }
+}
+
 #[test]
 fn the_demo_runs_again_into_the_same_store() {
     let dir = tempfile::tempdir().unwrap();
