@@ -2,7 +2,10 @@
 //! format, a `pg_dump` of the store's schema.
 //!
 //! A native backup is a directory: `manifest.json` (format, version, the dumped schema, the
-//! `pg_dump` version) and `dump.sql`, a plain-format `pg_dump --schema` taken in one snapshot.
+//! store's mode, the `pg_dump` version) and `dump.sql`, a plain-format `pg_dump --schema` taken
+//! in one snapshot. In TimescaleDB mode the hypertable's rows, which live in chunks outside the
+//! schema, are copied out in that same snapshot and spliced into the dump's `COPY` of `samples`
+//! (`dump_with_hypertable_rows`), so the dump restores like any other.
 //! A native restore merges, like every restore: `psql` loads the dump into a scratch schema
 //! (the dump's schema name rewritten on its SQL lines, never inside `COPY` data), the rows are
 //! merged into this store with the write rules (rule 1, 4, 5 keys; retention applied), in one

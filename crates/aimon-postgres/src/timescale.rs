@@ -1,12 +1,8 @@
 //! The TimescaleDB mode (`timescale://`): samples in a hypertable, retention and compression as
 //! TimescaleDB policies, `time_bucket` for history.
 //!
-//! **Not verified against a TimescaleDB server in this project's CI** (the CI machine has no
-//! TimescaleDB package): the statements below are unit-tested as text, and the integration
-//! tests run them only where `AIMON_TEST_TIMESCALE_URL` points at a server with the extension.
-//! What CI does check against its real PostgreSQL is the detection: `timescale://` on a server
-//! without the extension is a `ConfigInvalid` error. Run by hand against TimescaleDB 2.26.4 on
-//! PostgreSQL 15 (2026-12-06), the conformance suite passes whole.
+//! Verified against TimescaleDB 2.26.4 in CI (see the crate docs): the statements below are
+//! unit-tested as text and run by the conformance suite and `integration-tests/tests/timescale.rs`.
 
 use std::time::Duration;
 

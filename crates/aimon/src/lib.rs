@@ -11,7 +11,7 @@
 //! | `sqlite` (default) | SQLite, embedded | `sqlite://path`, `sqlite::memory:` |
 //! | `redis` | Redis standalone, Sentinel, Cluster | `redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://` |
 //! | `postgres` | PostgreSQL, native time partitions | `postgres://`, `postgresql://` |
-//! | `timescale` | PostgreSQL with TimescaleDB (hypertable mode; not verified in CI) | `timescale://` |
+//! | `timescale` | PostgreSQL with TimescaleDB (hypertable mode; CI runs it against TimescaleDB 2.26.4) | `timescale://` |
 //! | `influxdb` | InfluxDB 1.x (v1 API), the v2 write API of 2.x / 3.x | `influxdb://`, `influxdb+https://`, `influxdb2://` |
 //! | `qdrant` | a Qdrant server over gRPC (compiles and is unit-tested; run against a server only where `AIMON_TEST_QDRANT_URL`, a `qdrant` binary or Docker is there) | `qdrant://host:6334` |
 //! | `qdrant-edge` | the embedded Qdrant engine, in-process (implies `qdrant`; a long first compile) | `qdrant-edge:///path` |
