@@ -650,9 +650,9 @@ fn events_cross_backend_instances_and_the_listener_reconnects() {
 
 /// `timescale://` on a server that cannot hold TimescaleDB is `ConfigInvalid` naming it and
 /// creates nothing: where the extension is not installed (`pg_available_extensions`), and where
-/// it is installed but the server does not preload its library (CI's server on 5432 once
-/// `.ci/timescaledb.sh` has installed it for the TimescaleDB fixture's own cluster:
-/// `CREATE EXTENSION` then fails with "must be preloaded").
+/// it is installed but the server does not preload its library (this machine's PostgreSQL, and
+/// an image built from its files, once `.ci/timescaledb.sh` has installed it for the TimescaleDB
+/// fixture's own cluster: `CREATE EXTENSION` then fails with "must be preloaded").
 #[test]
 fn timescale_without_the_extension_is_config_invalid() {
     run_check("timescale", async {
