@@ -380,7 +380,7 @@ fn redis_args(env: &ServerEnv) -> Vec<OsString> {
 }
 
 /// One node of the Cluster the fixture builds (three of them, then `redis-cli --cluster create`).
-/// Its `container` is only used as a node image (see [`LocalServer::start_in_container`]).
+/// In a container it runs the same command line in the Redis image.
 pub const REDIS_CLUSTER_NODE: ServerSpec = ServerSpec {
     backend: "redis-cluster",
     binary: "redis-server",
@@ -1083,7 +1083,7 @@ pub const INFLUXDB: ServerSpec = ServerSpec {
     container: Some(INFLUXDB_CONTAINER),
 };
 
-/// The pinned InfluxDB 1.x image, configured as [`influxdb_args`]'s file does but by the
+/// The pinned InfluxDB 1.x image, configured as the local server's file is, but by the
 /// `INFLUXDB_*` variables `influxd` reads (the official image documents them).
 pub const INFLUXDB_CONTAINER: ContainerSpec = ContainerSpec {
     name: "influxdb",
