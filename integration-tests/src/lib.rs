@@ -11,5 +11,7 @@ pub mod conformance;
 pub mod faults;
 pub mod fixtures;
 pub mod similarity_quality;
+#[cfg(feature = "postgres")]
+pub mod timescale;
 
 pub use fixtures::Fixture;

@@ -1095,30 +1095,7 @@ async fn pause_retention_policy(store: &PostgresBackend) {
     .fetch_one(store.pool())
     .await
     .expect("the store's retention policy");
-    sqlx::query("SELECT alter_job($1, scheduled => FALSE)")
-        .bind(job)
-        .execute(store.pool())
-        .await
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let running: bool = sqlx::query_scalar(
-            "SELECT coalesce(bool_or(job_status = 'Running'), FALSE) \
-             FROM timescaledb_information.job_stats WHERE job_id = $1",
-        )
-        .bind(job)
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-        if !running {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "retention job {job} still running"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    aimon_integration_tests::timescale::pause_job(store.pool(), job).await;
 }
 
 async fn batch_over_thousands_of_days(fixture: &Fixture) {

@@ -14,6 +14,8 @@ aimon_integration_tests::conformance_suite!(aimon_integration_tests::fixtures::t
 mod timescaledb {
     use std::collections::BTreeSet;
 
+    use aimon_integration_tests::timescale::pause_job;
+
     use aimon_core::{
         Aggregation, BackupFormat, HistoryQuery, Metric, MetricQuery, MetricType, MetricValue,
         QueryOptions, SortOrder, StorageBackend, StorageConfig, time,
@@ -96,40 +98,11 @@ mod timescaledb {
             .unwrap()
     }
 
-    /// Stops the scheduler from starting job `job` and waits for a run in progress to end;
-    /// `CALL run_job` still runs it.
-    async fn pause_job(store: &PostgresBackend, job: i32) {
-        sqlx::query("SELECT alter_job($1, scheduled => FALSE)")
-            .bind(job)
-            .execute(store.pool())
-            .await
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let running: bool = sqlx::query_scalar(
-                "SELECT coalesce(bool_or(job_status = 'Running'), FALSE) \
-                 FROM timescaledb_information.job_stats WHERE job_id = $1",
-            )
-            .bind(job)
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-            if !running {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "job {job} still running"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-
     /// Compresses every chunk of the store with `compress_chunk`, its compression policy (if
     /// any) paused first: the policy's background runs would race with it for the same chunks.
     async fn compress_every_chunk(store: &PostgresBackend) {
         if let Some((job, _)) = policy(store, "policy_compression").await {
-            pause_job(store, job).await;
+            pause_job(store.pool(), job).await;
         }
         let compressed: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT compress_chunk(c, if_not_compressed => TRUE)::text \
@@ -286,7 +259,7 @@ mod timescaledb {
             );
             // TimescaleDB runs a new job at once in the background, perhaps only once the
             // history below is written: paused, the policy runs when this check says.
-            pause_job(&store, job).await;
+            pause_job(store.pool(), job).await;
 
             // Five days of history, written by a store of the same schema without a TTL (the
             // TTL store counts such samples as expired and does not store them), with every
