@@ -1692,10 +1692,18 @@ impl LocalServer {
 
     /// The server plus a watchdog that kills it when this test process exits: a server shared
     /// through a `static` is never dropped, so without the watchdog it would outlive the tests.
+    /// The watchdog also removes the server's temporary directory once the server has exited
+    /// (within 10 s): a `static` never drops its `TempDir` either.
     pub fn watched(self) -> (Self, Option<Watchdog>) {
-        let watchdog = self
-            .pid()
-            .and_then(|pid| Watchdog::spawn(&format!("kill {pid} 2>/dev/null")).ok());
+        let dir = self.env.dir.display().to_string().replace('\'', r"'\''");
+        let watchdog = self.pid().and_then(|pid| {
+            Watchdog::spawn(&format!(
+                "kill {pid} 2>/dev/null; \
+                 for _ in $(seq 100); do kill -0 {pid} 2>/dev/null || break; sleep 0.1; done; \
+                 rm -rf '{dir}'"
+            ))
+            .ok()
+        });
         (self, watchdog)
     }
 }
@@ -1804,19 +1812,20 @@ mod tests {
 
     /// The generic mechanism end to end, with `sh` standing in for a server binary: a missing
     /// binary is a reason to skip, and a started one is killed on drop.
+    static FAKE: ServerSpec = ServerSpec {
+        backend: "fake",
+        binary: "sh",
+        // A "server" that never listens: readiness comes from the probe instead.
+        args: |_| vec!["-c".into(), "sleep 60".into()],
+        extra_ports: 1,
+        readiness: Readiness::Probe(|env| env.dir.exists()),
+        url: |env| format!("fake://127.0.0.1:{}", env.port),
+        startup_timeout: Duration::from_secs(10),
+        container: None,
+    };
+
     #[test]
     fn local_server_starts_waits_and_is_killed_on_drop() {
-        static FAKE: ServerSpec = ServerSpec {
-            backend: "fake",
-            binary: "sh",
-            // A "server" that never listens: readiness comes from the probe instead.
-            args: |_| vec!["-c".into(), "sleep 60".into()],
-            extra_ports: 1,
-            readiness: Readiness::Probe(|env| env.dir.exists()),
-            url: |env| format!("fake://127.0.0.1:{}", env.port),
-            startup_timeout: Duration::from_secs(10),
-            container: None,
-        };
         let binary = find_binary("sh").expect("sh on PATH");
         let server = LocalServer::start(&FAKE, &binary).expect("starts");
         let pid = server.pid().expect("a pid");
@@ -1831,6 +1840,28 @@ mod tests {
             );
         }
         assert!(find_binary("surely-no-such-server-binary").is_none());
+    }
+
+    /// A server kept in a `static` is never dropped: when the test process exits, its watchdog
+    /// kills it and removes its temporary directory.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_watchdog_kills_the_server_and_removes_its_directory() {
+        let binary = find_binary("sh").expect("sh on PATH");
+        let (mut server, watchdog) = LocalServer::start(&FAKE, &binary)
+            .expect("starts")
+            .watched();
+        let dir = server.env.dir.clone();
+        // Once this process has exited, the server is reaped by init; here, by a thread.
+        let mut child = server.child.take().expect("a child");
+        let pid = child.id();
+        let reaper = std::thread::spawn(move || child.wait());
+        // What the exit of the test process does: the watchdog's pipe closes.
+        drop(watchdog.expect("a watchdog"));
+        assert!(!dir.exists(), "the temporary directory is removed");
+        assert!(!reaper.join().unwrap().unwrap().success(), "killed");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        std::mem::forget(server);
     }
 
     /// One pinned image for the standalone container and every topology node.
