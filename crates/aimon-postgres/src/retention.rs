@@ -11,7 +11,7 @@ use sqlx::AssertSqlSafe;
 
 use crate::backend::{DbResult, PostgresBackend};
 use crate::error::count;
-use crate::schema::{load_partitions, lock_key};
+use crate::schema::{advisory_xact_lock, load_partitions, lock_key};
 use crate::timescale;
 
 impl PostgresBackend {
@@ -27,9 +27,7 @@ impl PostgresBackend {
         let mut dropped = 0;
         loop {
             let mut tx = self.pool.begin().await.db()?;
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(lock_key(&self.config.schema))
-                .execute(&mut *tx)
+            advisory_xact_lock(&mut tx, &lock_key(&self.config.schema))
                 .await
                 .db()?;
             let expired: Vec<String> = sqlx::query_scalar(
@@ -95,9 +93,7 @@ impl PostgresBackend {
         for group in ends.chunks(per_transaction) {
             let Some(&end) = group.last() else { continue };
             let mut tx = self.pool.begin().await.db()?;
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(lock_key(&self.config.schema))
-                .execute(&mut *tx)
+            advisory_xact_lock(&mut tx, &lock_key(&self.config.schema))
                 .await
                 .db()?;
             let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM samples WHERE time < $1")

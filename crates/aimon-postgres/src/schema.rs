@@ -70,6 +70,16 @@ pub(crate) fn lock_key(schema: &str) -> String {
     format!("aimon.ddl.{schema}")
 }
 
+/// Takes the transaction-scoped advisory lock named `key` (hashed): the DDL of one schema
+/// ([`lock_key`]), or the extension's creation, one session at a time until the commit.
+pub(crate) async fn advisory_xact_lock(tx: &mut PgConnection, key: &str) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(key)
+        .execute(tx)
+        .await
+        .map(drop)
+}
+
 /// A partition's name: `samples_p` and its start, `YYYYMMDD_HHMMSS` in UTC.
 pub(crate) fn partition_name(start_micros: i64) -> String {
     format!(
@@ -352,9 +362,7 @@ impl PostgresBackend {
             let low = slot_start(missing[next], interval);
             let high = slot_start(missing[end - 1], interval).saturating_add(interval);
             let mut tx = conn.begin().await.db()?;
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(lock_key(&self.config.schema))
-                .execute(&mut *tx)
+            advisory_xact_lock(&mut tx, &lock_key(&self.config.schema))
                 .await
                 .db()?;
             // Every partition a new one in [low, high) could be clipped by or lie in.

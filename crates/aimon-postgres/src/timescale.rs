@@ -42,10 +42,7 @@ const EXTENSION_LOCK: &str = "aimon.extension.timescaledb";
 /// and then see the extension (its statement's snapshot is taken after the lock).
 pub(crate) async fn create_extension(conn: &mut PgConnection) -> sqlx::Result<()> {
     let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(EXTENSION_LOCK)
-        .execute(&mut *tx)
-        .await?;
+    crate::schema::advisory_xact_lock(&mut tx, EXTENSION_LOCK).await?;
     // In `public`, named explicitly: the connection's search_path starts with the store's
     // schema, which may not exist yet, and an extension inside it would go with the store.
     sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public")
