@@ -62,16 +62,22 @@ fn count(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
 
-#[test]
-fn backends_lists_memory_and_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let backends = ok_json(dir.path(), &["backends"]);
-    let memory = backends
+/// The entry of `backend` in `aimon backends --json`.
+fn listed_backend(dir: &Path, backend: &str) -> Value {
+    let backends = ok_json(dir, &["backends"]);
+    backends
         .as_array()
         .unwrap()
         .iter()
-        .find(|b| b["backend_type"] == "memory")
-        .expect("memory is listed");
+        .find(|b| b["backend_type"] == backend)
+        .unwrap_or_else(|| panic!("{backend} is not listed: {backends}"))
+        .clone()
+}
+
+#[test]
+fn backends_lists_memory_and_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = listed_backend(dir.path(), "memory");
     assert_eq!(memory["available"], true);
     assert!(
         sqlite_available(),
@@ -90,32 +96,20 @@ fn backends_lists_memory_and_sqlite() {
 #[test]
 fn backends_lists_the_qdrant_server_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let backends = ok_json(dir.path(), &["backends"]);
-    let qdrant = backends
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["backend_type"] == "qdrant")
-        .expect("qdrant is listed");
+    let qdrant = listed_backend(dir.path(), "qdrant");
     assert_eq!(qdrant["available"], true, "{qdrant}");
     let schemes = qdrant["schemes"].as_array().unwrap();
     assert!(schemes.iter().any(|s| s == "qdrant"), "{qdrant}");
-}
-
-/// A port nothing listens on (bound, then closed).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
 fn a_qdrant_server_that_is_not_there_fails_fast_as_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let url = format!("qdrant://127.0.0.1:{}?api_key=Zq7s3cretPw", closed_port());
+    let url = format!(
+        "qdrant://127.0.0.1:{}?api_key=Zq7s3cretPw",
+        aimon_integration_tests::fixtures::free_port().unwrap()
+    );
     for command in [vec!["demo"], vec!["stats"]] {
         let mut args = vec!["--storage", url.as_str()];
         args.extend(command.iter().copied());
@@ -244,13 +238,7 @@ fn the_demo_runs_against_timescaledb() {
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let backends = ok_json(d, &["backends"]);
-    let timescale = backends
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["backend_type"] == "timescale")
-        .expect("timescale is listed");
+    let timescale = listed_backend(d, "timescale");
     assert_eq!(timescale["available"], true, "{timescale}");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
