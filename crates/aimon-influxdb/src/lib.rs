@@ -99,9 +99,9 @@
 //! - The client work split over both cores (encoding in parts, deflate in parts joined as one
 //!   stream) saved 0.25 ms per batch, and rayon's spinning workers slowed `influxd`.
 //! - Earlier sessions cut the client's instructions per batch by a third (18.6 M → 12.4 M,
-//!   callgrind on the ignored test `metrics::tests::bench_workload_client_cpu`: floats through
-//!   zmij, one reused deflate stream, a buffer sized once, word-at-a-time validation) without a
-//!   visible change end to end.
+//!   callgrind on the ignored test `metrics::write::tests::bench_workload_client_cpu`: floats
+//!   through zmij, one reused deflate stream, a buffer sized once, word-at-a-time validation)
+//!   without a visible change end to end.
 //!
 //! ## Durability
 //! What an acknowledged write survives is the server's: InfluxDB 1.x appends every write to
