@@ -1,33 +1,24 @@
-//! Series and samples: bulk writes, reads, queries and the SQL `metric_history`.
+//! `save_metrics`: a batch merged and sorted by key, then the series, samples (`COPY` or
+//! `UNNEST`) and tag sets upserted in one transaction per group of partitions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use aimon_core::downsample::SUM_SCALE_UP;
-use aimon_core::query::{
-    Aggregation, HistoryBucket, HistoryQuery, HistorySeries, MetricQuery, tie_breaker,
-};
 use aimon_core::{
-    DataKind, Metric, MetricType, MetricValue, Result, RetentionPolicy, StorageEvent, Tags,
-    WriteReport, model::tags_json, time, validate,
+    Metric, Result, RetentionPolicy, StorageEvent, Tags, WriteReport, model::tags_json, time,
+    validate,
 };
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnection, PgRow};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::Row;
+use sqlx::postgres::PgConnection;
 
 use crate::backend::{DbResult, PostgresBackend};
 use crate::config::IngestMethod;
-use crate::error::{corrupted, from_sqlx, parse_json, sqlstate};
-use crate::sql::{Sql, push_filters, push_order_and_page};
-use crate::timescale;
+use crate::error::{from_sqlx, sqlstate};
 
 /// Samples per `COPY` (or `INSERT … SELECT FROM UNNEST(…)` statement): larger batches are
 /// split, so that no single message, and no fallback upsert's arrays, grow without bound.
 pub(crate) const INSERT_CHUNK: usize = 100_000;
-
-/// The columns of `series`, in the order [`metric_from_row`] reads them.
-pub(crate) const SERIES_COLUMNS: &str = "s.sid, s.id, s.name, s.\"type\", s.description, s.unit, \
-     s.metadata, s.created_at, s.updated_at";
 
 /// Upserts a batch of series (one row per id, sorted by id so that concurrent writers lock
 /// rows in the same order): everything but `created_at` is overwritten.
@@ -356,18 +347,6 @@ fn prepare(metrics: &[Metric], cutoff: Option<i64>) -> PreparedWrite<'_> {
     }
 }
 
-/// One aggregated bucket as the SQL returns it.
-struct HistoryRow {
-    group: Option<String>,
-    bucket: DateTime<Utc>,
-    value: f64,
-    count: u64,
-    /// `sum(abs(value))` for sums and averages: the error bound of the float sum.
-    abs_sum: f64,
-    /// The exact sum times 2⁻⁶⁴ (exact path): the average where the sum is beyond f64.
-    scaled_sum: Option<f64>,
-}
-
 /// Why a write attempt failed: a missing partition is retried once after a refresh.
 enum WriteFailure {
     NoPartition,
@@ -377,72 +356,6 @@ enum WriteFailure {
 impl From<aimon_core::Error> for WriteFailure {
     fn from(e: aimon_core::Error) -> Self {
         WriteFailure::Other(e)
-    }
-}
-
-fn metric_type(text: &str) -> Result<MetricType> {
-    text.parse::<MetricType>()
-        .map_err(|_| corrupted("metric type"))
-}
-
-/// A series row (without samples) and its `sid`.
-pub(crate) fn metric_from_row(row: &PgRow) -> Result<(i64, Metric)> {
-    let metadata: String = row.try_get(6).db()?;
-    let kind: String = row.try_get(3).db()?;
-    Ok((
-        row.try_get(0).db()?,
-        Metric {
-            id: row.try_get(1).db()?,
-            name: row.try_get(2).db()?,
-            metric_type: metric_type(&kind)?,
-            description: row.try_get(4).db()?,
-            unit: row.try_get(5).db()?,
-            values: Vec::new(),
-            metadata: parse_json(&metadata, "series metadata")?,
-            created_at: row.try_get(7).db()?,
-            updated_at: row.try_get(8).db()?,
-        },
-    ))
-}
-
-/// A sample from the columns `first` (time), `first + 1` (tags), `first + 2` (value).
-fn sample_from_row(row: &PgRow, first: usize) -> Result<MetricValue> {
-    let tags: String = row.try_get(first + 1).db()?;
-    Ok(MetricValue {
-        timestamp: row.try_get(first).db()?,
-        value: row.try_get(first + 2).db()?,
-        tags: parse_json(&tags, "sample tags")?,
-    })
-}
-
-/// The SQL condition "series `s` is live": it has a live sample or was updated within the TTL.
-pub(crate) fn push_series_live(sql: &mut Sql, cutoff: Option<i64>) {
-    if let Some(cutoff) = cutoff {
-        let cutoff = time::from_micros(cutoff);
-        sql.push(" AND (s.updated_at >= ")
-            .bind(cutoff)
-            .push(" OR EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid AND x.time >= ")
-            .bind(cutoff)
-            .push("))");
-    }
-}
-
-/// Appends ` AND` a condition: the sample `x`'s tag set holds every wanted pair, found through
-/// the GIN-indexed `series_tagsets` rather than by decoding each sample's JSON.
-fn push_tags_match(sql: &mut Sql, wanted: &Tags) {
-    if !wanted.is_empty() {
-        sql.push(" AND (x.sid, x.tags_key) IN (SELECT t.sid, t.tags_key FROM series_tagsets t WHERE t.tags_jsonb @> ")
-            .bind(tags_json(wanted))
-            .push("::jsonb)");
-    }
-}
-
-/// Appends ` AND` a condition: series `s` has a tag set holding every wanted pair.
-fn push_series_tags_match(sql: &mut Sql, wanted: &Tags) {
-    if !wanted.is_empty() {
-        sql.push(" AND s.sid IN (SELECT t.sid FROM series_tagsets t WHERE t.tags_jsonb @> ")
-            .bind(tags_json(wanted))
-            .push("::jsonb)");
     }
 }
 
@@ -680,353 +593,12 @@ impl PostgresBackend {
         tx.commit().await.db()?;
         Ok(())
     }
-
-    pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
-        validate::name("id", id)?;
-        let cutoff = self.config.retention.metric_cutoff(time::now());
-        let mut tx = self.read_tx().await?;
-        let mut sql = Sql::new("SELECT ");
-        sql.push(SERIES_COLUMNS)
-            .push(" FROM series s WHERE s.id = ")
-            .bind(id);
-        push_series_live(&mut sql, cutoff);
-        let Some(row) = sql.query().fetch_optional(&mut *tx).await.db()? else {
-            tx.commit().await.db()?;
-            return Ok(None);
-        };
-        let (sid, mut metric) = metric_from_row(&row)?;
-        let rows = sqlx::query(
-            "SELECT time, tags, value FROM samples WHERE sid = $1 AND time >= $2 \
-             ORDER BY time, tags",
-        )
-        .bind(sid)
-        .bind(time::from_micros(
-            cutoff.unwrap_or(time::MIN_TIMESTAMP_MICROS),
-        ))
-        .fetch_all(&mut *tx)
-        .await
-        .db()?;
-        tx.commit().await.db()?;
-        metric.values = rows
-            .iter()
-            .map(|row| sample_from_row(row, 0))
-            .collect::<Result<_>>()?;
-        Ok(Some(metric))
-    }
-
-    /// A read-only, repeatable-read transaction: the statements of one read see one snapshot.
-    pub(crate) async fn read_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        self.pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .db()
-    }
-
-    pub(crate) async fn select_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
-        let options = query.resolve()?;
-        let range = query.range_micros();
-        let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
-        let cutoff = self.config.retention.metric_cutoff(time::now());
-        let low = time::from_micros(range.start.max(cutoff.unwrap_or(i64::MIN)));
-        let high = time::from_micros(range.end);
-
-        let sample_condition = |sql: &mut Sql| {
-            sql.push(" AND x.time >= ")
-                .bind(low)
-                .push(" AND x.time < ")
-                .bind(high);
-            push_tags_match(sql, &query.tags);
-        };
-
-        let mut sql = Sql::new("SELECT ");
-        sql.push(SERIES_COLUMNS).push(" FROM series s WHERE TRUE");
-        if let Some(name) = &query.name {
-            sql.push(" AND s.name = ").bind(name.as_str());
-        }
-        if let Some(t) = query.metric_type {
-            sql.push(" AND s.\"type\" = ").bind(t.as_str());
-        }
-        push_series_live(&mut sql, cutoff);
-        push_filters(&mut sql, &options, "s.labels");
-        if sample_filter {
-            push_series_tags_match(&mut sql, &query.tags);
-            sql.push(" AND EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid");
-            sample_condition(&mut sql);
-            sql.push(")");
-        }
-        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::Metrics));
-
-        let mut tx = self.read_tx().await?;
-        let rows = sql.query().fetch_all(&mut *tx).await.db()?;
-        let mut found = Vec::with_capacity(rows.len());
-        let mut index: HashMap<i64, usize> = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let (sid, metric) = metric_from_row(row)?;
-            index.insert(sid, found.len());
-            found.push(metric);
-        }
-        if found.is_empty() {
-            tx.commit().await.db()?;
-            return Ok(found);
-        }
-        let sids: Vec<i64> = index.keys().copied().collect();
-        let mut sql =
-            Sql::new("SELECT x.sid, x.time, x.tags, x.value FROM samples x WHERE x.sid = ANY(");
-        sql.bind(crate::sql::Arg::Ints(sids)).push(")");
-        sample_condition(&mut sql);
-        sql.push(" ORDER BY x.sid, x.time, x.tags");
-        let rows = sql.query().fetch_all(&mut *tx).await.db()?;
-        tx.commit().await.db()?;
-        for row in &rows {
-            let sid: i64 = row.try_get(0).db()?;
-            if let Some(&i) = index.get(&sid) {
-                found[i].values.push(sample_from_row(row, 1)?);
-            }
-        }
-        Ok(found)
-    }
-
-    pub(crate) async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
-        query.validate()?;
-        let range = query.range_micros();
-        let cutoff = self.config.retention.metric_cutoff(time::now());
-        let low = time::from_micros(range.start.max(cutoff.unwrap_or(i64::MIN)));
-        let high = time::from_micros(range.end);
-
-        let mut inner = Sql::new("SELECT ");
-        let join_tagsets = query.group_by.is_some() || !query.tags.is_empty();
-        match &query.group_by {
-            Some(tag) => {
-                inner
-                    .push("(t.tags_jsonb ->> ")
-                    .bind(tag.as_str())
-                    .push(") COLLATE \"C\"");
-            }
-            None => {
-                inner.push("NULL::text");
-            }
-        }
-        inner.push(" AS grp, ");
-        let mut step = Sql::default();
-        step.bind(query.step_micros());
-        if self.timescale {
-            let placeholder = format!("${}", inner.args.len() + 1);
-            inner.args.extend(step.args);
-            inner.push(&timescale::bucket_expression(&placeholder));
-        } else {
-            inner.push("date_bin(");
-            inner.append(step);
-            inner.push(
-                "::bigint * INTERVAL '1 microsecond', x.time, TIMESTAMPTZ '1970-01-01 00:00:00+00')",
-            );
-        }
-        inner.push(
-            " AS bucket, x.time AS time, s.id AS sid, x.tags AS tags, x.value AS value \
-             FROM samples x JOIN series s ON s.sid = x.sid",
-        );
-        if join_tagsets {
-            // The sample's decoded tags, from its (series, tag set) row.
-            inner.push(" JOIN series_tagsets t ON t.sid = x.sid AND t.tags_key = x.tags_key");
-        }
-        inner
-            .push(" WHERE s.name = ")
-            .bind(query.name.as_str())
-            .push(" AND x.time >= ")
-            .bind(low)
-            .push(" AND x.time < ")
-            .bind(high);
-        if !query.tags.is_empty() {
-            inner
-                .push(" AND t.tags_jsonb @> ")
-                .bind(tags_json(&query.tags))
-                .push("::jsonb");
-        }
-
-        // Without `group_by`, the inner `grp` is NULL throughout: grouping by the bucket alone
-        // gives the same groups with a cheaper plan.
-        let keys = if query.group_by.is_some() {
-            "grp, bucket"
-        } else {
-            "bucket"
-        };
-        let order = if query.group_by.is_some() {
-            "grp NULLS FIRST, bucket"
-        } else {
-            "bucket"
-        };
-        let exact = inner.clone();
-        let rows = self
-            .history_rows(query.aggregation, keys, order, inner, false)
-            .await?;
-        // Sum and average: PostgreSQL adds float8 naively. Where the sum's error bound,
-        // (n - 1) · 2⁻⁵³ · Σ|v|, could reach 1e-10 of it (cancelling values), the whole query
-        // runs again with an exact decimal sum, so small terms between cancelling values
-        // survive as the shared semantics want. So it does where a float8 sum overflowed
-        // (`None`): the decimal sum cannot, and is read back as ±Inf only where it is beyond
-        // f64 itself.
-        let rows = match rows {
-            Some(rows)
-                if !matches!(query.aggregation, Aggregation::Sum | Aggregation::Avg)
-                    || rows.iter().all(|r| {
-                        let bound =
-                            (r.count.saturating_sub(1)) as f64 * f64::EPSILON / 2.0 * r.abs_sum;
-                        bound <= 1e-10 * r.value.abs()
-                    }) =>
-            {
-                rows
-            }
-            _ => self
-                .history_rows(query.aggregation, keys, order, exact, true)
-                .await?
-                .unwrap_or_default(),
-        };
-        let mut out: Vec<HistorySeries> = Vec::new();
-        for row in rows {
-            let value = match query.aggregation {
-                Aggregation::Count => row.count as f64,
-                Aggregation::Avg => match row.scaled_sum {
-                    // The rounded quotient can pass f64::MAX by an ulp; the mean never does.
-                    Some(scaled) if !row.value.is_finite() => {
-                        (scaled / row.count as f64 * SUM_SCALE_UP).clamp(-f64::MAX, f64::MAX)
-                    }
-                    _ => row.value / row.count as f64,
-                },
-                _ => row.value,
-            };
-            let bucket = HistoryBucket {
-                start: row.bucket,
-                value,
-                count: row.count,
-            };
-            match out.last_mut() {
-                Some(series) if series.group == row.group => series.buckets.push(bucket),
-                _ => out.push(HistorySeries {
-                    group: row.group,
-                    buckets: vec![bucket],
-                }),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Runs the aggregate of `inner` (the matching samples with their group and bucket);
-    /// `None` where a float8 sum overflowed (only without `exact_sum`).
-    async fn history_rows(
-        &self,
-        aggregation: Aggregation,
-        keys: &str,
-        order: &str,
-        inner: Sql,
-        exact_sum: bool,
-    ) -> Result<Option<Vec<HistoryRow>>> {
-        let window = |order_by: &str| {
-            format!(
-                "SELECT grp, bucket, value, cnt, NULL::float8 FROM (SELECT grp, bucket, value, \
-                 row_number() OVER (PARTITION BY {keys} ORDER BY {order_by}) AS rn, \
-                 count(*) OVER (PARTITION BY {keys}) AS cnt FROM ("
-            )
-        };
-        let (head, tail) = match aggregation {
-            Aggregation::First => (
-                window("time ASC, sid ASC, tags ASC"),
-                format!(") q) w WHERE rn = 1 ORDER BY {order}"),
-            ),
-            Aggregation::Last => (
-                window("time DESC, sid DESC, tags DESC"),
-                format!(") q) w WHERE rn = 1 ORDER BY {order}"),
-            ),
-            other => {
-                let aggregate = match other {
-                    Aggregation::Min => "min(value), count(*), NULL::float8",
-                    Aggregation::Max => "max(value), count(*), NULL::float8",
-                    Aggregation::Count => "count(*)::float8, count(*), NULL::float8",
-                    // An exact decimal sum of the values (each float8 read through its
-                    // shortest exact text form), rounded once by aimon's parser, which reads
-                    // a sum beyond f64 as ±Inf (PostgreSQL's cast would fail). The sum times
-                    // 2⁻⁶⁴ (exact) gives the average of such a bucket.
-                    _ if exact_sum => {
-                        "sum(value::text::numeric)::text, count(*), \
-                         (sum(value::text::numeric) \
-                         * 5.42101086242752217003726400434970855712890625e-20)::text"
-                    }
-                    _ => "sum(value), count(*), sum(abs(value))",
-                };
-                (
-                    format!(
-                        "SELECT {}, bucket, {aggregate} FROM (",
-                        if keys == "bucket" {
-                            "NULL::text"
-                        } else {
-                            "grp"
-                        }
-                    ),
-                    format!(") q GROUP BY {keys} ORDER BY {order}"),
-                )
-            }
-        };
-        let mut sql = Sql::new(&head);
-        sql.append(inner);
-        sql.push(&tail);
-
-        let rows = match sql.query().fetch_all(&self.pool).await {
-            // 22003 numeric_value_out_of_range: float8 `sum` overflowed (only sums and
-            // averages add up values here).
-            Err(e) if !exact_sum && sqlstate(&e).as_deref() == Some("22003") => return Ok(None),
-            rows => rows.db()?,
-        };
-        let decimal = |row: &PgRow, i: usize| -> Result<Option<f64>> {
-            row.try_get::<Option<String>, _>(i)
-                .db()?
-                .map(|text| {
-                    text.parse::<f64>()
-                        .map_err(|_| corrupted(format_args!("numeric sum {text:?}")))
-                })
-                .transpose()
-        };
-        rows.iter()
-            .map(|row| {
-                let count: i64 = row.try_get(3).db()?;
-                let (value, abs_sum, scaled_sum) = if exact_sum {
-                    (decimal(row, 2)?.unwrap_or(f64::NAN), 0.0, decimal(row, 4)?)
-                } else {
-                    let abs_sum = row.try_get::<Option<f64>, _>(4).db()?.unwrap_or(0.0);
-                    (row.try_get(2).db()?, abs_sum, None)
-                };
-                Ok(HistoryRow {
-                    group: row.try_get(0).db()?,
-                    bucket: row.try_get(1).db()?,
-                    value,
-                    count: u64::try_from(count).unwrap_or(0),
-                    abs_sum,
-                    scaled_sum,
-                })
-            })
-            .collect::<Result<_>>()
-            .map(Some)
-    }
-
-    /// Publishes `events` (JSON payloads) on the store's channel inside `conn`'s transaction:
-    /// `NOTIFY` delivers them when, and only if, it commits.
-    pub(crate) async fn notify(&self, conn: &mut PgConnection, events: Vec<String>) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(AssertSqlSafe(
-            "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS e(p, n) ORDER BY n",
-        ))
-        .bind(&self.channel)
-        .bind(events)
-        .execute(conn)
-        .await
-        .db()?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aimon_core::MetricType;
+    use aimon_core::{MetricType, MetricValue};
 
     fn metric(id: &str, samples: &[(i64, f64)]) -> Metric {
         let mut m = Metric::new(id, "n", MetricType::Gauge);
