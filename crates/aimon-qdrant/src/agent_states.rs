@@ -17,133 +17,134 @@ use crate::filter;
 use crate::ids::point_id;
 use crate::payload;
 
-pub(crate) async fn save(backend: &QdrantBackend, states: &[AgentState]) -> Result<WriteReport> {
-    validate::agent_states(states)?;
-    let cutoff = backend.retention().agent_state_cutoff(time::now());
-    let _writer = backend.writer.lock().await;
-    let ids: Vec<_> = states
-        .iter()
-        .map(|s| point_id("agent_state", &s.agent_id))
-        .collect();
-    let mut latest: BTreeMap<String, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
-    for (_, p) in backend.engine.get(Collection::AgentStates, ids).await? {
-        let stored = payload::decode_agent_state(&p)?;
-        latest.insert(stored.agent_id, stored.last_heartbeat);
-    }
-    let mut report = WriteReport::default();
-    let mut pending: BTreeMap<String, AgentState> = BTreeMap::new();
-    let mut events = Vec::new();
-    for state in states {
-        if !RetentionPolicy::is_live(cutoff, state.last_heartbeat) {
-            report.expired += 1;
-            continue;
+impl QdrantBackend {
+    pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
+        validate::agent_states(states)?;
+        let cutoff = self.retention().agent_state_cutoff(time::now());
+        let _writer = self.writer.lock().await;
+        let ids: Vec<_> = states
+            .iter()
+            .map(|s| point_id("agent_state", &s.agent_id))
+            .collect();
+        let mut latest: BTreeMap<String, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+        for (_, p) in self.engine.get(Collection::AgentStates, ids).await? {
+            let stored = payload::decode_agent_state(&p)?;
+            latest.insert(stored.agent_id, stored.last_heartbeat);
         }
-        let state = truncate_state(state);
-        if latest
-            .get(&state.agent_id)
-            .is_some_and(|old| *old > state.last_heartbeat)
-        {
-            report.superseded += 1;
-            continue;
-        }
-        latest.insert(state.agent_id.clone(), state.last_heartbeat);
-        events.push(StorageEvent::AgentStateWritten {
-            backend: backend.config.name.clone(),
-            agent_id: state.agent_id.clone(),
-            status: state.status.clone(),
-        });
-        pending.insert(state.agent_id.clone(), state);
-        report.written += 1;
-    }
-    let mut points = Vec::with_capacity(pending.len());
-    for state in pending.values() {
-        points.push(payload::agent_state_point(state, &*backend.embedder)?);
-    }
-    backend
-        .engine
-        .upsert(Collection::AgentStates, points)
-        .await?;
-    events.into_iter().for_each(|e| backend.publish(e));
-    Ok(report)
-}
-
-pub(crate) async fn get(backend: &QdrantBackend, agent_id: &str) -> Result<Option<AgentState>> {
-    validate::name("agent_id", agent_id)?;
-    live_state(backend, agent_id).await
-}
-
-async fn live_state(backend: &QdrantBackend, agent_id: &str) -> Result<Option<AgentState>> {
-    let cutoff = backend.retention().agent_state_cutoff(time::now());
-    let found = backend
-        .engine
-        .get(
-            Collection::AgentStates,
-            vec![point_id("agent_state", agent_id)],
-        )
-        .await?;
-    for (_, p) in found {
-        let state = payload::decode_agent_state(&p)?;
-        if state.agent_id == agent_id && RetentionPolicy::is_live(cutoff, state.last_heartbeat) {
-            return Ok(Some(state));
-        }
-    }
-    Ok(None)
-}
-
-pub(crate) async fn query(
-    backend: &QdrantBackend,
-    query: &AgentStateQuery,
-) -> Result<Vec<AgentState>> {
-    let options = query.resolve()?;
-    let cutoff = backend.retention().agent_state_cutoff(time::now());
-    let ir = filter::agent_states(query, cutoff);
-    let mut found = Vec::new();
-    for (_, p) in backend.engine.scroll(Collection::AgentStates, &ir).await? {
-        let state = payload::decode_agent_state(&p)?;
-        if RetentionPolicy::is_live(cutoff, state.last_heartbeat) && query.matches(&state, &options)
-        {
-            found.push(state);
-        }
-    }
-    core_filter::sort_and_page(
-        &mut found,
-        &options,
-        query::tie_breaker(DataKind::AgentStates).name,
-    );
-    Ok(found)
-}
-
-pub(crate) async fn similar(
-    backend: &QdrantBackend,
-    query: &SimilarAgentStatesQuery,
-) -> Result<Vec<Scored<AgentState>>> {
-    let embedder = &*backend.embedder;
-    let options = query.resolve(embedder.dimension())?;
-    let cutoff = backend.retention().agent_state_cutoff(time::now());
-    let target = match &query.target {
-        SimilarityTarget::Item(id) => live_state(backend, id).await?,
-        _ => None,
-    };
-    let (vector, exclude) =
-        similarity::agent_state_query_vector(&query.target, target.as_ref(), embedder)?;
-    let ir = filter::agent_states(&query.filter, cutoff);
-    crate::rank::search(
-        backend,
-        Collection::AgentStates,
-        vector,
-        exclude,
-        query.limit,
-        &ir,
-        |p| {
-            let state = payload::decode_agent_state(p)?;
-            if !RetentionPolicy::is_live(cutoff, state.last_heartbeat)
-                || !query.filter.matches(&state, &options)
-            {
-                return Ok(None);
+        let mut report = WriteReport::default();
+        let mut pending: BTreeMap<String, AgentState> = BTreeMap::new();
+        let mut events = Vec::new();
+        for state in states {
+            if !RetentionPolicy::is_live(cutoff, state.last_heartbeat) {
+                report.expired += 1;
+                continue;
             }
-            let v = similarity::agent_state_vector(&state, embedder);
-            Ok(Some((state.agent_id.clone(), state, v)))
-        },
-    )
-    .await
+            let state = truncate_state(state);
+            if latest
+                .get(&state.agent_id)
+                .is_some_and(|old| *old > state.last_heartbeat)
+            {
+                report.superseded += 1;
+                continue;
+            }
+            latest.insert(state.agent_id.clone(), state.last_heartbeat);
+            events.push(StorageEvent::AgentStateWritten {
+                backend: self.config.name.clone(),
+                agent_id: state.agent_id.clone(),
+                status: state.status.clone(),
+            });
+            pending.insert(state.agent_id.clone(), state);
+            report.written += 1;
+        }
+        let mut points = Vec::with_capacity(pending.len());
+        for state in pending.values() {
+            points.push(payload::agent_state_point(state, &*self.embedder)?);
+        }
+        self.engine.upsert(Collection::AgentStates, points).await?;
+        events.into_iter().for_each(|e| self.publish(e));
+        Ok(report)
+    }
+
+    pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+        validate::name("agent_id", agent_id)?;
+        self.live_state(agent_id).await
+    }
+
+    async fn live_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+        let cutoff = self.retention().agent_state_cutoff(time::now());
+        let found = self
+            .engine
+            .get(
+                Collection::AgentStates,
+                vec![point_id("agent_state", agent_id)],
+            )
+            .await?;
+        for (_, p) in found {
+            let state = payload::decode_agent_state(&p)?;
+            if state.agent_id == agent_id && RetentionPolicy::is_live(cutoff, state.last_heartbeat)
+            {
+                return Ok(Some(state));
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) async fn select_agent_states(
+        &self,
+        query: &AgentStateQuery,
+    ) -> Result<Vec<AgentState>> {
+        let options = query.resolve()?;
+        let cutoff = self.retention().agent_state_cutoff(time::now());
+        let ir = filter::agent_states(query, cutoff);
+        let mut found = Vec::new();
+        for (_, p) in self.engine.scroll(Collection::AgentStates, &ir).await? {
+            let state = payload::decode_agent_state(&p)?;
+            if RetentionPolicy::is_live(cutoff, state.last_heartbeat)
+                && query.matches(&state, &options)
+            {
+                found.push(state);
+            }
+        }
+        core_filter::sort_and_page(
+            &mut found,
+            &options,
+            query::tie_breaker(DataKind::AgentStates).name,
+        );
+        Ok(found)
+    }
+
+    pub(crate) async fn similar_agent_states(
+        &self,
+        query: &SimilarAgentStatesQuery,
+    ) -> Result<Vec<Scored<AgentState>>> {
+        let embedder = &*self.embedder;
+        let options = query.resolve(embedder.dimension())?;
+        let cutoff = self.retention().agent_state_cutoff(time::now());
+        let target = match &query.target {
+            SimilarityTarget::Item(id) => self.live_state(id).await?,
+            _ => None,
+        };
+        let (vector, exclude) =
+            similarity::agent_state_query_vector(&query.target, target.as_ref(), embedder)?;
+        let ir = filter::agent_states(&query.filter, cutoff);
+        crate::rank::search(
+            self,
+            Collection::AgentStates,
+            vector,
+            exclude,
+            query.limit,
+            &ir,
+            |p| {
+                let state = payload::decode_agent_state(p)?;
+                if !RetentionPolicy::is_live(cutoff, state.last_heartbeat)
+                    || !query.filter.matches(&state, &options)
+                {
+                    return Ok(None);
+                }
+                let v = similarity::agent_state_vector(&state, embedder);
+                Ok(Some((state.agent_id.clone(), state, v)))
+            },
+        )
+        .await
+    }
 }

@@ -14,104 +14,107 @@ use crate::filter;
 use crate::ids::point_id;
 use crate::payload;
 
-pub(crate) async fn save(backend: &QdrantBackend, alerts: &[Alert]) -> Result<WriteReport> {
-    validate::alerts(alerts)?;
-    let cutoff = backend.retention().alert_cutoff(time::now());
-    let mut report = WriteReport::default();
-    let mut points = Vec::with_capacity(alerts.len());
-    let mut events = Vec::new();
-    for alert in alerts {
-        if !RetentionPolicy::is_live(cutoff, alert.updated_at) {
-            report.expired += 1;
-            continue;
-        }
-        points.push(payload::alert_point(
-            &truncate_alert(alert),
-            &*backend.embedder,
-        )?);
-        report.written += 1;
-        events.push(StorageEvent::AlertWritten {
-            backend: backend.config.name.clone(),
-            alert_id: alert.id.clone(),
-            status: alert.status.to_string(),
-        });
-    }
-    let _writer = backend.writer.lock().await;
-    backend.engine.upsert(Collection::Alerts, points).await?;
-    events.into_iter().for_each(|e| backend.publish(e));
-    Ok(report)
-}
-
-pub(crate) async fn get(backend: &QdrantBackend, id: &str) -> Result<Option<Alert>> {
-    validate::name("id", id)?;
-    live_alert(backend, id).await
-}
-
-async fn live_alert(backend: &QdrantBackend, id: &str) -> Result<Option<Alert>> {
-    let cutoff = backend.retention().alert_cutoff(time::now());
-    let found = backend
-        .engine
-        .get(Collection::Alerts, vec![point_id("alert", id)])
-        .await?;
-    for (_, p) in found {
-        let alert = payload::decode_alert(&p)?;
-        if alert.id == id && RetentionPolicy::is_live(cutoff, alert.updated_at) {
-            return Ok(Some(alert));
-        }
-    }
-    Ok(None)
-}
-
-pub(crate) async fn query(backend: &QdrantBackend, query: &AlertQuery) -> Result<Vec<Alert>> {
-    let options = query.resolve()?;
-    let cutoff = backend.retention().alert_cutoff(time::now());
-    let ir = filter::alerts(query, cutoff);
-    let mut found = Vec::new();
-    for (_, p) in backend.engine.scroll(Collection::Alerts, &ir).await? {
-        let alert = payload::decode_alert(&p)?;
-        if RetentionPolicy::is_live(cutoff, alert.updated_at) && query.matches(&alert, &options) {
-            found.push(alert);
-        }
-    }
-    core_filter::sort_and_page(
-        &mut found,
-        &options,
-        query::tie_breaker(DataKind::Alerts).name,
-    );
-    Ok(found)
-}
-
-pub(crate) async fn similar(
-    backend: &QdrantBackend,
-    query: &SimilarAlertsQuery,
-) -> Result<Vec<Scored<Alert>>> {
-    let embedder = &*backend.embedder;
-    let options = query.resolve(embedder.dimension())?;
-    let cutoff = backend.retention().alert_cutoff(time::now());
-    let target = match &query.target {
-        SimilarityTarget::Item(id) => live_alert(backend, id).await?,
-        _ => None,
-    };
-    let (vector, exclude) =
-        similarity::alert_query_vector(&query.target, target.as_ref(), embedder)?;
-    let ir = filter::alerts(&query.filter, cutoff);
-    crate::rank::search(
-        backend,
-        Collection::Alerts,
-        vector,
-        exclude,
-        query.limit,
-        &ir,
-        |p| {
-            let alert = payload::decode_alert(p)?;
-            if !RetentionPolicy::is_live(cutoff, alert.updated_at)
-                || !query.filter.matches(&alert, &options)
-            {
-                return Ok(None);
+impl QdrantBackend {
+    pub(crate) async fn write_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
+        validate::alerts(alerts)?;
+        let cutoff = self.retention().alert_cutoff(time::now());
+        let mut report = WriteReport::default();
+        let mut points = Vec::with_capacity(alerts.len());
+        let mut events = Vec::new();
+        for alert in alerts {
+            if !RetentionPolicy::is_live(cutoff, alert.updated_at) {
+                report.expired += 1;
+                continue;
             }
-            let v = similarity::alert_vector(&alert, embedder);
-            Ok(Some((alert.id.clone(), alert, v)))
-        },
-    )
-    .await
+            points.push(payload::alert_point(
+                &truncate_alert(alert),
+                &*self.embedder,
+            )?);
+            report.written += 1;
+            events.push(StorageEvent::AlertWritten {
+                backend: self.config.name.clone(),
+                alert_id: alert.id.clone(),
+                status: alert.status.to_string(),
+            });
+        }
+        let _writer = self.writer.lock().await;
+        self.engine.upsert(Collection::Alerts, points).await?;
+        events.into_iter().for_each(|e| self.publish(e));
+        Ok(report)
+    }
+
+    pub(crate) async fn read_alert(&self, id: &str) -> Result<Option<Alert>> {
+        validate::name("id", id)?;
+        self.live_alert(id).await
+    }
+
+    async fn live_alert(&self, id: &str) -> Result<Option<Alert>> {
+        let cutoff = self.retention().alert_cutoff(time::now());
+        let found = self
+            .engine
+            .get(Collection::Alerts, vec![point_id("alert", id)])
+            .await?;
+        for (_, p) in found {
+            let alert = payload::decode_alert(&p)?;
+            if alert.id == id && RetentionPolicy::is_live(cutoff, alert.updated_at) {
+                return Ok(Some(alert));
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) async fn select_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
+        let options = query.resolve()?;
+        let cutoff = self.retention().alert_cutoff(time::now());
+        let ir = filter::alerts(query, cutoff);
+        let mut found = Vec::new();
+        for (_, p) in self.engine.scroll(Collection::Alerts, &ir).await? {
+            let alert = payload::decode_alert(&p)?;
+            if RetentionPolicy::is_live(cutoff, alert.updated_at) && query.matches(&alert, &options)
+            {
+                found.push(alert);
+            }
+        }
+        core_filter::sort_and_page(
+            &mut found,
+            &options,
+            query::tie_breaker(DataKind::Alerts).name,
+        );
+        Ok(found)
+    }
+
+    pub(crate) async fn similar_alerts(
+        &self,
+        query: &SimilarAlertsQuery,
+    ) -> Result<Vec<Scored<Alert>>> {
+        let embedder = &*self.embedder;
+        let options = query.resolve(embedder.dimension())?;
+        let cutoff = self.retention().alert_cutoff(time::now());
+        let target = match &query.target {
+            SimilarityTarget::Item(id) => self.live_alert(id).await?,
+            _ => None,
+        };
+        let (vector, exclude) =
+            similarity::alert_query_vector(&query.target, target.as_ref(), embedder)?;
+        let ir = filter::alerts(&query.filter, cutoff);
+        crate::rank::search(
+            self,
+            Collection::Alerts,
+            vector,
+            exclude,
+            query.limit,
+            &ir,
+            |p| {
+                let alert = payload::decode_alert(p)?;
+                if !RetentionPolicy::is_live(cutoff, alert.updated_at)
+                    || !query.filter.matches(&alert, &options)
+                {
+                    return Ok(None);
+                }
+                let v = similarity::alert_vector(&alert, embedder);
+                Ok(Some((alert.id.clone(), alert, v)))
+            },
+        )
+        .await
+    }
 }

@@ -1,6 +1,5 @@
 //! [`QdrantBackend`]: the [`StorageBackend`] implementation over an [`Engine`].
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use aimon_core::{
 use async_trait::async_trait;
 
 use crate::config::{QdrantConfig, QdrantMode};
-use crate::engine::{Engine, ServerInfo};
+use crate::engine::Engine;
 
 /// A Qdrant store (embedded or server) behind the [`StorageBackend`] trait.
 pub struct QdrantBackend {
@@ -34,7 +33,7 @@ pub struct QdrantBackend {
     pub(crate) writer: tokio::sync::Mutex<()>,
     /// Events of this process's writes (Qdrant has no change feed).
     events: LocalEvents,
-    started: Instant,
+    pub(crate) started: Instant,
     closed: AtomicBool,
 }
 
@@ -120,38 +119,6 @@ impl QdrantBackend {
     }
 }
 
-/// The `version` and `uptime_seconds` of a server's `stats` at `now`: what the server answered,
-/// else `unknown` and 0, with the reason in `extra` (`server_version_unknown`,
-/// `server_uptime_unknown`): a server that does not answer them never fails `stats`.
-fn server_figures(
-    info: ServerInfo,
-    now: chrono::DateTime<chrono::Utc>,
-    extra: &mut BTreeMap<String, serde_json::Value>,
-) -> (String, u64) {
-    let version = match info.version {
-        Ok(version) => version,
-        Err(why) => {
-            extra.insert("server_version_unknown".to_owned(), why.into());
-            "unknown".to_owned()
-        }
-    };
-    if let Some(commit) = info.commit {
-        extra.insert("server_commit".to_owned(), commit.into());
-    }
-    let uptime = match info.started {
-        Ok(started) => {
-            extra.insert("server_started".to_owned(), started.to_rfc3339().into());
-            // A clock behind the server's reads as just started, never as a wrapped count.
-            u64::try_from((now - started).num_seconds()).unwrap_or(0)
-        }
-        Err(why) => {
-            extra.insert("server_uptime_unknown".to_owned(), why.into());
-            0
-        }
-    };
-    (version, uptime)
-}
-
 #[allow(unused_variables)]
 async fn open_engine(mode: &QdrantMode, dimension: usize) -> Result<Arc<dyn Engine>> {
     match mode {
@@ -216,7 +183,7 @@ impl StorageBackend for QdrantBackend {
     async fn save_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
         const OP: &str = "save_metrics";
         self.check_open(OP)?;
-        crate::metrics::save(self, metrics)
+        self.write_metrics(metrics)
             .await
             .map_err(|e| self.fail(OP, e))
     }
@@ -224,15 +191,13 @@ impl StorageBackend for QdrantBackend {
     async fn get_metric(&self, id: &str) -> Result<Option<Metric>> {
         const OP: &str = "get_metric";
         self.check_open(OP)?;
-        crate::metrics::get(self, id)
-            .await
-            .map_err(|e| self.fail(OP, e))
+        self.read_metric(id).await.map_err(|e| self.fail(OP, e))
     }
 
     async fn query_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
         const OP: &str = "query_metrics";
         self.check_open(OP)?;
-        crate::metrics::query(self, query)
+        self.select_metrics(query)
             .await
             .map_err(|e| self.fail(OP, e))
     }
@@ -240,15 +205,13 @@ impl StorageBackend for QdrantBackend {
     async fn metric_history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
         const OP: &str = "metric_history";
         self.check_open(OP)?;
-        crate::metrics::history(self, query)
-            .await
-            .map_err(|e| self.fail(OP, e))
+        self.history(query).await.map_err(|e| self.fail(OP, e))
     }
 
     async fn save_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
         const OP: &str = "save_alerts";
         self.check_open(OP)?;
-        crate::alerts::save(self, alerts)
+        self.write_alerts(alerts)
             .await
             .map_err(|e| self.fail(OP, e))
     }
@@ -256,15 +219,13 @@ impl StorageBackend for QdrantBackend {
     async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
         const OP: &str = "get_alert";
         self.check_open(OP)?;
-        crate::alerts::get(self, id)
-            .await
-            .map_err(|e| self.fail(OP, e))
+        self.read_alert(id).await.map_err(|e| self.fail(OP, e))
     }
 
     async fn query_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
         const OP: &str = "query_alerts";
         self.check_open(OP)?;
-        crate::alerts::query(self, query)
+        self.select_alerts(query)
             .await
             .map_err(|e| self.fail(OP, e))
     }
@@ -272,7 +233,7 @@ impl StorageBackend for QdrantBackend {
     async fn save_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
         const OP: &str = "save_agent_states";
         self.check_open(OP)?;
-        crate::agent_states::save(self, states)
+        self.write_agent_states(states)
             .await
             .map_err(|e| self.fail(OP, e))
     }
@@ -280,7 +241,7 @@ impl StorageBackend for QdrantBackend {
     async fn get_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
         const OP: &str = "get_agent_state";
         self.check_open(OP)?;
-        crate::agent_states::get(self, agent_id)
+        self.read_agent_state(agent_id)
             .await
             .map_err(|e| self.fail(OP, e))
     }
@@ -288,7 +249,7 @@ impl StorageBackend for QdrantBackend {
     async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>> {
         const OP: &str = "get_agent_states";
         self.check_open(OP)?;
-        crate::agent_states::query(self, query)
+        self.select_agent_states(query)
             .await
             .map_err(|e| self.fail(OP, e))
     }
@@ -296,7 +257,7 @@ impl StorageBackend for QdrantBackend {
     async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
         const OP: &str = "find_similar_alerts";
         self.check_open(OP)?;
-        crate::alerts::similar(self, query)
+        self.similar_alerts(query)
             .await
             .map_err(|e| self.fail(OP, e))
     }
@@ -307,7 +268,7 @@ impl StorageBackend for QdrantBackend {
     ) -> Result<Vec<Scored<AgentState>>> {
         const OP: &str = "find_similar_agent_states";
         self.check_open(OP)?;
-        crate::agent_states::similar(self, query)
+        self.similar_agent_states(query)
             .await
             .map_err(|e| self.fail(OP, e))
     }
@@ -346,37 +307,7 @@ impl StorageBackend for QdrantBackend {
     async fn stats(&self) -> Result<DatabaseStats> {
         const OP: &str = "stats";
         self.check_open(OP)?;
-        let counts = crate::retention::live_counts(self)
-            .await
-            .map_err(|e| self.fail(OP, e))?;
-        let mut extra = self
-            .engine
-            .extra_stats()
-            .await
-            .map_err(|e| self.fail(OP, e))?;
-        extra.insert(
-            "embedder".to_owned(),
-            serde_json::json!(self.embedder.name()),
-        );
-        // A server's own version and uptime; the embedded engine runs in this process.
-        let (version, uptime_seconds) = match self.engine.server_info().await {
-            None => (
-                env!("CARGO_PKG_VERSION").to_owned(),
-                self.started.elapsed().as_secs(),
-            ),
-            Some(info) => server_figures(info, chrono::Utc::now(), &mut extra),
-        };
-        Ok(DatabaseStats {
-            backend: self.config.name.clone(),
-            backend_type: StorageBackendType::Qdrant,
-            version,
-            uptime_seconds,
-            series: counts.series,
-            samples: counts.samples,
-            alerts: counts.alerts,
-            agent_states: counts.agent_states,
-            extra,
-        })
+        self.database_stats().await.map_err(|e| self.fail(OP, e))
     }
 
     async fn subscribe(&self) -> Result<EventStream> {
@@ -392,60 +323,5 @@ impl StorageBackend for QdrantBackend {
         // Waits for a write in progress, so it is flushed before the shards are released.
         let _writer = self.writer.lock().await;
         self.engine.close().await.map_err(|e| self.fail("close", e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::{TimeZone, Utc};
-
-    #[test]
-    fn a_server_reports_its_own_version_and_uptime() {
-        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
-        let mut extra = BTreeMap::new();
-        let info = ServerInfo {
-            version: Ok("1.19.0".into()),
-            commit: Some("4aac0231".into()),
-            started: Ok(Utc.with_ymd_and_hms(2026, 3, 1, 11, 0, 0).unwrap()),
-        };
-        assert_eq!(
-            server_figures(info, now, &mut extra),
-            ("1.19.0".to_owned(), 3600)
-        );
-        assert_eq!(extra["server_commit"], "4aac0231");
-        assert_eq!(extra["server_started"], "2026-03-01T11:00:00+00:00");
-        assert!(!extra.contains_key("server_version_unknown"));
-    }
-
-    #[test]
-    fn what_the_server_does_not_answer_is_unknown_not_an_error() {
-        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
-        let mut extra = BTreeMap::new();
-        let info = ServerInfo {
-            version: Err("health check failed: unavailable".into()),
-            commit: None,
-            started: Err("qdrant REST /telemetry 403 Forbidden".into()),
-        };
-        assert_eq!(
-            server_figures(info, now, &mut extra),
-            ("unknown".to_owned(), 0)
-        );
-        assert_eq!(
-            extra["server_version_unknown"],
-            "health check failed: unavailable"
-        );
-        assert_eq!(
-            extra["server_uptime_unknown"],
-            "qdrant REST /telemetry 403 Forbidden"
-        );
-        // A server clock ahead of ours: just started, not 2^64 - 5 seconds.
-        let mut extra = BTreeMap::new();
-        let info = ServerInfo {
-            version: Ok("1.19.0".into()),
-            commit: None,
-            started: Ok(now + chrono::Duration::seconds(5)),
-        };
-        assert_eq!(server_figures(info, now, &mut extra).1, 0);
     }
 }

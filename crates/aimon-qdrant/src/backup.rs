@@ -25,7 +25,7 @@ pub(crate) async fn native_backup(backend: &QdrantBackend, path: &Path) -> Resul
             ),
         ));
     }
-    let counts = crate::retention::live_counts(backend).await?;
+    let counts = backend.live_counts().await?;
     // Writes that read first (metrics, agent states) finish before the copy starts.
     let _writer = backend.writer.lock().await;
     let bytes = backend.engine.native_backup(path).await?;
@@ -91,11 +91,11 @@ pub(crate) async fn native_restore(backend: &QdrantBackend, path: &Path) -> Resu
     validate::alerts(&alerts).map_err(corrupted)?;
     validate::agent_states(&states).map_err(corrupted)?;
     let mut expired = 0;
-    let m = crate::metrics::save(backend, &metrics).await?;
+    let m = backend.write_metrics(&metrics).await?;
     expired += m.expired;
-    let a = crate::alerts::save(backend, &alerts).await?;
+    let a = backend.write_alerts(&alerts).await?;
     expired += a.expired;
-    let s = crate::agent_states::save(backend, &states).await?;
+    let s = backend.write_agent_states(&states).await?;
     expired += s.expired;
     Ok(TransferReport {
         format: BackupFormat::Native,

@@ -20,14 +20,15 @@ use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     Condition as EdgeCondition, CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match,
-    OperationError, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStruct, PointStructPersisted, QueryEnum, Range, ScrollRequest,
-    SearchParams, SearchRequest, UpdateOperation, WithPayloadInterface, WithVector,
+    PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations,
+    PointStruct, PointStructPersisted, QueryEnum, Range, ScrollRequest, SearchParams,
+    SearchRequest, UpdateOperation, WithPayloadInterface, WithVector,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::engine::{BackupPayloads, Collection, Engine, Hit, Point, ScrollPage};
+use crate::error::{engine_error, io_error, join_error};
 use crate::filter::{Condition, FilterIr, float_bounds};
 use crate::payload::{IndexKind, indexes};
 
@@ -82,31 +83,6 @@ pub fn to_filter(ir: &FilterIr) -> Result<Option<Filter>> {
         must: Some(must),
         ..Default::default()
     }))
-}
-
-/// An engine error as an aimon error: a shard locked by another process is `Unavailable`.
-fn engine_error(e: OperationError) -> Error {
-    let text = e.to_string();
-    if text.contains("WouldBlock") {
-        Error::new(
-            ErrorKind::Unavailable,
-            "the Qdrant edge directory is in use by another process or backend",
-        )
-        .with_source(e)
-    } else if text.contains("dimension error") {
-        Error::new(ErrorKind::InvalidInput, text)
-    } else {
-        Error::new(ErrorKind::Backend, text)
-    }
-}
-
-fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
-    let kind = if e.kind() == std::io::ErrorKind::NotFound {
-        ErrorKind::NotFound
-    } else {
-        ErrorKind::Backend
-    };
-    Error::new(kind, format!("{what} {}", path.display())).with_source(e)
 }
 
 struct Shard {
@@ -253,14 +229,6 @@ fn open_shard(dir: &Path, collection: Collection, dimension: usize) -> Result<Sh
     }
     shard.write(ops)?;
     Ok(shard)
-}
-
-fn join_error(e: tokio::task::JoinError) -> Error {
-    Error::new(
-        ErrorKind::Backend,
-        "the Qdrant edge engine failed on a blocking thread",
-    )
-    .with_source(e)
 }
 
 impl EdgeEngine {

@@ -50,7 +50,7 @@ impl Exporter for QdrantExporter<'_> {
             .map(|(_, p)| payload::decode_series(p))
             .collect::<Result<Vec<_>>>()?;
         let ids = metas.iter().map(|m| m.id.clone()).collect();
-        let samples = crate::metrics::samples_of(backend, ids, None, &Tags::new(), cutoff).await?;
+        let samples = backend.samples_of(ids, None, &Tags::new(), cutoff).await?;
         let mut by_series: BTreeMap<&str, Vec<&StoredSample>> = BTreeMap::new();
         for s in &samples {
             by_series.entry(s.series_id.as_str()).or_default().push(s);

@@ -143,6 +143,8 @@ pub mod config;
 #[cfg(feature = "qdrant-edge")]
 pub mod edge;
 pub mod engine;
+#[cfg(any(feature = "qdrant", feature = "qdrant-edge"))]
+mod error;
 mod export;
 pub mod filter;
 pub mod ids;
@@ -154,6 +156,7 @@ mod retention;
 pub mod server;
 #[cfg(feature = "qdrant")]
 pub mod snapshot;
+mod stats;
 
 pub use backend::QdrantBackend;
 pub use config::{QdrantConfig, QdrantMode};

@@ -25,6 +25,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::config::ApiKey;
 use crate::engine::Collection;
+use crate::error::{BODY_QUOTE, transport_error};
+
+pub use crate::error::status_error;
 
 /// The manifest's file name in a server backup directory.
 pub const MANIFEST: &str = "aimon-qdrant-snapshots.json";
@@ -32,8 +35,6 @@ pub const MANIFEST: &str = "aimon-qdrant-snapshots.json";
 pub const FORMAT: &str = "aimon-qdrant-server-snapshots";
 /// The manifest's `version`.
 pub const VERSION: u64 = 1;
-/// How much of an error response's body an error message quotes.
-const BODY_QUOTE: usize = 300;
 
 /// What a server backup directory holds: one snapshot file per collection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -466,19 +467,6 @@ pub fn telemetry_startup(body: &[u8]) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// A transport failure: the server is away or too slow (retryable).
-fn transport_error(what: &str, e: &reqwest::Error) -> Error {
-    let kind = if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if e.is_connect() || e.is_request() || e.is_body() {
-        ErrorKind::Unavailable
-    } else {
-        ErrorKind::Backend
-    };
-    // reqwest's message names the URL, which holds no secret (the key is a header).
-    Error::new(kind, format!("qdrant snapshot {what}: {e}"))
-}
-
 async fn check_status(
     url: &url::Url,
     status: reqwest::StatusCode,
@@ -495,22 +483,6 @@ async fn check_status(
         }
     }
     Err(status_error(url, status, &body))
-}
-
-/// The error of a REST answer that is not a success.
-pub fn status_error(url: &url::Url, status: reqwest::StatusCode, body: &[u8]) -> Error {
-    let kind = match status.as_u16() {
-        401 | 403 => ErrorKind::ConfigInvalid,
-        404 => ErrorKind::NotFound,
-        408 | 429 | 502..=504 => ErrorKind::Unavailable,
-        400 | 422 => ErrorKind::InvalidInput,
-        _ => ErrorKind::Backend,
-    };
-    let body = String::from_utf8_lossy(&body[..body.len().min(BODY_QUOTE)]);
-    Error::new(
-        kind,
-        format!("qdrant REST {} {}: {}", url.path(), status, body.trim()),
-    )
 }
 
 /// How old a scratch collection must be before a later restore drops it as left over (a
@@ -736,23 +708,6 @@ mod tests {
             started.elapsed()
         );
         assert!(!err.to_string().contains("s3cret"), "{err}");
-    }
-
-    #[test]
-    fn rest_answers_become_typed_errors() {
-        let url = url::Url::parse("http://db:6333/collections/c/snapshots/s").unwrap();
-        let kind = |code: u16| {
-            status_error(&url, reqwest::StatusCode::from_u16(code).unwrap(), b"").kind()
-        };
-        assert_eq!(kind(401), ErrorKind::ConfigInvalid);
-        assert_eq!(kind(403), ErrorKind::ConfigInvalid);
-        assert_eq!(kind(404), ErrorKind::NotFound);
-        assert_eq!(kind(503), ErrorKind::Unavailable);
-        assert_eq!(kind(400), ErrorKind::InvalidInput);
-        assert_eq!(kind(500), ErrorKind::Backend);
-        let long = vec![b'x'; 10_000];
-        let err = status_error(&url, reqwest::StatusCode::INTERNAL_SERVER_ERROR, &long);
-        assert!(err.to_string().len() < 500, "{}", err.to_string().len());
     }
 
     #[test]
