@@ -1,11 +1,17 @@
 //! Evaluates resolved filters and orders in Rust, for backends that hold items in memory (the
 //! reference backend) and for the client-side parts of others. SQL backends translate
 //! [`Filter`]s into `WHERE` clauses with the same meaning.
+//!
+//! This module builds on [`crate::query`] (it evaluates what a query resolved), never the
+//! other way round: the in-memory `matches` of [`AlertQuery`] and [`AgentStateQuery`] are here.
 
 use std::cmp::Ordering;
 
 use crate::model::{AgentState, Alert, Metric};
-use crate::query::{Field, Filter, FilterOp, FilterValue, ResolvedOptions, Scalar, SortOrder};
+use crate::query::{
+    AgentStateQuery, AlertQuery, Field, Filter, FilterOp, FilterValue, ResolvedOptions, Scalar,
+    SortOrder,
+};
 use crate::time;
 
 /// An item whose fields filters can read.
@@ -119,6 +125,38 @@ pub fn matches<R: Record>(record: &R, filter: &Filter) -> bool {
 /// Whether `record` passes every filter.
 pub fn matches_all<R: Record>(record: &R, options: &ResolvedOptions) -> bool {
     options.filters.iter().all(|f| matches(record, f))
+}
+
+impl AlertQuery {
+    /// Whether `alert` passes the query's status, severities, source, time range, labels and
+    /// filters (`options` is [`AlertQuery::resolve`]'s): the whole selection of a backend that
+    /// filters alerts in memory.
+    pub fn matches(&self, alert: &Alert, options: &ResolvedOptions) -> bool {
+        self.status.is_none_or(|s| s == alert.status)
+            && self.severity.is_none_or(|s| s == alert.severity)
+            && self.min_severity.is_none_or(|s| alert.severity >= s)
+            && self.source.as_ref().is_none_or(|s| *s == alert.source)
+            && self
+                .range_micros()
+                .contains(time::to_micros(alert.start_time))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| alert.labels.get(k) == Some(v))
+            && matches_all(alert, options)
+    }
+}
+
+impl AgentStateQuery {
+    /// Whether `state` passes the query's status, heartbeat bound and filters (`options` is
+    /// [`AgentStateQuery::resolve`]'s): the whole selection of a backend that filters in memory.
+    pub fn matches(&self, state: &AgentState, options: &ResolvedOptions) -> bool {
+        self.status.as_ref().is_none_or(|st| *st == state.status)
+            && self
+                .heartbeat_after_micros()
+                .is_none_or(|a| time::to_micros(state.last_heartbeat) >= a)
+            && matches_all(state, options)
+    }
 }
 
 /// Orders records as the options say, ties broken by `tie_breaker`; absent values first when

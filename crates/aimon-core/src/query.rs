@@ -594,24 +594,6 @@ impl AlertQuery {
     pub fn range_micros(&self) -> MicrosRange {
         MicrosRange::new(self.start, self.end)
     }
-
-    /// Whether `alert` passes the query's status, severities, source, time range, labels and
-    /// filters (`options` is [`AlertQuery::resolve`]'s): the whole selection of a backend that
-    /// filters alerts in memory.
-    pub fn matches(&self, alert: &crate::model::Alert, options: &ResolvedOptions) -> bool {
-        self.status.is_none_or(|s| s == alert.status)
-            && self.severity.is_none_or(|s| s == alert.severity)
-            && self.min_severity.is_none_or(|s| alert.severity >= s)
-            && self.source.as_ref().is_none_or(|s| *s == alert.source)
-            && self
-                .range_micros()
-                .contains(time::to_micros(alert.start_time))
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| alert.labels.get(k) == Some(v))
-            && crate::filter::matches_all(alert, options)
-    }
 }
 
 /// `get_agent_states`: the latest state of each agent (DESIGN.md rule 5).
@@ -657,16 +639,6 @@ impl AgentStateQuery {
     /// `last_heartbeat_after` in microseconds (inclusive), if set.
     pub fn heartbeat_after_micros(&self) -> Option<i64> {
         self.last_heartbeat_after.map(time::ceil_micros)
-    }
-
-    /// Whether `state` passes the query's status, heartbeat bound and filters (`options` is
-    /// [`AgentStateQuery::resolve`]'s): the whole selection of a backend that filters in memory.
-    pub fn matches(&self, state: &crate::model::AgentState, options: &ResolvedOptions) -> bool {
-        self.status.as_ref().is_none_or(|st| *st == state.status)
-            && self
-                .heartbeat_after_micros()
-                .is_none_or(|a| time::to_micros(state.last_heartbeat) >= a)
-            && crate::filter::matches_all(state, options)
     }
 }
 
