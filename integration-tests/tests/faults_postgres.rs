@@ -40,7 +40,7 @@ fn synchronous_commit_is_what_the_url_says() {
                 held.push(conn);
             }
             drop(held);
-            aimon_core::StorageBackend::close(&store).await.unwrap();
+            aimon_core::Driver::close(&store).await.unwrap();
         }
     });
 }
@@ -66,7 +66,7 @@ fn application_name_from_the_url_names_the_sessions() {
                 .await
                 .unwrap();
             assert_eq!(shown, expected, "{parameter:?}");
-            aimon_core::StorageBackend::close(&store).await.unwrap();
+            aimon_core::Driver::close(&store).await.unwrap();
         }
     });
 }

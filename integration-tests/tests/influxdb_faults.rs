@@ -3,6 +3,7 @@
 //! policy aimon manages, a server killed mid-batch, and secrets kept out of logs and errors.
 #![cfg(feature = "influxdb")]
 
+use aimon_core::Contract;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,10 +21,12 @@ async fn fixture() -> Option<Fixture> {
     fixtures::influxdb().await
 }
 
-async fn open(fixture: &Fixture, options: &[(&str, serde_json::Value)]) -> InfluxBackend {
-    InfluxBackend::connect(&fixture.config(options))
-        .await
-        .expect("opens")
+async fn open(fixture: &Fixture, options: &[(&str, serde_json::Value)]) -> Contract<InfluxBackend> {
+    Contract::new(
+        InfluxBackend::connect(&fixture.config(options))
+            .await
+            .expect("opens"),
+    )
 }
 
 fn t0() -> chrono::DateTime<Utc> {
@@ -283,7 +286,7 @@ async fn metric_ttl_is_the_retention_policy_duration() {
         return;
     };
     let config = fixture.config(&[("metric_ttl_seconds", serde_json::json!(2 * 86_400))]);
-    let store = InfluxBackend::connect(&config).await.unwrap();
+    let store = Contract::new(InfluxBackend::connect(&config).await.unwrap());
     let db = aimon_influxdb::line::ident(store.config().api.database());
     let got = policies(&store, &db).await;
     assert!(
@@ -300,7 +303,7 @@ async fn metric_ttl_is_the_retention_policy_duration() {
     shorter
         .options
         .insert("metric_ttl_seconds".into(), serde_json::json!(2));
-    let store = InfluxBackend::connect(&shorter).await.unwrap();
+    let store = Contract::new(InfluxBackend::connect(&shorter).await.unwrap());
     let got = policies(&store, &db).await;
     assert!(
         got.contains(&("aimon".into(), "2h0m0s".into(), true)),
@@ -309,7 +312,7 @@ async fn metric_ttl_is_the_retention_policy_duration() {
 
     let mut forever = config.clone();
     forever.options.remove("metric_ttl_seconds");
-    let store = InfluxBackend::connect(&forever).await.unwrap();
+    let store = Contract::new(InfluxBackend::connect(&forever).await.unwrap());
     let got = policies(&store, &db).await;
     assert!(
         got.contains(&("aimon".into(), "0s".into(), true)),
@@ -336,7 +339,9 @@ async fn a_server_killed_mid_batch_is_unavailable_and_the_retry_does_not_duplica
     let config = StorageConfig::from_url("faults", url.as_str())
         .unwrap()
         .option("batch_lines", 2_000);
-    let store = Arc::new(InfluxBackend::connect(&config).await.unwrap());
+    let store = Arc::new(Contract::new(
+        InfluxBackend::connect(&config).await.unwrap(),
+    ));
     let mut metrics = Vec::new();
     for s in 0..20 {
         let mut m = Metric::new(format!("series-{s}"), "faults", MetricType::Gauge);
@@ -459,7 +464,7 @@ fn secrets_stay_out_of_logs_errors_and_debug() {
                 base.connection_string
                     .replacen("influxdb://", "influxdb://alice:pw-s3cr3t-1@", 1);
             let config = StorageConfig::from_url(base.name.clone(), url).unwrap();
-            let store = InfluxBackend::connect(&config).await.unwrap();
+            let store = Contract::new(InfluxBackend::connect(&config).await.unwrap());
             store
                 .save_metric(
                     &Metric::new("m", "n", MetricType::Gauge)
@@ -516,12 +521,12 @@ fn an_unchanged_retention_policy_is_not_altered_on_connect() {
                 return;
             };
             let config = fixture.config(&[("metric_ttl_seconds", serde_json::json!(3 * 3_600))]);
-            InfluxBackend::connect(&config).await.unwrap();
+            Contract::new(InfluxBackend::connect(&config).await.unwrap());
             let statements =
                 |c: &Captured| String::from_utf8_lossy(&c.0.lock().unwrap()).into_owned();
             assert!(statements(&captured).contains("CREATE RETENTION POLICY"));
             captured.0.lock().unwrap().clear();
-            InfluxBackend::connect(&config).await.unwrap();
+            Contract::new(InfluxBackend::connect(&config).await.unwrap());
             let again = statements(&captured);
             assert!(again.contains("SHOW RETENTION POLICIES"), "{again}");
             assert!(!again.contains("ALTER RETENTION POLICY"), "{again}");
@@ -530,7 +535,7 @@ fn an_unchanged_retention_policy_is_not_altered_on_connect() {
             longer
                 .options
                 .insert("metric_ttl_seconds".into(), serde_json::json!(5 * 3_600));
-            InfluxBackend::connect(&longer).await.unwrap();
+            Contract::new(InfluxBackend::connect(&longer).await.unwrap());
             assert!(statements(&captured).contains("ALTER RETENTION POLICY"));
         })
     });

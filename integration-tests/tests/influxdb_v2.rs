@@ -5,6 +5,7 @@
 //! of 2.x/3.x is not verified).
 #![cfg(feature = "influxdb")]
 
+use aimon_core::Contract;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -55,7 +56,7 @@ async fn v2_writes_reach_a_real_api_v2_write_server() {
     )
     .unwrap()
     .option("token", "not-checked-by-this-server");
-    let store = InfluxBackend::connect(&config).await.unwrap();
+    let store = Contract::new(InfluxBackend::connect(&config).await.unwrap());
     assert!(matches!(store.config().api, ApiSettings::V2 { .. }));
     // VictoriaMetrics answers `/ping` without InfluxDB's version header.
     assert_eq!(store.server().version, "unknown");

@@ -4,6 +4,7 @@
 //! and a listener that reconnects, TimescaleDB detection, credentials kept out of errors.
 #![cfg(feature = "postgres")]
 
+use aimon_core::Contract;
 use std::time::Duration;
 
 use aimon_core::{
@@ -22,8 +23,8 @@ async fn fixture() -> Option<Fixture> {
     fixtures::postgres().await
 }
 
-async fn open(config: &StorageConfig) -> PostgresBackend {
-    PostgresBackend::connect(config).await.expect("connects")
+async fn open(config: &StorageConfig) -> Contract<PostgresBackend> {
+    Contract::new(PostgresBackend::connect(config).await.expect("connects"))
 }
 
 fn with(config: &StorageConfig, key: &str, value: impl Into<serde_json::Value>) -> StorageConfig {

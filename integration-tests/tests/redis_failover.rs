@@ -9,6 +9,7 @@
 //! command, and every write acknowledged before the failover must be readable after it.
 #![cfg(feature = "redis")]
 
+use aimon_core::Contract;
 use std::time::{Duration, Instant};
 
 use aimon_core::{ErrorKind, Metric, MetricType, MetricValue, StorageBackend, StorageConfig};
@@ -128,7 +129,7 @@ fn writes_resume_after_a_sentinel_failover_and_acknowledged_writes_survive() {
             .option("wait_timeout_ms", 500)
             .option("connect_timeout_ms", 1000)
             .option("response_timeout_ms", 2000);
-        let store = RedisBackend::connect(&config).await.expect("connects");
+        let store = Contract::new(RedisBackend::connect(&config).await.expect("connects"));
         let old_master = master_addr(sport.clone()).await;
         assert!(!old_master.is_empty());
 

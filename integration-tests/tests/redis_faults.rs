@@ -2,6 +2,7 @@
 //! after retention, a connection killed mid-batch, events across two separate clients.
 #![cfg(feature = "redis")]
 
+use aimon_core::Contract;
 use std::time::Duration;
 
 use aimon_core::{
@@ -20,9 +21,9 @@ async fn fixture() -> Option<Fixture> {
 async fn open(
     fixture: &Fixture,
     options: &[(&str, serde_json::Value)],
-) -> (RedisBackend, StorageConfig) {
+) -> (Contract<RedisBackend>, StorageConfig) {
     let config = fixture.config(options);
-    let backend = RedisBackend::connect(&config).await.expect("connects");
+    let backend = Contract::new(RedisBackend::connect(&config).await.expect("connects"));
     (backend, config)
 }
 
@@ -203,7 +204,7 @@ fn a_connection_killed_mid_batch_is_retryable_and_the_retry_does_not_duplicate()
         let config = StorageConfig::from_url("kill", server.url.clone())
             .unwrap()
             .option("max_connections", 1);
-        let store = RedisBackend::connect(&config).await.unwrap();
+        let store = Contract::new(RedisBackend::connect(&config).await.unwrap());
         let batch: Vec<Metric> = (0..20)
             .map(|s| {
                 let mut m = Metric::new(format!("kill-{s}"), "kill", MetricType::Gauge);
@@ -265,7 +266,7 @@ fn events_reach_a_separate_client() {
         let (reader, config) = open(&fixture, &[]).await;
         assert!(reader.capabilities().cross_process_events);
         // A second, separate client on the same namespace writes.
-        let writer = RedisBackend::connect(&config).await.unwrap();
+        let writer = Contract::new(RedisBackend::connect(&config).await.unwrap());
         let mut events = reader.subscribe().await.unwrap();
         writer
             .save_metric(&series("m", "n").with_value(sample(0, 1.0)))

@@ -5,6 +5,7 @@
 //! `tls_cert_file` + `tls_key_file`.
 #![cfg(feature = "redis")]
 
+use aimon_core::Contract;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -186,10 +187,11 @@ fn rediss_with_the_configured_ca_works_and_an_unknown_ca_is_refused() {
         .await
         .unwrap();
 
-        let store =
+        let store = Contract::new(
             RedisBackend::connect(&config(&server, dir.path(), &[("tls_ca_file", "ca.crt")]))
                 .await
-                .expect("connects over TLS trusting the test CA");
+                .expect("connects over TLS trusting the test CA"),
+        );
         let metric = series("tls/latency", "llm.latency")
             .with_value(sample(1, 1.5))
             .with_value(sample(2, 2.5));
@@ -233,9 +235,11 @@ fn rediss_with_a_client_certificate() {
                 ("tls_key_file", "client.key"),
             ],
         );
-        let store = RedisBackend::connect(&with_cert)
-            .await
-            .expect("connects with the client certificate");
+        let store = Contract::new(
+            RedisBackend::connect(&with_cert)
+                .await
+                .expect("connects with the client certificate"),
+        );
         store
             .save_metric(&series("mtls/x", "x").with_value(sample(1, 1.0)))
             .await
@@ -245,7 +249,7 @@ fn rediss_with_a_client_certificate() {
         let without = config(&server, dir.path(), &[("tls_ca_file", "ca.crt")]);
         let refused = match RedisBackend::connect(&without).await {
             Err(_) => true,
-            Ok(store) => store.get_metric("mtls/x").await.is_err(),
+            Ok(store) => Contract::new(store).get_metric("mtls/x").await.is_err(),
         };
         assert!(refused, "a client without a certificate was served");
     });

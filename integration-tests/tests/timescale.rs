@@ -12,6 +12,7 @@
 aimon_integration_tests::conformance_suite!(aimon_integration_tests::fixtures::timescale());
 
 mod timescaledb {
+    use aimon_core::Contract;
     use std::collections::BTreeSet;
 
     use aimon_integration_tests::timescale::pause_job;
@@ -30,8 +31,8 @@ mod timescaledb {
         fixtures::timescale().await
     }
 
-    async fn open(config: &StorageConfig) -> PostgresBackend {
-        PostgresBackend::connect(config).await.expect("connects")
+    async fn open(config: &StorageConfig) -> Contract<PostgresBackend> {
+        Contract::new(PostgresBackend::connect(config).await.expect("connects"))
     }
 
     fn with(
@@ -676,7 +677,7 @@ mod timescaledb {
             }
             assert!(stores.iter().all(PostgresBackend::is_timescale));
             for store in stores {
-                store.close().await.unwrap();
+                Contract::new(store).close().await.unwrap();
             }
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE \"{database}\" WITH (FORCE)"

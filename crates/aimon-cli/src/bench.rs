@@ -4,6 +4,7 @@
 //! file that is removed afterwards, never into the demo's `./aimon.db`. A store given explicitly
 //! keeps the samples; they are tagged `run=<id>` and the report prints the id.
 
+use aimon::Contract;
 use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
@@ -1020,7 +1021,7 @@ async fn psql_baseline(url: &str, run: &str, workload: &Workload) -> Result<Tool
     let schema = format!("aimon_psql_baseline_{run}");
     let config =
         aimon::StorageConfig::from_url("psql-baseline", url)?.option("schema", schema.as_str());
-    let store = PostgresBackend::connect(&config).await?;
+    let store = Contract::new(PostgresBackend::connect(&config).await?);
     let result = async {
         // The series rows (and their keys) as aimon would have them; then the partitions.
         let series: Vec<Metric> = workload
@@ -1106,7 +1107,7 @@ const CURL_ROUNDS: u64 = 6;
 /// `save_metrics` writes, gzip) to `/write` of the same server, into a fresh database with the
 /// same retention policies, dropped at the end. The files are written before any timing.
 struct CurlBaseline {
-    store: aimon::influxdb::InfluxBackend,
+    store: Contract<aimon::influxdb::InfluxBackend>,
     dir: tempfile::TempDir,
     /// One curl config per round.
     configs: Vec<std::path::PathBuf>,
@@ -1135,7 +1136,7 @@ impl CurlBaseline {
             .map_err(|e| CliError::new(format!("--compare-curl: not a URL: {e}")))?;
         parsed.set_path(&format!("/{database}"));
         let config = aimon::StorageConfig::from_url("curl-baseline", parsed.as_str())?;
-        let store = InfluxBackend::connect(&config).await?;
+        let store = Contract::new(InfluxBackend::connect(&config).await?);
         match Self::write_files(&store, &database, workload, batch) {
             Ok((dir, configs, command)) => Ok(CurlBaseline {
                 store,

@@ -791,12 +791,14 @@ mod tests {
     use crate::model::{AlertSeverity, MetricType, MetricValue};
     use crate::retention::RetentionPolicy;
 
-    fn memory() -> MemoryBackend {
-        MemoryBackend::new("mem", RetentionPolicy::default())
+    type Memory = crate::contract::Contract<MemoryBackend>;
+
+    fn memory() -> Memory {
+        crate::contract::Contract::new(MemoryBackend::new("mem", RetentionPolicy::default()))
     }
 
     /// A store of 6 series × 2,000 samples, 700 alerts and 3 agent states, and its archive.
-    async fn archived() -> (MemoryBackend, tempfile::TempDir) {
+    async fn archived() -> (Memory, tempfile::TempDir) {
         archived_of(6, 2_000, 700).await
     }
 
@@ -805,7 +807,7 @@ mod tests {
         series: usize,
         samples: i64,
         alerts: usize,
-    ) -> (MemoryBackend, tempfile::TempDir) {
+    ) -> (Memory, tempfile::TempDir) {
         let source = memory();
         let t0 = time::now();
         let metrics: Vec<Metric> = (0..series)
@@ -831,7 +833,7 @@ mod tests {
         (source, dir)
     }
 
-    async fn counts(store: &MemoryBackend) -> (u64, u64, u64, u64) {
+    async fn counts(store: &Memory) -> (u64, u64, u64, u64) {
         let s = store.stats().await.unwrap();
         (s.series, s.samples, s.alerts, s.agent_states)
     }

@@ -24,6 +24,16 @@ pub trait Record {
     }
 }
 
+/// A borrowed record is a record: in-memory selections sort references and clone the page.
+impl<R: Record + ?Sized> Record for &R {
+    fn field(&self, name: &str) -> Option<Scalar> {
+        (**self).field(name)
+    }
+    fn label(&self, key: &str) -> Option<Scalar> {
+        (**self).label(key)
+    }
+}
+
 fn text(s: &str) -> Option<Scalar> {
     Some(Scalar::Text(s.to_owned()))
 }

@@ -10,9 +10,9 @@
 //! silent (microsecond truncation, series liveness, tie-breaking of `first`/`last`…).
 //!
 //! ```
-//! use aimon_core::{MemoryBackend, Metric, MetricType, MetricValue, StorageBackend, RetentionPolicy};
+//! use aimon_core::{Contract, MemoryBackend, Metric, MetricType, MetricValue, StorageBackend, RetentionPolicy};
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let store = MemoryBackend::new("example", RetentionPolicy::default());
+//! let store = Contract::new(MemoryBackend::new("example", RetentionPolicy::default()));
 //! let metric = Metric::new("agent-1/tokens", "llm.tokens", MetricType::Counter)
 //!     .with_value(MetricValue::new(aimon_core::time::now(), 512.0).tag("model", "small"));
 //! store.save_metric(&metric).await?;
@@ -26,8 +26,11 @@
 pub mod archive;
 pub mod backend;
 pub mod config;
+pub mod contract;
 pub mod downsample;
+pub mod driver;
 pub mod error;
+pub mod events;
 pub mod filter;
 pub mod memory;
 pub mod model;
@@ -42,6 +45,8 @@ pub use backend::{
     RetentionReport, StorageBackend, StorageEvent, TransferReport, WriteReport,
 };
 pub use config::{StorageBackendType, StorageConfig, redact_url};
+pub use contract::Contract;
+pub use driver::{Descriptor, Driver};
 pub use error::{Error, ErrorKind, Result};
 pub use memory::MemoryBackend;
 pub use model::{

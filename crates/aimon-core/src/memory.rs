@@ -4,20 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
 
 use crate::backend::{
-    BackupFormat, Capabilities, DatabaseStats, EventStream, LocalEvents, RetentionMechanism,
-    RetentionReport, StorageBackend, StorageEvent, TransferReport, WriteReport,
+    Capabilities, DatabaseStats, EventStream, LocalEvents, RetentionMechanism, RetentionReport,
+    StorageEvent, WriteReport,
 };
 use crate::config::{StorageBackendType, StorageConfig};
 use crate::downsample::{Downsampler, SampleRef};
-use crate::error::{Error, ErrorKind, Result};
+use crate::driver::{Descriptor, Driver, MetricBatch, Selection, Valid, ValidId};
+use crate::error::{Error, Result};
 use crate::filter;
 use crate::model::{AgentState, Alert, DataKind, Metric, MetricValue, Tags, tags_json};
 use crate::query::{self, AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
@@ -25,7 +24,7 @@ use crate::retention::RetentionPolicy;
 use crate::similarity::{
     self, Embedder, HashingEmbedder, Ranker, Scored, SimilarAgentStatesQuery, SimilarAlertsQuery,
 };
-use crate::{archive, time, validate};
+use crate::time;
 
 /// Samples of one series keyed by (timestamp µs, canonical tags JSON).
 type Samples = BTreeMap<(i64, String), (Tags, f64)>;
@@ -59,6 +58,14 @@ struct Store {
     agents: BTreeMap<String, AgentState>,
 }
 
+/// The memory driver, for the registry: `memory://`, always built.
+pub const DRIVER: Descriptor = Descriptor {
+    types: &[StorageBackendType::Memory],
+    schemes: &["memory"],
+    feature: "(always built)",
+    open: |config| crate::driver::boxed(async move { MemoryBackend::from_config(config) }),
+};
+
 /// The in-memory backend.
 pub struct MemoryBackend {
     name: String,
@@ -66,7 +73,6 @@ pub struct MemoryBackend {
     store: RwLock<Store>,
     events: LocalEvents,
     started: Instant,
-    closed: AtomicBool,
     embedder: Arc<dyn Embedder>,
 }
 
@@ -102,7 +108,6 @@ impl MemoryBackend {
             store: RwLock::new(Store::default()),
             events: LocalEvents::new(),
             started: Instant::now(),
-            closed: AtomicBool::new(false),
             embedder: Arc::new(HashingEmbedder::default()),
         }
     }
@@ -111,21 +116,6 @@ impl MemoryBackend {
     pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
         self.embedder = embedder;
         self
-    }
-
-    fn check_open(&self, operation: &'static str) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            Err(self.fail(
-                operation,
-                Error::new(ErrorKind::Unavailable, "the backend is closed"),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn fail(&self, operation: &'static str, err: Error) -> Error {
-        err.with_operation(operation).with_backend(&self.name)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Store> {
@@ -175,7 +165,7 @@ fn tags_match(sample_tags: &Tags, wanted: &Tags) -> bool {
 }
 
 #[async_trait]
-impl StorageBackend for MemoryBackend {
+impl Driver for MemoryBackend {
     fn name(&self) -> &str {
         &self.name
     }
@@ -196,10 +186,7 @@ impl StorageBackend for MemoryBackend {
         }
     }
 
-    async fn save_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
-        const OP: &str = "save_metrics";
-        self.check_open(OP)?;
-        validate::metrics(metrics).map_err(|e| self.fail(OP, e))?;
+    async fn save_metrics(&self, metrics: MetricBatch<'_>) -> Result<WriteReport> {
         let cutoff = self.retention.metric_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut events = Vec::with_capacity(metrics.len());
@@ -245,15 +232,12 @@ impl StorageBackend for MemoryBackend {
         Ok(report)
     }
 
-    async fn get_metric(&self, id: &str) -> Result<Option<Metric>> {
-        const OP: &str = "get_metric";
-        self.check_open(OP)?;
-        validate::name("id", id).map_err(|e| self.fail(OP, e))?;
+    async fn get_metric(&self, id: ValidId<'_>) -> Result<Option<Metric>> {
         let cutoff = self.retention.metric_cutoff(time::now());
         let store = self.read();
         Ok(store
             .series
-            .get(id)
+            .get(id.get())
             .filter(|s| Self::series_is_live(s, cutoff))
             .map(|series| {
                 Self::to_metric(
@@ -264,10 +248,8 @@ impl StorageBackend for MemoryBackend {
             }))
     }
 
-    async fn query_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
-        const OP: &str = "query_metrics";
-        self.check_open(OP)?;
-        let options = query.resolve().map_err(|e| self.fail(OP, e))?;
+    async fn query_metrics(&self, query: Selection<'_, MetricQuery>) -> Result<Vec<Metric>> {
+        let options = query.options();
         let range = query.range_micros();
         let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
         let cutoff = self.retention.metric_cutoff(time::now());
@@ -278,7 +260,7 @@ impl StorageBackend for MemoryBackend {
             if query.name.as_ref().is_some_and(|n| *n != meta.name)
                 || query.metric_type.is_some_and(|t| t != meta.metric_type)
                 || !Self::series_is_live(series, cutoff)
-                || !filter::matches_all(meta, &options)
+                || !filter::matches_all(meta, options)
             {
                 continue;
             }
@@ -293,19 +275,16 @@ impl StorageBackend for MemoryBackend {
         }
         filter::sort_and_page(
             &mut found,
-            &options,
+            options,
             query::tie_breaker(DataKind::Metrics).name,
         );
         Ok(found)
     }
 
-    async fn metric_history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
-        const OP: &str = "metric_history";
-        self.check_open(OP)?;
-        query.validate().map_err(|e| self.fail(OP, e))?;
+    async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>> {
         let range = query.range_micros();
         let cutoff = self.retention.metric_cutoff(time::now());
-        let mut downsampler = Downsampler::new(query);
+        let mut downsampler = Downsampler::new(&query);
         let store = self.read();
         for series in store.series.values().filter(|s| s.meta.name == query.name) {
             for ((ts, tags_key), (tags, value)) in Self::live_samples(series, cutoff) {
@@ -328,10 +307,7 @@ impl StorageBackend for MemoryBackend {
         Ok(downsampler.finish())
     }
 
-    async fn save_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
-        const OP: &str = "save_alerts";
-        self.check_open(OP)?;
-        validate::alerts(alerts).map_err(|e| self.fail(OP, e))?;
+    async fn save_alerts(&self, alerts: Valid<'_, [Alert]>) -> Result<WriteReport> {
         let cutoff = self.retention.alert_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut events = Vec::new();
@@ -355,45 +331,24 @@ impl StorageBackend for MemoryBackend {
         Ok(report)
     }
 
-    async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
-        const OP: &str = "get_alert";
-        self.check_open(OP)?;
-        validate::name("id", id).map_err(|e| self.fail(OP, e))?;
+    async fn get_alert(&self, id: ValidId<'_>) -> Result<Option<Alert>> {
         let cutoff = self.retention.alert_cutoff(time::now());
         Ok(self
             .read()
             .alerts
-            .get(id)
+            .get(id.get())
             .filter(|a| RetentionPolicy::is_live(cutoff, a.updated_at))
             .cloned())
     }
 
-    async fn query_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
-        const OP: &str = "query_alerts";
-        self.check_open(OP)?;
-        let options = query.resolve().map_err(|e| self.fail(OP, e))?;
+    async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>> {
         let cutoff = self.retention.alert_cutoff(time::now());
-        let mut found: Vec<Alert> = self
-            .read()
-            .alerts
-            .values()
-            .filter(|a| {
-                RetentionPolicy::is_live(cutoff, a.updated_at) && query.matches(a, &options)
-            })
-            .cloned()
-            .collect();
-        filter::sort_and_page(
-            &mut found,
-            &options,
-            query::tie_breaker(DataKind::Alerts).name,
-        );
-        Ok(found)
+        let store = self.read();
+        let page = query.select_in_memory(store.alerts.values(), cutoff);
+        Ok(page.into_iter().cloned().collect())
     }
 
-    async fn save_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
-        const OP: &str = "save_agent_states";
-        self.check_open(OP)?;
-        validate::agent_states(states).map_err(|e| self.fail(OP, e))?;
+    async fn save_agent_states(&self, states: Valid<'_, [AgentState]>) -> Result<WriteReport> {
         let cutoff = self.retention.agent_state_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut events = Vec::new();
@@ -426,48 +381,29 @@ impl StorageBackend for MemoryBackend {
         Ok(report)
     }
 
-    async fn get_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
-        const OP: &str = "get_agent_state";
-        self.check_open(OP)?;
-        validate::name("agent_id", agent_id).map_err(|e| self.fail(OP, e))?;
+    async fn get_agent_state(&self, agent_id: ValidId<'_>) -> Result<Option<AgentState>> {
         let cutoff = self.retention.agent_state_cutoff(time::now());
         Ok(self
             .read()
             .agents
-            .get(agent_id)
+            .get(agent_id.get())
             .filter(|s| RetentionPolicy::is_live(cutoff, s.last_heartbeat))
             .cloned())
     }
 
-    async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>> {
-        const OP: &str = "get_agent_states";
-        self.check_open(OP)?;
-        let options = query.resolve().map_err(|e| self.fail(OP, e))?;
+    async fn get_agent_states(
+        &self,
+        query: Selection<'_, AgentStateQuery>,
+    ) -> Result<Vec<AgentState>> {
         let cutoff = self.retention.agent_state_cutoff(time::now());
-        let mut found: Vec<AgentState> = self
-            .read()
-            .agents
-            .values()
-            .filter(|s| {
-                RetentionPolicy::is_live(cutoff, s.last_heartbeat) && query.matches(s, &options)
-            })
-            .cloned()
-            .collect();
-        filter::sort_and_page(
-            &mut found,
-            &options,
-            query::tie_breaker(DataKind::AgentStates).name,
-        );
-        Ok(found)
+        let store = self.read();
+        let page = query.select_in_memory(store.agents.values(), cutoff);
+        Ok(page.into_iter().cloned().collect())
     }
 
     async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
-        const OP: &str = "find_similar_alerts";
-        self.check_open(OP)?;
         let embedder = &*self.embedder;
-        let options = query
-            .resolve(embedder.dimension())
-            .map_err(|e| self.fail(OP, e))?;
+        let options = query.resolve(embedder.dimension())?;
         let cutoff = self.retention.alert_cutoff(time::now());
         let live = |a: &&Alert| RetentionPolicy::is_live(cutoff, a.updated_at);
         // Scored under the read lock, by reference: only the winners are cloned.
@@ -476,8 +412,7 @@ impl StorageBackend for MemoryBackend {
             similarity::SimilarityTarget::Item(id) => store.alerts.get(id).filter(live),
             _ => None,
         };
-        let (vector, exclude) = similarity::alert_query_vector(&query.target, target, embedder)
-            .map_err(|e| self.fail(OP, e))?;
+        let (vector, exclude) = similarity::alert_query_vector(&query.target, target, embedder)?;
         let mut ranker = Ranker::new(vector, exclude, query.limit);
         for alert in store
             .alerts
@@ -485,9 +420,7 @@ impl StorageBackend for MemoryBackend {
             .filter(|a| live(a) && query.filter.matches(a, &options))
         {
             let v = similarity::alert_vector(alert, embedder);
-            ranker
-                .push(&alert.id, alert, &v)
-                .map_err(|e| self.fail(OP, e))?;
+            ranker.push(&alert.id, alert, &v)?;
         }
         Ok(ranker.finish().into_iter().map(Scored::cloned).collect())
     }
@@ -496,12 +429,8 @@ impl StorageBackend for MemoryBackend {
         &self,
         query: &SimilarAgentStatesQuery,
     ) -> Result<Vec<Scored<AgentState>>> {
-        const OP: &str = "find_similar_agent_states";
-        self.check_open(OP)?;
         let embedder = &*self.embedder;
-        let options = query
-            .resolve(embedder.dimension())
-            .map_err(|e| self.fail(OP, e))?;
+        let options = query.resolve(embedder.dimension())?;
         let cutoff = self.retention.agent_state_cutoff(time::now());
         let live = |s: &&AgentState| RetentionPolicy::is_live(cutoff, s.last_heartbeat);
         let store = self.read();
@@ -510,8 +439,7 @@ impl StorageBackend for MemoryBackend {
             _ => None,
         };
         let (vector, exclude) =
-            similarity::agent_state_query_vector(&query.target, target, embedder)
-                .map_err(|e| self.fail(OP, e))?;
+            similarity::agent_state_query_vector(&query.target, target, embedder)?;
         let mut ranker = Ranker::new(vector, exclude, query.limit);
         for state in store
             .agents
@@ -519,15 +447,12 @@ impl StorageBackend for MemoryBackend {
             .filter(|s| live(s) && query.filter.matches(s, &options))
         {
             let v = similarity::agent_state_vector(state, embedder);
-            ranker
-                .push(&state.agent_id, state, &v)
-                .map_err(|e| self.fail(OP, e))?;
+            ranker.push(&state.agent_id, state, &v)?;
         }
         Ok(ranker.finish().into_iter().map(Scored::cloned).collect())
     }
 
     async fn apply_retention(&self) -> Result<RetentionReport> {
-        self.check_open("apply_retention")?;
         let now = time::now();
         let mut report = RetentionReport::default();
         let mut store = self.write();
@@ -558,34 +483,7 @@ impl StorageBackend for MemoryBackend {
         Ok(report)
     }
 
-    async fn backup(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
-        const OP: &str = "backup";
-        self.check_open(OP)?;
-        match format {
-            BackupFormat::Portable => archive::write(self, path)
-                .await
-                .map_err(|e| self.fail(OP, e)),
-            BackupFormat::Native => {
-                Err(self.fail(OP, Error::unsupported("a native backup format")))
-            }
-        }
-    }
-
-    async fn restore(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
-        const OP: &str = "restore";
-        self.check_open(OP)?;
-        match format {
-            BackupFormat::Portable => archive::restore(self, path)
-                .await
-                .map_err(|e| self.fail(OP, e)),
-            BackupFormat::Native => {
-                Err(self.fail(OP, Error::unsupported("a native backup format")))
-            }
-        }
-    }
-
     async fn stats(&self) -> Result<DatabaseStats> {
-        self.check_open("stats")?;
         let now = time::now();
         let metric_cutoff = self.retention.metric_cutoff(now);
         let alert_cutoff = self.retention.alert_cutoff(now);
@@ -621,12 +519,10 @@ impl StorageBackend for MemoryBackend {
     }
 
     async fn subscribe(&self) -> Result<EventStream> {
-        self.check_open("subscribe")?;
         Ok(self.events.subscribe())
     }
 
     async fn close(&self) -> Result<()> {
-        self.closed.store(true, Ordering::Release);
         Ok(())
     }
 }
@@ -681,6 +577,7 @@ pub fn truncate_state(state: &AgentState) -> AgentState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[test]
     fn memory_urls_take_a_label_and_nothing_else() {

@@ -2,12 +2,13 @@
 //! their `last_heartbeat`; reads take the latest point per agent (`last()`), so a stale write
 //! can never hide a newer state, and an equal heartbeat overwrites (rule 5).
 
+use aimon_core::driver::Selection;
 use std::collections::HashMap;
 
 use aimon_core::backend::{StorageEvent, WriteReport};
 use aimon_core::memory::truncate_state;
-use aimon_core::query::{self, AgentStateQuery};
-use aimon_core::{AgentState, DataKind, Result, RetentionPolicy, filter, time, validate};
+use aimon_core::query::AgentStateQuery;
+use aimon_core::{AgentState, Result, RetentionPolicy, time};
 
 use crate::backend::{AGENT_STATES, InfluxBackend, any_of, docs, time_range};
 use crate::client::{LineBuffer, Target};
@@ -45,7 +46,6 @@ impl InfluxBackend {
     }
 
     pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
-        validate::agent_states(states)?;
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let agents: Vec<&str> = {
             let mut seen = std::collections::BTreeSet::new();
@@ -197,26 +197,14 @@ impl InfluxBackend {
     }
 
     pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
-        validate::name("agent_id", agent_id)?;
         Ok(self.live_agent_states(Some(agent_id)).await?.pop())
     }
 
     pub(crate) async fn select_agent_states(
         &self,
-        query: &AgentStateQuery,
+        query: Selection<'_, AgentStateQuery>,
     ) -> Result<Vec<AgentState>> {
-        let options = query.resolve()?;
-        let mut found: Vec<AgentState> = self
-            .live_agent_states(None)
-            .await?
-            .into_iter()
-            .filter(|s| query.matches(s, &options))
-            .collect();
-        filter::sort_and_page(
-            &mut found,
-            &options,
-            query::tie_breaker(DataKind::AgentStates).name,
-        );
-        Ok(found)
+        let items = self.live_agent_states(None).await?.into_iter();
+        Ok(query.select_in_memory(items, None))
     }
 }

@@ -1,21 +1,17 @@
 //! Alerts: one point per alert id (tag `id`, time 0), so a rewrite overwrites (rule 4).
 
 use aimon_core::backend::{StorageEvent, WriteReport};
+use aimon_core::driver::Selection;
 use aimon_core::memory::truncate_alert;
-use aimon_core::query::{self, AlertQuery};
-use aimon_core::{Alert, DataKind, Result, RetentionPolicy, Tags, filter, time, validate};
+use aimon_core::query::AlertQuery;
+use aimon_core::{Alert, Result, RetentionPolicy, time};
 
 use crate::backend::{ALERTS, InfluxBackend, docs};
 use crate::client::{LineBuffer, Target};
 use crate::line;
 
-fn tags_match(sample_tags: &Tags, wanted: &Tags) -> bool {
-    wanted.iter().all(|(k, v)| sample_tags.get(k) == Some(v))
-}
-
 impl InfluxBackend {
     pub(crate) async fn write_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
-        validate::alerts(alerts)?;
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut lines = LineBuffer::default();
@@ -66,7 +62,6 @@ impl InfluxBackend {
     }
 
     pub(crate) async fn read_alert(&self, id: &str) -> Result<Option<Alert>> {
-        validate::name("id", id)?;
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let answer = self
             .client
@@ -82,28 +77,11 @@ impl InfluxBackend {
             .find(|a| a.id == id && RetentionPolicy::is_live(cutoff, a.updated_at)))
     }
 
-    pub(crate) async fn select_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
-        let options = query.resolve()?;
-        let range = query.range_micros();
-        let mut found: Vec<Alert> = self
-            .live_alerts()
-            .await?
-            .into_iter()
-            .filter(|a| {
-                query.status.is_none_or(|s| s == a.status)
-                    && query.severity.is_none_or(|s| s == a.severity)
-                    && query.min_severity.is_none_or(|s| a.severity >= s)
-                    && query.source.as_ref().is_none_or(|s| *s == a.source)
-                    && range.contains(time::to_micros(a.start_time))
-                    && tags_match(&a.labels, &query.labels)
-                    && filter::matches_all(a, &options)
-            })
-            .collect();
-        filter::sort_and_page(
-            &mut found,
-            &options,
-            query::tie_breaker(DataKind::Alerts).name,
-        );
-        Ok(found)
+    pub(crate) async fn select_alerts(
+        &self,
+        query: Selection<'_, AlertQuery>,
+    ) -> Result<Vec<Alert>> {
+        let items = self.live_alerts().await?.into_iter();
+        Ok(query.select_in_memory(items, None))
     }
 }

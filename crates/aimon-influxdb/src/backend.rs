@@ -1,18 +1,16 @@
 //! [`InfluxBackend`]: the [`StorageBackend`] implementation.
 
+use aimon_core::driver::{Driver, MetricBatch, Selection, Valid, ValidId};
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aimon_core::backend::{
-    BackupFormat, Capabilities, DatabaseStats, EventStream, LocalEvents, RetentionMechanism,
-    RetentionReport, StorageBackend, StorageEvent, TransferReport, WriteReport,
+    Capabilities, DatabaseStats, EventStream, LocalEvents, RetentionMechanism, RetentionReport,
+    StorageBackend, StorageEvent, TransferReport, WriteReport,
 };
 use aimon_core::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
-use aimon_core::{
-    AgentState, Alert, Error, ErrorKind, Metric, Result, StorageBackendType, StorageConfig,
-};
+use aimon_core::{AgentState, Alert, Error, Metric, Result, StorageBackendType, StorageConfig};
 use async_trait::async_trait;
 
 use crate::client::{Client, ServerInfo};
@@ -28,7 +26,6 @@ pub struct InfluxBackend {
     /// needs no read before its write.
     pub(crate) created: Mutex<std::collections::HashMap<String, i64>>,
     events: LocalEvents,
-    closed: AtomicBool,
 }
 
 impl fmt::Debug for InfluxBackend {
@@ -36,7 +33,6 @@ impl fmt::Debug for InfluxBackend {
         f.debug_struct("InfluxBackend")
             .field("config", &self.config)
             .field("server", &self.server)
-            .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -77,7 +73,6 @@ impl InfluxBackend {
             server,
             created: Mutex::new(Default::default()),
             events: LocalEvents::new(),
-            closed: AtomicBool::new(false),
         };
         backend.prepare_schema().await.map_err(&fail)?;
         Ok(backend)
@@ -100,7 +95,7 @@ impl InfluxBackend {
             self.client
                 .query(&format!("DROP DATABASE {}", line::ident(database)))
                 .await
-                .map_err(|e| self.fail("drop_database", e))?;
+                .map_err(|e| self.labelled("drop_database", e))?;
         }
         self.close().await
     }
@@ -113,7 +108,7 @@ impl InfluxBackend {
             .client
             .query(q)
             .await
-            .map_err(|e| self.fail("influxql", e))?;
+            .map_err(|e| self.labelled("influxql", e))?;
         Ok(serde_json::Value::Array(
             out.into_iter()
                 .map(|series| {
@@ -137,7 +132,6 @@ impl InfluxBackend {
     /// retention policy, or with `metadata` to the metadata one: for loaders and benchmarks that
     /// prepare their own lines, and for tests that put foreign points in a store.
     pub async fn write_line_protocol(&self, body: &str, metadata: bool) -> Result<()> {
-        self.check_open("write_line_protocol")?;
         let mut lines = crate::client::LineBuffer::default();
         for l in body.lines().filter(|l| !l.trim().is_empty()) {
             lines.text.push_str(l);
@@ -151,21 +145,12 @@ impl InfluxBackend {
         self.client
             .write_lines(target, &lines)
             .await
-            .map_err(|e| self.fail("write_line_protocol", e))
+            .map_err(|e| self.labelled("write_line_protocol", e))
     }
 
-    fn check_open(&self, operation: &'static str) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            Err(self.fail(
-                operation,
-                Error::new(ErrorKind::Unavailable, "the backend is closed"),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-
-    pub(crate) fn fail(&self, operation: &'static str, err: Error) -> Error {
+    /// Labels an error of one of this driver's own tool methods (calls through the contract
+    /// are labelled by it).
+    fn labelled(&self, operation: &'static str, err: Error) -> Error {
         err.with_operation(operation)
             .with_backend(&self.config.name)
     }
@@ -204,21 +189,6 @@ impl InfluxBackend {
                 line::ident(measurement)
             ),
         }
-    }
-
-    /// Runs one operation: checks the backend is open, traces it, and labels any error.
-    async fn run<T>(
-        &self,
-        operation: &'static str,
-        body: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.check_open(operation)?;
-        tracing::debug!(backend = %self.config.name, operation, "influxdb operation");
-        body.await.map_err(|e| {
-            let e = self.fail(operation, e);
-            tracing::debug!(backend = %self.config.name, operation, kind = %e.kind(), "influxdb operation failed");
-            e
-        })
     }
 }
 
@@ -270,7 +240,7 @@ pub(crate) fn docs<T: serde::de::DeserializeOwned>(
 }
 
 #[async_trait]
-impl StorageBackend for InfluxBackend {
+impl Driver for InfluxBackend {
     fn name(&self) -> &str {
         &self.config.name
     }
@@ -291,85 +261,75 @@ impl StorageBackend for InfluxBackend {
         }
     }
 
-    async fn save_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
-        self.run("save_metrics", self.write_metrics(metrics)).await
+    async fn save_metrics(&self, batch: MetricBatch<'_>) -> Result<WriteReport> {
+        self.write_metrics(&batch).await
     }
 
-    async fn get_metric(&self, id: &str) -> Result<Option<Metric>> {
-        self.run("get_metric", self.read_metric(id)).await
+    async fn get_metric(&self, id: ValidId<'_>) -> Result<Option<Metric>> {
+        self.read_metric(&id).await
     }
 
-    async fn query_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
-        self.run("query_metrics", self.select_metrics(query)).await
+    async fn query_metrics(&self, query: Selection<'_, MetricQuery>) -> Result<Vec<Metric>> {
+        self.select_metrics(query).await
     }
 
-    async fn metric_history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
-        self.run("metric_history", self.history(query)).await
+    async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>> {
+        self.history(&query).await
     }
 
-    async fn save_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
-        self.run("save_alerts", self.write_alerts(alerts)).await
+    async fn save_alerts(&self, batch: Valid<'_, [Alert]>) -> Result<WriteReport> {
+        self.write_alerts(&batch).await
     }
 
-    async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
-        self.run("get_alert", self.read_alert(id)).await
+    async fn get_alert(&self, id: ValidId<'_>) -> Result<Option<Alert>> {
+        self.read_alert(&id).await
     }
 
-    async fn query_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
-        self.run("query_alerts", self.select_alerts(query)).await
+    async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>> {
+        self.select_alerts(query).await
     }
 
-    async fn save_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
-        self.run("save_agent_states", self.write_agent_states(states))
-            .await
+    async fn save_agent_states(&self, batch: Valid<'_, [AgentState]>) -> Result<WriteReport> {
+        self.write_agent_states(&batch).await
     }
 
-    async fn get_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
-        self.run("get_agent_state", self.read_agent_state(agent_id))
-            .await
+    async fn get_agent_state(&self, agent_id: ValidId<'_>) -> Result<Option<AgentState>> {
+        self.read_agent_state(&agent_id).await
     }
 
-    async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>> {
-        self.run("get_agent_states", self.select_agent_states(query))
-            .await
+    async fn get_agent_states(
+        &self,
+        query: Selection<'_, AgentStateQuery>,
+    ) -> Result<Vec<AgentState>> {
+        self.select_agent_states(query).await
     }
 
     async fn apply_retention(&self) -> Result<RetentionReport> {
-        self.run("apply_retention", self.sweep()).await
+        self.sweep().await
     }
 
-    async fn backup(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
-        self.run("backup", async {
-            match format {
-                BackupFormat::Portable => aimon_core::archive::write(self, path).await,
-                BackupFormat::Native => self.native_backup(path).await,
-            }
-        })
-        .await
+    async fn backup_native(&self, _: &dyn StorageBackend, path: &Path) -> Result<TransferReport> {
+        self.native_backup(path).await
     }
 
-    async fn restore(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
-        self.run("restore", async {
-            match format {
-                BackupFormat::Portable => aimon_core::archive::restore(self, path).await,
-                BackupFormat::Native => self.native_restore(path).await,
-            }
-        })
-        .await
+    async fn restore_native(
+        &self,
+        store: &dyn StorageBackend,
+        path: &Path,
+    ) -> Result<TransferReport> {
+        self.native_restore(store, path).await
     }
 
     async fn stats(&self) -> Result<DatabaseStats> {
-        self.run("stats", self.database_stats()).await
+        self.database_stats().await
     }
 
     async fn subscribe(&self) -> Result<EventStream> {
-        self.run("subscribe", async { Ok(self.events.subscribe()) })
-            .await
+        Ok(self.events.subscribe())
     }
 
     async fn close(&self) -> Result<()> {
-        self.closed.store(true, Ordering::Release);
-        tracing::debug!(backend = %self.config.name, "closing influxdb");
+        tracing::debug!(backend = %self.config.name, "closing the influxdb backend");
         Ok(())
     }
 }

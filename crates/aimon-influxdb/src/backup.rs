@@ -145,7 +145,11 @@ impl InfluxBackend {
         })
     }
 
-    pub(crate) async fn native_restore(&self, path: &Path) -> Result<TransferReport> {
+    pub(crate) async fn native_restore(
+        &self,
+        store: &dyn aimon_core::StorageBackend,
+        path: &Path,
+    ) -> Result<TransferReport> {
         let (database, _, _, address) = self.native_settings()?;
         let manifest: NativeManifest = match std::fs::read(path.join(MANIFEST)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -211,7 +215,7 @@ impl InfluxBackend {
                 e
             }
         })?;
-        let merged = self.merge_from_scratch(&scratch, &manifest).await;
+        let merged = self.merge_from_scratch(store, &scratch, &manifest).await;
         let dropped = self
             .client
             .query(&format!("DROP DATABASE {}", line::ident(&scratch)))
@@ -226,6 +230,7 @@ impl InfluxBackend {
     /// aimon archive in a temporary directory.
     async fn merge_from_scratch(
         &self,
+        store: &dyn aimon_core::StorageBackend,
         scratch: &str,
         manifest: &NativeManifest,
     ) -> Result<TransferReport> {
@@ -245,12 +250,12 @@ impl InfluxBackend {
                 _ => None,
             },
         };
-        let source = InfluxBackend::open(config).await?;
+        let source = aimon_core::Contract::new(InfluxBackend::open(config).await?);
         let dir = tempfile_dir()?;
         let archive = dir.join("archive");
         let result = async {
             aimon_core::archive::write(&source, &archive).await?;
-            aimon_core::archive::restore(self, &archive).await
+            aimon_core::archive::restore(store, &archive).await
         }
         .await;
         let _ = source.close().await;

@@ -10,7 +10,8 @@
 //! use aimon_core::{StorageBackend, StorageConfig};
 //! let config = StorageConfig::from_url("fleet", "influxdb://127.0.0.1:8086/aimon")?
 //!     .option("metric_ttl_seconds", 7 * 86_400);
-//! let store = aimon_influxdb::InfluxBackend::connect(&config).await?;
+//! // A driver becomes a StorageBackend behind the contract layer (the registry does this).
+//! let store = aimon_core::Contract::new(aimon_influxdb::InfluxBackend::connect(&config).await?);
 //! println!("{:?}", store.stats().await?);
 //! # Ok(()) }
 //! ```
@@ -190,11 +191,10 @@ pub use client::ServerInfo;
 pub use config::{ApiSettings, InfluxConfig};
 pub use metrics::sample_lines;
 
-/// The URL schemes this backend opens.
-pub const SCHEMES: &[&str] = &["influxdb", "influxdb+https", "influxdb2"];
-
-/// Opens the store an `influxdb` configuration describes; the same as
-/// [`InfluxBackend::connect`].
-pub async fn connect(config: &aimon_core::StorageConfig) -> aimon_core::Result<InfluxBackend> {
-    InfluxBackend::connect(config).await
-}
+/// What the registry needs to know of the InfluxDB driver: v1 and v2 APIs.
+pub const DRIVER: aimon_core::Descriptor = aimon_core::Descriptor {
+    types: &[aimon_core::StorageBackendType::Influxdb],
+    schemes: &["influxdb", "influxdb+https", "influxdb2"],
+    feature: "influxdb",
+    open: |config| aimon_core::driver::boxed(InfluxBackend::connect(config)),
+};

@@ -5,6 +5,7 @@
 //! aimon bench --storage "postgres://…/test?schema=S" --samples 1000000 --batch 50000
 //! cargo run --release -p aimon-postgres --example history_vs_sql -- "postgres://…/test?schema=S" aimon.bench.value
 //! ```
+use aimon_core::Contract;
 use std::time::{Duration, Instant};
 
 use aimon_core::{Aggregation, HistoryQuery, StorageBackend, StorageConfig, time};
@@ -23,7 +24,8 @@ async fn main() -> aimon_core::Result<()> {
     let name = args
         .next()
         .unwrap_or_else(|| "aimon.bench.value".to_owned());
-    let store = PostgresBackend::connect(&StorageConfig::from_url("bench", url)?).await?;
+    let store =
+        Contract::new(PostgresBackend::connect(&StorageConfig::from_url("bench", url)?).await?);
     let end = time::now();
     let start = end - TimeDelta::hours(3);
     let query = HistoryQuery::new(&name, TimeDelta::minutes(1), Aggregation::Avg).range(start, end);

@@ -1,10 +1,9 @@
 //! Agent states: the latest state per agent (an equal heartbeat replaces, an older one is
 //! superseded), reads and queries.
 
+use aimon_core::driver::Selection;
 use aimon_core::query::{AgentStateQuery, tie_breaker};
-use aimon_core::{
-    AgentState, DataKind, Result, RetentionPolicy, StorageEvent, WriteReport, time, validate,
-};
+use aimon_core::{AgentState, DataKind, Result, RetentionPolicy, StorageEvent, WriteReport, time};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
@@ -44,7 +43,6 @@ pub(crate) fn state_from_row(row: &PgRow) -> Result<AgentState> {
 
 impl PostgresBackend {
     pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
-        validate::agent_states(states)?;
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut events = Vec::new();
@@ -84,7 +82,6 @@ impl PostgresBackend {
     }
 
     pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
-        validate::name("agent_id", agent_id)?;
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let mut sql = Sql::new("SELECT ");
         sql.push(STATE_COLUMNS)
@@ -105,9 +102,9 @@ impl PostgresBackend {
 
     pub(crate) async fn select_agent_states(
         &self,
-        query: &AgentStateQuery,
+        query: Selection<'_, AgentStateQuery>,
     ) -> Result<Vec<AgentState>> {
-        let options = query.resolve()?;
+        let (query, options) = (query.get(), query.options());
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let low = match (cutoff, query.heartbeat_after_micros()) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -123,8 +120,8 @@ impl PostgresBackend {
         if let Some(status) = &query.status {
             sql.push(" AND status = ").bind(status.as_str());
         }
-        push_filters(&mut sql, &options, "metadata");
-        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::AgentStates));
+        push_filters(&mut sql, options, "metadata");
+        push_order_and_page(&mut sql, options, tie_breaker(DataKind::AgentStates));
         sql.query()
             .fetch_all(&self.pool)
             .await

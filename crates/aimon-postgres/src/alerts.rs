@@ -1,9 +1,10 @@
 //! Alerts: upserts by id, reads and queries.
 
+use aimon_core::driver::Selection;
 use aimon_core::query::{AlertQuery, tie_breaker};
 use aimon_core::{
     Alert, AlertSeverity, AlertStatus, DataKind, Result, RetentionPolicy, StorageEvent,
-    WriteReport, model::tags_json, time, validate,
+    WriteReport, model::tags_json, time,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -64,7 +65,6 @@ pub(crate) fn alert_from_row(row: &PgRow) -> Result<Alert> {
 
 impl PostgresBackend {
     pub(crate) async fn write_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
-        validate::alerts(alerts)?;
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut events = Vec::new();
@@ -109,7 +109,6 @@ impl PostgresBackend {
     }
 
     pub(crate) async fn read_alert(&self, id: &str) -> Result<Option<Alert>> {
-        validate::name("id", id)?;
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let mut sql = Sql::new("SELECT ");
         sql.push(ALERT_COLUMNS)
@@ -128,8 +127,11 @@ impl PostgresBackend {
             .transpose()
     }
 
-    pub(crate) async fn select_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
-        let options = query.resolve()?;
+    pub(crate) async fn select_alerts(
+        &self,
+        query: Selection<'_, AlertQuery>,
+    ) -> Result<Vec<Alert>> {
+        let (query, options) = (query.get(), query.options());
         let range = query.range_micros();
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let mut sql = Sql::new("SELECT ");
@@ -163,8 +165,8 @@ impl PostgresBackend {
                 .bind(tags_json(&query.labels))
                 .push("::jsonb");
         }
-        push_filters(&mut sql, &options, "labels");
-        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::Alerts));
+        push_filters(&mut sql, options, "labels");
+        push_order_and_page(&mut sql, options, tie_breaker(DataKind::Alerts));
         sql.query()
             .fetch_all(&self.pool)
             .await

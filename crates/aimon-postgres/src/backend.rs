@@ -1,19 +1,17 @@
 //! [`PostgresBackend`]: the [`StorageBackend`] implementation.
 
+use aimon_core::driver::{Driver, MetricBatch, Selection, Valid, ValidId};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use aimon_core::backend::{
-    BackupFormat, Capabilities, DatabaseStats, EventStream, RetentionMechanism, RetentionReport,
-    StorageBackend, TransferReport, WriteReport,
+    Capabilities, DatabaseStats, EventStream, RetentionMechanism, RetentionReport, StorageBackend,
+    TransferReport, WriteReport,
 };
 use aimon_core::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
-use aimon_core::{
-    AgentState, Alert, Error, ErrorKind, Metric, Result, StorageBackendType, StorageConfig,
-};
+use aimon_core::{AgentState, Alert, Error, Metric, Result, StorageBackendType, StorageConfig};
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
@@ -38,7 +36,6 @@ pub struct PostgresBackend {
     pub(crate) lock_budget: schema::LockBudget,
     /// The channel `NOTIFY` carries this store's events on.
     pub(crate) channel: String,
-    closed: AtomicBool,
 }
 
 impl fmt::Debug for PostgresBackend {
@@ -46,7 +43,6 @@ impl fmt::Debug for PostgresBackend {
         f.debug_struct("PostgresBackend")
             .field("config", &self.config)
             .field("timescale", &self.timescale)
-            .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -130,7 +126,6 @@ impl PostgresBackend {
             partitions: Mutex::new(Vec::new()),
             lock_budget,
             channel,
-            closed: AtomicBool::new(false),
         };
         backend.reload_partitions().await.map_err(&fail)?;
         backend.create_partitions_ahead().await.map_err(&fail)?;
@@ -172,8 +167,9 @@ impl PostgresBackend {
             t = t.saturating_add(interval);
         }
         times.insert(end);
-        self.run("prepare_partitions", self.ensure_partitions(&times))
+        self.ensure_partitions(&times)
             .await
+            .map_err(|e| self.labelled("prepare_partitions", e))
     }
 
     /// Every series id with the internal key (`series.sid`) its samples carry, for bulk loaders
@@ -181,13 +177,18 @@ impl PostgresBackend {
     /// a `series_tagsets` row per (series, tag set) it writes: tag filters and `group_by` find
     /// samples through those rows, so samples without one are invisible to them.
     pub async fn series_keys(&self) -> Result<Vec<(String, i64)>> {
-        self.run("series_keys", async {
-            sqlx::query_as("SELECT id, sid FROM series ORDER BY id")
-                .fetch_all(&self.pool)
-                .await
-                .db()
-        })
-        .await
+        sqlx::query_as("SELECT id, sid FROM series ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .db()
+            .map_err(|e| self.labelled("series_keys", e))
+    }
+
+    /// Labels an error of one of this driver's own tool methods (calls through the contract
+    /// are labelled by it).
+    fn labelled(&self, operation: &'static str, err: Error) -> Error {
+        err.with_operation(operation)
+            .with_backend(&self.config.name)
     }
 
     /// Drops this store's schema and everything in it. For tests and tools that create
@@ -201,39 +202,8 @@ impl PostgresBackend {
         .execute(&self.pool)
         .await
         .db()
-        .map_err(|e| self.fail("drop_schema", e))?;
+        .map_err(|e| self.labelled("drop_schema", e))?;
         self.close().await
-    }
-
-    fn check_open(&self, operation: &'static str) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) || self.pool.is_closed() {
-            Err(self.fail(
-                operation,
-                Error::new(ErrorKind::Unavailable, "the backend is closed"),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-
-    pub(crate) fn fail(&self, operation: &'static str, err: Error) -> Error {
-        err.with_operation(operation)
-            .with_backend(&self.config.name)
-    }
-
-    /// Runs one operation: checks the backend is open, traces it, and labels any error.
-    async fn run<T>(
-        &self,
-        operation: &'static str,
-        body: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.check_open(operation)?;
-        tracing::debug!(backend = %self.config.name, operation, "postgres operation");
-        body.await.map_err(|e| {
-            let e = self.fail(operation, e);
-            tracing::debug!(backend = %self.config.name, operation, kind = %e.kind(), "postgres operation failed");
-            e
-        })
     }
 }
 
@@ -259,7 +229,7 @@ pub(crate) fn events_channel(schema: &str) -> String {
 }
 
 #[async_trait]
-impl StorageBackend for PostgresBackend {
+impl Driver for PostgresBackend {
     fn name(&self) -> &str {
         &self.config.name
     }
@@ -280,83 +250,70 @@ impl StorageBackend for PostgresBackend {
         }
     }
 
-    async fn save_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
-        self.run("save_metrics", self.write_metrics(metrics)).await
+    async fn save_metrics(&self, batch: MetricBatch<'_>) -> Result<WriteReport> {
+        self.write_metrics(&batch).await
     }
 
-    async fn get_metric(&self, id: &str) -> Result<Option<Metric>> {
-        self.run("get_metric", self.read_metric(id)).await
+    async fn get_metric(&self, id: ValidId<'_>) -> Result<Option<Metric>> {
+        self.read_metric(&id).await
     }
 
-    async fn query_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
-        self.run("query_metrics", self.select_metrics(query)).await
+    async fn query_metrics(&self, query: Selection<'_, MetricQuery>) -> Result<Vec<Metric>> {
+        self.select_metrics(query).await
     }
 
-    async fn metric_history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
-        self.run("metric_history", self.history(query)).await
+    async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>> {
+        self.history(&query).await
     }
 
-    async fn save_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
-        self.run("save_alerts", self.write_alerts(alerts)).await
+    async fn save_alerts(&self, batch: Valid<'_, [Alert]>) -> Result<WriteReport> {
+        self.write_alerts(&batch).await
     }
 
-    async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
-        self.run("get_alert", self.read_alert(id)).await
+    async fn get_alert(&self, id: ValidId<'_>) -> Result<Option<Alert>> {
+        self.read_alert(&id).await
     }
 
-    async fn query_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
-        self.run("query_alerts", self.select_alerts(query)).await
+    async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>> {
+        self.select_alerts(query).await
     }
 
-    async fn save_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
-        self.run("save_agent_states", self.write_agent_states(states))
-            .await
+    async fn save_agent_states(&self, batch: Valid<'_, [AgentState]>) -> Result<WriteReport> {
+        self.write_agent_states(&batch).await
     }
 
-    async fn get_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
-        self.run("get_agent_state", self.read_agent_state(agent_id))
-            .await
+    async fn get_agent_state(&self, agent_id: ValidId<'_>) -> Result<Option<AgentState>> {
+        self.read_agent_state(&agent_id).await
     }
 
-    async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>> {
-        self.run("get_agent_states", self.select_agent_states(query))
-            .await
+    async fn get_agent_states(
+        &self,
+        query: Selection<'_, AgentStateQuery>,
+    ) -> Result<Vec<AgentState>> {
+        self.select_agent_states(query).await
     }
 
     async fn apply_retention(&self) -> Result<RetentionReport> {
-        self.run("apply_retention", self.sweep()).await
+        self.sweep().await
     }
 
-    async fn backup(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
-        self.run("backup", async {
-            match format {
-                BackupFormat::Portable => aimon_core::archive::write(self, path).await,
-                BackupFormat::Native => self.native_backup(path).await,
-            }
-        })
-        .await
+    async fn backup_native(&self, _: &dyn StorageBackend, path: &Path) -> Result<TransferReport> {
+        self.native_backup(path).await
     }
 
-    async fn restore(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
-        self.run("restore", async {
-            match format {
-                BackupFormat::Portable => aimon_core::archive::restore(self, path).await,
-                BackupFormat::Native => self.native_restore(path).await,
-            }
-        })
-        .await
+    async fn restore_native(&self, _: &dyn StorageBackend, path: &Path) -> Result<TransferReport> {
+        self.native_restore(path).await
     }
 
     async fn stats(&self) -> Result<DatabaseStats> {
-        self.run("stats", self.database_stats()).await
+        self.database_stats().await
     }
 
     async fn subscribe(&self) -> Result<EventStream> {
-        self.run("subscribe", self.open_subscription()).await
+        self.open_subscription().await
     }
 
     async fn close(&self) -> Result<()> {
-        self.closed.store(true, Ordering::Release);
         tracing::debug!(backend = %self.config.name, "closing the postgres pool");
         self.pool.close().await;
         Ok(())

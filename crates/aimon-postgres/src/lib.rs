@@ -11,7 +11,8 @@
 //! let config = StorageConfig::from_url("history", "postgres://aimon:secret@db:5432/aimon?sslmode=require")?
 //!     .option("schema", "fleet_a")
 //!     .option("metric_ttl_seconds", 30 * 86_400);
-//! let store = aimon_postgres::PostgresBackend::connect(&config).await?;
+//! // A driver becomes a StorageBackend behind the contract layer (the registry does this).
+//! let store = aimon_core::Contract::new(aimon_postgres::PostgresBackend::connect(&config).await?);
 //! println!("{:?}", store.stats().await?);
 //! # Ok(()) }
 //! ```
@@ -213,11 +214,19 @@ mod timescale;
 pub use backend::PostgresBackend;
 pub use config::PostgresConfig;
 
-/// The URL schemes this backend opens.
-pub const SCHEMES: &[&str] = &["postgres", "postgresql", "timescale"];
+/// What the registry needs to know of the PostgreSQL driver: `postgres://`.
+pub const DRIVER: aimon_core::Descriptor = aimon_core::Descriptor {
+    types: &[aimon_core::StorageBackendType::Postgres],
+    schemes: &["postgres", "postgresql"],
+    feature: "postgres",
+    open: |config| aimon_core::driver::boxed(PostgresBackend::connect(config)),
+};
 
-/// Opens the store a `postgres` or `timescale` configuration describes; the same as
-/// [`PostgresBackend::connect`].
-pub async fn connect(config: &aimon_core::StorageConfig) -> aimon_core::Result<PostgresBackend> {
-    PostgresBackend::connect(config).await
-}
+/// The same driver in its TimescaleDB mode (`timescale://`, hypertables), behind the feature
+/// `timescale` of `aimon` and `aimon-registry`.
+pub const TIMESCALE_DRIVER: aimon_core::Descriptor = aimon_core::Descriptor {
+    types: &[aimon_core::StorageBackendType::Timescale],
+    schemes: &["timescale"],
+    feature: "timescale",
+    open: |config| aimon_core::driver::boxed(PostgresBackend::connect(config)),
+};

@@ -1,5 +1,6 @@
 //! Agent states: the latest state per agent, queries, similarity.
 
+use aimon_core::driver::Selection;
 use std::collections::BTreeMap;
 
 use aimon_core::backend::StorageEvent;
@@ -8,7 +9,6 @@ use aimon_core::query::{self, AgentStateQuery};
 use aimon_core::similarity::{self, Scored, SimilarAgentStatesQuery, SimilarityTarget};
 use aimon_core::{
     AgentState, DataKind, Result, RetentionPolicy, WriteReport, filter as core_filter, time,
-    validate,
 };
 
 use crate::backend::QdrantBackend;
@@ -19,7 +19,6 @@ use crate::payload;
 
 impl QdrantBackend {
     pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
-        validate::agent_states(states)?;
         let cutoff = self.retention().agent_state_cutoff(time::now());
         let _writer = self.writer.lock().await;
         let ids: Vec<_> = states
@@ -66,7 +65,6 @@ impl QdrantBackend {
     }
 
     pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
-        validate::name("agent_id", agent_id)?;
         self.live_state(agent_id).await
     }
 
@@ -91,23 +89,23 @@ impl QdrantBackend {
 
     pub(crate) async fn select_agent_states(
         &self,
-        query: &AgentStateQuery,
+        query: Selection<'_, AgentStateQuery>,
     ) -> Result<Vec<AgentState>> {
-        let options = query.resolve()?;
+        let (query, options) = (query.get(), query.options());
         let cutoff = self.retention().agent_state_cutoff(time::now());
         let ir = filter::agent_states(query, cutoff);
         let mut found = Vec::new();
         for (_, p) in self.engine.scroll(Collection::AgentStates, &ir).await? {
             let state = payload::decode_agent_state(&p)?;
             if RetentionPolicy::is_live(cutoff, state.last_heartbeat)
-                && query.matches(&state, &options)
+                && query.matches(&state, options)
             {
                 found.push(state);
             }
         }
         core_filter::sort_and_page(
             &mut found,
-            &options,
+            options,
             query::tie_breaker(DataKind::AgentStates).name,
         );
         Ok(found)

@@ -1,11 +1,12 @@
 //! Alerts: upsert by id, queries, similarity.
 
 use aimon_core::backend::StorageEvent;
+use aimon_core::driver::Selection;
 use aimon_core::memory::truncate_alert;
 use aimon_core::query::{self, AlertQuery};
 use aimon_core::similarity::{self, Scored, SimilarAlertsQuery, SimilarityTarget};
 use aimon_core::{
-    Alert, DataKind, Result, RetentionPolicy, WriteReport, filter as core_filter, time, validate,
+    Alert, DataKind, Result, RetentionPolicy, WriteReport, filter as core_filter, time,
 };
 
 use crate::backend::QdrantBackend;
@@ -16,7 +17,6 @@ use crate::payload;
 
 impl QdrantBackend {
     pub(crate) async fn write_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
-        validate::alerts(alerts)?;
         let cutoff = self.retention().alert_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut points = Vec::with_capacity(alerts.len());
@@ -44,7 +44,6 @@ impl QdrantBackend {
     }
 
     pub(crate) async fn read_alert(&self, id: &str) -> Result<Option<Alert>> {
-        validate::name("id", id)?;
         self.live_alert(id).await
     }
 
@@ -63,21 +62,24 @@ impl QdrantBackend {
         Ok(None)
     }
 
-    pub(crate) async fn select_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
-        let options = query.resolve()?;
+    pub(crate) async fn select_alerts(
+        &self,
+        query: Selection<'_, AlertQuery>,
+    ) -> Result<Vec<Alert>> {
+        let (query, options) = (query.get(), query.options());
         let cutoff = self.retention().alert_cutoff(time::now());
         let ir = filter::alerts(query, cutoff);
         let mut found = Vec::new();
         for (_, p) in self.engine.scroll(Collection::Alerts, &ir).await? {
             let alert = payload::decode_alert(&p)?;
-            if RetentionPolicy::is_live(cutoff, alert.updated_at) && query.matches(&alert, &options)
+            if RetentionPolicy::is_live(cutoff, alert.updated_at) && query.matches(&alert, options)
             {
                 found.push(alert);
             }
         }
         core_filter::sort_and_page(
             &mut found,
-            &options,
+            options,
             query::tie_breaker(DataKind::Alerts).name,
         );
         Ok(found)

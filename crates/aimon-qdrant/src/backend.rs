@@ -1,22 +1,22 @@
 //! [`QdrantBackend`]: the [`StorageBackend`] implementation over an [`Engine`].
 
+use aimon_core::archive::Exporter;
+use aimon_core::driver::{Driver, MetricBatch, Selection, Valid, ValidId};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use aimon_core::backend::{
-    BackupFormat, Capabilities, DatabaseStats, EventStream, LocalEvents, RetentionMechanism,
-    RetentionReport, StorageBackend, StorageEvent, TransferReport, WriteReport,
+    Capabilities, DatabaseStats, EventStream, LocalEvents, RetentionMechanism, RetentionReport,
+    StorageBackend, StorageEvent, TransferReport, WriteReport,
 };
 use aimon_core::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
 use aimon_core::similarity::{
     Embedder, HashingEmbedder, Scored, SimilarAgentStatesQuery, SimilarAlertsQuery,
 };
 use aimon_core::{
-    AgentState, Alert, Error, ErrorKind, Metric, Result, RetentionPolicy, StorageBackendType,
-    StorageConfig,
+    AgentState, Alert, Error, Metric, Result, RetentionPolicy, StorageBackendType, StorageConfig,
 };
 use async_trait::async_trait;
 
@@ -34,7 +34,6 @@ pub struct QdrantBackend {
     /// Events of this process's writes (Qdrant has no change feed).
     events: LocalEvents,
     pub(crate) started: Instant,
-    closed: AtomicBool,
 }
 
 impl fmt::Debug for QdrantBackend {
@@ -42,7 +41,6 @@ impl fmt::Debug for QdrantBackend {
         f.debug_struct("QdrantBackend")
             .field("config", &self.config)
             .field("embedder", &self.embedder.name())
-            .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -81,7 +79,6 @@ impl QdrantBackend {
             writer: tokio::sync::Mutex::new(()),
             events: LocalEvents::new(),
             started: Instant::now(),
-            closed: AtomicBool::new(false),
         })
     }
 
@@ -92,30 +89,6 @@ impl QdrantBackend {
 
     pub(crate) fn retention(&self) -> &RetentionPolicy {
         &self.config.retention
-    }
-
-    pub(crate) fn check_open(&self, operation: &'static str) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            Err(self.fail(
-                operation,
-                Error::new(ErrorKind::Unavailable, "the backend is closed"),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-
-    pub(crate) fn fail(&self, operation: &'static str, err: Error) -> Error {
-        let err = if err.operation().is_none() {
-            err.with_operation(operation)
-        } else {
-            err
-        };
-        if err.backend().is_none() {
-            err.with_backend(&self.config.name)
-        } else {
-            err
-        }
     }
 }
 
@@ -156,7 +129,7 @@ async fn open_engine(mode: &QdrantMode, dimension: usize) -> Result<Arc<dyn Engi
 }
 
 #[async_trait]
-impl StorageBackend for QdrantBackend {
+impl Driver for QdrantBackend {
     fn name(&self) -> &str {
         &self.config.name
     }
@@ -180,148 +153,87 @@ impl StorageBackend for QdrantBackend {
         }
     }
 
-    async fn save_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
-        const OP: &str = "save_metrics";
-        self.check_open(OP)?;
-        self.write_metrics(metrics)
-            .await
-            .map_err(|e| self.fail(OP, e))
+    async fn save_metrics(&self, batch: MetricBatch<'_>) -> Result<WriteReport> {
+        self.write_metrics(&batch).await
     }
 
-    async fn get_metric(&self, id: &str) -> Result<Option<Metric>> {
-        const OP: &str = "get_metric";
-        self.check_open(OP)?;
-        self.read_metric(id).await.map_err(|e| self.fail(OP, e))
+    async fn get_metric(&self, id: ValidId<'_>) -> Result<Option<Metric>> {
+        self.read_metric(&id).await
     }
 
-    async fn query_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
-        const OP: &str = "query_metrics";
-        self.check_open(OP)?;
-        self.select_metrics(query)
-            .await
-            .map_err(|e| self.fail(OP, e))
+    async fn query_metrics(&self, query: Selection<'_, MetricQuery>) -> Result<Vec<Metric>> {
+        self.select_metrics(query).await
     }
 
-    async fn metric_history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
-        const OP: &str = "metric_history";
-        self.check_open(OP)?;
-        self.history(query).await.map_err(|e| self.fail(OP, e))
+    async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>> {
+        self.history(&query).await
     }
 
-    async fn save_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
-        const OP: &str = "save_alerts";
-        self.check_open(OP)?;
-        self.write_alerts(alerts)
-            .await
-            .map_err(|e| self.fail(OP, e))
+    async fn save_alerts(&self, batch: Valid<'_, [Alert]>) -> Result<WriteReport> {
+        self.write_alerts(&batch).await
     }
 
-    async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
-        const OP: &str = "get_alert";
-        self.check_open(OP)?;
-        self.read_alert(id).await.map_err(|e| self.fail(OP, e))
+    async fn get_alert(&self, id: ValidId<'_>) -> Result<Option<Alert>> {
+        self.read_alert(&id).await
     }
 
-    async fn query_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
-        const OP: &str = "query_alerts";
-        self.check_open(OP)?;
-        self.select_alerts(query)
-            .await
-            .map_err(|e| self.fail(OP, e))
+    async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>> {
+        self.select_alerts(query).await
     }
 
-    async fn save_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
-        const OP: &str = "save_agent_states";
-        self.check_open(OP)?;
-        self.write_agent_states(states)
-            .await
-            .map_err(|e| self.fail(OP, e))
+    async fn save_agent_states(&self, batch: Valid<'_, [AgentState]>) -> Result<WriteReport> {
+        self.write_agent_states(&batch).await
     }
 
-    async fn get_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
-        const OP: &str = "get_agent_state";
-        self.check_open(OP)?;
-        self.read_agent_state(agent_id)
-            .await
-            .map_err(|e| self.fail(OP, e))
+    async fn get_agent_state(&self, agent_id: ValidId<'_>) -> Result<Option<AgentState>> {
+        self.read_agent_state(&agent_id).await
     }
 
-    async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>> {
-        const OP: &str = "get_agent_states";
-        self.check_open(OP)?;
-        self.select_agent_states(query)
-            .await
-            .map_err(|e| self.fail(OP, e))
+    async fn get_agent_states(
+        &self,
+        query: Selection<'_, AgentStateQuery>,
+    ) -> Result<Vec<AgentState>> {
+        self.select_agent_states(query).await
     }
 
     async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
-        const OP: &str = "find_similar_alerts";
-        self.check_open(OP)?;
-        self.similar_alerts(query)
-            .await
-            .map_err(|e| self.fail(OP, e))
+        self.similar_alerts(query).await
     }
 
     async fn find_similar_agent_states(
         &self,
         query: &SimilarAgentStatesQuery,
     ) -> Result<Vec<Scored<AgentState>>> {
-        const OP: &str = "find_similar_agent_states";
-        self.check_open(OP)?;
-        self.similar_agent_states(query)
-            .await
-            .map_err(|e| self.fail(OP, e))
+        self.similar_agent_states(query).await
     }
 
     async fn apply_retention(&self) -> Result<RetentionReport> {
-        const OP: &str = "apply_retention";
-        self.check_open(OP)?;
-        crate::retention::apply(self)
-            .await
-            .map_err(|e| self.fail(OP, e))
+        crate::retention::apply(self).await
     }
 
-    async fn backup(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
-        const OP: &str = "backup";
-        self.check_open(OP)?;
-        match format {
-            BackupFormat::Portable => {
-                let exporter = crate::export::QdrantExporter(self);
-                aimon_core::archive::write_with(self, &exporter, path).await
-            }
-            BackupFormat::Native => crate::backup::native_backup(self, path).await,
-        }
-        .map_err(|e| self.fail(OP, e))
+    fn exporter(&self) -> Option<Box<dyn Exporter + '_>> {
+        Some(Box::new(crate::export::QdrantExporter(self)))
     }
 
-    async fn restore(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
-        const OP: &str = "restore";
-        self.check_open(OP)?;
-        match format {
-            BackupFormat::Portable => aimon_core::archive::restore(self, path).await,
-            BackupFormat::Native => crate::backup::native_restore(self, path).await,
-        }
-        .map_err(|e| self.fail(OP, e))
+    async fn backup_native(&self, _: &dyn StorageBackend, path: &Path) -> Result<TransferReport> {
+        crate::backup::native_backup(self, path).await
+    }
+
+    async fn restore_native(&self, _: &dyn StorageBackend, path: &Path) -> Result<TransferReport> {
+        crate::backup::native_restore(self, path).await
     }
 
     async fn stats(&self) -> Result<DatabaseStats> {
-        const OP: &str = "stats";
-        self.check_open(OP)?;
-        self.database_stats().await.map_err(|e| self.fail(OP, e))
+        self.database_stats().await
     }
 
     async fn subscribe(&self) -> Result<EventStream> {
-        const OP: &str = "subscribe";
-        self.check_open(OP)?;
         Ok(self.events.subscribe())
     }
 
     async fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
         // Waits for a write in progress, so it is flushed before the shards are released.
         let _writer = self.writer.lock().await;
-        self.engine.close().await.map_err(|e| self.fail("close", e))
+        self.engine.close().await
     }
 }

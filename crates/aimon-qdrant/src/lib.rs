@@ -12,7 +12,8 @@
 //! use aimon_core::{SimilarAlertsQuery, StorageBackend, StorageConfig};
 //! let config = StorageConfig::from_url("local", "qdrant-edge:///var/lib/aimon/qdrant")?
 //!     .option("alert_ttl_seconds", 7 * 86_400);
-//! let store = aimon_qdrant::QdrantBackend::connect(&config).await?;
+//! // A driver becomes a StorageBackend behind the contract layer (the registry does this).
+//! let store = aimon_core::Contract::new(aimon_qdrant::QdrantBackend::connect(&config).await?);
 //! let similar = store
 //!     .find_similar_alerts(&SimilarAlertsQuery::text("GPU out of memory").limit(5))
 //!     .await?;
@@ -161,10 +162,10 @@ mod stats;
 pub use backend::QdrantBackend;
 pub use config::{QdrantConfig, QdrantMode};
 
-/// The URL schemes this backend opens.
-pub const SCHEMES: &[&str] = &["qdrant", "qdrant-edge"];
-
-/// Opens the store a `qdrant` configuration describes; the same as [`QdrantBackend::connect`].
-pub async fn connect(config: &aimon_core::StorageConfig) -> aimon_core::Result<QdrantBackend> {
-    QdrantBackend::connect(config).await
-}
+/// What the registry needs to know of the Qdrant driver: `qdrant://` (server) and `qdrant-edge://` (embedded, feature `qdrant-edge`).
+pub const DRIVER: aimon_core::Descriptor = aimon_core::Descriptor {
+    types: &[aimon_core::StorageBackendType::Qdrant],
+    schemes: &["qdrant", "qdrant-edge"],
+    feature: "qdrant",
+    open: |config| aimon_core::driver::boxed(QdrantBackend::connect(config)),
+};

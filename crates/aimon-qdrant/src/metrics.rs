@@ -4,13 +4,14 @@
 //! id is derived from the sample key (series, timestamp µs, tags), so a rewrite overwrites.
 //! `metric_history` is the core's client-side [`Downsampler`] over the samples a filter selects.
 
+use aimon_core::driver::Selection;
 use std::collections::BTreeMap;
 
 use aimon_core::backend::StorageEvent;
 use aimon_core::downsample::{Downsampler, SampleRef};
 use aimon_core::query::{self, HistoryQuery, HistorySeries, MetricQuery};
+use aimon_core::time;
 use aimon_core::{DataKind, Metric, Result, RetentionPolicy, WriteReport, filter as core_filter};
-use aimon_core::{time, validate};
 
 use crate::backend::QdrantBackend;
 use crate::engine::Collection;
@@ -54,7 +55,6 @@ impl QdrantBackend {
     }
 
     pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
-        validate::metrics(metrics)?;
         let cutoff = self.retention().metric_cutoff(time::now());
         let _writer = self.writer.lock().await;
         let mut known = self
@@ -134,7 +134,6 @@ impl QdrantBackend {
     }
 
     pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
-        validate::name("id", id)?;
         let cutoff = self.retention().metric_cutoff(time::now());
         let Some(meta) = self.series_by_id(std::iter::once(id)).await?.remove(id) else {
             return Ok(None);
@@ -148,8 +147,11 @@ impl QdrantBackend {
         Ok(Some(with_samples(meta, &samples)))
     }
 
-    pub(crate) async fn select_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
-        let options = query.resolve()?;
+    pub(crate) async fn select_metrics(
+        &self,
+        query: Selection<'_, MetricQuery>,
+    ) -> Result<Vec<Metric>> {
+        let (query, options) = (query.get(), query.options());
         let range = query.range_micros();
         let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
         let cutoff = self.retention().metric_cutoff(time::now());
@@ -162,7 +164,7 @@ impl QdrantBackend {
             let meta = payload::decode_series(&p)?;
             if query.name.as_ref().is_some_and(|n| *n != meta.name)
                 || query.metric_type.is_some_and(|t| t != meta.metric_type)
-                || !core_filter::matches_all(&meta, &options)
+                || !core_filter::matches_all(&meta, options)
             {
                 continue;
             }
@@ -192,14 +194,13 @@ impl QdrantBackend {
         }
         core_filter::sort_and_page(
             &mut found,
-            &options,
+            options,
             query::tie_breaker(DataKind::Metrics).name,
         );
         Ok(found)
     }
 
     pub(crate) async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
-        query.validate()?;
         let range = query.range_micros();
         let cutoff = self.retention().metric_cutoff(time::now());
         let mut downsampler = Downsampler::new(query);

@@ -2,6 +2,7 @@
 //! reopen, one owner per directory, hostile label keys through the engine's filter.
 #![cfg(feature = "qdrant-edge")]
 
+use aimon_core::Contract;
 use aimon_core::{
     Alert, AlertQuery, AlertSeverity, ErrorKind, SimilarAlertsQuery, StorageBackend, StorageConfig,
 };
@@ -15,12 +16,12 @@ fn config(dir: &std::path::Path) -> StorageConfig {
 async fn writes_survive_close_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let store = QdrantBackend::connect(&config(&path)).await.unwrap();
+    let store = Contract::new(QdrantBackend::connect(&config(&path)).await.unwrap());
     let alert = Alert::new("a/1 not-a-uuid", "disk full", AlertSeverity::High, "node-1");
     store.save_alert(&alert).await.unwrap();
     store.close().await.unwrap();
     drop(store);
-    let reopened = QdrantBackend::connect(&config(&path)).await.unwrap();
+    let reopened = Contract::new(QdrantBackend::connect(&config(&path)).await.unwrap());
     let back = reopened.get_alert("a/1 not-a-uuid").await.unwrap();
     assert_eq!(back.map(|a| a.name), Some("disk full".to_owned()));
 }
@@ -30,11 +31,11 @@ async fn writes_survive_a_drop_without_close() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     {
-        let store = QdrantBackend::connect(&config(&path)).await.unwrap();
+        let store = Contract::new(QdrantBackend::connect(&config(&path)).await.unwrap());
         let alert = Alert::new("a-2", "gpu hot", AlertSeverity::Low, "node-2");
         store.save_alert(&alert).await.unwrap();
     }
-    let reopened = QdrantBackend::connect(&config(&path)).await.unwrap();
+    let reopened = Contract::new(QdrantBackend::connect(&config(&path)).await.unwrap());
     assert!(reopened.get_alert("a-2").await.unwrap().is_some());
 }
 
@@ -42,7 +43,7 @@ async fn writes_survive_a_drop_without_close() {
 async fn a_directory_in_use_is_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let _first = QdrantBackend::connect(&config(&path)).await.unwrap();
+    let _first = Contract::new(QdrantBackend::connect(&config(&path)).await.unwrap());
     let err = QdrantBackend::connect(&config(&path)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
@@ -50,9 +51,11 @@ async fn a_directory_in_use_is_unavailable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn label_keys_with_dots_brackets_and_quotes_filter_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let store = QdrantBackend::connect(&config(&dir.path().join("s")))
-        .await
-        .unwrap();
+    let store = Contract::new(
+        QdrantBackend::connect(&config(&dir.path().join("s")))
+            .await
+            .unwrap(),
+    );
     let key = "a.b[0]\"c\"";
     let mut alerts = Vec::new();
     for i in 0..6 {
@@ -82,9 +85,11 @@ async fn label_keys_with_dots_brackets_and_quotes_filter_exactly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_dimension_and_nan_vectors_are_invalid_input() {
     let dir = tempfile::tempdir().unwrap();
-    let store = QdrantBackend::connect(&config(&dir.path().join("s")))
-        .await
-        .unwrap();
+    let store = Contract::new(
+        QdrantBackend::connect(&config(&dir.path().join("s")))
+            .await
+            .unwrap(),
+    );
     for v in [vec![1.0; 3], {
         let mut v = vec![0.1; 384];
         v[7] = f32::NAN;
@@ -110,9 +115,11 @@ const CRASH_DIR_ENV: &str = "AIMON_QDRANT_CRASH_CHILD_DIR";
 #[ignore = "run as a child process by a_write_that_returned_survives_a_crash"]
 async fn crash_child_writes_then_aborts() {
     let dir = std::env::var(CRASH_DIR_ENV).expect("run by the parent test");
-    let store = QdrantBackend::connect(&config(std::path::Path::new(&dir)))
-        .await
-        .unwrap();
+    let store = Contract::new(
+        QdrantBackend::connect(&config(std::path::Path::new(&dir)))
+            .await
+            .unwrap(),
+    );
     let alert = Alert::new("crash-1", "oom killer", AlertSeverity::Critical, "node-9");
     store.save_alert(&alert).await.unwrap();
     std::process::abort();
@@ -134,7 +141,7 @@ fn a_write_that_returned_survives_a_crash() {
     assert!(!status.success(), "the child must abort: {status}");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = QdrantBackend::connect(&config(&path)).await.unwrap();
+        let store = Contract::new(QdrantBackend::connect(&config(&path)).await.unwrap());
         let back = store.get_alert("crash-1").await.unwrap();
         assert_eq!(back.map(|a| a.name), Some("oom killer".to_owned()));
     });
@@ -150,10 +157,11 @@ async fn portable_backups_page_through_every_item_once() {
         QueryOptions,
     };
     let dir = tempfile::tempdir().unwrap();
-    let store =
+    let store = Contract::new(
         QdrantBackend::connect(&config(&dir.path().join("a")).option("alert_ttl_seconds", 86_400))
             .await
-            .unwrap();
+            .unwrap(),
+    );
     let now = aimon_core::time::now();
     let metrics: Vec<Metric> = (0..40)
         .map(|s| {
@@ -195,9 +203,11 @@ async fn portable_backups_page_through_every_item_once() {
         ),
         (40, 120, 2_100, 1_050)
     );
-    let copy = QdrantBackend::connect(&config(&dir.path().join("b")))
-        .await
-        .unwrap();
+    let copy = Contract::new(
+        QdrantBackend::connect(&config(&dir.path().join("b")))
+            .await
+            .unwrap(),
+    );
     copy.restore(&archive, BackupFormat::Portable)
         .await
         .unwrap();
@@ -228,14 +238,16 @@ async fn stats_with_ttls_count_only_live_items() {
     use aimon_core::{AgentState, Metric, MetricType, MetricValue};
     use chrono::TimeDelta;
     let dir = tempfile::tempdir().unwrap();
-    let store = QdrantBackend::connect(
-        &config(&dir.path().join("store"))
-            .option("metric_ttl_seconds", 2)
-            .option("alert_ttl_seconds", 2)
-            .option("agent_state_ttl_seconds", 2),
-    )
-    .await
-    .unwrap();
+    let store = Contract::new(
+        QdrantBackend::connect(
+            &config(&dir.path().join("store"))
+                .option("metric_ttl_seconds", 2)
+                .option("alert_ttl_seconds", 2)
+                .option("agent_state_ttl_seconds", 2),
+        )
+        .await
+        .unwrap(),
+    );
     let started = std::time::Instant::now();
     let now = aimon_core::time::now();
     let later = now + TimeDelta::hours(1);

@@ -4,6 +4,7 @@
 //! `collection_prefix` and drops its collections.
 #![cfg(feature = "qdrant")]
 
+use aimon_core::Contract;
 use aimon_core::{Alert, AlertSeverity, StorageBackend, StorageConfig};
 use aimon_qdrant::{QdrantBackend, QdrantConfig};
 
@@ -69,7 +70,7 @@ async fn collections_are_created_with_the_options_and_stats_report_them() {
         .option("write_consistency_factor", 1)
         .option("on_disk_payload", false);
     let _drop = DropCollections(config.clone(), prefix.clone());
-    let store = QdrantBackend::connect(&config).await.unwrap();
+    let store = Contract::new(QdrantBackend::connect(&config).await.unwrap());
     store
         .save_alert(&Alert::new(
             "a1",
@@ -96,7 +97,7 @@ async fn collections_are_created_with_the_options_and_stats_report_them() {
 
     // Reopened with other options, the collections keep the layout they were made with.
     let other = config.clone().option("shard_number", 3);
-    let reopened = QdrantBackend::connect(&other).await.unwrap();
+    let reopened = Contract::new(QdrantBackend::connect(&other).await.unwrap());
     let stats = reopened.stats().await.unwrap();
     assert_eq!(stats.extra["alerts_collection"]["shard_number"], 2);
     assert_eq!(stats.alerts, 1);
@@ -110,7 +111,7 @@ async fn stats_report_the_servers_version_and_uptime() {
         .unwrap()
         .option("collection_prefix", prefix.as_str());
     let _drop = DropCollections(config.clone(), prefix.clone());
-    let store = QdrantBackend::connect(&config).await.unwrap();
+    let store = Contract::new(QdrantBackend::connect(&config).await.unwrap());
     let stats = store.stats().await.unwrap();
     // The health check answers whenever the store works at all.
     assert_ne!(stats.version, "unknown", "{:?}", stats.extra);

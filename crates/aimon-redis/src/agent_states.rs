@@ -1,19 +1,16 @@
 //! Agent states: the latest state per agent, one hash per agent (`j` = JSON, `h` = padded
 //! heartbeat, `x` = index keys) in the namespace slot, indexed by status.
 
+use aimon_core::driver::Selection;
 use aimon_core::memory::truncate_state;
 use aimon_core::query::AgentStateQuery;
-use aimon_core::{
-    AgentState, DataKind, Result, RetentionPolicy, StorageEvent, WriteReport, filter, time,
-    validate,
-};
+use aimon_core::{AgentState, Result, RetentionPolicy, StorageEvent, WriteReport, time};
 
 use crate::backend::{RedisBackend, int, live_until_arg, pad};
 use crate::scripts::SCRIPTS;
 
 impl RedisBackend {
     pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
-        validate::agent_states(states)?;
         let ttl = self.config.retention.agent_state_ttl;
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let channel = self.keys.channel();
@@ -62,7 +59,6 @@ impl RedisBackend {
     }
 
     pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
-        validate::name("agent_id", agent_id)?;
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let found = self
             .fetch_items::<AgentState>(&[self.keys.agent(agent_id)])
@@ -75,9 +71,10 @@ impl RedisBackend {
 
     pub(crate) async fn select_agent_states(
         &self,
-        query: &AgentStateQuery,
+        query: Selection<'_, AgentStateQuery>,
     ) -> Result<Vec<AgentState>> {
-        let options = query.resolve()?;
+        let selection = query;
+        let query = selection.get();
         let now = time::now();
         let cutoff = self.config.retention.agent_state_cutoff(now);
         let index = match &query.status {
@@ -86,20 +83,11 @@ impl RedisBackend {
         };
         let ids = self.live_ids(&index, time::to_micros(now)).await?;
         let keys: Vec<String> = ids.iter().map(|id| self.keys.agent(id)).collect();
-        let mut found: Vec<AgentState> = self
+        let items = self
             .fetch_items::<AgentState>(&keys)
             .await?
             .into_iter()
-            .flatten()
-            .filter(|s| {
-                RetentionPolicy::is_live(cutoff, s.last_heartbeat) && query.matches(s, &options)
-            })
-            .collect();
-        filter::sort_and_page(
-            &mut found,
-            &options,
-            aimon_core::query::tie_breaker(DataKind::AgentStates).name,
-        );
-        Ok(found)
+            .flatten();
+        Ok(selection.select_in_memory(items, cutoff))
     }
 }

@@ -1,11 +1,10 @@
 //! Alerts: one hash per alert (`j` = JSON, `x` = the index keys it is in) in the namespace
 //! slot, indexed by status, severity, source and label.
 
+use aimon_core::driver::Selection;
 use aimon_core::memory::truncate_alert;
 use aimon_core::query::AlertQuery;
-use aimon_core::{
-    Alert, DataKind, Result, RetentionPolicy, StorageEvent, WriteReport, filter, time, validate,
-};
+use aimon_core::{Alert, Result, RetentionPolicy, StorageEvent, WriteReport, time};
 
 use crate::backend::{RedisBackend, bytes, live_until_arg};
 use crate::error::corrupted;
@@ -13,7 +12,6 @@ use crate::scripts::SCRIPTS;
 
 impl RedisBackend {
     pub(crate) async fn write_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
-        validate::alerts(alerts)?;
         let ttl = self.config.retention.alert_ttl;
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let channel = self.keys.channel();
@@ -65,7 +63,6 @@ impl RedisBackend {
     }
 
     pub(crate) async fn read_alert(&self, id: &str) -> Result<Option<Alert>> {
-        validate::name("id", id)?;
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let found = self.fetch_items::<Alert>(&[self.keys.alert(id)]).await?;
         Ok(found
@@ -97,9 +94,12 @@ impl RedisBackend {
         Ok(out)
     }
 
-    pub(crate) async fn select_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
-        let options = query.resolve()?;
-        let range = query.range_micros();
+    pub(crate) async fn select_alerts(
+        &self,
+        query: Selection<'_, AlertQuery>,
+    ) -> Result<Vec<Alert>> {
+        let selection = query;
+        let query = selection.get();
         let now = time::now();
         let cutoff = self.config.retention.alert_cutoff(now);
         let index = if let Some(status) = query.status {
@@ -115,27 +115,11 @@ impl RedisBackend {
         };
         let ids = self.live_ids(&index, time::to_micros(now)).await?;
         let keys: Vec<String> = ids.iter().map(|id| self.keys.alert(id)).collect();
-        let mut found: Vec<Alert> = self
+        let items = self
             .fetch_items::<Alert>(&keys)
             .await?
             .into_iter()
-            .flatten()
-            .filter(|a| {
-                RetentionPolicy::is_live(cutoff, a.updated_at)
-                    && query.status.is_none_or(|s| s == a.status)
-                    && query.severity.is_none_or(|s| s == a.severity)
-                    && query.min_severity.is_none_or(|s| a.severity >= s)
-                    && query.source.as_ref().is_none_or(|s| *s == a.source)
-                    && range.contains(time::to_micros(a.start_time))
-                    && query.labels.iter().all(|(k, v)| a.labels.get(k) == Some(v))
-                    && filter::matches_all(a, &options)
-            })
-            .collect();
-        filter::sort_and_page(
-            &mut found,
-            &options,
-            aimon_core::query::tie_breaker(DataKind::Alerts).name,
-        );
-        Ok(found)
+            .flatten();
+        Ok(selection.select_in_memory(items, cutoff))
     }
 }

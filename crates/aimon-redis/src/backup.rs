@@ -109,7 +109,11 @@ impl RedisBackend {
         })
     }
 
-    pub(crate) async fn native_restore(&self, path: &Path) -> Result<TransferReport> {
+    pub(crate) async fn native_restore(
+        &self,
+        store: &dyn aimon_core::StorageBackend,
+        path: &Path,
+    ) -> Result<TransferReport> {
         let file = path.join(NAMESPACE_DUMP);
         if !path.exists() {
             return Err(Error::new(
@@ -134,7 +138,9 @@ impl RedisBackend {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        let staging = self.sibling(&format!("aimon-restore-{nanos:x}-{}", std::process::id()));
+        let staging = aimon_core::Contract::new(
+            self.sibling(&format!("aimon-restore-{nanos:x}-{}", std::process::id())),
+        );
         let outcome = async {
             for chunk in entries.chunks(200) {
                 let mut pipe = redis::pipe();
@@ -161,7 +167,7 @@ impl RedisBackend {
             let _ = std::fs::remove_dir_all(&dir);
             let merged = async {
                 aimon_core::archive::write(&staging, &dir).await?;
-                aimon_core::archive::restore(self, &dir).await
+                aimon_core::archive::restore(store, &dir).await
             }
             .await;
             let _ = std::fs::remove_dir_all(&dir);

@@ -11,7 +11,8 @@
 //! let config = StorageConfig::from_url("cache", "redis://:secret@127.0.0.1:6379/0")?
 //!     .option("namespace", "fleet_a")
 //!     .option("metric_ttl_seconds", 86_400);
-//! let store = aimon_redis::RedisBackend::connect(&config).await?;
+//! // A driver becomes a StorageBackend behind the contract layer (the registry does this).
+//! let store = aimon_core::Contract::new(aimon_redis::RedisBackend::connect(&config).await?);
 //! println!("{:?}", store.stats().await?);
 //! # Ok(()) }
 //! ```
@@ -189,10 +190,10 @@ pub use backend::RedisBackend;
 pub use backup::{NAMESPACE_DUMP, SERVER_RDB};
 pub use config::{MinDurability, RedisConfig, Topology};
 
-/// The URL schemes this backend opens.
-pub const SCHEMES: &[&str] = &["redis", "rediss", "redis+sentinel", "redis+cluster"];
-
-/// Connects as a `redis` configuration says; the same as [`RedisBackend::connect`].
-pub async fn connect(config: &aimon_core::StorageConfig) -> aimon_core::Result<RedisBackend> {
-    RedisBackend::connect(config).await
-}
+/// What the registry needs to know of the Redis driver: standalone, Sentinel and Cluster.
+pub const DRIVER: aimon_core::Descriptor = aimon_core::Descriptor {
+    types: &[aimon_core::StorageBackendType::Redis],
+    schemes: &["redis", "rediss", "redis+sentinel", "redis+cluster"],
+    feature: "redis",
+    open: |config| aimon_core::driver::boxed(RedisBackend::connect(config)),
+};

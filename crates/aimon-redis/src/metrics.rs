@@ -1,5 +1,6 @@
 //! Series and samples: writes, reads, queries and the server-side history.
 
+use aimon_core::driver::Selection;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aimon_core::downsample::{
@@ -10,7 +11,6 @@ use aimon_core::model::tags_json;
 use aimon_core::query::{Field, HistoryQuery, HistorySeries, MetricQuery, Scalar};
 use aimon_core::{
     DataKind, Metric, MetricValue, Result, RetentionPolicy, StorageEvent, Tags, WriteReport, time,
-    validate,
 };
 use chrono::{DateTime, Utc};
 use redis::Value;
@@ -171,7 +171,6 @@ impl Record for IdOnly<'_> {
 
 impl RedisBackend {
     pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
-        validate::metrics(metrics)?;
         let retention = self.config.retention;
         let now = time::now();
         let cutoff = retention.metric_cutoff(now);
@@ -281,7 +280,6 @@ impl RedisBackend {
     }
 
     pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
-        validate::name("id", id)?;
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let mut pipe = redis::pipe();
         pipe.add_command(self.meta_cmd(id));
@@ -368,8 +366,11 @@ impl RedisBackend {
         Ok(out)
     }
 
-    pub(crate) async fn select_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
-        let options = query.resolve()?;
+    pub(crate) async fn select_metrics(
+        &self,
+        query: Selection<'_, MetricQuery>,
+    ) -> Result<Vec<Metric>> {
+        let (query, options) = (query.get(), query.options());
         let range = query.range_micros();
         let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
         let now = time::now();
@@ -401,19 +402,19 @@ impl RedisBackend {
                 query.name.as_ref().is_none_or(|n| *n == m.name)
                     && query.metric_type.is_none_or(|t| t == m.metric_type)
                     && meta.is_live(cutoff)
-                    && filter::matches_all(m, &options)
+                    && filter::matches_all(m, options)
             })
             .map(|meta| meta.metric)
             .collect();
         let tie = aimon_core::query::tie_breaker(DataKind::Metrics).name;
         let lower = range.start.max(cutoff.unwrap_or(0));
         if !sample_filter {
-            filter::sort_and_page(&mut found, &options, tie);
+            filter::sort_and_page(&mut found, options, tie);
             self.fill_samples(&mut found, lower, range.end, &Tags::new())
                 .await?;
             return Ok(found);
         }
-        found.sort_by(|a, b| filter::compare(a, b, &options, tie));
+        found.sort_by(|a, b| filter::compare(a, b, options, tie));
         let mut out = Vec::new();
         let mut skipped = 0;
         for chunk in found.chunks_mut(SAMPLE_CHUNK) {
@@ -469,7 +470,6 @@ impl RedisBackend {
     }
 
     pub(crate) async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
-        query.validate()?;
         let range = query.range_micros();
         let now = time::now();
         let cutoff = self.config.retention.metric_cutoff(now);

@@ -17,18 +17,40 @@
 #![deny(unsafe_code)]
 
 mod manager;
+mod router;
 
 use std::sync::Arc;
 
 use aimon_core::{
-    Error, ErrorKind, MemoryBackend, Result, StorageBackend, StorageBackendType, StorageConfig,
+    Contract, Descriptor, Error, ErrorKind, Result, StorageBackend, StorageBackendType,
+    StorageConfig,
 };
 
 pub use manager::StorageManager;
+pub use router::{Backend, Router};
 
-/// A driver known to this build.
+/// The drivers compiled into this build: one line per driver feature. Each driver crate
+/// describes itself (types, URL schemes, feature, constructor) in its `DRIVER` constant.
+const DRIVERS: &[Descriptor] = &[
+    aimon_core::memory::DRIVER,
+    #[cfg(feature = "sqlite")]
+    aimon_sqlite::DRIVER,
+    #[cfg(feature = "redis")]
+    aimon_redis::DRIVER,
+    #[cfg(feature = "postgres")]
+    aimon_postgres::DRIVER,
+    #[cfg(feature = "timescale")]
+    aimon_postgres::TIMESCALE_DRIVER,
+    #[cfg(feature = "influxdb")]
+    aimon_influxdb::DRIVER,
+    #[cfg(feature = "qdrant")]
+    aimon_qdrant::DRIVER,
+];
+
+/// A backend type, its feature and whether this build has its driver.
 #[derive(Debug, Clone, Copy)]
 pub struct BackendDescriptor {
+    /// The type.
     pub backend_type: StorageBackendType,
     /// The cargo feature of the `aimon` crate that compiles the driver in.
     pub feature: &'static str,
@@ -36,26 +58,19 @@ pub struct BackendDescriptor {
     pub available: bool,
 }
 
-/// Whether the workspace has a driver crate for a type yet (a driver that does not exist is
-/// absent, never stubbed).
-fn implemented(backend_type: StorageBackendType) -> bool {
-    matches!(
-        backend_type,
-        StorageBackendType::Memory
-            | StorageBackendType::Sqlite
-            | StorageBackendType::Redis
-            | StorageBackendType::Postgres
-            | StorageBackendType::Timescale
-            | StorageBackendType::Influxdb
-            | StorageBackendType::Qdrant
-    )
+/// The drivers of this build, as they describe themselves.
+pub fn drivers() -> &'static [Descriptor] {
+    DRIVERS
 }
 
+fn driver(backend_type: StorageBackendType) -> Option<&'static Descriptor> {
+    DRIVERS.iter().find(|d| d.types.contains(&backend_type))
+}
+
+/// The feature that compiles a type's driver in: its descriptor's, or by convention the type's
+/// name for a driver this build does not have.
 fn feature(backend_type: StorageBackendType) -> &'static str {
-    match backend_type {
-        StorageBackendType::Memory => "(always built)",
-        other => other.as_str(),
-    }
+    driver(backend_type).map_or(backend_type.as_str(), |d| d.feature)
 }
 
 /// Every backend type with its feature and whether this build has it.
@@ -72,13 +87,7 @@ pub fn descriptors() -> Vec<BackendDescriptor> {
 
 /// Whether `backend_type` can be opened by this build.
 pub fn is_available(backend_type: StorageBackendType) -> bool {
-    backend_type == StorageBackendType::Memory
-        || (backend_type == StorageBackendType::Sqlite && cfg!(feature = "sqlite"))
-        || (backend_type == StorageBackendType::Redis && cfg!(feature = "redis"))
-        || (backend_type == StorageBackendType::Postgres && cfg!(feature = "postgres"))
-        || (backend_type == StorageBackendType::Timescale && cfg!(feature = "timescale"))
-        || (backend_type == StorageBackendType::Influxdb && cfg!(feature = "influxdb"))
-        || (backend_type == StorageBackendType::Qdrant && cfg!(feature = "qdrant"))
+    driver(backend_type).is_some()
 }
 
 fn unavailable(backend_type: StorageBackendType) -> Error {
@@ -87,63 +96,28 @@ fn unavailable(backend_type: StorageBackendType) -> Error {
         .filter(|t| is_available(*t))
         .map(|t| t.as_str())
         .collect();
-    let message = if implemented(backend_type) {
+    Error::new(
+        ErrorKind::ConfigInvalid,
         format!(
             "the {backend_type} backend is not compiled into this build; enable the cargo feature \
              `{}` of the `aimon` crate. This build has: {}",
             feature(backend_type),
             built.join(", ")
-        )
-    } else {
-        format!(
-            "the {backend_type} driver is not part of this version of aimon yet (it will ship \
-             behind the cargo feature `{}`). This build has: {}",
-            feature(backend_type),
-            built.join(", ")
-        )
-    };
-    Error::new(ErrorKind::ConfigInvalid, message)
+        ),
+    )
 }
 
-/// Opens the backend a configuration describes.
+/// Opens the backend a configuration describes, behind the [`Contract`] layer.
 pub async fn open(config: &StorageConfig) -> Result<Arc<dyn StorageBackend>> {
     validate_scheme(config)?;
-    let opened: Result<Arc<dyn StorageBackend>> = match config.backend_type {
-        StorageBackendType::Memory => Ok(Arc::new(MemoryBackend::from_config(config)?)),
-        #[cfg(feature = "sqlite")]
-        StorageBackendType::Sqlite => Ok(Arc::new(
-            aimon_sqlite::SqliteBackend::connect(config).await?,
-        )),
-        #[cfg(feature = "redis")]
-        StorageBackendType::Redis => {
-            Ok(Arc::new(aimon_redis::RedisBackend::connect(config).await?))
-        }
-        #[cfg(feature = "postgres")]
-        StorageBackendType::Postgres => Ok(Arc::new(
-            aimon_postgres::PostgresBackend::connect(config).await?,
-        )),
-        #[cfg(feature = "timescale")]
-        StorageBackendType::Timescale => Ok(Arc::new(
-            aimon_postgres::PostgresBackend::connect(config).await?,
-        )),
-        #[cfg(feature = "influxdb")]
-        StorageBackendType::Influxdb => Ok(Arc::new(
-            aimon_influxdb::InfluxBackend::connect(config).await?,
-        )),
-        // Both `qdrant://` (server) and `qdrant-edge://` (embedded, feature `qdrant-edge`).
-        #[cfg(feature = "qdrant")]
-        StorageBackendType::Qdrant => Ok(Arc::new(
-            aimon_qdrant::QdrantBackend::connect(config).await?,
-        )),
-        other => Err(unavailable(other)),
+    let Some(descriptor) = driver(config.backend_type) else {
+        return Err(unavailable(config.backend_type).with_backend(&config.name));
     };
-    opened.map_err(|e| {
-        if e.backend().is_none() {
-            e.with_backend(&config.name)
-        } else {
-            e
-        }
-    })
+    match (descriptor.open)(config).await {
+        Ok(driver) => Ok(Contract::shared(driver)),
+        Err(e) if e.backend().is_none() => Err(e.with_backend(&config.name)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Opens a backend from a URL alone; the type comes from the scheme.
@@ -194,6 +168,25 @@ mod tests {
         let err = open_url("x", "qdrant://localhost:6334").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
         assert!(err.to_string().contains("`qdrant`"), "{err}");
+    }
+
+    /// Core's scheme list and the drivers' own descriptors say the same thing.
+    #[test]
+    fn every_driver_scheme_is_core_scheme_of_its_types() {
+        for d in DRIVERS {
+            let mut theirs: Vec<_> = d.types.iter().flat_map(|t| t.schemes()).copied().collect();
+            let mut ours = d.schemes.to_vec();
+            theirs.sort_unstable();
+            ours.sort_unstable();
+            assert_eq!(ours, theirs, "{d:?}");
+            for t in d.types {
+                assert_eq!(
+                    DRIVERS.iter().filter(|o| o.types.contains(t)).count(),
+                    1,
+                    "one driver per type: {t}"
+                );
+            }
+        }
     }
 
     #[tokio::test]

@@ -1,33 +1,29 @@
-//! [`StorageManager`]: named backends, a default, per-kind routing and in-process events.
+//! [`StorageManager`]: the prototype's API over a [`Router`], with in-process events.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
 
+use aimon_core::events::Publishing;
 use aimon_core::{
-    AgentState, AgentStateQuery, Alert, AlertQuery, BackupFormat, DataKind, DatabaseStats, Error,
-    ErrorKind, EventStream, HistoryQuery, HistorySeries, LocalEvents, Metric, MetricQuery, Result,
-    RetentionReport, Scored, SimilarAgentStatesQuery, SimilarAlertsQuery, StorageBackend,
-    StorageBackendType, StorageConfig, StorageEvent, TransferReport, WriteReport,
+    AgentState, AgentStateQuery, Alert, AlertQuery, BackupFormat, DataKind, DatabaseStats, Driver,
+    Error, ErrorKind, EventStream, HistoryQuery, HistorySeries, LocalEvents, Metric, MetricQuery,
+    Result, RetentionReport, Scored, SimilarAgentStatesQuery, SimilarAlertsQuery, StorageBackend,
+    StorageBackendType, StorageConfig, TransferReport, WriteReport,
 };
 
-type Backend = Arc<dyn StorageBackend>;
-
-#[derive(Default)]
-struct Inner {
-    backends: BTreeMap<String, Backend>,
-    default: Option<String>,
-    routes: BTreeMap<DataKind, String>,
-}
+use crate::router::{Backend, Router, close_all, retention_of};
 
 /// Holds named backends, one of them the default, and routes each call to one of them: the
-/// backend named in the call, else the one routed for the call's data kind, else the default.
+/// backend named in the call, else the one routed for the call's data kind, else the default
+/// (a [`Router`]).
 ///
 /// Every write that succeeds is also published to [`StorageManager::subscribe`]rs in this process,
-/// whatever the backend: one event per item of the call. A call that stored nothing (every item
-/// expired or superseded, see [`WriteReport`]) publishes nothing; in a batch that stored only
-/// part, events name every item sent. A backend's own `subscribe` (where `pub_sub` is true)
-/// reports exactly what it stored.
+/// whatever the backend: one event per item of the call (the [`Publishing`] layer). A call that
+/// stored nothing (every item expired or superseded, see [`WriteReport`]) publishes nothing; in
+/// a batch that stored only part, events name every item sent. A backend's own `subscribe`
+/// (where `pub_sub` is true) reports exactly what it stored.
+///
+/// The data methods keep the names of the Python prototype; each takes `backend`, the name of
+/// the backend to use, or `None` for the routed or default one.
 ///
 /// ```
 /// use aimon_core::{DataKind, StorageConfig};
@@ -41,8 +37,9 @@ struct Inner {
 /// # Ok::<(), aimon_core::Error>(())
 /// # }).unwrap();
 /// ```
+#[derive(Debug)]
 pub struct StorageManager {
-    inner: RwLock<Inner>,
+    router: Router,
     events: LocalEvents,
 }
 
@@ -52,37 +49,34 @@ impl Default for StorageManager {
     }
 }
 
-impl std::fmt::Debug for StorageManager {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let inner = self.read();
-        f.debug_struct("StorageManager")
-            .field("backends", &inner.backends.keys().collect::<Vec<_>>())
-            .field("default", &inner.default)
-            .field("routes", &inner.routes)
-            .finish()
-    }
-}
-
 impl StorageManager {
+    /// A manager with no backend.
     pub fn new() -> Self {
         StorageManager {
-            inner: RwLock::new(Inner::default()),
+            router: Router::new("manager"),
             events: LocalEvents::new(),
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    /// The router behind this manager: a [`StorageBackend`] that routes by kind.
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    /// The backend a call for `kind` goes to, with its writes published to this manager's
+    /// subscribers.
+    fn on(&self, kind: DataKind, backend: Option<&str>) -> Result<Publishing<Backend>> {
+        Ok(Publishing::new(
+            self.router.resolve(kind, backend)?,
+            self.events.clone(),
+        ))
     }
 
-    /// Opens the backend `config` describes and adds it under `config.name`. It becomes the
-    /// default when `config.default` is set or when it is the first backend.
+    /// Opens the backend `config` describes (behind the contract layer) and adds it under
+    /// `config.name`. It becomes the default when `config.default` is set or when it is the
+    /// first backend.
     pub async fn initialize_backend(&self, config: StorageConfig) -> Result<Backend> {
-        if self.read().backends.contains_key(&config.name) {
+        if self.router.contains(&config.name) {
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!("a backend named {:?} exists already", config.name),
@@ -130,123 +124,44 @@ impl StorageManager {
 
     /// Adds a backend that was built elsewhere, e.g. a custom implementation of the trait.
     pub fn add_backend(&self, backend: Backend, make_default: bool) -> Result<()> {
-        let mut inner = self.write();
-        let name = backend.name().to_owned();
-        if inner.backends.contains_key(&name) {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!("a backend named {name:?} exists already"),
-            ));
-        }
-        if make_default || inner.default.is_none() {
-            inner.default = Some(name.clone());
-        }
-        inner.backends.insert(name, backend);
-        Ok(())
+        self.router.add(backend, make_default)
+    }
+
+    /// Adds a driver built elsewhere behind the contract layer, as the registry's own.
+    pub fn add_driver(&self, driver: impl Driver, make_default: bool) -> Result<Backend> {
+        let backend = aimon_core::Contract::shared(driver);
+        self.router.add(backend.clone(), make_default)?;
+        Ok(backend)
     }
 
     /// Makes `name` the default backend.
     pub fn set_default(&self, name: &str) -> Result<()> {
-        let mut inner = self.write();
-        Self::lookup(&inner, name)?;
-        inner.default = Some(name.to_owned());
-        Ok(())
+        self.router.set_default(name)
     }
 
     /// Sends every call for `kind` without an explicit backend name to `name`.
     pub fn route(&self, kind: DataKind, name: &str) -> Result<()> {
-        let mut inner = self.write();
-        Self::lookup(&inner, name)?;
-        inner.routes.insert(kind, name.to_owned());
-        Ok(())
+        self.router.route(kind, name)
     }
 
     /// The names of the backends, in order.
     pub fn backend_names(&self) -> Vec<String> {
-        self.read().backends.keys().cloned().collect()
-    }
-
-    fn lookup(inner: &Inner, name: &str) -> Result<Backend> {
-        inner.backends.get(name).cloned().ok_or_else(|| {
-            let known: Vec<_> = inner.backends.keys().map(String::as_str).collect();
-            Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "no backend named {name:?}; configured: {}",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            )
-        })
+        self.router.names()
     }
 
     /// The backend named `name`, or the default one.
     pub fn get_backend(&self, name: Option<&str>) -> Result<Backend> {
-        let inner = self.read();
-        match name.or(inner.default.as_deref()) {
-            Some(name) => Self::lookup(&inner, name),
-            None => Err(Error::new(
-                ErrorKind::NotFound,
-                "no backend has been initialized",
-            )),
-        }
+        self.router.get(name)
     }
 
     /// The first backend (by name) of a type.
     pub fn get_backend_by_type(&self, backend_type: StorageBackendType) -> Result<Backend> {
-        self.read()
-            .backends
-            .values()
-            .find(|b| b.backend_type() == backend_type)
-            .cloned()
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::NotFound,
-                    format!("no {backend_type} backend is configured"),
-                )
-            })
-    }
-
-    fn for_kind(&self, kind: DataKind, name: Option<&str>) -> Result<Backend> {
-        let route = if name.is_none() {
-            self.read().routes.get(&kind).cloned()
-        } else {
-            None
-        };
-        self.get_backend(name.or(route.as_deref()))
+        self.router.by_type(backend_type)
     }
 
     /// Closes one backend and removes it, or every backend when `name` is `None`.
     pub async fn close(&self, name: Option<&str>) -> Result<()> {
-        let closing: Vec<Backend> = {
-            let mut inner = self.write();
-            match name {
-                Some(name) => {
-                    let backend = Self::lookup(&inner, name)?;
-                    inner.backends.remove(name);
-                    inner.routes.retain(|_, n| n != name);
-                    if inner.default.as_deref() == Some(name) {
-                        inner.default = inner.backends.keys().next().cloned();
-                    }
-                    vec![backend]
-                }
-                None => {
-                    inner.routes.clear();
-                    inner.default = None;
-                    std::mem::take(&mut inner.backends).into_values().collect()
-                }
-            }
-        };
-        let mut first_error = None;
-        for backend in closing {
-            if let Err(e) = backend.close().await {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        close_all(self.router.remove(name)?).await
     }
 
     /// In-process events for every successful write through this manager.
@@ -254,160 +169,136 @@ impl StorageManager {
         self.events.subscribe()
     }
 
-    fn publish_if_stored(
-        &self,
-        report: &WriteReport,
-        events: impl IntoIterator<Item = StorageEvent>,
-    ) {
-        if report.written == 0 {
-            return;
-        }
-        for event in events {
-            self.events.publish(event);
-        }
-    }
-
+    /// Saves one metric's series and samples ([`StorageBackend::save_metric`]).
     pub async fn save_metric(&self, metric: &Metric, backend: Option<&str>) -> Result<WriteReport> {
-        self.save_metrics(std::slice::from_ref(metric), backend)
+        self.on(DataKind::Metrics, backend)?
+            .save_metric(metric)
             .await
     }
 
+    /// Saves a batch of metrics, validated whole first ([`StorageBackend::save_metrics`]).
     pub async fn save_metrics(
         &self,
         metrics: &[Metric],
         backend: Option<&str>,
     ) -> Result<WriteReport> {
-        let target = self.for_kind(DataKind::Metrics, backend)?;
-        let report = target.save_metrics(metrics).await?;
-        self.publish_if_stored(
-            &report,
-            metrics.iter().map(|m| StorageEvent::MetricWritten {
-                backend: target.name().to_owned(),
-                metric_id: m.id.clone(),
-                samples: m.values.len() as u64,
-            }),
-        );
-        Ok(report)
-    }
-
-    pub async fn get_metric(&self, id: &str, backend: Option<&str>) -> Result<Option<Metric>> {
-        self.for_kind(DataKind::Metrics, backend)?
-            .get_metric(id)
+        self.on(DataKind::Metrics, backend)?
+            .save_metrics(metrics)
             .await
     }
 
+    /// A series with every live sample ([`StorageBackend::get_metric`]).
+    pub async fn get_metric(&self, id: &str, backend: Option<&str>) -> Result<Option<Metric>> {
+        self.on(DataKind::Metrics, backend)?.get_metric(id).await
+    }
+
+    /// Series and samples matching a query ([`StorageBackend::query_metrics`]).
     pub async fn query_metrics(
         &self,
         query: &MetricQuery,
         backend: Option<&str>,
     ) -> Result<Vec<Metric>> {
-        self.for_kind(DataKind::Metrics, backend)?
+        self.on(DataKind::Metrics, backend)?
             .query_metrics(query)
             .await
     }
 
+    /// Samples aggregated into time buckets ([`StorageBackend::metric_history`]).
     pub async fn get_metric_history(
         &self,
         query: &HistoryQuery,
         backend: Option<&str>,
     ) -> Result<Vec<HistorySeries>> {
-        self.for_kind(DataKind::Metrics, backend)?
+        self.on(DataKind::Metrics, backend)?
             .metric_history(query)
             .await
     }
 
+    /// Upserts one alert by id ([`StorageBackend::save_alert`]).
     pub async fn save_alert(&self, alert: &Alert, backend: Option<&str>) -> Result<WriteReport> {
-        self.save_alerts(std::slice::from_ref(alert), backend).await
+        self.on(DataKind::Alerts, backend)?.save_alert(alert).await
     }
 
+    /// Upserts alerts by id ([`StorageBackend::save_alerts`]).
     pub async fn save_alerts(
         &self,
         alerts: &[Alert],
         backend: Option<&str>,
     ) -> Result<WriteReport> {
-        let target = self.for_kind(DataKind::Alerts, backend)?;
-        let report = target.save_alerts(alerts).await?;
-        self.publish_if_stored(
-            &report,
-            alerts.iter().map(|a| StorageEvent::AlertWritten {
-                backend: target.name().to_owned(),
-                alert_id: a.id.clone(),
-                status: a.status.to_string(),
-            }),
-        );
-        Ok(report)
-    }
-
-    pub async fn get_alert(&self, id: &str, backend: Option<&str>) -> Result<Option<Alert>> {
-        self.for_kind(DataKind::Alerts, backend)?
-            .get_alert(id)
+        self.on(DataKind::Alerts, backend)?
+            .save_alerts(alerts)
             .await
     }
 
+    /// One alert by id ([`StorageBackend::get_alert`]).
+    pub async fn get_alert(&self, id: &str, backend: Option<&str>) -> Result<Option<Alert>> {
+        self.on(DataKind::Alerts, backend)?.get_alert(id).await
+    }
+
+    /// Alerts matching a query ([`StorageBackend::query_alerts`]).
     pub async fn query_alerts(
         &self,
         query: &AlertQuery,
         backend: Option<&str>,
     ) -> Result<Vec<Alert>> {
-        self.for_kind(DataKind::Alerts, backend)?
+        self.on(DataKind::Alerts, backend)?
             .query_alerts(query)
             .await
     }
 
-    /// Similar alerts on the backend named, else the one alerts are routed to, else the default.
+    /// Similar alerts on the backend named, else the one alerts are routed to, else the default
+    /// ([`StorageBackend::find_similar_alerts`]).
     pub async fn find_similar_alerts(
         &self,
         query: &SimilarAlertsQuery,
         backend: Option<&str>,
     ) -> Result<Vec<Scored<Alert>>> {
-        self.for_kind(DataKind::Alerts, backend)?
+        self.on(DataKind::Alerts, backend)?
             .find_similar_alerts(query)
             .await
     }
 
+    /// Saves one agent state, keeping the latest per agent
+    /// ([`StorageBackend::save_agent_state`]).
     pub async fn save_agent_state(
         &self,
         state: &AgentState,
         backend: Option<&str>,
     ) -> Result<WriteReport> {
-        self.save_agent_states(std::slice::from_ref(state), backend)
+        self.on(DataKind::AgentStates, backend)?
+            .save_agent_state(state)
             .await
     }
 
+    /// Saves agent states ([`StorageBackend::save_agent_states`]).
     pub async fn save_agent_states(
         &self,
         states: &[AgentState],
         backend: Option<&str>,
     ) -> Result<WriteReport> {
-        let target = self.for_kind(DataKind::AgentStates, backend)?;
-        let report = target.save_agent_states(states).await?;
-        self.publish_if_stored(
-            &report,
-            states.iter().map(|s| StorageEvent::AgentStateWritten {
-                backend: target.name().to_owned(),
-                agent_id: s.agent_id.clone(),
-                status: s.status.clone(),
-            }),
-        );
-        Ok(report)
+        self.on(DataKind::AgentStates, backend)?
+            .save_agent_states(states)
+            .await
     }
 
+    /// The latest state of one agent ([`StorageBackend::get_agent_state`]).
     pub async fn get_agent_state(
         &self,
         agent_id: &str,
         backend: Option<&str>,
     ) -> Result<Option<AgentState>> {
-        self.for_kind(DataKind::AgentStates, backend)?
+        self.on(DataKind::AgentStates, backend)?
             .get_agent_state(agent_id)
             .await
     }
 
+    /// Agent states matching a query ([`StorageBackend::get_agent_states`]).
     pub async fn get_agent_states(
         &self,
         query: &AgentStateQuery,
         backend: Option<&str>,
     ) -> Result<Vec<AgentState>> {
-        self.for_kind(DataKind::AgentStates, backend)?
+        self.on(DataKind::AgentStates, backend)?
             .get_agent_states(query)
             .await
     }
@@ -418,7 +309,7 @@ impl StorageManager {
         query: &SimilarAgentStatesQuery,
         backend: Option<&str>,
     ) -> Result<Vec<Scored<AgentState>>> {
-        self.for_kind(DataKind::AgentStates, backend)?
+        self.on(DataKind::AgentStates, backend)?
             .find_similar_agent_states(query)
             .await
     }
@@ -426,48 +317,39 @@ impl StorageManager {
     /// Applies retention on one backend, or on all when `backend` is `None`; the reports are
     /// summed.
     pub async fn apply_retention(&self, backend: Option<&str>) -> Result<RetentionReport> {
-        let targets: Vec<Backend> = match backend {
-            Some(name) => vec![self.get_backend(Some(name))?],
-            None => self.read().backends.values().cloned().collect(),
-        };
-        let mut total = RetentionReport::default();
-        for target in targets {
-            let r = target.apply_retention().await?;
-            total.samples_removed += r.samples_removed;
-            total.series_removed += r.series_removed;
-            total.alerts_removed += r.alerts_removed;
-            total.agent_states_removed += r.agent_states_removed;
-        }
-        Ok(total)
+        retention_of(self.router.targets(backend)?).await
     }
 
+    /// Writes a backup of one backend, or of the default ([`StorageBackend::backup`]).
     pub async fn backup_database(
         &self,
         path: &Path,
         format: BackupFormat,
         backend: Option<&str>,
     ) -> Result<TransferReport> {
-        self.get_backend(backend)?.backup(path, format).await
+        self.router.get(backend)?.backup(path, format).await
     }
 
+    /// Merges a backup into one backend, or into the default ([`StorageBackend::restore`]).
     pub async fn restore_database(
         &self,
         path: &Path,
         format: BackupFormat,
         backend: Option<&str>,
     ) -> Result<TransferReport> {
-        self.get_backend(backend)?.restore(path, format).await
+        self.router.get(backend)?.restore(path, format).await
     }
 
+    /// The statistics of one backend, or of the default ([`StorageBackend::stats`]).
     pub async fn get_database_stats(&self, backend: Option<&str>) -> Result<DatabaseStats> {
-        self.get_backend(backend)?.stats().await
+        self.router.get(backend)?.stats().await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aimon_core::{AlertSeverity, MetricType, MetricValue};
+    use aimon_core::{AlertSeverity, MetricType, MetricValue, StorageEvent};
     use futures::StreamExt;
 
     async fn two_backends() -> StorageManager {

@@ -1,9 +1,10 @@
 //! Agent states: the latest state per agent (an equal heartbeat replaces, an older one is
 //! superseded), reads and queries.
 
+use aimon_core::driver::Selection;
 use aimon_core::query::{AgentStateQuery, ResolvedOptions, tie_breaker};
 use aimon_core::similarity::{self, Ranker, Scored, SimilarAgentStatesQuery, SimilarityTarget};
-use aimon_core::{AgentState, DataKind, Result, RetentionPolicy, WriteReport, time, validate};
+use aimon_core::{AgentState, DataKind, Result, RetentionPolicy, WriteReport, time};
 use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -51,7 +52,6 @@ pub(crate) fn state_from_row(row: &SqliteRow) -> Result<AgentState> {
 
 impl SqliteBackend {
     pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
-        validate::agent_states(states)?;
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db()?;
@@ -84,7 +84,6 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
-        validate::name("agent_id", agent_id)?;
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let mut sql = Sql::new("SELECT ");
         sql.push(STATE_COLUMNS)
@@ -103,11 +102,11 @@ impl SqliteBackend {
 
     pub(crate) async fn select_agent_states(
         &self,
-        query: &AgentStateQuery,
+        query: Selection<'_, AgentStateQuery>,
     ) -> Result<Vec<AgentState>> {
-        let options = query.resolve()?;
-        let mut sql = self.state_selection(query, &options);
-        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::AgentStates));
+        let (query, options) = (query.get(), query.options());
+        let mut sql = self.state_selection(query, options);
+        push_order_and_page(&mut sql, options, tie_breaker(DataKind::AgentStates));
         sql.query()
             .fetch_all(&self.pool)
             .await

@@ -1,10 +1,11 @@
 //! Alerts: upserts by id, reads and queries.
 
+use aimon_core::driver::Selection;
 use aimon_core::query::{AlertQuery, ResolvedOptions, tie_breaker};
 use aimon_core::similarity::{self, Ranker, Scored, SimilarAlertsQuery, SimilarityTarget};
 use aimon_core::{
     Alert, AlertSeverity, AlertStatus, DataKind, Result, RetentionPolicy, WriteReport,
-    model::tags_json, time, validate,
+    model::tags_json, time,
 };
 use futures::TryStreamExt;
 use sqlx::Row;
@@ -81,7 +82,6 @@ pub(crate) fn alert_from_row(row: &SqliteRow) -> Result<Alert> {
 
 impl SqliteBackend {
     pub(crate) async fn write_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
-        validate::alerts(alerts)?;
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db()?;
@@ -119,7 +119,6 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn read_alert(&self, id: &str) -> Result<Option<Alert>> {
-        validate::name("id", id)?;
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let mut sql = Sql::new("SELECT ");
         sql.push(ALERT_COLUMNS)
@@ -136,10 +135,13 @@ impl SqliteBackend {
             .transpose()
     }
 
-    pub(crate) async fn select_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
-        let options = query.resolve()?;
-        let mut sql = self.alert_selection(query, &options);
-        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::Alerts));
+    pub(crate) async fn select_alerts(
+        &self,
+        query: Selection<'_, AlertQuery>,
+    ) -> Result<Vec<Alert>> {
+        let (query, options) = (query.get(), query.options());
+        let mut sql = self.alert_selection(query, options);
+        push_order_and_page(&mut sql, options, tie_breaker(DataKind::Alerts));
         sql.query()
             .fetch_all(&self.pool)
             .await

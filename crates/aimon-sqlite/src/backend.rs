@@ -4,13 +4,13 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use aimon_core::backend::{
-    BackupFormat, Capabilities, DatabaseStats, EventStream, RetentionMechanism, RetentionReport,
-    StorageBackend, TransferReport, WriteReport,
+    Capabilities, DatabaseStats, RetentionMechanism, RetentionReport, StorageBackend,
+    TransferReport, WriteReport,
 };
+use aimon_core::driver::{Driver, MetricBatch, Selection, Valid, ValidId};
 use aimon_core::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
 use aimon_core::similarity::{
     Embedder, HashingEmbedder, Scored, SimilarAgentStatesQuery, SimilarAlertsQuery,
@@ -39,7 +39,6 @@ pub struct SqliteBackend {
     pub(crate) config: SqliteConfig,
     pub(crate) pool: SqlitePool,
     started: Instant,
-    closed: AtomicBool,
     /// Embeds items without their own embedding, and text targets, for similarity search.
     pub(crate) embedder: Arc<dyn Embedder>,
 }
@@ -48,7 +47,6 @@ impl fmt::Debug for SqliteBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteBackend")
             .field("config", &self.config)
-            .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -121,7 +119,6 @@ impl SqliteBackend {
             config,
             pool,
             started: Instant::now(),
-            closed: AtomicBool::new(false),
             embedder: Arc::new(HashingEmbedder::default()),
         })
     }
@@ -142,44 +139,13 @@ impl SqliteBackend {
         &self.pool
     }
 
-    fn check_open(&self, operation: &'static str) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) || self.pool.is_closed() {
-            Err(self.fail(
-                operation,
-                Error::new(ErrorKind::Unavailable, "the backend is closed"),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-
-    pub(crate) fn fail(&self, operation: &'static str, err: Error) -> Error {
-        err.with_operation(operation)
-            .with_backend(&self.config.name)
-    }
-
-    /// Runs one operation: checks the backend is open, traces it, and labels any error.
-    async fn run<T>(
-        &self,
-        operation: &'static str,
-        body: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.check_open(operation)?;
-        tracing::debug!(backend = %self.config.name, operation, "sqlite operation");
-        body.await.map_err(|e| {
-            let e = self.fail(operation, e);
-            tracing::debug!(backend = %self.config.name, operation, kind = %e.kind(), "sqlite operation failed");
-            e
-        })
-    }
-
     pub(crate) fn uptime_seconds(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
 }
 
 #[async_trait]
-impl StorageBackend for SqliteBackend {
+impl Driver for SqliteBackend {
     fn name(&self) -> &str {
         &self.config.name
     }
@@ -200,100 +166,77 @@ impl StorageBackend for SqliteBackend {
         }
     }
 
-    async fn save_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
-        self.run("save_metrics", self.write_metrics(metrics)).await
+    async fn save_metrics(&self, batch: MetricBatch<'_>) -> Result<WriteReport> {
+        self.write_metrics(&batch).await
     }
 
-    async fn get_metric(&self, id: &str) -> Result<Option<Metric>> {
-        self.run("get_metric", self.read_metric(id)).await
+    async fn get_metric(&self, id: ValidId<'_>) -> Result<Option<Metric>> {
+        self.read_metric(&id).await
     }
 
-    async fn query_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
-        self.run("query_metrics", self.select_metrics(query)).await
+    async fn query_metrics(&self, query: Selection<'_, MetricQuery>) -> Result<Vec<Metric>> {
+        self.select_metrics(query).await
     }
 
-    async fn metric_history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
-        self.run("metric_history", self.history(query)).await
+    async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>> {
+        self.history(&query).await
     }
 
-    async fn save_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
-        self.run("save_alerts", self.write_alerts(alerts)).await
+    async fn save_alerts(&self, batch: Valid<'_, [Alert]>) -> Result<WriteReport> {
+        self.write_alerts(&batch).await
     }
 
-    async fn get_alert(&self, id: &str) -> Result<Option<Alert>> {
-        self.run("get_alert", self.read_alert(id)).await
+    async fn get_alert(&self, id: ValidId<'_>) -> Result<Option<Alert>> {
+        self.read_alert(&id).await
     }
 
-    async fn query_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
-        self.run("query_alerts", self.select_alerts(query)).await
+    async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>> {
+        self.select_alerts(query).await
     }
 
-    async fn save_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
-        self.run("save_agent_states", self.write_agent_states(states))
-            .await
+    async fn save_agent_states(&self, batch: Valid<'_, [AgentState]>) -> Result<WriteReport> {
+        self.write_agent_states(&batch).await
     }
 
-    async fn get_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
-        self.run("get_agent_state", self.read_agent_state(agent_id))
-            .await
+    async fn get_agent_state(&self, agent_id: ValidId<'_>) -> Result<Option<AgentState>> {
+        self.read_agent_state(&agent_id).await
     }
 
-    async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>> {
-        self.run("get_agent_states", self.select_agent_states(query))
-            .await
+    async fn get_agent_states(
+        &self,
+        query: Selection<'_, AgentStateQuery>,
+    ) -> Result<Vec<AgentState>> {
+        self.select_agent_states(query).await
     }
 
     async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
-        self.run("find_similar_alerts", self.similar_alerts(query))
-            .await
+        self.similar_alerts(query).await
     }
 
     async fn find_similar_agent_states(
         &self,
         query: &SimilarAgentStatesQuery,
     ) -> Result<Vec<Scored<AgentState>>> {
-        self.run(
-            "find_similar_agent_states",
-            self.similar_agent_states(query),
-        )
-        .await
+        self.similar_agent_states(query).await
     }
 
     async fn apply_retention(&self) -> Result<RetentionReport> {
-        self.run("apply_retention", self.sweep()).await
+        self.sweep().await
     }
 
-    async fn backup(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
-        self.run("backup", async {
-            match format {
-                BackupFormat::Portable => aimon_core::archive::write(self, path).await,
-                BackupFormat::Native => self.native_backup(path).await,
-            }
-        })
-        .await
+    async fn backup_native(&self, _: &dyn StorageBackend, path: &Path) -> Result<TransferReport> {
+        self.native_backup(path).await
     }
 
-    async fn restore(&self, path: &Path, format: BackupFormat) -> Result<TransferReport> {
-        self.run("restore", async {
-            match format {
-                BackupFormat::Portable => aimon_core::archive::restore(self, path).await,
-                BackupFormat::Native => self.native_restore(path).await,
-            }
-        })
-        .await
+    async fn restore_native(&self, _: &dyn StorageBackend, path: &Path) -> Result<TransferReport> {
+        self.native_restore(path).await
     }
 
     async fn stats(&self) -> Result<DatabaseStats> {
-        self.run("stats", self.database_stats()).await
-    }
-
-    async fn subscribe(&self) -> Result<EventStream> {
-        self.check_open("subscribe")?;
-        Err(self.fail("subscribe", Error::unsupported("live updates (subscribe)")))
+        self.database_stats().await
     }
 
     async fn close(&self) -> Result<()> {
-        self.closed.store(true, Ordering::Release);
         tracing::debug!(backend = %self.config.name, "closing the sqlite pool");
         self.pool.close().await;
         Ok(())

@@ -9,7 +9,8 @@
 //! use aimon_core::{StorageBackend, StorageConfig};
 //! let config = StorageConfig::from_url("local", "sqlite://data/aimon.db")?
 //!     .option("metric_ttl_seconds", 86_400);
-//! let store = aimon_sqlite::SqliteBackend::connect(&config).await?;
+//! // A driver becomes a StorageBackend behind the contract layer (the registry does this).
+//! let store = aimon_core::Contract::new(aimon_sqlite::SqliteBackend::connect(&config).await?);
 //! println!("{:?}", store.stats().await?);
 //! # Ok(()) }
 //! ```
@@ -131,11 +132,10 @@ mod stats;
 pub use backend::SqliteBackend;
 pub use config::{SqliteConfig, SqliteLocation, Synchronous};
 
-/// The URL schemes this backend opens.
-pub const SCHEMES: &[&str] = &["sqlite"];
-
-/// Opens the database a `sqlite` configuration describes; the same as
-/// [`SqliteBackend::connect`].
-pub async fn connect(config: &aimon_core::StorageConfig) -> aimon_core::Result<SqliteBackend> {
-    SqliteBackend::connect(config).await
-}
+/// What the registry needs to know of the SQLite driver: `sqlite://`.
+pub const DRIVER: aimon_core::Descriptor = aimon_core::Descriptor {
+    types: &[aimon_core::StorageBackendType::Sqlite],
+    schemes: &["sqlite"],
+    feature: "sqlite",
+    open: |config| aimon_core::driver::boxed(SqliteBackend::connect(config)),
+};

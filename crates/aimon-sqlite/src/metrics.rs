@@ -1,5 +1,6 @@
 //! Series and samples: writes, reads, queries and the SQL `metric_history`.
 
+use aimon_core::driver::Selection;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -9,7 +10,7 @@ use aimon_core::query::{
 };
 use aimon_core::{
     DataKind, Metric, MetricType, MetricValue, Result, RetentionPolicy, Tags, WriteReport,
-    model::tags_json, time, validate,
+    model::tags_json, time,
 };
 use sqlx::sqlite::{Sqlite, SqliteRow};
 use sqlx::{AssertSqlSafe, Row, Transaction, ValueRef};
@@ -270,7 +271,6 @@ fn sample_from_row(row: &SqliteRow, first: usize) -> Result<MetricValue> {
 
 impl SqliteBackend {
     pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
-        validate::metrics(metrics)?;
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db()?;
@@ -354,7 +354,6 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
-        validate::name("id", id)?;
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let mut tx = self.pool.begin().await.db()?;
         let mut sql = Sql::new("SELECT ");
@@ -384,8 +383,11 @@ impl SqliteBackend {
         Ok(Some(metric))
     }
 
-    pub(crate) async fn select_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
-        let options = query.resolve()?;
+    pub(crate) async fn select_metrics(
+        &self,
+        query: Selection<'_, MetricQuery>,
+    ) -> Result<Vec<Metric>> {
+        let (query, options) = (query.get(), query.options());
         let range = query.range_micros();
         let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
         let cutoff = self.config.retention.metric_cutoff(time::now());
@@ -409,14 +411,14 @@ impl SqliteBackend {
             sql.push(" AND s.\"type\" = ").bind(t.as_str());
         }
         push_series_live(&mut sql, cutoff);
-        push_filters(&mut sql, &options, "s.labels");
+        push_filters(&mut sql, options, "s.labels");
         if sample_filter {
             push_series_tag_match(&mut sql, "s.id", &query.tags);
             sql.push(" AND EXISTS (SELECT 1 FROM samples x WHERE x.series_id = s.id");
             sample_condition(&mut sql);
             sql.push(" LIMIT 1)");
         }
-        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::Metrics));
+        push_order_and_page(&mut sql, options, tie_breaker(DataKind::Metrics));
 
         let mut tx = self.pool.begin().await.db()?;
         let rows = sql.query().fetch_all(&mut *tx).await.db()?;
@@ -454,7 +456,6 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
-        query.validate()?;
         let range = query.range_micros();
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let low = range.start.max(cutoff.unwrap_or(i64::MIN));

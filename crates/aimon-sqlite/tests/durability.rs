@@ -1,6 +1,7 @@
 //! The `synchronous` option reaches every connection of the pool as SQLite's own
 //! `PRAGMA synchronous`, and an unknown value is refused.
 
+use aimon_core::Contract;
 use aimon_core::{ErrorKind, StorageConfig};
 use aimon_sqlite::SqliteBackend;
 
@@ -11,7 +12,7 @@ async fn synchronous_of(dir: &std::path::Path, value: Option<&str>) -> i64 {
     if let Some(value) = value {
         config = config.option("synchronous", value);
     }
-    let store = SqliteBackend::connect(&config).await.unwrap();
+    let store = Contract::new(SqliteBackend::connect(&config).await.unwrap());
     // Every pooled connection, not just the first: hold several at once.
     let mut held = Vec::new();
     let mut seen = Vec::new();

@@ -2,6 +2,7 @@
 //! foreign file is `Corrupted` (a newer schema `Unsupported`) and the target store is left
 //! exactly as it was (DESIGN.md rule 7 holds for restored data too).
 
+use aimon_core::Contract;
 use std::path::{Path, PathBuf};
 
 use aimon_core::query::{AgentStateQuery, AlertQuery, MetricQuery};
@@ -21,10 +22,12 @@ fn at(seconds: i64) -> DateTime<Utc> {
     time::from_micros(BASE + seconds * 1_000_000)
 }
 
-async fn open(path: &Path) -> SqliteBackend {
-    SqliteBackend::open(SqliteConfig::file("sqlite", path))
-        .await
-        .unwrap()
+async fn open(path: &Path) -> Contract<SqliteBackend> {
+    Contract::new(
+        SqliteBackend::open(SqliteConfig::file("sqlite", path))
+            .await
+            .unwrap(),
+    )
 }
 
 /// Everything a store holds, through the trait.
@@ -35,7 +38,7 @@ struct Dump {
     agent_states: Vec<AgentState>,
 }
 
-async fn dump(store: &SqliteBackend) -> Dump {
+async fn dump(store: &Contract<SqliteBackend>) -> Dump {
     let all = || QueryOptions::default().limit(10_000);
     Dump {
         metrics: store

@@ -2,6 +2,7 @@
 //! `aimon_core::MemoryBackend` and into a `SqliteBackend` on a temporary file must give the same
 //! answers to every read.
 
+use aimon_core::Contract;
 use std::time::Duration;
 
 use aimon_core::query::{
@@ -201,20 +202,22 @@ fn generate(seed: u64, base: i64, span: i64) -> Data {
 }
 
 struct Pair {
-    mem: MemoryBackend,
-    sql: SqliteBackend,
+    mem: Contract<MemoryBackend>,
+    sql: Contract<SqliteBackend>,
     _dir: tempfile::TempDir,
 }
 
 async fn pair(retention: RetentionPolicy) -> Pair {
     let dir = tempfile::tempdir().unwrap();
-    let sql = SqliteBackend::open(
-        SqliteConfig::file("sqlite", dir.path().join("parity.db")).with_retention(retention),
-    )
-    .await
-    .unwrap();
+    let sql = Contract::new(
+        SqliteBackend::open(
+            SqliteConfig::file("sqlite", dir.path().join("parity.db")).with_retention(retention),
+        )
+        .await
+        .unwrap(),
+    );
     Pair {
-        mem: MemoryBackend::new("memory", retention),
+        mem: Contract::new(MemoryBackend::new("memory", retention)),
         sql,
         _dir: dir,
     }
@@ -566,10 +569,12 @@ async fn backups_round_trip_like_memory() {
         .await
         .unwrap();
     let restored = Pair {
-        mem: MemoryBackend::new("m", RetentionPolicy::default()),
-        sql: SqliteBackend::open(SqliteConfig::memory("s"))
-            .await
-            .unwrap(),
+        mem: Contract::new(MemoryBackend::new("m", RetentionPolicy::default())),
+        sql: Contract::new(
+            SqliteBackend::open(SqliteConfig::memory("s"))
+                .await
+                .unwrap(),
+        ),
         _dir: tempfile::tempdir().unwrap(),
     };
     restored
@@ -586,10 +591,12 @@ async fn backups_round_trip_like_memory() {
     compare_reads(&restored, BASE_2024, 3 * HOUR).await;
     compare_reads(
         &Pair {
-            mem: MemoryBackend::new("m", RetentionPolicy::default()),
-            sql: SqliteBackend::open(SqliteConfig::memory("s"))
-                .await
-                .unwrap(),
+            mem: Contract::new(MemoryBackend::new("m", RetentionPolicy::default())),
+            sql: Contract::new(
+                SqliteBackend::open(SqliteConfig::memory("s"))
+                    .await
+                    .unwrap(),
+            ),
             _dir: tempfile::tempdir().unwrap(),
         },
         BASE_2024,
@@ -646,7 +653,7 @@ async fn backups_round_trip_like_memory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_urls_persist_and_close_makes_calls_unavailable() {
     let config = StorageConfig::from_url("mem", "sqlite::memory:").unwrap();
-    let store = SqliteBackend::connect(&config).await.unwrap();
+    let store = Contract::new(SqliteBackend::connect(&config).await.unwrap());
     let m = Metric::new("m", "cpu", MetricType::Gauge)
         .with_value(MetricValue::new(time::now(), 1.5).tag("k", "v"));
     store.save_metric(&m).await.unwrap();
@@ -953,10 +960,12 @@ async fn retention_prunes_the_tag_index_of_removed_series() {
 async fn databases_written_before_the_tag_index_are_backfilled() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
-    let old = SqliteBackend::open(SqliteConfig::file("sqlite", &path))
-        .await
-        .unwrap();
-    let mem = MemoryBackend::new("memory", RetentionPolicy::default());
+    let old = Contract::new(
+        SqliteBackend::open(SqliteConfig::file("sqlite", &path))
+            .await
+            .unwrap(),
+    );
+    let mem = Contract::new(MemoryBackend::new("memory", RetentionPolicy::default()));
     let data = generate(0x01db, BASE_2024, 3 * HOUR);
     for batch in &data.metrics {
         mem.save_metrics(batch).await.unwrap();
@@ -972,9 +981,11 @@ async fn databases_written_before_the_tag_index_are_backfilled() {
     }
     old.close().await.unwrap();
 
-    let sql = SqliteBackend::open(SqliteConfig::file("sqlite", &path))
-        .await
-        .unwrap();
+    let sql = Contract::new(
+        SqliteBackend::open(SqliteConfig::file("sqlite", &path))
+            .await
+            .unwrap(),
+    );
     assert_index_exact(&sql).await;
     let p = Pair {
         mem,

@@ -1,12 +1,11 @@
 //! The series documents and samples as stored, `get_metric` and `query_metrics`.
 
+use aimon_core::driver::Selection;
 use std::collections::{BTreeMap, BTreeSet};
 
 use aimon_core::model::tags_json;
 use aimon_core::query::{self, MetricQuery, MicrosRange};
-use aimon_core::{
-    DataKind, Metric, MetricValue, Result, RetentionPolicy, Tags, filter, time, validate,
-};
+use aimon_core::{DataKind, Metric, MetricValue, Result, RetentionPolicy, Tags, filter, time};
 
 use super::{IDS_PER_STATEMENT, Sample};
 use crate::backend::{InfluxBackend, SAMPLES, SERIES, TAG_PREFIX, any_of, docs, time_range};
@@ -170,7 +169,6 @@ impl InfluxBackend {
     }
 
     pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
-        validate::name("id", id)?;
         let Some(mut metric) = self.series_docs(None, Some(&[id])).await?.pop() else {
             return Ok(None);
         };
@@ -184,8 +182,11 @@ impl InfluxBackend {
         Ok(Some(metric))
     }
 
-    pub(crate) async fn select_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
-        let options = query.resolve()?;
+    pub(crate) async fn select_metrics(
+        &self,
+        query: Selection<'_, MetricQuery>,
+    ) -> Result<Vec<Metric>> {
+        let (query, options) = (query.get(), query.options());
         let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
         let range = self.live_range(query.range_micros());
         let mut candidates: Vec<Metric> = self
@@ -195,7 +196,7 @@ impl InfluxBackend {
             .filter(|m| {
                 query.name.as_ref().is_none_or(|n| *n == m.name)
                     && query.metric_type.is_none_or(|t| t == m.metric_type)
-                    && filter::matches_all(m, &options)
+                    && filter::matches_all(m, options)
             })
             .collect();
         // Liveness, and the sample filter: series left without a matching sample go.
@@ -225,7 +226,7 @@ impl InfluxBackend {
         }
         filter::sort_and_page(
             &mut candidates,
-            &options,
+            options,
             query::tie_breaker(DataKind::Metrics).name,
         );
         let ids: Vec<&str> = candidates.iter().map(|m| m.id.as_str()).collect();

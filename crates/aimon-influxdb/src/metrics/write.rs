@@ -1,11 +1,11 @@
 //! The line-protocol encoding of a batch (series keys, sample lines, series documents) and
 //! `save_metrics`.
 
+use aimon_core::driver::{Check, MetricBatch};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Range;
 
 use aimon_core::backend::{StorageEvent, WriteReport};
-use aimon_core::{Metric, MetricValue, Result, RetentionPolicy, Tags, time, validate};
+use aimon_core::{Metric, MetricValue, Result, RetentionPolicy, Tags, time};
 
 use crate::backend::{InfluxBackend, SAMPLES, SERIES, TAG_PREFIX};
 use crate::client::{LineBuffer, Target};
@@ -36,38 +36,15 @@ const MAX_UPFRONT_RESERVE: usize = 64 << 20;
 /// InfluxDB's limit on a series key (measurement and tags, escaped): `models.MaxKeyLength`.
 pub(crate) const MAX_SERIES_KEY_BYTES: usize = 65_535;
 
-/// The runs of equal tags of every metric of a batch (see [`validate::metric_runs`]), found
-/// while validating the whole batch.
-struct Runs {
-    ranges: Vec<Range<usize>>,
-    /// Where each metric's runs end in `ranges`.
-    ends: Vec<usize>,
-}
-
-impl Runs {
-    /// Validates `metrics` as [`validate::metrics`] does, keeping their runs.
-    fn validate(metrics: &[Metric]) -> Result<Self> {
-        let mut ranges = Vec::with_capacity(metrics.len());
-        let mut ends = Vec::with_capacity(metrics.len());
-        for metric in metrics {
-            validate::metric_runs(metric, |run| ranges.push(run))?;
-            ends.push(ranges.len());
-        }
-        Ok(Runs { ranges, ends })
-    }
-
-    /// The runs of the `m`th metric.
-    fn of(&self, m: usize) -> &[Range<usize>] {
-        let start = if m == 0 { 0 } else { self.ends[m - 1] };
-        &self.ranges[start..self.ends[m]]
-    }
-}
+/// A validated batch with the runs of equal tags of every metric, found by the contract layer
+/// while it validated the batch ([`aimon_core::validate::metric_runs`]).
+type Runs<'a> = MetricBatch<'a>;
 
 /// The samples of a validated batch, ready to encode: their runs of equal tags and each run's
 /// series key, checked.
 struct SampleLines<'a> {
     metrics: &'a [Metric],
-    runs: &'a Runs,
+    runs: &'a Runs<'a>,
     /// The series keys of every run, one after the other, in the order of `runs.ranges`.
     keys: String,
     /// Where each run's key ends in `keys`.
@@ -82,11 +59,11 @@ impl<'a> SampleLines<'a> {
     /// sample's tags so that no valid key reaches it (`validate::MAX_TAGS_BYTES`, with `%` and
     /// `\` grown to three bytes here): this last check of a batch only guards that bound, so a
     /// key over it fails the call with nothing written.
-    fn new(metrics: &'a [Metric], runs: &'a Runs, cutoff: Option<i64>) -> Result<Self> {
+    fn new(metrics: &'a [Metric], runs: &'a Runs<'a>, cutoff: Option<i64>) -> Result<Self> {
         let mut keys = String::new();
-        let mut key_ends = Vec::with_capacity(runs.ranges.len());
+        let mut key_ends = Vec::with_capacity(runs.run_count());
         for (m, metric) in metrics.iter().enumerate() {
-            for run in runs.of(m) {
+            for run in runs.runs(m) {
                 let start = keys.len();
                 push_series_key(&mut keys, &metric.id, &metric.values[run.start].tags);
                 let len = keys.len() - start;
@@ -137,7 +114,7 @@ impl<'a> SampleLines<'a> {
         // Each run's samples, in the order of `runs.ranges` (and of the keys).
         let runs = self.metrics.iter().enumerate().flat_map(|(m, metric)| {
             self.runs
-                .of(m)
+                .runs(m)
                 .iter()
                 .map(move |run| &metric.values[run.clone()])
         });
@@ -173,7 +150,7 @@ impl<'a> SampleLines<'a> {
 /// `save_metrics` would, on input that core validation refuses or on a series key over
 /// InfluxDB's limit.
 pub fn sample_lines(metrics: &[Metric]) -> Result<String> {
-    let runs = Runs::validate(metrics)?;
+    let runs = Runs::check(metrics)?;
     Ok(SampleLines::new(metrics, &runs, None)?.encode().text)
 }
 
@@ -195,7 +172,7 @@ struct EncodedWrite<'a> {
 /// gains the new ones'. Fails only on a series key over InfluxDB's limit (nothing is sent then).
 fn encode_write<'a>(
     metrics: &'a [Metric],
-    runs: &'a Runs,
+    runs: &'a Runs<'a>,
     cutoff: Option<i64>,
     created: &mut HashMap<String, i64>,
     backend: &str,
@@ -289,8 +266,8 @@ impl InfluxBackend {
             .collect())
     }
 
-    pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
-        let runs = Runs::validate(metrics)?;
+    pub(crate) async fn write_metrics(&self, runs: &MetricBatch<'_>) -> Result<WriteReport> {
+        let metrics = runs.get();
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let unknown: Vec<&str> = {
             let known = self.created.lock().unwrap_or_else(|e| e.into_inner());
@@ -317,7 +294,7 @@ impl InfluxBackend {
             report,
             events,
             created_at,
-        } = encode_write(metrics, &runs, cutoff, &mut created, &self.config.name)?;
+        } = encode_write(metrics, runs, cutoff, &mut created, &self.config.name)?;
         if unknown.is_empty() {
             // Every series is stored already: its metadata update and the samples go out at
             // once (a failure of either fails the call, and the retry rewrites both). The
@@ -478,7 +455,7 @@ mod tests {
     /// the gzip of every request body. Returns the compressed bytes.
     #[inline(never)]
     fn client_cpu(batch: &[Metric], created: &mut HashMap<String, i64>) -> usize {
-        let runs = Runs::validate(batch).expect("valid");
+        let runs = Runs::check(batch).expect("valid");
         let encoded = encode_write(batch, &runs, None, created, "bench").expect("short keys");
         let samples = encoded.samples.encode();
         let mut bytes = 0;
@@ -531,9 +508,7 @@ mod tests {
         m.values
             .extend((1..100_000).map(|_| MetricValue::new(time::now(), 1.0)));
         let batch = [m];
-        let err = Runs::validate(&batch)
-            .err()
-            .expect("the tags are over core's limit");
+        let err = Runs::check(&batch).expect_err("the tags are over core's limit");
         assert_eq!(err.kind(), aimon_core::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("values[0].tags"), "{err}");
     }

@@ -1,9 +1,10 @@
 //! `get_metric` and `query_metrics`: series rows, then their samples, in one snapshot.
 
+use aimon_core::driver::Selection;
 use std::collections::HashMap;
 
 use aimon_core::query::{MetricQuery, tie_breaker};
-use aimon_core::{DataKind, Metric, MetricValue, Result, Tags, model::tags_json, time, validate};
+use aimon_core::{DataKind, Metric, MetricValue, Result, Tags, model::tags_json, time};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
@@ -43,7 +44,6 @@ fn push_series_tags_match(sql: &mut Sql, wanted: &Tags) {
 
 impl PostgresBackend {
     pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
-        validate::name("id", id)?;
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let mut tx = self.read_tx().await?;
         let mut sql = Sql::new("SELECT ");
@@ -75,8 +75,11 @@ impl PostgresBackend {
         Ok(Some(metric))
     }
 
-    pub(crate) async fn select_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
-        let options = query.resolve()?;
+    pub(crate) async fn select_metrics(
+        &self,
+        query: Selection<'_, MetricQuery>,
+    ) -> Result<Vec<Metric>> {
+        let (query, options) = (query.get(), query.options());
         let range = query.range_micros();
         let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
         let cutoff = self.config.retention.metric_cutoff(time::now());
@@ -100,14 +103,14 @@ impl PostgresBackend {
             sql.push(" AND s.\"type\" = ").bind(t.as_str());
         }
         push_series_live(&mut sql, cutoff);
-        push_filters(&mut sql, &options, "s.labels");
+        push_filters(&mut sql, options, "s.labels");
         if sample_filter {
             push_series_tags_match(&mut sql, &query.tags);
             sql.push(" AND EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid");
             sample_condition(&mut sql);
             sql.push(")");
         }
-        push_order_and_page(&mut sql, &options, tie_breaker(DataKind::Metrics));
+        push_order_and_page(&mut sql, options, tie_breaker(DataKind::Metrics));
 
         let mut tx = self.read_tx().await?;
         let rows = sql.query().fetch_all(&mut *tx).await.db()?;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use aimon_core::{
     Metric, Result, RetentionPolicy, StorageEvent, Tags, WriteReport, model::tags_json, time,
-    validate,
 };
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -361,7 +360,6 @@ impl From<aimon_core::Error> for WriteFailure {
 
 impl PostgresBackend {
     pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
-        validate::metrics(metrics)?;
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let prepared = prepare(metrics, cutoff);
         // Every timestamp, not one per interval: partitions made with another
