@@ -110,9 +110,19 @@ fn unavailable(backend_type: StorageBackendType) -> Error {
 /// Opens the backend a configuration describes, behind the [`Contract`] layer.
 pub async fn open(config: &StorageConfig) -> Result<Arc<dyn StorageBackend>> {
     validate_scheme(config)?;
-    let Some(descriptor) = driver(config.backend_type) else {
-        return Err(unavailable(config.backend_type).with_backend(&config.name));
-    };
+    match driver(config.backend_type) {
+        Some(descriptor) => open_with(descriptor, config).await,
+        None => Err(unavailable(config.backend_type).with_backend(&config.name)),
+    }
+}
+
+/// Opens a configuration with a given driver, behind the [`Contract`] layer: how a driver
+/// that is not part of this build (a crate of your own) is opened exactly as the built-in
+/// ones are.
+pub async fn open_with(
+    descriptor: &Descriptor,
+    config: &StorageConfig,
+) -> Result<Arc<dyn StorageBackend>> {
     match (descriptor.open)(config).await {
         Ok(driver) => Ok(Contract::shared(driver)),
         Err(e) if e.backend().is_none() => Err(e.with_backend(&config.name)),
