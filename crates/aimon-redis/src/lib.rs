@@ -188,6 +188,7 @@ mod stats;
 pub use backend::RedisBackend;
 pub use backup::{NAMESPACE_DUMP, SERVER_RDB};
 pub use config::{MinDurability, RedisConfig, Topology};
+pub use keys::namespace_key;
 
 /// The URL schemes this backend opens.
 pub const SCHEMES: &[&str] = &["redis", "rediss", "redis+sentinel", "redis+cluster"];

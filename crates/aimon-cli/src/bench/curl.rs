@@ -49,7 +49,7 @@ impl CurlBaseline {
         parsed.set_path(&format!("/{database}"));
         let config = aimon::StorageConfig::from_url("curl-baseline", parsed.as_str())?;
         let store = InfluxBackend::connect(&config).await?;
-        match Self::write_files(&store, &database, workload, batch) {
+        match Self::write_files(&store, workload, batch) {
             Ok((dir, configs, command)) => Ok(CurlBaseline {
                 store,
                 dir,
@@ -69,7 +69,6 @@ impl CurlBaseline {
     /// as reported.
     fn write_files(
         store: &aimon::influxdb::InfluxBackend,
-        database: &str,
         workload: &Workload,
         batch: u64,
     ) -> Result<(tempfile::TempDir, Vec<std::path::PathBuf>, String)> {
@@ -85,14 +84,10 @@ impl CurlBaseline {
                 "--compare-curl needs an influxdb:// (v1) store",
             ));
         };
-        let mut write_url = store.config().base_url.join("write").map_err(|e| {
-            CliError::new(format!("--compare-curl: cannot build the write URL: {e}"))
+        // The store's database is the baseline's own (`prepare` opened it so).
+        let write_url = store.config().samples_write_url().ok_or_else(|| {
+            CliError::new("--compare-curl: cannot build the write URL of the store")
         })?;
-        write_url
-            .query_pairs_mut()
-            .append_pair("db", database)
-            .append_pair("rp", retention_policy)
-            .append_pair("precision", "u");
         let dir = tempfile::tempdir()?;
         let batches = workload.samples.div_ceil(batch);
         // An even number of rounds (one when there is a single batch), so each tool goes

@@ -63,7 +63,8 @@ pub(super) async fn psql_baseline(url: &str, run: &str, workload: &Workload) -> 
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
 
         let command = format!(
-            "\\copy \"{schema}\".samples (sid, time, tags, value) FROM '{}' WITH (FORMAT csv)",
+            "\\copy {} FROM '{}' WITH (FORMAT csv)",
+            store.samples_copy_target(),
             csv.display()
         );
         // The password reaches psql through PGPASSWORD, never its command line.

@@ -127,7 +127,8 @@ pub(super) async fn redis_benchmark_baseline(
         "redis-benchmark {}",
         version.split_whitespace().nth(1).unwrap_or("?")
     );
-    let key = format!("{{{}}}:bench:redis-benchmark:{run}", target.namespace);
+    let key =
+        aimon::redis::namespace_key(&target.namespace, &format!("bench:redis-benchmark:{run}"));
     let n = samples.to_string();
     let args = [
         "-P",
