@@ -71,7 +71,9 @@ impl Secret {
         Secret(value.into())
     }
 
-    /// The secret itself, for the HTTP header that carries it. Never print it.
+    /// The secret itself, for the HTTP header that carries it, or for a tool that passes it on
+    /// privately (the `aimon bench --compare-curl` baseline writes it into a curl config file
+    /// readable by its user only). Never print it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -330,6 +332,28 @@ impl InfluxConfig {
             backup_address,
         })
     }
+
+    /// The v1 URL `save_metrics` posts samples to, without credentials:
+    /// `<base_url>write?db=<database>&rp=<samples' retention policy>&precision=u`, the
+    /// precision of [`crate::sample_lines`]. Public API for outside loaders such as the
+    /// `aimon bench --compare-curl` baseline, which post those lines there themselves (with the
+    /// credentials of [`ApiSettings::V1`]). `None` for the v2 API.
+    pub fn samples_write_url(&self) -> Option<url::Url> {
+        let ApiSettings::V1 {
+            database,
+            retention_policy,
+            ..
+        } = &self.api
+        else {
+            return None;
+        };
+        let mut url = self.base_url.join("write").ok()?;
+        url.query_pairs_mut()
+            .append_pair("db", database)
+            .append_pair("rp", retention_policy)
+            .append_pair("precision", "u");
+        Some(url)
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -393,6 +417,18 @@ mod tests {
         let https = parse("influxdb+https://h/d", &[]).unwrap();
         assert_eq!(https.base_url.as_str(), "https://h:8086/");
         assert_eq!(https.batch_lines, DEFAULT_BATCH_LINES);
+    }
+
+    /// The write URL outside loaders post samples to: no credentials, the samples' policy.
+    #[test]
+    fn the_samples_write_url_names_database_policy_and_precision() {
+        let c = parse("influxdb://u:p%40ss@db.example:9999/metrics?rp=week", &[]).unwrap();
+        assert_eq!(
+            c.samples_write_url().unwrap().as_str(),
+            "http://db.example:9999/write?db=metrics&rp=week&precision=u"
+        );
+        let v2 = parse("influxdb2://h:8086?org=acme&bucket=fleet", &[]).unwrap();
+        assert_eq!(v2.samples_write_url(), None);
     }
 
     #[test]

@@ -249,7 +249,8 @@ impl PostgresConfig {
 
     /// [`PostgresConfig::libpq_url`] without its password, and the password (percent-decoded)
     /// apart, so that a tool gets it through `PGPASSWORD` and never on its command line, where
-    /// other users of the machine could read it.
+    /// other users of the machine could read it. Public API for tools that run `psql` or
+    /// `pg_dump` against the store, as the `aimon bench --compare-psql` baseline.
     pub fn libpq_url_and_password(&self) -> (String, Option<String>) {
         match url::Url::parse(&self.connect_url) {
             Ok(mut parsed) => {

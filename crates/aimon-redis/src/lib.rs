@@ -189,6 +189,7 @@ mod stats;
 pub use backend::RedisBackend;
 pub use backup::{NAMESPACE_DUMP, SERVER_RDB};
 pub use config::{MinDurability, RedisConfig, Topology};
+pub use keys::namespace_key;
 
 /// What the registry needs to know of the Redis driver: standalone, Sentinel and Cluster.
 pub const DRIVER: aimon_core::Descriptor = aimon_core::Descriptor {
