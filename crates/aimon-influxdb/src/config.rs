@@ -67,6 +67,7 @@ const URL_OPTIONS: &[&str] = &[
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a password or token.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
@@ -96,19 +97,29 @@ impl fmt::Display for Secret {
 pub enum ApiSettings {
     /// The v1 API: InfluxDB 1.x, or the v1-compatibility API of 2.x / 3.x.
     V1 {
+        /// The database (the URL's path); against InfluxDB 1.x aimon creates it and its retention
+        /// policies.
         database: String,
         /// The samples' retention policy.
         retention_policy: String,
         /// The infinite retention policy of metadata, alerts and agent states.
         meta_retention_policy: String,
+        /// The user, from the URL; `None` for a server without authentication.
         username: Option<String>,
+        /// The password, from the URL or the `password` option.
         password: Option<Secret>,
     },
     /// v2 writes (`/api/v2/write`) with org, bucket and token; reads through `/query`.
     V2 {
+        /// The organisation (option `org`).
         org: String,
+        /// The bucket of the samples (option `bucket`, required); its retention is set in InfluxDB.
         bucket: String,
+        /// The bucket of series metadata, alerts and agent states (option `meta_bucket`, default
+        /// `<bucket>_meta`); it must keep data forever.
         meta_bucket: String,
+        /// The API token (option `token`, else the variable `token_env` names, default
+        /// [`DEFAULT_TOKEN_ENV`]).
         token: Secret,
     },
 }
@@ -140,10 +151,18 @@ pub struct InfluxConfig {
     pub base_url: url::Url,
     /// The connection string, redacted, for messages.
     pub display_url: String,
+    /// The API generation and its database, buckets and credentials.
     pub api: ApiSettings,
+    /// TTLs from the `*_ttl_seconds` options; on 1.x `metric_ttl` is also the samples' retention
+    /// policy's duration.
     pub retention: RetentionPolicy,
+    /// The most lines one write request carries (option `batch_lines`, default
+    /// [`DEFAULT_BATCH_LINES`]).
     pub batch_lines: usize,
+    /// The most uncompressed bytes one write request carries (option `batch_bytes`, default
+    /// [`DEFAULT_BATCH_BYTES`]).
     pub batch_bytes: usize,
+    /// Per HTTP request (option `timeout_seconds`, default [`DEFAULT_TIMEOUT`]).
     pub timeout: Duration,
     /// `host:port` of the RPC service `influxd backup` talks to.
     pub backup_address: Option<String>,

@@ -118,12 +118,20 @@ pub struct PostgresConfig {
     pub display_url: String,
     /// Every object of this store lives in this schema (an identifier, always quoted).
     pub schema: String,
+    /// TTLs from the `*_ttl_seconds` options; expired partitions are dropped by `apply_retention`.
     pub retention: RetentionPolicy,
+    /// Pool size (option `max_connections`, 1..=[`MAX_MAX_CONNECTIONS`], default
+    /// [`DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: u32,
+    /// Width of one samples partition or chunk (option `partition_interval`, at least
+    /// [`MIN_PARTITION_INTERVAL`], default one day).
     pub partition_interval: Duration,
+    /// Partitions kept ready past the current one (option `partitions_ahead`,
+    /// 0..=[`MAX_PARTITIONS_AHEAD`], default [`DEFAULT_PARTITIONS_AHEAD`]).
     pub partitions_ahead: u32,
     /// TimescaleDB only: compress chunks older than this.
     pub compression_after: Option<Duration>,
+    /// How sample batches are written (option `ingest`, default `copy`).
     pub ingest: IngestMethod,
 }
 

@@ -171,6 +171,7 @@
 //! Sentinel set (`tests/redis_sentinel.rs`), each started by the fixtures from `redis-server`
 //! on free ports when no `AIMON_TEST_REDIS*_URL` is set.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod agent_states;
 mod alerts;

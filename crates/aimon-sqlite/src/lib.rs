@@ -121,6 +121,7 @@
 //! `BackupFormat::Portable` is aimon's archive. `subscribe` is unsupported (no cross-process
 //! notifications in SQLite).
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod agent_states;
 mod alerts;
