@@ -53,26 +53,37 @@ const RESTORE_BATCH_ITEMS: usize = 500;
 /// Where the archive came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArchiveSource {
+    /// The configured name of the backend that wrote the archive.
     pub backend: String,
+    /// Its driver.
     pub backend_type: StorageBackendType,
 }
 
 /// How many items each file holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveCounts {
+    /// Series in `metrics.ndjson.gz`.
     pub series: u64,
+    /// Samples in `metrics.ndjson.gz`.
     pub samples: u64,
+    /// Alerts in `alerts.ndjson.gz`.
     pub alerts: u64,
+    /// Agent states in `agent_states.ndjson.gz`.
     pub agent_states: u64,
 }
 
 /// `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Always [`FORMAT`]; anything else is `Corrupted` on restore.
     pub format: String,
+    /// The archive version, from 1; 0 is `Corrupted`, one newer than [`VERSION`] `Unsupported`.
     pub version: u32,
+    /// When the backup started.
     pub created_at: DateTime<Utc>,
+    /// The store the archive was taken from.
     pub source: ArchiveSource,
+    /// What each file holds; restore checks the files against it (`Corrupted` if they differ).
     pub counts: ArchiveCounts,
     /// File name per data kind, relative to the archive directory.
     pub files: std::collections::BTreeMap<DataKind, String>,
@@ -230,7 +241,9 @@ async fn send(tx: &mpsc::Sender<Item>, item: Item) -> Result<()> {
 /// after the last page).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportPage<T> {
+    /// The page's items, in cursor order.
     pub items: Vec<T>,
+    /// The cursor of the next page; `None` after the last one.
     pub next: Option<String>,
 }
 
@@ -243,7 +256,9 @@ pub struct ExportPage<T> {
 pub trait Exporter: Send + Sync {
     /// Series with their samples (a page of `limit` series).
     async fn metrics(&self, cursor: Option<String>, limit: usize) -> Result<ExportPage<Metric>>;
+    /// Alerts (a page of `limit` alerts).
     async fn alerts(&self, cursor: Option<String>, limit: usize) -> Result<ExportPage<Alert>>;
+    /// The latest agent states (a page of `limit` states).
     async fn agent_states(
         &self,
         cursor: Option<String>,

@@ -44,6 +44,7 @@ pub struct Capabilities {
     pub similarity_search: bool,
     /// The store keeps every agent state, not only the latest.
     pub agent_state_history: bool,
+    /// How expired data is removed physically (reads hide it either way).
     pub retention: RetentionMechanism,
 }
 
@@ -53,7 +54,9 @@ pub struct Capabilities {
 pub struct WriteReport {
     /// Samples, alerts or agent states stored (an overwrite counts as stored).
     pub written: u64,
+    /// Items not stored because they were already past their TTL on arrival (DESIGN.md rule 6).
     pub expired: u64,
+    /// Agent states not stored because the stored state of that agent is newer (DESIGN.md rule 5).
     pub superseded: u64,
 }
 
@@ -68,9 +71,13 @@ impl std::ops::AddAssign for WriteReport {
 /// What `apply_retention` removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionReport {
+    /// Samples removed.
     pub samples_removed: u64,
+    /// Series removed: no live sample left and `updated_at` older than `metric_ttl`.
     pub series_removed: u64,
+    /// Alerts removed.
     pub alerts_removed: u64,
+    /// Agent states removed.
     pub agent_states_removed: u64,
 }
 
@@ -89,14 +96,20 @@ pub enum BackupFormat {
 /// Counts of what a backup or restore carried.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferReport {
+    /// The format written or read.
     pub format: BackupFormat,
+    /// Series carried.
     pub series: u64,
+    /// Samples carried.
     pub samples: u64,
+    /// Alerts carried.
     pub alerts: u64,
+    /// Agent states carried.
     pub agent_states: u64,
     /// Items a restore did not store because they had expired.
     #[serde(default)]
     pub expired: u64,
+    /// Size of the backup on disk, in bytes.
     pub bytes: u64,
 }
 
@@ -105,12 +118,19 @@ pub struct TransferReport {
 pub struct DatabaseStats {
     /// The backend's configured name.
     pub backend: String,
+    /// Which driver answers.
     pub backend_type: StorageBackendType,
+    /// The store's version as it reports it (`3.45.1` for SQLite).
     pub version: String,
+    /// Seconds since the store (or, for embedded stores, this backend) started.
     pub uptime_seconds: u64,
+    /// Series stored.
     pub series: u64,
+    /// Samples stored.
     pub samples: u64,
+    /// Alerts stored.
     pub alerts: u64,
+    /// Agent states stored.
     pub agent_states: u64,
     /// Backend-specific figures (file size, memory, partitions…).
     #[serde(default)]
@@ -122,19 +142,31 @@ pub struct DatabaseStats {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum StorageEvent {
+    /// Samples (or only the metadata) of one series were stored.
     MetricWritten {
+        /// Name of the backend that stored it.
         backend: String,
+        /// The series' [`Metric::id`].
         metric_id: String,
+        /// Samples stored by the write (0 for a metadata-only save).
         samples: u64,
     },
+    /// An alert was stored (created or replaced).
     AlertWritten {
+        /// Name of the backend that stored it.
         backend: String,
+        /// The alert's [`Alert::id`].
         alert_id: String,
+        /// Its status after the write, as [`crate::AlertStatus::as_str`] spells it.
         status: String,
     },
+    /// An agent state was stored (not one counted as superseded).
     AgentStateWritten {
+        /// Name of the backend that stored it.
         backend: String,
+        /// The agent's [`AgentState::agent_id`].
         agent_id: String,
+        /// The state's free-form status.
         status: String,
     },
 }
@@ -153,6 +185,7 @@ impl LocalEvents {
     /// Events buffered per subscriber before the slowest one starts missing them.
     pub const BUFFER: usize = 4096;
 
+    /// A channel with no subscriber yet.
     pub fn new() -> Self {
         LocalEvents(tokio::sync::broadcast::channel(Self::BUFFER).0)
     }
@@ -185,14 +218,17 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// The configured name of this backend.
     fn name(&self) -> &str;
 
+    /// Which driver this is.
     fn backend_type(&self) -> StorageBackendType;
 
+    /// What this backend supports; a `false` flag means the matching call is `Unsupported`.
     fn capabilities(&self) -> Capabilities;
 
     /// Saves series metadata and samples; a rewritten (series, timestamp, tags) key overwrites.
     /// The batch is validated whole before anything is written.
     async fn save_metrics(&self, metrics: &[Metric]) -> Result<WriteReport>;
 
+    /// [`StorageBackend::save_metrics`] with one series.
     async fn save_metric(&self, metric: &Metric) -> Result<WriteReport> {
         self.save_metrics(std::slice::from_ref(metric)).await
     }
@@ -200,25 +236,33 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// A series with every live sample, sorted by timestamp (then tags).
     async fn get_metric(&self, id: &str) -> Result<Option<Metric>>;
 
+    /// Series matching the query, sorted and paged by its options (DESIGN.md rule 2); each series
+    /// carries its live samples within the query's time range and tag filter.
     async fn query_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>>;
 
+    /// Samples of every series named `query.name`, merged and aggregated into `step` buckets
+    /// (DESIGN.md rule 3); one [`HistorySeries`] per `group_by` value, empty buckets omitted.
     async fn metric_history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>>;
 
     /// Upserts alerts by id.
     async fn save_alerts(&self, alerts: &[Alert]) -> Result<WriteReport>;
 
+    /// [`StorageBackend::save_alerts`] with one alert.
     async fn save_alert(&self, alert: &Alert) -> Result<WriteReport> {
         self.save_alerts(std::slice::from_ref(alert)).await
     }
 
+    /// One alert by id; `None` if it is missing or expired.
     async fn get_alert(&self, id: &str) -> Result<Option<Alert>>;
 
+    /// Alerts matching the query, sorted and paged by its options (DESIGN.md rule 2).
     async fn query_alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>>;
 
     /// Keeps the latest state per agent: a state whose `last_heartbeat` is older than the stored
     /// one is counted as superseded and not stored; an equal one replaces it.
     async fn save_agent_states(&self, states: &[AgentState]) -> Result<WriteReport>;
 
+    /// [`StorageBackend::save_agent_states`] with one state.
     async fn save_agent_state(&self, state: &AgentState) -> Result<WriteReport> {
         self.save_agent_states(std::slice::from_ref(state)).await
     }
@@ -226,6 +270,7 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// The latest state of one agent.
     async fn get_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>>;
 
+    /// The latest state of every agent matching the query, sorted and paged by its options.
     async fn get_agent_states(&self, query: &AgentStateQuery) -> Result<Vec<AgentState>>;
 
     /// Alerts most like a text, a stored alert or a vector, among those the query's filter
@@ -260,6 +305,7 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// Merges a backup into this store by the keys of DESIGN.md rules 1, 4 and 5.
     async fn restore(&self, path: &Path, format: BackupFormat) -> Result<TransferReport>;
 
+    /// Counts and figures about the store (DESIGN.md rule 13).
     async fn stats(&self) -> Result<DatabaseStats>;
 
     /// Live write events; [`crate::ErrorKind::Unsupported`] unless [`Capabilities::pub_sub`].

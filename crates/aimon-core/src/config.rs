@@ -30,16 +30,26 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum StorageBackendType {
+    /// Redis standalone, Sentinel or Cluster (`redis://`, `rediss://`, `redis+sentinel://`,
+    /// `redis+cluster://`).
     Redis,
+    /// PostgreSQL with native time partitions (`postgres://`, `postgresql://`).
     Postgres,
+    /// PostgreSQL with TimescaleDB hypertables (`timescale://`); the PostgreSQL driver.
     Timescale,
+    /// InfluxDB 1.x, or the v2 write API of 2.x / 3.x (`influxdb://`, `influxdb+https://`,
+    /// `influxdb2://`).
     Influxdb,
+    /// A Qdrant server (`qdrant://`) or the embedded engine (`qdrant-edge://`).
     Qdrant,
+    /// SQLite, embedded (`sqlite://path`, `sqlite::memory:`).
     Sqlite,
+    /// The in-memory reference backend (`memory://`); nothing survives the process.
     Memory,
 }
 
 impl StorageBackendType {
+    /// Every type, in declaration order.
     pub const ALL: [StorageBackendType; 7] = [
         StorageBackendType::Redis,
         StorageBackendType::Postgres,
@@ -50,6 +60,7 @@ impl StorageBackendType {
         StorageBackendType::Memory,
     ];
 
+    /// The lower-case name used in configuration files (`backend_type = "redis"`).
     pub fn as_str(self) -> &'static str {
         match self {
             StorageBackendType::Redis => "redis",
@@ -148,11 +159,19 @@ impl<'de> Deserialize<'de> for StorageBackendType {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// Names the backend in the manager, in routing rules, events and errors; unique per manager.
     pub name: String,
+    /// Which driver opens `connection_string`; must agree with its scheme.
     pub backend_type: StorageBackendType,
+    /// The store's URL; secrets in it are redacted in every output.
     pub connection_string: String,
+    /// Whether the manager routes calls here when nothing else selects a backend; at most one per
+    /// manager. Default `false`.
     #[serde(default)]
     pub default: bool,
+    /// Driver options (`metric_ttl_seconds`, `max_connections`…); an option the driver does not
+    /// read
+    /// is `ConfigInvalid`. URL query parameters fill in options not set here.
     #[serde(default)]
     pub options: BTreeMap<String, serde_json::Value>,
 }
@@ -170,11 +189,13 @@ impl StorageConfig {
         })
     }
 
+    /// Sets one option, replacing any earlier value.
     pub fn option(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
         self.options.insert(key.into(), value.into());
         self
     }
 
+    /// Marks (or unmarks) this backend as the manager's default.
     pub fn default_backend(mut self, default: bool) -> Self {
         self.default = default;
         self
@@ -274,6 +295,7 @@ pub struct Options {
 }
 
 impl Options {
+    /// A reader over these values, none of them read yet.
     pub fn new(values: BTreeMap<String, serde_json::Value>) -> Self {
         Options {
             values,

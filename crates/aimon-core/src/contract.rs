@@ -3,7 +3,8 @@
 //! `CapabilityCheckLayer`):
 //!
 //! - **validation**: every input is checked before the driver sees it, and the driver is handed
-//!   the checked view ([`Valid`]): a batch is rejected whole, before anything is written;
+//!   the checked view ([`Valid`](crate::driver::Valid)): a batch is rejected whole, before
+//!   anything is written;
 //! - **lifecycle**: after [`StorageBackend::close`] every call fails with
 //!   [`ErrorKind::Unavailable`], and the driver's own `close` runs once;
 //! - **errors**: every error carries the operation and the backend's name;

@@ -15,13 +15,16 @@ pub fn bucket_start(micros: i64, step_micros: i64) -> i64 {
 /// One sample fed to a [`Downsampler`].
 #[derive(Debug, Clone, Copy)]
 pub struct SampleRef<'a> {
+    /// The sample's series; breaks ties of `first` and `last` after the timestamp.
     pub series_id: &'a str,
     /// The sample's tags as canonical JSON ([`crate::model::tags_json`]), which breaks ties of
     /// `first` and `last`.
     pub tags_json: &'a str,
     /// The value of the query's `group_by` tag, if the sample has it.
     pub group: Option<&'a str>,
+    /// When the sample was taken, in microseconds since the Unix epoch.
     pub timestamp_micros: i64,
+    /// The sample's value.
     pub value: f64,
 }
 
@@ -57,6 +60,7 @@ impl CompensatedSum {
         }
     }
 
+    /// Adds one value, switching to scaled units first if the running sum would overflow.
     pub fn add(&mut self, value: f64) {
         if self.scaled {
             self.add_raw(value * SUM_SCALE_DOWN);
@@ -153,9 +157,13 @@ pub type OrderKey = (i64, String, String);
 /// pushing every sample would.
 #[derive(Debug, Clone)]
 pub struct BucketAggregate {
+    /// Samples aggregated.
     pub count: u64,
+    /// Their compensated sum.
     pub sum: CompensatedSum,
+    /// The smallest value.
     pub min: f64,
+    /// The largest value.
     pub max: f64,
     /// The earliest sample by [`OrderKey`], and its value.
     pub first: (OrderKey, f64),
@@ -188,6 +196,7 @@ pub struct Downsampler {
 }
 
 impl Downsampler {
+    /// An empty downsampler for the query's step and aggregation (the query is not validated here).
     pub fn new(query: &HistoryQuery) -> Self {
         Downsampler {
             step_micros: query.step_micros(),
@@ -196,6 +205,8 @@ impl Downsampler {
         }
     }
 
+    /// Adds one sample to its group's bucket; the caller has already applied the query's time range
+    /// and tag filter.
     pub fn push(&mut self, sample: SampleRef<'_>) {
         let bucket = bucket_start(sample.timestamp_micros, self.step_micros);
         let key = || {

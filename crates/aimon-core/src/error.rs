@@ -72,6 +72,7 @@ pub struct Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An error of `kind` with a message for people; add the rest with the `with_*` builders.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
@@ -88,6 +89,7 @@ impl Error {
         Error::new(ErrorKind::InvalidInput, format!("{field}: {problem}"))
     }
 
+    /// An [`ErrorKind::Unsupported`] error: "`what` is not supported by this backend".
     pub fn unsupported(what: impl fmt::Display) -> Self {
         Error::new(
             ErrorKind::Unsupported,
@@ -95,50 +97,61 @@ impl Error {
         )
     }
 
+    /// An [`ErrorKind::ConfigInvalid`] error; never put an unredacted URL in `message`.
     pub fn config(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::ConfigInvalid, message)
     }
 
+    /// Names the call that failed (`save_metrics`); shown first in the message.
     pub fn with_operation(mut self, operation: &'static str) -> Self {
         self.operation = Some(operation);
         self
     }
 
+    /// Names the backend (its configured name) the call ran on; replaces an earlier one.
     pub fn with_backend(mut self, backend: impl Into<String>) -> Self {
         self.backend = Some(backend.into());
         self
     }
 
+    /// Appends a `key=value` pair to the message (a file, a line, an id); never a secret.
     pub fn with_context(mut self, key: &'static str, value: impl fmt::Display) -> Self {
         self.context.push((key, value.to_string()));
         self
     }
 
+    /// Keeps the underlying error; `Display` appends it and `source()` returns it.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
     }
 
+    /// What went wrong; branch on this, never on the message.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
+    /// The message alone, without operation, backend, context or source.
     pub fn message(&self) -> &str {
         &self.message
     }
 
+    /// The failed call, if one was named.
     pub fn operation(&self) -> Option<&'static str> {
         self.operation
     }
 
+    /// The backend's name, if one was named.
     pub fn backend(&self) -> Option<&str> {
         self.backend.as_deref()
     }
 
+    /// The `key=value` pairs added with [`Error::with_context`], in order.
     pub fn context(&self) -> &[(&'static str, String)] {
         &self.context
     }
 
+    /// Whether the same call may succeed if retried ([`ErrorKind::is_retryable`]).
     pub fn is_retryable(&self) -> bool {
         self.kind.is_retryable()
     }

@@ -22,6 +22,7 @@
 //! # }).unwrap();
 //! ```
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod archive;
 pub mod backend;

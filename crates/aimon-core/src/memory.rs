@@ -101,6 +101,8 @@ impl MemoryBackend {
         Ok(Self::new(&config.name, retention))
     }
 
+    /// An empty store named `name` with the 384-dimension [`crate::HashingEmbedder`]; what
+    /// `memory://` opens.
     pub fn new(name: impl Into<String>, retention: RetentionPolicy) -> Self {
         MemoryBackend {
             name: name.into(),

@@ -19,18 +19,28 @@ pub type Tags = BTreeMap<String, String>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricType {
+    /// A value that goes up and down (latency, queue depth); the last sample is the current value.
     Gauge,
+    /// A running total that only grows (tokens used, requests served).
     Counter,
+    /// Samples of a distribution (one sample per observation or bucket).
     Histogram,
+    /// Pre-aggregated quantiles or totals reported by the agent.
     Summary,
+    /// CPU usage of the agent's host or process.
     Cpu,
+    /// Memory usage of the agent's host or process.
     Memory,
+    /// Disk usage or I/O.
     Disk,
+    /// Network traffic or latency.
     Network,
+    /// Anything else; say what in the metric's `description` and `unit`.
     Custom,
 }
 
 impl MetricType {
+    /// Every metric type, in declaration order.
     pub const ALL: [MetricType; 9] = [
         MetricType::Gauge,
         MetricType::Counter,
@@ -43,6 +53,7 @@ impl MetricType {
         MetricType::Custom,
     ];
 
+    /// The lower-case name used in JSON, URLs and stores (`"gauge"`); `FromStr` parses it back.
     pub fn as_str(self) -> &'static str {
         match self {
             MetricType::Gauge => "gauge",
@@ -62,14 +73,20 @@ impl MetricType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertSeverity {
+    /// For the record only; rank 0.
     Info,
+    /// Rank 1.
     Low,
+    /// Rank 2.
     Medium,
+    /// Rank 3.
     High,
+    /// Needs attention now; rank 4, the highest.
     Critical,
 }
 
 impl AlertSeverity {
+    /// Every severity, lowest first (index = [`AlertSeverity::rank`]).
     pub const ALL: [AlertSeverity; 5] = [
         AlertSeverity::Info,
         AlertSeverity::Low,
@@ -78,6 +95,7 @@ impl AlertSeverity {
         AlertSeverity::Critical,
     ];
 
+    /// The lower-case name used in JSON, filters and stores (`"critical"`).
     pub fn as_str(self) -> &'static str {
         match self {
             AlertSeverity::Info => "info",
@@ -93,6 +111,7 @@ impl AlertSeverity {
         self as i64
     }
 
+    /// The inverse of [`AlertSeverity::rank`]; `None` outside `0..=4`.
     pub fn from_rank(rank: i64) -> Option<Self> {
         Self::ALL.get(usize::try_from(rank).ok()?).copied()
     }
@@ -102,13 +121,18 @@ impl AlertSeverity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertStatus {
+    /// Firing, nobody has taken it yet (the state of [`Alert::new`]).
     Active,
+    /// Someone took it ([`Alert::acknowledge`]); still open.
     Acknowledged,
+    /// Over ([`Alert::resolve`]); `end_time` says when.
     Resolved,
+    /// Firing but silenced on purpose.
     Suppressed,
 }
 
 impl AlertStatus {
+    /// Every status, in lifecycle order.
     pub const ALL: [AlertStatus; 4] = [
         AlertStatus::Active,
         AlertStatus::Acknowledged,
@@ -116,6 +140,7 @@ impl AlertStatus {
         AlertStatus::Suppressed,
     ];
 
+    /// The lower-case name used in JSON, filters and stores (`"acknowledged"`).
     pub fn as_str(self) -> &'static str {
         match self {
             AlertStatus::Active => "active",
@@ -160,13 +185,17 @@ string_enum!(AlertStatus, "alert status");
 /// One sample of a series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricValue {
+    /// When the sample was taken; stored to the microsecond (sub-microsecond parts are truncated).
     pub timestamp: DateTime<Utc>,
+    /// The measured value; must be finite.
     pub value: f64,
+    /// Dimensions of the sample (`model`, `region`…); part of the sample's key with the timestamp.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: Tags,
 }
 
 impl MetricValue {
+    /// A sample without tags.
     pub fn new(timestamp: DateTime<Utc>, value: f64) -> Self {
         MetricValue {
             timestamp,
@@ -185,19 +214,29 @@ impl MetricValue {
 /// A series: metadata plus samples. The `id` names the series (DESIGN.md rule 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metric {
+    /// Names the series; saving again under the same id updates it (DESIGN.md rule 1).
     pub id: String,
+    /// What is measured (`llm.latency_ms`); queries and `metric_history` select by it, and several
+    /// series may share it.
     pub name: String,
+    /// What kind of measurement; serialized as `"type"`.
     #[serde(rename = "type")]
     pub metric_type: MetricType,
+    /// Free text for people.
     #[serde(default)]
     pub description: Option<String>,
+    /// Unit of the values (`ms`, `tokens`, `USD`); free text, aimon does not convert.
     #[serde(default)]
     pub unit: Option<String>,
+    /// Samples to store; reads return them sorted by timestamp, then tags.
     #[serde(default)]
     pub values: Vec<MetricValue>,
+    /// Free-form JSON about the series (at most 1 MiB as compact JSON).
     #[serde(default)]
     pub metadata: Metadata,
+    /// When the series was first saved; later saves keep the stored value.
     pub created_at: DateTime<Utc>,
+    /// When the series' metadata was last saved; also keeps the series alive under `metric_ttl`.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -228,28 +267,43 @@ impl Metric {
 /// An alert and its lifecycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
+    /// Unique key; saving an alert with a stored id replaces it (upsert).
     pub id: String,
+    /// What fired (`high-latency`).
     pub name: String,
+    /// Free text for people (up to 1 MiB).
     #[serde(default)]
     pub description: Option<String>,
+    /// How bad it is; filters compare severities by rank.
     pub severity: AlertSeverity,
+    /// Who raised it (an agent id, a rule, a service).
     pub source: String,
+    /// Where the alert is in its lifecycle.
     pub status: AlertStatus,
+    /// When the condition began; the time range of an [`crate::AlertQuery`] applies to it.
     pub start_time: DateTime<Utc>,
+    /// When it ended; set by [`Alert::resolve`].
     #[serde(default)]
     pub end_time: Option<DateTime<Utc>>,
+    /// Who acknowledged it; set by [`Alert::acknowledge`].
     #[serde(default)]
     pub acknowledged_by: Option<String>,
+    /// When it was acknowledged.
     #[serde(default)]
     pub acknowledged_at: Option<DateTime<Utc>>,
+    /// Who resolved it; set by [`Alert::resolve`].
     #[serde(default)]
     pub resolved_by: Option<String>,
+    /// When it was resolved.
     #[serde(default)]
     pub resolved_at: Option<DateTime<Utc>>,
+    /// Identifying key/value pairs (`agent=a1`); queries can require them.
     #[serde(default)]
     pub labels: Tags,
+    /// Descriptive key/value pairs (runbook links, summaries); not filtered on.
     #[serde(default)]
     pub annotations: Tags,
+    /// Free-form JSON (at most 1 MiB as compact JSON).
     #[serde(default)]
     pub metadata: Metadata,
     /// The alert's own vector for similarity search; when absent, the backend's embedder
@@ -257,7 +311,9 @@ pub struct Alert {
     /// [`crate::validate::MAX_EMBEDDING_DIMENSION`] values; stored exactly by every backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Vec<f32>>,
+    /// When the alert was first created.
     pub created_at: DateTime<Utc>,
+    /// When the alert was last changed; `alert_ttl` counts from it.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -315,19 +371,27 @@ impl Alert {
 /// What the agent says about itself. Stores keep the latest per `agent_id` (DESIGN.md rule 5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentState {
+    /// Identifies this report (a state document's own id).
     pub id: String,
+    /// The agent reporting; stores keep one state per agent, the latest by `last_heartbeat`.
     pub agent_id: String,
+    /// Free-form status (`running`, `idle`, `error`…); queries match it exactly.
     pub status: String,
+    /// Current figures the agent reports about itself, as JSON (at most 1 MiB as compact JSON).
     #[serde(default)]
     pub metrics: Metadata,
+    /// When the agent last reported; decides which state is the latest and `agent_state_ttl`.
     pub last_heartbeat: DateTime<Utc>,
+    /// Free-form JSON (at most 1 MiB as compact JSON).
     #[serde(default)]
     pub metadata: Metadata,
     /// The state's own vector for similarity search; when absent, the backend's embedder embeds
     /// [`crate::similarity::agent_state_text`]. Same rules as [`Alert::embedding`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Vec<f32>>,
+    /// When the state was created.
     pub created_at: DateTime<Utc>,
+    /// When the state was last changed.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -357,14 +421,19 @@ impl AgentState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DataKind {
+    /// Metrics: series and their samples.
     Metrics,
+    /// Alerts.
     Alerts,
+    /// Agent states.
     AgentStates,
 }
 
 impl DataKind {
+    /// The three kinds, in archive order.
     pub const ALL: [DataKind; 3] = [DataKind::Metrics, DataKind::Alerts, DataKind::AgentStates];
 
+    /// The snake-case name used in routing rules, archives and events (`"agent_states"`).
     pub fn as_str(self) -> &'static str {
         match self {
             DataKind::Metrics => "metrics",

@@ -39,18 +39,28 @@ pub const DEFAULT_LIMIT: usize = 100;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FilterOp {
+    /// Equal.
     Eq,
+    /// Not equal; also matches items where the field is absent.
     Ne,
+    /// Greater than (bytes for text, time for times, rank for severity).
     Gt,
+    /// Greater than or equal.
     Gte,
+    /// Less than.
     Lt,
+    /// Less than or equal.
     Lte,
+    /// Equal to one of the values of a JSON array.
     In,
+    /// Equal to none of the values of a JSON array; also matches absent fields.
     NotIn,
+    /// The text field contains the value as a substring (case-sensitive); text fields only.
     Contains,
 }
 
 impl FilterOp {
+    /// Every operator, in declaration order.
     pub const ALL: [FilterOp; 9] = [
         FilterOp::Eq,
         FilterOp::Ne,
@@ -63,6 +73,7 @@ impl FilterOp {
         FilterOp::Contains,
     ];
 
+    /// The snake-case name used in JSON and the CLI (`"not_in"`); `FromStr` parses it back.
     pub fn as_str(self) -> &'static str {
         match self {
             FilterOp::Eq => "eq",
@@ -95,12 +106,17 @@ impl FromStr for FilterOp {
 /// One condition on a field of the queried kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueryFilter {
+    /// A field of the queried kind (see the module docs' table), or `labels.<key>` for alerts.
     pub field: String,
+    /// How the field compares with `value`.
     pub operator: FilterOp,
+    /// A JSON string (RFC 3339 for times, a severity name for `severity`), or an array of them for
+    /// `in` / `not_in`.
     pub value: serde_json::Value,
 }
 
 impl QueryFilter {
+    /// A filter `field operator value`; checked only when the query runs.
     pub fn new(
         field: impl Into<String>,
         operator: FilterOp,
@@ -118,8 +134,10 @@ impl QueryFilter {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SortOrder {
+    /// Smallest first; absent values first. The default.
     #[default]
     Asc,
+    /// Largest first; absent values last.
     Desc,
 }
 
@@ -127,11 +145,16 @@ pub enum SortOrder {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct QueryOptions {
+    /// Conditions an item must all meet.
     pub filters: Vec<QueryFilter>,
     /// Page size; at least 1. Defaults to [`DEFAULT_LIMIT`].
     pub limit: usize,
+    /// Items to skip before the page starts. Default 0.
     pub offset: usize,
+    /// Field to order by (any filter field but labels); `None` orders by `id` (`agent_id` for agent
+    /// states), which also breaks ties.
     pub sort_by: Option<String>,
+    /// Direction of `sort_by`. Default ascending.
     pub sort_order: SortOrder,
 }
 
@@ -148,6 +171,7 @@ impl Default for QueryOptions {
 }
 
 impl QueryOptions {
+    /// Adds a condition `field op value`.
     pub fn filter(
         mut self,
         field: impl Into<String>,
@@ -158,16 +182,19 @@ impl QueryOptions {
         self
     }
 
+    /// Sets the page size; 0 is `InvalidInput` when the query runs.
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = limit;
         self
     }
 
+    /// Skips the first `offset` items.
     pub fn offset(mut self, offset: usize) -> Self {
         self.offset = offset;
         self
     }
 
+    /// Orders by `field` in `order`.
     pub fn sort(mut self, field: impl Into<String>, order: SortOrder) -> Self {
         self.sort_by = Some(field.into());
         self.sort_order = order;
@@ -217,7 +244,9 @@ pub enum FieldType {
 /// A known field of a kind: its name (as in the model and the filter list) and type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Column {
+    /// The field's name, as filters spell it.
     pub name: &'static str,
+    /// How its values compare.
     pub ty: FieldType,
     /// Whether the field may be absent (`Option` in the model).
     pub nullable: bool,
@@ -293,12 +322,14 @@ pub fn tie_breaker(kind: DataKind) -> Column {
 /// A field named in a filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Field {
+    /// A field of the model.
     Column(Column),
     /// `labels.<key>` of an alert; the key is validated like a tag key.
     Label(String),
 }
 
 impl Field {
+    /// How the field's values compare; labels are text.
     pub fn ty(&self) -> FieldType {
         match self {
             Field::Column(c) => c.ty,
@@ -336,6 +367,7 @@ fn lookup_field(role: &str, kind: DataKind, name: &str) -> Result<Field> {
 /// A typed filter value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scalar {
+    /// A text value.
     Text(String),
     /// Microseconds since the epoch, already rounded as [`time::ceil_micros`] does.
     Time(i64),
@@ -346,25 +378,35 @@ pub enum Scalar {
 /// One value or, for `in` / `not_in`, a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FilterValue {
+    /// One value, for every operator but `in` / `not_in`.
     One(Scalar),
+    /// The values of `in` / `not_in` (possibly none).
     Many(Vec<Scalar>),
 }
 
 /// A filter whose field exists and whose value has the field's type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
+    /// The field compared.
     pub field: Field,
+    /// The comparison.
     pub op: FilterOp,
+    /// The value, typed as the field.
     pub value: FilterValue,
 }
 
 /// [`QueryOptions`] checked against a kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedOptions {
+    /// Conditions an item must all meet.
     pub filters: Vec<Filter>,
+    /// Page size, at least 1.
     pub limit: usize,
+    /// Items to skip.
     pub offset: usize,
+    /// Field to order by; the kind's tie breaker when the query named none.
     pub sort_by: Column,
+    /// Direction of `sort_by`.
     pub sort_order: SortOrder,
 }
 
@@ -449,11 +491,14 @@ fn check_range(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Resu
 /// A half-open time range in microseconds, `[start, end)`, with open ends as the full range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MicrosRange {
+    /// Inclusive start, µs since the epoch; [`time::MIN_TIMESTAMP_MICROS`] when open.
     pub start: i64,
+    /// Exclusive end, µs since the epoch; [`time::MAX_TIMESTAMP_MICROS`] when open.
     pub end: i64,
 }
 
 impl MicrosRange {
+    /// The range of optional bounds, each rounded up to the microsecond.
     pub fn new(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Self {
         MicrosRange {
             start: start.map_or(time::MIN_TIMESTAMP_MICROS, time::ceil_micros),
@@ -461,6 +506,7 @@ impl MicrosRange {
         }
     }
 
+    /// Whether `start <= micros < end`.
     pub fn contains(&self, micros: i64) -> bool {
         (self.start..self.end).contains(&micros)
     }
@@ -473,40 +519,52 @@ impl MicrosRange {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MetricQuery {
+    /// Only series with exactly this name.
     pub name: Option<String>,
+    /// Only series of this type.
     pub metric_type: Option<MetricType>,
+    /// Only samples at or after this time (inclusive).
     pub start: Option<DateTime<Utc>>,
+    /// Only samples before this time (exclusive); `start > end` is `InvalidInput`.
     pub end: Option<DateTime<Utc>>,
+    /// Only samples carrying every one of these tags with these values.
     pub tags: Tags,
+    /// Filters on series fields, paging and order.
     pub options: QueryOptions,
 }
 
 impl MetricQuery {
+    /// A query for every series (up to [`DEFAULT_LIMIT`]).
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Only series named `name`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
 
+    /// Only series of `metric_type`.
     pub fn metric_type(mut self, metric_type: MetricType) -> Self {
         self.metric_type = Some(metric_type);
         self
     }
 
+    /// Only samples in `[start, end)`.
     pub fn range(mut self, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
         self.start = Some(start);
         self.end = Some(end);
         self
     }
 
+    /// Only samples tagged `key=value`; repeat for more tags.
     pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.tags.insert(key.into(), value.into());
         self
     }
 
+    /// Replaces filters, paging and order.
     pub fn options(mut self, options: QueryOptions) -> Self {
         self.options = options;
         self
@@ -522,6 +580,7 @@ impl MetricQuery {
         self.options.resolve(DataKind::Metrics)
     }
 
+    /// The sample time range in microseconds.
     pub fn range_micros(&self) -> MicrosRange {
         MicrosRange::new(self.start, self.end)
     }
@@ -531,57 +590,74 @@ impl MetricQuery {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AlertQuery {
+    /// Only alerts in this status.
     pub status: Option<AlertStatus>,
+    /// Only alerts of exactly this severity.
     pub severity: Option<AlertSeverity>,
+    /// Only alerts of this severity or higher (by rank).
     pub min_severity: Option<AlertSeverity>,
+    /// Only alerts from this source.
     pub source: Option<String>,
+    /// Only alerts whose `start_time` is at or after this time.
     pub start: Option<DateTime<Utc>>,
+    /// Only alerts whose `start_time` is before this time; `start > end` is `InvalidInput`.
     pub end: Option<DateTime<Utc>>,
+    /// Only alerts carrying every one of these labels with these values.
     pub labels: Tags,
+    /// Filters on alert fields, paging and order.
     pub options: QueryOptions,
 }
 
 impl AlertQuery {
+    /// A query for every alert (up to [`DEFAULT_LIMIT`]).
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Only alerts in `status`.
     pub fn status(mut self, status: AlertStatus) -> Self {
         self.status = Some(status);
         self
     }
 
+    /// Only alerts of exactly `severity`.
     pub fn severity(mut self, severity: AlertSeverity) -> Self {
         self.severity = Some(severity);
         self
     }
 
+    /// Only alerts of `severity` or higher.
     pub fn min_severity(mut self, severity: AlertSeverity) -> Self {
         self.min_severity = Some(severity);
         self
     }
 
+    /// Only alerts from `source`.
     pub fn source(mut self, source: impl Into<String>) -> Self {
         self.source = Some(source.into());
         self
     }
 
+    /// Only alerts whose `start_time` is in `[start, end)`.
     pub fn range(mut self, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
         self.start = Some(start);
         self.end = Some(end);
         self
     }
 
+    /// Only alerts labelled `key=value`; repeat for more labels.
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
         self
     }
 
+    /// Replaces filters, paging and order.
     pub fn options(mut self, options: QueryOptions) -> Self {
         self.options = options;
         self
     }
 
+    /// Validates the query; backends call this first.
     pub fn resolve(&self) -> Result<ResolvedOptions> {
         if let Some(source) = &self.source {
             validate::name("source", source)?;
@@ -591,6 +667,7 @@ impl AlertQuery {
         self.options.resolve(DataKind::Alerts)
     }
 
+    /// The `start_time` range in microseconds.
     pub fn range_micros(&self) -> MicrosRange {
         MicrosRange::new(self.start, self.end)
     }
@@ -600,32 +677,39 @@ impl AlertQuery {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AgentStateQuery {
+    /// Only agents whose latest state has exactly this status.
     pub status: Option<String>,
     /// Only agents whose latest heartbeat is at or after this time.
     pub last_heartbeat_after: Option<DateTime<Utc>>,
+    /// Filters on agent state fields, paging and order.
     pub options: QueryOptions,
 }
 
 impl AgentStateQuery {
+    /// A query for every agent's latest state (up to [`DEFAULT_LIMIT`]).
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Only agents whose latest status is `status`.
     pub fn status(mut self, status: impl Into<String>) -> Self {
         self.status = Some(status.into());
         self
     }
 
+    /// Only agents whose latest heartbeat is at or after `ts`.
     pub fn heartbeat_after(mut self, ts: DateTime<Utc>) -> Self {
         self.last_heartbeat_after = Some(ts);
         self
     }
 
+    /// Replaces filters, paging and order.
     pub fn options(mut self, options: QueryOptions) -> Self {
         self.options = options;
         self
     }
 
+    /// Validates the query; backends call this first.
     pub fn resolve(&self) -> Result<ResolvedOptions> {
         if let Some(status) = &self.status {
             validate::name("status", status)?;
@@ -646,11 +730,16 @@ impl AgentStateQuery {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Aggregation {
+    /// The mean, by compensated summation; always finite. The default.
     #[default]
     Avg,
+    /// The sum, by compensated summation; ±∞ only where the exact sum is beyond the `f64` range.
     Sum,
+    /// The smallest value.
     Min,
+    /// The largest value.
     Max,
+    /// The number of samples, also returned as the value.
     Count,
     /// The value of the earliest sample (ties: smallest series id, then tags).
     First,
@@ -659,6 +748,7 @@ pub enum Aggregation {
 }
 
 impl Aggregation {
+    /// Every aggregation, in declaration order.
     pub const ALL: [Aggregation; 7] = [
         Aggregation::Avg,
         Aggregation::Sum,
@@ -669,6 +759,7 @@ impl Aggregation {
         Aggregation::Last,
     ];
 
+    /// The lower-case name used in JSON and the CLI (`"avg"`); `FromStr` parses it back.
     pub fn as_str(self) -> &'static str {
         match self {
             Aggregation::Avg => "avg",
@@ -713,12 +804,17 @@ pub const MAX_STEP: TimeDelta = TimeDelta::days(36_500);
 /// `metric_history`: downsampled samples of every series named `name` (DESIGN.md rule 3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryQuery {
+    /// The series name; every series with it is merged.
     pub name: String,
+    /// Only samples at or after this time (inclusive).
     pub start: Option<DateTime<Utc>>,
+    /// Only samples before this time (exclusive).
     pub end: Option<DateTime<Utc>>,
     /// Bucket width; buckets start at multiples of it since the Unix epoch.
     pub step: TimeDelta,
+    /// How the samples of a bucket combine.
     pub aggregation: Aggregation,
+    /// Only samples carrying every one of these tags with these values.
     #[serde(default)]
     pub tags: Tags,
     /// A tag whose values split the result into one series each.
@@ -727,6 +823,7 @@ pub struct HistoryQuery {
 }
 
 impl HistoryQuery {
+    /// A history of every sample named `name`, in buckets of `step` (1 ms..=[`MAX_STEP`]).
     pub fn new(name: impl Into<String>, step: TimeDelta, aggregation: Aggregation) -> Self {
         HistoryQuery {
             name: name.into(),
@@ -739,22 +836,27 @@ impl HistoryQuery {
         }
     }
 
+    /// Only samples in `[start, end)`.
     pub fn range(mut self, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
         self.start = Some(start);
         self.end = Some(end);
         self
     }
 
+    /// Only samples tagged `key=value`; repeat for more tags.
     pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.tags.insert(key.into(), value.into());
         self
     }
 
+    /// One series per value of the tag `tag` (samples without it form the group `None`).
     pub fn group_by(mut self, tag: impl Into<String>) -> Self {
         self.group_by = Some(tag.into());
         self
     }
 
+    /// Checks name, tags, range and step ([`MIN_STEP`]..=[`MAX_STEP`]); `InvalidInput` otherwise.
+    /// Backends call this first.
     pub fn validate(&self) -> Result<()> {
         validate::name("name", &self.name)?;
         validate::tags("tags", &self.tags)?;
@@ -783,6 +885,7 @@ impl HistoryQuery {
         self.step.num_microseconds().unwrap_or(i64::MAX)
     }
 
+    /// The sample time range in microseconds.
     pub fn range_micros(&self) -> MicrosRange {
         MicrosRange::new(self.start, self.end)
     }
@@ -791,8 +894,12 @@ impl HistoryQuery {
 /// One bucket of a history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryBucket {
+    /// Where the bucket starts (a multiple of the step since the Unix epoch); it ends one step
+    /// later.
     pub start: DateTime<Utc>,
+    /// The aggregate of the bucket's samples.
     pub value: f64,
+    /// How many samples fell in the bucket (never 0: empty buckets are left out).
     pub count: u64,
 }
 
@@ -801,6 +908,7 @@ pub struct HistoryBucket {
 pub struct HistorySeries {
     /// The `group_by` tag's value; `None` without `group_by`, or for samples that lack the tag.
     pub group: Option<String>,
+    /// The buckets, oldest first.
     pub buckets: Vec<HistoryBucket>,
 }
 

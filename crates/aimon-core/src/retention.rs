@@ -17,14 +17,20 @@ use crate::time;
 /// already expired is counted in the write report but not stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionPolicy {
+    /// How long a sample lives after its timestamp; also bounds how long a series without live
+    /// samples lives after its `updated_at`.
     pub metric_ttl: Option<Duration>,
+    /// How long an alert lives after its `updated_at`.
     pub alert_ttl: Option<Duration>,
+    /// How long an agent state lives after its `last_heartbeat`.
     pub agent_state_ttl: Option<Duration>,
 }
 
 /// The option names, as in the prototype.
 pub const METRIC_TTL_OPTION: &str = "metric_ttl_seconds";
+/// The option that sets [`RetentionPolicy::alert_ttl`], in seconds.
 pub const ALERT_TTL_OPTION: &str = "alert_ttl_seconds";
+/// The option that sets [`RetentionPolicy::agent_state_ttl`], in seconds.
 pub const AGENT_STATE_TTL_OPTION: &str = "agent_state_ttl_seconds";
 
 impl RetentionPolicy {
@@ -48,14 +54,17 @@ impl RetentionPolicy {
         Some(time::to_micros(now).saturating_sub(ttl_micros))
     }
 
+    /// The sample cutoff at `now` (see [`RetentionPolicy::cutoff_micros`]).
     pub fn metric_cutoff(&self, now: DateTime<Utc>) -> Option<i64> {
         Self::cutoff_micros(self.metric_ttl, now)
     }
 
+    /// The alert cutoff at `now`, compared with `updated_at`.
     pub fn alert_cutoff(&self, now: DateTime<Utc>) -> Option<i64> {
         Self::cutoff_micros(self.alert_ttl, now)
     }
 
+    /// The agent state cutoff at `now`, compared with `last_heartbeat`.
     pub fn agent_state_cutoff(&self, now: DateTime<Utc>) -> Option<i64> {
         Self::cutoff_micros(self.agent_state_ttl, now)
     }

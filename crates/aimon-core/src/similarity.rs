@@ -112,6 +112,7 @@ const STOP_WORDS: &[&str] = &[
 ];
 
 impl HashingEmbedder {
+    /// 384: what [`HashingEmbedder::default`] embeds into (name `aimon-hashing-v1-384`).
     pub const DEFAULT_DIMENSION: usize = 384;
 
     /// A hashing embedder into `dimension` buckets, 1..=[`validate::MAX_EMBEDDING_DIMENSION`].
@@ -343,6 +344,7 @@ pub enum SimilarityTarget {
 /// selects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimilarAlertsQuery {
+    /// What the results should be like.
     pub target: SimilarityTarget,
     /// 1..=[`MAX_SIMILARITY_LIMIT`]; defaults to [`DEFAULT_SIMILARITY_LIMIT`].
     #[serde(default = "default_limit")]
@@ -357,7 +359,9 @@ pub struct SimilarAlertsQuery {
 /// among those `filter` selects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimilarAgentStatesQuery {
+    /// What the results should be like; an `Item` is an `agent_id`.
     pub target: SimilarityTarget,
+    /// 1..=[`MAX_SIMILARITY_LIMIT`]; defaults to [`DEFAULT_SIMILARITY_LIMIT`].
     #[serde(default = "default_limit")]
     pub limit: usize,
     /// Status, heartbeat bound and `options.filters`; its paging options must stay at their
@@ -371,6 +375,7 @@ fn default_limit() -> usize {
 }
 
 impl SimilarAlertsQuery {
+    /// A query for `target` with the default limit and no filter.
     pub fn new(target: SimilarityTarget) -> Self {
         SimilarAlertsQuery {
             target,
@@ -379,23 +384,28 @@ impl SimilarAlertsQuery {
         }
     }
 
+    /// Alerts like a free text (non-blank; `InvalidInput` if nothing in it can be embedded).
     pub fn text(text: impl Into<String>) -> Self {
         Self::new(SimilarityTarget::Text(text.into()))
     }
 
+    /// Alerts like the stored alert `id`, which is left out of the results; `NotFound` if missing.
     pub fn item(id: impl Into<String>) -> Self {
         Self::new(SimilarityTarget::Item(id.into()))
     }
 
+    /// Alerts like a vector of exactly the embedder's dimension.
     pub fn vector(vector: Vec<f32>) -> Self {
         Self::new(SimilarityTarget::Vector(vector))
     }
 
+    /// Returns at most `limit` results, 1..=[`MAX_SIMILARITY_LIMIT`].
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = limit;
         self
     }
 
+    /// Only alerts this query selects; leave its paging options at their defaults.
     pub fn filter(mut self, filter: AlertQuery) -> Self {
         self.filter = filter;
         self
@@ -410,6 +420,7 @@ impl SimilarAlertsQuery {
 }
 
 impl SimilarAgentStatesQuery {
+    /// A query for `target` with the default limit and no filter.
     pub fn new(target: SimilarityTarget) -> Self {
         SimilarAgentStatesQuery {
             target,
@@ -418,23 +429,29 @@ impl SimilarAgentStatesQuery {
         }
     }
 
+    /// States like a free text (non-blank; `InvalidInput` if nothing in it can be embedded).
     pub fn text(text: impl Into<String>) -> Self {
         Self::new(SimilarityTarget::Text(text.into()))
     }
 
+    /// States like the latest state of `agent_id`, which is left out of the results; `NotFound` if
+    /// missing.
     pub fn item(agent_id: impl Into<String>) -> Self {
         Self::new(SimilarityTarget::Item(agent_id.into()))
     }
 
+    /// States like a vector of exactly the embedder's dimension.
     pub fn vector(vector: Vec<f32>) -> Self {
         Self::new(SimilarityTarget::Vector(vector))
     }
 
+    /// Returns at most `limit` results, 1..=[`MAX_SIMILARITY_LIMIT`].
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = limit;
         self
     }
 
+    /// Only states this query selects; leave its paging options at their defaults.
     pub fn filter(mut self, filter: AgentStateQuery) -> Self {
         self.filter = filter;
         self
@@ -496,6 +513,7 @@ fn query_vector_shape(field: &str, v: &[f32], dimension: usize) -> Result<()> {
 /// An item with its similarity score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scored<T> {
+    /// The alert or agent state.
     pub item: T,
     /// Cosine similarity with the query vector, in `[-1, 1]`.
     pub score: f32,

@@ -88,8 +88,8 @@ impl InfluxBackend {
         &self.server
     }
 
-    /// Drops this store's database (v1) and closes the backend. For tests and tools that create
-    /// throw-away stores.
+    /// Drops this store's database (v1) and closes the backend. Public API for tests and tools
+    /// that create throw-away stores, such as the `aimon bench --compare-curl` baseline.
     pub async fn drop_database(&self) -> Result<()> {
         if let ApiSettings::V1 { database, .. } = &self.config.api {
             self.client

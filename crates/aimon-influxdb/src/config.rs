@@ -67,11 +67,14 @@ const URL_OPTIONS: &[&str] = &[
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a password or token.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
-    /// The secret itself, for the HTTP header that carries it. Never print it.
+    /// The secret itself, for the HTTP header that carries it, or for a tool that passes it on
+    /// privately (the `aimon bench --compare-curl` baseline writes it into a curl config file
+    /// readable by its user only). Never print it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -94,19 +97,29 @@ impl fmt::Display for Secret {
 pub enum ApiSettings {
     /// The v1 API: InfluxDB 1.x, or the v1-compatibility API of 2.x / 3.x.
     V1 {
+        /// The database (the URL's path); against InfluxDB 1.x aimon creates it and its retention
+        /// policies.
         database: String,
         /// The samples' retention policy.
         retention_policy: String,
         /// The infinite retention policy of metadata, alerts and agent states.
         meta_retention_policy: String,
+        /// The user, from the URL; `None` for a server without authentication.
         username: Option<String>,
+        /// The password, from the URL or the `password` option.
         password: Option<Secret>,
     },
     /// v2 writes (`/api/v2/write`) with org, bucket and token; reads through `/query`.
     V2 {
+        /// The organisation (option `org`).
         org: String,
+        /// The bucket of the samples (option `bucket`, required); its retention is set in InfluxDB.
         bucket: String,
+        /// The bucket of series metadata, alerts and agent states (option `meta_bucket`, default
+        /// `<bucket>_meta`); it must keep data forever.
         meta_bucket: String,
+        /// The API token (option `token`, else the variable `token_env` names, default
+        /// [`DEFAULT_TOKEN_ENV`]).
         token: Secret,
     },
 }
@@ -138,10 +151,18 @@ pub struct InfluxConfig {
     pub base_url: url::Url,
     /// The connection string, redacted, for messages.
     pub display_url: String,
+    /// The API generation and its database, buckets and credentials.
     pub api: ApiSettings,
+    /// TTLs from the `*_ttl_seconds` options; on 1.x `metric_ttl` is also the samples' retention
+    /// policy's duration.
     pub retention: RetentionPolicy,
+    /// The most lines one write request carries (option `batch_lines`, default
+    /// [`DEFAULT_BATCH_LINES`]).
     pub batch_lines: usize,
+    /// The most uncompressed bytes one write request carries (option `batch_bytes`, default
+    /// [`DEFAULT_BATCH_BYTES`]).
     pub batch_bytes: usize,
+    /// Per HTTP request (option `timeout_seconds`, default [`DEFAULT_TIMEOUT`]).
     pub timeout: Duration,
     /// `host:port` of the RPC service `influxd backup` talks to.
     pub backup_address: Option<String>,
@@ -330,6 +351,28 @@ impl InfluxConfig {
             backup_address,
         })
     }
+
+    /// The v1 URL `save_metrics` posts samples to, without credentials:
+    /// `<base_url>write?db=<database>&rp=<samples' retention policy>&precision=u`, the
+    /// precision of [`crate::sample_lines`]. Public API for outside loaders such as the
+    /// `aimon bench --compare-curl` baseline, which post those lines there themselves (with the
+    /// credentials of [`ApiSettings::V1`]). `None` for the v2 API.
+    pub fn samples_write_url(&self) -> Option<url::Url> {
+        let ApiSettings::V1 {
+            database,
+            retention_policy,
+            ..
+        } = &self.api
+        else {
+            return None;
+        };
+        let mut url = self.base_url.join("write").ok()?;
+        url.query_pairs_mut()
+            .append_pair("db", database)
+            .append_pair("rp", retention_policy)
+            .append_pair("precision", "u");
+        Some(url)
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -393,6 +436,18 @@ mod tests {
         let https = parse("influxdb+https://h/d", &[]).unwrap();
         assert_eq!(https.base_url.as_str(), "https://h:8086/");
         assert_eq!(https.batch_lines, DEFAULT_BATCH_LINES);
+    }
+
+    /// The write URL outside loaders post samples to: no credentials, the samples' policy.
+    #[test]
+    fn the_samples_write_url_names_database_policy_and_precision() {
+        let c = parse("influxdb://u:p%40ss@db.example:9999/metrics?rp=week", &[]).unwrap();
+        assert_eq!(
+            c.samples_write_url().unwrap().as_str(),
+            "http://db.example:9999/write?db=metrics&rp=week&precision=u"
+        );
+        let v2 = parse("influxdb2://h:8086?org=acme&bucket=fleet", &[]).unwrap();
+        assert_eq!(v2.samples_write_url(), None);
     }
 
     #[test]

@@ -172,6 +172,7 @@
 //!   2.x answers only with a DBRP mapping. These, token checks and bucket retention are not
 //!   verified on this project's machines (no 2.x/3.x server): see the README.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod agent_states;
 mod alerts;

@@ -149,7 +149,8 @@ impl PostgresBackend {
     }
 
     /// Creates the sample partitions that `[start, end]` needs (native mode; a no-op on
-    /// TimescaleDB), so that a bulk load from outside aimon (`psql \copy`) finds them.
+    /// TimescaleDB), so that a bulk load from outside aimon (`psql \copy`) finds them. Public
+    /// API for such loaders, as the `aimon bench --compare-psql` baseline.
     pub async fn prepare_partitions(
         &self,
         start: chrono::DateTime<chrono::Utc>,
@@ -191,8 +192,24 @@ impl PostgresBackend {
             .with_backend(&self.config.name)
     }
 
-    /// Drops this store's schema and everything in it. For tests and tools that create
-    /// throw-away stores; the backend is closed afterwards.
+    /// The target of a bulk load of samples from outside aimon, for `COPY … FROM` or
+    /// `psql \copy`: `"<schema>".samples (sid, time, tags, value)`, the schema quoted, the
+    /// columns those of the driver's own `COPY`. A row is a series key of
+    /// [`PostgresBackend::series_keys`] (whose docs say which other rows tag filters need),
+    /// the time (`timestamptz`), the tags' canonical JSON ([`aimon_core::model::tags_json`])
+    /// and the value; the partitions must exist first
+    /// ([`PostgresBackend::prepare_partitions`]). Public API for such loaders, as the
+    /// `aimon bench --compare-psql` baseline.
+    pub fn samples_copy_target(&self) -> String {
+        format!(
+            "{}.samples (sid, time, tags, value)",
+            self.config.quoted_schema()
+        )
+    }
+
+    /// Drops this store's schema and everything in it. Public API for tests and tools that
+    /// create throw-away stores (the `aimon bench --compare-psql` baseline); the backend is
+    /// closed afterwards.
     pub async fn drop_schema(&self) -> Result<()> {
         // Audited: a checked identifier, quoted.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

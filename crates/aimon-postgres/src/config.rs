@@ -118,12 +118,20 @@ pub struct PostgresConfig {
     pub display_url: String,
     /// Every object of this store lives in this schema (an identifier, always quoted).
     pub schema: String,
+    /// TTLs from the `*_ttl_seconds` options; expired partitions are dropped by `apply_retention`.
     pub retention: RetentionPolicy,
+    /// Pool size (option `max_connections`, 1..=[`MAX_MAX_CONNECTIONS`], default
+    /// [`DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: u32,
+    /// Width of one samples partition or chunk (option `partition_interval`, at least
+    /// [`MIN_PARTITION_INTERVAL`], default one day).
     pub partition_interval: Duration,
+    /// Partitions kept ready past the current one (option `partitions_ahead`,
+    /// 0..=[`MAX_PARTITIONS_AHEAD`], default [`DEFAULT_PARTITIONS_AHEAD`]).
     pub partitions_ahead: u32,
     /// TimescaleDB only: compress chunks older than this.
     pub compression_after: Option<Duration>,
+    /// How sample batches are written (option `ingest`, default `copy`).
     pub ingest: IngestMethod,
 }
 
@@ -249,7 +257,8 @@ impl PostgresConfig {
 
     /// [`PostgresConfig::libpq_url`] without its password, and the password (percent-decoded)
     /// apart, so that a tool gets it through `PGPASSWORD` and never on its command line, where
-    /// other users of the machine could read it.
+    /// other users of the machine could read it. Public API for tools that run `psql` or
+    /// `pg_dump` against the store, as the `aimon bench --compare-psql` baseline.
     pub fn libpq_url_and_password(&self) -> (String, Option<String>) {
         match url::Url::parse(&self.connect_url) {
             Ok(mut parsed) => {

@@ -196,6 +196,7 @@
 //! after the job's transaction committed): TimescaleDB's code against this PostgreSQL minor
 //! release, not aimon's SQL.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod agent_states;
 mod alerts;

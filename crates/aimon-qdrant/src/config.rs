@@ -70,9 +70,16 @@ pub const COLLECTION_OPTION_KEYS: [&str; 4] = [
 /// `None` leaves the server's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CollectionOptions {
+    /// Shards per collection (option `shard_number`, 1..=[`MAX_COLLECTION_COUNT`]); fixed once the
+    /// collection exists.
     pub shard_number: Option<u32>,
+    /// Nodes that store each shard (option `replication_factor`, 1..=[`MAX_COLLECTION_COUNT`]).
     pub replication_factor: Option<u32>,
+    /// Replicas that must apply a write before it is acknowledged (option
+    /// `write_consistency_factor`, 1..=`replication_factor`).
     pub write_consistency_factor: Option<u32>,
+    /// Whether payloads (aimon's documents) stay on disk rather than in memory (option
+    /// `on_disk_payload`).
     pub on_disk_payload: Option<bool>,
 }
 
@@ -128,6 +135,7 @@ impl CollectionOptions {
 pub struct ApiKey(String);
 
 impl ApiKey {
+    /// Wraps an API key.
     pub fn new(key: impl Into<String>) -> Self {
         ApiKey(key.into())
     }
@@ -147,16 +155,23 @@ impl fmt::Debug for ApiKey {
 /// Where the data lives.
 #[derive(Clone, PartialEq, Eq)]
 pub enum QdrantMode {
-    /// The embedded engine in a directory (`qdrant-edge://`).
-    Embedded { path: PathBuf },
+    /// The embedded engine in a directory (`qdrant-edge://`, feature `qdrant-edge`).
+    Embedded {
+        /// The directory holding one sub-directory per collection; created if missing.
+        path: PathBuf,
+    },
     /// A server (`qdrant://`).
     Server {
         /// `http://host:port` or `https://host:port`: what qdrant-client connects to.
         endpoint: String,
         /// `http(s)://host:rest_port`: the REST API, for snapshot downloads and uploads.
         rest_endpoint: String,
+        /// Sent with every request: from the URL's `api_key`, the option, or [`API_KEY_ENV`].
         api_key: Option<ApiKey>,
+        /// Collections are named `<prefix>_<kind>` (option `collection_prefix`, default
+        /// [`DEFAULT_COLLECTION_PREFIX`]); several stores can share a server.
         collection_prefix: String,
+        /// Per request (option `timeout_ms`, default [`DEFAULT_TIMEOUT`]).
         timeout: Duration,
         /// Bounds snapshot creation and upload (native backups).
         snapshot_timeout: Duration,
@@ -198,7 +213,9 @@ impl fmt::Debug for QdrantMode {
 pub struct QdrantConfig {
     /// The backend's configured name.
     pub name: String,
+    /// The embedded engine or a server, with its settings.
     pub mode: QdrantMode,
+    /// TTLs from the `*_ttl_seconds` options; `apply_retention` deletes expired points.
     pub retention: RetentionPolicy,
 }
 

@@ -19,12 +19,14 @@ pub enum Collection {
     Series,
     /// One point per sample.
     Samples,
+    /// Alerts, with their embedding as the vector.
     Alerts,
     /// The latest state per agent.
     AgentStates,
 }
 
 impl Collection {
+    /// The four collections, in the order they are created and backed up.
     pub const ALL: [Collection; 4] = [
         Collection::Series,
         Collection::Samples,
@@ -55,15 +57,20 @@ impl Collection {
 /// A point to upsert.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
+    /// Derived from the item's key (see [`crate::ids`]), so a rewrite replaces the point.
     pub id: Uuid,
+    /// The embedding for alerts and agent states; a constant unit vector elsewhere.
     pub vector: Vec<f32>,
+    /// Indexed fields and the item itself (see [`crate::payload`]).
     pub payload: Map<String, Value>,
 }
 
 /// A search hit: the payload and Qdrant's score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
+    /// The point's payload.
     pub payload: Map<String, Value>,
+    /// The engine's `f32` score; [`crate::rank`] re-scores hits in `f64` for the reference order.
     pub score: f32,
 }
 

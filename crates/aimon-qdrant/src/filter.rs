@@ -24,13 +24,18 @@ use crate::payload::field;
 pub enum Condition {
     /// The keyword field (or one element of a keyword array) equals one of `any_of`.
     Keyword {
+        /// The payload field ([`crate::payload::field`]).
         field: &'static str,
+        /// Accepted values; one of them must match.
         any_of: Vec<String>,
     },
     /// The integer field is within `[gte, lt)`; an absent bound is open.
     IntRange {
+        /// The payload field ([`crate::payload::field`]).
         field: &'static str,
+        /// Inclusive lower bound.
         gte: Option<i64>,
+        /// Exclusive upper bound.
         lt: Option<i64>,
     },
 }
@@ -38,14 +43,17 @@ pub enum Condition {
 /// A conjunction of conditions (`must` in Qdrant's terms); empty selects everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FilterIr {
+    /// Conditions that must all hold.
     pub must: Vec<Condition>,
 }
 
 impl FilterIr {
+    /// An empty filter: selects every point.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Whether the filter has no condition (selects every point).
     pub fn is_empty(&self) -> bool {
         self.must.is_empty()
     }

@@ -135,6 +135,7 @@
 //! `qdrant-edge` changes feature unification (tonic's TLS roots), so the workspace always builds
 //! both together to compile the engine once.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod agent_states;
 mod alerts;
@@ -162,7 +163,8 @@ mod stats;
 pub use backend::QdrantBackend;
 pub use config::{QdrantConfig, QdrantMode};
 
-/// What the registry needs to know of the Qdrant driver: `qdrant://` (server) and `qdrant-edge://` (embedded, feature `qdrant-edge`).
+/// What the registry needs to know of the Qdrant driver: `qdrant://` (server) and `qdrant-edge://`
+/// (embedded, feature `qdrant-edge`).
 pub const DRIVER: aimon_core::Descriptor = aimon_core::Descriptor {
     types: &[aimon_core::StorageBackendType::Qdrant],
     schemes: &["qdrant", "qdrant-edge"],

@@ -21,30 +21,50 @@ use crate::ids::{label_kv, point_id, sample_point_id};
 
 /// Payload field names.
 pub mod field {
+    /// `id` (keyword): the series or alert id, and the id of an agent state.
     pub const ID: &str = "id";
+    /// `doc`: the whole item as serde_json text; what reads decode.
     pub const DOC: &str = "doc";
+    /// `name` (keyword): the series name, on series and samples.
     pub const NAME: &str = "name";
+    /// `metric_type` (keyword), on series.
     pub const METRIC_TYPE: &str = "metric_type";
+    /// `updated_us` (integer): `updated_at` in µs, on series and alerts (retention).
     pub const UPDATED_US: &str = "updated_us";
+    /// `series_id` (keyword): a sample's series.
     pub const SERIES_ID: &str = "series_id";
+    /// `ts_us` (integer): a sample's timestamp in µs.
     pub const TS_US: &str = "ts_us";
+    /// `tags`: a sample's tags as canonical JSON.
     pub const TAGS: &str = "tags";
+    /// `tag_kv` (keyword array): a sample's tags as `key=value` entries, for tag filters.
     pub const TAG_KV: &str = "tag_kv";
+    /// `value_bits`: a sample's value as the `i64` of its IEEE bits, so it reads back bit for bit.
     pub const VALUE_BITS: &str = "value_bits";
+    /// `status` (keyword), on alerts and agent states.
     pub const STATUS: &str = "status";
+    /// `severity` (keyword): the severity's name, on alerts.
     pub const SEVERITY: &str = "severity";
+    /// `severity_rank` (integer): [`aimon_core::AlertSeverity::rank`], for `min_severity`.
     pub const SEVERITY_RANK: &str = "severity_rank";
+    /// `source` (keyword), on alerts.
     pub const SOURCE: &str = "source";
+    /// `start_us` (integer): an alert's `start_time` in µs.
     pub const START_US: &str = "start_us";
+    /// `label_kv` (keyword array): an alert's labels as `key=value` entries.
     pub const LABEL_KV: &str = "label_kv";
+    /// `agent_id` (keyword), on agent states.
     pub const AGENT_ID: &str = "agent_id";
+    /// `heartbeat_us` (integer): an agent state's `last_heartbeat` in µs.
     pub const HEARTBEAT_US: &str = "heartbeat_us";
 }
 
 /// How a payload field is indexed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexKind {
+    /// Exact matches on strings (and elements of string arrays).
     Keyword,
+    /// Ranges over integers.
     Integer,
 }
 
@@ -161,6 +181,8 @@ pub fn series_point(meta: &Metric) -> Result<Point> {
     })
 }
 
+/// The series (metadata, no samples) stored in a point's `doc`; `Corrupted` if it is missing or
+/// unreadable.
 pub fn decode_series(payload: &Map<String, Value>) -> Result<Metric> {
     doc(payload)
 }
@@ -187,14 +209,20 @@ pub fn sample_point(meta: &Metric, sample: &MetricValue) -> Point {
 /// A stored sample: series id, timestamp (µs), canonical tags JSON, tags and value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSample {
+    /// The sample's series.
     pub series_id: String,
+    /// Timestamp, µs since the Unix epoch.
     pub ts: i64,
+    /// The tags as canonical JSON; orders samples that share a timestamp.
     pub tags_json: String,
+    /// The tags.
     pub tags: Tags,
+    /// The value, bit for bit as written.
     pub value: f64,
 }
 
 impl StoredSample {
+    /// The sample as the model's [`MetricValue`].
     pub fn to_value(&self) -> MetricValue {
         MetricValue {
             timestamp: time::from_micros(self.ts),
@@ -204,6 +232,8 @@ impl StoredSample {
     }
 }
 
+/// The sample a point of the `samples` collection holds; `Corrupted` if a field is missing or
+/// malformed.
 pub fn decode_sample(payload: &Map<String, Value>) -> Result<StoredSample> {
     let tags_json = string(payload, field::TAGS)?.to_owned();
     let tags: Tags =
@@ -241,6 +271,7 @@ pub fn alert_point(alert: &Alert, embedder: &dyn Embedder) -> Result<Point> {
     })
 }
 
+/// The alert stored in a point's `doc`; `Corrupted` if it is missing or unreadable.
 pub fn decode_alert(payload: &Map<String, Value>) -> Result<Alert> {
     doc(payload)
 }
@@ -265,6 +296,7 @@ pub fn agent_state_point(state: &AgentState, embedder: &dyn Embedder) -> Result<
     })
 }
 
+/// The agent state stored in a point's `doc`; `Corrupted` if it is missing or unreadable.
 pub fn decode_agent_state(payload: &Map<String, Value>) -> Result<AgentState> {
     doc(payload)
 }

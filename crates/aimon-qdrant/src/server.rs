@@ -118,9 +118,11 @@ pub fn create_collection_request(
 /// The collection's layout as the server reports it (`CollectionInfo.config.params`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CollectionLayout {
+    /// Shards per collection.
     pub shard_number: u32,
     /// `None` from a server too old to report it.
     pub replication_factor: Option<u32>,
+    /// Replicas that must apply a write; `None` from a server too old to report it.
     pub write_consistency_factor: Option<u32>,
     /// Whether payloads live on disk: `payload.memory` where the server reports it (1.19+:
     /// `cold` is on disk, `cached` is what `on_disk_payload: false` becomes), else the
@@ -131,6 +133,7 @@ pub struct CollectionLayout {
 }
 
 impl CollectionLayout {
+    /// The layout in a collection's info; `None` when the server sent no parameters.
     pub fn of(info: &CollectionInfo) -> Option<Self> {
         let params = info.config.as_ref()?.params.as_ref()?;
         let memory = params

@@ -39,10 +39,13 @@ pub const VERSION: u64 = 1;
 /// What a server backup directory holds: one snapshot file per collection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Always [`FORMAT`]; [`Manifest::read`] refuses others as `Corrupted`.
     pub format: String,
+    /// Always [`VERSION`]; [`Manifest::read`] refuses others as `Corrupted`.
     pub version: u64,
     /// The embedder's dimension: the alert and agent-state collections' vector size.
     pub dimension: usize,
+    /// One entry per collection.
     pub collections: Vec<Entry>,
 }
 
@@ -53,6 +56,7 @@ pub struct Entry {
     pub kind: String,
     /// The file's name inside the backup directory.
     pub file: String,
+    /// Size of the file in bytes.
     pub bytes: u64,
     /// Lower-case hex SHA-256 of the file.
     pub sha256: String,
@@ -69,6 +73,7 @@ fn corrupted(dir: &Path, problem: impl std::fmt::Display) -> Error {
 }
 
 impl Manifest {
+    /// An empty manifest for a store whose embedder has `dimension`.
     pub fn new(dimension: usize) -> Self {
         Manifest {
             format: FORMAT.to_owned(),
@@ -83,6 +88,7 @@ impl Manifest {
         format!("{}.snapshot", collection.name())
     }
 
+    /// Writes the manifest to `dir`/[`MANIFEST`]; `Backend` if the file cannot be written.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(MANIFEST);
         let text = serde_json::to_string_pretty(self)
@@ -194,6 +200,7 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// The entry of `collection`, if the manifest has one.
     pub fn entry(&self, collection: Collection) -> Option<&Entry> {
         self.collections
             .iter()

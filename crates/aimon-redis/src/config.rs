@@ -43,18 +43,28 @@ pub const MAX_NAMESPACE_BYTES: usize = 64;
 /// Where the data lives.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Topology {
-    /// One server (`redis://`, `rediss://`); the URL as redis-rs reads it.
-    Standalone { url: String },
-    /// A Redis Cluster: one `redis://[credentials@]host:port` URL per seed node.
-    Cluster { nodes: Vec<String> },
+    /// One server (`redis://`, `rediss://`).
+    Standalone {
+        /// The connection string, credentials included, as redis-rs reads it.
+        url: String,
+    },
+    /// A Redis Cluster (`redis+cluster://`).
+    Cluster {
+        /// One `redis://[credentials@]host:port` URL per seed node.
+        nodes: Vec<String>,
+    },
     /// The master a set of Sentinels names.
     Sentinel {
         /// `redis://host:port` of each Sentinel.
         sentinels: Vec<String>,
+        /// The master name the Sentinels are asked for (the URL's first path segment).
         master: String,
+        /// The database number on the master (the URL's second path segment, default 0).
         db: i64,
         /// `user:password@` as written in the URL (percent-encoded), or empty.
         userinfo: String,
+        /// Whether the data nodes are reached over TLS; always `false` from a
+        /// `redis+sentinel://` URL today.
         tls: bool,
     },
 }
@@ -180,15 +190,25 @@ impl MinDurability {
 pub struct RedisConfig {
     /// The backend's configured name.
     pub name: String,
+    /// Which servers hold the data, from the URL's scheme.
     pub topology: Topology,
     /// Every key of this backend starts with `{namespace}` or `{namespace|`.
     pub namespace: String,
+    /// TTLs from the `*_ttl_seconds` options; Redis expires keys itself.
     pub retention: RetentionPolicy,
+    /// Multiplexed connections used round-robin (option `max_connections`,
+    /// 1..=[`MAX_MAX_CONNECTIONS`], default [`DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: usize,
+    /// How long opening a connection may take (option `connect_timeout_ms`, default
+    /// [`DEFAULT_CONNECT_TIMEOUT_MS`]).
     pub connect_timeout: Duration,
+    /// How long one command or pipeline may wait for its answer (option `response_timeout_ms`,
+    /// default [`DEFAULT_RESPONSE_TIMEOUT_MS`]).
     pub response_timeout: Duration,
     /// Replicas that must acknowledge each write (`WAIT`); 0 skips `WAIT`.
     pub wait_replicas: u64,
+    /// How long `WAIT` waits for `wait_replicas` (option `wait_timeout_ms`, default
+    /// [`DEFAULT_WAIT_TIMEOUT_MS`]).
     pub wait_timeout: Duration,
     /// What the server's persistence must promise (checked on connect).
     pub min_durability: MinDurability,

@@ -22,6 +22,15 @@ pub(crate) fn esc(s: &str) -> String {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
+/// A key of `namespace`'s namespace slot, `{namespace}:<rest>` (see the crate docs' key
+/// layout): on a Cluster it lives on the same master as the namespace's metadata, alerts and
+/// indexes. Public API for tools that need a scratch key next to a store's keys, as the
+/// `aimon bench --compare-redis-benchmark` baseline. `rest` is used as is (not escaped): pick
+/// one that no key of the layout uses, and delete the key afterwards.
+pub fn namespace_key(namespace: &str, rest: &str) -> String {
+    format!("{{{namespace}}}:{rest}")
+}
+
 /// The key names of one namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -38,7 +47,7 @@ impl Keys {
     }
 
     fn ns_key(&self, rest: &str) -> String {
-        format!("{{{}}}:{rest}", self.ns)
+        namespace_key(&self.ns, rest)
     }
 
     /// The set of every secondary index key of the namespace (for retention sweeps).

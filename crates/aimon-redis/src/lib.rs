@@ -171,6 +171,7 @@
 //! Sentinel set (`tests/redis_sentinel.rs`), each started by the fixtures from `redis-server`
 //! on free ports when no `AIMON_TEST_REDIS*_URL` is set.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod agent_states;
 mod alerts;
@@ -189,6 +190,7 @@ mod stats;
 pub use backend::RedisBackend;
 pub use backup::{NAMESPACE_DUMP, SERVER_RDB};
 pub use config::{MinDurability, RedisConfig, Topology};
+pub use keys::namespace_key;
 
 /// What the registry needs to know of the Redis driver: standalone, Sentinel and Cluster.
 pub const DRIVER: aimon_core::Descriptor = aimon_core::Descriptor {

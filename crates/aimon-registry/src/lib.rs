@@ -15,6 +15,7 @@
 //! # }).unwrap();
 //! ```
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod manager;
 mod router;

@@ -45,10 +45,14 @@ pub const SYNCHRONOUS_OPTION: &str = "synchronous";
 /// | `extra` | as `full`, and the directory is synced after the WAL is reset | slightly more than `full` |
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Synchronous {
+    /// No fsync: survives a process crash only; power loss may corrupt the file.
     Off,
+    /// Fsync at checkpoints: power loss may lose the last commits, never corrupt. The default.
     #[default]
     Normal,
+    /// One fsync of the WAL per commit: a commit that returned survives power loss.
     Full,
+    /// As `Full`, and the directory is synced after the WAL is reset.
     Extra,
 }
 
@@ -109,10 +113,14 @@ impl fmt::Display for SqliteLocation {
 pub struct SqliteConfig {
     /// The backend's configured name.
     pub name: String,
+    /// The database file, or a private in-memory database.
     pub location: SqliteLocation,
+    /// TTLs from the `*_ttl_seconds` options; `None` keeps data forever.
     pub retention: RetentionPolicy,
     /// Pool size; 1 for an in-memory database.
     pub max_connections: u32,
+    /// How long a statement waits for a lock held by another connection (option `busy_timeout_ms`,
+    /// default [`DEFAULT_BUSY_TIMEOUT_MS`]).
     pub busy_timeout: Duration,
     /// When a commit waits for the disk (option `synchronous`).
     pub synchronous: Synchronous,

@@ -45,7 +45,11 @@
 //! `off` skips even checkpoint fsyncs, and power loss may corrupt the file.
 //!
 //! ## Schema
-//! Timestamps are `INTEGER` microseconds since the Unix epoch; JSON is `TEXT`.
+//! Timestamps are `INTEGER` microseconds since the Unix epoch; JSON is `TEXT`. The layout is
+//! public API for tools that work on the file directly: the `aimon bench --compare-sqlite3`
+//! baseline `.import`s CSV rows `(series_id, ts, tags, value)` into `samples` of a file aimon
+//! created, and the bench names `samples` and `series` in the command it prints to delete a
+//! run's samples.
 //! - `series(id PRIMARY KEY, name, type, description, unit, metadata, created_at, updated_at)`,
 //!   indexed by `name` and `updated_at`: one row per metric id. A rewrite replaces everything
 //!   but `created_at`.
@@ -117,6 +121,7 @@
 //! `BackupFormat::Portable` is aimon's archive. `subscribe` is unsupported (no cross-process
 //! notifications in SQLite).
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod agent_states;
 mod alerts;

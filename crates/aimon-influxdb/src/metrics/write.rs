@@ -401,8 +401,9 @@ mod tests {
         }
     }
 
-    /// The batches of `aimon bench` (crates/aimon-cli/src/bench.rs, `Workload::batch`) at its
-    /// defaults: 200,000 samples round-robin over 100 series, 5,000 per `save_metrics` call,
+    /// The batches of `aimon bench` (crates/aimon-cli/src/bench/workload.rs,
+    /// `Workload::batch`) at its defaults: 200,000 samples round-robin over 100 series, 5,000
+    /// per `save_metrics` call,
     /// each batch one metric per series; fixed times so that every run encodes the same bytes.
     fn bench_batches() -> Vec<Vec<Metric>> {
         let (samples, series, batch) = (200_000u64, 100u64, 5_000u64);

@@ -1,0 +1,99 @@
+//! The `--compare-sqlite3` baseline: the `sqlite3` shell's `.import` of the same samples.
+
+use std::time::Instant;
+
+use super::{ToolRun, Workload};
+use crate::error::{CliError, Result};
+
+/// Loads the workload's samples with the `sqlite3` shell — CSV, `.import`, one transaction —
+/// into a fresh database with aimon's schema (same table, same indexes, same journal settings),
+/// and compares its rate with aimon's.
+pub(super) async fn sqlite3_baseline(workload: &Workload) -> Result<ToolRun> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let shell_error = |e: std::io::Error| {
+        CliError::new(format!(
+            "cannot run the sqlite3 shell for --compare-sqlite3: {e}"
+        ))
+    };
+    let version = Command::new("sqlite3")
+        .arg("--version")
+        .output()
+        .map_err(shell_error)?;
+    let tool = format!(
+        "sqlite3 {}",
+        String::from_utf8_lossy(&version.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+    );
+
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("baseline.db");
+    // aimon creates the schema, so the shell loads into exactly the table and indexes aimon uses.
+    let schema = aimon::open_url("sqlite3-baseline", &format!("sqlite://{}", db.display())).await?;
+    schema.close().await?;
+
+    let csv = dir.path().join("samples.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&csv)?);
+    let tags = workload.csv_tags();
+    for i in 0..workload.samples {
+        let (s, timestamp, value) = workload.sample(i);
+        writeln!(
+            out,
+            "{},{},{},{value}",
+            workload.ids[s],
+            aimon::time::to_micros(timestamp),
+            tags[s]
+        )?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+
+    let script = format!(
+        "PRAGMA journal_mode=WAL;\nPRAGMA synchronous=NORMAL;\nBEGIN;\n.import --csv {} samples\nCOMMIT;\n",
+        csv.display()
+    );
+    let started = Instant::now();
+    let mut child = Command::new("sqlite3")
+        .arg("-batch")
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(shell_error)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    let finished = child.wait_with_output()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !finished.status.success() || !finished.stderr.is_empty() {
+        return Err(CliError::new(format!(
+            "sqlite3 .import failed: {}",
+            String::from_utf8_lossy(&finished.stderr).trim()
+        )));
+    }
+    let counted = Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT count(*) FROM samples")
+        .output()
+        .map_err(shell_error)?;
+    let rows: u64 = String::from_utf8_lossy(&counted.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    if rows != workload.samples {
+        return Err(CliError::new(format!(
+            "sqlite3 loaded {rows} rows, expected {}",
+            workload.samples
+        )));
+    }
+    let samples_per_second = workload.samples as f64 / seconds.max(1e-9);
+    Ok(ToolRun {
+        tool,
+        command: "BEGIN; .import --csv samples.csv samples; COMMIT".to_owned(),
+        seconds,
+        samples_per_second,
+    })
+}
