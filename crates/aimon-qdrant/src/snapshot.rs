@@ -59,13 +59,10 @@ pub struct Entry {
 }
 
 fn corrupted(dir: &Path, problem: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::Corrupted,
-        format!(
-            "{} is not a usable Qdrant server backup: {problem}",
-            dir.display()
-        ),
-    )
+    Error::corrupted(format!(
+        "{} is not a usable Qdrant server backup: {problem}",
+        dir.display()
+    ))
 }
 
 impl Manifest {
@@ -103,13 +100,10 @@ impl Manifest {
             Ok(meta) if meta.is_dir() => {}
             // Something is there, and it is not a backup: a damaged or wrong input.
             Ok(_) => {
-                return Err(Error::new(
-                    ErrorKind::Corrupted,
-                    format!(
-                        "{} is a file, not a Qdrant native backup (a directory)",
-                        dir.display()
-                    ),
-                ));
+                return Err(Error::corrupted(format!(
+                    "{} is a file, not a Qdrant native backup (a directory)",
+                    dir.display()
+                )));
             }
             Err(e) => {
                 return Err(Error::new(
@@ -431,12 +425,9 @@ impl Rest {
     /// Uploads the snapshot file `from` as the collection `collection` (created by the upload).
     pub async fn upload(&self, collection: &str, from: &Path, sha256: &str) -> Result<()> {
         let url = self.upload_url(collection, sha256);
-        let file = tokio::fs::File::open(from).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Corrupted,
-                format!("cannot read {}: {e}", from.display()),
-            )
-        })?;
+        let file = tokio::fs::File::open(from)
+            .await
+            .map_err(|e| Error::corrupted(format!("cannot read {}: {e}", from.display())))?;
         let len = file.metadata().await.map(|m| m.len()).unwrap_or_default();
         let part = reqwest::multipart::Part::stream_with_length(file, len)
             .file_name("snapshot.snapshot")
