@@ -265,6 +265,35 @@ pub fn redact_url(raw: &str) -> String {
     url.to_string()
 }
 
+/// A password, token or API key: `Debug` and `Display` print `***`, so a configuration that
+/// holds one can be logged or put in an error as it is. [`Secret::expose`] is for the one place
+/// that hands it to the server (a header, a handshake), never for printing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the request or handshake that carries it. Never print it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// Backend options from a [`StorageConfig`], read by name. [`Options::finish`] fails on any
 /// option nobody read, so a typo never silently drops a setting.
 #[derive(Debug, Clone, Default)]
@@ -372,6 +401,13 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_print_as_stars() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?} {secret}"), "*** ***");
+        assert_eq!(secret.expose(), "hunter2");
+    }
 
     const PROTOTYPE_JSON: &str = r#"{
         "name": "redis-storage",

@@ -28,9 +28,9 @@
 //! Anything else is a [`aimon_core::ErrorKind::ConfigInvalid`] error naming it. Passwords and
 //! tokens never appear in `Debug` output, logs or errors.
 
-use std::fmt;
 use std::time::Duration;
 
+use aimon_core::config::Secret;
 use aimon_core::{Error, Result, RetentionPolicy, StorageBackendType, StorageConfig, redact_url};
 
 /// The samples' retention policy unless `rp` says otherwise.
@@ -61,33 +61,6 @@ const URL_OPTIONS: &[&str] = &[
     "alert_ttl_seconds",
     "agent_state_ttl_seconds",
 ];
-
-/// A password or token: `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the HTTP header that carries it. Never print it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// The settings of one API generation, behind one client (Vector's InfluxDB sink does the same).
 #[derive(Debug, Clone, PartialEq, Eq)]

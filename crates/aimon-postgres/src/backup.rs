@@ -159,7 +159,7 @@ impl PostgresBackend {
         let mut command = tokio::process::Command::new(program);
         command.arg("-d").arg(url);
         if let Some(password) = password {
-            command.env("PGPASSWORD", password);
+            command.env("PGPASSWORD", password.expose());
         }
         command
     }

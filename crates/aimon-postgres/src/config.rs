@@ -27,6 +27,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use aimon_core::config::Secret;
 use aimon_core::{Error, Result, RetentionPolicy, StorageBackendType, StorageConfig, redact_url};
 
 /// The schema unless `schema` says otherwise.
@@ -250,7 +251,7 @@ impl PostgresConfig {
     /// [`PostgresConfig::libpq_url`] without its password, and the password (percent-decoded)
     /// apart, so that a tool gets it through `PGPASSWORD` and never on its command line, where
     /// other users of the machine could read it.
-    pub fn libpq_url_and_password(&self) -> (String, Option<String>) {
+    pub fn libpq_url_and_password(&self) -> (String, Option<Secret>) {
         match url::Url::parse(&self.connect_url) {
             Ok(mut parsed) => {
                 let mut password = parsed.password().map(|p| {
@@ -272,7 +273,7 @@ impl PostgresConfig {
                 } else {
                     parsed.query_pairs_mut().clear().extend_pairs(kept);
                 }
-                (parsed.to_string(), password)
+                (parsed.to_string(), password.map(Secret::new))
             }
             Err(_) => (self.connect_url.clone(), None),
         }
@@ -431,12 +432,12 @@ mod tests {
             "{url}"
         );
         // Percent-decoding, not form decoding: a `+` stays a `+`.
-        assert_eq!(password.as_deref(), Some("p@s+s"));
+        assert_eq!(password.as_ref().map(Secret::expose), Some("p@s+s"));
         assert_eq!(config("postgres://h/db").libpq_url_and_password().1, None);
         let (url, password) =
             config("postgres://u@h/db?password=s%26cret&sslmode=disable").libpq_url_and_password();
         assert_eq!(url, "postgres://u@h/db?sslmode=disable");
-        assert_eq!(password.as_deref(), Some("s&cret"));
+        assert_eq!(password.as_ref().map(Secret::expose), Some("s&cret"));
     }
 
     fn config(url: &str) -> StorageConfig {

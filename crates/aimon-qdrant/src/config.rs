@@ -36,7 +36,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aimon_core::config::Options;
+use aimon_core::config::{Options, Secret};
 use aimon_core::{Error, Result, RetentionPolicy, StorageBackendType, StorageConfig, redact_url};
 
 /// The environment variable read for the server's API key when neither the URL nor the options
@@ -123,27 +123,6 @@ impl CollectionOptions {
     }
 }
 
-/// A secret that prints as `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn new(key: impl Into<String>) -> Self {
-        ApiKey(key.into())
-    }
-
-    /// The key itself, for the request header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
-}
-
 /// Where the data lives.
 #[derive(Clone, PartialEq, Eq)]
 pub enum QdrantMode {
@@ -155,7 +134,7 @@ pub enum QdrantMode {
         endpoint: String,
         /// `http(s)://host:rest_port`: the REST API, for snapshot downloads and uploads.
         rest_endpoint: String,
-        api_key: Option<ApiKey>,
+        api_key: Option<Secret>,
         collection_prefix: String,
         timeout: Duration,
         /// Bounds snapshot creation and upload (native backups).
@@ -239,7 +218,7 @@ impl QdrantConfig {
                 .or(option_key)
                 .or(env_api_key)
                 .filter(|k| !k.is_empty())
-                .map(ApiKey);
+                .map(Secret::new);
             let collection_prefix = options
                 .string("collection_prefix")?
                 .unwrap_or_else(|| DEFAULT_COLLECTION_PREFIX.to_owned());

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::config::ApiKey;
 use crate::engine::Collection;
 use crate::error::{BODY_QUOTE, transport_error};
+use aimon_core::config::Secret;
 
 pub use crate::error::status_error;
 
@@ -250,7 +250,7 @@ pub struct Rest {
     /// would trip it).
     uploads: reqwest::Client,
     base: url::Url,
-    api_key: Option<ApiKey>,
+    api_key: Option<Secret>,
     /// The per-request timeout (`timeout_ms`).
     timeout: Duration,
 }
@@ -270,7 +270,7 @@ impl Rest {
     /// take `snapshot_timeout`.
     pub fn new(
         base: &str,
-        api_key: Option<ApiKey>,
+        api_key: Option<Secret>,
         timeout: Duration,
         snapshot_timeout: Duration,
     ) -> Result<Self> {
@@ -605,7 +605,7 @@ mod tests {
     fn rest_urls_encode_names_and_carry_the_checksum() {
         let rest = Rest::new(
             "https://db:6333",
-            Some(ApiKey::new("s3cret")),
+            Some(Secret::new("s3cret")),
             Duration::from_secs(1),
             Duration::from_secs(60),
         )
@@ -685,7 +685,7 @@ mod tests {
             .port();
         let rest = Rest::new(
             &format!("http://127.0.0.1:{port}"),
-            Some(ApiKey::new("s3cret")),
+            Some(Secret::new("s3cret")),
             Duration::from_secs(30),
             Duration::from_secs(60),
         )
