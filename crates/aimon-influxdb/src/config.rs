@@ -192,8 +192,8 @@ impl InfluxConfig {
             .positive_u64("batch_bytes")?
             .map_or(DEFAULT_BATCH_BYTES, |n| n.clamp(1024, 1 << 30) as usize);
         let timeout = options
-            .positive_u64("timeout_seconds")?
-            .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+            .seconds("timeout_seconds")?
+            .unwrap_or(DEFAULT_TIMEOUT);
         let backup_address = options.string("backup_address")?;
         let api = if v2 {
             if !url.username().is_empty() || url.password().is_some() {

@@ -175,15 +175,9 @@ impl PostgresConfig {
             .string("schema")?
             .unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
         check_schema(&schema)?;
-        let max_connections = match options.positive_u64("max_connections")? {
-            None => DEFAULT_MAX_CONNECTIONS,
-            Some(n) if n <= MAX_MAX_CONNECTIONS => n as u32,
-            Some(n) => {
-                return Err(Error::config(format!(
-                    "option max_connections: {n} is more than {MAX_MAX_CONNECTIONS}"
-                )));
-            }
-        };
+        let max_connections = options
+            .positive_u64_at_most("max_connections", MAX_MAX_CONNECTIONS)?
+            .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as u32);
         let partition_interval = match options.string("partition_interval")? {
             None => DEFAULT_PARTITION_INTERVAL,
             Some(text) => parse_duration("partition_interval", &text)?,
@@ -193,15 +187,9 @@ impl PostgresConfig {
                 "option partition_interval: {partition_interval:?} is shorter than one minute"
             )));
         }
-        let partitions_ahead = match options.u64("partitions_ahead")? {
-            None => DEFAULT_PARTITIONS_AHEAD,
-            Some(n) if n <= MAX_PARTITIONS_AHEAD => n as u32,
-            Some(n) => {
-                return Err(Error::config(format!(
-                    "option partitions_ahead: {n} is more than {MAX_PARTITIONS_AHEAD}"
-                )));
-            }
-        };
+        let partitions_ahead = options
+            .u64_at_most("partitions_ahead", MAX_PARTITIONS_AHEAD)?
+            .map_or(DEFAULT_PARTITIONS_AHEAD, |n| n as u32);
         let compression_after = options
             .string("compression_after")?
             .map(|text| parse_duration("compression_after", &text))

@@ -82,13 +82,9 @@ impl CollectionOptions {
     /// (which it needs when above 1). Every problem is `ConfigInvalid` naming the option.
     pub fn from_options(options: &mut Options) -> Result<Self> {
         let count = |options: &mut Options, key: &str| -> Result<Option<u32>> {
-            match options.positive_u64(key)? {
-                None => Ok(None),
-                Some(n) if n <= u64::from(MAX_COLLECTION_COUNT) => Ok(Some(n as u32)),
-                Some(n) => Err(Error::config(format!(
-                    "option {key}: {n} is more than {MAX_COLLECTION_COUNT}"
-                ))),
-            }
+            Ok(options
+                .positive_u64_at_most(key, u64::from(MAX_COLLECTION_COUNT))?
+                .map(|n| n as u32))
         };
         let shard_number = count(options, "shard_number")?;
         let replication_factor = count(options, "replication_factor")?;
@@ -223,12 +219,10 @@ impl QdrantConfig {
                 .string("collection_prefix")?
                 .unwrap_or_else(|| DEFAULT_COLLECTION_PREFIX.to_owned());
             check_prefix(&collection_prefix)?;
-            let timeout = options
-                .positive_u64("timeout_ms")?
-                .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+            let timeout = options.millis("timeout_ms")?.unwrap_or(DEFAULT_TIMEOUT);
             let snapshot_timeout = options
-                .positive_u64("snapshot_timeout_ms")?
-                .map_or(DEFAULT_SNAPSHOT_TIMEOUT, Duration::from_millis);
+                .millis("snapshot_timeout_ms")?
+                .unwrap_or(DEFAULT_SNAPSHOT_TIMEOUT);
             let collection_options = CollectionOptions::from_options(&mut options)?;
             QdrantMode::Server {
                 endpoint,
