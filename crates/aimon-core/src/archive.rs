@@ -438,13 +438,10 @@ fn open_archive_file(file: &Path, missing: ErrorKind) -> Result<File> {
         }
     };
     if let Some(what) = what {
-        return Err(Error::new(
-            ErrorKind::Corrupted,
-            format!(
-                "{} is {what}; an archive holds regular files only",
-                file.display()
-            ),
-        ));
+        return Err(Error::corrupted(format!(
+            "{} is {what}; an archive holds regular files only",
+            file.display()
+        )));
     }
     File::open(file).map_err(|e| {
         Error::new(
@@ -480,30 +477,24 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
         .with_source(e)
     })?;
     let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::new(
-            ErrorKind::Corrupted,
-            format!("{} is not an aimon manifest", manifest_path.display()),
-        )
+        Error::corrupted(format!(
+            "{} is not an aimon manifest",
+            manifest_path.display()
+        ))
         .with_source(e)
     })?;
     if manifest.format != FORMAT {
-        return Err(Error::new(
-            ErrorKind::Corrupted,
-            format!(
-                "{} has format {:?}, expected {FORMAT:?}",
-                manifest_path.display(),
-                manifest.format
-            ),
-        ));
+        return Err(Error::corrupted(format!(
+            "{} has format {:?}, expected {FORMAT:?}",
+            manifest_path.display(),
+            manifest.format
+        )));
     }
     if manifest.version == 0 {
-        return Err(Error::new(
-            ErrorKind::Corrupted,
-            format!(
-                "{} has version 0; archive versions start at 1",
-                manifest_path.display()
-            ),
-        ));
+        return Err(Error::corrupted(format!(
+            "{} has version 0; archive versions start at 1",
+            manifest_path.display()
+        )));
     }
     if manifest.version > VERSION {
         return Err(Error::new(
@@ -518,18 +509,15 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
 }
 
 fn archive_file(path: &Path, manifest: &Manifest, kind: DataKind) -> Result<PathBuf> {
-    let name = manifest.files.get(&kind).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Corrupted,
-            format!("the manifest lists no {kind} file"),
-        )
-    })?;
+    let name = manifest
+        .files
+        .get(&kind)
+        .ok_or_else(|| Error::corrupted(format!("the manifest lists no {kind} file")))?;
     // The manifest may be hostile: a name must stay inside the archive directory.
     if Path::new(name).components().count() != 1 || name.contains(['/', '\\']) || name == ".." {
-        return Err(Error::new(
-            ErrorKind::Corrupted,
-            format!("the manifest names {name:?}, outside the archive"),
-        ));
+        return Err(Error::corrupted(format!(
+            "the manifest names {name:?}, outside the archive"
+        )));
     }
     Ok(path.join(name))
 }
@@ -543,12 +531,8 @@ fn read_lines<T: DeserializeOwned>(
     let reader = BufReader::new(MultiGzDecoder::new(BufReader::new(opened)));
     for (index, line) in reader.lines().enumerate() {
         let line_no = index + 1;
-        let corrupted = |what: &str| {
-            Error::new(
-                ErrorKind::Corrupted,
-                format!("{}:{line_no}: {what}", file.display()),
-            )
-        };
+        let corrupted =
+            |what: &str| Error::corrupted(format!("{}:{line_no}: {what}", file.display()));
         let line = line.map_err(|e| corrupted("unreadable").with_source(e))?;
         // Blank lines (JSON whitespace only, as an editor may leave them) hold no item.
         if line.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
@@ -607,14 +591,11 @@ fn verify(path: &Path, manifest: &Manifest) -> Result<ArchiveCounts> {
         },
     )?;
     if counts != manifest.counts {
-        return Err(Error::new(
-            ErrorKind::Corrupted,
-            format!(
-                "{} holds {counts:?} but its manifest promises {:?}; the archive is incomplete",
-                path.display(),
-                manifest.counts
-            ),
-        ));
+        return Err(Error::corrupted(format!(
+            "{} holds {counts:?} but its manifest promises {:?}; the archive is incomplete",
+            path.display(),
+            manifest.counts
+        )));
     }
     Ok(counts)
 }

@@ -286,6 +286,47 @@ pub fn redact_url(raw: &str) -> String {
     url.to_string()
 }
 
+fn at_most(key: &str, value: Option<u64>, max: u64) -> Result<Option<u64>> {
+    match value {
+        Some(n) if n > max => Err(Error::config(format!(
+            "option {key}: {n} is more than {max}"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// A password, token or API key: `Debug` and `Display` print `***`, so a configuration that
+/// holds one can be logged or put in an error as it is. [`Secret::expose`] is for the one place
+/// that hands it to the server (a header, a handshake), never for printing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a password, token or API key.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the request or handshake that carries it, or for a tool that
+    /// passes it on privately (the `aimon bench` baselines hand it to `psql` and `curl` through
+    /// their environment or a file readable by its user only). Never print it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// Backend options from a [`StorageConfig`], read by name. [`Options::finish`] fails on any
 /// option nobody read, so a typo never silently drops a setting.
 #[derive(Debug, Clone, Default)]
@@ -338,6 +379,49 @@ impl Options {
             ))),
             other => Ok(other),
         }
+    }
+
+    /// [`Options::u64`] no greater than `max`: `option {key}: {n} is more than {max}`.
+    pub fn u64_at_most(&mut self, key: &str, max: u64) -> Result<Option<u64>> {
+        let value = self.u64(key)?;
+        at_most(key, value, max)
+    }
+
+    /// [`Options::positive_u64`] no greater than `max` (pool sizes, counts).
+    pub fn positive_u64_at_most(&mut self, key: &str, max: u64) -> Result<Option<u64>> {
+        let value = self.positive_u64(key)?;
+        at_most(key, value, max)
+    }
+
+    /// A positive number of milliseconds (`timeout_ms`…).
+    pub fn millis(&mut self, key: &str) -> Result<Option<std::time::Duration>> {
+        Ok(self
+            .positive_u64(key)?
+            .map(std::time::Duration::from_millis))
+    }
+
+    /// A positive number of seconds (`timeout_seconds`…).
+    pub fn seconds(&mut self, key: &str) -> Result<Option<std::time::Duration>> {
+        Ok(self.positive_u64(key)?.map(std::time::Duration::from_secs))
+    }
+
+    /// One of a fixed set of names, matched case-insensitively; anything else is
+    /// `option {key}: "…" is not one of a, b, c`.
+    pub fn choice<T: Copy>(&mut self, key: &str, choices: &[(&str, T)]) -> Result<Option<T>> {
+        let Some(value) = self.string(key)? else {
+            return Ok(None);
+        };
+        choices
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(&value))
+            .map(|&(_, choice)| Some(choice))
+            .ok_or_else(|| {
+                let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+                Error::config(format!(
+                    "option {key}: {value:?} is not one of {}",
+                    names.join(", ")
+                ))
+            })
     }
 
     /// A boolean, given as `true`/`false` or the strings `"true"`/`"false"`.
@@ -394,6 +478,49 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_option_readers() {
+        let mut options = Options::new(BTreeMap::from([
+            ("pool".to_owned(), serde_json::json!(8)),
+            ("big".to_owned(), serde_json::json!("101")),
+            ("zero".to_owned(), serde_json::json!(0)),
+            ("timeout_ms".to_owned(), serde_json::json!(250)),
+            ("timeout_seconds".to_owned(), serde_json::json!("3")),
+            ("mode".to_owned(), serde_json::json!("FULL")),
+            ("bad_mode".to_owned(), serde_json::json!("half")),
+        ]));
+        assert_eq!(options.positive_u64_at_most("pool", 100).unwrap(), Some(8));
+        assert_eq!(options.positive_u64_at_most("absent", 100).unwrap(), None);
+        let err = options.u64_at_most("big", 100).unwrap_err();
+        assert_eq!(err.message(), "option big: 101 is more than 100");
+        let err = options.positive_u64_at_most("zero", 100).unwrap_err();
+        assert_eq!(err.message(), "option zero: must be greater than zero");
+        assert_eq!(
+            options.millis("timeout_ms").unwrap(),
+            Some(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(
+            options.seconds("timeout_seconds").unwrap(),
+            Some(std::time::Duration::from_secs(3))
+        );
+        let modes = [("normal", 1), ("full", 2)];
+        assert_eq!(options.choice("mode", &modes).unwrap(), Some(2));
+        let err = options.choice("bad_mode", &modes).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::ConfigInvalid);
+        assert_eq!(
+            err.message(),
+            r#"option bad_mode: "half" is not one of normal, full"#
+        );
+        options.finish("test").unwrap();
+    }
+
+    #[test]
+    fn secrets_print_as_stars() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?} {secret}"), "*** ***");
+        assert_eq!(secret.expose(), "hunter2");
+    }
 
     const PROTOTYPE_JSON: &str = r#"{
         "name": "redis-storage",

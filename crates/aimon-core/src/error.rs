@@ -102,6 +102,18 @@ impl Error {
         Error::new(ErrorKind::ConfigInvalid, message)
     }
 
+    /// Shorthand for an [`ErrorKind::Corrupted`] error: stored or archived data is not what it
+    /// should be.
+    pub fn corrupted(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Corrupted, message)
+    }
+
+    /// A stored value that does not decode: `stored {what} is malformed`, as
+    /// [`ErrorKind::Corrupted`].
+    pub fn malformed(what: impl fmt::Display) -> Self {
+        Error::corrupted(format!("stored {what} is malformed"))
+    }
+
     /// Names the call that failed (`save_metrics`); shown first in the message.
     pub fn with_operation(mut self, operation: &'static str) -> Self {
         self.operation = Some(operation);
@@ -258,7 +270,7 @@ impl std::error::Error for Error {
 
 impl From<serde_json::Error> for Error {
     fn from(err: serde_json::Error) -> Self {
-        Error::new(ErrorKind::Corrupted, "malformed JSON").with_source(err)
+        Error::corrupted("malformed JSON").with_source(err)
     }
 }
 
@@ -301,12 +313,9 @@ mod tests {
 
     #[test]
     fn control_characters_never_reach_the_text() {
-        let err = Error::new(
-            ErrorKind::Corrupted,
-            "metrics\u{1b}[2J\u{1b}[31mRED is missing",
-        )
-        .with_context("line", "a\nb\tc\u{7f}\u{9b}")
-        .with_source(std::io::Error::other("server said\r\n\u{7}bell"));
+        let err = Error::corrupted("metrics\u{1b}[2J\u{1b}[31mRED is missing")
+            .with_context("line", "a\nb\tc\u{7f}\u{9b}")
+            .with_source(std::io::Error::other("server said\r\n\u{7}bell"));
         let text = err.to_string();
         assert!(!text.contains(|c: char| c.is_control()), "{text:?}");
         assert_eq!(

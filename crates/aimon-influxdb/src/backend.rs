@@ -231,8 +231,8 @@ pub(crate) fn docs<T: serde::de::DeserializeOwned>(
                 .get(t)
                 .and_then(crate::client::cell_i64)
                 .unwrap_or_default();
-            let item = serde_json::from_str(text)
-                .map_err(|e| crate::error::corrupted(what).with_source(e))?;
+            let item =
+                serde_json::from_str(text).map_err(|e| Error::malformed(what).with_source(e))?;
             out.push((time, item));
         }
     }

@@ -153,11 +153,7 @@ impl InfluxBackend {
         let (database, _, _, address) = self.native_settings()?;
         let manifest: NativeManifest = match std::fs::read(path.join(MANIFEST)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::new(
-                    ErrorKind::Corrupted,
-                    "not a native InfluxDB backup of aimon",
-                )
-                .with_source(e)
+                Error::corrupted("not a native InfluxDB backup of aimon").with_source(e)
             })?,
             Err(_) if !path.exists() => {
                 return Err(Error::new(
@@ -166,23 +162,17 @@ impl InfluxBackend {
                 ));
             }
             Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Corrupted,
-                    format!(
-                        "{} is not a native InfluxDB backup of aimon (no {MANIFEST})",
-                        path.display()
-                    ),
-                ));
+                return Err(Error::corrupted(format!(
+                    "{} is not a native InfluxDB backup of aimon (no {MANIFEST})",
+                    path.display()
+                )));
             }
         };
         if manifest.format != FORMAT {
-            return Err(Error::new(
-                ErrorKind::Corrupted,
-                format!(
-                    "{} is not a native InfluxDB backup of aimon",
-                    path.display()
-                ),
-            ));
+            return Err(Error::corrupted(format!(
+                "{} is not a native InfluxDB backup of aimon",
+                path.display()
+            )));
         }
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -203,14 +193,11 @@ impl InfluxBackend {
         .await
         .map_err(|e| {
             if e.kind() == ErrorKind::Backend {
-                Error::new(
-                    ErrorKind::Corrupted,
-                    format!(
-                        "influxd could not restore {}: {}",
-                        path.display(),
-                        e.message()
-                    ),
-                )
+                Error::corrupted(format!(
+                    "influxd could not restore {}: {}",
+                    path.display(),
+                    e.message()
+                ))
             } else {
                 e
             }

@@ -10,7 +10,7 @@ use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use serde::Deserialize;
 
 use crate::config::{ApiSettings, InfluxConfig};
-use crate::error::{corrupted, from_query_error, from_reqwest, from_status};
+use crate::error::{from_query_error, from_reqwest, from_status};
 use crate::line;
 
 /// Where a write goes: the samples' retention policy (bucket), or the metadata's.
@@ -178,7 +178,7 @@ impl Client {
     pub async fn query(&self, q: &str) -> Result<Vec<Vec<Series>>> {
         self.query_finite(q)
             .await?
-            .ok_or_else(|| corrupted("query answer: a value JSON cannot carry (±Inf, NaN)"))
+            .ok_or_else(|| Error::malformed("query answer: a value JSON cannot carry (±Inf, NaN)"))
     }
 
     /// [`Client::query`], but `None` where an answer held ±Inf or NaN: InfluxDB's JSON encoder
@@ -216,7 +216,7 @@ impl Client {
                 Err(_) if String::from_utf8_lossy(&body).contains("unsupported value: ") => {
                     return Ok(None);
                 }
-                Err(e) => return Err(corrupted("query answer").with_source(e)),
+                Err(e) => return Err(Error::malformed("query answer").with_source(e)),
             };
             if let Some(error) = chunk.error {
                 return Err(from_query_error(&error));
@@ -229,7 +229,9 @@ impl Client {
                 // string literal splits one statement in two). An id past it is not an
                 // answer to this request; the server's number never sizes an allocation.
                 let Some(target) = out.get_mut(result.statement_id) else {
-                    return Err(corrupted("query answer: a statement id past the request's"));
+                    return Err(Error::malformed(
+                        "query answer: a statement id past the request's",
+                    ));
                 };
                 for series in result.series {
                     // A series continued from the previous chunk: same name and tags.

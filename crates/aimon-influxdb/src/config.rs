@@ -28,9 +28,9 @@
 //! Anything else is a [`aimon_core::ErrorKind::ConfigInvalid`] error naming it. Passwords and
 //! tokens never appear in `Debug` output, logs or errors.
 
-use std::fmt;
 use std::time::Duration;
 
+use aimon_core::config::Secret;
 use aimon_core::{Error, Result, RetentionPolicy, StorageBackendType, StorageConfig, redact_url};
 
 /// The samples' retention policy unless `rp` says otherwise.
@@ -61,36 +61,6 @@ const URL_OPTIONS: &[&str] = &[
     "alert_ttl_seconds",
     "agent_state_ttl_seconds",
 ];
-
-/// A password or token: `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a password or token.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the HTTP header that carries it, or for a tool that passes it on
-    /// privately (the `aimon bench --compare-curl` baseline writes it into a curl config file
-    /// readable by its user only). Never print it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// The settings of one API generation, behind one client (Vector's InfluxDB sink does the same).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,8 +210,8 @@ impl InfluxConfig {
             .positive_u64("batch_bytes")?
             .map_or(DEFAULT_BATCH_BYTES, |n| n.clamp(1024, 1 << 30) as usize);
         let timeout = options
-            .positive_u64("timeout_seconds")?
-            .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+            .seconds("timeout_seconds")?
+            .unwrap_or(DEFAULT_TIMEOUT);
         let backup_address = options.string("backup_address")?;
         let api = if v2 {
             if !url.username().is_empty() || url.password().is_some() {

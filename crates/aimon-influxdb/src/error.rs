@@ -89,11 +89,6 @@ pub(crate) fn from_reqwest(err: reqwest::Error) -> Error {
     Error::new(kind, message).with_source(err.without_url())
 }
 
-/// A stored value that does not decode.
-pub(crate) fn corrupted(what: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Corrupted, format!("stored {what} is malformed"))
-}
-
 fn clip(message: &str) -> &str {
     let message = message.trim();
     match message.char_indices().nth(500) {

@@ -3,14 +3,14 @@
 use aimon_core::driver::Selection;
 use aimon_core::query::{AlertQuery, tie_breaker};
 use aimon_core::{
-    Alert, AlertSeverity, AlertStatus, DataKind, Result, RetentionPolicy, StorageEvent,
+    Alert, AlertSeverity, AlertStatus, DataKind, Error, Result, RetentionPolicy, StorageEvent,
     WriteReport, model::tags_json, time,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::backend::{DbResult, PostgresBackend};
-use crate::error::{corrupted, parse_json};
+use crate::error::parse_json;
 use crate::sql::{Sql, push_filters, push_order_and_page};
 
 /// The columns of `alerts`, in the order [`alert_from_row`] reads them.
@@ -43,11 +43,11 @@ pub(crate) fn alert_from_row(row: &PgRow) -> Result<Alert> {
         name: row.try_get(1).db()?,
         description: row.try_get(2).db()?,
         severity: AlertSeverity::from_rank(i64::from(severity))
-            .ok_or_else(|| corrupted("alert severity"))?,
+            .ok_or_else(|| Error::malformed("alert severity"))?,
         source: row.try_get(4).db()?,
         status: status
             .parse::<AlertStatus>()
-            .map_err(|_| corrupted("alert status"))?,
+            .map_err(|_| Error::malformed("alert status"))?,
         start_time: row.try_get(6).db()?,
         end_time: row.try_get(7).db()?,
         acknowledged_by: row.try_get(8).db()?,

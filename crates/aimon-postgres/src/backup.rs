@@ -135,10 +135,6 @@ fn replace_word(line: &str, from: &str, to: &str) -> String {
     out
 }
 
-fn corrupted(why: impl Into<String>) -> Error {
-    Error::new(ErrorKind::Corrupted, why)
-}
-
 async fn run_tool(mut command: tokio::process::Command, what: &str) -> Result<()> {
     let out = command
         .stdin(std::process::Stdio::null())
@@ -163,7 +159,7 @@ impl PostgresBackend {
         let mut command = tokio::process::Command::new(program);
         command.arg("-d").arg(url);
         if let Some(password) = password {
-            command.env("PGPASSWORD", password);
+            command.env("PGPASSWORD", password.expose());
         }
         command
     }
@@ -303,7 +299,8 @@ impl PostgresBackend {
                 format!("no backup at {}", path.display()),
             ));
         }
-        let not_ours = || corrupted(format!("{} is not an aimon pg_dump backup", path.display()));
+        let not_ours =
+            || Error::corrupted(format!("{} is not an aimon pg_dump backup", path.display()));
         if !path.is_dir() {
             return Err(not_ours());
         }
@@ -355,7 +352,7 @@ impl PostgresBackend {
         let _ = std::fs::remove_file(&rewritten);
         let merged = match loaded {
             Ok(()) => self.merge_schema(&scratch).await,
-            Err(e) => Err(corrupted("the dump does not load").with_source(e)),
+            Err(e) => Err(Error::corrupted("the dump does not load").with_source(e)),
         };
         // Audited: a name built here from digits, quoted.
         let _ = sqlx::raw_sql(AssertSqlSafe(format!(
@@ -386,7 +383,7 @@ impl PostgresBackend {
         )))
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| corrupted("the dump holds no aimon schema").with_source(e))?;
+        .map_err(|e| Error::corrupted("the dump holds no aimon schema").with_source(e))?;
         let newest = MIGRATIONS.last().map_or(0, |m| m.version);
         match version {
             Some(v) if v <= newest => {}
@@ -396,7 +393,7 @@ impl PostgresBackend {
                     format!("the dump's schema is at version {v}, newer than {newest}"),
                 ));
             }
-            None => return Err(corrupted("the dump's schema has no migrations")),
+            None => return Err(Error::corrupted("the dump's schema has no migrations")),
         }
         // The partitions the restored samples need, first (outside the merge transaction).
         if !self.timescale {

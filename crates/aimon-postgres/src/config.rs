@@ -27,6 +27,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use aimon_core::config::Secret;
 use aimon_core::{Error, Result, RetentionPolicy, StorageBackendType, StorageConfig, redact_url};
 
 /// The schema unless `schema` says otherwise.
@@ -182,15 +183,9 @@ impl PostgresConfig {
             .string("schema")?
             .unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
         check_schema(&schema)?;
-        let max_connections = match options.positive_u64("max_connections")? {
-            None => DEFAULT_MAX_CONNECTIONS,
-            Some(n) if n <= MAX_MAX_CONNECTIONS => n as u32,
-            Some(n) => {
-                return Err(Error::config(format!(
-                    "option max_connections: {n} is more than {MAX_MAX_CONNECTIONS}"
-                )));
-            }
-        };
+        let max_connections = options
+            .positive_u64_at_most("max_connections", MAX_MAX_CONNECTIONS)?
+            .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as u32);
         let partition_interval = match options.string("partition_interval")? {
             None => DEFAULT_PARTITION_INTERVAL,
             Some(text) => parse_duration("partition_interval", &text)?,
@@ -200,15 +195,9 @@ impl PostgresConfig {
                 "option partition_interval: {partition_interval:?} is shorter than one minute"
             )));
         }
-        let partitions_ahead = match options.u64("partitions_ahead")? {
-            None => DEFAULT_PARTITIONS_AHEAD,
-            Some(n) if n <= MAX_PARTITIONS_AHEAD => n as u32,
-            Some(n) => {
-                return Err(Error::config(format!(
-                    "option partitions_ahead: {n} is more than {MAX_PARTITIONS_AHEAD}"
-                )));
-            }
-        };
+        let partitions_ahead = options
+            .u64_at_most("partitions_ahead", MAX_PARTITIONS_AHEAD)?
+            .map_or(DEFAULT_PARTITIONS_AHEAD, |n| n as u32);
         let compression_after = options
             .string("compression_after")?
             .map(|text| parse_duration("compression_after", &text))
@@ -259,7 +248,7 @@ impl PostgresConfig {
     /// apart, so that a tool gets it through `PGPASSWORD` and never on its command line, where
     /// other users of the machine could read it. Public API for tools that run `psql` or
     /// `pg_dump` against the store, as the `aimon bench --compare-psql` baseline.
-    pub fn libpq_url_and_password(&self) -> (String, Option<String>) {
+    pub fn libpq_url_and_password(&self) -> (String, Option<Secret>) {
         match url::Url::parse(&self.connect_url) {
             Ok(mut parsed) => {
                 let mut password = parsed.password().map(|p| {
@@ -281,7 +270,7 @@ impl PostgresConfig {
                 } else {
                     parsed.query_pairs_mut().clear().extend_pairs(kept);
                 }
-                (parsed.to_string(), password)
+                (parsed.to_string(), password.map(Secret::new))
             }
             Err(_) => (self.connect_url.clone(), None),
         }
@@ -440,12 +429,12 @@ mod tests {
             "{url}"
         );
         // Percent-decoding, not form decoding: a `+` stays a `+`.
-        assert_eq!(password.as_deref(), Some("p@s+s"));
+        assert_eq!(password.as_ref().map(Secret::expose), Some("p@s+s"));
         assert_eq!(config("postgres://h/db").libpq_url_and_password().1, None);
         let (url, password) =
             config("postgres://u@h/db?password=s%26cret&sslmode=disable").libpq_url_and_password();
         assert_eq!(url, "postgres://u@h/db?sslmode=disable");
-        assert_eq!(password.as_deref(), Some("s&cret"));
+        assert_eq!(password.as_ref().map(Secret::expose), Some("s&cret"));
     }
 
     fn config(url: &str) -> StorageConfig {

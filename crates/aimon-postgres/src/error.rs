@@ -87,17 +87,12 @@ pub(crate) fn from_sqlx(err: sqlx::Error) -> Error {
     Error::new(kind, message).with_source(err)
 }
 
-/// A stored value that does not decode.
-pub(crate) fn corrupted(what: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Corrupted, format!("stored {what} is malformed"))
-}
-
 /// Decodes JSON stored as text; malformed text is `Corrupted`.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     text: &str,
     what: &str,
 ) -> Result<T, Error> {
-    serde_json::from_str(text).map_err(|e| corrupted(what).with_source(e))
+    serde_json::from_str(text).map_err(|e| Error::malformed(what).with_source(e))
 }
 
 /// A `count(*)` as the unsigned count reports carry.

@@ -242,13 +242,10 @@ async fn migrate_locked(conn: &mut PgConnection, config: &PostgresConfig) -> Res
         (Some(_), _) => {
             // A plain table: a hypertable (its chunks are TimescaleDB's).
             if !config.timescale() && extension.is_none() {
-                return Err(Error::new(
-                    ErrorKind::Corrupted,
-                    format!(
-                        "schema {} has a samples table that is neither partitioned nor a hypertable",
-                        config.schema
-                    ),
-                ));
+                return Err(Error::corrupted(format!(
+                    "schema {} has a samples table that is neither partitioned nor a hypertable",
+                    config.schema
+                )));
             }
             timescale::update_policies(conn, config).await?;
             Ok(true)

@@ -44,10 +44,7 @@ fn corrupted(e: Error) -> Error {
     if e.kind() == ErrorKind::Corrupted {
         e
     } else {
-        Error::new(
-            ErrorKind::Corrupted,
-            format!("the native backup holds an invalid item: {e}"),
-        )
+        Error::corrupted(format!("the native backup holds an invalid item: {e}"))
     }
 }
 
@@ -76,13 +73,10 @@ pub(crate) async fn native_restore(backend: &QdrantBackend, path: &Path) -> Resu
     let sample_count = samples.len() as u64;
     for s in &samples {
         let meta = series.get_mut(&s.series_id).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Corrupted,
-                format!(
-                    "a sample of series {:?} has no series in the backup",
-                    s.series_id
-                ),
-            )
+            Error::corrupted(format!(
+                "a sample of series {:?} has no series in the backup",
+                s.series_id
+            ))
         })?;
         meta.values.push(s.to_value());
     }

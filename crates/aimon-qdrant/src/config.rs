@@ -36,7 +36,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aimon_core::config::Options;
+use aimon_core::config::{Options, Secret};
 use aimon_core::{Error, Result, RetentionPolicy, StorageBackendType, StorageConfig, redact_url};
 
 /// The environment variable read for the server's API key when neither the URL nor the options
@@ -89,13 +89,9 @@ impl CollectionOptions {
     /// (which it needs when above 1). Every problem is `ConfigInvalid` naming the option.
     pub fn from_options(options: &mut Options) -> Result<Self> {
         let count = |options: &mut Options, key: &str| -> Result<Option<u32>> {
-            match options.positive_u64(key)? {
-                None => Ok(None),
-                Some(n) if n <= u64::from(MAX_COLLECTION_COUNT) => Ok(Some(n as u32)),
-                Some(n) => Err(Error::config(format!(
-                    "option {key}: {n} is more than {MAX_COLLECTION_COUNT}"
-                ))),
-            }
+            Ok(options
+                .positive_u64_at_most(key, u64::from(MAX_COLLECTION_COUNT))?
+                .map(|n| n as u32))
         };
         let shard_number = count(options, "shard_number")?;
         let replication_factor = count(options, "replication_factor")?;
@@ -130,28 +126,6 @@ impl CollectionOptions {
     }
 }
 
-/// A secret that prints as `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Wraps an API key.
-    pub fn new(key: impl Into<String>) -> Self {
-        ApiKey(key.into())
-    }
-
-    /// The key itself, for the request header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
-}
-
 /// Where the data lives.
 #[derive(Clone, PartialEq, Eq)]
 pub enum QdrantMode {
@@ -167,7 +141,7 @@ pub enum QdrantMode {
         /// `http(s)://host:rest_port`: the REST API, for snapshot downloads and uploads.
         rest_endpoint: String,
         /// Sent with every request: from the URL's `api_key`, the option, or [`API_KEY_ENV`].
-        api_key: Option<ApiKey>,
+        api_key: Option<Secret>,
         /// Collections are named `<prefix>_<kind>` (option `collection_prefix`, default
         /// [`DEFAULT_COLLECTION_PREFIX`]); several stores can share a server.
         collection_prefix: String,
@@ -256,17 +230,15 @@ impl QdrantConfig {
                 .or(option_key)
                 .or(env_api_key)
                 .filter(|k| !k.is_empty())
-                .map(ApiKey);
+                .map(Secret::new);
             let collection_prefix = options
                 .string("collection_prefix")?
                 .unwrap_or_else(|| DEFAULT_COLLECTION_PREFIX.to_owned());
             check_prefix(&collection_prefix)?;
-            let timeout = options
-                .positive_u64("timeout_ms")?
-                .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+            let timeout = options.millis("timeout_ms")?.unwrap_or(DEFAULT_TIMEOUT);
             let snapshot_timeout = options
-                .positive_u64("snapshot_timeout_ms")?
-                .map_or(DEFAULT_SNAPSHOT_TIMEOUT, Duration::from_millis);
+                .millis("snapshot_timeout_ms")?
+                .unwrap_or(DEFAULT_SNAPSHOT_TIMEOUT);
             let collection_options = CollectionOptions::from_options(&mut options)?;
             QdrantMode::Server {
                 endpoint,

@@ -507,13 +507,10 @@ impl Engine for EdgeEngine {
 }
 
 fn corrupted(dir: &Path, problem: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::Corrupted,
-        format!(
-            "{} is not a native Qdrant edge backup of aimon: {problem}",
-            dir.display()
-        ),
-    )
+    Error::corrupted(format!(
+        "{} is not a native Qdrant edge backup of aimon: {problem}",
+        dir.display()
+    ))
 }
 
 /// Reads a native backup: checks its manifest, opens a scratch copy of each shard (loading

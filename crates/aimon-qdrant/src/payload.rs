@@ -109,10 +109,7 @@ fn to_doc<T: serde::Serialize>(item: &T) -> Result<String> {
 }
 
 fn corrupted(what: &str) -> Error {
-    Error::new(
-        ErrorKind::Corrupted,
-        format!("a stored point has no valid {what}"),
-    )
+    Error::corrupted(format!("a stored point has no valid {what}"))
 }
 
 fn doc<T: serde::de::DeserializeOwned>(payload: &Map<String, Value>) -> Result<T> {

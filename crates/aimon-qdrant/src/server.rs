@@ -623,13 +623,10 @@ impl ServerEngine {
         if let Some(expected) = description.checksum.filter(|c| !c.is_empty())
             && !expected.eq_ignore_ascii_case(&sha256)
         {
-            return Err(Error::new(
-                ErrorKind::Corrupted,
-                format!(
-                    "the snapshot of {name} arrived with SHA-256 {sha256}, the server made \
+            return Err(Error::corrupted(format!(
+                "the snapshot of {name} arrived with SHA-256 {sha256}, the server made \
                      {expected}"
-                ),
-            ));
+            )));
         }
         Ok(snapshot::Entry {
             kind: collection.name().to_owned(),

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::config::ApiKey;
 use crate::engine::Collection;
 use crate::error::{BODY_QUOTE, transport_error};
+use aimon_core::config::Secret;
 
 pub use crate::error::status_error;
 
@@ -63,13 +63,10 @@ pub struct Entry {
 }
 
 fn corrupted(dir: &Path, problem: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::Corrupted,
-        format!(
-            "{} is not a usable Qdrant server backup: {problem}",
-            dir.display()
-        ),
-    )
+    Error::corrupted(format!(
+        "{} is not a usable Qdrant server backup: {problem}",
+        dir.display()
+    ))
 }
 
 impl Manifest {
@@ -109,13 +106,10 @@ impl Manifest {
             Ok(meta) if meta.is_dir() => {}
             // Something is there, and it is not a backup: a damaged or wrong input.
             Ok(_) => {
-                return Err(Error::new(
-                    ErrorKind::Corrupted,
-                    format!(
-                        "{} is a file, not a Qdrant native backup (a directory)",
-                        dir.display()
-                    ),
-                ));
+                return Err(Error::corrupted(format!(
+                    "{} is a file, not a Qdrant native backup (a directory)",
+                    dir.display()
+                )));
             }
             Err(e) => {
                 return Err(Error::new(
@@ -263,7 +257,7 @@ pub struct Rest {
     /// would trip it).
     uploads: reqwest::Client,
     base: url::Url,
-    api_key: Option<ApiKey>,
+    api_key: Option<Secret>,
     /// The per-request timeout (`timeout_ms`).
     timeout: Duration,
 }
@@ -283,7 +277,7 @@ impl Rest {
     /// take `snapshot_timeout`.
     pub fn new(
         base: &str,
-        api_key: Option<ApiKey>,
+        api_key: Option<Secret>,
         timeout: Duration,
         snapshot_timeout: Duration,
     ) -> Result<Self> {
@@ -438,12 +432,9 @@ impl Rest {
     /// Uploads the snapshot file `from` as the collection `collection` (created by the upload).
     pub async fn upload(&self, collection: &str, from: &Path, sha256: &str) -> Result<()> {
         let url = self.upload_url(collection, sha256);
-        let file = tokio::fs::File::open(from).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Corrupted,
-                format!("cannot read {}: {e}", from.display()),
-            )
-        })?;
+        let file = tokio::fs::File::open(from)
+            .await
+            .map_err(|e| Error::corrupted(format!("cannot read {}: {e}", from.display())))?;
         let len = file.metadata().await.map(|m| m.len()).unwrap_or_default();
         let part = reqwest::multipart::Part::stream_with_length(file, len)
             .file_name("snapshot.snapshot")
@@ -621,7 +612,7 @@ mod tests {
     fn rest_urls_encode_names_and_carry_the_checksum() {
         let rest = Rest::new(
             "https://db:6333",
-            Some(ApiKey::new("s3cret")),
+            Some(Secret::new("s3cret")),
             Duration::from_secs(1),
             Duration::from_secs(60),
         )
@@ -701,7 +692,7 @@ mod tests {
             .port();
         let rest = Rest::new(
             &format!("http://127.0.0.1:{port}"),
-            Some(ApiKey::new("s3cret")),
+            Some(Secret::new("s3cret")),
             Duration::from_secs(30),
             Duration::from_secs(60),
         )

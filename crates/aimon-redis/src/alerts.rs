@@ -4,10 +4,9 @@
 use aimon_core::driver::Selection;
 use aimon_core::memory::truncate_alert;
 use aimon_core::query::AlertQuery;
-use aimon_core::{Alert, Result, RetentionPolicy, StorageEvent, WriteReport, time};
+use aimon_core::{Alert, Error, Result, RetentionPolicy, StorageEvent, WriteReport, time};
 
 use crate::backend::{RedisBackend, bytes, live_until_arg};
-use crate::error::corrupted;
 use crate::scripts::SCRIPTS;
 
 impl RedisBackend {
@@ -86,7 +85,7 @@ impl RedisBackend {
                 out.push(match bytes(&reply) {
                     None => None,
                     Some(json) => {
-                        Some(serde_json::from_slice(json).map_err(|_| corrupted("item"))?)
+                        Some(serde_json::from_slice(json).map_err(|_| Error::malformed("item"))?)
                     }
                 });
             }

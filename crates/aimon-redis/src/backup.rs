@@ -23,10 +23,7 @@ pub const NAMESPACE_DUMP: &str = "namespace.dump";
 pub const SERVER_RDB: &str = "server.rdb";
 
 fn corrupt(why: &str) -> Error {
-    Error::new(
-        ErrorKind::Corrupted,
-        format!("not an aimon Redis native backup: {why}"),
-    )
+    Error::corrupted(format!("not an aimon Redis native backup: {why}"))
 }
 
 impl RedisBackend {
@@ -329,10 +326,7 @@ impl RedisBackend {
         let mut magic = [0u8; 5];
         std::fs::File::open(target)?.read_exact(&mut magic)?;
         if &magic != b"REDIS" {
-            return Err(Error::new(
-                ErrorKind::Corrupted,
-                "the snapshot is not an RDB file",
-            ));
+            return Err(Error::corrupted("the snapshot is not an RDB file"));
         }
         Ok(written)
     }

@@ -172,17 +172,6 @@ impl MinDurability {
             MinDurability::Fsync => "fsync",
         }
     }
-
-    fn parse(value: &str) -> Result<Self> {
-        match value.to_ascii_lowercase().as_str() {
-            "none" => Ok(MinDurability::None),
-            "aof" => Ok(MinDurability::Aof),
-            "fsync" => Ok(MinDurability::Fsync),
-            _ => Err(Error::config(format!(
-                "option min_durability: {value:?} is not one of none, aof, fsync"
-            ))),
-        }
-    }
 }
 
 /// The Redis backend's settings. `Debug` never shows credentials.
@@ -253,33 +242,30 @@ impl RedisConfig {
             .string("namespace")?
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         check_namespace(&namespace)?;
-        let max_connections = match options.positive_u64("max_connections")? {
-            None => DEFAULT_MAX_CONNECTIONS,
-            Some(n) if n as usize <= MAX_MAX_CONNECTIONS => n as usize,
-            Some(n) => {
-                return Err(Error::config(format!(
-                    "option max_connections: {n} is more than {MAX_MAX_CONNECTIONS}"
-                )));
-            }
-        };
-        let ms = |v: Option<u64>, default| Duration::from_millis(v.unwrap_or(default));
+        let max_connections = options
+            .positive_u64_at_most("max_connections", MAX_MAX_CONNECTIONS as u64)?
+            .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize);
+        let ms = |v: Option<Duration>, default| v.unwrap_or(Duration::from_millis(default));
         let connect_timeout = ms(
-            options.positive_u64("connect_timeout_ms")?,
+            options.millis("connect_timeout_ms")?,
             DEFAULT_CONNECT_TIMEOUT_MS,
         );
         let response_timeout = ms(
-            options.positive_u64("response_timeout_ms")?,
+            options.millis("response_timeout_ms")?,
             DEFAULT_RESPONSE_TIMEOUT_MS,
         );
         let wait_replicas = options.u64("wait_replicas")?.unwrap_or(0);
-        let wait_timeout = ms(
-            options.positive_u64("wait_timeout_ms")?,
-            DEFAULT_WAIT_TIMEOUT_MS,
-        );
-        let min_durability = match options.string("min_durability")? {
-            Some(value) => MinDurability::parse(&value)?,
-            None => MinDurability::default(),
-        };
+        let wait_timeout = ms(options.millis("wait_timeout_ms")?, DEFAULT_WAIT_TIMEOUT_MS);
+        let min_durability = options
+            .choice(
+                "min_durability",
+                &[
+                    ("none", MinDurability::None),
+                    ("aof", MinDurability::Aof),
+                    ("fsync", MinDurability::Fsync),
+                ],
+            )?
+            .unwrap_or_default();
         let tls = tls_files(&topology, &mut options)?;
         options.finish("redis")?;
         Ok(RedisConfig {

@@ -61,11 +61,6 @@ pub(crate) fn from_redis(err: RedisError) -> Error {
     Error::new(kind, message).with_source(err)
 }
 
-/// A stored value that does not decode.
-pub(crate) fn corrupted(what: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Corrupted, format!("stored {what} is malformed"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,13 +10,13 @@ use aimon_core::filter::{self, Record};
 use aimon_core::model::tags_json;
 use aimon_core::query::{Field, HistoryQuery, HistorySeries, MetricQuery, Scalar};
 use aimon_core::{
-    DataKind, Metric, MetricValue, Result, RetentionPolicy, StorageEvent, Tags, WriteReport, time,
+    DataKind, Error, Metric, MetricValue, Result, RetentionPolicy, StorageEvent, Tags, WriteReport,
+    time,
 };
 use chrono::{DateTime, Utc};
 use redis::Value;
 
 use crate::backend::{RedisBackend, bytes, items, live_until_arg, pad, text, ttl_arg};
-use crate::error::corrupted;
 use crate::scripts::SCRIPTS;
 
 /// Series fetched per pipeline while looking for series with matching samples.
@@ -81,11 +81,13 @@ struct Sample {
 }
 
 fn parse_member(m: &[u8]) -> Result<(i64, String)> {
-    let m = std::str::from_utf8(m).map_err(|_| corrupted("sample key"))?;
+    let m = std::str::from_utf8(m).map_err(|_| Error::malformed("sample key"))?;
     if m.len() < 16 || !m.is_char_boundary(16) {
-        return Err(corrupted("sample key"));
+        return Err(Error::malformed("sample key"));
     }
-    let ts = m[..16].parse().map_err(|_| corrupted("sample timestamp"))?;
+    let ts = m[..16]
+        .parse()
+        .map_err(|_| Error::malformed("sample timestamp"))?;
     Ok((ts, m[16..].to_owned()))
 }
 
@@ -98,14 +100,16 @@ fn parse_samples(reply: &Value) -> Result<Vec<Sample>> {
         let [m, v] = pair else { continue };
         let value = match text(v) {
             Some("") | None => continue,
-            Some(s) => s.parse::<f64>().map_err(|_| corrupted("sample value"))?,
+            Some(s) => s
+                .parse::<f64>()
+                .map_err(|_| Error::malformed("sample value"))?,
         };
         let (ts, tags_json) = parse_member(bytes(m).unwrap_or_default())?;
         let tags = match tag_cache.get(&tags_json) {
             Some(t) => t.clone(),
             None => {
-                let t: Tags =
-                    serde_json::from_str(&tags_json).map_err(|_| corrupted("sample tags"))?;
+                let t: Tags = serde_json::from_str(&tags_json)
+                    .map_err(|_| Error::malformed("sample tags"))?;
                 tag_cache.insert(tags_json.clone(), t.clone());
                 t
             }
@@ -144,10 +148,11 @@ fn parse_meta(reply: &Value) -> Result<Option<Meta>> {
     let Some(json) = fields.first().and_then(bytes) else {
         return Ok(None);
     };
-    let mut metric: Metric = serde_json::from_slice(json).map_err(|_| corrupted("series"))?;
+    let mut metric: Metric =
+        serde_json::from_slice(json).map_err(|_| Error::malformed("series"))?;
     if let Some(created) = fields.get(1).and_then(text) {
         metric.created_at = DateTime::parse_from_rfc3339(created)
-            .map_err(|_| corrupted("series created_at"))?
+            .map_err(|_| Error::malformed("series created_at"))?
             .to_utc();
     }
     let last_sample = fields
@@ -523,7 +528,7 @@ fn merge_history_reply(
     reply: &Value,
     step: i64,
 ) -> Result<()> {
-    let bad = || corrupted("history reply");
+    let bad = || Error::malformed("history reply");
     for rec in items(reply).chunks(13) {
         let t = |i: usize| rec.get(i).and_then(text).ok_or_else(bad);
         let num = |i: usize| -> Result<f64> { t(i)?.parse::<f64>().map_err(|_| bad()) };

@@ -4,7 +4,7 @@ use aimon_core::driver::Selection;
 use aimon_core::query::{AlertQuery, ResolvedOptions, tie_breaker};
 use aimon_core::similarity::{self, Ranker, Scored, SimilarAlertsQuery, SimilarityTarget};
 use aimon_core::{
-    Alert, AlertSeverity, AlertStatus, DataKind, Result, RetentionPolicy, WriteReport,
+    Alert, AlertSeverity, AlertStatus, DataKind, Error, Result, RetentionPolicy, WriteReport,
     model::tags_json, time,
 };
 use futures::TryStreamExt;
@@ -12,7 +12,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::backend::{DbResult, SqliteBackend};
-use crate::error::{corrupted, embedding_column, encode_embedding, json_column};
+use crate::error::{embedding_column, encode_embedding, json_column};
 use crate::sql::{Sql, push_filters, push_order_and_page, push_tag_match};
 
 /// The columns of `alerts`, in the order [`alert_from_row`] reads them and
@@ -55,16 +55,18 @@ fn micros(row: &SqliteRow, i: usize) -> Result<Option<chrono::DateTime<chrono::U
 pub(crate) fn alert_from_row(row: &SqliteRow) -> Result<Alert> {
     let severity: i64 = row.try_get(3).db()?;
     let status: String = row.try_get(5).db()?;
-    let required = |i| -> Result<_> { micros(row, i)?.ok_or_else(|| corrupted("alert time")) };
+    let required =
+        |i| -> Result<_> { micros(row, i)?.ok_or_else(|| Error::malformed("alert time")) };
     Ok(Alert {
         id: row.try_get(0).db()?,
         name: row.try_get(1).db()?,
         description: row.try_get(2).db()?,
-        severity: AlertSeverity::from_rank(severity).ok_or_else(|| corrupted("alert severity"))?,
+        severity: AlertSeverity::from_rank(severity)
+            .ok_or_else(|| Error::malformed("alert severity"))?,
         source: row.try_get(4).db()?,
         status: status
             .parse::<AlertStatus>()
-            .map_err(|_| corrupted("alert status"))?,
+            .map_err(|_| Error::malformed("alert status"))?,
         start_time: required(6)?,
         end_time: micros(row, 7)?,
         acknowledged_by: row.try_get(8).db()?,

@@ -116,10 +116,9 @@ struct Merged {
 
 /// A damaged backup: `Corrupted`, naming what is wrong.
 fn damaged(what: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::Corrupted,
-        format!("the file is not a valid aimon SQLite backup: {what}"),
-    )
+    Error::corrupted(format!(
+        "the file is not a valid aimon SQLite backup: {what}"
+    ))
 }
 
 /// A `Corrupted` error on first reading the file: it is no SQLite database (or a damaged one).
@@ -280,10 +279,7 @@ async fn verify_rows_all(conn: &mut SqliteConnection, embeddings: Embeddings) ->
             let json: String = row.try_get(0).db()?;
             let tags = parse_tags(&json)?;
             if tags_json(&tags) != json {
-                return Err(Error::new(
-                    ErrorKind::Corrupted,
-                    "sample tags are not canonical JSON",
-                ));
+                return Err(Error::corrupted("sample tags are not canonical JSON"));
             }
             validate::tags("sample tags", &tags)
         },

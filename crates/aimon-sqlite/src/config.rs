@@ -66,19 +66,6 @@ impl Synchronous {
             Synchronous::Extra => "extra",
         }
     }
-
-    /// Parses an option value, case-insensitively.
-    pub fn parse(value: &str) -> Result<Self> {
-        match value.to_ascii_lowercase().as_str() {
-            "off" => Ok(Synchronous::Off),
-            "normal" => Ok(Synchronous::Normal),
-            "full" => Ok(Synchronous::Full),
-            "extra" => Ok(Synchronous::Extra),
-            _ => Err(Error::config(format!(
-                "option {SYNCHRONOUS_OPTION}: {value:?} is not one of off, normal, full, extra"
-            ))),
-        }
-    }
 }
 
 /// Where the database lives.
@@ -163,10 +150,17 @@ impl SqliteConfig {
         let busy_timeout_ms = options
             .u64(BUSY_TIMEOUT_OPTION)?
             .unwrap_or(DEFAULT_BUSY_TIMEOUT_MS);
-        let synchronous = match options.string(SYNCHRONOUS_OPTION)? {
-            Some(value) => Synchronous::parse(&value)?,
-            None => Synchronous::default(),
-        };
+        let synchronous = options
+            .choice(
+                SYNCHRONOUS_OPTION,
+                &[
+                    ("off", Synchronous::Off),
+                    ("normal", Synchronous::Normal),
+                    ("full", Synchronous::Full),
+                    ("extra", Synchronous::Extra),
+                ],
+            )?
+            .unwrap_or_default();
         options.finish("sqlite")?;
         let max_connections = match location {
             SqliteLocation::Memory => 1,

@@ -50,17 +50,12 @@ pub(crate) fn from_sqlx(err: sqlx::Error) -> Error {
     Error::new(kind, message).with_source(err)
 }
 
-/// A stored value that does not decode.
-pub(crate) fn corrupted(what: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Corrupted, format!("stored {what} is malformed"))
-}
-
 /// Decodes JSON stored as text (tags, labels, metadata); malformed text is `Corrupted`.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     text: &str,
     what: &str,
 ) -> Result<T, Error> {
-    serde_json::from_str(text).map_err(|e| corrupted(what).with_source(e))
+    serde_json::from_str(text).map_err(|e| Error::malformed(what).with_source(e))
 }
 
 /// Decodes the JSON text column `i` of a row.
@@ -90,7 +85,7 @@ pub(crate) fn embedding_column(
         return Ok(None);
     };
     if bytes.len() % 4 != 0 {
-        return Err(corrupted("embedding"));
+        return Err(Error::malformed("embedding"));
     }
     Ok(Some(
         bytes

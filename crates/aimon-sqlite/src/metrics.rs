@@ -9,14 +9,14 @@ use aimon_core::query::{
     Aggregation, HistoryBucket, HistoryQuery, HistorySeries, MetricQuery, tie_breaker,
 };
 use aimon_core::{
-    DataKind, Metric, MetricType, MetricValue, Result, RetentionPolicy, Tags, WriteReport,
+    DataKind, Error, Metric, MetricType, MetricValue, Result, RetentionPolicy, Tags, WriteReport,
     model::tags_json, time,
 };
 use sqlx::sqlite::{Sqlite, SqliteRow};
 use sqlx::{AssertSqlSafe, Row, Transaction, ValueRef};
 
 use crate::backend::{DbResult, SqliteBackend};
-use crate::error::{corrupted, json_column, parse_json};
+use crate::error::{json_column, parse_json};
 use crate::sql::{
     Sql, push_filters, push_matching_tagsets, push_order_and_page, push_series_tag_match,
     push_tags_match,
@@ -231,7 +231,7 @@ pub(crate) fn metric_from_row(row: &SqliteRow) -> Result<Metric> {
         name: get_text(1)?,
         metric_type: metric_type
             .parse::<MetricType>()
-            .map_err(|_| corrupted("metric type"))?,
+            .map_err(|_| Error::malformed("metric type"))?,
         description: row.try_get(3).db()?,
         unit: row.try_get(4).db()?,
         values: Vec::new(),

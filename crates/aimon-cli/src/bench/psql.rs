@@ -76,7 +76,7 @@ pub(super) async fn psql_baseline(url: &str, run: &str, workload: &Workload) -> 
             .arg(&command)
             .env_remove("PGPASSWORD");
         if let Some(password) = password {
-            psql.env("PGPASSWORD", password);
+            psql.env("PGPASSWORD", password.expose());
         }
         let started = Instant::now();
         let finished = psql.output().map_err(tool_error)?;

@@ -3,13 +3,13 @@
 
 use aimon_core::downsample::SUM_SCALE_UP;
 use aimon_core::query::{Aggregation, HistoryBucket, HistoryQuery, HistorySeries};
-use aimon_core::{Result, model::tags_json, time};
+use aimon_core::{Error, Result, model::tags_json, time};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::backend::{DbResult, PostgresBackend};
-use crate::error::{corrupted, sqlstate};
+use crate::error::sqlstate;
 use crate::sql::Sql;
 use crate::timescale;
 
@@ -218,7 +218,7 @@ impl PostgresBackend {
                 .db()?
                 .map(|text| {
                     text.parse::<f64>()
-                        .map_err(|_| corrupted(format_args!("numeric sum {text:?}")))
+                        .map_err(|_| Error::malformed(format_args!("numeric sum {text:?}")))
                 })
                 .transpose()
         };

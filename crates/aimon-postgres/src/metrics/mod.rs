@@ -6,12 +6,12 @@
 //!
 //! Here: the series row as stored, and the transactions every part of the backend shares.
 
-use aimon_core::{Metric, MetricType, Result, time};
+use aimon_core::{Error, Metric, MetricType, Result, time};
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::backend::{DbResult, PostgresBackend};
-use crate::error::{corrupted, parse_json};
+use crate::error::parse_json;
 use crate::sql::Sql;
 
 mod history;
@@ -24,7 +24,7 @@ pub(crate) const SERIES_COLUMNS: &str = "s.sid, s.id, s.name, s.\"type\", s.desc
 
 fn metric_type(text: &str) -> Result<MetricType> {
     text.parse::<MetricType>()
-        .map_err(|_| corrupted("metric type"))
+        .map_err(|_| Error::malformed("metric type"))
 }
 
 /// A series row (without samples) and its `sid`.
