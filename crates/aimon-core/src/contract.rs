@@ -360,3 +360,92 @@ impl<B: StorageBackend + ?Sized> StorageBackend for Arc<B> {
         (**self).close().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    use super::*;
+    use crate::memory::MemoryBackend;
+    use crate::retention::RetentionPolicy;
+
+    /// Records the `operation` field of every span named `aimon`.
+    #[derive(Clone, Default)]
+    struct Operations(Arc<Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Operations {
+        fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+            struct Find(Option<String>);
+            impl Visit for Find {
+                fn record_str(&mut self, field: &Field, value: &str) {
+                    if field.name() == "operation" {
+                        self.0 = Some(value.to_owned());
+                    }
+                }
+                fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                    if field.name() == "operation" {
+                        self.0 = Some(format!("{value:?}"));
+                    }
+                }
+            }
+            if attrs.metadata().name() == "aimon" {
+                let mut find = Find(None);
+                attrs.record(&mut find);
+                self.0.lock().unwrap().extend(find.0);
+            }
+        }
+    }
+
+    fn store() -> Contract<MemoryBackend> {
+        Contract::new(MemoryBackend::new("scratch", RetentionPolicy::default()))
+    }
+
+    #[tokio::test]
+    async fn every_call_runs_in_a_span_naming_its_operation() {
+        let operations = Operations::default();
+        let subscriber = tracing_subscriber::registry().with(operations.clone());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let store = store();
+        store.get_alert("a1").await.unwrap();
+        store.stats().await.unwrap();
+        let _ = store.get_metric("").await;
+        assert_eq!(
+            *operations.0.lock().unwrap(),
+            ["get_alert", "stats", "get_metric"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_false_capability_is_refused_before_the_driver() {
+        let store = store();
+        let dir = tempfile::tempdir().unwrap();
+        let err = store
+            .backup(&dir.path().join("b"), BackupFormat::Native)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        assert_eq!(err.operation(), Some("backup"));
+        assert_eq!(err.backend(), Some("scratch"));
+        // Nothing was written where the backup would have gone.
+        assert!(!dir.path().join("b").exists());
+    }
+
+    #[tokio::test]
+    async fn close_is_idempotent_and_everything_after_it_is_unavailable() {
+        let store = store();
+        store.close().await.unwrap();
+        store.close().await.unwrap();
+        for err in [
+            store.stats().await.unwrap_err(),
+            store.subscribe().await.err().unwrap(),
+            store.save_alerts(&[]).await.unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), ErrorKind::Unavailable);
+            assert_eq!(err.backend(), Some("scratch"));
+        }
+    }
+}

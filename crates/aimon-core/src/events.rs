@@ -156,3 +156,41 @@ impl<B: StorageBackend> StorageBackend for Publishing<B> {
         self.inner.close().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Contract;
+    use crate::memory::MemoryBackend;
+    use crate::model::{MetricType, MetricValue};
+    use crate::retention::RetentionPolicy;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn writes_that_stored_something_are_published_with_the_inner_name() {
+        let events = LocalEvents::new();
+        let mut stream = events.subscribe();
+        let inner = Contract::new(MemoryBackend::new("inner", RetentionPolicy::default()));
+        let store = Publishing::new(inner, events.clone());
+        let metric = Metric::new("m", "cpu", MetricType::Cpu)
+            .with_value(MetricValue::new(crate::time::now(), 1.0));
+        store.save_metric(&metric).await.unwrap();
+        assert_eq!(
+            stream.next().await,
+            Some(StorageEvent::MetricWritten {
+                backend: "inner".into(),
+                metric_id: "m".into(),
+                samples: 1
+            })
+        );
+        // A rejected write publishes nothing: the next event is the alert's.
+        let bad = Metric::new("", "cpu", MetricType::Cpu);
+        assert!(store.save_metric(&bad).await.is_err());
+        let alert = Alert::new("a1", "latency", crate::AlertSeverity::High, "agent-1");
+        store.save_alert(&alert).await.unwrap();
+        assert!(matches!(
+            stream.next().await,
+            Some(StorageEvent::AlertWritten { .. })
+        ));
+    }
+}

@@ -327,3 +327,54 @@ impl StorageBackend for Router {
         close_all(self.remove(None)?).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aimon_core::{AlertSeverity, MetricType, MetricValue, StorageConfig};
+
+    async fn router() -> Router {
+        let router = Router::new("fleet");
+        for (name, default) in [("hot", true), ("history", false)] {
+            let config = StorageConfig::from_url(name, "memory://").unwrap();
+            router
+                .add(crate::open(&config).await.unwrap(), default)
+                .unwrap();
+        }
+        router.route(DataKind::Metrics, "history").unwrap();
+        router
+    }
+
+    #[tokio::test]
+    async fn as_a_backend_it_routes_each_call_by_its_kind() {
+        let router = router().await;
+        let metric = Metric::new("m", "cpu", MetricType::Cpu)
+            .with_value(MetricValue::new(aimon_core::time::now(), 1.0));
+        router.save_metric(&metric).await.unwrap();
+        let alert = Alert::new("a1", "latency", AlertSeverity::High, "agent-1");
+        router.save_alert(&alert).await.unwrap();
+        let history = router.get(Some("history")).unwrap();
+        let hot = router.get(Some("hot")).unwrap();
+        assert!(history.get_metric("m").await.unwrap().is_some());
+        assert!(hot.get_metric("m").await.unwrap().is_none());
+        assert!(hot.get_alert("a1").await.unwrap().is_some());
+        assert!(router.get_metric("m").await.unwrap().is_some());
+        // Stats and the type are the default backend's; the name is the router's own.
+        assert_eq!(router.stats().await.unwrap().backend, "hot");
+        assert_eq!(router.name(), "fleet");
+        assert_eq!(router.backend_type(), StorageBackendType::Memory);
+    }
+
+    #[tokio::test]
+    async fn closing_the_router_closes_and_forgets_every_backend() {
+        let router = router().await;
+        let hot = router.get(Some("hot")).unwrap();
+        router.close().await.unwrap();
+        assert!(router.names().is_empty());
+        let err = hot.get_alert("a1").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        let err = router.get_alert("a1").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(!router.capabilities().pub_sub);
+    }
+}
