@@ -9,8 +9,10 @@
 //! rule structural: a driver's write methods take a [`Valid`] batch, which only the contract can
 //! build, so a driver cannot forget to validate and nothing is validated twice.
 //!
-//! Adding a driver: a crate with a type implementing [`Driver`] and a `pub const DRIVER:`
-//! [`Descriptor`]; the registry opens it through the descriptor and wraps it in the contract.
+//! Adding a driver: a crate with a type implementing [`Driver`] (and its per-kind traits
+//! [`MetricDriver`], [`AlertDriver`], [`AgentStateDriver`], one per file) and a
+//! `pub const DRIVER:` [`Descriptor`]; the registry opens it through the descriptor and wraps it
+//! in the contract.
 
 use std::future::Future;
 use std::ops::{Deref, Range};
@@ -152,6 +154,13 @@ impl<'a> Check<'a, [AgentState]> for Valid<'a, [AgentState]> {
     }
 }
 
+impl<'a> Check<'a, str> for ValidId<'a> {
+    /// Checks an id as the field `id`.
+    fn check(id: &'a str) -> Result<Self> {
+        Self::named("id", id)
+    }
+}
+
 impl<'a> ValidId<'a> {
     pub(crate) fn named(field: &'static str, id: &'a str) -> Result<Self> {
         validate::name(field, id)?;
@@ -267,24 +276,10 @@ impl<'a> Check<'a, AgentStateQuery> for Selection<'a, AgentStateQuery> {
     }
 }
 
-/// The store-specific half of a backend. The [`Contract`](crate::contract::Contract) layer
-/// calls these methods after its checks and makes a [`StorageBackend`] of them; each method
-/// follows the matching [`StorageBackend`] method's semantics for input the contract accepted.
-///
-/// A driver never needs to validate input, check that it is open, or label its errors with
-/// the operation or its name: the layer does. It returns its store's errors with the right
-/// [`ErrorKind`](crate::ErrorKind).
+/// The metric calls of a driver, usually implemented in its `metrics.rs`; each follows the
+/// matching [`StorageBackend`] method's semantics for input the contract accepted.
 #[async_trait]
-pub trait Driver: Send + Sync + 'static {
-    /// The configured name of this backend.
-    fn name(&self) -> &str;
-
-    /// The type of store this driver talks to.
-    fn backend_type(&self) -> StorageBackendType;
-
-    /// What this driver really does; the contract refuses what it does not.
-    fn capabilities(&self) -> Capabilities;
-
+pub trait MetricDriver: Send + Sync {
     /// [`StorageBackend::save_metrics`] for a validated batch.
     async fn save_metrics(&self, batch: MetricBatch<'_>) -> Result<WriteReport>;
 
@@ -296,7 +291,11 @@ pub trait Driver: Send + Sync + 'static {
 
     /// [`StorageBackend::metric_history`].
     async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>>;
+}
 
+/// The alert calls of a driver, usually implemented in its `alerts.rs`.
+#[async_trait]
+pub trait AlertDriver: Send + Sync {
     /// [`StorageBackend::save_alerts`] for a validated batch.
     async fn save_alerts(&self, batch: Valid<'_, [Alert]>) -> Result<WriteReport>;
 
@@ -306,6 +305,18 @@ pub trait Driver: Send + Sync + 'static {
     /// [`StorageBackend::query_alerts`].
     async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>>;
 
+    /// [`StorageBackend::find_similar_alerts`]; called only when
+    /// [`Capabilities::similarity_search`] is set. The query's target and dimension are the
+    /// driver's to resolve (they depend on its embedder).
+    async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
+        let _ = query;
+        Err(Error::unsupported("similarity search"))
+    }
+}
+
+/// The agent-state calls of a driver, usually implemented in its `agent_states.rs`.
+#[async_trait]
+pub trait AgentStateDriver: Send + Sync {
     /// [`StorageBackend::save_agent_states`] for a validated batch.
     async fn save_agent_states(&self, batch: Valid<'_, [AgentState]>) -> Result<WriteReport>;
 
@@ -318,15 +329,8 @@ pub trait Driver: Send + Sync + 'static {
         query: Selection<'_, AgentStateQuery>,
     ) -> Result<Vec<AgentState>>;
 
-    /// [`StorageBackend::find_similar_alerts`]; called only when
-    /// [`Capabilities::similarity_search`] is set. The query's target and dimension are the
-    /// driver's to resolve (they depend on its embedder).
-    async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
-        let _ = query;
-        Err(Error::unsupported("similarity search"))
-    }
-
-    /// [`StorageBackend::find_similar_agent_states`]; as [`Driver::find_similar_alerts`].
+    /// [`StorageBackend::find_similar_agent_states`]; as
+    /// [`AlertDriver::find_similar_alerts`].
     async fn find_similar_agent_states(
         &self,
         query: &SimilarAgentStatesQuery,
@@ -334,6 +338,26 @@ pub trait Driver: Send + Sync + 'static {
         let _ = query;
         Err(Error::unsupported("similarity search"))
     }
+}
+
+/// The store-specific half of a backend: its metric, alert and agent-state calls (one trait
+/// each, so that each lives in its own file) and the calls below. The
+/// [`Contract`](crate::contract::Contract) layer calls them after its checks and makes a
+/// [`StorageBackend`] of them.
+///
+/// A driver never needs to validate input, check that it is open, or label its errors with
+/// the operation or its name: the layer does. It returns its store's errors with the right
+/// [`ErrorKind`](crate::ErrorKind).
+#[async_trait]
+pub trait Driver: MetricDriver + AlertDriver + AgentStateDriver + 'static {
+    /// The configured name of this backend.
+    fn name(&self) -> &str;
+
+    /// The type of store this driver talks to.
+    fn backend_type(&self) -> StorageBackendType;
+
+    /// What this driver really does; the contract refuses what it does not.
+    fn capabilities(&self) -> Capabilities;
 
     /// [`StorageBackend::apply_retention`].
     async fn apply_retention(&self) -> Result<RetentionReport>;
@@ -418,16 +442,7 @@ pub fn boxed<'a, D: Driver>(connect: impl Future<Output = Result<D>> + Send + 'a
 
 /// A boxed driver is a driver: the registry's table opens `Box<dyn Driver>`.
 #[async_trait]
-impl<D: Driver + ?Sized> Driver for Box<D> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn backend_type(&self) -> StorageBackendType {
-        (**self).backend_type()
-    }
-    fn capabilities(&self) -> Capabilities {
-        (**self).capabilities()
-    }
+impl<D: Driver + ?Sized> MetricDriver for Box<D> {
     async fn save_metrics(&self, batch: MetricBatch<'_>) -> Result<WriteReport> {
         (**self).save_metrics(batch).await
     }
@@ -440,6 +455,10 @@ impl<D: Driver + ?Sized> Driver for Box<D> {
     async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>> {
         (**self).metric_history(query).await
     }
+}
+
+#[async_trait]
+impl<D: Driver + ?Sized> AlertDriver for Box<D> {
     async fn save_alerts(&self, batch: Valid<'_, [Alert]>) -> Result<WriteReport> {
         (**self).save_alerts(batch).await
     }
@@ -449,6 +468,13 @@ impl<D: Driver + ?Sized> Driver for Box<D> {
     async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>> {
         (**self).query_alerts(query).await
     }
+    async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
+        (**self).find_similar_alerts(query).await
+    }
+}
+
+#[async_trait]
+impl<D: Driver + ?Sized> AgentStateDriver for Box<D> {
     async fn save_agent_states(&self, batch: Valid<'_, [AgentState]>) -> Result<WriteReport> {
         (**self).save_agent_states(batch).await
     }
@@ -461,14 +487,24 @@ impl<D: Driver + ?Sized> Driver for Box<D> {
     ) -> Result<Vec<AgentState>> {
         (**self).get_agent_states(query).await
     }
-    async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
-        (**self).find_similar_alerts(query).await
-    }
     async fn find_similar_agent_states(
         &self,
         query: &SimilarAgentStatesQuery,
     ) -> Result<Vec<Scored<AgentState>>> {
         (**self).find_similar_agent_states(query).await
+    }
+}
+
+#[async_trait]
+impl<D: Driver + ?Sized> Driver for Box<D> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn backend_type(&self) -> StorageBackendType {
+        (**self).backend_type()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
     }
     async fn apply_retention(&self) -> Result<RetentionReport> {
         (**self).apply_retention().await

@@ -47,7 +47,7 @@ pub use backend::{
 };
 pub use config::{StorageBackendType, StorageConfig, redact_url};
 pub use contract::Contract;
-pub use driver::{Descriptor, Driver};
+pub use driver::{AgentStateDriver, AlertDriver, Descriptor, Driver, MetricDriver};
 pub use error::{Error, ErrorKind, Result};
 pub use memory::MemoryBackend;
 pub use model::{

@@ -15,7 +15,10 @@ use crate::backend::{
 };
 use crate::config::{StorageBackendType, StorageConfig};
 use crate::downsample::{Downsampler, SampleRef};
-use crate::driver::{Descriptor, Driver, MetricBatch, Selection, Valid, ValidId};
+use crate::driver::{
+    AgentStateDriver, AlertDriver, Descriptor, Driver, MetricBatch, MetricDriver, Selection, Valid,
+    ValidId,
+};
 use crate::error::{Error, Result};
 use crate::filter;
 use crate::model::{AgentState, Alert, DataKind, Metric, MetricValue, Tags, tags_json};
@@ -188,6 +191,83 @@ impl Driver for MemoryBackend {
         }
     }
 
+    async fn apply_retention(&self) -> Result<RetentionReport> {
+        let now = time::now();
+        let mut report = RetentionReport::default();
+        let mut store = self.write();
+        if let Some(cutoff) = self.retention.metric_cutoff(now) {
+            store.series.retain(|_, series| {
+                let keep = series.samples.split_off(&(cutoff, String::new()));
+                report.samples_removed += series.samples.len() as u64;
+                series.samples = keep;
+                let live = Self::series_is_live(series, Some(cutoff));
+                report.series_removed += u64::from(!live);
+                live
+            });
+        }
+        if let Some(cutoff) = self.retention.alert_cutoff(now) {
+            let before = store.alerts.len();
+            store
+                .alerts
+                .retain(|_, a| RetentionPolicy::is_live(Some(cutoff), a.updated_at));
+            report.alerts_removed = (before - store.alerts.len()) as u64;
+        }
+        if let Some(cutoff) = self.retention.agent_state_cutoff(now) {
+            let before = store.agents.len();
+            store
+                .agents
+                .retain(|_, s| RetentionPolicy::is_live(Some(cutoff), s.last_heartbeat));
+            report.agent_states_removed = (before - store.agents.len()) as u64;
+        }
+        Ok(report)
+    }
+
+    async fn stats(&self) -> Result<DatabaseStats> {
+        let now = time::now();
+        let metric_cutoff = self.retention.metric_cutoff(now);
+        let alert_cutoff = self.retention.alert_cutoff(now);
+        let agent_cutoff = self.retention.agent_state_cutoff(now);
+        let store = self.read();
+        let live_series: Vec<_> = store
+            .series
+            .values()
+            .filter(|s| Self::series_is_live(s, metric_cutoff))
+            .collect();
+        Ok(DatabaseStats {
+            backend: self.name.clone(),
+            backend_type: StorageBackendType::Memory,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            series: live_series.len() as u64,
+            samples: live_series
+                .iter()
+                .map(|s| Self::live_samples(s, metric_cutoff).count() as u64)
+                .sum(),
+            alerts: store
+                .alerts
+                .values()
+                .filter(|a| RetentionPolicy::is_live(alert_cutoff, a.updated_at))
+                .count() as u64,
+            agent_states: store
+                .agents
+                .values()
+                .filter(|s| RetentionPolicy::is_live(agent_cutoff, s.last_heartbeat))
+                .count() as u64,
+            extra: BTreeMap::new(),
+        })
+    }
+
+    async fn subscribe(&self) -> Result<EventStream> {
+        Ok(self.events.subscribe())
+    }
+
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MetricDriver for MemoryBackend {
     async fn save_metrics(&self, metrics: MetricBatch<'_>) -> Result<WriteReport> {
         let cutoff = self.retention.metric_cutoff(time::now());
         let mut report = WriteReport::default();
@@ -308,7 +388,10 @@ impl Driver for MemoryBackend {
         }
         Ok(downsampler.finish())
     }
+}
 
+#[async_trait]
+impl AlertDriver for MemoryBackend {
     async fn save_alerts(&self, alerts: Valid<'_, [Alert]>) -> Result<WriteReport> {
         let cutoff = self.retention.alert_cutoff(time::now());
         let mut report = WriteReport::default();
@@ -350,6 +433,33 @@ impl Driver for MemoryBackend {
         Ok(page.into_iter().cloned().collect())
     }
 
+    async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
+        let embedder = &*self.embedder;
+        let options = query.resolve(embedder.dimension())?;
+        let cutoff = self.retention.alert_cutoff(time::now());
+        let live = |a: &&Alert| RetentionPolicy::is_live(cutoff, a.updated_at);
+        // Scored under the read lock, by reference: only the winners are cloned.
+        let store = self.read();
+        let target = match &query.target {
+            similarity::SimilarityTarget::Item(id) => store.alerts.get(id).filter(live),
+            _ => None,
+        };
+        let (vector, exclude) = similarity::alert_query_vector(&query.target, target, embedder)?;
+        let mut ranker = Ranker::new(vector, exclude, query.limit);
+        for alert in store
+            .alerts
+            .values()
+            .filter(|a| live(a) && query.filter.matches(a, &options))
+        {
+            let v = similarity::alert_vector(alert, embedder);
+            ranker.push(&alert.id, alert, &v)?;
+        }
+        Ok(ranker.finish().into_iter().map(Scored::cloned).collect())
+    }
+}
+
+#[async_trait]
+impl AgentStateDriver for MemoryBackend {
     async fn save_agent_states(&self, states: Valid<'_, [AgentState]>) -> Result<WriteReport> {
         let cutoff = self.retention.agent_state_cutoff(time::now());
         let mut report = WriteReport::default();
@@ -403,30 +513,6 @@ impl Driver for MemoryBackend {
         Ok(page.into_iter().cloned().collect())
     }
 
-    async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
-        let embedder = &*self.embedder;
-        let options = query.resolve(embedder.dimension())?;
-        let cutoff = self.retention.alert_cutoff(time::now());
-        let live = |a: &&Alert| RetentionPolicy::is_live(cutoff, a.updated_at);
-        // Scored under the read lock, by reference: only the winners are cloned.
-        let store = self.read();
-        let target = match &query.target {
-            similarity::SimilarityTarget::Item(id) => store.alerts.get(id).filter(live),
-            _ => None,
-        };
-        let (vector, exclude) = similarity::alert_query_vector(&query.target, target, embedder)?;
-        let mut ranker = Ranker::new(vector, exclude, query.limit);
-        for alert in store
-            .alerts
-            .values()
-            .filter(|a| live(a) && query.filter.matches(a, &options))
-        {
-            let v = similarity::alert_vector(alert, embedder);
-            ranker.push(&alert.id, alert, &v)?;
-        }
-        Ok(ranker.finish().into_iter().map(Scored::cloned).collect())
-    }
-
     async fn find_similar_agent_states(
         &self,
         query: &SimilarAgentStatesQuery,
@@ -452,80 +538,6 @@ impl Driver for MemoryBackend {
             ranker.push(&state.agent_id, state, &v)?;
         }
         Ok(ranker.finish().into_iter().map(Scored::cloned).collect())
-    }
-
-    async fn apply_retention(&self) -> Result<RetentionReport> {
-        let now = time::now();
-        let mut report = RetentionReport::default();
-        let mut store = self.write();
-        if let Some(cutoff) = self.retention.metric_cutoff(now) {
-            store.series.retain(|_, series| {
-                let keep = series.samples.split_off(&(cutoff, String::new()));
-                report.samples_removed += series.samples.len() as u64;
-                series.samples = keep;
-                let live = Self::series_is_live(series, Some(cutoff));
-                report.series_removed += u64::from(!live);
-                live
-            });
-        }
-        if let Some(cutoff) = self.retention.alert_cutoff(now) {
-            let before = store.alerts.len();
-            store
-                .alerts
-                .retain(|_, a| RetentionPolicy::is_live(Some(cutoff), a.updated_at));
-            report.alerts_removed = (before - store.alerts.len()) as u64;
-        }
-        if let Some(cutoff) = self.retention.agent_state_cutoff(now) {
-            let before = store.agents.len();
-            store
-                .agents
-                .retain(|_, s| RetentionPolicy::is_live(Some(cutoff), s.last_heartbeat));
-            report.agent_states_removed = (before - store.agents.len()) as u64;
-        }
-        Ok(report)
-    }
-
-    async fn stats(&self) -> Result<DatabaseStats> {
-        let now = time::now();
-        let metric_cutoff = self.retention.metric_cutoff(now);
-        let alert_cutoff = self.retention.alert_cutoff(now);
-        let agent_cutoff = self.retention.agent_state_cutoff(now);
-        let store = self.read();
-        let live_series: Vec<_> = store
-            .series
-            .values()
-            .filter(|s| Self::series_is_live(s, metric_cutoff))
-            .collect();
-        Ok(DatabaseStats {
-            backend: self.name.clone(),
-            backend_type: StorageBackendType::Memory,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            uptime_seconds: self.started.elapsed().as_secs(),
-            series: live_series.len() as u64,
-            samples: live_series
-                .iter()
-                .map(|s| Self::live_samples(s, metric_cutoff).count() as u64)
-                .sum(),
-            alerts: store
-                .alerts
-                .values()
-                .filter(|a| RetentionPolicy::is_live(alert_cutoff, a.updated_at))
-                .count() as u64,
-            agent_states: store
-                .agents
-                .values()
-                .filter(|s| RetentionPolicy::is_live(agent_cutoff, s.last_heartbeat))
-                .count() as u64,
-            extra: BTreeMap::new(),
-        })
-    }
-
-    async fn subscribe(&self) -> Result<EventStream> {
-        Ok(self.events.subscribe())
-    }
-
-    async fn close(&self) -> Result<()> {
-        Ok(())
     }
 }
 

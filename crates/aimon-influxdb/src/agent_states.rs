@@ -2,7 +2,10 @@
 //! their `last_heartbeat`; reads take the latest point per agent (`last()`), so a stale write
 //! can never hide a newer state, and an equal heartbeat overwrites (rule 5).
 
+use aimon_core::driver::AgentStateDriver;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use std::collections::HashMap;
 
 use aimon_core::backend::{StorageEvent, WriteReport};
@@ -43,56 +46,6 @@ impl InfluxBackend {
             }
         }
         Ok(out)
-    }
-
-    pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
-        let cutoff = self.config.retention.agent_state_cutoff(time::now());
-        let agents: Vec<&str> = {
-            let mut seen = std::collections::BTreeSet::new();
-            states
-                .iter()
-                .map(|s| s.agent_id.as_str())
-                .filter(|a| seen.insert(*a))
-                .collect()
-        };
-        let mut latest = self.latest_heartbeats(&agents).await?;
-        let mut report = WriteReport::default();
-        let mut lines = LineBuffer::default();
-        let mut events = Vec::new();
-        for state in states {
-            if !RetentionPolicy::is_live(cutoff, state.last_heartbeat) {
-                report.expired += 1;
-                continue;
-            }
-            let state = truncate_state(state);
-            let hb = time::to_micros(state.last_heartbeat);
-            if latest.get(&state.agent_id).is_some_and(|old| *old > hb) {
-                report.superseded += 1;
-                continue;
-            }
-            latest.insert(state.agent_id.clone(), hb);
-            let s = &mut lines.text;
-            s.push_str(AGENT_STATES);
-            s.push_str(",agent_id=");
-            line::push_tag(s, &state.agent_id);
-            s.push_str(" doc=");
-            line::push_string_field(
-                s,
-                &serde_json::to_string(&state).map_err(aimon_core::Error::from)?,
-            );
-            s.push(' ');
-            s.push_str(&hb.to_string());
-            lines.end_line();
-            report.written += 1;
-            events.push(StorageEvent::AgentStateWritten {
-                backend: self.config.name.clone(),
-                agent_id: state.agent_id.clone(),
-                status: state.status.clone(),
-            });
-        }
-        self.client.write_lines(Target::Meta, &lines).await?;
-        events.into_iter().for_each(|e| self.publish(e));
-        Ok(report)
     }
 
     /// The latest live state of every agent (of `agent_id` only, if given).
@@ -195,12 +148,67 @@ impl InfluxBackend {
         }
         Ok(pruned)
     }
+}
 
-    pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+#[async_trait::async_trait]
+impl AgentStateDriver for InfluxBackend {
+    async fn save_agent_states(&self, batch: Valid<'_, [AgentState]>) -> Result<WriteReport> {
+        let states = batch.get();
+        let cutoff = self.config.retention.agent_state_cutoff(time::now());
+        let agents: Vec<&str> = {
+            let mut seen = std::collections::BTreeSet::new();
+            states
+                .iter()
+                .map(|s| s.agent_id.as_str())
+                .filter(|a| seen.insert(*a))
+                .collect()
+        };
+        let mut latest = self.latest_heartbeats(&agents).await?;
+        let mut report = WriteReport::default();
+        let mut lines = LineBuffer::default();
+        let mut events = Vec::new();
+        for state in states {
+            if !RetentionPolicy::is_live(cutoff, state.last_heartbeat) {
+                report.expired += 1;
+                continue;
+            }
+            let state = truncate_state(state);
+            let hb = time::to_micros(state.last_heartbeat);
+            if latest.get(&state.agent_id).is_some_and(|old| *old > hb) {
+                report.superseded += 1;
+                continue;
+            }
+            latest.insert(state.agent_id.clone(), hb);
+            let s = &mut lines.text;
+            s.push_str(AGENT_STATES);
+            s.push_str(",agent_id=");
+            line::push_tag(s, &state.agent_id);
+            s.push_str(" doc=");
+            line::push_string_field(
+                s,
+                &serde_json::to_string(&state).map_err(aimon_core::Error::from)?,
+            );
+            s.push(' ');
+            s.push_str(&hb.to_string());
+            lines.end_line();
+            report.written += 1;
+            events.push(StorageEvent::AgentStateWritten {
+                backend: self.config.name.clone(),
+                agent_id: state.agent_id.clone(),
+                status: state.status.clone(),
+            });
+        }
+        self.client.write_lines(Target::Meta, &lines).await?;
+        events.into_iter().for_each(|e| self.publish(e));
+        Ok(report)
+    }
+
+    async fn get_agent_state(&self, agent_id: ValidId<'_>) -> Result<Option<AgentState>> {
+        let agent_id = agent_id.get();
         Ok(self.live_agent_states(Some(agent_id)).await?.pop())
     }
 
-    pub(crate) async fn select_agent_states(
+    async fn get_agent_states(
         &self,
         query: Selection<'_, AgentStateQuery>,
     ) -> Result<Vec<AgentState>> {

@@ -1,7 +1,10 @@
 //! Alerts: one point per alert id (tag `id`, time 0), so a rewrite overwrites (rule 4).
 
 use aimon_core::backend::{StorageEvent, WriteReport};
+use aimon_core::driver::AlertDriver;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use aimon_core::memory::truncate_alert;
 use aimon_core::query::AlertQuery;
 use aimon_core::{Alert, Result, RetentionPolicy, time};
@@ -11,7 +14,25 @@ use crate::client::{LineBuffer, Target};
 use crate::line;
 
 impl InfluxBackend {
-    pub(crate) async fn write_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
+    /// Every live alert.
+    pub(crate) async fn live_alerts(&self) -> Result<Vec<Alert>> {
+        let cutoff = self.config.retention.alert_cutoff(time::now());
+        let answer = self
+            .client
+            .query_one(&format!("SELECT \"doc\" FROM {}", self.from(ALERTS)))
+            .await?;
+        Ok(docs::<Alert>(&answer, "alert")?
+            .into_iter()
+            .map(|(_, a)| a)
+            .filter(|a| RetentionPolicy::is_live(cutoff, a.updated_at))
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertDriver for InfluxBackend {
+    async fn save_alerts(&self, batch: Valid<'_, [Alert]>) -> Result<WriteReport> {
+        let alerts = batch.get();
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut lines = LineBuffer::default();
@@ -47,21 +68,8 @@ impl InfluxBackend {
         Ok(report)
     }
 
-    /// Every live alert.
-    pub(crate) async fn live_alerts(&self) -> Result<Vec<Alert>> {
-        let cutoff = self.config.retention.alert_cutoff(time::now());
-        let answer = self
-            .client
-            .query_one(&format!("SELECT \"doc\" FROM {}", self.from(ALERTS)))
-            .await?;
-        Ok(docs::<Alert>(&answer, "alert")?
-            .into_iter()
-            .map(|(_, a)| a)
-            .filter(|a| RetentionPolicy::is_live(cutoff, a.updated_at))
-            .collect())
-    }
-
-    pub(crate) async fn read_alert(&self, id: &str) -> Result<Option<Alert>> {
+    async fn get_alert(&self, id: ValidId<'_>) -> Result<Option<Alert>> {
+        let id = id.get();
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let answer = self
             .client
@@ -77,10 +85,7 @@ impl InfluxBackend {
             .find(|a| a.id == id && RetentionPolicy::is_live(cutoff, a.updated_at)))
     }
 
-    pub(crate) async fn select_alerts(
-        &self,
-        query: Selection<'_, AlertQuery>,
-    ) -> Result<Vec<Alert>> {
+    async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>> {
         let items = self.live_alerts().await?.into_iter();
         Ok(query.select_in_memory(items, None))
     }

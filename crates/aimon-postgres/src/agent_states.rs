@@ -1,7 +1,10 @@
 //! Agent states: the latest state per agent (an equal heartbeat replaces, an older one is
 //! superseded), reads and queries.
 
+use aimon_core::driver::AgentStateDriver;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use aimon_core::query::{AgentStateQuery, tie_breaker};
 use aimon_core::{AgentState, DataKind, Result, RetentionPolicy, StorageEvent, WriteReport, time};
 use sqlx::Row;
@@ -41,8 +44,10 @@ pub(crate) fn state_from_row(row: &PgRow) -> Result<AgentState> {
     })
 }
 
-impl PostgresBackend {
-    pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
+#[async_trait::async_trait]
+impl AgentStateDriver for PostgresBackend {
+    async fn save_agent_states(&self, batch: Valid<'_, [AgentState]>) -> Result<WriteReport> {
+        let states = batch.get();
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut events = Vec::new();
@@ -81,7 +86,8 @@ impl PostgresBackend {
         Ok(report)
     }
 
-    pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+    async fn get_agent_state(&self, agent_id: ValidId<'_>) -> Result<Option<AgentState>> {
+        let agent_id = agent_id.get();
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let mut sql = Sql::new("SELECT ");
         sql.push(STATE_COLUMNS)
@@ -100,7 +106,7 @@ impl PostgresBackend {
             .transpose()
     }
 
-    pub(crate) async fn select_agent_states(
+    async fn get_agent_states(
         &self,
         query: Selection<'_, AgentStateQuery>,
     ) -> Result<Vec<AgentState>> {

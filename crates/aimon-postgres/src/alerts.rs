@@ -1,6 +1,9 @@
 //! Alerts: upserts by id, reads and queries.
 
+use aimon_core::driver::AlertDriver;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use aimon_core::query::{AlertQuery, tie_breaker};
 use aimon_core::{
     Alert, AlertSeverity, AlertStatus, DataKind, Error, Result, RetentionPolicy, StorageEvent,
@@ -63,8 +66,10 @@ pub(crate) fn alert_from_row(row: &PgRow) -> Result<Alert> {
     })
 }
 
-impl PostgresBackend {
-    pub(crate) async fn write_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
+#[async_trait::async_trait]
+impl AlertDriver for PostgresBackend {
+    async fn save_alerts(&self, batch: Valid<'_, [Alert]>) -> Result<WriteReport> {
+        let alerts = batch.get();
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut events = Vec::new();
@@ -108,7 +113,8 @@ impl PostgresBackend {
         Ok(report)
     }
 
-    pub(crate) async fn read_alert(&self, id: &str) -> Result<Option<Alert>> {
+    async fn get_alert(&self, id: ValidId<'_>) -> Result<Option<Alert>> {
+        let id = id.get();
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let mut sql = Sql::new("SELECT ");
         sql.push(ALERT_COLUMNS)
@@ -127,10 +133,7 @@ impl PostgresBackend {
             .transpose()
     }
 
-    pub(crate) async fn select_alerts(
-        &self,
-        query: Selection<'_, AlertQuery>,
-    ) -> Result<Vec<Alert>> {
+    async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>> {
         let (query, options) = (query.get(), query.options());
         let range = query.range_micros();
         let cutoff = self.config.retention.alert_cutoff(time::now());

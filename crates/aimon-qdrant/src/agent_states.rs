@@ -1,6 +1,9 @@
 //! Agent states: the latest state per agent, queries, similarity.
 
+use aimon_core::driver::AgentStateDriver;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use std::collections::BTreeMap;
 
 use aimon_core::backend::StorageEvent;
@@ -18,7 +21,30 @@ use crate::ids::point_id;
 use crate::payload;
 
 impl QdrantBackend {
-    pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
+    async fn live_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+        let cutoff = self.retention().agent_state_cutoff(time::now());
+        let found = self
+            .engine
+            .get(
+                Collection::AgentStates,
+                vec![point_id("agent_state", agent_id)],
+            )
+            .await?;
+        for (_, p) in found {
+            let state = payload::decode_agent_state(&p)?;
+            if state.agent_id == agent_id && RetentionPolicy::is_live(cutoff, state.last_heartbeat)
+            {
+                return Ok(Some(state));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[async_trait::async_trait]
+impl AgentStateDriver for QdrantBackend {
+    async fn save_agent_states(&self, batch: Valid<'_, [AgentState]>) -> Result<WriteReport> {
+        let states = batch.get();
         let cutoff = self.retention().agent_state_cutoff(time::now());
         let _writer = self.writer.lock().await;
         let ids: Vec<_> = states
@@ -64,30 +90,12 @@ impl QdrantBackend {
         Ok(report)
     }
 
-    pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+    async fn get_agent_state(&self, agent_id: ValidId<'_>) -> Result<Option<AgentState>> {
+        let agent_id = agent_id.get();
         self.live_state(agent_id).await
     }
 
-    async fn live_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
-        let cutoff = self.retention().agent_state_cutoff(time::now());
-        let found = self
-            .engine
-            .get(
-                Collection::AgentStates,
-                vec![point_id("agent_state", agent_id)],
-            )
-            .await?;
-        for (_, p) in found {
-            let state = payload::decode_agent_state(&p)?;
-            if state.agent_id == agent_id && RetentionPolicy::is_live(cutoff, state.last_heartbeat)
-            {
-                return Ok(Some(state));
-            }
-        }
-        Ok(None)
-    }
-
-    pub(crate) async fn select_agent_states(
+    async fn get_agent_states(
         &self,
         query: Selection<'_, AgentStateQuery>,
     ) -> Result<Vec<AgentState>> {
@@ -111,7 +119,7 @@ impl QdrantBackend {
         Ok(found)
     }
 
-    pub(crate) async fn similar_agent_states(
+    async fn find_similar_agent_states(
         &self,
         query: &SimilarAgentStatesQuery,
     ) -> Result<Vec<Scored<AgentState>>> {

@@ -1,7 +1,10 @@
 //! Alerts: upsert by id, queries, similarity.
 
 use aimon_core::backend::StorageEvent;
+use aimon_core::driver::AlertDriver;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use aimon_core::memory::truncate_alert;
 use aimon_core::query::{self, AlertQuery};
 use aimon_core::similarity::{self, Scored, SimilarAlertsQuery, SimilarityTarget};
@@ -16,7 +19,26 @@ use crate::ids::point_id;
 use crate::payload;
 
 impl QdrantBackend {
-    pub(crate) async fn write_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
+    async fn live_alert(&self, id: &str) -> Result<Option<Alert>> {
+        let cutoff = self.retention().alert_cutoff(time::now());
+        let found = self
+            .engine
+            .get(Collection::Alerts, vec![point_id("alert", id)])
+            .await?;
+        for (_, p) in found {
+            let alert = payload::decode_alert(&p)?;
+            if alert.id == id && RetentionPolicy::is_live(cutoff, alert.updated_at) {
+                return Ok(Some(alert));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertDriver for QdrantBackend {
+    async fn save_alerts(&self, batch: Valid<'_, [Alert]>) -> Result<WriteReport> {
+        let alerts = batch.get();
         let cutoff = self.retention().alert_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut points = Vec::with_capacity(alerts.len());
@@ -43,29 +65,12 @@ impl QdrantBackend {
         Ok(report)
     }
 
-    pub(crate) async fn read_alert(&self, id: &str) -> Result<Option<Alert>> {
+    async fn get_alert(&self, id: ValidId<'_>) -> Result<Option<Alert>> {
+        let id = id.get();
         self.live_alert(id).await
     }
 
-    async fn live_alert(&self, id: &str) -> Result<Option<Alert>> {
-        let cutoff = self.retention().alert_cutoff(time::now());
-        let found = self
-            .engine
-            .get(Collection::Alerts, vec![point_id("alert", id)])
-            .await?;
-        for (_, p) in found {
-            let alert = payload::decode_alert(&p)?;
-            if alert.id == id && RetentionPolicy::is_live(cutoff, alert.updated_at) {
-                return Ok(Some(alert));
-            }
-        }
-        Ok(None)
-    }
-
-    pub(crate) async fn select_alerts(
-        &self,
-        query: Selection<'_, AlertQuery>,
-    ) -> Result<Vec<Alert>> {
+    async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>> {
         let (query, options) = (query.get(), query.options());
         let cutoff = self.retention().alert_cutoff(time::now());
         let ir = filter::alerts(query, cutoff);
@@ -85,10 +90,7 @@ impl QdrantBackend {
         Ok(found)
     }
 
-    pub(crate) async fn similar_alerts(
-        &self,
-        query: &SimilarAlertsQuery,
-    ) -> Result<Vec<Scored<Alert>>> {
+    async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
         let embedder = &*self.embedder;
         let options = query.resolve(embedder.dimension())?;
         let cutoff = self.retention().alert_cutoff(time::now());

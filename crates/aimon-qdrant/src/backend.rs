@@ -1,7 +1,7 @@
 //! [`QdrantBackend`]: the [`StorageBackend`] implementation over an [`Engine`].
 
 use aimon_core::archive::Exporter;
-use aimon_core::driver::{Driver, MetricBatch, Selection, Valid, ValidId};
+use aimon_core::driver::Driver;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -9,15 +9,10 @@ use std::time::Instant;
 
 use aimon_core::backend::{
     Capabilities, DatabaseStats, EventStream, LocalEvents, RetentionMechanism, RetentionReport,
-    StorageBackend, StorageEvent, TransferReport, WriteReport,
+    StorageBackend, StorageEvent, TransferReport,
 };
-use aimon_core::query::{AgentStateQuery, AlertQuery, HistoryQuery, HistorySeries, MetricQuery};
-use aimon_core::similarity::{
-    Embedder, HashingEmbedder, Scored, SimilarAgentStatesQuery, SimilarAlertsQuery,
-};
-use aimon_core::{
-    AgentState, Alert, Error, Metric, Result, RetentionPolicy, StorageBackendType, StorageConfig,
-};
+use aimon_core::similarity::{Embedder, HashingEmbedder};
+use aimon_core::{Error, Result, RetentionPolicy, StorageBackendType, StorageConfig};
 use async_trait::async_trait;
 
 use crate::config::{QdrantConfig, QdrantMode};
@@ -151,60 +146,6 @@ impl Driver for QdrantBackend {
             agent_state_history: false,
             retention: RetentionMechanism::Sweep,
         }
-    }
-
-    async fn save_metrics(&self, batch: MetricBatch<'_>) -> Result<WriteReport> {
-        self.write_metrics(&batch).await
-    }
-
-    async fn get_metric(&self, id: ValidId<'_>) -> Result<Option<Metric>> {
-        self.read_metric(&id).await
-    }
-
-    async fn query_metrics(&self, query: Selection<'_, MetricQuery>) -> Result<Vec<Metric>> {
-        self.select_metrics(query).await
-    }
-
-    async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>> {
-        self.history(&query).await
-    }
-
-    async fn save_alerts(&self, batch: Valid<'_, [Alert]>) -> Result<WriteReport> {
-        self.write_alerts(&batch).await
-    }
-
-    async fn get_alert(&self, id: ValidId<'_>) -> Result<Option<Alert>> {
-        self.read_alert(&id).await
-    }
-
-    async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>> {
-        self.select_alerts(query).await
-    }
-
-    async fn save_agent_states(&self, batch: Valid<'_, [AgentState]>) -> Result<WriteReport> {
-        self.write_agent_states(&batch).await
-    }
-
-    async fn get_agent_state(&self, agent_id: ValidId<'_>) -> Result<Option<AgentState>> {
-        self.read_agent_state(&agent_id).await
-    }
-
-    async fn get_agent_states(
-        &self,
-        query: Selection<'_, AgentStateQuery>,
-    ) -> Result<Vec<AgentState>> {
-        self.select_agent_states(query).await
-    }
-
-    async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
-        self.similar_alerts(query).await
-    }
-
-    async fn find_similar_agent_states(
-        &self,
-        query: &SimilarAgentStatesQuery,
-    ) -> Result<Vec<Scored<AgentState>>> {
-        self.similar_agent_states(query).await
     }
 
     async fn apply_retention(&self) -> Result<RetentionReport> {

@@ -6,10 +6,11 @@
 //! only then merges it with the write rules: retention applied, the latest agent state kept,
 //! series `created_at` kept.
 
+use aimon_core::driver::{AgentStateDriver, AlertDriver, Check, MetricDriver};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aimon_core::{BackupFormat, Error, ErrorKind, Metric, Result, TransferReport, validate};
+use aimon_core::{BackupFormat, Error, ErrorKind, Metric, Result, TransferReport};
 
 use crate::backend::QdrantBackend;
 use crate::engine::Collection;
@@ -81,15 +82,16 @@ pub(crate) async fn native_restore(backend: &QdrantBackend, path: &Path) -> Resu
         meta.values.push(s.to_value());
     }
     let metrics: Vec<Metric> = series.into_values().collect();
-    validate::metrics(&metrics).map_err(corrupted)?;
-    validate::alerts(&alerts).map_err(corrupted)?;
-    validate::agent_states(&states).map_err(corrupted)?;
+    // Checked whole before anything is written, as the contract checks a call's input.
+    let metric_batch = Check::check(metrics.as_slice()).map_err(corrupted)?;
+    let alert_batch = Check::check(alerts.as_slice()).map_err(corrupted)?;
+    let state_batch = Check::check(states.as_slice()).map_err(corrupted)?;
     let mut expired = 0;
-    let m = backend.write_metrics(&metrics).await?;
+    let m = backend.save_metrics(metric_batch).await?;
     expired += m.expired;
-    let a = backend.write_alerts(&alerts).await?;
+    let a = backend.save_alerts(alert_batch).await?;
     expired += a.expired;
-    let s = backend.write_agent_states(&states).await?;
+    let s = backend.save_agent_states(state_batch).await?;
     expired += s.expired;
     Ok(TransferReport {
         format: BackupFormat::Native,

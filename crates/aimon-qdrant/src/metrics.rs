@@ -4,7 +4,11 @@
 //! id is derived from the sample key (series, timestamp µs, tags), so a rewrite overwrites.
 //! `metric_history` is the core's client-side [`Downsampler`] over the samples a filter selects.
 
+use aimon_core::driver::MetricBatch;
+use aimon_core::driver::MetricDriver;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use std::collections::BTreeMap;
 
 use aimon_core::backend::StorageEvent;
@@ -54,7 +58,42 @@ impl QdrantBackend {
         Ok(out)
     }
 
-    pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
+    /// The live samples of the series `ids` that a range and tags select, sorted by (timestamp,
+    /// tags) within each series.
+    pub(crate) async fn samples_of(
+        &self,
+        ids: Vec<String>,
+        range: Option<query::MicrosRange>,
+        tags: &aimon_core::Tags,
+        cutoff: Option<i64>,
+    ) -> Result<Vec<StoredSample>> {
+        let wanted: std::collections::BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        // A long id list would be cloned for every scroll page (and, on a server, sent with every
+        // request, up to its size limit): past a bound the filter leaves it out and the `wanted`
+        // check below selects the series.
+        let by_id = (ids.len() <= MAX_IDS_IN_FILTER).then(|| ids.clone());
+        let ir = filter::samples(by_id, range, tags, cutoff);
+        let mut out = Vec::new();
+        for (_, p) in self.engine.scroll(Collection::Samples, &ir).await? {
+            let s = payload::decode_sample(&p)?;
+            let live = cutoff.is_none_or(|c| s.ts >= c);
+            let in_range = range.is_none_or(|r| r.contains(s.ts));
+            let tagged = tags.iter().all(|(k, v)| s.tags.get(k) == Some(v));
+            if live && in_range && tagged && wanted.contains(s.series_id.as_str()) {
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.series_id, a.ts, &a.tags_json).cmp(&(&b.series_id, b.ts, &b.tags_json))
+        });
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl MetricDriver for QdrantBackend {
+    async fn save_metrics(&self, batch: MetricBatch<'_>) -> Result<WriteReport> {
+        let metrics = batch.get();
         let cutoff = self.retention().metric_cutoff(time::now());
         let _writer = self.writer.lock().await;
         let mut known = self
@@ -102,38 +141,8 @@ impl QdrantBackend {
         Ok(report)
     }
 
-    /// The live samples of the series `ids` that a range and tags select, sorted by (timestamp,
-    /// tags) within each series.
-    pub(crate) async fn samples_of(
-        &self,
-        ids: Vec<String>,
-        range: Option<query::MicrosRange>,
-        tags: &aimon_core::Tags,
-        cutoff: Option<i64>,
-    ) -> Result<Vec<StoredSample>> {
-        let wanted: std::collections::BTreeSet<&str> = ids.iter().map(String::as_str).collect();
-        // A long id list would be cloned for every scroll page (and, on a server, sent with every
-        // request, up to its size limit): past a bound the filter leaves it out and the `wanted`
-        // check below selects the series.
-        let by_id = (ids.len() <= MAX_IDS_IN_FILTER).then(|| ids.clone());
-        let ir = filter::samples(by_id, range, tags, cutoff);
-        let mut out = Vec::new();
-        for (_, p) in self.engine.scroll(Collection::Samples, &ir).await? {
-            let s = payload::decode_sample(&p)?;
-            let live = cutoff.is_none_or(|c| s.ts >= c);
-            let in_range = range.is_none_or(|r| r.contains(s.ts));
-            let tagged = tags.iter().all(|(k, v)| s.tags.get(k) == Some(v));
-            if live && in_range && tagged && wanted.contains(s.series_id.as_str()) {
-                out.push(s);
-            }
-        }
-        out.sort_by(|a, b| {
-            (&a.series_id, a.ts, &a.tags_json).cmp(&(&b.series_id, b.ts, &b.tags_json))
-        });
-        Ok(out)
-    }
-
-    pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
+    async fn get_metric(&self, id: ValidId<'_>) -> Result<Option<Metric>> {
+        let id = id.get();
         let cutoff = self.retention().metric_cutoff(time::now());
         let Some(meta) = self.series_by_id(std::iter::once(id)).await?.remove(id) else {
             return Ok(None);
@@ -147,10 +156,7 @@ impl QdrantBackend {
         Ok(Some(with_samples(meta, &samples)))
     }
 
-    pub(crate) async fn select_metrics(
-        &self,
-        query: Selection<'_, MetricQuery>,
-    ) -> Result<Vec<Metric>> {
+    async fn query_metrics(&self, query: Selection<'_, MetricQuery>) -> Result<Vec<Metric>> {
         let (query, options) = (query.get(), query.options());
         let range = query.range_micros();
         let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
@@ -200,7 +206,8 @@ impl QdrantBackend {
         Ok(found)
     }
 
-    pub(crate) async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
+    async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>> {
+        let query = query.get();
         let range = query.range_micros();
         let cutoff = self.retention().metric_cutoff(time::now());
         let mut downsampler = Downsampler::new(query);

@@ -1,7 +1,10 @@
 //! Agent states: the latest state per agent, one hash per agent (`j` = JSON, `h` = padded
 //! heartbeat, `x` = index keys) in the namespace slot, indexed by status.
 
+use aimon_core::driver::AgentStateDriver;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use aimon_core::memory::truncate_state;
 use aimon_core::query::AgentStateQuery;
 use aimon_core::{AgentState, Result, RetentionPolicy, StorageEvent, WriteReport, time};
@@ -9,8 +12,10 @@ use aimon_core::{AgentState, Result, RetentionPolicy, StorageEvent, WriteReport,
 use crate::backend::{RedisBackend, int, live_until_arg, pad};
 use crate::scripts::SCRIPTS;
 
-impl RedisBackend {
-    pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
+#[async_trait::async_trait]
+impl AgentStateDriver for RedisBackend {
+    async fn save_agent_states(&self, batch: Valid<'_, [AgentState]>) -> Result<WriteReport> {
+        let states = batch.get();
         let ttl = self.config.retention.agent_state_ttl;
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let channel = self.keys.channel();
@@ -58,7 +63,8 @@ impl RedisBackend {
         Ok(report)
     }
 
-    pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+    async fn get_agent_state(&self, agent_id: ValidId<'_>) -> Result<Option<AgentState>> {
+        let agent_id = agent_id.get();
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let found = self
             .fetch_items::<AgentState>(&[self.keys.agent(agent_id)])
@@ -69,7 +75,7 @@ impl RedisBackend {
             .find(|s| s.agent_id == agent_id && RetentionPolicy::is_live(cutoff, s.last_heartbeat)))
     }
 
-    pub(crate) async fn select_agent_states(
+    async fn get_agent_states(
         &self,
         query: Selection<'_, AgentStateQuery>,
     ) -> Result<Vec<AgentState>> {

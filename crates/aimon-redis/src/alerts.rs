@@ -1,7 +1,10 @@
 //! Alerts: one hash per alert (`j` = JSON, `x` = the index keys it is in) in the namespace
 //! slot, indexed by status, severity, source and label.
 
+use aimon_core::driver::AlertDriver;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use aimon_core::memory::truncate_alert;
 use aimon_core::query::AlertQuery;
 use aimon_core::{Alert, Error, Result, RetentionPolicy, StorageEvent, WriteReport, time};
@@ -10,7 +13,34 @@ use crate::backend::{RedisBackend, bytes, live_until_arg};
 use crate::scripts::SCRIPTS;
 
 impl RedisBackend {
-    pub(crate) async fn write_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
+    /// The `j` field of each item key, decoded.
+    pub(crate) async fn fetch_items<T: serde::de::DeserializeOwned>(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<T>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("HGET").arg(key).arg("j");
+            }
+            for reply in self.pool.pipeline(&pipe).await? {
+                out.push(match bytes(&reply) {
+                    None => None,
+                    Some(json) => {
+                        Some(serde_json::from_slice(json).map_err(|_| Error::malformed("item"))?)
+                    }
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertDriver for RedisBackend {
+    async fn save_alerts(&self, batch: Valid<'_, [Alert]>) -> Result<WriteReport> {
+        let alerts = batch.get();
         let ttl = self.config.retention.alert_ttl;
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let channel = self.keys.channel();
@@ -61,7 +91,8 @@ impl RedisBackend {
         Ok(report)
     }
 
-    pub(crate) async fn read_alert(&self, id: &str) -> Result<Option<Alert>> {
+    async fn get_alert(&self, id: ValidId<'_>) -> Result<Option<Alert>> {
+        let id = id.get();
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let found = self.fetch_items::<Alert>(&[self.keys.alert(id)]).await?;
         Ok(found
@@ -70,33 +101,7 @@ impl RedisBackend {
             .find(|a| a.id == id && RetentionPolicy::is_live(cutoff, a.updated_at)))
     }
 
-    /// The `j` field of each item key, decoded.
-    pub(crate) async fn fetch_items<T: serde::de::DeserializeOwned>(
-        &self,
-        keys: &[String],
-    ) -> Result<Vec<Option<T>>> {
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                pipe.cmd("HGET").arg(key).arg("j");
-            }
-            for reply in self.pool.pipeline(&pipe).await? {
-                out.push(match bytes(&reply) {
-                    None => None,
-                    Some(json) => {
-                        Some(serde_json::from_slice(json).map_err(|_| Error::malformed("item"))?)
-                    }
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    pub(crate) async fn select_alerts(
-        &self,
-        query: Selection<'_, AlertQuery>,
-    ) -> Result<Vec<Alert>> {
+    async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>> {
         let selection = query;
         let query = selection.get();
         let now = time::now();

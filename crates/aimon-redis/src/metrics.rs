@@ -1,6 +1,10 @@
 //! Series and samples: writes, reads, queries and the server-side history.
 
+use aimon_core::driver::MetricBatch;
+use aimon_core::driver::MetricDriver;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aimon_core::downsample::{
@@ -175,7 +179,157 @@ impl Record for IdOnly<'_> {
 }
 
 impl RedisBackend {
-    pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
+    /// The range script for one series over scores `[min, max]`.
+    fn range_cmd(&self, id: &str, min: i64, max: i64, tags: &Tags) -> redis::Cmd {
+        let (z, v) = (self.keys.samples(id), self.keys.values(id));
+        let mut cmd = SCRIPTS.range.cmd(&[&z, &v]);
+        cmd.arg(min.max(0)).arg(max);
+        for (k, v) in tags {
+            cmd.arg(k).arg(v);
+        }
+        cmd
+    }
+
+    fn meta_cmd(&self, id: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.keys.series_meta(id))
+            .arg("j")
+            .arg("c")
+            .arg("l");
+        cmd
+    }
+
+    /// Ids of an index whose entries are live at `now` (µs), with lazy removal of the rest.
+    pub(crate) async fn live_ids(&self, index: &str, now: i64) -> Result<Vec<String>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(index)
+            .arg("-inf")
+            .arg(format!("({now}"));
+        pipe.cmd("ZRANGEBYSCORE").arg(index).arg(now).arg("+inf");
+        let replies = self.pool.pipeline(&pipe).await?;
+        Ok(replies
+            .last()
+            .map(items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| text(v).map(str::to_owned))
+            .collect())
+    }
+
+    /// Keeps the ids of series with a live sample carrying every pair of `tags` (by the
+    /// sample-tag indexes; the samples themselves are still filtered exactly).
+    async fn with_sample_tags(
+        &self,
+        mut ids: Vec<String>,
+        tags: &Tags,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        for (k, v) in tags {
+            if ids.is_empty() {
+                break;
+            }
+            let tagged: HashSet<String> = self
+                .live_ids(&self.keys.series_by_tag(k, v), time::to_micros(now))
+                .await?
+                .into_iter()
+                .collect();
+            ids.retain(|id| tagged.contains(id));
+        }
+        Ok(ids)
+    }
+
+    async fn fetch_metas(&self, ids: &[String]) -> Result<Vec<Option<Meta>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.add_command(self.meta_cmd(id));
+            }
+            for reply in self.pool.pipeline(&pipe).await? {
+                out.push(parse_meta(&reply)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets the samples of each series: those in `[lower, end)` whose tags include `tags`
+    /// (filtered in the server, checked again here).
+    async fn fill_samples(
+        &self,
+        metrics: &mut [Metric],
+        lower: i64,
+        end: i64,
+        tags: &Tags,
+    ) -> Result<()> {
+        if metrics.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for m in metrics.iter() {
+            pipe.add_command(self.range_cmd(&m.id, lower, end, tags));
+        }
+        let replies = self.pool.pipeline(&pipe).await?;
+        for (metric, reply) in metrics.iter_mut().zip(&replies) {
+            metric.values = parse_samples(reply)?
+                .into_iter()
+                .filter(|s| s.ts >= lower && s.ts < end)
+                .map(|s| MetricValue {
+                    timestamp: time::from_micros(s.ts),
+                    value: s.value,
+                    tags: s.tags,
+                })
+                .filter(|v| tags.iter().all(|(k, want)| v.tags.get(k) == Some(want)))
+                .collect();
+        }
+        Ok(())
+    }
+}
+
+/// Parses one reply of the history script (records of 13 fields: group flag, group, bucket,
+/// count, sum, compensation, min, max, first member, first value, last member, last value,
+/// whether the sum is scaled by 2⁻⁶⁴)
+/// into `downsampler`.
+fn merge_history_reply(
+    downsampler: &mut Downsampler,
+    series_id: &str,
+    reply: &Value,
+    step: i64,
+) -> Result<()> {
+    let bad = || Error::malformed("history reply");
+    for rec in items(reply).chunks(13) {
+        let t = |i: usize| rec.get(i).and_then(text).ok_or_else(bad);
+        let num = |i: usize| -> Result<f64> { t(i)?.parse::<f64>().map_err(|_| bad()) };
+        let group = (t(0)? == "1")
+            .then(|| t(1).map(str::to_owned))
+            .transpose()?;
+        let bucket: i64 = match t(2)? {
+            // A sample past 2^53 µs: the script left its bucket to us.
+            "" => parse_member(rec.get(8).and_then(bytes).ok_or_else(bad)?)?.0,
+            b => b.parse().map_err(|_| bad())?,
+        };
+        let member = |i: usize| -> Result<OrderKey> {
+            let (ts, tags) = parse_member(rec.get(i).and_then(bytes).ok_or_else(bad)?)?;
+            Ok((ts, series_id.to_owned(), tags))
+        };
+        let sum = CompensatedSum::from_parts(num(4)?, num(5)?, t(12)? == "1");
+        let part = BucketAggregate {
+            count: t(3)?.parse().map_err(|_| bad())?,
+            sum,
+            min: num(6)?,
+            max: num(7)?,
+            first: (member(8)?, num(9)?),
+            last: (member(10)?, num(11)?),
+        };
+        downsampler.merge(group, bucket_start(bucket, step), part);
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl MetricDriver for RedisBackend {
+    async fn save_metrics(&self, batch: MetricBatch<'_>) -> Result<WriteReport> {
+        let metrics = batch.get();
         let retention = self.config.retention;
         let now = time::now();
         let cutoff = retention.metric_cutoff(now);
@@ -264,27 +418,8 @@ impl RedisBackend {
         Ok(report)
     }
 
-    /// The range script for one series over scores `[min, max]`.
-    fn range_cmd(&self, id: &str, min: i64, max: i64, tags: &Tags) -> redis::Cmd {
-        let (z, v) = (self.keys.samples(id), self.keys.values(id));
-        let mut cmd = SCRIPTS.range.cmd(&[&z, &v]);
-        cmd.arg(min.max(0)).arg(max);
-        for (k, v) in tags {
-            cmd.arg(k).arg(v);
-        }
-        cmd
-    }
-
-    fn meta_cmd(&self, id: &str) -> redis::Cmd {
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.keys.series_meta(id))
-            .arg("j")
-            .arg("c")
-            .arg("l");
-        cmd
-    }
-
-    pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
+    async fn get_metric(&self, id: ValidId<'_>) -> Result<Option<Metric>> {
+        let id = id.get();
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let mut pipe = redis::pipe();
         pipe.add_command(self.meta_cmd(id));
@@ -317,64 +452,7 @@ impl RedisBackend {
         Ok(Some(metric))
     }
 
-    /// Ids of an index whose entries are live at `now` (µs), with lazy removal of the rest.
-    pub(crate) async fn live_ids(&self, index: &str, now: i64) -> Result<Vec<String>> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(index)
-            .arg("-inf")
-            .arg(format!("({now}"));
-        pipe.cmd("ZRANGEBYSCORE").arg(index).arg(now).arg("+inf");
-        let replies = self.pool.pipeline(&pipe).await?;
-        Ok(replies
-            .last()
-            .map(items)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| text(v).map(str::to_owned))
-            .collect())
-    }
-
-    /// Keeps the ids of series with a live sample carrying every pair of `tags` (by the
-    /// sample-tag indexes; the samples themselves are still filtered exactly).
-    async fn with_sample_tags(
-        &self,
-        mut ids: Vec<String>,
-        tags: &Tags,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<String>> {
-        for (k, v) in tags {
-            if ids.is_empty() {
-                break;
-            }
-            let tagged: HashSet<String> = self
-                .live_ids(&self.keys.series_by_tag(k, v), time::to_micros(now))
-                .await?
-                .into_iter()
-                .collect();
-            ids.retain(|id| tagged.contains(id));
-        }
-        Ok(ids)
-    }
-
-    async fn fetch_metas(&self, ids: &[String]) -> Result<Vec<Option<Meta>>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.add_command(self.meta_cmd(id));
-            }
-            for reply in self.pool.pipeline(&pipe).await? {
-                out.push(parse_meta(&reply)?);
-            }
-        }
-        Ok(out)
-    }
-
-    pub(crate) async fn select_metrics(
-        &self,
-        query: Selection<'_, MetricQuery>,
-    ) -> Result<Vec<Metric>> {
+    async fn query_metrics(&self, query: Selection<'_, MetricQuery>) -> Result<Vec<Metric>> {
         let (query, options) = (query.get(), query.options());
         let range = query.range_micros();
         let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
@@ -442,39 +520,8 @@ impl RedisBackend {
         Ok(out)
     }
 
-    /// Sets the samples of each series: those in `[lower, end)` whose tags include `tags`
-    /// (filtered in the server, checked again here).
-    async fn fill_samples(
-        &self,
-        metrics: &mut [Metric],
-        lower: i64,
-        end: i64,
-        tags: &Tags,
-    ) -> Result<()> {
-        if metrics.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for m in metrics.iter() {
-            pipe.add_command(self.range_cmd(&m.id, lower, end, tags));
-        }
-        let replies = self.pool.pipeline(&pipe).await?;
-        for (metric, reply) in metrics.iter_mut().zip(&replies) {
-            metric.values = parse_samples(reply)?
-                .into_iter()
-                .filter(|s| s.ts >= lower && s.ts < end)
-                .map(|s| MetricValue {
-                    timestamp: time::from_micros(s.ts),
-                    value: s.value,
-                    tags: s.tags,
-                })
-                .filter(|v| tags.iter().all(|(k, want)| v.tags.get(k) == Some(want)))
-                .collect();
-        }
-        Ok(())
-    }
-
-    pub(crate) async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
+    async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>> {
+        let query = query.get();
         let range = query.range_micros();
         let now = time::now();
         let cutoff = self.config.retention.metric_cutoff(now);
@@ -516,46 +563,6 @@ impl RedisBackend {
         }
         Ok(merged.finish())
     }
-}
-
-/// Parses one reply of the history script (records of 13 fields: group flag, group, bucket,
-/// count, sum, compensation, min, max, first member, first value, last member, last value,
-/// whether the sum is scaled by 2⁻⁶⁴)
-/// into `downsampler`.
-fn merge_history_reply(
-    downsampler: &mut Downsampler,
-    series_id: &str,
-    reply: &Value,
-    step: i64,
-) -> Result<()> {
-    let bad = || Error::malformed("history reply");
-    for rec in items(reply).chunks(13) {
-        let t = |i: usize| rec.get(i).and_then(text).ok_or_else(bad);
-        let num = |i: usize| -> Result<f64> { t(i)?.parse::<f64>().map_err(|_| bad()) };
-        let group = (t(0)? == "1")
-            .then(|| t(1).map(str::to_owned))
-            .transpose()?;
-        let bucket: i64 = match t(2)? {
-            // A sample past 2^53 µs: the script left its bucket to us.
-            "" => parse_member(rec.get(8).and_then(bytes).ok_or_else(bad)?)?.0,
-            b => b.parse().map_err(|_| bad())?,
-        };
-        let member = |i: usize| -> Result<OrderKey> {
-            let (ts, tags) = parse_member(rec.get(i).and_then(bytes).ok_or_else(bad)?)?;
-            Ok((ts, series_id.to_owned(), tags))
-        };
-        let sum = CompensatedSum::from_parts(num(4)?, num(5)?, t(12)? == "1");
-        let part = BucketAggregate {
-            count: t(3)?.parse().map_err(|_| bad())?,
-            sum,
-            min: num(6)?,
-            max: num(7)?,
-            first: (member(8)?, num(9)?),
-            last: (member(10)?, num(11)?),
-        };
-        downsampler.merge(group, bucket_start(bucket, step), part);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

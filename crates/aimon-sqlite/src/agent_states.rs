@@ -1,7 +1,11 @@
 //! Agent states: the latest state per agent (an equal heartbeat replaces, an older one is
 //! superseded), reads and queries.
 
+use aimon_core::driver::AgentStateDriver;
+use aimon_core::driver::Check;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use aimon_core::query::{AgentStateQuery, ResolvedOptions, tie_breaker};
 use aimon_core::similarity::{self, Ranker, Scored, SimilarAgentStatesQuery, SimilarityTarget};
 use aimon_core::{AgentState, DataKind, Result, RetentionPolicy, WriteReport, time};
@@ -51,7 +55,28 @@ pub(crate) fn state_from_row(row: &SqliteRow) -> Result<AgentState> {
 }
 
 impl SqliteBackend {
-    pub(crate) async fn write_agent_states(&self, states: &[AgentState]) -> Result<WriteReport> {
+    /// `SELECT` of the live latest states `query` selects, with no order or paging.
+    fn state_selection(&self, query: &AgentStateQuery, options: &ResolvedOptions) -> Sql {
+        let cutoff = self.config.retention.agent_state_cutoff(time::now());
+        let mut sql = Sql::new("SELECT ");
+        sql.push(STATE_COLUMNS)
+            .push(" FROM agent_states WHERE last_heartbeat >= ")
+            .bind(cutoff.unwrap_or(i64::MIN));
+        if let Some(status) = &query.status {
+            sql.push(" AND status = ").bind(status.as_str());
+        }
+        if let Some(after) = query.heartbeat_after_micros() {
+            sql.push(" AND last_heartbeat >= ").bind(after);
+        }
+        push_filters(&mut sql, options, "metadata");
+        sql
+    }
+}
+
+#[async_trait::async_trait]
+impl AgentStateDriver for SqliteBackend {
+    async fn save_agent_states(&self, batch: Valid<'_, [AgentState]>) -> Result<WriteReport> {
+        let states = batch.get();
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db()?;
@@ -83,7 +108,8 @@ impl SqliteBackend {
         Ok(report)
     }
 
-    pub(crate) async fn read_agent_state(&self, agent_id: &str) -> Result<Option<AgentState>> {
+    async fn get_agent_state(&self, agent_id: ValidId<'_>) -> Result<Option<AgentState>> {
+        let agent_id = agent_id.get();
         let cutoff = self.config.retention.agent_state_cutoff(time::now());
         let mut sql = Sql::new("SELECT ");
         sql.push(STATE_COLUMNS)
@@ -100,7 +126,7 @@ impl SqliteBackend {
             .transpose()
     }
 
-    pub(crate) async fn select_agent_states(
+    async fn get_agent_states(
         &self,
         query: Selection<'_, AgentStateQuery>,
     ) -> Result<Vec<AgentState>> {
@@ -116,32 +142,15 @@ impl SqliteBackend {
             .collect()
     }
 
-    /// `SELECT` of the live latest states `query` selects, with no order or paging.
-    fn state_selection(&self, query: &AgentStateQuery, options: &ResolvedOptions) -> Sql {
-        let cutoff = self.config.retention.agent_state_cutoff(time::now());
-        let mut sql = Sql::new("SELECT ");
-        sql.push(STATE_COLUMNS)
-            .push(" FROM agent_states WHERE last_heartbeat >= ")
-            .bind(cutoff.unwrap_or(i64::MIN));
-        if let Some(status) = &query.status {
-            sql.push(" AND status = ").bind(status.as_str());
-        }
-        if let Some(after) = query.heartbeat_after_micros() {
-            sql.push(" AND last_heartbeat >= ").bind(after);
-        }
-        push_filters(&mut sql, options, "metadata");
-        sql
-    }
-
     /// Similarity by brute force, as [`SqliteBackend::similar_alerts`].
-    pub(crate) async fn similar_agent_states(
+    async fn find_similar_agent_states(
         &self,
         query: &SimilarAgentStatesQuery,
     ) -> Result<Vec<Scored<AgentState>>> {
         let embedder = &*self.embedder;
         let options = query.resolve(embedder.dimension())?;
         let target = match &query.target {
-            SimilarityTarget::Item(id) => self.read_agent_state(id).await?,
+            SimilarityTarget::Item(id) => self.get_agent_state(Check::check(id.as_str())?).await?,
             _ => None,
         };
         let (vector, exclude) =

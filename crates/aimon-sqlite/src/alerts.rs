@@ -1,6 +1,10 @@
 //! Alerts: upserts by id, reads and queries.
 
+use aimon_core::driver::AlertDriver;
+use aimon_core::driver::Check;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use aimon_core::query::{AlertQuery, ResolvedOptions, tie_breaker};
 use aimon_core::similarity::{self, Ranker, Scored, SimilarAlertsQuery, SimilarityTarget};
 use aimon_core::{
@@ -83,7 +87,41 @@ pub(crate) fn alert_from_row(row: &SqliteRow) -> Result<Alert> {
 }
 
 impl SqliteBackend {
-    pub(crate) async fn write_alerts(&self, alerts: &[Alert]) -> Result<WriteReport> {
+    /// `SELECT` of the live alerts `query` selects (`options` is its resolved options), with
+    /// no order or paging.
+    fn alert_selection(&self, query: &AlertQuery, options: &ResolvedOptions) -> Sql {
+        let range = query.range_micros();
+        let cutoff = self.config.retention.alert_cutoff(time::now());
+        let mut sql = Sql::new("SELECT ");
+        sql.push(ALERT_COLUMNS)
+            .push(" FROM alerts WHERE updated_at >= ")
+            .bind(cutoff.unwrap_or(i64::MIN))
+            .push(" AND start_time >= ")
+            .bind(range.start)
+            .push(" AND start_time < ")
+            .bind(range.end);
+        if let Some(status) = query.status {
+            sql.push(" AND status = ").bind(status.as_str());
+        }
+        if let Some(severity) = query.severity {
+            sql.push(" AND severity = ").bind(severity.rank());
+        }
+        if let Some(severity) = query.min_severity {
+            sql.push(" AND severity >= ").bind(severity.rank());
+        }
+        if let Some(source) = &query.source {
+            sql.push(" AND source = ").bind(source.as_str());
+        }
+        push_tag_match(&mut sql, "labels", &query.labels);
+        push_filters(&mut sql, options, "labels");
+        sql
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertDriver for SqliteBackend {
+    async fn save_alerts(&self, batch: Valid<'_, [Alert]>) -> Result<WriteReport> {
+        let alerts = batch.get();
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db()?;
@@ -120,7 +158,8 @@ impl SqliteBackend {
         Ok(report)
     }
 
-    pub(crate) async fn read_alert(&self, id: &str) -> Result<Option<Alert>> {
+    async fn get_alert(&self, id: ValidId<'_>) -> Result<Option<Alert>> {
+        let id = id.get();
         let cutoff = self.config.retention.alert_cutoff(time::now());
         let mut sql = Sql::new("SELECT ");
         sql.push(ALERT_COLUMNS)
@@ -137,10 +176,7 @@ impl SqliteBackend {
             .transpose()
     }
 
-    pub(crate) async fn select_alerts(
-        &self,
-        query: Selection<'_, AlertQuery>,
-    ) -> Result<Vec<Alert>> {
+    async fn query_alerts(&self, query: Selection<'_, AlertQuery>) -> Result<Vec<Alert>> {
         let (query, options) = (query.get(), query.options());
         let mut sql = self.alert_selection(query, options);
         push_order_and_page(&mut sql, options, tie_breaker(DataKind::Alerts));
@@ -153,46 +189,13 @@ impl SqliteBackend {
             .collect()
     }
 
-    /// `SELECT` of the live alerts `query` selects (`options` is its resolved options), with
-    /// no order or paging.
-    fn alert_selection(&self, query: &AlertQuery, options: &ResolvedOptions) -> Sql {
-        let range = query.range_micros();
-        let cutoff = self.config.retention.alert_cutoff(time::now());
-        let mut sql = Sql::new("SELECT ");
-        sql.push(ALERT_COLUMNS)
-            .push(" FROM alerts WHERE updated_at >= ")
-            .bind(cutoff.unwrap_or(i64::MIN))
-            .push(" AND start_time >= ")
-            .bind(range.start)
-            .push(" AND start_time < ")
-            .bind(range.end);
-        if let Some(status) = query.status {
-            sql.push(" AND status = ").bind(status.as_str());
-        }
-        if let Some(severity) = query.severity {
-            sql.push(" AND severity = ").bind(severity.rank());
-        }
-        if let Some(severity) = query.min_severity {
-            sql.push(" AND severity >= ").bind(severity.rank());
-        }
-        if let Some(source) = &query.source {
-            sql.push(" AND source = ").bind(source.as_str());
-        }
-        push_tag_match(&mut sql, "labels", &query.labels);
-        push_filters(&mut sql, options, "labels");
-        sql
-    }
-
     /// Similarity by brute force: the filters run in SQL, rows stream through the core
     /// [`Ranker`] (which keeps only the best few), scoring runs in Rust.
-    pub(crate) async fn similar_alerts(
-        &self,
-        query: &SimilarAlertsQuery,
-    ) -> Result<Vec<Scored<Alert>>> {
+    async fn find_similar_alerts(&self, query: &SimilarAlertsQuery) -> Result<Vec<Scored<Alert>>> {
         let embedder = &*self.embedder;
         let options = query.resolve(embedder.dimension())?;
         let target = match &query.target {
-            SimilarityTarget::Item(id) => self.read_alert(id).await?,
+            SimilarityTarget::Item(id) => self.get_alert(Check::check(id.as_str())?).await?,
             _ => None,
         };
         let (vector, exclude) =

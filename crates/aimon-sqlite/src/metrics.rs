@@ -1,6 +1,10 @@
 //! Series and samples: writes, reads, queries and the SQL `metric_history`.
 
+use aimon_core::driver::MetricBatch;
+use aimon_core::driver::MetricDriver;
 use aimon_core::driver::Selection;
+use aimon_core::driver::Valid;
+use aimon_core::driver::ValidId;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -269,8 +273,10 @@ fn sample_from_row(row: &SqliteRow, first: usize) -> Result<MetricValue> {
     })
 }
 
-impl SqliteBackend {
-    pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
+#[async_trait::async_trait]
+impl MetricDriver for SqliteBackend {
+    async fn save_metrics(&self, batch: MetricBatch<'_>) -> Result<WriteReport> {
+        let metrics = batch.get();
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let mut report = WriteReport::default();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db()?;
@@ -353,7 +359,8 @@ impl SqliteBackend {
         Ok(report)
     }
 
-    pub(crate) async fn read_metric(&self, id: &str) -> Result<Option<Metric>> {
+    async fn get_metric(&self, id: ValidId<'_>) -> Result<Option<Metric>> {
+        let id = id.get();
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let mut tx = self.pool.begin().await.db()?;
         let mut sql = Sql::new("SELECT ");
@@ -383,10 +390,7 @@ impl SqliteBackend {
         Ok(Some(metric))
     }
 
-    pub(crate) async fn select_metrics(
-        &self,
-        query: Selection<'_, MetricQuery>,
-    ) -> Result<Vec<Metric>> {
+    async fn query_metrics(&self, query: Selection<'_, MetricQuery>) -> Result<Vec<Metric>> {
         let (query, options) = (query.get(), query.options());
         let range = query.range_micros();
         let sample_filter = query.start.is_some() || query.end.is_some() || !query.tags.is_empty();
@@ -455,7 +459,8 @@ impl SqliteBackend {
         Ok(found)
     }
 
-    pub(crate) async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistorySeries>> {
+    async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>> {
+        let query = query.get();
         let range = query.range_micros();
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let low = range.start.max(cutoff.unwrap_or(i64::MIN));

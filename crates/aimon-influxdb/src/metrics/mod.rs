@@ -51,3 +51,36 @@ impl InfluxBackend {
         }
     }
 }
+
+/// The metric calls, each in the file of its job: writes in `write.rs`, reads in `read.rs`,
+/// history in `history.rs`.
+#[async_trait::async_trait]
+impl aimon_core::MetricDriver for InfluxBackend {
+    async fn save_metrics(
+        &self,
+        batch: aimon_core::driver::MetricBatch<'_>,
+    ) -> aimon_core::Result<aimon_core::WriteReport> {
+        self.write_metrics(&batch).await
+    }
+
+    async fn get_metric(
+        &self,
+        id: aimon_core::driver::ValidId<'_>,
+    ) -> aimon_core::Result<Option<aimon_core::Metric>> {
+        self.read_metric(&id).await
+    }
+
+    async fn query_metrics(
+        &self,
+        query: aimon_core::driver::Selection<'_, aimon_core::MetricQuery>,
+    ) -> aimon_core::Result<Vec<aimon_core::Metric>> {
+        self.select_metrics(query).await
+    }
+
+    async fn metric_history(
+        &self,
+        query: aimon_core::driver::Valid<'_, aimon_core::HistoryQuery>,
+    ) -> aimon_core::Result<Vec<aimon_core::HistorySeries>> {
+        self.history(&query).await
+    }
+}
