@@ -38,6 +38,7 @@ pub mod model;
 pub mod query;
 pub mod retention;
 pub mod similarity;
+pub mod sql;
 pub mod time;
 pub mod validate;
 

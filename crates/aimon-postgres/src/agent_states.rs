@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 
 use crate::backend::{DbResult, PostgresBackend};
 use crate::error::parse_json;
-use crate::sql::{Sql, push_filters, push_order_and_page};
+use crate::sql::{Run, Sql, push_filters, push_order_and_page};
 
 /// The columns of `agent_states`, in the order [`state_from_row`] reads them.
 pub(crate) const STATE_COLUMNS: &str =

@@ -14,7 +14,7 @@ use sqlx::postgres::PgRow;
 
 use crate::backend::{DbResult, PostgresBackend};
 use crate::error::parse_json;
-use crate::sql::{Sql, push_filters, push_order_and_page};
+use crate::sql::{Run, Sql, push_filters, push_order_and_page};
 
 /// The columns of `alerts`, in the order [`alert_from_row`] reads them.
 pub(crate) const ALERT_COLUMNS: &str = "id, name, description, severity, source, status, \

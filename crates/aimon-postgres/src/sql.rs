@@ -1,128 +1,74 @@
 //! Building SQL at run time: every value is a bind parameter (`$n`); only column names from
 //! core's fixed field lists, fixed SQL text and placeholders are ever written into a statement.
 //!
-//! [`Filter`]s translate into `WHERE` conditions with exactly the meaning of
+//! [`aimon_core::query::Filter`]s translate into `WHERE` conditions with exactly the meaning of
 //! [`aimon_core::filter::matches`]: an absent value (SQL `NULL`) passes only `ne` (`IS DISTINCT
 //! FROM`) and `not_in`; text compares by bytes (every text column is `COLLATE "C"`, and label
 //! values read from JSON are given that collation); lists bind as one array (`= ANY($n)`), so
 //! no list runs into the protocol's parameter limit.
 
-use aimon_core::query::{
-    Column, Field, FieldType, Filter, FilterOp, FilterValue, ResolvedOptions, Scalar,
-};
-use aimon_core::{SortOrder, time};
-use chrono::{DateTime, Utc};
+use aimon_core::query::{Field, FieldType, Scalar};
+use aimon_core::sql::Dialect;
+use aimon_core::time;
 use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::{AssertSqlSafe, query::Query};
 
-/// A bound value.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Arg {
-    Text(String),
-    Int(i64),
-    Time(DateTime<Utc>),
-    Texts(Vec<String>),
-    Ints(Vec<i64>),
-    Times(Vec<DateTime<Utc>>),
-}
+pub(crate) use aimon_core::sql::{Arg, push_filters, push_order_and_page};
 
-impl From<&Scalar> for Arg {
-    fn from(value: &Scalar) -> Self {
+/// PostgreSQL's spelling: `$n` placeholders, `jsonb` labels in byte order, lists as one array.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Pg;
+
+/// A statement under construction and its arguments, in placeholder order.
+pub(crate) type Sql = aimon_core::sql::Sql<Pg>;
+
+impl Dialect for Pg {
+    const NUMBERED: bool = true;
+    const TRUE: &'static str = "TRUE";
+    const FALSE: &'static str = "FALSE";
+    const NOT_EQUAL: &'static str = " IS DISTINCT FROM ";
+    const POSITION: &'static str = "strpos";
+    const ASC: &'static str = " ASC NULLS FIRST";
+    const DESC: &'static str = " DESC NULLS LAST";
+
+    fn scalar(value: &Scalar) -> Arg {
         match value {
             Scalar::Text(s) => Arg::Text(s.clone()),
             Scalar::Time(t) => Arg::Time(time::from_micros(*t)),
             Scalar::Severity(r) => Arg::Int(*r),
         }
     }
-}
 
-impl From<&str> for Arg {
-    fn from(value: &str) -> Self {
-        Arg::Text(value.to_owned())
+    fn push_label(sql: &mut Sql, labels_column: &str, key: &str) {
+        sql.push("((")
+            .push(labels_column)
+            .push(" ->> ")
+            .bind(key)
+            .push(") COLLATE \"C\")");
     }
-}
 
-impl From<String> for Arg {
-    fn from(value: String) -> Self {
-        Arg::Text(value)
-    }
-}
-
-impl From<i64> for Arg {
-    fn from(value: i64) -> Self {
-        Arg::Int(value)
-    }
-}
-
-impl From<DateTime<Utc>> for Arg {
-    fn from(value: DateTime<Utc>) -> Self {
-        Arg::Time(value)
-    }
-}
-
-/// A statement under construction and its arguments, in placeholder order.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Sql {
-    pub text: String,
-    pub args: Vec<Arg>,
-}
-
-impl Sql {
-    pub fn new(text: &str) -> Self {
-        Sql {
-            text: text.to_owned(),
-            args: Vec::new(),
+    fn push_in(sql: &mut Sql, field: &Field, labels_column: &str, list: &[Scalar], not_in: bool) {
+        let list = list_arg(field.ty(), list);
+        if not_in {
+            // NOT (NULL = ANY(…)) is NULL: an absent value passes `not_in`.
+            sql.push("COALESCE(NOT (");
+            aimon_core::sql::push_field(sql, field, labels_column);
+            sql.push(" = ANY(").bind(list).push(")), TRUE)");
+        } else {
+            aimon_core::sql::push_field(sql, field, labels_column);
+            sql.push(" = ANY(").bind(list).push(")");
         }
     }
+}
 
-    /// Appends fixed SQL text (never data).
-    pub fn push(&mut self, text: &str) -> &mut Self {
-        self.text.push_str(text);
-        self
-    }
-
-    /// Appends a `$n` placeholder bound to `value`.
-    pub fn bind(&mut self, value: impl Into<Arg>) -> &mut Self {
-        self.args.push(value.into());
-        self.text.push('$');
-        self.text.push_str(&self.args.len().to_string());
-        self
-    }
-
-    /// Appends a column name from core's fixed field lists, quoted.
-    pub fn column(&mut self, column: &Column) -> &mut Self {
-        self.text.push('"');
-        self.text.push_str(column.name);
-        self.text.push('"');
-        self
-    }
-
-    /// Appends another statement's text and arguments, renumbering its placeholders.
-    pub fn append(&mut self, other: Sql) -> &mut Self {
-        let offset = self.args.len();
-        let mut rest = other.text.as_str();
-        while let Some(i) = rest.find('$') {
-            self.text.push_str(&rest[..i]);
-            let after = &rest[i + 1..];
-            let digits = after
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(after.len());
-            match after[..digits].parse::<usize>() {
-                Ok(n) => {
-                    self.text.push('$');
-                    self.text.push_str(&(n + offset).to_string());
-                }
-                Err(_) => self.text.push('$'),
-            }
-            rest = &after[digits..];
-        }
-        self.text.push_str(rest);
-        self.args.extend(other.args);
-        self
-    }
-
+/// Runs a [`Sql`] with sqlx.
+pub(crate) trait Run {
     /// The statement, ready to run.
-    pub fn query(self) -> Query<'static, Postgres, PgArguments> {
+    fn query(self) -> Query<'static, Postgres, PgArguments>;
+}
+
+impl Run for Sql {
+    fn query(self) -> Query<'static, Postgres, PgArguments> {
         // Audited: `text` holds only fixed SQL, quoted names from core's field lists and `$n`
         // placeholders; every value is in `args`.
         let mut query = sqlx::query(AssertSqlSafe(self.text));
@@ -137,26 +83,6 @@ impl Sql {
             };
         }
         query
-    }
-}
-
-/// `usize` as a PostgreSQL bigint, saturating.
-pub(crate) fn int(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn push_field(sql: &mut Sql, field: &Field, labels_column: &str) {
-    match field {
-        Field::Column(c) => {
-            sql.column(c);
-        }
-        Field::Label(key) => {
-            sql.push("((")
-                .push(labels_column)
-                .push(" ->> ")
-                .bind(key.as_str())
-                .push(") COLLATE \"C\")");
-        }
     }
 }
 
@@ -190,88 +116,11 @@ fn list_arg(ty: FieldType, list: &[Scalar]) -> Arg {
     }
 }
 
-/// Appends one filter as a condition. `labels_column` names the `jsonb` column `labels.<key>`
-/// fields read (a fixed name, alerts only).
-pub(crate) fn push_filter(sql: &mut Sql, filter: &Filter, labels_column: &str) {
-    let ty = filter.field.ty();
-    match (&filter.value, filter.op) {
-        (FilterValue::Many(list), FilterOp::NotIn) => {
-            if list.is_empty() {
-                sql.push("TRUE");
-            } else {
-                // NOT (NULL = ANY(…)) is NULL: an absent value passes `not_in`.
-                sql.push("COALESCE(NOT (");
-                push_field(sql, &filter.field, labels_column);
-                sql.push(" = ANY(")
-                    .bind(list_arg(ty, list))
-                    .push(")), TRUE)");
-            }
-        }
-        (FilterValue::Many(list), _) => {
-            if list.is_empty() {
-                sql.push("FALSE");
-            } else {
-                push_field(sql, &filter.field, labels_column);
-                sql.push(" = ANY(").bind(list_arg(ty, list)).push(")");
-            }
-        }
-        (FilterValue::One(_), FilterOp::In | FilterOp::NotIn) => {
-            sql.push("FALSE");
-        }
-        (FilterValue::One(value), op) => {
-            // Conditions are only ever joined with AND at the top of a WHERE clause, where NULL
-            // (an absent value) fails like false, as `matches` wants for every operator but
-            // `ne`, which `IS DISTINCT FROM` makes true for NULL.
-            if op == FilterOp::Contains {
-                sql.push("strpos(");
-                push_field(sql, &filter.field, labels_column);
-                sql.push(", ").bind(value).push(") > 0");
-                return;
-            }
-            let operator = match op {
-                FilterOp::Ne => " IS DISTINCT FROM ",
-                FilterOp::Gt => " > ",
-                FilterOp::Gte => " >= ",
-                FilterOp::Lt => " < ",
-                FilterOp::Lte => " <= ",
-                _ => " = ",
-            };
-            push_field(sql, &filter.field, labels_column);
-            sql.push(operator).bind(value);
-        }
-    }
-}
-
-/// Appends ` AND <filter>` for every filter.
-pub(crate) fn push_filters(sql: &mut Sql, options: &ResolvedOptions, labels_column: &str) {
-    for filter in &options.filters {
-        sql.push(" AND ");
-        push_filter(sql, filter, labels_column);
-    }
-}
-
-/// Appends the order (absent values first ascending, last descending), the tie-breaker and
-/// the page.
-pub(crate) fn push_order_and_page(sql: &mut Sql, options: &ResolvedOptions, tie_breaker: Column) {
-    sql.push(" ORDER BY ").column(&options.sort_by);
-    sql.push(match options.sort_order {
-        SortOrder::Asc => " ASC NULLS FIRST",
-        SortOrder::Desc => " DESC NULLS LAST",
-    });
-    if options.sort_by.name != tie_breaker.name {
-        sql.push(", ").column(&tie_breaker).push(" ASC");
-    }
-    sql.push(" LIMIT ")
-        .bind(int(options.limit))
-        .push(" OFFSET ")
-        .bind(int(options.offset));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use aimon_core::query::{QueryOptions, tie_breaker};
-    use aimon_core::{DataKind, FilterOp};
+    use aimon_core::{DataKind, FilterOp, SortOrder};
     use serde_json::json;
 
     fn build(kind: DataKind, options: QueryOptions) -> Sql {

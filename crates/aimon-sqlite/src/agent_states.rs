@@ -15,7 +15,7 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::backend::{DbResult, SqliteBackend};
 use crate::error::{embedding_column, encode_embedding, json_column};
-use crate::sql::{Sql, push_filters, push_order_and_page};
+use crate::sql::{Run, Sql, push_filters, push_order_and_page};
 
 /// The columns of `agent_states`, in the order [`state_from_row`] reads them.
 pub(crate) const STATE_COLUMNS: &str =

@@ -17,7 +17,7 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::backend::{DbResult, SqliteBackend};
 use crate::error::{embedding_column, encode_embedding, json_column};
-use crate::sql::{Sql, push_filters, push_order_and_page, push_tag_match};
+use crate::sql::{Run, Sql, push_filters, push_order_and_page, push_tag_match};
 
 /// The columns of `alerts`, in the order [`alert_from_row`] reads them and
 /// [`UPSERT_ALERT`] binds them.

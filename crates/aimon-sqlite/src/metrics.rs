@@ -22,7 +22,7 @@ use sqlx::{AssertSqlSafe, Row, Transaction, ValueRef};
 use crate::backend::{DbResult, SqliteBackend};
 use crate::error::{json_column, parse_json};
 use crate::sql::{
-    Sql, push_filters, push_matching_tagsets, push_order_and_page, push_series_tag_match,
+    Run, Sql, push_filters, push_matching_tagsets, push_order_and_page, push_series_tag_match,
     push_tags_match,
 };
 

@@ -1,7 +1,7 @@
 //! Building SQL at run time: every value is a bind parameter; only column names from core's
 //! fixed field lists, fixed SQL text and `?` placeholders are ever written into the statement.
 //!
-//! [`Filter`]s translate into `WHERE` conditions with exactly the meaning of
+//! [`aimon_core::query::Filter`]s translate into `WHERE` conditions with exactly the meaning of
 //! [`aimon_core::filter::matches`]: an absent value (SQL `NULL`) passes only `ne` and `not_in`;
 //! text compares by bytes (SQLite's `BINARY` collation); labels are read with `json_each`, which
 //! decodes keys, so any key is safe.
@@ -11,88 +11,75 @@
 //! series with several matching samples was skipped more than once. `LIMIT 1` keeps the
 //! subquery a subquery (pinned by the parity test's paged, time-ranged queries).
 
-use aimon_core::query::{Column, Field, Filter, FilterOp, FilterValue, ResolvedOptions, Scalar};
-use aimon_core::{SortOrder, Tags};
+use aimon_core::Tags;
+use aimon_core::query::{Field, Scalar};
+use aimon_core::sql::{Dialect, push_field};
 use sqlx::sqlite::{Sqlite, SqliteArguments};
 use sqlx::{AssertSqlSafe, query::Query};
 
-/// A bound value.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Arg {
-    Text(String),
-    Int(i64),
-}
+pub(crate) use aimon_core::sql::{Arg, push_filters, push_order_and_page};
 
-impl From<&Scalar> for Arg {
-    fn from(value: &Scalar) -> Self {
+/// SQLite's spelling: `?` placeholders, labels through `json_each`, lists inline or as JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Lite;
+
+/// A statement under construction and its arguments, in placeholder order.
+pub(crate) type Sql = aimon_core::sql::Sql<Lite>;
+
+impl Dialect for Lite {
+    const NUMBERED: bool = false;
+    const TRUE: &'static str = "1";
+    const FALSE: &'static str = "0";
+    const NOT_EQUAL: &'static str = " IS NOT ";
+    const POSITION: &'static str = "instr";
+    // SQLite sorts NULL first ascending and last descending.
+    const ASC: &'static str = " ASC";
+    const DESC: &'static str = " DESC";
+
+    fn scalar(value: &Scalar) -> Arg {
         match value {
             Scalar::Text(s) => Arg::Text(s.clone()),
             Scalar::Time(t) => Arg::Int(*t),
             Scalar::Severity(r) => Arg::Int(*r),
         }
     }
-}
 
-impl From<&str> for Arg {
-    fn from(value: &str) -> Self {
-        Arg::Text(value.to_owned())
+    fn push_label(sql: &mut Sql, labels_column: &str, key: &str) {
+        sql.push("(SELECT j.value FROM json_each(")
+            .push(labels_column)
+            .push(") AS j WHERE j.key = ")
+            .bind(key)
+            .push(")");
     }
-}
 
-impl From<String> for Arg {
-    fn from(value: String) -> Self {
-        Arg::Text(value)
-    }
-}
-
-impl From<i64> for Arg {
-    fn from(value: i64) -> Self {
-        Arg::Int(value)
-    }
-}
-
-/// A statement under construction and its arguments, in placeholder order.
-#[derive(Debug, Default)]
-pub(crate) struct Sql {
-    pub text: String,
-    pub args: Vec<Arg>,
-}
-
-impl Sql {
-    pub fn new(text: &str) -> Self {
-        Sql {
-            text: text.to_owned(),
-            args: Vec::new(),
+    fn push_in(sql: &mut Sql, field: &Field, labels_column: &str, list: &[Scalar], not_in: bool) {
+        if !not_in {
+            push_field(sql, field, labels_column);
+            sql.push(" IN ");
+            push_list(sql, list);
+        } else if matches!(field, Field::Column(c) if !c.nullable) {
+            push_field(sql, field, labels_column);
+            sql.push(" NOT IN ");
+            push_list(sql, list);
+        } else {
+            // NULL NOT IN (…) is NULL: an absent value passes `not_in`.
+            sql.push("COALESCE(");
+            push_field(sql, field, labels_column);
+            sql.push(" NOT IN ");
+            push_list(sql, list);
+            sql.push(", 1)");
         }
     }
+}
 
-    /// Appends fixed SQL text (never data).
-    pub fn push(&mut self, text: &str) -> &mut Self {
-        self.text.push_str(text);
-        self
-    }
-
-    /// Appends a `?` placeholder bound to `value`.
-    pub fn bind(&mut self, value: impl Into<Arg>) -> &mut Self {
-        self.text.push('?');
-        self.args.push(value.into());
-        self
-    }
-
-    /// Appends a column name from core's fixed field lists, quoted.
-    pub fn column(&mut self, column: &Column) -> &mut Self {
-        self.push_ident(column.name)
-    }
-
-    fn push_ident(&mut self, name: &'static str) -> &mut Self {
-        self.text.push('"');
-        self.text.push_str(name);
-        self.text.push('"');
-        self
-    }
-
+/// Runs a [`Sql`] with sqlx.
+pub(crate) trait Run {
     /// The statement, ready to run.
-    pub fn query(self) -> Query<'static, Sqlite, SqliteArguments> {
+    fn query(self) -> Query<'static, Sqlite, SqliteArguments>;
+}
+
+impl Run for Sql {
+    fn query(self) -> Query<'static, Sqlite, SqliteArguments> {
         // Audited: `text` holds only fixed SQL, quoted names from core's field lists and `?`
         // placeholders; every value is in `args`.
         let mut query = sqlx::query(AssertSqlSafe(self.text));
@@ -100,29 +87,22 @@ impl Sql {
             query = match arg {
                 Arg::Text(s) => query.bind(s),
                 Arg::Int(i) => query.bind(i),
+                // Never built by this driver (times are microseconds, lists are inline or
+                // JSON), but bound as SQLite stores them all the same.
+                Arg::Time(t) => query.bind(aimon_core::time::to_micros(t)),
+                Arg::Texts(v) => query.bind(serde_json::Value::from(v).to_string()),
+                Arg::Ints(v) => query.bind(serde_json::Value::from(v).to_string()),
+                Arg::Times(v) => query.bind(
+                    serde_json::Value::from(
+                        v.into_iter()
+                            .map(aimon_core::time::to_micros)
+                            .collect::<Vec<_>>(),
+                    )
+                    .to_string(),
+                ),
             };
         }
         query
-    }
-}
-
-/// `usize` as a SQLite integer, saturating.
-pub(crate) fn int(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn push_field(sql: &mut Sql, field: &Field, labels_column: &str) {
-    match field {
-        Field::Column(c) => {
-            sql.column(c);
-        }
-        Field::Label(key) => {
-            sql.push("(SELECT j.value FROM json_each(")
-                .push(labels_column)
-                .push(") AS j WHERE j.key = ")
-                .bind(key.as_str())
-                .push(")");
-        }
     }
 }
 
@@ -149,73 +129,9 @@ fn push_list(sql: &mut Sql, list: &[Scalar]) {
         if i > 0 {
             sql.push(", ");
         }
-        sql.bind(v);
+        sql.bind_scalar(v);
     }
     sql.push(")");
-}
-
-/// Appends one filter as a condition. `labels_column` names the JSON column `labels.<key>`
-/// fields read (a fixed name, alerts only).
-pub(crate) fn push_filter(sql: &mut Sql, filter: &Filter, labels_column: &str) {
-    match (&filter.value, filter.op) {
-        (FilterValue::Many(list), FilterOp::NotIn) => {
-            if list.is_empty() {
-                sql.push("1");
-            } else if matches!(filter.field, Field::Column(c) if !c.nullable) {
-                push_field(sql, &filter.field, labels_column);
-                sql.push(" NOT IN ");
-                push_list(sql, list);
-            } else {
-                // NULL NOT IN (…) is NULL: an absent value passes `not_in`.
-                sql.push("COALESCE(");
-                push_field(sql, &filter.field, labels_column);
-                sql.push(" NOT IN ");
-                push_list(sql, list);
-                sql.push(", 1)");
-            }
-        }
-        (FilterValue::Many(list), _) => {
-            if list.is_empty() {
-                sql.push("0");
-            } else {
-                push_field(sql, &filter.field, labels_column);
-                sql.push(" IN ");
-                push_list(sql, list);
-            }
-        }
-        (FilterValue::One(_), FilterOp::In | FilterOp::NotIn) => {
-            sql.push("0");
-        }
-        (FilterValue::One(value), op) => {
-            // Conditions are only ever joined with AND at the top of a WHERE clause, where NULL
-            // (an absent value) fails like false, as `matches` wants for every operator but
-            // `ne`, which `IS NOT` makes true for NULL.
-            if op == FilterOp::Contains {
-                sql.push("instr(");
-                push_field(sql, &filter.field, labels_column);
-                sql.push(", ").bind(value).push(") > 0");
-                return;
-            }
-            let operator = match op {
-                FilterOp::Ne => " IS NOT ",
-                FilterOp::Gt => " > ",
-                FilterOp::Gte => " >= ",
-                FilterOp::Lt => " < ",
-                FilterOp::Lte => " <= ",
-                _ => " = ",
-            };
-            push_field(sql, &filter.field, labels_column);
-            sql.push(operator).bind(value);
-        }
-    }
-}
-
-/// Appends ` AND <filter>` for every filter.
-pub(crate) fn push_filters(sql: &mut Sql, options: &ResolvedOptions, labels_column: &str) {
-    for filter in &options.filters {
-        sql.push(" AND ");
-        push_filter(sql, filter, labels_column);
-    }
 }
 
 /// Appends ` AND` a condition per wanted pair: the JSON object in `column` holds every pair.
@@ -272,28 +188,11 @@ pub(crate) fn push_tags_match(sql: &mut Sql, tags: &str, wanted: &Tags) {
     push_matching_tagsets(sql, wanted);
 }
 
-/// Appends the order (absent values first ascending, last descending, as SQLite sorts `NULL`),
-/// the tie-breaker and the page.
-pub(crate) fn push_order_and_page(sql: &mut Sql, options: &ResolvedOptions, tie_breaker: Column) {
-    sql.push(" ORDER BY ").column(&options.sort_by);
-    sql.push(match options.sort_order {
-        SortOrder::Asc => " ASC",
-        SortOrder::Desc => " DESC",
-    });
-    if options.sort_by.name != tie_breaker.name {
-        sql.push(", ").column(&tie_breaker).push(" ASC");
-    }
-    sql.push(" LIMIT ")
-        .bind(int(options.limit))
-        .push(" OFFSET ")
-        .bind(int(options.offset));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use aimon_core::query::{QueryOptions, tie_breaker};
-    use aimon_core::{DataKind, FilterOp};
+    use aimon_core::{DataKind, FilterOp, SortOrder};
     use serde_json::json;
 
     fn build(kind: DataKind, options: QueryOptions) -> Sql {
@@ -427,6 +326,6 @@ mod tests {
 
     #[test]
     fn huge_pages_saturate() {
-        assert_eq!(int(usize::MAX), i64::MAX);
+        assert_eq!(aimon_core::sql::int(usize::MAX), i64::MAX);
     }
 }

@@ -10,7 +10,7 @@ use sqlx::postgres::PgRow;
 
 use crate::backend::{DbResult, PostgresBackend};
 use crate::error::sqlstate;
-use crate::sql::Sql;
+use crate::sql::{Run, Sql};
 use crate::timescale;
 
 /// One aggregated bucket as the SQL returns it.

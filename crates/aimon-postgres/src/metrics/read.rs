@@ -11,7 +11,7 @@ use sqlx::postgres::PgRow;
 use super::{SERIES_COLUMNS, metric_from_row, push_series_live};
 use crate::backend::{DbResult, PostgresBackend};
 use crate::error::parse_json;
-use crate::sql::{Sql, push_filters, push_order_and_page};
+use crate::sql::{Run, Sql, push_filters, push_order_and_page};
 
 /// A sample from the columns `first` (time), `first + 1` (tags), `first + 2` (value).
 fn sample_from_row(row: &PgRow, first: usize) -> Result<MetricValue> {
