@@ -409,6 +409,9 @@ mod tests {
         let operations = Operations::default();
         let subscriber = tracing_subscriber::registry().with(operations.clone());
         let _guard = tracing::subscriber::set_default(subscriber);
+        // Other tests of this binary ran the same call sites with no subscriber, which cached
+        // them as disabled.
+        tracing::callsite::rebuild_interest_cache();
         let store = store();
         store.get_alert("a1").await.unwrap();
         store.stats().await.unwrap();
