@@ -142,7 +142,7 @@ impl AgentStateDriver for SqliteBackend {
             .collect()
     }
 
-    /// Similarity by brute force, as [`SqliteBackend::similar_alerts`].
+    /// Similarity by brute force, as the alerts' (`find_similar_alerts` in `alerts.rs`).
     async fn find_similar_agent_states(
         &self,
         query: &SimilarAgentStatesQuery,
