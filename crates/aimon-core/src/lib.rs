@@ -26,6 +26,7 @@
 
 pub mod archive;
 pub mod backend;
+pub mod chunk;
 pub mod config;
 pub mod contract;
 pub mod downsample;
