@@ -302,6 +302,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub compare_sqlite3: bool,
 
+    /// Also time a hand-written `SELECT ts - ts % step, avg(value), count(*) … GROUP BY 1` over
+    /// the same samples kept as plain rows `(series_id, ts, value)` in a scratch table of the
+    /// store's own file (dropped afterwards), next to each `metric_history`, and report
+    /// aimon's p50 as a ratio of it. SQLite file stores only.
+    #[arg(long)]
+    pub compare_sql: bool,
+
     /// Also run `redis-benchmark -P 64 -n SAMPLES -r SAMPLES -q ZADD KEY __rand_int__
     /// __rand_int__` (the one command aimon's layout needs per sample) against the same server,
     /// on a key of the store's namespace that is deleted afterwards, and report aimon's rate as

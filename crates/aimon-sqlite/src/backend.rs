@@ -110,6 +110,9 @@ impl SqliteBackend {
                 Error::new(ErrorKind::Backend, "cannot migrate the database schema").with_source(e),
             )
         })?;
+        crate::chunks::migrate_legacy_samples(&pool)
+            .await
+            .map_err(fail)?;
         Ok(SqliteBackend {
             config,
             pool,

@@ -12,16 +12,33 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 use crate::agent_states::{STATE_COLUMNS, state_from_row, state_update};
 use crate::alerts::{ALERT_COLUMNS, alert_from_row, alert_update};
 use crate::backend::{DbResult, MIGRATOR, SqliteBackend};
+use crate::chunks;
 use crate::config::SqliteLocation;
 use crate::error::count;
 use crate::metrics::{SERIES_COLUMNS, metric_from_row, parse_tags};
+
+/// The samples of a backup before schema version 4: one row a sample.
+const PLAIN_SAMPLES: (&str, &[&str], &[&str]) = (
+    "samples",
+    &["series_id", "ts", "tags", "value"],
+    &["series_id", "ts", "tags"],
+);
+
+/// The samples of a backup of schema version 4 or later: chunks and their tag sets.
+const CHUNKED_SAMPLES: [(&str, &[&str], &[&str]); 2] = [
+    ("chunks", &["tagset", "window_start", "seq", "data"], &[]),
+    ("series_tagsets", &["id", "series_id", "tags"], &["id"]),
+];
+
+/// The first schema version that keeps samples as chunks.
+const CHUNKED_VERSION: i64 = 4;
 
 /// The schema name a restored file is attached as.
 const ATTACHED: &str = "aimon_restore";
 
 /// The tables a native backup must have: each with the columns the merge reads, and the
 /// primary key (in order) that makes its rows the keys they are in the store.
-const TABLES: [(&str, &[&str], &[&str]); 4] = [
+const TABLES: [(&str, &[&str], &[&str]); 3] = [
     (
         "series",
         &[
@@ -35,11 +52,6 @@ const TABLES: [(&str, &[&str], &[&str]); 4] = [
             "updated_at",
         ],
         &["id"],
-    ),
-    (
-        "samples",
-        &["series_id", "ts", "tags", "value"],
-        &["series_id", "ts", "tags"],
     ),
     (
         "alerts",
@@ -133,7 +145,7 @@ fn not_sqlite(e: Error) -> Error {
 /// Checks that the attached file is an aimon SQLite database of a schema version this build
 /// knows, with the tables, columns and keys the merge reads. A file that is not SQLite at all
 /// fails on its first read with `SQLITE_NOTADB`, which is `Corrupted` too.
-async fn verify_schema(conn: &mut SqliteConnection) -> Result<()> {
+async fn verify_schema(conn: &mut SqliteConnection) -> Result<bool> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM aimon_restore.sqlite_master WHERE type = 'table' ORDER BY name",
     )
@@ -173,7 +185,13 @@ async fn verify_schema(conn: &mut SqliteConnection) -> Result<()> {
             "its schema versions {versions:?} are not a sequence this build knows ({known:?})"
         )));
     }
-    for (table, columns, key) in TABLES {
+    let chunked = versions.contains(&CHUNKED_VERSION);
+    let samples: &[(&str, &[&str], &[&str])] = if chunked {
+        &CHUNKED_SAMPLES
+    } else {
+        std::slice::from_ref(&PLAIN_SAMPLES)
+    };
+    for &(table, columns, key) in TABLES.iter().chain(samples) {
         if !tables.iter().any(|t| t == table) {
             return Err(damaged(format!("the table {table} is missing")));
         }
@@ -204,7 +222,7 @@ async fn verify_schema(conn: &mut SqliteConnection) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(chunked)
 }
 
 /// Streams the rows of `sql` (one statement; SQLite hands them over one at a time) and checks
@@ -243,7 +261,7 @@ const BAD_SAMPLE: &str = "SELECT substr(quote(series_id), 1, 200), substr(quote(
     WHEN typeof(value) NOT IN ('real', 'integer') \
     THEN 'value is ' || typeof(value) || ', not a number' \
     ELSE 'value is not finite' END \
-    FROM aimon_restore.samples \
+    FROM temp.restore_samples \
     WHERE NOT (typeof(series_id) = 'text' AND typeof(ts) = 'integer' AND ts >= ?1 AND ts < ?2 \
     AND typeof(tags) = 'text' AND typeof(value) IN ('real', 'integer') \
     AND value > -9e999 AND value < 9e999) \
@@ -274,7 +292,7 @@ async fn verify_rows_all(conn: &mut SqliteConnection, embeddings: Embeddings) ->
     verify_rows(
         conn,
         "samples tag set",
-        "SELECT DISTINCT tags FROM aimon_restore.samples".to_owned(),
+        "SELECT DISTINCT tags FROM temp.restore_samples".to_owned(),
         |row| {
             let json: String = row.try_get(0).db()?;
             let tags = parse_tags(&json)?;
@@ -342,6 +360,22 @@ fn embedding_expr(has_embedding: bool) -> &'static str {
     if has_embedding { "b.embedding" } else { "NULL" }
 }
 
+/// Drops the staged samples of [`merge`] (a table or a view, by the backup's version).
+async fn drop_staged(conn: &mut SqliteConnection) -> Result<()> {
+    let kind: Option<String> =
+        sqlx::query_scalar("SELECT type FROM temp.sqlite_master WHERE name = 'restore_samples'")
+            .fetch_optional(&mut *conn)
+            .await
+            .db()?;
+    let sql = match kind.as_deref() {
+        Some("view") => "DROP VIEW temp.restore_samples",
+        Some(_) => "DROP TABLE temp.restore_samples",
+        None => return Ok(()),
+    };
+    sqlx::query(sql).execute(&mut *conn).await.db()?;
+    Ok(())
+}
+
 /// Checks the attached backup completely, then merges it into `main` by the same rules as
 /// writes, in one transaction: what was checked is what is merged, and a backup that fails a
 /// check writes nothing.
@@ -355,7 +389,19 @@ async fn merge(
     state_cutoff: Option<i64>,
 ) -> Result<Merged> {
     let mut tx = conn.begin().await.db()?;
-    verify_schema(&mut tx).await?;
+    let chunked = verify_schema(&mut tx).await?;
+    // The backup's samples as plain rows, whatever its version: checked and merged below.
+    if chunked {
+        chunks::stage_chunks(&mut tx, ATTACHED).await?;
+    } else {
+        sqlx::query(
+            "CREATE TEMP VIEW restore_samples AS \
+             SELECT series_id, ts, tags, value FROM aimon_restore.samples",
+        )
+        .execute(&mut *tx)
+        .await
+        .db()?;
+    }
     let embeddings = Embeddings {
         alerts: has_column(&mut tx, "alerts", "embedding").await?,
         agent_states: has_column(&mut tx, "agent_states", "embedding").await?,
@@ -363,7 +409,7 @@ async fn merge(
     verify_rows_all(&mut tx, embeddings).await?;
     let totals: (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM aimon_restore.series), \
-         (SELECT count(*) FROM aimon_restore.samples), \
+         (SELECT count(*) FROM temp.restore_samples), \
          (SELECT count(*) FROM aimon_restore.alerts), \
          (SELECT count(*) FROM aimon_restore.agent_states)",
     )
@@ -371,7 +417,7 @@ async fn merge(
     .await
     .db()?;
     let expired: (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM aimon_restore.samples WHERE ?1 IS NOT NULL AND ts < ?1), \
+        "SELECT (SELECT count(*) FROM temp.restore_samples WHERE ?1 IS NOT NULL AND ts < ?1), \
          (SELECT count(*) FROM aimon_restore.alerts WHERE ?2 IS NOT NULL AND updated_at < ?2), \
          (SELECT count(*) FROM aimon_restore.agent_states \
           WHERE ?3 IS NOT NULL AND last_heartbeat < ?3)",
@@ -391,7 +437,7 @@ async fn merge(
          SELECT b.id, b.name, b.\"type\", b.description, b.unit, b.metadata, b.created_at, \
          b.updated_at FROM aimon_restore.series b \
          WHERE ?1 IS NULL OR b.updated_at >= ?1 \
-         OR EXISTS (SELECT 1 FROM aimon_restore.samples x WHERE x.series_id = b.id AND x.ts >= ?1 \
+         OR EXISTS (SELECT 1 FROM temp.restore_samples x WHERE x.series_id = b.id AND x.ts >= ?1 \
          LIMIT 1) \
          OR EXISTS (SELECT 1 FROM main.series m WHERE m.id = b.id LIMIT 1) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, \"type\" = excluded.\"type\", \
@@ -402,40 +448,13 @@ async fn merge(
     .execute(&mut *tx)
     .await
     .db()?;
-    sqlx::query(
-        "INSERT INTO main.samples (series_id, ts, tags, value) \
-         SELECT x.series_id, x.ts, x.tags, x.value FROM aimon_restore.samples x \
-         WHERE (?1 IS NULL OR x.ts >= ?1) \
-         AND x.series_id IN (SELECT id FROM aimon_restore.series) \
-         ON CONFLICT (series_id, ts, tags) DO UPDATE SET value = excluded.value",
+    chunks::ingest_rows(
+        &mut tx,
+        "temp.restore_samples",
+        "aimon_restore.series",
+        metric_cutoff,
     )
-    .bind(metric_cutoff)
-    .execute(&mut *tx)
-    .await
-    .db()?;
-    // The tag-set index, from the merged samples (the file may predate the index).
-    sqlx::query(
-        "INSERT INTO main.series_tagsets (series_id, tags, last_ts) \
-         SELECT x.series_id, x.tags, max(x.ts) FROM aimon_restore.samples x \
-         WHERE (?1 IS NULL OR x.ts >= ?1) \
-         AND x.series_id IN (SELECT id FROM aimon_restore.series) \
-         GROUP BY x.series_id, x.tags \
-         ON CONFLICT (series_id, tags) DO UPDATE SET last_ts = excluded.last_ts \
-         WHERE excluded.last_ts > series_tagsets.last_ts",
-    )
-    .bind(metric_cutoff)
-    .execute(&mut *tx)
-    .await
-    .db()?;
-    sqlx::query(
-        "INSERT OR IGNORE INTO main.tagset_pairs (\"key\", \"value\", tags) \
-         SELECT j.key, j.value, t.tags \
-         FROM (SELECT DISTINCT tags FROM main.series_tagsets) AS t, json_each(t.tags) AS j \
-         WHERE NOT EXISTS (SELECT 1 FROM main.tagset_pairs p WHERE p.tags = t.tags LIMIT 1)",
-    )
-    .execute(&mut *tx)
-    .await
-    .db()?;
+    .await?;
     // Audited: the only variable part is one of two fixed column expressions.
     sqlx::query(AssertSqlSafe(format!(
         concat!(
@@ -472,6 +491,7 @@ async fn merge(
     .execute(&mut *tx)
     .await
     .db()?;
+    drop_staged(&mut tx).await?;
     tx.commit().await.db()?;
     Ok(Merged {
         series: count(totals.0),

@@ -127,6 +127,7 @@ mod agent_states;
 mod alerts;
 pub mod backend;
 mod backup;
+mod chunks;
 pub mod config;
 mod error;
 mod metrics;

@@ -1,4 +1,5 @@
-//! `apply_retention`: a sweep of `DELETE`s over the indexed time columns.
+//! `apply_retention`: a sweep of `DELETE`s over the indexed time columns; samples go by whole
+//! chunks.
 //!
 //! Reads never depend on the sweep: they filter expired rows themselves (see `metrics.rs`,
 //! `alerts.rs`, `agent_states.rs`), so sweeping only reclaims space.
@@ -9,15 +10,13 @@ use sqlx::sqlite::Sqlite;
 
 use crate::backend::{DbResult, SqliteBackend};
 
-/// Drops the tag-set index rows no sample can use any more, after the samples older than
-/// `cutoff` were deleted: (series, tag set) rows of removed series or whose newest sample was
-/// older than `cutoff`, then the pairs of tag sets no series uses.
-async fn prune_tagset_index(tx: &mut Transaction<'static, Sqlite>, cutoff: i64) -> Result<()> {
+/// Drops the registry rows no chunk uses any more (their samples all expired, or their series
+/// was removed), then the pairs of tag sets no series uses.
+async fn prune_tagsets(tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
     sqlx::query(
-        "DELETE FROM series_tagsets WHERE last_ts < ? \
-         OR series_id NOT IN (SELECT id FROM series)",
+        "DELETE FROM series_tagsets WHERE series_id NOT IN (SELECT id FROM series) \
+         OR NOT EXISTS (SELECT 1 FROM chunks c WHERE c.tagset = series_tagsets.id LIMIT 1)",
     )
-    .bind(cutoff)
     .execute(&mut **tx)
     .await
     .db()?;
@@ -35,25 +34,18 @@ impl SqliteBackend {
         let mut report = RetentionReport::default();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db()?;
         if let Some(cutoff) = retention.metric_cutoff(now) {
-            // `series_id IN (…)` lets SQLite walk the primary key series by series.
-            report.samples_removed = sqlx::query(
-                "DELETE FROM samples WHERE series_id IN (SELECT id FROM series) AND ts < ?",
-            )
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await
-            .db()?
-            .rows_affected();
+            report.samples_removed = crate::chunks::drop_expired(&mut tx, cutoff).await?;
             report.series_removed = sqlx::query(
-                "DELETE FROM series WHERE updated_at < ? \
-                 AND NOT EXISTS (SELECT 1 FROM samples x WHERE x.series_id = series.id LIMIT 1)",
+                "DELETE FROM series WHERE updated_at < ? AND NOT EXISTS (SELECT 1 \
+                 FROM series_tagsets t JOIN chunks c ON c.tagset = t.id \
+                 WHERE t.series_id = series.id LIMIT 1)",
             )
             .bind(cutoff)
             .execute(&mut *tx)
             .await
             .db()?
             .rows_affected();
-            prune_tagset_index(&mut tx, cutoff).await?;
+            prune_tagsets(&mut tx).await?;
         }
         if let Some(cutoff) = retention.alert_cutoff(now) {
             report.alerts_removed = sqlx::query("DELETE FROM alerts WHERE updated_at < ?")

@@ -21,24 +21,26 @@ impl SqliteBackend {
         let now = time::now();
         let retention = self.config.retention;
         let metric_cutoff = retention.metric_cutoff(now);
-        let (series, samples, alerts, agent_states): (i64, i64, i64, i64) = sqlx::query_as(
+        let mut tx = self.pool.begin().await.db()?;
+        let (series, alerts, agent_states): (i64, i64, i64) = sqlx::query_as(
             "SELECT \
              (SELECT count(*) FROM series s WHERE ?1 IS NULL OR s.updated_at >= ?1 \
-              OR EXISTS (SELECT 1 FROM samples x WHERE x.series_id = s.id AND x.ts >= ?1 \
-              LIMIT 1)), \
-             (SELECT count(*) FROM samples WHERE ?1 IS NULL OR ts >= ?1), \
+              OR EXISTS (SELECT 1 FROM series_tagsets t JOIN chunks c ON c.tagset = t.id \
+              WHERE t.series_id = s.id AND c.last_ts >= ?1 LIMIT 1)), \
              (SELECT count(*) FROM alerts WHERE ?2 IS NULL OR updated_at >= ?2), \
              (SELECT count(*) FROM agent_states WHERE ?3 IS NULL OR last_heartbeat >= ?3)",
         )
         .bind(metric_cutoff)
         .bind(retention.alert_cutoff(now))
         .bind(retention.agent_state_cutoff(now))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .db()?;
+        let samples = crate::chunks::count_live(&mut tx, metric_cutoff).await?;
+        tx.commit().await.db()?;
         Ok(LiveCounts {
             series: count(series),
-            samples: count(samples),
+            samples,
             alerts: count(alerts),
             agent_states: count(agent_states),
         })

@@ -18,6 +18,7 @@ use crate::output::{self, millis, thousands};
 use crate::progress;
 
 mod curl;
+mod plain_sql;
 mod psql;
 mod redis_benchmark;
 mod similarity;
@@ -25,6 +26,7 @@ mod sqlite3;
 mod workload;
 
 use curl::CurlBaseline;
+use plain_sql::PlainSql;
 use psql::psql_baseline;
 use redis_benchmark::{RedisTarget, redis_benchmark_baseline, redis_target};
 use similarity::similarity_bench;
@@ -80,6 +82,17 @@ struct Report {
     metric_history: Latency,
     #[serde(skip_serializing_if = "Option::is_none")]
     baseline: Option<Baseline>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history_baseline: Option<HistoryBaseline>,
+}
+
+/// `--compare-sql`: the hand-written history query over plain rows, timed next to aimon's.
+#[derive(Debug, Serialize)]
+struct HistoryBaseline {
+    statement: String,
+    latency: Latency,
+    /// The plain query's p50 divided by aimon's: how many times faster aimon answered.
+    speedup: f64,
 }
 
 /// The raw tool loading the same samples, measured in the same run, in one of two ways.
@@ -153,6 +166,13 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
     if args.compare_sqlite3 && backend.backend_type() != aimon::StorageBackendType::Sqlite {
         return Err(CliError::new(format!(
             "--compare-sqlite3 needs a sqlite:// store; {} is {}",
+            backend.name(),
+            backend.backend_type()
+        )));
+    }
+    if args.compare_sql && backend.backend_type() != aimon::StorageBackendType::Sqlite {
+        return Err(CliError::new(format!(
+            "--compare-sql needs a sqlite:// store; {} is {}",
             backend.name(),
             backend.backend_type()
         )));
@@ -261,11 +281,22 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
     let write_seconds: f64 = batch_times.iter().map(Duration::as_secs_f64).sum();
 
     // Query phase.
+    let plain = if args.compare_sql {
+        let config = match storage.temporary_url() {
+            Some(url) => Some(aimon::StorageConfig::from_url(backend.name(), url)?),
+            None => store_config(storage, global, backend.name())?,
+        }
+        .ok_or_else(|| CliError::new("--compare-sql: cannot tell which file the store is"))?;
+        Some(PlainSql::prepare(&config, &run, &workload).await?)
+    } else {
+        None
+    };
     let end = aimon::time::now() + TimeDelta::seconds(1);
     let step =
         TimeDelta::microseconds(((end - start).num_microseconds().unwrap_or(1) / 60).max(1_000));
     let mut query_times = Vec::new();
     let mut history_times = Vec::new();
+    let mut plain_times = Vec::new();
     for q in 0..args.queries {
         let s = (q % series) as usize;
         let query = MetricQuery::new()
@@ -281,9 +312,35 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
             .range(start, end)
             .tag("run", &run);
         let started = Instant::now();
-        storage.manager.get_metric_history(&history, name).await?;
+        let answer = storage.manager.get_metric_history(&history, name).await?;
         history_times.push(started.elapsed());
+        if let Some(plain) = &plain {
+            let micros = |t| aimon::time::to_micros(t);
+            let (took, buckets) = plain
+                .history(micros(start), micros(end), step.num_microseconds().unwrap_or(1))
+                .await?;
+            plain_times.push(took);
+            let aimon_buckets = answer.first().map_or(0, |s| s.buckets.len());
+            if buckets != aimon_buckets {
+                return Err(CliError::new(format!(
+                    "--compare-sql: the plain query gave {buckets} buckets, aimon {aimon_buckets}"
+                )));
+            }
+        }
     }
+    let history_baseline = match plain {
+        Some(plain) => {
+            let statement = plain.statement();
+            plain.finish().await?;
+            let (ours, theirs) = (latency(&history_times), latency(&plain_times));
+            Some(HistoryBaseline {
+                statement,
+                speedup: theirs.p50_ms / ours.p50_ms.max(1e-9),
+                latency: theirs,
+            })
+        }
+        None => None,
+    };
 
     let samples_per_second = args.samples as f64 / write_seconds.max(1e-9);
     let baseline = match (before, curl_run) {
@@ -321,6 +378,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
         query_metrics: latency(&query_times),
         metric_history: latency(&history_times),
         baseline,
+        history_baseline,
     };
     if global.json {
         return output::json(&report);
@@ -403,6 +461,13 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
             b.ratio
         ));
     }
+    if let Some(h) = &report.history_baseline {
+        output::line(format!(
+            "History baseline: `{}` over the same samples as plain rows in the same file: p50 \
+             {:.2} ms, p99 {:.2} ms; aimon's metric_history answered {:.1}× faster (p50)",
+            h.statement, h.latency.p50_ms, h.latency.p99_ms, h.speedup
+        ));
+    }
     // A memory store is gone when the process ends; any other keeps what the bench wrote.
     if report.temporary_store.is_none()
         && backend.backend_type() != aimon::StorageBackendType::Memory
@@ -414,8 +479,9 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
         ));
         if backend.backend_type() == aimon::StorageBackendType::Sqlite {
             output::line(format!(
-                "To delete them: sqlite3 FILE \"DELETE FROM samples WHERE series_id LIKE 'bench-{run}/%'; \
-                 DELETE FROM series WHERE id LIKE 'bench-{run}/%'\"",
+                "To delete them: sqlite3 FILE \"DELETE FROM chunks WHERE tagset IN (SELECT id FROM \
+                 series_tagsets WHERE series_id LIKE 'bench-{run}/%'); DELETE FROM series_tagsets \
+                 WHERE series_id LIKE 'bench-{run}/%'; DELETE FROM series WHERE id LIKE 'bench-{run}/%'\"",
                 run = report.run
             ));
         }

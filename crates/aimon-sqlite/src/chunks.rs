@@ -1,0 +1,749 @@
+//! Samples as chunks: the tag-set registry, appending samples, reading them back and the
+//! summaries `metric_history` merges. The layout and its reasoning are in the crate docs
+//! ("Samples as chunks").
+
+use std::sync::Arc;
+
+use aimon_core::chunk::{self, Samples, Summary, window_start};
+use aimon_core::downsample::{CompensatedSum, Downsampler, bucket_start};
+use aimon_core::{Error, Result, Tags};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+
+use crate::backend::DbResult;
+use crate::metrics::sample_value;
+
+/// The length of a chunk's window: one hour, epoch-aligned. 360 samples at the demo's 10 s
+/// interval; the crate docs give the measurements behind it. Changing it needs a migration
+/// that rewrites every chunk (windows of two lengths would overlap).
+pub(crate) const WINDOW: i64 = 3_600_000_000;
+
+/// The rows a window may hold before a write seals them into one: the newest window of a tag
+/// set collects one fragment a batch, so a steady writer re-encodes it every few batches and a
+/// read decodes at most this many.
+const MAX_FRAGMENTS: usize = 8;
+
+/// One (series, tag set) of the registry, `series_tagsets`.
+#[derive(Debug, Clone)]
+pub(crate) struct Tagset {
+    pub id: i64,
+    pub series_id: Arc<str>,
+    /// Canonical tags JSON ([`aimon_core::model::tags_json`]).
+    pub tags: Arc<str>,
+}
+
+impl Tagset {
+    /// The `Corrupted` error of a chunk of this tag set that does not decode.
+    fn damaged(&self, window: i64, why: impl std::fmt::Display) -> Error {
+        Error::corrupted(format!(
+            "the chunk of series {:?} tags {} for the window starting {} is damaged: {why}",
+            self.series_id,
+            self.tags,
+            aimon_core::time::from_micros(window).to_rfc3339()
+        ))
+    }
+}
+
+/// The id of (series, tags) in the registry, registering it (and its pairs in `tagset_pairs`)
+/// when new.
+pub(crate) async fn intern(
+    tx: &mut SqliteConnection,
+    series_id: &str,
+    tags_json: &str,
+    tags: &Tags,
+) -> Result<i64> {
+    let known: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM series_tagsets WHERE series_id = ? AND tags = ?")
+            .bind(series_id)
+            .bind(tags_json)
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+    if let Some(id) = known {
+        return Ok(id);
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO series_tagsets (series_id, tags) VALUES (?, ?) RETURNING id",
+    )
+    .bind(series_id)
+    .bind(tags_json)
+    .fetch_one(&mut *tx)
+    .await
+    .db()?;
+    for (key, value) in tags {
+        sqlx::query(
+            "INSERT OR IGNORE INTO tagset_pairs (\"key\", \"value\", tags) VALUES (?, ?, ?)",
+        )
+        .bind(key.as_str())
+        .bind(value.as_str())
+        .bind(tags_json)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+    }
+    Ok(id)
+}
+
+const INSERT_CHUNK: &str = "INSERT INTO chunks (tagset, window_start, seq, count, first_ts, \
+    last_ts, sum, sum_comp, sum_scaled, \"min\", \"max\", first, last, \"check\", data) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+async fn insert_chunk(
+    tx: &mut SqliteConnection,
+    tagset: i64,
+    window: i64,
+    seq: i64,
+    samples: &Samples,
+) -> Result<()> {
+    let summary = samples.summary().expect("chunks are never empty");
+    let (sum, comp, scaled) = summary.sum.parts();
+    sqlx::query(INSERT_CHUNK)
+        .bind(tagset)
+        .bind(window)
+        .bind(seq)
+        .bind(summary.count as i64)
+        .bind(summary.first.0)
+        .bind(summary.last.0)
+        .bind(sum)
+        .bind(comp)
+        .bind(scaled)
+        .bind(summary.min)
+        .bind(summary.max)
+        .bind(summary.first.1)
+        .bind(summary.last.1)
+        .bind(i64::from(summary.checksum()))
+        .bind(chunk::encode(samples))
+        .execute(&mut *tx)
+        .await
+        .db()?;
+    Ok(())
+}
+
+/// The rows of one window, in `seq` order: (rowid, seq).
+async fn window_rows(
+    tx: &mut SqliteConnection,
+    tagset: i64,
+    window: i64,
+) -> Result<Vec<(i64, i64)>> {
+    sqlx::query_as(
+        "SELECT rowid, seq FROM chunks WHERE tagset = ? AND window_start = ? ORDER BY seq",
+    )
+    .bind(tagset)
+    .bind(window)
+    .fetch_all(&mut *tx)
+    .await
+    .db()
+}
+
+/// Decodes the rows of one window and merges them, later `seq` overwriting earlier.
+async fn read_window(conn: &mut SqliteConnection, tagset: &Tagset, window: i64) -> Result<Samples> {
+    let rows =
+        sqlx::query("SELECT data FROM chunks WHERE tagset = ? AND window_start = ? ORDER BY seq")
+            .bind(tagset.id)
+            .bind(window)
+            .fetch_all(&mut *conn)
+            .await
+            .db()?;
+    let mut merged = Samples::default();
+    for row in &rows {
+        let data: Vec<u8> = row.try_get(0).db()?;
+        let part = chunk::decode(&data).map_err(|e| tagset.damaged(window, e))?;
+        merged = merged.overwrite(&part);
+    }
+    Ok(merged)
+}
+
+/// Replaces the rows of a window by one chunk of `samples`.
+async fn seal(
+    tx: &mut SqliteConnection,
+    tagset: i64,
+    window: i64,
+    samples: &Samples,
+) -> Result<()> {
+    sqlx::query("DELETE FROM chunks WHERE tagset = ? AND window_start = ?")
+        .bind(tagset)
+        .bind(window)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+    insert_chunk(tx, tagset, window, 0, samples).await
+}
+
+/// Writes samples of one tag set (in time order, one per timestamp, as [`Samples`] keeps
+/// them), overwriting stored samples at the same timestamps.
+///
+/// A window older than the tag set's newest one is closed: the write merges into its sealed
+/// chunk (decoding it, overwriting, encoding again). The newest window takes the samples as a
+/// new fragment, until it holds [`MAX_FRAGMENTS`] and is sealed. A write that opens a newer
+/// window seals the previous one, so that only the newest window of each tag set is ever in
+/// fragments.
+pub(crate) async fn append(
+    tx: &mut SqliteConnection,
+    tagset: &Tagset,
+    samples: &Samples,
+) -> Result<()> {
+    let Some(&last) = samples.timestamps.last() else {
+        return Ok(());
+    };
+    let stored_newest: Option<i64> =
+        sqlx::query_scalar("SELECT max(window_start) FROM chunks WHERE tagset = ?")
+            .bind(tagset.id)
+            .fetch_one(&mut *tx)
+            .await
+            .db()?;
+    let newest = stored_newest.map_or(window_start(last, WINDOW), |w| {
+        w.max(window_start(last, WINDOW))
+    });
+    if let Some(previous) = stored_newest.filter(|&w| w < newest)
+        && window_rows(tx, tagset.id, previous).await?.len() > 1
+    {
+        let merged = read_window(tx, tagset, previous).await?;
+        seal(tx, tagset.id, previous, &merged).await?;
+    }
+    let mut start = 0;
+    while start < samples.len() {
+        let window = window_start(samples.timestamps[start], WINDOW);
+        let end = samples.timestamps[start..]
+            .partition_point(|&t| t < window.saturating_add(WINDOW))
+            + start;
+        let part = Samples {
+            timestamps: samples.timestamps[start..end].to_vec(),
+            values: samples.values[start..end].to_vec(),
+        };
+        let rows = window_rows(tx, tagset.id, window).await?;
+        match rows.last() {
+            None => insert_chunk(tx, tagset.id, window, 0, &part).await?,
+            Some(&(_, seq)) if window == newest && rows.len() < MAX_FRAGMENTS => {
+                insert_chunk(tx, tagset.id, window, seq + 1, &part).await?
+            }
+            Some(_) => {
+                let merged = read_window(tx, tagset, window).await?.overwrite(&part);
+                seal(tx, tagset.id, window, &merged).await?;
+            }
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+/// The samples of `tagsets` in `[lo, hi)`, each tag set's in time order (tag sets without any
+/// are left out).
+pub(crate) async fn load(
+    conn: &mut SqliteConnection,
+    tagsets: &[Tagset],
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<(Tagset, Samples)>> {
+    let mut out = Vec::new();
+    if lo >= hi {
+        return Ok(out);
+    }
+    for tagset in tagsets {
+        let rows = sqlx::query(
+            "SELECT window_start, data FROM chunks WHERE tagset = ? AND window_start > ? \
+             AND window_start < ? ORDER BY window_start, seq",
+        )
+        .bind(tagset.id)
+        .bind(lo.saturating_sub(WINDOW))
+        .bind(hi)
+        .fetch_all(&mut *conn)
+        .await
+        .db()?;
+        let mut all = Samples::default();
+        let mut window = Samples::default();
+        let mut current: Option<i64> = None;
+        for row in &rows {
+            let start: i64 = row.try_get(0).db()?;
+            let data: Vec<u8> = row.try_get(1).db()?;
+            let part = chunk::decode(&data).map_err(|e| tagset.damaged(start, e))?;
+            if current != Some(start) {
+                append_range(&mut all, &window, lo, hi);
+                window = Samples::default();
+                current = Some(start);
+            }
+            window = window.overwrite(&part);
+        }
+        append_range(&mut all, &window, lo, hi);
+        if !all.is_empty() {
+            out.push((tagset.clone(), all));
+        }
+    }
+    Ok(out)
+}
+
+fn append_range(all: &mut Samples, window: &Samples, lo: i64, hi: i64) {
+    let range = window.range(lo, hi);
+    all.timestamps
+        .extend_from_slice(&window.timestamps[range.clone()]);
+    all.values.extend_from_slice(&window.values[range]);
+}
+
+/// Whether a tag set holds a sample in `[lo, hi)`: from the chunks' first and last timestamps
+/// where they decide it, decoding only a chunk that straddles a bound.
+pub(crate) async fn has_sample_in(
+    conn: &mut SqliteConnection,
+    tagset: &Tagset,
+    lo: i64,
+    hi: i64,
+) -> Result<bool> {
+    if lo >= hi {
+        return Ok(false);
+    }
+    let rows = sqlx::query(
+        "SELECT window_start, first_ts, last_ts, rowid FROM chunks WHERE tagset = ? \
+         AND window_start > ? AND window_start < ? AND last_ts >= ? AND first_ts < ? \
+         ORDER BY (first_ts >= ? AND last_ts < ?) DESC",
+    )
+    .bind(tagset.id)
+    .bind(lo.saturating_sub(WINDOW))
+    .bind(hi)
+    .bind(lo)
+    .bind(hi)
+    .bind(lo)
+    .bind(hi)
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
+    for row in &rows {
+        let (window, first, last, rowid): (i64, i64, i64, i64) = (
+            row.try_get(0).db()?,
+            row.try_get(1).db()?,
+            row.try_get(2).db()?,
+            row.try_get(3).db()?,
+        );
+        if first >= lo && last < hi {
+            return Ok(true);
+        }
+        let data: Vec<u8> = sqlx::query_scalar("SELECT data FROM chunks WHERE rowid = ?")
+            .bind(rowid)
+            .fetch_one(&mut *conn)
+            .await
+            .db()?;
+        let samples = chunk::decode(&data).map_err(|e| tagset.damaged(window, e))?;
+        if !samples.range(lo, hi).is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A chunk row's summary, checked against its `check` column.
+fn summary_from_row(row: &SqliteRow, tagset: &Tagset, window: i64) -> Result<Summary> {
+    let scaled: i64 = row.try_get(8).db()?;
+    let summary = Summary {
+        count: u64::try_from(row.try_get::<i64, _>(3).db()?).unwrap_or(0),
+        sum: CompensatedSum::from_parts(sample_value(row, 6)?, sample_value(row, 7)?, scaled != 0),
+        min: sample_value(row, 9)?,
+        max: sample_value(row, 10)?,
+        first: (row.try_get(4).db()?, sample_value(row, 11)?),
+        last: (row.try_get(5).db()?, sample_value(row, 12)?),
+    };
+    let check: i64 = row.try_get(13).db()?;
+    if i64::from(summary.checksum()) != check {
+        return Err(tagset.damaged(window, "its summary does not match its checksum"));
+    }
+    Ok(summary)
+}
+
+/// What a history query asks of the chunks.
+pub(crate) struct HistoryScan<'a> {
+    /// `[lo, hi)`: the query's range, cut at the retention cutoff.
+    pub lo: i64,
+    pub hi: i64,
+    pub step: i64,
+    /// The `group_by` tag, if any.
+    pub group_by: Option<&'a str>,
+}
+
+/// Folds the samples of `tagsets` in `[lo, hi)` into `downsampler`: a window held by one
+/// chunk whose samples all fall in one bucket (and in the range) merges its summary, never
+/// decoding; the others are decoded and folded bucket by bucket.
+pub(crate) async fn fold_history(
+    conn: &mut SqliteConnection,
+    tagsets: &[Tagset],
+    scan: &HistoryScan<'_>,
+    downsampler: &mut Downsampler,
+) -> Result<()> {
+    if scan.lo >= scan.hi {
+        return Ok(());
+    }
+    for tagset in tagsets {
+        let group = match scan.group_by {
+            Some(key) => {
+                let tags: Tags = serde_json::from_str(&tagset.tags)
+                    .map_err(|_| Error::malformed("sample tags"))?;
+                tags.get(key).cloned()
+            }
+            None => None,
+        };
+        let rows = sqlx::query(
+            "SELECT window_start, seq, rowid, count, first_ts, last_ts, sum, sum_comp, \
+             sum_scaled, \"min\", \"max\", first, last, \"check\", \
+             CASE WHEN first_ts >= ?1 AND last_ts < ?2 AND first_ts - first_ts % ?3 = \
+             last_ts - last_ts % ?3 THEN NULL ELSE data END FROM chunks \
+             WHERE tagset = ?4 AND window_start > ?5 AND window_start < ?2 \
+             ORDER BY window_start, seq",
+        )
+        .bind(scan.lo)
+        .bind(scan.hi)
+        .bind(scan.step)
+        .bind(tagset.id)
+        .bind(scan.lo.saturating_sub(WINDOW))
+        .fetch_all(&mut *conn)
+        .await
+        .db()?;
+        let mut i = 0;
+        while i < rows.len() {
+            let window: i64 = rows[i].try_get(0).db()?;
+            let mut j = i + 1;
+            while j < rows.len() && rows[j].try_get::<i64, _>(0).db()? == window {
+                j += 1;
+            }
+            let whole = if j == i + 1 {
+                let first: i64 = rows[i].try_get(4).db()?;
+                let last: i64 = rows[i].try_get(5).db()?;
+                (first >= scan.lo
+                    && last < scan.hi
+                    && bucket_start(first, scan.step) == bucket_start(last, scan.step))
+                .then_some(first)
+            } else {
+                None
+            };
+            if let Some(first) = whole {
+                let summary = summary_from_row(&rows[i], tagset, window)?;
+                downsampler.merge(
+                    group.clone(),
+                    bucket_start(first, scan.step),
+                    summary.aggregate(&tagset.series_id, &tagset.tags),
+                );
+            } else {
+                let mut merged = Samples::default();
+                for row in &rows[i..j] {
+                    // Left out by the query where the summary alone looked enough.
+                    let data: Vec<u8> = match row.try_get::<Option<Vec<u8>>, _>(14).db()? {
+                        Some(data) => data,
+                        None => sqlx::query_scalar("SELECT data FROM chunks WHERE rowid = ?")
+                            .bind(row.try_get::<i64, _>(2).db()?)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .db()?,
+                    };
+                    let part = chunk::decode(&data).map_err(|e| tagset.damaged(window, e))?;
+                    merged = merged.overwrite(&part);
+                }
+                fold_samples(&merged, tagset, group.as_deref(), scan, downsampler);
+            }
+            i = j;
+        }
+    }
+    Ok(())
+}
+
+/// Folds decoded samples bucket by bucket: each bucket's run is summarized once.
+fn fold_samples(
+    samples: &Samples,
+    tagset: &Tagset,
+    group: Option<&str>,
+    scan: &HistoryScan<'_>,
+    downsampler: &mut Downsampler,
+) {
+    let range = samples.range(scan.lo, scan.hi);
+    let (ts, values) = (&samples.timestamps[range.clone()], &samples.values[range]);
+    let mut start = 0;
+    while start < ts.len() {
+        let bucket = bucket_start(ts[start], scan.step);
+        let end = ts[start..].partition_point(|&t| t < bucket.saturating_add(scan.step)) + start;
+        let run = Samples {
+            timestamps: ts[start..end].to_vec(),
+            values: values[start..end].to_vec(),
+        };
+        let summary = run.summary().expect("a run is never empty");
+        downsampler.merge(
+            group.map(str::to_owned),
+            bucket,
+            summary.aggregate(&tagset.series_id, &tagset.tags),
+        );
+        start = end;
+    }
+}
+
+/// The registry rows of the series with these ids whose tags hold every `wanted` pair.
+pub(crate) async fn tagsets_of(
+    conn: &mut SqliteConnection,
+    series_ids: &[&str],
+    wanted: &Tags,
+) -> Result<Vec<Tagset>> {
+    let mut sql = crate::sql::Sql::new(
+        "SELECT t.id, t.series_id, t.tags FROM series_tagsets t \
+         WHERE t.series_id IN (SELECT j.value FROM json_each(",
+    );
+    sql.bind(serde_json::to_string(series_ids)?).push(") AS j)");
+    crate::sql::push_tags_match(&mut sql, "t.tags", wanted);
+    sql.push(" ORDER BY t.series_id, t.tags");
+    use crate::sql::Run;
+    let rows = sql.query().fetch_all(&mut *conn).await.db()?;
+    rows.iter()
+        .map(|row| {
+            Ok(Tagset {
+                id: row.try_get(0).db()?,
+                series_id: Arc::from(row.try_get::<String, _>(1).db()?),
+                tags: Arc::from(row.try_get::<String, _>(2).db()?),
+            })
+        })
+        .collect()
+}
+
+/// The samples at or after `cutoff` (all of them without one): a window held by one chunk
+/// whose samples are all live counts from its summary; the others are decoded.
+pub(crate) async fn count_live(tx: &mut SqliteConnection, cutoff: Option<i64>) -> Result<u64> {
+    let cutoff = cutoff.unwrap_or(i64::MIN);
+    let single = "NOT EXISTS (SELECT 1 FROM chunks d WHERE d.tagset = c.tagset \
+        AND d.window_start = c.window_start AND d.seq > 0)";
+    let plain: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT coalesce(sum(c.count), 0) FROM chunks c \
+         WHERE c.seq = 0 AND c.first_ts >= ? AND {single}"
+    )))
+    .bind(cutoff)
+    .fetch_one(&mut *tx)
+    .await
+    .db()?;
+    let rest = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT t.id, t.series_id, t.tags, c.window_start FROM chunks c \
+         JOIN series_tagsets t ON t.id = c.tagset \
+         WHERE c.seq = 0 AND c.window_start > ? AND NOT (c.first_ts >= ? AND {single})"
+    )))
+    .bind(cutoff.saturating_sub(WINDOW))
+    .bind(cutoff)
+    .fetch_all(&mut *tx)
+    .await
+    .db()?;
+    let mut total = u64::try_from(plain).unwrap_or(0);
+    for row in &rest {
+        let tagset = Tagset {
+            id: row.try_get(0).db()?,
+            series_id: Arc::from(row.try_get::<String, _>(1).db()?),
+            tags: Arc::from(row.try_get::<String, _>(2).db()?),
+        };
+        let window: i64 = row.try_get(3).db()?;
+        let samples = read_window(tx, &tagset, window).await?;
+        total += samples.range(cutoff, i64::MAX).len() as u64;
+    }
+    Ok(total)
+}
+
+/// Rows read a piece at a time by [`ingest_rows`].
+const PIECE: i64 = 500_000;
+
+/// Re-encodes the plain sample rows `(series_id, ts, tags, value)` of `source` (a fixed table
+/// or view name) into chunks, over what is stored (a stored sample at the same key is
+/// overwritten). Only the rows of series listed in `series_source` (a fixed table name), at or
+/// after `cutoff`; a series at a time, in pieces of [`PIECE`] rows.
+pub(crate) async fn ingest_rows(
+    conn: &mut SqliteConnection,
+    source: &str,
+    series_source: &str,
+    cutoff: Option<i64>,
+) -> Result<()> {
+    let cutoff = cutoff.unwrap_or(i64::MIN);
+    // Audited: `source` and `series_source` are fixed names chosen by this crate.
+    let series: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT series_id FROM {source} \
+         WHERE series_id IN (SELECT id FROM {series_source}) ORDER BY series_id"
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
+    let first_piece = format!(
+        "SELECT ts, tags, value FROM {source} WHERE series_id = ?1 AND ts >= ?2 \
+         ORDER BY ts, tags LIMIT {PIECE}"
+    );
+    let next_piece = format!(
+        "SELECT ts, tags, value FROM {source} WHERE series_id = ?1 AND ts >= ?2 \
+         AND (ts, tags) > (?3, ?4) ORDER BY ts, tags LIMIT {PIECE}"
+    );
+    for series_id in &series {
+        let mut after: Option<(i64, String)> = None;
+        loop {
+            let sql = if after.is_some() {
+                &next_piece
+            } else {
+                &first_piece
+            };
+            let (ts, tags) = after.clone().unwrap_or_default();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(series_id.as_str())
+                .bind(cutoff)
+                .bind(ts)
+                .bind(tags)
+                .fetch_all(&mut *conn)
+                .await
+                .db()?;
+            let mut runs: Vec<(String, Vec<(i64, f64)>)> = Vec::new();
+            for row in &rows {
+                let ts: i64 = row.try_get(0).db()?;
+                let tags: String = row.try_get(1).db()?;
+                let value = sample_value(row, 2)?;
+                match runs.iter_mut().find(|(t, _)| *t == tags) {
+                    Some((_, pairs)) => pairs.push((ts, value)),
+                    None => runs.push((tags, vec![(ts, value)])),
+                }
+            }
+            if let Some(last) = rows.last() {
+                after = Some((last.try_get(0).db()?, last.try_get(1).db()?));
+            }
+            for (json, pairs) in runs {
+                let tags = crate::metrics::parse_tags(&json)?;
+                let id = intern(conn, series_id, &json, &tags).await?;
+                let tagset = Tagset {
+                    id,
+                    series_id: Arc::from(series_id.as_str()),
+                    tags: Arc::from(json),
+                };
+                append(conn, &tagset, &Samples::from_unsorted(pairs)).await?;
+            }
+            if (rows.len() as i64) < PIECE {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes the chunks of the attached schema `schema` (a fixed name; schema version 4 or
+/// later) into the plain rows of `temp.restore_samples`, for a native restore to check and
+/// merge. A damaged chunk is `Corrupted`, naming its series and window.
+pub(crate) async fn stage_chunks(conn: &mut SqliteConnection, schema: &str) -> Result<()> {
+    sqlx::query(
+        "CREATE TEMP TABLE restore_samples (series_id, ts, tags, value, \
+         PRIMARY KEY (series_id, ts, tags)) WITHOUT ROWID",
+    )
+    .execute(&mut *conn)
+    .await
+    .db()?;
+    // Audited: `schema` is a fixed name chosen by this crate.
+    let windows: Vec<(i64, String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT t.id, t.series_id, t.tags, c.window_start FROM {schema}.chunks c \
+         JOIN {schema}.series_tagsets t ON t.id = c.tagset ORDER BY t.id, c.window_start"
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
+    let read = format!(
+        "SELECT data FROM {schema}.chunks WHERE tagset = ? AND window_start = ? ORDER BY seq"
+    );
+    for (id, series_id, tags, window) in windows {
+        let tagset = Tagset {
+            id,
+            series_id: Arc::from(series_id),
+            tags: Arc::from(tags),
+        };
+        let parts: Vec<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(read.clone()))
+            .bind(id)
+            .bind(window)
+            .fetch_all(&mut *conn)
+            .await
+            .db()?;
+        let mut merged = Samples::default();
+        for data in &parts {
+            let part = chunk::decode(data).map_err(|e| tagset.damaged(window, e))?;
+            merged = merged.overwrite(&part);
+        }
+        for (ts, values) in merged.timestamps.chunks(200).zip(merged.values.chunks(200)) {
+            let mut sql = String::from(
+                "INSERT OR REPLACE INTO temp.restore_samples (series_id, ts, tags, value) VALUES ",
+            );
+            for i in 0..ts.len() {
+                sql.push_str(if i == 0 {
+                    "(?, ?, ?, ?)"
+                } else {
+                    ", (?, ?, ?, ?)"
+                });
+            }
+            // Audited: fixed text and placeholders.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (&t, &v) in ts.iter().zip(values) {
+                query = query
+                    .bind(&*tagset.series_id)
+                    .bind(t)
+                    .bind(&*tagset.tags)
+                    .bind(v);
+            }
+            query.execute(&mut *conn).await.db()?;
+        }
+    }
+    Ok(())
+}
+
+/// Re-encodes the sample rows of a database written before schema version 4 (renamed
+/// `legacy_samples` by migration 4) as chunks, in one transaction, then drops them and
+/// vacuums the file to give their pages back. Nothing is lost: every row is kept, expired or
+/// not (reads hide expired samples as before). A crash in between leaves the rows in place,
+/// and the next open starts over.
+pub(crate) async fn migrate_legacy_samples(pool: &sqlx::SqlitePool) -> Result<()> {
+    let exists: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'legacy_samples'",
+    )
+    .fetch_optional(pool)
+    .await
+    .db()?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.db()?;
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM (SELECT 1 FROM legacy_samples LIMIT 1)")
+            .fetch_one(&mut *tx)
+            .await
+            .db()?;
+    if rows > 0 {
+        tracing::info!("re-encoding the samples of an older aimon database as chunks");
+        ingest_rows(&mut tx, "main.legacy_samples", "main.series", None).await?;
+    }
+    sqlx::query("DROP TABLE legacy_samples")
+        .execute(&mut *tx)
+        .await
+        .db()?;
+    tx.commit().await.db()?;
+    if rows > 0 {
+        sqlx::query("VACUUM").execute(pool).await.db()?;
+    }
+    Ok(())
+}
+
+/// Drops the windows whose samples are all older than `cutoff` (every row of the window, by
+/// `chunks_last_ts`) and returns how many distinct samples went: a sealed chunk's count, or
+/// the decoded samples of a window still in fragments (where a later fragment may overwrite
+/// an earlier one's).
+pub(crate) async fn drop_expired(conn: &mut SqliteConnection, cutoff: i64) -> Result<u64> {
+    let windows: Vec<(i64, String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT t.id, t.series_id, t.tags, c.window_start, count(*), sum(c.count) \
+         FROM chunks c JOIN series_tagsets t ON t.id = c.tagset \
+         WHERE c.last_ts < ?1 GROUP BY c.tagset, c.window_start \
+         HAVING NOT EXISTS (SELECT 1 FROM chunks d WHERE d.tagset = c.tagset \
+         AND d.window_start = c.window_start AND d.last_ts >= ?1)",
+    )
+    .bind(cutoff)
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
+    let mut removed = 0u64;
+    for (id, series_id, tags, window, rows, count) in windows {
+        removed += if rows == 1 {
+            u64::try_from(count).unwrap_or(0)
+        } else {
+            let tagset = Tagset {
+                id,
+                series_id: Arc::from(series_id),
+                tags: Arc::from(tags),
+            };
+            read_window(conn, &tagset, window).await?.len() as u64
+        };
+        sqlx::query("DELETE FROM chunks WHERE tagset = ? AND window_start = ?")
+            .bind(id)
+            .bind(window)
+            .execute(&mut *conn)
+            .await
+            .db()?;
+    }
+    Ok(removed)
+}
