@@ -2,6 +2,8 @@
 //! summaries `metric_history` merges. The layout and its reasoning are in the crate docs
 //! ("Samples as chunks").
 
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use aimon_core::chunk::{self, Samples, Summary, window_start};
@@ -44,190 +46,289 @@ impl Tagset {
     }
 }
 
-/// The id of (series, tags) in the registry, registering it (and its pairs in `tagset_pairs`)
-/// when new.
-pub(crate) async fn intern(
-    tx: &mut SqliteConnection,
-    series_id: &str,
-    tags_json: &str,
-    tags: &Tags,
-) -> Result<i64> {
-    let known: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM series_tagsets WHERE series_id = ? AND tags = ?")
-            .bind(series_id)
-            .bind(tags_json)
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?;
-    if let Some(id) = known {
-        return Ok(id);
-    }
+/// Samples of one (series, tag set) to write: [`write`] takes a batch of them.
+pub(crate) struct Write<'a> {
+    pub series_id: &'a str,
+    /// Canonical tags JSON ([`aimon_core::model::tags_json`]).
+    pub tags_json: Arc<str>,
+    pub tags: Cow<'a, Tags>,
+    /// In time order, one per timestamp (a later write of a timestamp already won).
+    pub samples: Samples,
+}
+
+/// Registers a new (series, tag set) and its pairs; returns its id.
+async fn register(conn: &mut SqliteConnection, w: &Write<'_>) -> Result<i64> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO series_tagsets (series_id, tags) VALUES (?, ?) RETURNING id",
     )
-    .bind(series_id)
-    .bind(tags_json)
-    .fetch_one(&mut *tx)
+    .bind(w.series_id)
+    .bind(&*w.tags_json)
+    .fetch_one(&mut *conn)
     .await
     .db()?;
-    for (key, value) in tags {
+    for (key, value) in w.tags.iter() {
         sqlx::query(
             "INSERT OR IGNORE INTO tagset_pairs (\"key\", \"value\", tags) VALUES (?, ?, ?)",
         )
         .bind(key.as_str())
         .bind(value.as_str())
-        .bind(tags_json)
-        .execute(&mut *tx)
+        .bind(&*w.tags_json)
+        .execute(&mut *conn)
         .await
         .db()?;
     }
     Ok(id)
 }
 
-const INSERT_CHUNK: &str = "INSERT INTO chunks (tagset, window_start, seq, count, first_ts, \
-    last_ts, sum, sum_comp, sum_scaled, \"min\", \"max\", first, last, \"check\", data) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// The columns of a chunk row as [`insert_chunks`] writes them.
+const CHUNK_COLUMNS: usize = 15;
 
-async fn insert_chunk(
-    tx: &mut SqliteConnection,
-    tagset: i64,
-    window: i64,
-    seq: i64,
-    samples: &Samples,
-) -> Result<()> {
-    let summary = samples.summary().expect("chunks are never empty");
-    let (sum, comp, scaled) = summary.sum.parts();
-    sqlx::query(INSERT_CHUNK)
-        .bind(tagset)
-        .bind(window)
-        .bind(seq)
-        .bind(summary.count as i64)
-        .bind(summary.first.0)
-        .bind(summary.last.0)
-        .bind(sum)
-        .bind(comp)
-        .bind(scaled)
-        .bind(summary.min)
-        .bind(summary.max)
-        .bind(summary.first.1)
-        .bind(summary.last.1)
-        .bind(i64::from(summary.checksum()))
-        .bind(chunk::encode(samples))
-        .execute(&mut *tx)
-        .await
-        .db()?;
+/// Chunk rows per `INSERT` (15 parameters a row).
+const CHUNKS_PER_INSERT: usize = 100;
+
+/// A chunk row to insert: (tag set, window, seq, samples).
+type NewChunk = (i64, i64, i64, Samples);
+
+async fn insert_chunks(conn: &mut SqliteConnection, rows: &[NewChunk]) -> Result<()> {
+    for piece in rows.chunks(CHUNKS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO chunks (tagset, window_start, seq, count, first_ts, last_ts, sum, \
+             sum_comp, sum_scaled, \"min\", \"max\", first, last, \"check\", data) VALUES ",
+        );
+        for i in 0..piece.len() {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            sql.push_str(&vec!["?"; CHUNK_COLUMNS].join(", "));
+            sql.push(')');
+        }
+        // Audited: fixed text and placeholders.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (tagset, window, seq, samples) in piece {
+            let summary = samples.summary().expect("chunks are never empty");
+            let (sum, comp, scaled) = summary.sum.parts();
+            query = query
+                .bind(*tagset)
+                .bind(*window)
+                .bind(*seq)
+                .bind(summary.count as i64)
+                .bind(summary.first.0)
+                .bind(summary.last.0)
+                .bind(sum)
+                .bind(comp)
+                .bind(scaled)
+                .bind(summary.min)
+                .bind(summary.max)
+                .bind(summary.first.1)
+                .bind(summary.last.1)
+                .bind(i64::from(summary.checksum()))
+                .bind(chunk::encode(samples));
+        }
+        query.execute(&mut *conn).await.db()?;
+    }
     Ok(())
-}
-
-/// The rows of one window, in `seq` order: (rowid, seq).
-async fn window_rows(
-    tx: &mut SqliteConnection,
-    tagset: i64,
-    window: i64,
-) -> Result<Vec<(i64, i64)>> {
-    sqlx::query_as(
-        "SELECT rowid, seq FROM chunks WHERE tagset = ? AND window_start = ? ORDER BY seq",
-    )
-    .bind(tagset)
-    .bind(window)
-    .fetch_all(&mut *tx)
-    .await
-    .db()
 }
 
 /// Decodes the rows of one window and merges them, later `seq` overwriting earlier.
 async fn read_window(conn: &mut SqliteConnection, tagset: &Tagset, window: i64) -> Result<Samples> {
-    let rows =
-        sqlx::query("SELECT data FROM chunks WHERE tagset = ? AND window_start = ? ORDER BY seq")
-            .bind(tagset.id)
-            .bind(window)
-            .fetch_all(&mut *conn)
-            .await
-            .db()?;
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT data FROM chunks WHERE tagset = ? AND window_start = ? ORDER BY seq",
+    )
+    .bind(tagset.id)
+    .bind(window)
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
     let mut merged = Samples::default();
-    for row in &rows {
-        let data: Vec<u8> = row.try_get(0).db()?;
-        let part = chunk::decode(&data).map_err(|e| tagset.damaged(window, e))?;
+    for data in &rows {
+        let part = chunk::decode(data).map_err(|e| tagset.damaged(window, e))?;
         merged = merged.overwrite(&part);
     }
     Ok(merged)
 }
 
-/// Replaces the rows of a window by one chunk of `samples`.
-async fn seal(
-    tx: &mut SqliteConnection,
-    tagset: i64,
+/// A window to seal: its rows' ids in `seq` order, and samples that overwrite them.
+struct Seal {
+    tagset: Tagset,
     window: i64,
-    samples: &Samples,
-) -> Result<()> {
-    sqlx::query("DELETE FROM chunks WHERE tagset = ? AND window_start = ?")
-        .bind(tagset)
-        .bind(window)
-        .execute(&mut *tx)
-        .await
-        .db()?;
-    insert_chunk(tx, tagset, window, 0, samples).await
+    rowids: Vec<i64>,
+    newer: Option<Samples>,
 }
 
-/// Writes samples of one tag set (in time order, one per timestamp, as [`Samples`] keeps
-/// them), overwriting stored samples at the same timestamps.
+/// Writes a batch of samples, each [`Write`] of a distinct (series, tag set), overwriting
+/// stored samples at the same timestamps, in a handful of statements whatever the batch's
+/// size: tag sets are looked up together, the stored windows they touch read together, and the
+/// new rows inserted together.
 ///
-/// A window older than the tag set's newest one is closed: the write merges into its sealed
-/// chunk (decoding it, overwriting, encoding again). The newest window takes the samples as a
-/// new fragment, until it holds [`MAX_FRAGMENTS`] and is sealed. A write that opens a newer
-/// window seals the previous one, so that only the newest window of each tag set is ever in
-/// fragments.
-pub(crate) async fn append(
-    tx: &mut SqliteConnection,
-    tagset: &Tagset,
-    samples: &Samples,
-) -> Result<()> {
-    let Some(&last) = samples.timestamps.last() else {
+/// A window older than the tag set's newest one is closed: the write decodes its rows,
+/// overwrites and seals them into one chunk. The newest window takes the samples as a new
+/// fragment, until it holds [`MAX_FRAGMENTS`] rows and is sealed. A write that opens a newer
+/// window seals the previous one, so only the newest window of a tag set is ever in fragments.
+pub(crate) async fn write(conn: &mut SqliteConnection, writes: Vec<Write<'_>>) -> Result<()> {
+    let writes: Vec<Write<'_>> = writes
+        .into_iter()
+        .filter(|w| !w.samples.is_empty())
+        .collect();
+    if writes.is_empty() {
         return Ok(());
-    };
-    let stored_newest: Option<i64> =
-        sqlx::query_scalar("SELECT max(window_start) FROM chunks WHERE tagset = ?")
-            .bind(tagset.id)
-            .fetch_one(&mut *tx)
+    }
+    // The tag sets' ids, registering the new ones.
+    let keys: Vec<(&str, &str)> = writes
+        .iter()
+        .map(|w| (w.series_id, &*w.tags_json))
+        .collect();
+    let mut ids: Vec<Option<i64>> = vec![None; writes.len()];
+    let found: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT j.key, t.id FROM json_each(?) AS j JOIN series_tagsets t \
+         ON t.series_id = j.value ->> 0 AND t.tags = j.value ->> 1",
+    )
+    .bind(serde_json::to_string(&keys)?)
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
+    for (i, id) in found {
+        if let Some(slot) = usize::try_from(i).ok().and_then(|i| ids.get_mut(i)) {
+            *slot = Some(id);
+        }
+    }
+    let mut tagsets = Vec::with_capacity(writes.len());
+    for (w, id) in writes.iter().zip(ids) {
+        let id = match id {
+            Some(id) => id,
+            None => register(conn, w).await?,
+        };
+        tagsets.push(Tagset {
+            id,
+            series_id: Arc::from(w.series_id),
+            tags: Arc::clone(&w.tags_json),
+        });
+    }
+
+    // The stored rows of every window from the earlier of the write's first window and the
+    // tag set's newest one: (tag set, window) → (seq, rowid) in `seq` order.
+    let probes: Vec<(i64, i64)> = writes
+        .iter()
+        .zip(&tagsets)
+        .map(|(w, t)| (t.id, window_start(w.samples.timestamps[0], WINDOW)))
+        .collect();
+    let stored: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT c.tagset, c.window_start, c.seq, c.rowid FROM json_each(?) AS j \
+         JOIN chunks c ON c.tagset = j.value ->> 0 AND c.window_start >= min(j.value ->> 1, \
+         coalesce((SELECT max(x.window_start) FROM chunks x WHERE x.tagset = j.value ->> 0), \
+         j.value ->> 1)) ORDER BY c.tagset, c.window_start, c.seq",
+    )
+    .bind(serde_json::to_string(&probes)?)
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
+    let mut windows: HashMap<i64, BTreeMap<i64, Vec<(i64, i64)>>> = HashMap::new();
+    for (tagset, window, seq, rowid) in stored {
+        windows
+            .entry(tagset)
+            .or_default()
+            .entry(window)
+            .or_default()
+            .push((seq, rowid));
+    }
+
+    let mut inserts: Vec<NewChunk> = Vec::new();
+    let mut seals: Vec<Seal> = Vec::new();
+    let empty = BTreeMap::new();
+    for (w, tagset) in writes.into_iter().zip(tagsets) {
+        let stored = windows.get(&tagset.id).unwrap_or(&empty);
+        let last = *w.samples.timestamps.last().expect("not empty");
+        let stored_newest = stored.keys().next_back().copied();
+        let newest = stored_newest.map_or(window_start(last, WINDOW), |n| {
+            n.max(window_start(last, WINDOW))
+        });
+        let mut start = 0;
+        let samples = &w.samples;
+        let mut sealed_previous = false;
+        while start < samples.len() {
+            let window = window_start(samples.timestamps[start], WINDOW);
+            let end = samples.timestamps[start..]
+                .partition_point(|&t| t < window.saturating_add(WINDOW))
+                + start;
+            let part = Samples {
+                timestamps: samples.timestamps[start..end].to_vec(),
+                values: samples.values[start..end].to_vec(),
+            };
+            if stored_newest == Some(window) && window < newest {
+                sealed_previous = true;
+            }
+            match stored.get(&window) {
+                None => inserts.push((tagset.id, window, 0, part)),
+                Some(rows) if window == newest && rows.len() < MAX_FRAGMENTS => {
+                    let seq = rows.last().map_or(0, |&(seq, _)| seq + 1);
+                    inserts.push((tagset.id, window, seq, part));
+                }
+                Some(rows) => seals.push(Seal {
+                    tagset: tagset.clone(),
+                    window,
+                    rowids: rows.iter().map(|&(_, rowid)| rowid).collect(),
+                    newer: Some(part),
+                }),
+            }
+            start = end;
+        }
+        // The previous newest window, now closed, when the write left it untouched.
+        if let Some(previous) = stored_newest.filter(|&p| p < newest && !sealed_previous)
+            && let Some(rows) = stored.get(&previous).filter(|rows| rows.len() > 1)
+        {
+            seals.push(Seal {
+                tagset: tagset.clone(),
+                window: previous,
+                rowids: rows.iter().map(|&(_, rowid)| rowid).collect(),
+                newer: None,
+            });
+        }
+    }
+
+    if !seals.is_empty() {
+        let rowids: Vec<i64> = seals
+            .iter()
+            .flat_map(|s| s.rowids.iter().copied())
+            .collect();
+        let rowids = serde_json::to_string(&rowids)?;
+        let blobs: HashMap<i64, Vec<u8>> = sqlx::query_as(
+            "SELECT rowid, data FROM chunks WHERE rowid IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&rowids)
+        .fetch_all(&mut *conn)
+        .await
+        .db()?
+        .into_iter()
+        .collect();
+        for seal in seals {
+            let mut merged = Samples::default();
+            for rowid in &seal.rowids {
+                let data = blobs
+                    .get(rowid)
+                    .ok_or_else(|| seal.tagset.damaged(seal.window, "a row went missing"))?;
+                let part = chunk::decode(data).map_err(|e| seal.tagset.damaged(seal.window, e))?;
+                merged = merged.overwrite(&part);
+            }
+            if let Some(newer) = &seal.newer {
+                merged = merged.overwrite(newer);
+            }
+            inserts.push((seal.tagset.id, seal.window, 0, merged));
+        }
+        sqlx::query("DELETE FROM chunks WHERE rowid IN (SELECT value FROM json_each(?))")
+            .bind(&rowids)
+            .execute(&mut *conn)
             .await
             .db()?;
-    let newest = stored_newest.map_or(window_start(last, WINDOW), |w| {
-        w.max(window_start(last, WINDOW))
-    });
-    if let Some(previous) = stored_newest.filter(|&w| w < newest)
-        && window_rows(tx, tagset.id, previous).await?.len() > 1
-    {
-        let merged = read_window(tx, tagset, previous).await?;
-        seal(tx, tagset.id, previous, &merged).await?;
     }
-    let mut start = 0;
-    while start < samples.len() {
-        let window = window_start(samples.timestamps[start], WINDOW);
-        let end = samples.timestamps[start..]
-            .partition_point(|&t| t < window.saturating_add(WINDOW))
-            + start;
-        let part = Samples {
-            timestamps: samples.timestamps[start..end].to_vec(),
-            values: samples.values[start..end].to_vec(),
-        };
-        let rows = window_rows(tx, tagset.id, window).await?;
-        match rows.last() {
-            None => insert_chunk(tx, tagset.id, window, 0, &part).await?,
-            Some(&(_, seq)) if window == newest && rows.len() < MAX_FRAGMENTS => {
-                insert_chunk(tx, tagset.id, window, seq + 1, &part).await?
-            }
-            Some(_) => {
-                let merged = read_window(tx, tagset, window).await?.overwrite(&part);
-                seal(tx, tagset.id, window, &merged).await?;
-            }
-        }
-        start = end;
-    }
-    Ok(())
+    insert_chunks(conn, &inserts).await
+}
+
+/// The ids of `tagsets` as a JSON array, for `json_each`.
+fn ids_json(tagsets: &[Tagset]) -> Result<String> {
+    Ok(serde_json::to_string(
+        &tagsets.iter().map(|t| t.id).collect::<Vec<_>>(),
+    )?)
 }
 
 /// The samples of `tagsets` in `[lo, hi)`, each tag set's in time order (tag sets without any
-/// are left out).
+/// are left out), in one statement.
 pub(crate) async fn load(
     conn: &mut SqliteConnection,
     tagsets: &[Tagset],
@@ -235,38 +336,46 @@ pub(crate) async fn load(
     hi: i64,
 ) -> Result<Vec<(Tagset, Samples)>> {
     let mut out = Vec::new();
-    if lo >= hi {
+    if lo >= hi || tagsets.is_empty() {
         return Ok(out);
     }
-    for tagset in tagsets {
-        let rows = sqlx::query(
-            "SELECT window_start, data FROM chunks WHERE tagset = ? AND window_start > ? \
-             AND window_start < ? ORDER BY window_start, seq",
-        )
-        .bind(tagset.id)
-        .bind(lo.saturating_sub(WINDOW))
-        .bind(hi)
-        .fetch_all(&mut *conn)
-        .await
-        .db()?;
-        let mut all = Samples::default();
-        let mut window = Samples::default();
-        let mut current: Option<i64> = None;
-        for row in &rows {
-            let start: i64 = row.try_get(0).db()?;
-            let data: Vec<u8> = row.try_get(1).db()?;
-            let part = chunk::decode(&data).map_err(|e| tagset.damaged(start, e))?;
-            if current != Some(start) {
-                append_range(&mut all, &window, lo, hi);
-                window = Samples::default();
-                current = Some(start);
+    let rows = sqlx::query(
+        "SELECT c.tagset, c.window_start, c.data FROM json_each(?1) AS j \
+         JOIN chunks c ON c.tagset = j.value AND c.window_start > ?2 AND c.window_start < ?3 \
+         ORDER BY c.tagset, c.window_start, c.seq",
+    )
+    .bind(ids_json(tagsets)?)
+    .bind(lo.saturating_sub(WINDOW))
+    .bind(hi)
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
+    let by_id: HashMap<i64, &Tagset> = tagsets.iter().map(|t| (t.id, t)).collect();
+    let mut current: Option<(i64, i64)> = None;
+    let mut all = Samples::default();
+    let mut window = Samples::default();
+    for row in &rows {
+        let key: (i64, i64) = (row.try_get(0).db()?, row.try_get(1).db()?);
+        let tagset = by_id[&key.0];
+        let data: Vec<u8> = row.try_get(2).db()?;
+        let part = chunk::decode(&data).map_err(|e| tagset.damaged(key.1, e))?;
+        if current != Some(key) {
+            append_range(&mut all, &window, lo, hi);
+            window = Samples::default();
+            if let Some((previous, _)) = current.filter(|&(id, _)| id != key.0) {
+                if !all.is_empty() {
+                    out.push(((*by_id[&previous]).clone(), std::mem::take(&mut all)));
+                }
             }
-            window = window.overwrite(&part);
+            current = Some(key);
         }
-        append_range(&mut all, &window, lo, hi);
-        if !all.is_empty() {
-            out.push((tagset.clone(), all));
-        }
+        window = window.overwrite(&part);
+    }
+    append_range(&mut all, &window, lo, hi);
+    if let Some((id, _)) = current
+        && !all.is_empty()
+    {
+        out.push(((*by_id[&id]).clone(), all));
     }
     Ok(out)
 }
@@ -278,53 +387,55 @@ fn append_range(all: &mut Samples, window: &Samples, lo: i64, hi: i64) {
     all.values.extend_from_slice(&window.values[range]);
 }
 
-/// Whether a tag set holds a sample in `[lo, hi)`: from the chunks' first and last timestamps
-/// where they decide it, decoding only a chunk that straddles a bound.
-pub(crate) async fn has_sample_in(
+/// The ids of the tag sets holding a sample in `[lo, hi)`: from the chunks' first and last
+/// timestamps where they decide it, decoding only chunks that straddle a bound.
+pub(crate) async fn with_sample_in(
     conn: &mut SqliteConnection,
-    tagset: &Tagset,
+    tagsets: &[Tagset],
     lo: i64,
     hi: i64,
-) -> Result<bool> {
-    if lo >= hi {
-        return Ok(false);
+) -> Result<std::collections::HashSet<i64>> {
+    let mut found = std::collections::HashSet::new();
+    if lo >= hi || tagsets.is_empty() {
+        return Ok(found);
     }
+    // A chunk whose samples all lie in the range settles it; one straddling a bound needs its
+    // data, read only where no chunk of its tag set settled it (`CASE`).
     let rows = sqlx::query(
-        "SELECT window_start, first_ts, last_ts, rowid FROM chunks WHERE tagset = ? \
-         AND window_start > ? AND window_start < ? AND last_ts >= ? AND first_ts < ? \
-         ORDER BY (first_ts >= ? AND last_ts < ?) DESC",
+        "SELECT c.tagset, c.window_start, c.first_ts >= ?2 AND c.last_ts < ?3, \
+         CASE WHEN c.first_ts >= ?2 AND c.last_ts < ?3 THEN NULL ELSE c.data END \
+         FROM json_each(?1) AS j JOIN chunks c ON c.tagset = j.value \
+         AND c.window_start > ?4 AND c.window_start < ?3 AND c.last_ts >= ?2 AND c.first_ts < ?3",
     )
-    .bind(tagset.id)
+    .bind(ids_json(tagsets)?)
+    .bind(lo)
+    .bind(hi)
     .bind(lo.saturating_sub(WINDOW))
-    .bind(hi)
-    .bind(lo)
-    .bind(hi)
-    .bind(lo)
-    .bind(hi)
     .fetch_all(&mut *conn)
     .await
     .db()?;
+    let by_id: HashMap<i64, &Tagset> = tagsets.iter().map(|t| (t.id, t)).collect();
+    let mut straddling = Vec::new();
     for row in &rows {
-        let (window, first, last, rowid): (i64, i64, i64, i64) = (
-            row.try_get(0).db()?,
-            row.try_get(1).db()?,
-            row.try_get(2).db()?,
-            row.try_get(3).db()?,
-        );
-        if first >= lo && last < hi {
-            return Ok(true);
-        }
-        let data: Vec<u8> = sqlx::query_scalar("SELECT data FROM chunks WHERE rowid = ?")
-            .bind(rowid)
-            .fetch_one(&mut *conn)
-            .await
-            .db()?;
-        let samples = chunk::decode(&data).map_err(|e| tagset.damaged(window, e))?;
-        if !samples.range(lo, hi).is_empty() {
-            return Ok(true);
+        let id: i64 = row.try_get(0).db()?;
+        if row.try_get::<bool, _>(2).db()? {
+            found.insert(id);
+        } else {
+            straddling.push(row);
         }
     }
-    Ok(false)
+    for row in straddling {
+        let (id, window): (i64, i64) = (row.try_get(0).db()?, row.try_get(1).db()?);
+        if found.contains(&id) {
+            continue;
+        }
+        let data: Vec<u8> = row.try_get(3).db()?;
+        let samples = chunk::decode(&data).map_err(|e| by_id[&id].damaged(window, e))?;
+        if !samples.range(lo, hi).is_empty() {
+            found.insert(id);
+        }
+    }
+    Ok(found)
 }
 
 /// A chunk row's summary, checked against its `check` column.
@@ -364,9 +475,10 @@ pub(crate) async fn fold_history(
     scan: &HistoryScan<'_>,
     downsampler: &mut Downsampler,
 ) -> Result<()> {
-    if scan.lo >= scan.hi {
+    if scan.lo >= scan.hi || tagsets.is_empty() {
         return Ok(());
     }
+    let mut groups: HashMap<i64, Option<String>> = HashMap::new();
     for tagset in tagsets {
         let group = match scan.group_by {
             Some(key) => {
@@ -376,65 +488,75 @@ pub(crate) async fn fold_history(
             }
             None => None,
         };
-        let rows = sqlx::query(
-            "SELECT window_start, seq, rowid, count, first_ts, last_ts, sum, sum_comp, \
-             sum_scaled, \"min\", \"max\", first, last, \"check\", \
-             CASE WHEN first_ts >= ?1 AND last_ts < ?2 AND first_ts - first_ts % ?3 = \
-             last_ts - last_ts % ?3 THEN NULL ELSE data END FROM chunks \
-             WHERE tagset = ?4 AND window_start > ?5 AND window_start < ?2 \
-             ORDER BY window_start, seq",
-        )
-        .bind(scan.lo)
-        .bind(scan.hi)
-        .bind(scan.step)
-        .bind(tagset.id)
-        .bind(scan.lo.saturating_sub(WINDOW))
-        .fetch_all(&mut *conn)
-        .await
-        .db()?;
-        let mut i = 0;
-        while i < rows.len() {
-            let window: i64 = rows[i].try_get(0).db()?;
-            let mut j = i + 1;
-            while j < rows.len() && rows[j].try_get::<i64, _>(0).db()? == window {
-                j += 1;
-            }
-            let whole = if j == i + 1 {
-                let first: i64 = rows[i].try_get(4).db()?;
-                let last: i64 = rows[i].try_get(5).db()?;
-                (first >= scan.lo
-                    && last < scan.hi
-                    && bucket_start(first, scan.step) == bucket_start(last, scan.step))
-                .then_some(first)
-            } else {
-                None
-            };
-            if let Some(first) = whole {
-                let summary = summary_from_row(&rows[i], tagset, window)?;
-                downsampler.merge(
-                    group.clone(),
-                    bucket_start(first, scan.step),
-                    summary.aggregate(&tagset.series_id, &tagset.tags),
-                );
-            } else {
-                let mut merged = Samples::default();
-                for row in &rows[i..j] {
-                    // Left out by the query where the summary alone looked enough.
-                    let data: Vec<u8> = match row.try_get::<Option<Vec<u8>>, _>(14).db()? {
-                        Some(data) => data,
-                        None => sqlx::query_scalar("SELECT data FROM chunks WHERE rowid = ?")
-                            .bind(row.try_get::<i64, _>(2).db()?)
-                            .fetch_one(&mut *conn)
-                            .await
-                            .db()?,
-                    };
-                    let part = chunk::decode(&data).map_err(|e| tagset.damaged(window, e))?;
-                    merged = merged.overwrite(&part);
-                }
-                fold_samples(&merged, tagset, group.as_deref(), scan, downsampler);
-            }
-            i = j;
+        groups.insert(tagset.id, group);
+    }
+    let by_id: HashMap<i64, &Tagset> = tagsets.iter().map(|t| (t.id, t)).collect();
+    // `data` only where the summary alone does not look enough: a chunk outside the range
+    // or across a bucket boundary (`%` truncates where `bucket_start` floors, so for negative
+    // timestamps the `CASE` may guess wrong; a missing `data` is then read by rowid).
+    let rows = sqlx::query(
+        "SELECT c.window_start, c.seq, c.rowid, c.count, c.first_ts, c.last_ts, c.sum, \
+         c.sum_comp, c.sum_scaled, c.\"min\", c.\"max\", c.first, c.last, c.\"check\", \
+         CASE WHEN c.first_ts >= ?1 AND c.last_ts < ?2 AND c.first_ts - c.first_ts % ?3 = \
+         c.last_ts - c.last_ts % ?3 THEN NULL ELSE c.data END, c.tagset \
+         FROM json_each(?4) AS j JOIN chunks c ON c.tagset = j.value \
+         AND c.window_start > ?5 AND c.window_start < ?2 \
+         ORDER BY c.tagset, c.window_start, c.seq",
+    )
+    .bind(scan.lo)
+    .bind(scan.hi)
+    .bind(scan.step)
+    .bind(ids_json(tagsets)?)
+    .bind(scan.lo.saturating_sub(WINDOW))
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
+    let key = |row: &SqliteRow| -> Result<(i64, i64)> {
+        Ok((row.try_get(15).db()?, row.try_get(0).db()?))
+    };
+    let mut i = 0;
+    while i < rows.len() {
+        let (id, window) = key(&rows[i])?;
+        let tagset = by_id[&id];
+        let group = &groups[&id];
+        let mut j = i + 1;
+        while j < rows.len() && key(&rows[j])? == (id, window) {
+            j += 1;
         }
+        let whole = if j == i + 1 {
+            let first: i64 = rows[i].try_get(4).db()?;
+            let last: i64 = rows[i].try_get(5).db()?;
+            (first >= scan.lo
+                && last < scan.hi
+                && bucket_start(first, scan.step) == bucket_start(last, scan.step))
+            .then_some(first)
+        } else {
+            None
+        };
+        if let Some(first) = whole {
+            let summary = summary_from_row(&rows[i], tagset, window)?;
+            downsampler.merge(
+                group.clone(),
+                bucket_start(first, scan.step),
+                summary.aggregate(&tagset.series_id, &tagset.tags),
+            );
+        } else {
+            let mut merged = Samples::default();
+            for row in &rows[i..j] {
+                let data: Vec<u8> = match row.try_get::<Option<Vec<u8>>, _>(14).db()? {
+                    Some(data) => data,
+                    None => sqlx::query_scalar("SELECT data FROM chunks WHERE rowid = ?")
+                        .bind(row.try_get::<i64, _>(2).db()?)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .db()?,
+                };
+                let part = chunk::decode(&data).map_err(|e| tagset.damaged(window, e))?;
+                merged = merged.overwrite(&part);
+            }
+            fold_samples(&merged, tagset, group.as_deref(), scan, downsampler);
+        }
+        i = j;
     }
     Ok(())
 }
@@ -591,16 +713,16 @@ pub(crate) async fn ingest_rows(
             if let Some(last) = rows.last() {
                 after = Some((last.try_get(0).db()?, last.try_get(1).db()?));
             }
+            let mut writes = Vec::with_capacity(runs.len());
             for (json, pairs) in runs {
-                let tags = crate::metrics::parse_tags(&json)?;
-                let id = intern(conn, series_id, &json, &tags).await?;
-                let tagset = Tagset {
-                    id,
-                    series_id: Arc::from(series_id.as_str()),
-                    tags: Arc::from(json),
-                };
-                append(conn, &tagset, &Samples::from_unsorted(pairs)).await?;
+                writes.push(Write {
+                    series_id,
+                    tags: Cow::Owned(crate::metrics::parse_tags(&json)?),
+                    tags_json: Arc::from(json),
+                    samples: Samples::from_unsorted(pairs),
+                });
             }
+            write(conn, writes).await?;
             if (rows.len() as i64) < PIECE {
                 break;
             }

@@ -46,29 +46,55 @@
 //!
 //! ## Schema
 //! Timestamps are `INTEGER` microseconds since the Unix epoch; JSON is `TEXT`. The layout is
-//! public API for tools that work on the file directly: the `aimon bench --compare-sqlite3`
-//! baseline `.import`s CSV rows `(series_id, ts, tags, value)` into `samples` of a file aimon
-//! created, and the bench names `samples` and `series` in the command it prints to delete a
-//! run's samples.
+//! public API for tools that work on the file directly (the bench prints the statements that
+//! delete a run's samples).
 //! - `series(id PRIMARY KEY, name, type, description, unit, metadata, created_at, updated_at)`,
 //!   indexed by `name` and `updated_at`: one row per metric id. A rewrite replaces everything
 //!   but `created_at`.
-//! - `samples(series_id, ts, tags, value, PRIMARY KEY (series_id, ts, tags)) WITHOUT ROWID`:
-//!   `tags` is the canonical JSON of [`aimon_core::model::tags_json`], so a rewritten (series,
-//!   timestamp, tags) key overwrites and samples sharing a timestamp order by tags. `value`
-//!   holds doubles in a column without declared type, so every `f64` (even `-0.0`) round-trips
-//!   bit for bit.
-//! - `series_tagsets(series_id, tags, last_ts, PRIMARY KEY (series_id, tags)) WITHOUT ROWID`,
-//!   indexed by `tags`, and `tagset_pairs(key, value, tags, PRIMARY KEY (key, value, tags))
-//!   WITHOUT ROWID`, indexed by `(tags, key)` (migration 2): the tag-set index. The first holds
-//!   every distinct (series, tag set) written, with an upper bound of its newest sample's
-//!   timestamp (rounded up past the next whole hour, so a series writing in order rewrites its
-//!   row once an hour); the second the decoded pairs of every distinct tag set. A write adds
-//!   its batch's few distinct rows in the same transaction (collected in Rust, not per
-//!   sample); the migration backfills them from older databases' samples and a native restore
-//!   from the merged samples. Rows are candidates, never answers, and may outlive their
-//!   samples: `apply_retention` drops the rows of removed series and those whose bound
-//!   expired, then the pairs of tag sets no row uses.
+//! - `series_tagsets(id INTEGER PRIMARY KEY, series_id, tags, UNIQUE (series_id, tags))`,
+//!   indexed by `tags`: every distinct (series, tag set) written, numbered. `tags` is the
+//!   canonical JSON of [`aimon_core::model::tags_json`]; a sample never stores its tags, its
+//!   chunk names the tag set by number. `tagset_pairs(key, value, tags, PRIMARY KEY (key,
+//!   value, tags)) WITHOUT ROWID`, indexed by `(tags, key)`, holds the decoded pairs of every
+//!   tag set. Both gain their rows in the write that first uses a tag set; `apply_retention`
+//!   drops the rows no chunk uses any more.
+//! - `chunks(tagset, window_start, seq, count, first_ts, last_ts, sum, sum_comp, sum_scaled,
+//!   min, max, first, last, check, data, UNIQUE (tagset, window_start, seq))`, indexed by
+//!   `last_ts`: the samples (see "Samples as chunks" below).
+//!
+//! ## Samples as chunks
+//! The samples of one (series, tag set) within one epoch-aligned hour are one chunk
+//! ([`aimon_core::chunk`]: timestamps and values as pcodec blocks, a version byte and a
+//! CRC-32), stored in `data` with its summary in columns next to it: count, the compensated
+//! sum in its three parts, min, max, and the first and last samples with their timestamps,
+//! plus `check`, the CRC-32 of the summary.
+//! - **Writes.** A batch is one `BEGIN IMMEDIATE` transaction. Its live samples are grouped by
+//!   (series, tag set), sorted, and a later write of a timestamp in the batch wins. A window
+//!   older than the tag set's newest one is *closed*: the write decodes its chunk, overwrites
+//!   and encodes it again (`seq` 0, one row). The newest window takes each batch as a new
+//!   *fragment* (`seq` 1, 2, …), a later fragment overwriting an earlier one's samples at the
+//!   same timestamp, until it holds 8 rows and is sealed into one; a write that opens a newer
+//!   window seals the previous one. So only the newest window of each tag set is ever in
+//!   fragments, a write costs a handful of statements per tag set whatever its size, and a
+//!   rewrite of any stored (series, timestamp, tags) key overwrites it, sealed or not.
+//! - **Reads** decode the chunks of the windows a range touches (`window_start` bounds the
+//!   index range), merge a window's fragments and cut at the range and the retention cutoff.
+//!   `query_metrics` with a range or tag filter decides whether a series matches from the
+//!   chunks' first and last timestamps where they settle it, decoding only a chunk that
+//!   straddles a bound, and cuts the page after that.
+//! - **History** folds into core's [`aimon_core::downsample::Downsampler`]: a window held by
+//!   one chunk whose samples all fall in one bucket (and in the range) merges its summary,
+//!   checked against `check`, without touching `data`; any other window is decoded and folded
+//!   bucket by bucket. The answers are the reference backend's, `first`/`last` ties included.
+//! - **Retention** drops a window once every one of its samples is past the cutoff; reads
+//!   hide the expired samples of the window straddling it (docs/semantics.md).
+//! - **Damage.** A chunk whose bytes or summary do not match their checksum is `Corrupted`,
+//!   naming its series, tags and window; other series still read.
+//! - **Migration.** Migration 4 numbers the tag sets, creates `chunks` and renames the old
+//!   `samples` table `legacy_samples`; when the driver opens such a file it re-encodes those
+//!   rows as chunks in one transaction, drops them and runs `VACUUM` (a crash before the
+//!   commit leaves the rows, and the next open starts over).
+//!
 //! - `alerts(id PRIMARY KEY, …, severity INTEGER, labels, annotations, metadata, …)`: the
 //!   severity is its rank (`info` 0 … `critical` 4) so it orders; indexed by status, severity,
 //!   start time, source and `updated_at`.
@@ -87,34 +113,19 @@
 //! [`SqliteBackend::with_embedder`] set another) at query time. At most 1,000,000 candidates per
 //! query; the ranking is the reference one, identical to the memory backend's.
 //!
-//! A sample tag filter (`query_metrics`, `metric_history`) never decodes sample rows: the tag
-//! sets holding every wanted pair are an `INTERSECT` of one `tagset_pairs` primary-key range
-//! a pair; the series to visit are those with such a tag set in `series_tagsets` (so SQLite
-//! reads only their `(series_id, ts)` ranges of `samples`), and a sample passes when its
-//! `tags` is one of those tag sets. `metric_history` skips even that check for a series whose
-//! every indexed tag set matches, and reads its `group_by` value from `tagset_pairs` (by
-//! `(tags, key)`); without `group_by` it groups by bucket alone. Alert label filters read the
-//! JSON with `json_each`. Both decode keys, so any valid key (quotes, dots, brackets, emoji)
-//! is safe; text compares by bytes (`BINARY` collation).
-//!
-//! Queries are built at run time from core's fixed field lists with every value in a bind
-//! parameter. `metric_history` runs in SQL: buckets are `ts - ts % step`, `avg`/`sum`/`min`/
-//! `max`/`count` are SQL aggregates, `first`/`last` a `ROW_NUMBER()` window ordered by
-//! (timestamp, series id, tags).
-//!
-//! ## Bulk inserts
-//! A batch of metrics is one `BEGIN IMMEDIATE` transaction, validated whole first. Samples go
-//! in with multi-row `INSERT … VALUES (…), (…) … ON CONFLICT DO UPDATE` statements of
-//! 500 rows each (a fixed size, so the prepared statement is cached), plus one statement for
-//! the remainder: per-row statements would pay a round trip to sqlx's worker thread per sample.
-//! The batch's distinct (series, tag set) rows and tag-set pairs follow the same way (200 rows
-//! a statement), a handful per batch.
+//! A sample tag filter (`query_metrics`, `metric_history`) never decodes tags: the tag sets
+//! holding every wanted pair are an `INTERSECT` of one `tagset_pairs` primary-key range a
+//! pair, and only their chunks are read. Alert label filters read the JSON with `json_each`.
+//! Both decode keys, so any valid key (quotes, dots, brackets, emoji) is safe; text compares
+//! by bytes (`BINARY` collation). Queries are built at run time from core's fixed field lists
+//! with every value in a bind parameter.
 //!
 //! ## Retention, backup
 //! Reads hide expired data themselves; `apply_retention` sweeps it with `DELETE`s over indexed
-//! columns. `BackupFormat::Native` writes a database file with `VACUUM INTO` and restores one by
+//! columns (whole chunks for samples). `BackupFormat::Native` writes a database file with `VACUUM INTO` and restores one by
 //! attaching it read-only and merging its rows with the write rules (retention applied), in one
-//! transaction that first checks the file whole, like the portable archive: an aimon schema of
+//! transaction that first checks the file whole (its chunks decoded, or the sample rows of a
+//! file from before schema version 4, into one staged table), like the portable archive: an aimon schema of
 //! a known version (a newer one is `Unsupported`), and every row decoded and validated as a
 //! write would be (samples in SQL, plus each distinct tag set), streaming. Anything else, a
 //! foreign or non-SQLite file included, is `Corrupted` and writes nothing;

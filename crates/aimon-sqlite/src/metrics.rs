@@ -13,7 +13,7 @@ use aimon_core::{
     model::tags_json, time,
 };
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::sqlite::SqliteRow;
 
 use crate::backend::{DbResult, SqliteBackend};
 use crate::chunks::{self, HistoryScan, Tagset};
@@ -200,15 +200,17 @@ impl MetricDriver for SqliteBackend {
             }
             report.written += live as u64;
         }
-        for run in runs.runs {
-            let id = chunks::intern(&mut tx, run.series_id, &run.json, run.tags).await?;
-            let tagset = Tagset {
-                id,
-                series_id: Arc::from(run.series_id),
-                tags: run.json,
-            };
-            chunks::append(&mut tx, &tagset, &Samples::from_unsorted(run.samples)).await?;
-        }
+        let writes = runs
+            .runs
+            .into_iter()
+            .map(|run| chunks::Write {
+                series_id: run.series_id,
+                tags_json: run.json,
+                tags: std::borrow::Cow::Borrowed(run.tags),
+                samples: Samples::from_unsorted(run.samples),
+            })
+            .collect();
+        chunks::write(&mut tx, writes).await?;
         tx.commit().await.db()?;
         Ok(report)
     }
@@ -265,31 +267,54 @@ impl MetricDriver for SqliteBackend {
 
         let mut tx = self.pool.begin().await.db()?;
         let rows = sql.query().fetch_all(&mut *tx).await.db()?;
-        let mut found = Vec::new();
-        let mut skip = if sample_filter { options.offset } else { 0 };
-        for row in &rows {
-            if found.len() >= options.limit {
-                break;
+        let candidates = rows
+            .iter()
+            .map(metric_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let ids: Vec<&str> = candidates.iter().map(|m| m.id.as_str()).collect();
+        let tagsets = chunks::tagsets_of(&mut tx, &ids, &query.tags).await?;
+        let matching = if sample_filter {
+            Some(chunks::with_sample_in(&mut tx, &tagsets, low, range.end).await?)
+        } else {
+            None
+        };
+        let mut series_of: HashMap<Arc<str>, Vec<Tagset>> = HashMap::new();
+        for tagset in &tagsets {
+            if matching.as_ref().is_none_or(|m| m.contains(&tagset.id)) {
+                series_of
+                    .entry(Arc::clone(&tagset.series_id))
+                    .or_default()
+                    .push(tagset.clone());
             }
-            let metric = metric_from_row(row)?;
-            let tagsets = chunks::tagsets_of(&mut tx, &[&metric.id], &query.tags).await?;
-            if sample_filter && !any_sample_in(&mut tx, &tagsets, low, range.end).await? {
-                continue;
-            }
-            if skip > 0 {
-                skip -= 1;
-                continue;
-            }
-            found.push((metric, tagsets));
         }
-        let mut out = Vec::with_capacity(found.len());
-        for (mut metric, tagsets) in found {
-            let loaded = chunks::load(&mut tx, &tagsets, low, range.end).await?;
-            metric.values = values_of(loaded)?;
-            out.push(metric);
-        }
+        let skip = if sample_filter { options.offset } else { 0 };
+        let found: Vec<Metric> = candidates
+            .iter()
+            .filter(|m| !sample_filter || series_of.contains_key(m.id.as_str()))
+            .skip(skip)
+            .take(options.limit)
+            .cloned()
+            .collect();
+        let wanted: Vec<Tagset> = found
+            .iter()
+            .flat_map(|m| series_of.get(m.id.as_str()).into_iter().flatten().cloned())
+            .collect();
+        let loaded = chunks::load(&mut tx, &wanted, low, range.end).await?;
         tx.commit().await.db()?;
-        Ok(out)
+        let mut values: HashMap<Arc<str>, Vec<(Tagset, Samples)>> = HashMap::new();
+        for (tagset, samples) in loaded {
+            values
+                .entry(Arc::clone(&tagset.series_id))
+                .or_default()
+                .push((tagset, samples));
+        }
+        found
+            .into_iter()
+            .map(|mut metric| {
+                metric.values = values_of(values.remove(metric.id.as_str()).unwrap_or_default())?;
+                Ok(metric)
+            })
+            .collect()
     }
 
     async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>> {
@@ -321,19 +346,4 @@ impl MetricDriver for SqliteBackend {
         tx.commit().await.db()?;
         Ok(downsampler.finish())
     }
-}
-
-/// Whether any of the tag sets holds a sample in `[lo, hi)`.
-async fn any_sample_in(
-    conn: &mut SqliteConnection,
-    tagsets: &[Tagset],
-    lo: i64,
-    hi: i64,
-) -> Result<bool> {
-    for tagset in tagsets {
-        if chunks::has_sample_in(conn, tagset, lo, hi).await? {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }

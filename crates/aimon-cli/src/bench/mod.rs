@@ -317,7 +317,11 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
         if let Some(plain) = &plain {
             let micros = |t| aimon::time::to_micros(t);
             let (took, buckets) = plain
-                .history(micros(start), micros(end), step.num_microseconds().unwrap_or(1))
+                .history(
+                    micros(start),
+                    micros(end),
+                    step.num_microseconds().unwrap_or(1),
+                )
                 .await?;
             plain_times.push(took);
             let aimon_buckets = answer.first().map_or(0, |s| s.buckets.len());

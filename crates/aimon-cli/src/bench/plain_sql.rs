@@ -94,7 +94,12 @@ impl PlainSql {
     }
 
     /// One timed run of the hand-written history query; returns its time and bucket count.
-    pub(super) async fn history(&self, start: i64, end: i64, step: i64) -> Result<(Duration, usize)> {
+    pub(super) async fn history(
+        &self,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<(Duration, usize)> {
         let sql = format!(
             "SELECT ts - ts % ?1, avg(value), count(*) FROM {} WHERE ts >= ?2 AND ts < ?3 \
              GROUP BY 1",
