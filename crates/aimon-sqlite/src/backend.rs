@@ -22,6 +22,9 @@ use sqlx::sqlite::{
 use crate::config::{SqliteConfig, SqliteLocation, Synchronous};
 use crate::error::from_sqlx;
 
+/// The page size of a new database file, in bytes.
+pub(crate) const PAGE_SIZE: u32 = 8192;
+
 /// The embedded migrations in `migrations/`.
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -79,7 +82,10 @@ impl SqliteBackend {
             SqliteLocation::File(path) => SqliteConnectOptions::new()
                 .filename(path)
                 .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal),
+                .journal_mode(SqliteJournalMode::Wal)
+                // For a new file only (the page size of an existing WAL database is fixed):
+                // chunk rows of a few KB pack with less waste in 8 KB pages (crate docs).
+                .page_size(PAGE_SIZE),
         };
         let options = base
             .busy_timeout(config.busy_timeout)

@@ -15,10 +15,11 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use crate::backend::DbResult;
 use crate::metrics::sample_value;
 
-/// The length of a chunk's window: one hour, epoch-aligned. 360 samples at the demo's 10 s
-/// interval; the crate docs give the measurements behind it. Changing it needs a migration
-/// that rewrites every chunk (windows of two lengths would overlap).
-pub(crate) const WINDOW: i64 = 3_600_000_000;
+/// The length of a chunk's window: four hours, epoch-aligned (1,440 samples at the demo's
+/// 10 s interval). The crate docs ("Samples as chunks") give the measurements behind it.
+/// Changing it needs a migration that rewrites every chunk (windows of two lengths would
+/// overlap).
+pub(crate) const WINDOW: i64 = 4 * 3_600_000_000;
 
 /// The rows a window may hold before a write seals them into one: the newest window of a tag
 /// set collects one fragment a batch, so a steady writer re-encodes it every few batches and a
@@ -81,19 +82,24 @@ async fn register(conn: &mut SqliteConnection, w: &Write<'_>) -> Result<i64> {
 }
 
 /// The columns of a chunk row as [`insert_chunks`] writes them.
-const CHUNK_COLUMNS: usize = 15;
+const CHUNK_COLUMNS: usize = 16;
 
 /// Chunk rows per `INSERT` (15 parameters a row).
 const CHUNKS_PER_INSERT: usize = 100;
 
-/// A chunk row to insert: (tag set, window, seq, samples).
-type NewChunk = (i64, i64, i64, Samples);
+/// A chunk row to insert: (tag set, window, seq, samples), and the rowid it takes over from a
+/// row it replaces (`None`: a new one).
+type NewChunk = (i64, i64, i64, Samples, Option<i64>);
 
-async fn insert_chunks(conn: &mut SqliteConnection, rows: &[NewChunk]) -> Result<()> {
+async fn insert_chunks(conn: &mut SqliteConnection, rows: &mut [NewChunk]) -> Result<()> {
+    // Rows taking over a rowid first: a new row's rowid is one past the greatest, which may be
+    // a rowid the seal removed and is about to give back.
+    rows.sort_by_key(|row| row.4.is_none());
     for piece in rows.chunks(CHUNKS_PER_INSERT) {
         let mut sql = String::from(
             "INSERT INTO chunks (tagset, window_start, seq, count, first_ts, last_ts, sum, \
-             sum_comp, sum_scaled, \"min\", \"max\", first, last, \"check\", data) VALUES ",
+             sum_comp, sum_scaled, \"min\", \"max\", first, last, \"check\", data, rowid) \
+             VALUES ",
         );
         for i in 0..piece.len() {
             sql.push_str(if i == 0 { "(" } else { ", (" });
@@ -102,7 +108,7 @@ async fn insert_chunks(conn: &mut SqliteConnection, rows: &[NewChunk]) -> Result
         }
         // Audited: fixed text and placeholders.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (tagset, window, seq, samples) in piece {
+        for (tagset, window, seq, samples, rowid) in piece {
             let summary = samples.summary().expect("chunks are never empty");
             let (sum, comp, scaled) = summary.sum.parts();
             query = query
@@ -120,7 +126,8 @@ async fn insert_chunks(conn: &mut SqliteConnection, rows: &[NewChunk]) -> Result
                 .bind(summary.first.1)
                 .bind(summary.last.1)
                 .bind(i64::from(summary.checksum()))
-                .bind(chunk::encode(samples));
+                .bind(chunk::encode(samples))
+                .bind(*rowid);
         }
         query.execute(&mut *conn).await.db()?;
     }
@@ -255,10 +262,10 @@ pub(crate) async fn write(conn: &mut SqliteConnection, writes: Vec<Write<'_>>) -
                 sealed_previous = true;
             }
             match stored.get(&window) {
-                None => inserts.push((tagset.id, window, 0, part)),
+                None => inserts.push((tagset.id, window, 0, part, None)),
                 Some(rows) if window == newest && rows.len() < MAX_FRAGMENTS => {
                     let seq = rows.last().map_or(0, |&(seq, _)| seq + 1);
-                    inserts.push((tagset.id, window, seq, part));
+                    inserts.push((tagset.id, window, seq, part, None));
                 }
                 Some(rows) => seals.push(Seal {
                     tagset: tagset.clone(),
@@ -309,7 +316,16 @@ pub(crate) async fn write(conn: &mut SqliteConnection, writes: Vec<Write<'_>>) -
             if let Some(newer) = &seal.newer {
                 merged = merged.overwrite(newer);
             }
-            inserts.push((seal.tagset.id, seal.window, 0, merged));
+            // The sealed row takes the place of the window's first row: its page has room from
+            // the rows the seal removes more often than the table's end, and the file stays
+            // dense (measured: 17% of the chunk pages were holes with a fresh rowid).
+            inserts.push((
+                seal.tagset.id,
+                seal.window,
+                0,
+                merged,
+                seal.rowids.first().copied(),
+            ));
         }
         sqlx::query("DELETE FROM chunks WHERE rowid IN (SELECT value FROM json_each(?))")
             .bind(&rowids)
@@ -317,7 +333,7 @@ pub(crate) async fn write(conn: &mut SqliteConnection, writes: Vec<Write<'_>>) -
             .await
             .db()?;
     }
-    insert_chunks(conn, &inserts).await
+    insert_chunks(conn, &mut inserts).await
 }
 
 /// The ids of `tagsets` as a JSON array, for `json_each`.

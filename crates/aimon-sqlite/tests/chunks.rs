@@ -133,26 +133,27 @@ async fn a_database_of_the_previous_schema_is_migrated_in_place_bit_for_bit() {
     );
 }
 
-/// Three hours of one series at 10 s, then rewrites of samples inside the sealed first window.
+/// Twelve hours of one series at 30 s (three four-hour windows), then rewrites of samples
+/// inside the sealed first window.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_overwrites_a_sample_inside_a_sealed_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("s.db")).await;
     let mut m = Metric::new("m", "n", MetricType::Gauge);
-    for i in 0..1080 {
-        m.values.push(MetricValue::new(at(i * 10), i as f64));
+    for i in 0..1440 {
+        m.values.push(MetricValue::new(at(i * 30), i as f64));
     }
     store.save_metric(&m).await.unwrap();
     let rows_before = sql_scalar(&store, "SELECT count(*) FROM chunks").await;
-    assert_eq!(rows_before, 3, "one sealed chunk per hour");
+    assert_eq!(rows_before, 3, "one sealed chunk per window");
     let fix = Metric::new("m", "n", MetricType::Gauge)
-        .with_value(MetricValue::new(at(100), -0.0))
+        .with_value(MetricValue::new(at(90), -0.0))
         .with_value(MetricValue::new(at(105), 7.5));
     store.save_metric(&fix).await.unwrap();
     let got = store.get_metric("m").await.unwrap().unwrap();
-    assert_eq!(got.values.len(), 1081);
-    let v100 = got.values.iter().find(|v| v.timestamp == at(100)).unwrap();
-    assert_eq!(v100.value.to_bits(), (-0.0f64).to_bits());
+    assert_eq!(got.values.len(), 1441);
+    let v90 = got.values.iter().find(|v| v.timestamp == at(90)).unwrap();
+    assert_eq!(v90.value.to_bits(), (-0.0f64).to_bits());
     let v105 = got.values.iter().find(|v| v.timestamp == at(105)).unwrap();
     assert_eq!(v105.value, 7.5);
     assert_eq!(
@@ -160,7 +161,7 @@ async fn a_write_overwrites_a_sample_inside_a_sealed_chunk() {
         3,
         "the closed window was re-sealed, not fragmented"
     );
-    assert_eq!(store.stats().await.unwrap().samples, 1081);
+    assert_eq!(store.stats().await.unwrap().samples, 1441);
 }
 
 /// Batches of a few samples into the newest window: it collects fragments, sealed by count and
@@ -180,7 +181,7 @@ async fn the_newest_window_collects_fragments_and_reads_stay_exact() {
                 MetricValue::new(at(ts), (batch * 7 + k) as f64 * 0.25).tag("k", ["a", "b"][k % 2]),
             );
             if !(k == 0 && t > 0) {
-                t += 20;
+                t += 200;
             }
         }
         store.save_metric(&m).await.unwrap();
@@ -206,9 +207,9 @@ async fn the_newest_window_collects_fragments_and_reads_stay_exact() {
         );
     }
     for aggregation in Aggregation::ALL {
-        for step in [7, 60, 600, 3600, 7200] {
+        for step in [7, 60, 600, 3600, 4 * 3600, 86_400] {
             let q = HistoryQuery::new("n", TimeDelta::seconds(step), aggregation)
-                .range(at(-100), at(10_000))
+                .range(at(-100), at(60_000))
                 .group_by("k");
             assert_eq!(
                 store.metric_history(&q).await.unwrap(),
@@ -217,7 +218,7 @@ async fn the_newest_window_collects_fragments_and_reads_stay_exact() {
             );
         }
     }
-    let q = MetricQuery::new().range(at(500), at(600)).tag("k", "b");
+    let q = MetricQuery::new().range(at(5_000), at(6_000)).tag("k", "b");
     assert_eq!(
         store.query_metrics(&q).await.unwrap(),
         memory.query_metrics(&q).await.unwrap()
