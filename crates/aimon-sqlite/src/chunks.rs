@@ -378,10 +378,10 @@ pub(crate) async fn load(
         if current != Some(key) {
             append_range(&mut all, &window, lo, hi);
             window = Samples::default();
-            if let Some((previous, _)) = current.filter(|&(id, _)| id != key.0) {
-                if !all.is_empty() {
-                    out.push(((*by_id[&previous]).clone(), std::mem::take(&mut all)));
-                }
+            if let Some((previous, _)) = current.filter(|&(id, _)| id != key.0)
+                && !all.is_empty()
+            {
+                out.push(((*by_id[&previous]).clone(), std::mem::take(&mut all)));
             }
             current = Some(key);
         }
