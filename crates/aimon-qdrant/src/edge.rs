@@ -278,6 +278,35 @@ fn persisted(p: Point) -> PointStructPersisted {
     PointStruct::new(PointId::Uuid(p.id), p.vector, payload).into()
 }
 
+/// The disk `path` takes, as `du` counts it: the blocks allocated to every file under it
+/// (symbolic links not followed), so a sparse file counts what is written, not its length.
+/// Where the platform has no block count, file lengths.
+fn allocated_bytes(path: &Path) -> std::io::Result<u64> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        let mut total = 0;
+        for entry in fs::read_dir(path)? {
+            match allocated_bytes(&entry?.path()) {
+                Ok(bytes) => total += bytes,
+                // A file the engine removed (a merged segment) between listing and reading.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(total);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // `st_blocks` is in 512-byte units whatever the file system's block size.
+        Ok(meta.blocks() * 512)
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(meta.len())
+    }
+}
+
 #[async_trait]
 impl Engine for EdgeEngine {
     async fn upsert(&self, collection: Collection, points: Vec<Point>) -> Result<()> {
@@ -422,6 +451,15 @@ impl Engine for EdgeEngine {
                 .map_err(engine_error)
         })
         .await
+    }
+
+    async fn size_bytes(&self) -> std::result::Result<u64, String> {
+        let root = self.root.clone();
+        // Blocks, not lengths: the engine preallocates sparse files (see `apparent_bytes`).
+        tokio::task::spawn_blocking(move || allocated_bytes(&root))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot measure {}: {e}", self.root.display()))
     }
 
     async fn extra_stats(&self) -> Result<BTreeMap<String, Value>> {
