@@ -169,7 +169,11 @@
 //! `oldSegmentsDiskBytes`), so samples count from the moment they are written, before a
 //! snapshot moves them into TSM files. Not counted, because `SHOW STATS` does not report
 //! them: the database's series file (`_series`, preallocated in 4 MiB segments) and TSI
-//! index files. `SHOW STATS` needs admin rights where authentication is on; without them,
+//! index files. aimon reports InfluxDB's figure as it is, with one quirk seen on 1.6.7: after
+//! `influxd` restarted, the WAL segment it reopened was counted in both
+//! `currentSegmentDiskBytes` and `oldSegmentsDiskBytes` (a shard holding a 4.7 MB TSM file
+//! and a 9.0 MB segment reported 22.8 MB), so the size reads high by that segment while it
+//! stays; the statistics alone cannot tell that case from real old segments. `SHOW STATS` needs admin rights where authentication is on; without them,
 //! and on the v2 API (2.x and 3.x have no `SHOW STATS` and no other per-bucket size this
 //! driver could verify), `size_bytes` is `None` and `extra.size_bytes_unknown` says why.
 //!

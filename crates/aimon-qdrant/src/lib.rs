@@ -104,8 +104,8 @@
 //! uptime.
 //!
 //! `size_bytes`, embedded: the disk the store's directory (the URL's path, all four shards)
-//! takes, as `du` counts it — the blocks allocated to its files, read from the file system
-//! after each batch's `flush()`. Not the files' lengths: the engine preallocates sparse files
+//! takes, as `du -s --block-size=1` counts it — the blocks allocated to it and everything in
+//! it, read from the file system (every write batch ends with a `flush()`). Not the files' lengths: the engine preallocates sparse files
 //! (64 MiB of WAL per shard), whose length is reported apart as `extra.apparent_bytes`. On a
 //! server, `size_bytes` is `None` (`extra.size_bytes_unknown` says so): a collection's info
 //! has points and segments but no size on disk, and the figures the telemetry may carry per

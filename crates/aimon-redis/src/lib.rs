@@ -163,9 +163,10 @@
 //! master that owns the key's slot (every master holding part of the namespace on a Cluster,
 //! the current master on Sentinel). `SAMPLES 0` makes Redis walk every element of every key
 //! instead of estimating from five, so the figure is exact, and the cost is the server's:
-//! about one pass over every sample and index entry of the namespace (a few hundred
-//! milliseconds per million samples), on top of the counting `stats` already does. Call
-//! `stats` for a report, not in a loop. Where `MEMORY` is refused (an ACL, a managed
+//! one pass over every sample and index entry of the namespace, on top of the counting
+//! `stats` already does (after `aimon demo`, 1,036,800 samples in 587 keys: 237 ms of server
+//! time for the `MEMORY USAGE` calls by `INFO commandstats`, 0.28 s for the whole `aimon
+//! stats`, Redis 7.0.15). Call `stats` for a report, not in a loop. Where `MEMORY` is refused (an ACL, a managed
 //! service), `size_bytes` is `None` and `extra.size_bytes_unknown` says why.
 //!
 //! ## Performance
