@@ -978,6 +978,31 @@ fn stats_report_the_server_and_the_partitions_created_ahead() {
         for table in ["series", "samples", "alerts", "agent_states"] {
             assert!(sizes[table].as_i64().unwrap() > 0, "{table}: {sizes:?}");
         }
+        // The size is every relation of the schema, counted here another way: each table,
+        // index, sequence and materialized view by its forks, plus each TOAST table with its
+        // index (which live in pg_toast, outside the schema).
+        let relations: i64 = sqlx::query_scalar(
+            "SELECT sum(bytes)::bigint FROM ( \
+               SELECT pg_relation_size(c.oid, 'main') + pg_relation_size(c.oid, 'fsm') \
+                 + pg_relation_size(c.oid, 'vm') + pg_relation_size(c.oid, 'init') AS bytes \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+               WHERE n.nspname = $1 AND c.relkind IN ('r', 'i', 'S', 'm') \
+               UNION ALL \
+               SELECT pg_total_relation_size(c.reltoastrelid) \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+               WHERE n.nspname = $1 AND c.reltoastrelid <> 0) x",
+        )
+        .bind(&store.config().schema)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(stats.size_bytes, Some(relations as u64), "{sizes:?}");
+        assert_eq!(stats.extra["total_size_bytes"], relations);
+        assert!(sizes["series_sid_seq"].as_i64().unwrap() > 0, "{sizes:?}");
+        assert_eq!(
+            stats.bytes_per_sample(),
+            Some(relations as f64 / stats.samples as f64)
+        );
     });
 }
 

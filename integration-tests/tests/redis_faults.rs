@@ -1,5 +1,6 @@
-//! Redis-specific checks beyond the conformance suite: hostile key text, orphan index members
-//! after retention, a connection killed mid-batch, events across two separate clients.
+//! Redis-specific checks beyond the conformance suite: hostile key text, the namespace's memory
+//! in stats, orphan index members after retention, a connection killed mid-batch, events
+//! across two separate clients.
 #![cfg(feature = "redis")]
 
 use aimon_core::Contract;
@@ -89,6 +90,64 @@ fn hostile_text_never_changes_which_keys_are_touched() {
             .filter(|k| k.starts_with(&format!("{{{ns}|")))
             .count();
         assert_eq!(sample_keys, 2 * hostile.len());
+    });
+}
+
+/// `size_bytes` is the memory of exactly the namespace's keys: the sum of `MEMORY USAGE …
+/// SAMPLES 0` over the keys a SCAN of the server finds for the namespace (the driver lists
+/// them through its indexes instead), not the server's `used_memory`.
+#[test]
+fn the_size_is_the_memory_of_every_key_of_the_namespace() {
+    run_check("namespace memory", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let (store, config) = open(&fixture, &[]).await;
+        // Another namespace on the same server, which must not count.
+        let (other, _) = open(&fixture, &[]).await;
+        for backend in [&other, &store] {
+            let metrics: Vec<Metric> = (0..3)
+                .map(|s| {
+                    let mut m = series(&format!("agent-{s}/cpu"), "cpu");
+                    for i in 0..50 {
+                        m = m.with_value(sample(i, i as f64).tag("host", format!("h{}", i % 4)));
+                    }
+                    m
+                })
+                .collect();
+            backend.save_metrics(&metrics).await.unwrap();
+            let mut a = alert("a-1", aimon_core::AlertSeverity::High, 0);
+            a.labels.insert("team".into(), "infra".into());
+            backend.save_alert(&a).await.unwrap();
+            backend
+                .save_agent_state(&state("s-1", "agent-0", "busy", 0))
+                .await
+                .unwrap();
+        }
+        let stats = store.stats().await.unwrap();
+        let keys = scan_keys(&config, store.namespace());
+        assert!(keys.len() > 10, "{keys:?}");
+        let mut scanned = 0u64;
+        for key in &keys {
+            let out = redis_cli(&[
+                "-u",
+                &config.connection_string,
+                "MEMORY",
+                "USAGE",
+                key,
+                "SAMPLES",
+                "0",
+            ])
+            .expect("MEMORY USAGE");
+            scanned += out.trim().parse::<u64>().expect(&out);
+        }
+        assert_eq!(stats.size_bytes, Some(scanned), "{keys:?}");
+        let used_memory = stats.extra["used_memory"].as_u64().unwrap();
+        assert!(scanned < used_memory, "{scanned} of {used_memory}");
+        assert_eq!(
+            stats.bytes_per_sample(),
+            Some(scanned as f64 / stats.samples as f64)
+        );
     });
 }
 

@@ -215,6 +215,26 @@ mod timescaledb {
                     .map(|v| v.as_i64().unwrap())
                     .sum();
                 assert_eq!(extra["total_size_bytes"], total);
+                assert_eq!(stats.size_bytes, Some(total as u64));
+                // Counted independently of hypertable_size: the empty root, plus every chunk
+                // of the hypertable and of its compressed hypertable in TimescaleDB's catalog,
+                // read from the relations themselves.
+                let (root, chunks): (i64, i64) = sqlx::query_as(
+                    "WITH ht AS (SELECT id, compressed_hypertable_id \
+                     FROM _timescaledb_catalog.hypertable \
+                     WHERE schema_name = $1 AND table_name = 'samples') \
+                     SELECT pg_total_relation_size($2::regclass), \
+                     (SELECT coalesce(sum(pg_total_relation_size( \
+                       to_regclass(format('%I.%I', c.schema_name, c.table_name)))), 0)::bigint \
+                      FROM _timescaledb_catalog.chunk c, ht \
+                      WHERE c.hypertable_id IN (ht.id, ht.compressed_hypertable_id))",
+                )
+                .bind(&store.config().schema)
+                .bind(samples_table(&store))
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                assert_eq!(bytes, root + chunks, "root {root}, chunks {chunks}");
                 assert_eq!(extra["partitions"], 12, "{extra:?}");
                 assert_eq!(extra["compressed_chunks"], compressed, "{extra:?}");
                 assert_eq!(extra["timescaledb_version"], "2.26.4");

@@ -21,6 +21,7 @@ use crate::cli::{
 use crate::config::Storage;
 use crate::demo::alerts_table;
 use crate::error::{CliError, Result};
+use crate::footprint;
 use crate::output::{self, number, thousands};
 use crate::parse;
 
@@ -267,12 +268,28 @@ pub async fn stats(storage: &Storage, global: &Global) -> Result<()> {
         all.push(storage.manager.get_database_stats(Some(name)).await?);
     }
     if global.json {
-        return output::json(&all);
+        let rows: Vec<StatsJson<'_>> = all
+            .iter()
+            .map(|stats| StatsJson {
+                stats,
+                bytes_per_sample: stats.bytes_per_sample(),
+            })
+            .collect();
+        return output::json(&rows);
     }
     for table in stats_tables(&all, None) {
         output::line(table);
     }
     Ok(())
+}
+
+/// One backend's `stats` as `aimon stats --json` prints it: the backend's answer as it gives
+/// it (`size_bytes` included, `null` where unknown), plus `bytes_per_sample`.
+#[derive(Debug, Serialize)]
+struct StatsJson<'a> {
+    #[serde(flatten)]
+    stats: &'a aimon::DatabaseStats,
+    bytes_per_sample: Option<f64>,
 }
 
 /// The widest a stats table is drawn when the output is not a terminal (a pipe, a file, a
@@ -299,8 +316,18 @@ fn stats_tables(all: &[aimon::DatabaseStats], width: Option<u16>) -> Vec<comfy_t
             "samples",
             "alerts",
             "agent states",
+            "size",
+            "bytes/sample",
         ],
-        &["uptime s", "series", "samples", "alerts", "agent states"],
+        &[
+            "uptime s",
+            "series",
+            "samples",
+            "alerts",
+            "agent states",
+            "size",
+            "bytes/sample",
+        ],
     );
     fit(&mut figures);
     let mut extra = output::table(&["backend", "key", "value"], &[]);
@@ -315,6 +342,12 @@ fn stats_tables(all: &[aimon::DatabaseStats], width: Option<u16>) -> Vec<comfy_t
             thousands(s.samples),
             thousands(s.alerts),
             thousands(s.agent_states),
+            s.size_bytes
+                .map(footprint::bytes)
+                .unwrap_or_else(|| "unknown".to_owned()),
+            s.bytes_per_sample()
+                .map(footprint::per_sample)
+                .unwrap_or_else(|| "-".to_owned()),
         ]);
         let mut rows = Vec::new();
         for (key, value) in &s.extra {
@@ -597,6 +630,7 @@ mod tests {
             samples: 1_036_800,
             alerts: 200,
             agent_states: 24,
+            size_bytes: Some(50_593_792),
             extra: serde_json::from_value(extra).unwrap(),
         }
     }
@@ -645,6 +679,33 @@ mod tests {
         }
         // A string is shown as itself, not as JSON with quotes.
         assert!(!tables[1].contains("\"http"), "{}", tables[1]);
+    }
+
+    #[test]
+    fn the_size_and_bytes_per_sample_are_columns_of_the_figures() {
+        let mut unknown = stats("hot", json!({}));
+        unknown.size_bytes = None;
+        let tables = rendered(&[stats("cold", json!({})), unknown]);
+        assert!(tables[0].contains("bytes/sample"), "{}", tables[0]);
+        // 50,593,792 bytes over 1,036,800 samples.
+        assert!(tables[0].contains("48.2 MiB"), "{}", tables[0]);
+        assert!(tables[0].contains("48.8"), "{}", tables[0]);
+        let hot = tables[0].lines().find(|l| l.contains("hot")).unwrap();
+        assert!(hot.contains("unknown"), "{hot}");
+    }
+
+    #[test]
+    fn stats_json_adds_bytes_per_sample_to_the_backends_answer() {
+        let stats = stats("cold", json!({"path": "/x"}));
+        let row = serde_json::to_value(StatsJson {
+            stats: &stats,
+            bytes_per_sample: stats.bytes_per_sample(),
+        })
+        .unwrap();
+        assert_eq!(row["size_bytes"], 50_593_792);
+        assert_eq!(row["bytes_per_sample"], 50_593_792.0 / 1_036_800.0);
+        assert_eq!(row["samples"], 1_036_800);
+        assert_eq!(row["extra"]["path"], "/x");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::chart;
 use crate::cli::{DemoArgs, Global};
 use crate::config::Storage;
 use crate::error::{CliError, Result};
+use crate::footprint::Footprint;
 use crate::output::{self, thousands};
 use crate::parse;
 use crate::progress;
@@ -36,6 +37,9 @@ const SIMILAR_ALERTS: usize = 5;
 #[derive(Debug, Serialize)]
 struct Summary {
     backend: String,
+    /// The backend's type, for the wording of the store's size (in `backend` for JSON).
+    #[serde(skip)]
+    backend_type: aimon::StorageBackendType,
     /// This run's id: the `run` tag of its samples and label of its alerts.
     run: String,
     agents: u32,
@@ -57,6 +61,9 @@ struct Summary {
     batches: u64,
     elapsed_seconds: f64,
     samples_per_second: f64,
+    /// The store's size and bytes per sample after the writes: the whole store, earlier runs
+    /// included.
+    store: Footprint,
     simulation: SimCounts,
     fleet: Vec<AgentRow>,
     open_alerts: Vec<Alert>,
@@ -201,6 +208,9 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
     let counts = generator
         .join()
         .map_err(|_| CliError::new("the simulation thread failed"))?;
+    // SQLite: no checkpoint first. The backend's size is page_count × page_size, which counts
+    // the committed pages still in the WAL as well (the aimon-sqlite crate docs, "Stats").
+    let store = Footprint::read(storage).await?;
 
     let reads = RunReads {
         storage,
@@ -231,6 +241,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
 
     let summary = Summary {
         backend: backend_label,
+        backend_type: backend.backend_type(),
         run,
         agents: args.agents,
         hours: args.hours,
@@ -248,6 +259,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &DemoArgs) -> Result<
         batches,
         elapsed_seconds: elapsed,
         samples_per_second: samples_total as f64 / elapsed.max(1e-9),
+        store,
         simulation: counts,
         fleet: fleet_rows,
         open_alerts,
@@ -472,6 +484,7 @@ fn print_summary(s: &Summary) {
         s.elapsed_seconds,
         thousands(s.samples_per_second as u64),
     ));
+    output::line(s.store.sentence(s.backend_type));
     if s.samples_expired > 0 {
         output::line(format!(
             "{} samples were already past the metric TTL and were not stored",

@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod demo;
 mod error;
+mod footprint;
 mod output;
 mod parse;
 mod progress;

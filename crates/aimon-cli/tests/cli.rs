@@ -162,6 +162,7 @@ fn the_stats_table_stays_readable() {
             );
         }
         assert!(table.contains("agent states"), "{table}");
+        assert!(table.contains("bytes/sample"), "{table}");
     }
     let table = ok(d, &["--storage", &sqlite, "stats"]);
     // The extras are rows (key, value), the path wrapped over several lines, not one wide cell.
@@ -178,6 +179,72 @@ fn the_stats_table_stays_readable() {
         deep.join("fleet.db").display().to_string()
     );
     assert_eq!(count(&stats[0], "samples"), 2 * 360 * 6);
+    // The size (page_count × page_size, WAL pages included) and what a sample costs in it.
+    let size = stats[0]["size_bytes"]
+        .as_u64()
+        .expect("SQLite reports its size");
+    assert_eq!(size % extra["page_size"].as_u64().unwrap(), 0, "{stats}");
+    assert_eq!(
+        stats[0]["bytes_per_sample"].as_f64().unwrap(),
+        size as f64 / (2 * 360 * 6) as f64
+    );
+    // A backend that cannot tell says so: null, not 0.
+    let memory = ok_json(d, &["--storage", "memory://", "stats"]);
+    assert!(memory[0]["size_bytes"].is_null(), "{memory}");
+    assert!(memory[0]["bytes_per_sample"].is_null(), "{memory}");
+}
+
+/// The demo prints what a sample costs in the store after its writes, next to the rate.
+#[test]
+fn the_demo_reports_bytes_per_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sqlite = format!("sqlite://{}", d.join("fleet.db").display());
+    let demo = [
+        "--storage",
+        sqlite.as_str(),
+        "demo",
+        "--agents",
+        "2",
+        "--hours",
+        "1",
+    ];
+    let summary = ok_json(d, &demo);
+    let store = &summary["store"];
+    assert_eq!(count(store, "samples"), 2 * 360 * 6, "{store}");
+    let size = store["size_bytes"].as_u64().unwrap();
+    assert_eq!(
+        store["bytes_per_sample"].as_f64().unwrap(),
+        size as f64 / (2 * 360 * 6) as f64
+    );
+    // The same figure `stats` gives, read right after the writes.
+    let stats = ok_json(d, &["--storage", &sqlite, "stats"]);
+    assert_eq!(stats[0]["size_bytes"], size);
+    let text = ok(d, &[&demo[..], &["--quiet"]].concat());
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Store: "))
+        .unwrap_or_else(|| panic!("no store line: {text}"));
+    assert!(line.contains("bytes/sample"), "{line}");
+    // The whole store: both runs' samples.
+    assert!(line.contains("8,640 samples"), "{line}");
+    let text = ok(
+        d,
+        &[
+            "--storage",
+            "memory://",
+            "demo",
+            "--agents",
+            "2",
+            "--hours",
+            "1",
+            "--quiet",
+        ],
+    );
+    assert!(
+        text.contains("Store size: not reported by the memory backend"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -274,6 +341,10 @@ fn the_demo_runs_against_timescaledb() {
     assert_eq!(stats[0]["backend_type"], "timescale", "{stats}");
     assert_eq!(stats[0]["extra"]["mode"], "timescaledb", "{stats}");
     assert_eq!(count(&stats[0], "samples"), 3 * 360 * 6);
+    // The schema's relations with the hypertable's chunks: the same figure the demo printed.
+    let size = stats[0]["size_bytes"].as_u64().unwrap();
+    assert_eq!(stats[0]["extra"]["total_size_bytes"], size, "{stats}");
+    assert_eq!(summary["store"]["size_bytes"], size, "{summary}");
 
     let backup = d.join("native");
     let backup = backup.to_str().unwrap();
@@ -514,6 +585,13 @@ fn bench_reports_throughput_and_latencies() {
         assert!(!report["run"].as_str().unwrap().is_empty(), "{report}");
         assert_eq!(count(&report, "batches"), 4, "{store}");
         assert!(report["samples_per_second"].as_f64().unwrap() > 0.0);
+        // The store's bytes per sample after the writes; memory cannot tell.
+        let per_sample = &report["store"]["bytes_per_sample"];
+        if store == "memory://" {
+            assert!(per_sample.is_null(), "{report}");
+        } else {
+            assert!(per_sample.as_f64().unwrap() > 0.0, "{report}");
+        }
         for key in ["batch_latency", "query_metrics", "metric_history"] {
             let l = &report[key];
             assert!(
@@ -660,6 +738,15 @@ fn bench_compares_with_the_sqlite3_shell() {
         "{baseline}"
     );
     assert!(baseline["ratio"].as_f64().unwrap() > 0.0, "{baseline}");
+    // Both stores measured alike: page_count × page_size over the rows.
+    assert!(
+        baseline["bytes_per_sample"].as_f64().unwrap() > 0.0,
+        "{baseline}"
+    );
+    assert!(
+        report["store"]["bytes_per_sample"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     // The temporary default store is SQLite too.
     let report = ok_json(
         d,
@@ -1103,6 +1190,16 @@ fn bench_compares_with_redis_benchmark() {
     assert!(baseline["samples_per_second"].as_f64().unwrap() > 0.0);
     assert!(baseline["ratio"].as_f64().unwrap() > 0.0, "{baseline}");
     assert_eq!(count(&report, "samples_written"), 3000);
+    // Both measured with MEMORY USAGE … SAMPLES 0: the baseline key over its members, the
+    // namespace's keys over the store's samples.
+    assert!(
+        baseline["bytes_per_sample"].as_f64().unwrap() > 0.0,
+        "{baseline}"
+    );
+    assert!(
+        report["store"]["bytes_per_sample"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     assert!(
         server.keys(None, "{aimon}:bench:*").is_empty(),
         "the baseline key is deleted"
@@ -1159,6 +1256,55 @@ fn bench_compares_with_redis_benchmark() {
         assert!(stderr.contains("REDISCLI_AUTH"), "{stderr}");
     }
     assert!(server.keys(Some(secret), "{aimon}:bench:*").is_empty());
+}
+
+/// The PostgreSQL baseline loads the same samples with `psql \copy` into a schema of its own,
+/// dropped afterwards, and both stores' bytes per sample are measured from their relations.
+#[test]
+fn bench_compares_with_psql() {
+    use aimon_integration_tests::fixtures;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Held to the end: the fixture drops the schemas of the configs it made when it goes.
+    let Some(fixture) = runtime.block_on(fixtures::postgres()) else {
+        return;
+    };
+    let config = fixture.config(&[]);
+    let schema = config.options["schema"].as_str().unwrap();
+    let url = &config.connection_string;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}schema={schema}");
+    let report = ok_json(
+        d,
+        &[
+            "--storage",
+            &url,
+            "bench",
+            "--samples",
+            "3000",
+            "--batch",
+            "1000",
+            "--queries",
+            "1",
+            "--compare-psql",
+        ],
+    );
+    assert_eq!(count(&report, "samples_written"), 3000);
+    let baseline = &report["baseline"];
+    assert!(
+        baseline["tool"].as_str().unwrap().starts_with("psql"),
+        "{baseline}"
+    );
+    assert!(baseline["ratio"].as_f64().unwrap() > 0.0, "{baseline}");
+    assert!(
+        baseline["bytes_per_sample"].as_f64().unwrap() > 0.0,
+        "{baseline}"
+    );
+    let store = &report["store"];
+    assert_eq!(count(store, "samples"), 3000, "{store}");
+    assert!(store["bytes_per_sample"].as_f64().unwrap() > 0.0, "{store}");
 }
 
 /// The InfluxDB baseline posts the same line-protocol batches with `curl` in rounds taking
@@ -1244,6 +1390,15 @@ fn bench_compares_with_curl_on_influxdb() {
     let write_seconds = report["write_seconds"].as_f64().unwrap();
     assert!((write_seconds - aimon_sum).abs() < 1e-6, "{report}");
     assert!(baseline["ratio"].as_f64().unwrap() > 0.0, "{baseline}");
+    // Both databases measured by their shards' diskBytes (TSM files and WAL).
+    assert!(
+        baseline["bytes_per_sample"].as_f64().unwrap() > 0.0,
+        "{baseline}"
+    );
+    assert!(
+        report["store"]["bytes_per_sample"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     // Both baseline databases are gone; aimon's own stays.
     let http = authority.replacen("influxdb://", "http://", 1);
     let shown = Command::new("curl")

@@ -132,9 +132,45 @@ pub struct DatabaseStats {
     pub alerts: u64,
     /// Agent states stored.
     pub agent_states: u64,
+    /// The bytes the store holds for this backend's data (samples, series, alerts, agent states,
+    /// and their indexes), measured the way the driver's crate docs say: SQLite's pages, the
+    /// memory of a Redis namespace's keys, a PostgreSQL schema's relations, an InfluxDB
+    /// database's shards. `None` where the backend cannot tell (the memory backend, a Qdrant
+    /// server), never a guess. Absent in JSON written before the field existed: `None`.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
     /// Backend-specific figures (file size, memory, partitions…).
     #[serde(default)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl DatabaseStats {
+    /// The store's size divided by its live samples: what one sample costs, with the series,
+    /// alerts and agent states it holds spread over the samples (samples dominate a monitoring
+    /// store). `None` when the size is unknown or there is no sample to divide by.
+    ///
+    /// ```
+    /// # use aimon_core::{DatabaseStats, StorageBackendType};
+    /// let stats = DatabaseStats {
+    ///     backend: "main".into(),
+    ///     backend_type: StorageBackendType::Sqlite,
+    ///     version: "3.45.1".into(),
+    ///     uptime_seconds: 0,
+    ///     series: 1,
+    ///     samples: 4,
+    ///     alerts: 0,
+    ///     agent_states: 0,
+    ///     size_bytes: Some(4096),
+    ///     extra: Default::default(),
+    /// };
+    /// assert_eq!(stats.bytes_per_sample(), Some(1024.0));
+    /// ```
+    pub fn bytes_per_sample(&self) -> Option<f64> {
+        match (self.size_bytes, self.samples) {
+            (Some(size), samples) if samples > 0 => Some(size as f64 / samples as f64),
+            _ => None,
+        }
+    }
 }
 
 /// A write, as seen by subscribers. Payloads carry ids and counts, not whole items, so they fit
@@ -322,5 +358,45 @@ impl std::fmt::Debug for dyn StorageBackend {
             .field("name", &self.name())
             .field("backend_type", &self.backend_type())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(size_bytes: Option<u64>, samples: u64) -> DatabaseStats {
+        DatabaseStats {
+            backend: "main".into(),
+            backend_type: StorageBackendType::Memory,
+            version: "1".into(),
+            uptime_seconds: 0,
+            series: 0,
+            samples,
+            alerts: 0,
+            agent_states: 0,
+            size_bytes,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn bytes_per_sample_is_the_size_over_the_samples() {
+        assert_eq!(stats(Some(1_000), 8).bytes_per_sample(), Some(125.0));
+        assert_eq!(stats(Some(0), 8).bytes_per_sample(), Some(0.0));
+    }
+
+    #[test]
+    fn bytes_per_sample_is_none_without_a_size_or_a_sample() {
+        assert_eq!(stats(None, 8).bytes_per_sample(), None);
+        assert_eq!(stats(Some(4_096), 0).bytes_per_sample(), None);
+    }
+
+    #[test]
+    fn stats_written_before_the_size_existed_read_as_unknown() {
+        let mut old = serde_json::to_value(stats(Some(1), 1)).unwrap();
+        old.as_object_mut().unwrap().remove("size_bytes");
+        let read: DatabaseStats = serde_json::from_value(old).unwrap();
+        assert_eq!(read.size_bytes, None);
     }
 }

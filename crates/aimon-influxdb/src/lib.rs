@@ -162,6 +162,21 @@
 //! points written (`SHOW SERIES CARDINALITY`, `SHOW STATS`). InfluxDB has no pub/sub: events
 //! are delivered to subscribers of this process only (`cross_process_events` is false).
 //!
+//! `size_bytes` (v1) is the `diskBytes` of `SHOW STATS FOR 'shard'` summed over the shards
+//! tagged with the store's database, of every retention policy (the samples' and the
+//! metadata's): InfluxDB 1.x computes it per shard as its TSM files plus its WAL segments
+//! (on 1.6.7 it equals `tsm1_filestore.diskBytes` + `tsm1_wal.currentSegmentDiskBytes` +
+//! `oldSegmentsDiskBytes`), so samples count from the moment they are written, before a
+//! snapshot moves them into TSM files. Not counted, because `SHOW STATS` does not report
+//! them: the database's series file (`_series`, preallocated in 4 MiB segments) and TSI
+//! index files. aimon reports InfluxDB's figure as it is, with one quirk seen on 1.6.7: after
+//! `influxd` restarted, the WAL segment it reopened was counted in both
+//! `currentSegmentDiskBytes` and `oldSegmentsDiskBytes` (a shard holding a 4.7 MB TSM file
+//! and a 9.0 MB segment reported 22.8 MB), so the size reads high by that segment while it
+//! stays; the statistics alone cannot tell that case from real old segments. `SHOW STATS` needs admin rights where authentication is on; without them,
+//! and on the v2 API (2.x and 3.x have no `SHOW STATS` and no other per-bucket size this
+//! driver could verify), `size_bytes` is `None` and `extra.size_bytes_unknown` says why.
+//!
 //! ## Where InfluxDB differs, and what aimon does
 //! - One aimon store per database: `DELETE` and `DROP SERIES` act on every retention policy of
 //!   a database, so two stores sharing one would delete each other's data.

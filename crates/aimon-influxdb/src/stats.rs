@@ -24,7 +24,41 @@ fn value<'a>(
         .find_map(|s| s.column(column).and_then(|i| s.values.first()?.get(i)))
 }
 
+/// The bytes on disk of `database`'s shards in a `SHOW STATS FOR 'shard'` answer: each
+/// shard's `diskBytes` (its TSM files plus its WAL segments, as InfluxDB 1.x computes it),
+/// summed over the shards tagged with the database, of every retention policy. A database
+/// without a shard yet holds nothing: 0.
+fn shard_disk_bytes(stats: &[Series], database: &str) -> u64 {
+    stats
+        .iter()
+        .filter(|s| {
+            s.name == "shard" && s.tags.get("database").map(String::as_str) == Some(database)
+        })
+        .filter_map(|s| {
+            let i = s.column("diskBytes")?;
+            s.values.first()?.get(i).and_then(cell_i64)
+        })
+        .map(|bytes| u64::try_from(bytes).unwrap_or(0))
+        .sum()
+}
+
 impl InfluxBackend {
+    /// `size_bytes` of `stats`, or why it is unknown. Only InfluxDB 1.x reports shard sizes
+    /// (`SHOW STATS`); 2.x and 3.x have no such statement behind their v1-compatible `/query`.
+    async fn size_bytes(&self) -> std::result::Result<u64, String> {
+        match &self.config.api {
+            ApiSettings::V1 { database, .. } => self
+                .client
+                .query_one("SHOW STATS FOR 'shard'")
+                .await
+                .map(|stats| shard_disk_bytes(&stats, database))
+                .map_err(|e| format!("SHOW STATS failed: {e}")),
+            ApiSettings::V2 { .. } => Err(
+                "the v2 API reports no bucket's size on disk (no SHOW STATS); not measured".into(),
+            ),
+        }
+    }
+
     pub(crate) async fn database_stats(&self) -> Result<DatabaseStats> {
         let server = self.client.ping().await?;
         let now = time::now();
@@ -114,6 +148,13 @@ impl InfluxBackend {
                 serde_json::json!(points),
             );
         }
+        let size_bytes = match self.size_bytes().await {
+            Ok(bytes) => Some(bytes),
+            Err(why) => {
+                extra.insert("size_bytes_unknown".to_owned(), serde_json::json!(why));
+                None
+            }
+        };
         Ok(DatabaseStats {
             backend: self.config.name.clone(),
             backend_type: StorageBackendType::Influxdb,
@@ -123,7 +164,49 @@ impl InfluxBackend {
             samples,
             alerts,
             agent_states,
+            size_bytes,
             extra,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SHOW STATS FOR 'shard'` as InfluxDB 1.6.7 answers it (two databases, one with a shard
+    /// in each of two retention policies).
+    fn shard_stats() -> Vec<Series> {
+        let shard = |db: &str, rp: &str, id: u32, disk: u64| {
+            serde_json::json!({
+                "name": "shard",
+                "tags": {"database": db, "engine": "tsm1", "id": id.to_string(),
+                         "path": format!("/var/lib/influxdb/data/{db}/{rp}/{id}"),
+                         "retentionPolicy": rp,
+                         "walPath": format!("/var/lib/influxdb/wal/{db}/{rp}/{id}")},
+                "columns": ["diskBytes", "fieldsCreate", "seriesCreate", "writeBytes",
+                            "writePointsDropped", "writePointsErr", "writePointsOk", "writeReq",
+                            "writeReqErr", "writeReqOk"],
+                "values": [[disk, 2000, 1, 0, 0, 0, 2000, 1, 0, 1]]
+            })
+        };
+        serde_json::from_value(serde_json::json!([
+            shard("fleet", "autogen", 1, 20_337),
+            shard("fleet", "aimon_meta", 2, 4_096),
+            shard("other", "autogen", 3, 1_000_000),
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_size_sums_the_shards_of_the_database_only() {
+        assert_eq!(shard_disk_bytes(&shard_stats(), "fleet"), 24_433);
+        assert_eq!(shard_disk_bytes(&shard_stats(), "other"), 1_000_000);
+    }
+
+    #[test]
+    fn a_database_without_shards_holds_nothing() {
+        assert_eq!(shard_disk_bytes(&shard_stats(), "fresh"), 0);
+        assert_eq!(shard_disk_bytes(&[], "fresh"), 0);
     }
 }

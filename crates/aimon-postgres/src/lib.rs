@@ -152,6 +152,21 @@
 //! `backup.rs`). `stats` reports the server version, its uptime
 //! (`pg_postmaster_start_time`), live counts, relation sizes and the partition count.
 //!
+//! ## Stats: the store's size
+//! `size_bytes` is what the schema's relations take on disk, read in one snapshot:
+//! `pg_total_relation_size` (heap, free space and visibility maps, every index, the TOAST
+//! table and its index) of each table of the schema — the sample partitions are tables of
+//! the same schema, each counted once under `samples` — plus its sequences (the series ids')
+//! and materialized views, if any. `extra.relation_sizes_bytes` lists the parts and
+//! `extra.total_size_bytes` repeats the sum. In TimescaleDB mode the hypertable's root in the
+//! schema is empty and its rows live in chunks in `_timescaledb_internal`: the `samples` part
+//! is `hypertable_size`, which TimescaleDB 2.26 computes as the root's size plus each chunk's
+//! (heap, indexes, TOAST) plus, for a compressed chunk, its compressed chunk's, all read from
+//! the relations (`_timescaledb_functions.relation_size`), not from compression statistics.
+//! The compressed hypertable's own empty root (in `_timescaledb_internal`) and the
+//! TimescaleDB catalog rows are not counted: they are the extension's, not the samples'.
+//! Dead rows that `VACUUM` has not reclaimed are counted, as they take the disk.
+//!
 //! ## TimescaleDB
 //! With `timescale://`, `samples` is a hypertable (`create_hypertable`, chunks of
 //! `partition_interval`), `metric_ttl` becomes `add_retention_policy`, `compression_after`

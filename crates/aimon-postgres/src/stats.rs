@@ -40,13 +40,15 @@ impl PostgresBackend {
             row.try_get(4).db()?,
             row.try_get(5).db()?,
         );
-        // Sizes of the schema's tables (a partitioned table's size is its partitions').
+        // Sizes of the schema's tables with their indexes and TOAST (a partitioned table's size
+        // is its partitions', which live in the same schema) and of its sequences (the series
+        // ids'): every relation of the schema that has storage of its own, each counted once.
         let sizes = sqlx::query(
             "SELECT coalesce(p.relname, c.relname) AS t, sum(pg_total_relation_size(c.oid))::bigint \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              LEFT JOIN pg_inherits i ON i.inhrelid = c.oid \
              LEFT JOIN pg_class p ON p.oid = i.inhparent \
-             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') GROUP BY 1 ORDER BY 1",
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'm', 'S') GROUP BY 1 ORDER BY 1",
         )
         .bind(&self.config.schema)
         .fetch_all(&mut *tx)
@@ -146,6 +148,7 @@ impl PostgresBackend {
             samples: count(samples),
             alerts: count(alerts),
             agent_states: count(agent_states),
+            size_bytes: Some(count(total)),
             extra,
         })
     }

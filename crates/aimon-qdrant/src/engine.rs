@@ -140,6 +140,9 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     /// Engine figures for `stats().extra`.
     async fn extra_stats(&self) -> Result<BTreeMap<String, Value>>;
 
+    /// `stats().size_bytes`: the bytes the store's data takes, or why it cannot be told.
+    async fn size_bytes(&self) -> std::result::Result<u64, String>;
+
     /// The server's version and start time; `None` for the embedded engine (this process is
     /// the server). Never fails: what the server does not answer is reported unknown.
     async fn server_info(&self) -> Option<ServerInfo> {

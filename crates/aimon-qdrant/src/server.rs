@@ -777,6 +777,10 @@ impl Engine for ServerEngine {
         Ok(response.result.map_or(0, |r| r.count))
     }
 
+    async fn size_bytes(&self) -> std::result::Result<u64, String> {
+        Err("a Qdrant server's collection info reports no size on disk; not measured".to_owned())
+    }
+
     async fn extra_stats(&self) -> Result<BTreeMap<String, Value>> {
         let mut extra = BTreeMap::new();
         extra.insert(

@@ -98,6 +98,13 @@ impl QdrantBackend {
             ),
             Some(info) => server_figures(info, chrono::Utc::now(), &mut extra),
         };
+        let size_bytes = match self.engine.size_bytes().await {
+            Ok(bytes) => Some(bytes),
+            Err(why) => {
+                extra.insert("size_bytes_unknown".to_owned(), why.into());
+                None
+            }
+        };
         Ok(DatabaseStats {
             backend: self.config.name.clone(),
             backend_type: StorageBackendType::Qdrant,
@@ -107,6 +114,7 @@ impl QdrantBackend {
             samples: counts.samples,
             alerts: counts.alerts,
             agent_states: counts.agent_states,
+            size_bytes,
             extra,
         })
     }

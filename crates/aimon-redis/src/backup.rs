@@ -27,8 +27,9 @@ fn corrupt(why: &str) -> Error {
 }
 
 impl RedisBackend {
-    /// Every key of the namespace, found through its indexes (never by scanning).
-    async fn namespace_keys(&self) -> Result<Vec<String>> {
+    /// Every key of the namespace, found through its indexes (never by scanning). Some may
+    /// have expired since they were listed; callers skip those.
+    pub(crate) async fn namespace_keys(&self) -> Result<Vec<String>> {
         let mut keys = vec![
             self.keys.series_index(),
             self.keys.alert_index(),

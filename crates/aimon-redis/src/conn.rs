@@ -51,8 +51,8 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// The hash tag of a command's first key (`EVALSHA sha n key…` or `CMD key…`): every command
-/// of this driver touches one slot, named by that tag.
+/// The hash tag of a command's first key (`EVALSHA sha n key…`, `MEMORY USAGE key…` or
+/// `CMD key…`): every command of this driver touches one slot, named by that tag.
 fn hash_tag(cmd: &Cmd) -> Vec<u8> {
     let args: Vec<&[u8]> = cmd
         .args_iter()
@@ -67,6 +67,7 @@ fn hash_tag(cmd: &Cmd) -> Vec<u8> {
         {
             3
         }
+        Some(name) if name.eq_ignore_ascii_case(b"MEMORY") => 2,
         _ => 1,
     };
     let key = args.get(key_at).copied().unwrap_or_default();
@@ -450,5 +451,25 @@ impl Pool {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_pipeline_groups_commands_by_the_slot_of_their_key() {
+        let mut get = redis::cmd("HGET");
+        get.arg("{ns|a}:v").arg("field");
+        assert_eq!(hash_tag(&get), b"ns|a");
+        let mut script = redis::cmd("EVALSHA");
+        script.arg("0123").arg(1).arg("{ns}:m:meta:a");
+        assert_eq!(hash_tag(&script), b"ns");
+        // The key of `MEMORY USAGE` is its third word: grouped by "USAGE", every key of a
+        // namespace would go to one node, which answers MOVED for the others.
+        let mut usage = redis::cmd("MEMORY");
+        usage.arg("USAGE").arg("{ns|b}:z").arg("SAMPLES").arg(0);
+        assert_eq!(hash_tag(&usage), b"ns|b");
     }
 }

@@ -31,6 +31,31 @@ fn info_text(v: &Value) -> String {
 }
 
 impl RedisBackend {
+    /// The memory the namespace's keys take: `MEMORY USAGE key SAMPLES 0` (every element of a
+    /// key counted, not a sample of them) summed over every key of the namespace, listed
+    /// through its indexes as a native backup lists them. Each command goes to the master that
+    /// owns the key's slot (on a Cluster, every master that holds part of the namespace; on
+    /// Sentinel, the current master); a key that expired since it was listed counts 0.
+    pub async fn namespace_memory_bytes(&self) -> Result<u64> {
+        let keys = self.namespace_keys().await?;
+        let mut total = 0u64;
+        for chunk in keys.chunks(500) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(key)
+                    .arg("SAMPLES")
+                    .arg(0);
+            }
+            for reply in self.pool.pipeline(&pipe).await? {
+                // Nil (the key is gone) reads as 0.
+                total += int(&reply).max(0) as u64;
+            }
+        }
+        Ok(total)
+    }
+
     /// Whether the RedisTimeSeries module answers `TS.INFO` (asked about the namespace's
     /// registry key: a server with the module says that key is not a time series, one without
     /// says the command is unknown). Reported in stats; the driver does not use the module, for
@@ -68,6 +93,7 @@ impl RedisBackend {
             .iter()
             .filter_map(|v| text(v).map(str::to_owned))
             .collect();
+        let mut extra_reason = None;
         let mut samples = 0u64;
         for chunk in series_ids.chunks(500) {
             let mut pipe = redis::pipe();
@@ -91,11 +117,25 @@ impl RedisBackend {
                 index_members += int(&reply).max(0) as u64;
             }
         }
+        // A server that refuses `MEMORY` (an ACL, a managed service) still gives the counts;
+        // the size is then unknown, with the reason, rather than a whole failed `stats`.
+        let size_bytes = match self.namespace_memory_bytes().await {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => {
+                tracing::debug!(backend = %self.config.name, error = %e, "MEMORY USAGE refused");
+                extra_reason = Some(e.to_string());
+                None
+            }
+        };
         let info_reply: Value = self.pool.query(&redis::cmd("INFO")).await?;
         let info = parse_info(&info_text(&info_reply));
         let get = |k: &str| info.get(k).cloned().unwrap_or_default();
         let num = |k: &str| info.get(k).and_then(|v| v.parse::<u64>().ok());
         let mut extra = BTreeMap::new();
+        if let Some(why) = extra_reason {
+            extra.insert("size_bytes_unknown".into(), why.into());
+        }
         extra.insert("topology".into(), self.config.topology.kind().into());
         extra.insert("namespace".into(), self.keys.namespace().into());
         extra.insert("redis_version".into(), get("redis_version").into());
@@ -136,6 +176,7 @@ impl RedisBackend {
             samples,
             alerts,
             agent_states,
+            size_bytes,
             extra,
         })
     }

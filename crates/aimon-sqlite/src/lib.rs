@@ -131,6 +131,15 @@
 //! foreign or non-SQLite file included, is `Corrupted` and writes nothing;
 //! `BackupFormat::Portable` is aimon's archive. `subscribe` is unsupported (no cross-process
 //! notifications in SQLite).
+//!
+//! ## Stats
+//! `size_bytes` is `PRAGMA page_count` × `PRAGMA page_size`: the pages of the database as the
+//! reading connection sees it, tables, indexes and free pages alike. In WAL mode committed
+//! pages that are still only in the `-wal` file are counted (the page count comes from the
+//! newest committed state, not from the main file's length), so the figure needs no
+//! checkpoint and does not jump when one runs; the `-wal` and `-shm` files themselves, whose
+//! length is the log's high-water mark rather than data, are not. `extra.file_size_bytes` is
+//! the main file's length on disk, which lags behind until a checkpoint copies the WAL back.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

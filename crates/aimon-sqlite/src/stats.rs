@@ -90,6 +90,9 @@ impl SqliteBackend {
             samples: counts.samples,
             alerts: counts.alerts,
             agent_states: counts.agent_states,
+            // The database's pages, committed ones still in the WAL included (see the crate
+            // docs, "Stats"); never negative.
+            size_bytes: Some(page_count.max(0) as u64 * page_size.max(0) as u64),
             extra,
         })
     }

@@ -168,6 +168,7 @@ macro_rules! __with_conformance_checks {
                     calls_after_close_are_unavailable,
                     errors_name_the_operation_and_backend,
                     stats_counts_are_exact,
+                    stats_size_grows_with_the_samples,
                     subscribe_follows_the_pub_sub_capability,
                     every_subscriber_receives_every_event,
                     capabilities_are_stable,

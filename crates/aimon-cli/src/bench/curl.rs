@@ -169,8 +169,9 @@ impl CurlBaseline {
     /// seconds the sum of the rounds) and each round's seconds.
     pub(super) async fn finish(self, rounds_seconds: Vec<f64>) -> Result<(ToolRun, Vec<f64>)> {
         use aimon::StorageBackend;
+        // The baseline database measured as aimon's store is (its shards' diskBytes).
         let checked = match self.store.stats().await {
-            Ok(stats) if stats.samples == self.samples => Ok(()),
+            Ok(stats) if stats.samples == self.samples => Ok(stats.bytes_per_sample()),
             Ok(stats) => Err(CliError::new(format!(
                 "curl loaded {} points, expected {}",
                 stats.samples, self.samples
@@ -178,7 +179,7 @@ impl CurlBaseline {
             Err(e) => Err(e.into()),
         };
         self.store.drop_database().await?;
-        checked?;
+        let bytes_per_sample = checked?;
         let seconds: f64 = rounds_seconds.iter().sum();
         Ok((
             ToolRun {
@@ -186,6 +187,7 @@ impl CurlBaseline {
                 command: self.command,
                 seconds,
                 samples_per_second: self.samples as f64 / seconds.max(1e-9),
+                bytes_per_sample,
             },
             rounds_seconds,
         ))

@@ -14,6 +14,7 @@ use aimon::{Aggregation, HistoryQuery, MetricQuery};
 use crate::cli::{BenchArgs, Global};
 use crate::config::Storage;
 use crate::error::{CliError, Result};
+use crate::footprint::{self, Footprint};
 use crate::output::{self, millis, thousands};
 use crate::progress;
 
@@ -76,6 +77,9 @@ struct Report {
     write_seconds: f64,
     wall_seconds: f64,
     samples_per_second: f64,
+    /// The store's size and bytes per sample right after the writes (all its samples, earlier
+    /// runs' included, when the store is not a temporary one).
+    store: Footprint,
     batch_latency: Latency,
     query_iterations: u64,
     query_metrics: Latency,
@@ -125,6 +129,9 @@ struct Baseline {
     aimon_rounds_seconds: Vec<f64>,
     /// aimon's samples/s divided by the tool's compared rate.
     ratio: f64,
+    /// The size of what the tool loaded over its rows, measured as aimon's store is (see
+    /// [`ToolRun::bytes_per_sample`]); `None` where it cannot be.
+    bytes_per_sample: Option<f64>,
 }
 
 /// One timed run of a baseline tool.
@@ -133,6 +140,11 @@ struct ToolRun {
     command: String,
     seconds: f64,
     samples_per_second: f64,
+    /// The bytes the tool's store took per row it loaded, measured the way the store's aimon
+    /// backend measures `size_bytes`: the sqlite3 database's `page_count × page_size`, the
+    /// psql schema's relation sizes, the redis-benchmark key's `MEMORY USAGE … SAMPLES 0`
+    /// over its members, the curl database's shard `diskBytes`.
+    bytes_per_sample: Option<f64>,
 }
 
 impl Baseline {
@@ -153,6 +165,7 @@ impl Baseline {
             runs_seconds,
             aimon_rounds_seconds: Vec::new(),
             ratio: aimon_rate / best.samples_per_second,
+            bytes_per_sample: best.bytes_per_sample,
         }
     }
 }
@@ -279,6 +292,8 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
     writes?;
     bar.finish_and_clear();
     let write_seconds: f64 = batch_times.iter().map(Duration::as_secs_f64).sum();
+    // Right after the writes, before the queries: what the samples cost in the store.
+    let store = Footprint::read(storage).await?;
 
     // Query phase.
     let plain = if args.compare_sql {
@@ -357,6 +372,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
             seconds: tool.seconds,
             samples_per_second: tool.samples_per_second,
             ratio: samples_per_second / tool.samples_per_second,
+            bytes_per_sample: tool.bytes_per_sample,
             tool: tool.tool,
             command: tool.command,
             runs_seconds,
@@ -377,6 +393,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
         write_seconds,
         wall_seconds,
         samples_per_second,
+        store,
         batch_latency: latency(&batch_times),
         query_iterations: args.queries,
         query_metrics: latency(&query_times),
@@ -401,6 +418,7 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
         report.wall_seconds,
         thousands(report.samples_per_second as u64),
     ));
+    output::line(report.store.sentence(backend.backend_type()));
     let mut table = output::table(
         &["operation", "calls", "p50 ms", "p99 ms", "max ms"],
         &["calls", "p50 ms", "p99 ms", "max ms"],
@@ -456,8 +474,15 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
                 aimon.join(" + ")
             )
         };
+        let size = match b.bytes_per_sample {
+            Some(per) => format!(
+                "; its store took {} bytes/sample",
+                footprint::per_sample(per)
+            ),
+            None => String::new(),
+        };
         output::line(format!(
-            "Baseline: {} `{}` {what} in {:.2} s, {} {unit} ({how}); aimon reached {:.2}× its rate",
+            "Baseline: {} `{}` {what} in {:.2} s, {} {unit} ({how}); aimon reached {:.2}× its rate{size}",
             b.tool,
             b.command,
             b.seconds,

@@ -101,6 +101,8 @@ pub(super) async fn psql_baseline(url: &str, run: &str, workload: &Workload) -> 
                 .to_owned(),
             seconds,
             samples_per_second,
+            // The baseline schema measured as aimon's store is: its relations' sizes.
+            bytes_per_sample: stats.bytes_per_sample(),
         })
     }
     .await;

@@ -152,6 +152,11 @@ pub(super) async fn redis_benchmark_baseline(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The key's memory over its members (`-r` draws members at random, so fewer than `samples`
+    // are distinct), measured as aimon's Redis backend measures its keys.
+    let bytes_per_sample = redis_cli_integer(target, &["MEMORY", "USAGE", &key, "SAMPLES", "0"])
+        .zip(redis_cli_integer(target, &["ZCARD", &key]).filter(|n| *n > 0))
+        .map(|(bytes, members)| bytes as f64 / members as f64);
     // Whatever happens, the baseline key goes.
     let cleanup = redis_tool("redis-cli", target)
         .arg("DEL")
@@ -206,7 +211,18 @@ pub(super) async fn redis_benchmark_baseline(
         ),
         seconds: samples as f64 / rate,
         samples_per_second: rate,
+        bytes_per_sample,
     })
+}
+
+/// The integer `redis-cli` prints for `args`; `None` for anything else (an error, a missing
+/// key, no `redis-cli`).
+fn redis_cli_integer(target: &RedisTarget, args: &[&str]) -> Option<u64> {
+    let out = redis_tool("redis-cli", target).args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 #[cfg(test)]

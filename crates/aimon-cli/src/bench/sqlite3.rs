@@ -76,15 +76,19 @@ pub(super) async fn sqlite3_baseline(workload: &Workload) -> Result<ToolRun> {
             String::from_utf8_lossy(&finished.stderr).trim()
         )));
     }
+    // The rows, and the database's size measured as aimon's SQLite backend measures its own.
     let counted = Command::new("sqlite3")
         .arg(&db)
-        .arg("SELECT count(*) FROM samples")
+        .arg(
+            "SELECT count(*) FROM samples; \
+             SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
         .output()
         .map_err(shell_error)?;
-    let rows: u64 = String::from_utf8_lossy(&counted.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let answer = String::from_utf8_lossy(&counted.stdout);
+    let mut lines = answer.lines().map(|l| l.trim().parse::<u64>().ok());
+    let rows = lines.next().flatten().unwrap_or(0);
+    let size_bytes = lines.next().flatten();
     if rows != workload.samples {
         return Err(CliError::new(format!(
             "sqlite3 loaded {rows} rows, expected {}",
@@ -97,5 +101,8 @@ pub(super) async fn sqlite3_baseline(workload: &Workload) -> Result<ToolRun> {
         command: "BEGIN; .import --csv samples.csv samples; COMMIT".to_owned(),
         seconds,
         samples_per_second,
+        bytes_per_sample: size_bytes
+            .filter(|_| rows > 0)
+            .map(|bytes| bytes as f64 / rows as f64),
     })
 }
