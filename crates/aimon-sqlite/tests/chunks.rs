@@ -284,3 +284,163 @@ async fn a_damaged_chunk_is_corrupted_naming_its_series_and_window() {
     assert!(err.to_string().contains("bystander"), "{err}");
     assert!(!before.is_empty());
 }
+
+/// Samples a batch of the sealing writer carries per series: an hour and a half at 60 s, so
+/// that a four-hour window closes every two or three batches.
+const PER_BATCH: i64 = 90;
+const SERIES: usize = 3;
+
+/// Batch `n`: its own samples, plus a rewrite of the first sample of batch `n - 1` (by then
+/// often in a sealed window).
+fn sealing_batch(n: i64) -> Vec<Metric> {
+    (0..SERIES)
+        .map(|s| {
+            let mut m = Metric::new(format!("seal-{s}"), "seal", MetricType::Gauge);
+            for i in 0..PER_BATCH {
+                let idx = n * PER_BATCH + i;
+                m.values.push(
+                    MetricValue::new(at(idx * 60), (n * 1000 + idx) as f64 + s as f64 / 8.0)
+                        .tag("host", "h"),
+                );
+            }
+            if n > 0 {
+                m.values.push(
+                    MetricValue::new(at((n - 1) * PER_BATCH * 60), -(n as f64) - s as f64)
+                        .tag("host", "h"),
+                );
+            }
+            m
+        })
+        .collect()
+}
+
+/// What series `s` holds once batches `0..batches` are written.
+fn sealing_expected(s: usize, batches: i64) -> Vec<(DateTime<Utc>, f64)> {
+    (0..batches * PER_BATCH)
+        .map(|idx| {
+            let b = idx / PER_BATCH;
+            let value = if idx % PER_BATCH == 0 && b + 1 < batches {
+                -((b + 1) as f64) - s as f64
+            } else {
+                (b * 1000 + idx) as f64 + s as f64 / 8.0
+            };
+            (at(idx * 60), value)
+        })
+        .collect()
+}
+
+/// The writer child of `killing_the_writer_while_windows_seal_loses_no_acknowledged_batch`:
+/// writes batches from `AIMON_SEAL_START` on, printing `ack N` after each returned `Ok`.
+#[test]
+#[ignore = "the writer child process of killing_the_writer_while_windows_seal_loses_no_acknowledged_batch"]
+fn sealing_writer_child() {
+    use std::io::Write;
+    let path = std::env::var("AIMON_SEAL_DB").expect("run by its parent test");
+    let start: i64 = std::env::var("AIMON_SEAL_START").unwrap().parse().unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = open(Path::new(&path)).await;
+        for n in start..start + 200 {
+            store.save_metrics(&sealing_batch(n)).await.unwrap();
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "ack {n}").unwrap();
+            out.flush().unwrap();
+        }
+    });
+}
+
+/// A writer child killed (`SIGKILL`) at random points of ingest, round after round, while
+/// windows fill, seal and are rewritten: every acknowledged batch is there with exactly its
+/// values, the batch in flight is there whole or not at all, and nothing else is.
+#[test]
+fn killing_the_writer_while_windows_seal_loses_no_acknowledged_batch() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let seed: u64 = std::env::var("AIMON_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("sealing kill test: seed {seed} (replay with AIMON_FAULT_SEED={seed})");
+    let mut rng = seed;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sealing.db");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut start = 0i64;
+    for round in 0..8 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sealing_writer_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("AIMON_SEAL_DB", &path)
+            .env("AIMON_SEAL_START", start.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let wait_for = 1 + next(5) as usize;
+        let mut acks = Vec::new();
+        while acks.len() < wait_for {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(n) = line.strip_prefix("ack ") {
+                        acks.push(n.parse::<i64>().unwrap());
+                    }
+                }
+                _ => panic!("round {round}: the writer stopped before {wait_for} acks"),
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(next(40)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for line in lines.map_while(|l| l.ok()) {
+            if let Some(n) = line.strip_prefix("ack ") {
+                acks.push(n.parse::<i64>().unwrap());
+            }
+        }
+        let expected: Vec<i64> = (start..start + acks.len() as i64).collect();
+        assert_eq!(acks, expected, "round {round}: acknowledgements in order");
+        let acked = start + acks.len() as i64;
+        start = runtime.block_on(async {
+            let store = open(&path).await;
+            let m0 = store.get_metric("seal-0").await.unwrap().unwrap();
+            // The batch in flight: committed whole or not at all.
+            let batches = if m0.values.len() as i64 > acked * PER_BATCH {
+                acked + 1
+            } else {
+                acked
+            };
+            for s in 0..SERIES {
+                let got = store
+                    .get_metric(&format!("seal-{s}"))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let got: Vec<(DateTime<Utc>, f64)> =
+                    got.values.iter().map(|v| (v.timestamp, v.value)).collect();
+                assert_eq!(
+                    got,
+                    sealing_expected(s, batches),
+                    "round {round} (seed {seed}): series {s} after {acked} acknowledged batches"
+                );
+            }
+            store.close().await.unwrap();
+            batches
+        });
+    }
+    assert!(start > 8, "the writer acknowledged batches in every round");
+}
