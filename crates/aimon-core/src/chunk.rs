@@ -109,9 +109,19 @@ impl Samples {
 
     /// `self` overwritten by `newer`: the union of both, `newer`'s value where both hold a
     /// timestamp. Both must be in time order; so is the result.
-    pub fn overwrite(self, newer: &Samples) -> Samples {
+    pub fn overwrite(mut self, newer: &Samples) -> Samples {
         if self.is_empty() {
             return newer.clone();
+        }
+        // The common case, a later fragment after an earlier one: appended in place.
+        match (self.timestamps.last(), newer.timestamps.first()) {
+            (_, None) => return self,
+            (Some(last), Some(first)) if last < first => {
+                self.timestamps.extend_from_slice(&newer.timestamps);
+                self.values.extend_from_slice(&newer.values);
+                return self;
+            }
+            _ => {}
         }
         let mut out = Samples {
             timestamps: Vec::with_capacity(self.len() + newer.len()),
@@ -150,23 +160,29 @@ impl Samples {
 
     /// The summary of these samples, `None` when there are none.
     pub fn summary(&self) -> Option<Summary> {
-        let (&first_ts, &last_ts) = (self.timestamps.first()?, self.timestamps.last()?);
-        let mut sum = CompensatedSum::default();
-        let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
-        for &v in &self.values {
-            sum.add(v);
-            min = min.min(v);
-            max = max.max(v);
-        }
-        Some(Summary {
-            count: self.len() as u64,
-            sum,
-            min,
-            max,
-            first: (first_ts, self.values[0]),
-            last: (last_ts, *self.values.last().expect("not empty")),
-        })
+        summarize(&self.timestamps, &self.values)
     }
+}
+
+/// The summary of the samples in two parallel columns (timestamps in time order), `None` when
+/// there are none.
+pub fn summarize(timestamps: &[i64], values: &[f64]) -> Option<Summary> {
+    let (&first_ts, &last_ts) = (timestamps.first()?, timestamps.last()?);
+    let mut sum = CompensatedSum::default();
+    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &v in values {
+        sum.add(v);
+        min = min.min(v);
+        max = max.max(v);
+    }
+    Some(Summary {
+        count: values.len() as u64,
+        sum,
+        min,
+        max,
+        first: (first_ts, *values.first()?),
+        last: (last_ts, *values.last()?),
+    })
 }
 
 /// What `metric_history` needs of a chunk's samples: every aggregation merges from these.

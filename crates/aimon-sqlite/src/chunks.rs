@@ -591,11 +591,8 @@ fn fold_samples(
     while start < ts.len() {
         let bucket = bucket_start(ts[start], scan.step);
         let end = ts[start..].partition_point(|&t| t < bucket.saturating_add(scan.step)) + start;
-        let run = Samples {
-            timestamps: ts[start..end].to_vec(),
-            values: values[start..end].to_vec(),
-        };
-        let summary = run.summary().expect("a run is never empty");
+        let summary =
+            chunk::summarize(&ts[start..end], &values[start..end]).expect("a run is never empty");
         downsampler.merge(
             group.map(str::to_owned),
             bucket,
