@@ -63,7 +63,7 @@
 //!   `last_ts`: the samples (see "Samples as chunks" below).
 //!
 //! ## Samples as chunks
-//! The samples of one (series, tag set) within one epoch-aligned hour are one chunk
+//! The samples of one (series, tag set) within one epoch-aligned four-hour window are one chunk
 //! ([`aimon_core::chunk`]: timestamps and values as pcodec blocks, a version byte and a
 //! CRC-32), stored in `data` with its summary in columns next to it: count, the compensated
 //! sum in its three parts, min, max, and the first and last samples with their timestamps,
@@ -73,10 +73,13 @@
 //!   older than the tag set's newest one is *closed*: the write decodes its chunk, overwrites
 //!   and encodes it again (`seq` 0, one row). The newest window takes each batch as a new
 //!   *fragment* (`seq` 1, 2, …), a later fragment overwriting an earlier one's samples at the
-//!   same timestamp, until it holds 8 rows and is sealed into one; a write that opens a newer
-//!   window seals the previous one. So only the newest window of each tag set is ever in
-//!   fragments, a write costs a handful of statements per tag set whatever its size, and a
-//!   rewrite of any stored (series, timestamp, tags) key overwrites it, sealed or not.
+//!   same timestamp, until it holds 8 rows and is sealed into one (taking the first row's rowid,
+//!   so its page's free space is reused); a write that opens a newer window seals the previous
+//!   one. So only the newest window of each tag set is ever in fragments, and a rewrite of any
+//!   stored (series, timestamp, tags) key overwrites it, sealed or not. A write is a handful
+//!   of statements whatever its size: the tag sets are looked up together, the stored rows of
+//!   the windows it touches read together and the new rows inserted together (one statement
+//!   a sample, as before, made ingest 0.42× the shell's; batched, 0.7× – 1.2×).
 //! - **Reads** decode the chunks of the windows a range touches (`window_start` bounds the
 //!   index range), merge a window's fragments and cut at the range and the retention cutoff.
 //!   `query_metrics` with a range or tag filter decides whether a series matches from the
@@ -90,6 +93,17 @@
 //!   hide the expired samples of the window straddling it (docs/semantics.md).
 //! - **Damage.** A chunk whose bytes or summary do not match their checksum is `Corrupted`,
 //!   naming its series, tags and window; other series still read.
+//! - **Density.** The default demo (1,036,800 samples in 120 series, with its alerts and agent
+//!   states) takes 3.96 – 4.00 bytes a sample, file after checkpoint, where one row a sample
+//!   took 152.6; the chunk data alone is 3.0 (the two noisy series, latency and error rate, cost
+//!   ~6.6 bytes a sample each, integer counts ~1.3, regular timestamps almost nothing). The
+//!   window and the page size were chosen by measuring that demo (the README's table): longer
+//!   windows compress a little better (3.36 bytes of data a sample at one hour, 2.92 at a day),
+//!   but rows of a few KB waste space between them in SQLite's pages; four hours in 8 KB pages
+//!   (`PAGE_SIZE`, for new files) came out smallest among the windows that still let a
+//!   dashboard's buckets of a few hours read summaries. `aimon bench`: ingest 0.7× – 1.2× the
+//!   `sqlite3` shell's import of plain rows, `metric_history` over 1M samples 13× – 14× faster
+//!   than a hand-written `GROUP BY` over plain rows in the same file.
 //! - **Migration.** Migration 4 numbers the tag sets, creates `chunks` and renames the old
 //!   `samples` table `legacy_samples`; when the driver opens such a file it re-encodes those
 //!   rows as chunks in one transaction, drops them and runs `VACUUM` (a crash before the
