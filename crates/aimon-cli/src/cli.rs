@@ -77,6 +77,8 @@ pub enum Command {
     /// in --json) so they can be found (aimon query metrics --name aimon.bench.value --tag
     /// run=RUN) and deleted (SQLite: DELETE FROM samples WHERE series_id LIKE 'bench-RUN/%',
     /// and the same on series by id).
+    ///
+    /// With --codecs it compares chunk codecs on generated samples instead, and opens no store.
     Bench(BenchArgs),
     /// List the backend types and whether this build has them.
     Backends,
@@ -339,6 +341,14 @@ pub struct BenchArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000),
           conflicts_with_all = ["compare_sqlite3", "compare_psql", "compare_redis_benchmark", "compare_curl"])]
     pub similarity: Option<u64>,
+
+    /// Codec mode instead of a store: encode the demo's samples (seed 3, 20 agents, 24 h at
+    /// 10 s) and five value shapes (integers, fixed decimals, constant runs, full-precision
+    /// noise, a counter) in chunks of 360, 2,000 and 10,000 samples with aimon's chunk codec
+    /// (pcodec) and with a Gorilla-style XOR codec, and report bytes per sample and encode and
+    /// decode speed. Opens no store; the other options do not apply.
+    #[arg(long, conflicts_with_all = ["compare_sqlite3", "compare_psql", "compare_redis_benchmark", "compare_curl", "similarity"])]
+    pub codecs: bool,
 }
 
 fn parse_enum<T: std::str::FromStr<Err = aimon::Error>>(s: &str) -> Result<T, String> {

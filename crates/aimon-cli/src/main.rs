@@ -117,6 +117,7 @@ async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Backends => return commands::backends(global),
         Command::Migrate(args) => return commands::migrate(global, args).await,
+        Command::Bench(args) if args.codecs => return bench::codecs_bench(global),
         _ => {}
     }
     // The bench measures; it writes into the user's store only when told which one.

@@ -3,6 +3,8 @@
 //! Without `--storage`, `AIMON_STORAGE` or a config file the bench writes into a temporary SQLite
 //! file that is removed afterwards, never into the demo's `./aimon.db`. A store given explicitly
 //! keeps the samples; they are tagged `run=<id>` and the report prints the id.
+//!
+//! `--codecs` measures the chunk codec instead and opens no store ([`codecs_bench`]).
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ use crate::footprint::{self, Footprint};
 use crate::output::{self, millis, thousands};
 use crate::progress;
 
+mod codecs;
 mod curl;
 mod plain_sql;
 mod psql;
@@ -26,6 +29,7 @@ mod similarity;
 mod sqlite3;
 mod workload;
 
+pub use codecs::codecs_bench;
 use curl::CurlBaseline;
 use plain_sql::PlainSql;
 use psql::psql_baseline;
