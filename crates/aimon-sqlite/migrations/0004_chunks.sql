@@ -1,7 +1,7 @@
 -- aimon SQLite schema, version 4: samples as chunks (aimon_core::chunk), tag sets interned.
 --
 -- A sample no longer has a row of its own. The samples of one (series, tag set) within one
--- window (`crate::chunks::WINDOW`, epoch-aligned) are encoded together in `chunks.data`, with
+-- window (`chunks::WINDOW`, four hours, epoch-aligned) are encoded together in `chunks.data`, with
 -- their summary in columns next to it. A window holds one chunk row once sealed, or a few
 -- fragments (`seq` 1, 2, …) while it is the newest window of its tag set; a later fragment
 -- overwrites an earlier one's samples at the same timestamp. The crate docs ("Schema")
@@ -39,5 +39,5 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_last_ts ON chunks (last_ts);
 
 -- The rows of older versions are re-encoded as chunks by the driver when it opens the file
--- (in pieces, one transaction each; `crate::migrate`), then this table is dropped.
+-- (one transaction, `chunks::migrate_legacy_samples`), then this table is dropped.
 ALTER TABLE samples RENAME TO legacy_samples;

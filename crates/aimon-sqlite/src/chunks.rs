@@ -84,7 +84,7 @@ async fn register(conn: &mut SqliteConnection, w: &Write<'_>) -> Result<i64> {
 /// The columns of a chunk row as [`insert_chunks`] writes them.
 const CHUNK_COLUMNS: usize = 16;
 
-/// Chunk rows per `INSERT` (15 parameters a row).
+/// Chunk rows per `INSERT` (16 parameters a row).
 const CHUNKS_PER_INSERT: usize = 100;
 
 /// A chunk row to insert: (tag set, window, seq, samples), and the rowid it takes over from a
