@@ -75,8 +75,8 @@ pub enum Command {
     /// A store given explicitly keeps the samples. They belong to the metric aimon.bench.value,
     /// in series bench-RUN/sNNNN, tagged run=RUN; the report prints the run id (also `run`
     /// in --json) so they can be found (aimon query metrics --name aimon.bench.value --tag
-    /// run=RUN) and deleted (SQLite: DELETE FROM samples WHERE series_id LIKE 'bench-RUN/%',
-    /// and the same on series by id).
+    /// run=RUN) and deleted (SQLite: the report prints the statements, over chunks,
+    /// series_tagsets and series).
     ///
     /// With --codecs it compares chunk codecs on generated samples instead, and opens no store.
     Bench(BenchArgs),
