@@ -22,7 +22,9 @@ pub enum RetentionMechanism {
     Sweep,
     /// The store expires keys by itself (Redis).
     KeyExpiry,
-    /// Whole time partitions are dropped (PostgreSQL, TimescaleDB).
+    /// Whole time partitions or chunks are dropped (PostgreSQL, TimescaleDB, and SQLite, which
+    /// keeps samples as chunks of a four-hour window): samples of the one straddling the cutoff
+    /// stay, hidden from reads, until it goes. Alerts and agent states are swept exactly.
     PartitionDrop,
     /// The store's retention policies (InfluxDB).
     RetentionPolicy,

@@ -166,7 +166,8 @@ impl Driver for SqliteBackend {
             native_backup: true,
             similarity_search: true,
             agent_state_history: false,
-            retention: RetentionMechanism::Sweep,
+            // Samples go by whole chunks (`chunks::drop_expired`).
+            retention: RetentionMechanism::PartitionDrop,
         }
     }
 
