@@ -250,6 +250,96 @@ impl Summary {
     }
 }
 
+/// The length of [`Summary::to_bytes`].
+pub const SUMMARY_BYTES: usize = 77;
+
+impl Summary {
+    /// The summary as 77 bytes, for stores that keep it as a blob next to the chunk (Redis):
+    /// count, sum, compensation, scaled flag, min, max, first (timestamp, value), last
+    /// (timestamp, value), all little endian, then [`Summary::checksum`].
+    pub fn to_bytes(&self) -> [u8; SUMMARY_BYTES] {
+        let (sum, compensation, scaled) = self.sum.parts();
+        let mut out = [0u8; SUMMARY_BYTES];
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&self.count.to_le_bytes());
+        put(&sum.to_bits().to_le_bytes());
+        put(&compensation.to_bits().to_le_bytes());
+        put(&[u8::from(scaled)]);
+        put(&self.min.to_bits().to_le_bytes());
+        put(&self.max.to_bits().to_le_bytes());
+        put(&self.first.0.to_le_bytes());
+        put(&self.first.1.to_bits().to_le_bytes());
+        put(&self.last.0.to_le_bytes());
+        put(&self.last.1.to_bits().to_le_bytes());
+        put(&self.checksum().to_le_bytes());
+        out
+    }
+
+    /// Reads [`Summary::to_bytes`]; a wrong length, flag or checksum is an error, never a
+    /// wrong summary.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Summary, ChunkError> {
+        if bytes.len() != SUMMARY_BYTES {
+            return Err(ChunkError::Truncated);
+        }
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let float = |at: usize| f64::from_bits(word(at));
+        let scaled = match bytes[24] {
+            0 => false,
+            1 => true,
+            other => return Err(ChunkError::Malformed(format!("scaled flag {other}"))),
+        };
+        let summary = Summary {
+            count: word(0),
+            sum: CompensatedSum::from_parts(float(8), float(16), scaled),
+            min: float(25),
+            max: float(33),
+            first: (word(41) as i64, float(49)),
+            last: (word(57) as i64, float(65)),
+        };
+        let check = u32::from_le_bytes(bytes[73..77].try_into().expect("4 bytes"));
+        if summary.checksum() != check || summary.count == 0 {
+            return Err(ChunkError::Checksum);
+        }
+        Ok(summary)
+    }
+}
+
+/// Folds samples in time order into `downsampler`, one [`Summary`] per run of samples in one
+/// bucket of `step` µs, keeping those in `[lo, hi)`: how a store aggregates the chunks a
+/// bucket boundary splits. `series_id` and `tags_json` order `first` and `last`.
+#[allow(clippy::too_many_arguments)]
+pub fn fold_buckets(
+    samples: &Samples,
+    lo: i64,
+    hi: i64,
+    step: i64,
+    group: Option<&str>,
+    series_id: &str,
+    tags_json: &str,
+    downsampler: &mut crate::downsample::Downsampler,
+) {
+    use crate::downsample::bucket_start;
+    let range = samples.range(lo, hi);
+    let (ts, values) = (&samples.timestamps[range.clone()], &samples.values[range]);
+    let mut start = 0;
+    while start < ts.len() {
+        let bucket = bucket_start(ts[start], step);
+        let end = ts[start..].partition_point(|&t| t < bucket.saturating_add(step)) + start;
+        let summary =
+            summarize(&ts[start..end], &values[start..end]).expect("a run is never empty");
+        downsampler.merge(
+            group.map(str::to_owned),
+            bucket,
+            summary.aggregate(series_id, tags_json),
+        );
+        start = end;
+    }
+}
+
 /// Encodes samples as a version-1 chunk. `samples` must not be empty, with timestamps strictly
 /// increasing ([`Samples`] keeps them so).
 pub fn encode(samples: &Samples) -> Vec<u8> {
@@ -350,6 +440,45 @@ mod tests {
         assert_eq!(a.timestamps, b.timestamps);
         let bits = |s: &Samples| s.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(a), bits(b));
+    }
+
+    #[test]
+    fn summary_bytes_round_trip_and_every_damage_is_caught() {
+        let mut big = CompensatedSum::default();
+        for v in [f64::MAX, f64::MAX, -1.5] {
+            big.add(v);
+        }
+        for sum in [
+            samples(&[(-7, -0.0), (3, 1e-310), (9, 2.5)])
+                .summary()
+                .unwrap()
+                .sum,
+            big,
+        ] {
+            let summary = Summary {
+                sum,
+                ..samples(&[(-7, -0.0), (3, 1e-310), (9, 2.5)])
+                    .summary()
+                    .unwrap()
+            };
+            let bytes = summary.to_bytes();
+            let back = Summary::from_bytes(&bytes).unwrap();
+            assert_eq!(back.checksum(), summary.checksum());
+            assert_eq!(back.to_bytes(), bytes);
+            for at in 0..bytes.len() {
+                for mask in [1u8, 0x80, 0xff] {
+                    let mut bad = bytes;
+                    bad[at] ^= mask;
+                    assert!(Summary::from_bytes(&bad).is_err(), "byte {at} mask {mask}");
+                }
+            }
+            for len in 0..bytes.len() {
+                assert_eq!(
+                    Summary::from_bytes(&bytes[..len]).unwrap_err(),
+                    ChunkError::Truncated
+                );
+            }
+        }
     }
 
     #[test]

@@ -154,12 +154,18 @@ impl RedisBackend {
                 .await
                 .map_err(|e| e.with_operation("connect").with_backend(&name))?;
         }
-        Ok(RedisBackend {
+        let backend = RedisBackend {
             keys: Keys::new(&config.namespace),
             config,
             pool: Arc::new(pool),
             started: Instant::now(),
-        })
+        };
+        backend.migrate_layout().await.map_err(|e| {
+            e.with_operation("connect")
+                .with_backend(&name)
+                .with_context("migration", "samples into chunks")
+        })?;
+        Ok(backend)
     }
 
     /// Another namespace over the same connections (used by native restore).

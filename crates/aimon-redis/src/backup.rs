@@ -35,6 +35,7 @@ impl RedisBackend {
             self.keys.alert_index(),
             self.keys.agent_index(),
             self.keys.registry(),
+            self.keys.layout(),
         ];
         let registry: Vec<String> = self
             .pool
@@ -43,8 +44,11 @@ impl RedisBackend {
         keys.extend(registry);
         for (id, _) in self.index_members(&self.keys.series_index()).await? {
             keys.push(self.keys.series_meta(&id));
-            keys.push(self.keys.samples(&id));
-            keys.push(self.keys.values(&id));
+            let samples = self.keys.series_samples(&id);
+            keys.extend(samples.all().map(str::to_owned));
+            // Left only by a migration that was cut (see `migrate_layout`).
+            keys.push(self.keys.legacy_samples(&id));
+            keys.push(self.keys.legacy_values(&id));
         }
         for (id, _) in self.index_members(&self.keys.alert_index()).await? {
             keys.push(self.keys.alert(&id));
@@ -160,6 +164,8 @@ impl RedisBackend {
                     }
                 })?;
             }
+            // A backup of a release before chunks holds samples in the old layout.
+            staging.migrate_layout().await?;
             // Merge through the portable path: the same write rules, retention applied.
             let dir = std::env::temp_dir().join(format!("aimon-redis-restore-{nanos:x}"));
             let _ = std::fs::remove_dir_all(&dir);

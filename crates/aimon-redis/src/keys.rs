@@ -31,6 +31,34 @@ pub fn namespace_key(namespace: &str, rest: &str) -> String {
     format!("{{{namespace}}}:{rest}")
 }
 
+/// The five keys of one series' samples (one slot, `{NS|id}`; see the crate docs).
+#[derive(Debug, Clone)]
+pub(crate) struct SampleKeys {
+    /// Hash: tag sets (`#` + hash → tags JSON) and the series' chunk state.
+    pub(crate) state: String,
+    /// List: head segments, appended per batch.
+    pub(crate) head: String,
+    /// Hash: `window:tagset` → chunk bytes.
+    pub(crate) chunks: String,
+    /// Hash: `window:tagset` → summary bytes.
+    pub(crate) summaries: String,
+    /// Sorted set: the windows with samples in the head, scored by how many.
+    pub(crate) head_windows: String,
+}
+
+impl SampleKeys {
+    /// The keys in script order: state, head, chunks, summaries, head windows.
+    pub(crate) fn all(&self) -> [&str; 5] {
+        [
+            &self.state,
+            &self.head,
+            &self.chunks,
+            &self.summaries,
+            &self.head_windows,
+        ]
+    }
+}
+
 /// The key names of one namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -83,11 +111,28 @@ impl Keys {
     fn series_tag(&self, id: &str) -> String {
         format!("{{{}|{}}}", self.ns, esc(id))
     }
-    pub(crate) fn samples(&self, id: &str) -> String {
+    /// The keys of one series' samples, in the order the chunk scripts take them.
+    pub(crate) fn series_samples(&self, id: &str) -> SampleKeys {
+        let tag = self.series_tag(id);
+        SampleKeys {
+            state: format!("{tag}:t"),
+            head: format!("{tag}:h"),
+            chunks: format!("{tag}:c"),
+            summaries: format!("{tag}:s"),
+            head_windows: format!("{tag}:w"),
+        }
+    }
+    /// The sorted set of samples of the layout before chunks (migrated at connect).
+    pub(crate) fn legacy_samples(&self, id: &str) -> String {
         format!("{}:z", self.series_tag(id))
     }
-    pub(crate) fn values(&self, id: &str) -> String {
+    /// The hash of sample values of the layout before chunks.
+    pub(crate) fn legacy_values(&self, id: &str) -> String {
         format!("{}:v", self.series_tag(id))
+    }
+    /// Set to `2` once every series of the namespace is in the chunk layout.
+    pub(crate) fn layout(&self) -> String {
+        self.ns_key("layout")
     }
 
     // Alerts (namespace slot).
@@ -145,8 +190,8 @@ mod tests {
         for hostile in [
             "*", "a?b", "[x]", "{tag}", "a b", "a\nb", "x:y", "%41", "ü🦀",
         ] {
-            let key = keys.samples(hostile);
-            assert!(key.starts_with("{ns|") && key.ends_with("}:z"), "{key}");
+            let key = keys.series_samples(hostile).head;
+            assert!(key.starts_with("{ns|") && key.ends_with("}:h"), "{key}");
             let inner = &key[1..key.len() - 3];
             assert!(
                 !inner.contains(['{', '}', '*', '?', '[', ']', ' ', '\n']),
@@ -165,7 +210,10 @@ mod tests {
     fn one_series_shares_one_hash_tag() {
         let keys = Keys::new("ns");
         let tag = |k: &str| k[1..k.find('}').unwrap()].to_owned();
-        assert_eq!(tag(&keys.samples("a{b}c")), tag(&keys.values("a{b}c")));
+        let series = keys.series_samples("a{b}c");
+        for key in series.all() {
+            assert_eq!(tag(key), tag(&keys.legacy_values("a{b}c")));
+        }
         assert_eq!(tag(&keys.series_meta("x")), "ns");
         assert_eq!(tag(&keys.alert("x")), "ns");
     }
@@ -174,8 +222,11 @@ mod tests {
     fn relative_keys_move_between_namespaces() {
         let a = Keys::new("one");
         let b = Keys::new("two");
-        let key = a.samples("s");
-        assert_eq!(b.absolute(a.relative(&key).unwrap()), b.samples("s"));
+        let key = a.series_samples("s").chunks;
+        assert_eq!(
+            b.absolute(a.relative(&key).unwrap()),
+            b.series_samples("s").chunks
+        );
         let key = a.alert_index();
         assert_eq!(b.absolute(a.relative(&key).unwrap()), b.alert_index());
         assert_eq!(a.relative(&Keys::new("on").alert_index()), None);

@@ -193,6 +193,7 @@ mod agent_states;
 mod alerts;
 pub mod backend;
 mod backup;
+mod chunks;
 pub mod config;
 mod conn;
 mod error;

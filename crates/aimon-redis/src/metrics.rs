@@ -7,9 +7,8 @@ use aimon_core::driver::Valid;
 use aimon_core::driver::ValidId;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use aimon_core::downsample::{
-    BucketAggregate, CompensatedSum, Downsampler, OrderKey, bucket_start,
-};
+use aimon_core::chunk;
+use aimon_core::downsample::{Downsampler, bucket_start};
 use aimon_core::filter::{self, Record};
 use aimon_core::model::tags_json;
 use aimon_core::query::{Field, HistoryQuery, HistorySeries, MetricQuery, Scalar};
@@ -20,107 +19,112 @@ use aimon_core::{
 use chrono::{DateTime, Utc};
 use redis::Value;
 
-use crate::backend::{RedisBackend, bytes, items, live_until_arg, pad, text, ttl_arg};
+use crate::backend::{RedisBackend, bytes, int, items, live_until_arg, pad, text, ttl_arg};
+use crate::chunks::{HeadBatch, Loaded};
 use crate::scripts::SCRIPTS;
 
 /// Series fetched per pipeline while looking for series with matching samples.
 const SAMPLE_CHUNK: usize = 32;
 
-/// A sample member: padded timestamp plus canonical tags JSON (unique per sample key, and
-/// ordered by timestamp then tags), from the tags JSON already serialized.
-fn member_with(micros: i64, tags_json: &str) -> String {
-    use std::fmt::Write;
-    let mut m = String::with_capacity(16 + tags_json.len());
-    let _ = write!(m, "{:016}", micros.max(0));
-    m.push_str(tags_json);
-    m
-}
-
 /// The distinct tag sets of one series' batch: each serialized once (samples of a series
-/// mostly repeat their tags), with the latest timestamp it carries.
+/// mostly repeat their tags), with its samples in the order written and the latest timestamp.
 #[derive(Default)]
 struct TagSets<'a> {
-    sets: Vec<(&'a Tags, String, i64)>,
+    sets: Vec<TagSet<'a>>,
     index: HashMap<&'a Tags, usize>,
 }
 
+struct TagSet<'a> {
+    tags: &'a Tags,
+    json: String,
+    latest: i64,
+    samples: Vec<(i64, f64)>,
+}
+
 impl<'a> TagSets<'a> {
-    /// The JSON of `tags`, noting a sample with them at `ts`.
-    fn json(&mut self, tags: &'a Tags, ts: i64) -> &str {
+    /// Notes a sample with `tags` at `ts`.
+    fn push(&mut self, tags: &'a Tags, ts: i64, value: f64) {
         let at = match self.sets.last() {
-            Some((last, _, _)) if *last == tags => self.sets.len() - 1,
+            Some(last) if last.tags == tags => self.sets.len() - 1,
             _ => *self.index.entry(tags).or_insert_with(|| {
-                self.sets.push((tags, tags_json(tags), ts));
+                self.sets.push(TagSet {
+                    tags,
+                    json: tags_json(tags),
+                    latest: ts,
+                    samples: Vec::new(),
+                });
                 self.sets.len() - 1
             }),
         };
         let set = &mut self.sets[at];
-        set.2 = set.2.max(ts);
-        &set.1
+        set.latest = set.latest.max(ts);
+        set.samples.push((ts, value));
     }
 
     /// Each tag pair with the latest timestamp of a sample carrying it.
     fn pairs(&self) -> BTreeMap<(&'a str, &'a str), i64> {
         let mut pairs = BTreeMap::new();
-        for (tags, _, ts) in &self.sets {
-            for (k, v) in tags.iter() {
-                let last = pairs.entry((k.as_str(), v.as_str())).or_insert(*ts);
-                *last = (*last).max(*ts);
+        for set in &self.sets {
+            for (k, v) in set.tags.iter() {
+                let last = pairs.entry((k.as_str(), v.as_str())).or_insert(set.latest);
+                *last = (*last).max(set.latest);
             }
         }
         pairs
     }
 }
 
-/// A value as text that parses back to the same `f64`, bit for bit (Lua reads it too).
-pub(crate) fn value_text(v: f64) -> String {
+/// A value as text that parses back to the same `f64`, bit for bit.
+#[cfg(test)]
+fn value_text(v: f64) -> String {
     format!("{v:?}")
 }
 
-/// A decoded sample: timestamp µs, tags, value.
-struct Sample {
-    ts: i64,
-    tags: Tags,
-    value: f64,
+/// Parses a tag set's JSON once per tag set.
+fn parse_tags(json: &str) -> Result<Tags> {
+    serde_json::from_str(json).map_err(|_| Error::malformed("sample tags"))
 }
 
-fn parse_member(m: &[u8]) -> Result<(i64, String)> {
-    let m = std::str::from_utf8(m).map_err(|_| Error::malformed("sample key"))?;
-    if m.len() < 16 || !m.is_char_boundary(16) {
-        return Err(Error::malformed("sample key"));
+/// The samples of one loaded series as values, ordered by timestamp, then tags JSON (the
+/// order every backend returns), keeping those whose tags hold every pair of `filter`.
+fn values_of(loaded: Loaded, filter: &Tags) -> Result<Vec<MetricValue>> {
+    let mut rows: Vec<(i64, usize, f64)> = Vec::new();
+    let mut tag_sets: Vec<Tags> = Vec::new();
+    // BTreeMap order is the tags JSON order, so the index orders ties like the JSON.
+    for (json, samples) in loaded.samples {
+        let tags = parse_tags(&json)?;
+        if !filter.iter().all(|(k, want)| tags.get(k) == Some(want)) {
+            continue;
+        }
+        let at = tag_sets.len();
+        tag_sets.push(tags);
+        rows.extend(
+            samples
+                .timestamps
+                .iter()
+                .zip(&samples.values)
+                .map(|(t, v)| (*t, at, *v)),
+        );
     }
-    let ts = m[..16]
-        .parse()
-        .map_err(|_| Error::malformed("sample timestamp"))?;
-    Ok((ts, m[16..].to_owned()))
+    rows.sort_by_key(|&(t, at, _)| (t, at));
+    Ok(rows
+        .into_iter()
+        .map(|(t, at, value)| MetricValue {
+            timestamp: time::from_micros(t),
+            value,
+            tags: tag_sets[at].clone(),
+        })
+        .collect())
 }
 
-/// Member, value, member, value… from the `range` script.
-fn parse_samples(reply: &Value) -> Result<Vec<Sample>> {
-    let flat = items(reply);
-    let mut out = Vec::with_capacity(flat.len() / 2);
-    let mut tag_cache: BTreeMap<String, Tags> = BTreeMap::new();
-    for pair in flat.chunks(2) {
-        let [m, v] = pair else { continue };
-        let value = match text(v) {
-            Some("") | None => continue,
-            Some(s) => s
-                .parse::<f64>()
-                .map_err(|_| Error::malformed("sample value"))?,
-        };
-        let (ts, tags_json) = parse_member(bytes(m).unwrap_or_default())?;
-        let tags = match tag_cache.get(&tags_json) {
-            Some(t) => t.clone(),
-            None => {
-                let t: Tags = serde_json::from_str(&tags_json)
-                    .map_err(|_| Error::malformed("sample tags"))?;
-                tag_cache.insert(tags_json.clone(), t.clone());
-                t
-            }
-        };
-        out.push(Sample { ts, tags, value });
+/// Accepts the tag sets (by JSON) holding every pair of `filter`.
+fn tags_filter(filter: &Tags) -> impl Fn(&str) -> bool + '_ {
+    move |json: &str| {
+        filter.is_empty()
+            || parse_tags(json)
+                .map(|tags| filter.iter().all(|(k, want)| tags.get(k) == Some(want)))
+                .unwrap_or(true)
     }
-    Ok(out)
 }
 
 /// The metadata stored for a series (no samples; `created_at` is the separate `c` field).
@@ -179,17 +183,6 @@ impl Record for IdOnly<'_> {
 }
 
 impl RedisBackend {
-    /// The range script for one series over scores `[min, max]`.
-    fn range_cmd(&self, id: &str, min: i64, max: i64, tags: &Tags) -> redis::Cmd {
-        let (z, v) = (self.keys.samples(id), self.keys.values(id));
-        let mut cmd = SCRIPTS.range.cmd(&[&z, &v]);
-        cmd.arg(min.max(0)).arg(max);
-        for (k, v) in tags {
-            cmd.arg(k).arg(v);
-        }
-        cmd
-    }
-
     fn meta_cmd(&self, id: &str) -> redis::Cmd {
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(self.keys.series_meta(id))
@@ -265,65 +258,15 @@ impl RedisBackend {
         if metrics.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for m in metrics.iter() {
-            pipe.add_command(self.range_cmd(&m.id, lower, end, tags));
-        }
-        let replies = self.pool.pipeline(&pipe).await?;
-        for (metric, reply) in metrics.iter_mut().zip(&replies) {
-            metric.values = parse_samples(reply)?
-                .into_iter()
-                .filter(|s| s.ts >= lower && s.ts < end)
-                .map(|s| MetricValue {
-                    timestamp: time::from_micros(s.ts),
-                    value: s.value,
-                    tags: s.tags,
-                })
-                .filter(|v| tags.iter().all(|(k, want)| v.tags.get(k) == Some(want)))
-                .collect();
+        let ids: Vec<&str> = metrics.iter().map(|m| m.id.as_str()).collect();
+        let loaded = self
+            .load(&ids, lower, end, None, &tags_filter(tags))
+            .await?;
+        for (metric, loaded) in metrics.iter_mut().zip(loaded) {
+            metric.values = values_of(loaded, tags)?;
         }
         Ok(())
     }
-}
-
-/// Parses one reply of the history script (records of 13 fields: group flag, group, bucket,
-/// count, sum, compensation, min, max, first member, first value, last member, last value,
-/// whether the sum is scaled by 2⁻⁶⁴)
-/// into `downsampler`.
-fn merge_history_reply(
-    downsampler: &mut Downsampler,
-    series_id: &str,
-    reply: &Value,
-    step: i64,
-) -> Result<()> {
-    let bad = || Error::malformed("history reply");
-    for rec in items(reply).chunks(13) {
-        let t = |i: usize| rec.get(i).and_then(text).ok_or_else(bad);
-        let num = |i: usize| -> Result<f64> { t(i)?.parse::<f64>().map_err(|_| bad()) };
-        let group = (t(0)? == "1")
-            .then(|| t(1).map(str::to_owned))
-            .transpose()?;
-        let bucket: i64 = match t(2)? {
-            // A sample past 2^53 µs: the script left its bucket to us.
-            "" => parse_member(rec.get(8).and_then(bytes).ok_or_else(bad)?)?.0,
-            b => b.parse().map_err(|_| bad())?,
-        };
-        let member = |i: usize| -> Result<OrderKey> {
-            let (ts, tags) = parse_member(rec.get(i).and_then(bytes).ok_or_else(bad)?)?;
-            Ok((ts, series_id.to_owned(), tags))
-        };
-        let sum = CompensatedSum::from_parts(num(4)?, num(5)?, t(12)? == "1");
-        let part = BucketAggregate {
-            count: t(3)?.parse().map_err(|_| bad())?,
-            sum,
-            min: num(6)?,
-            max: num(7)?,
-            first: (member(8)?, num(9)?),
-            last: (member(10)?, num(11)?),
-        };
-        downsampler.merge(group, bucket_start(bucket, step), part);
-    }
-    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -341,15 +284,10 @@ impl MetricDriver for RedisBackend {
             pipe.atomic();
         }
         let mut report = WriteReport::default();
+        // Where each series' append reply is: 1 there means its head should be sealed.
+        let mut appends: Vec<(usize, &str)> = Vec::new();
         for metric in metrics {
             let mut latest: Option<i64> = None;
-            let (z, v) = (self.keys.samples(&metric.id), self.keys.values(&metric.id));
-            // The values first, then the index of members: a reader that sees a member always
-            // finds its value, and a batch cut in between is completed by its retry.
-            let mut values = redis::cmd("HSET");
-            values.arg(&v);
-            let mut scores = redis::cmd("ZADD");
-            scores.arg(&z);
             let mut live = 0u64;
             let mut tag_sets = TagSets::default();
             for sample in &metric.values {
@@ -359,25 +297,17 @@ impl MetricDriver for RedisBackend {
                 }
                 let ts = time::to_micros(sample.timestamp);
                 latest = Some(latest.map_or(ts, |l| l.max(ts)));
-                let m = member_with(ts, tag_sets.json(&sample.tags, ts));
-                values.arg(&m).arg(value_text(sample.value));
-                scores.arg(ts).arg(m);
+                tag_sets.push(&sample.tags, ts, sample.value);
                 live += 1;
             }
             let tag_pairs = tag_sets.pairs();
             if live > 0 {
-                pipe.add_command(values).add_command(scores);
-                match &cutoff {
-                    Some(c) => {
-                        let mut retain = SCRIPTS.retain.cmd(&[&z, &v]);
-                        retain.arg(&ttl).arg(c);
-                        pipe.add_command(retain);
-                    }
-                    None => {
-                        // A TTL configured earlier may have left an expiry on the keys.
-                        pipe.cmd("PERSIST").arg(&z).cmd("PERSIST").arg(&v);
-                    }
+                let mut head = HeadBatch::default();
+                for set in &tag_sets.sets {
+                    head.add(&set.json, &set.samples);
                 }
+                appends.push((pipe.len(), &metric.id));
+                pipe.add_command(self.append_cmd(&metric.id, &head));
             }
             report.written += live;
             let meta = metadata_of(metric);
@@ -414,41 +344,36 @@ impl MetricDriver for RedisBackend {
             }
             pipe.add_command(cmd);
         }
-        self.pool.write(&pipe).await?;
+        let replies = self.pool.write(&pipe).await?;
+        // The samples are stored once the pipeline succeeded; sealing only compacts them. A
+        // seal cut by a fault leaves the head as it was, and the next write seals it.
+        for (at, id) in appends {
+            if replies.get(at).map(int) == Some(1) {
+                self.seal(id, false).await?;
+            }
+        }
         Ok(report)
     }
 
     async fn get_metric(&self, id: ValidId<'_>) -> Result<Option<Metric>> {
         let id = id.get();
         let cutoff = self.config.retention.metric_cutoff(time::now());
-        let mut pipe = redis::pipe();
-        pipe.add_command(self.meta_cmd(id));
-        pipe.add_command(self.range_cmd(
-            id,
-            cutoff.unwrap_or(0),
-            time::MAX_TIMESTAMP_MICROS,
-            &Tags::new(),
-        ));
-        let replies = self.pool.pipeline(&pipe).await?;
-        let (Some(meta), Some(samples)) = (replies.first(), replies.get(1)) else {
-            return Ok(None);
-        };
-        let Some(meta) = parse_meta(meta)? else {
+        let Some(meta) = self.fetch_metas(&[id.to_owned()]).await?.pop().flatten() else {
             return Ok(None);
         };
         if !meta.is_live(cutoff) {
             return Ok(None);
         }
         let mut metric = meta.metric;
-        metric.values = parse_samples(samples)?
-            .into_iter()
-            .filter(|s| cutoff.is_none_or(|c| s.ts >= c))
-            .map(|s| MetricValue {
-                timestamp: time::from_micros(s.ts),
-                value: s.value,
-                tags: s.tags,
-            })
-            .collect();
+        let none = Tags::new();
+        let lower = cutoff.unwrap_or(i64::MIN);
+        let loaded = self
+            .load(&[id], lower, i64::MAX, None, &tags_filter(&none))
+            .await?;
+        metric.values = match loaded.into_iter().next() {
+            Some(loaded) => values_of(loaded, &none)?,
+            None => Vec::new(),
+        };
         Ok(Some(metric))
     }
 
@@ -540,25 +465,42 @@ impl MetricDriver for RedisBackend {
             .map(|(id, _)| id)
             .collect();
         let mut merged = Downsampler::new(query);
-        for chunk in ids.chunks(SAMPLE_CHUNK) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                let (z, v) = (self.keys.samples(id), self.keys.values(id));
-                let mut cmd = SCRIPTS.history.cmd(&[&z, &v]);
-                cmd.arg(lower)
-                    .arg(range.end)
-                    .arg(pad(lower))
-                    .arg(pad(range.end))
-                    .arg(step)
-                    .arg(query.group_by.as_deref().unwrap_or(""));
-                for (k, v) in &query.tags {
-                    cmd.arg(k).arg(v);
-                }
-                pipe.add_command(cmd);
+        let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+        let loaded = self
+            .load(
+                &ids,
+                lower,
+                range.end,
+                Some(step),
+                &tags_filter(&query.tags),
+            )
+            .await?;
+        for (id, loaded) in ids.iter().zip(loaded) {
+            let group_of = |json: &str| -> Result<Option<String>> {
+                Ok(match &query.group_by {
+                    Some(key) => parse_tags(json)?.get(key).cloned(),
+                    None => None,
+                })
+            };
+            for (json, _window, summary) in &loaded.summaries {
+                merged.merge(
+                    group_of(json)?,
+                    bucket_start(summary.first.0, step),
+                    summary.aggregate(id, json),
+                );
             }
-            let replies = self.pool.pipeline(&pipe).await?;
-            for (id, reply) in chunk.iter().zip(&replies) {
-                merge_history_reply(&mut merged, id, reply, step)?;
+            for (json, samples) in &loaded.samples {
+                let group = group_of(json)?;
+                chunk::fold_buckets(
+                    samples,
+                    lower,
+                    range.end,
+                    step,
+                    group.as_deref(),
+                    id,
+                    json,
+                    &mut merged,
+                );
             }
         }
         Ok(merged.finish())
@@ -584,23 +526,5 @@ mod tests {
             let back: f64 = value_text(v).parse().unwrap();
             assert_eq!(back.to_bits(), v.to_bits(), "{v}");
         }
-    }
-
-    fn member(micros: i64, tags: &Tags) -> String {
-        member_with(micros, &tags_json(tags))
-    }
-
-    #[test]
-    fn members_order_by_time_then_tags() {
-        let a = member(5, &Tags::new());
-        let b = member(5, &Tags::from([("k".to_owned(), "v".to_owned())]));
-        let c = member(40, &Tags::new());
-        // Same order as the tags JSON strings, as every backend sorts them.
-        assert_eq!(
-            a < b,
-            "{}" < tags_json(&Tags::from([("k".to_owned(), "v".to_owned())])).as_str()
-        );
-        assert!(a < c && b < c);
-        assert_eq!(parse_member(b.as_bytes()).unwrap().0, 5);
     }
 }

@@ -1,11 +1,12 @@
 //! `apply_retention`. Redis expires whole keys by itself (`PEXPIREAT` set at write time);
-//! this sweep trims expired samples from live series (`ZREMRANGEBYSCORE` plus the matching
-//! values), drops what expired from the id indexes, and removes index members and empty index
+//! this sweep drops the chunks of live series whose whole window is past the cutoff (reads
+//! filter inside a chunk), drops what expired from the id indexes, and removes index members and empty index
 //! keys that point at expired data, so indexes never grow without bound.
 
 use aimon_core::{Result, RetentionReport, time};
 
 use crate::backend::{RedisBackend, int};
+use crate::chunks::WINDOW;
 use crate::scripts::SCRIPTS;
 
 impl RedisBackend {
@@ -64,17 +65,22 @@ impl RedisBackend {
                 .partition(|(_, score)| *score < now_us as f64);
             // Samples of expired series that Redis has not dropped yet.
             for chunk in expired.chunks(500) {
+                let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+                for loaded in self
+                    .load(&ids, i64::MIN, i64::MAX, Some(i64::MAX), &|_| true)
+                    .await?
+                {
+                    report.samples_removed += loaded.count(i64::MIN, i64::MAX);
+                }
                 let mut pipe = redis::pipe();
-                for (id, _) in chunk {
-                    pipe.cmd("ZCARD").arg(self.keys.samples(id));
-                    pipe.cmd("DEL")
-                        .arg(self.keys.samples(id))
-                        .arg(self.keys.values(id));
+                for id in &ids {
+                    let mut del = redis::cmd("DEL");
+                    del.arg(&self.keys.series_samples(id).all()[..]);
+                    del.arg(self.keys.legacy_samples(id))
+                        .arg(self.keys.legacy_values(id));
+                    pipe.add_command(del);
                 }
-                // ZCARD, DEL, ZCARD, DEL…
-                for reply in self.pool.pipeline(&pipe).await?.iter().step_by(2) {
-                    report.samples_removed += int(reply).max(0) as u64;
-                }
+                self.pool.pipeline(&pipe).await?;
             }
             report.series_removed = self
                 .drop_expired(&self.keys.series_index(), now_us, |id| {
@@ -84,9 +90,11 @@ impl RedisBackend {
             for chunk in live.chunks(500) {
                 let mut pipe = redis::pipe();
                 for (id, _) in chunk {
-                    let (z, v) = (self.keys.samples(id), self.keys.values(id));
-                    let mut cmd = SCRIPTS.trim.cmd(&[&z, &v]);
-                    cmd.arg(cutoff);
+                    let keys = self.keys.series_samples(id);
+                    let mut cmd = SCRIPTS
+                        .trim
+                        .cmd(&[&keys.state, &keys.chunks, &keys.summaries]);
+                    cmd.arg(cutoff).arg(WINDOW);
                     pipe.add_command(cmd);
                 }
                 for reply in self.pool.pipeline(&pipe).await? {

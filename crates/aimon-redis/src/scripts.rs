@@ -1,10 +1,9 @@
 //! The Lua scripts that run next to the data. Each touches keys of one hash slot only (the
 //! namespace slot or one series' slot), so each is atomic and Cluster-safe.
 //!
-//! Timestamps travel as 16-digit zero-padded microseconds, so equal-length strings compare
-//! as numbers; sorted-set scores are the same microseconds as doubles (exact up to 2^53 µs,
-//! year 2255; later samples are still ordered by their member, which starts with the padded
-//! timestamp, and filtered exactly by the client).
+//! Timestamps of items travel as 16-digit zero-padded microseconds, so equal-length strings
+//! compare as numbers. Samples never pass through Lua one by one: the sample scripts move
+//! whole head segments, chunks and summaries, and look only at window starts.
 
 use std::sync::LazyLock;
 
@@ -94,59 +93,166 @@ redis.call('PUBLISH', ARGV[8], ARGV[9])
 return 1
 "#;
 
-/// Trims samples older than the cutoff. KEYS: samples, values. ARGV: cutoff µs.
-/// Returns the number of samples removed.
-const TRIM_BODY: &str = r#"
-local function trim(z, v, cutoff)
-  local old = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. cutoff)
-  for i = 1, #old, 1000 do
-    redis.call('HDEL', v, unpack(old, i, math.min(i + 999, #old)))
+/// Shared by the sample scripts. The five keys of a series are, in order: state (hash), head
+/// (list), chunks (hash), summaries (hash), head windows (sorted set); see the crate docs.
+/// Window starts travel as decimal µs and are exact as Lua numbers below 2^53 (year 2255).
+const SAMPLES_PRELUDE: &str = r#"
+local function window_of(field)
+  return tonumber(string.match(field, '^(%-?%d+):'))
+end
+-- The sample count a summary starts with (little endian; 48 bits are plenty).
+local function count_of(summary)
+  local n = 0
+  for i = 6, 1, -1 do n = n * 256 + string.byte(summary, i) end
+  return n
+end
+-- Drops the chunks (data and summary) of every window that ended at or before the cutoff;
+-- returns how many samples they held. 'f' in the state is the oldest chunk window, so a
+-- write pays for the scan only when something is due.
+local function trim_chunks(t, c, s, cutoff, window)
+  local f = tonumber(redis.call('HGET', t, 'f'))
+  if not f or f + window > cutoff then return 0 end
+  local removed, oldest = 0, nil
+  for _, field in ipairs(redis.call('HKEYS', s)) do
+    local ws = window_of(field)
+    if ws and ws + window <= cutoff then
+      removed = removed + count_of(redis.call('HGET', s, field))
+      redis.call('HDEL', s, field)
+      redis.call('HDEL', c, field)
+    elseif ws and (not oldest or ws < oldest) then
+      oldest = ws
+    end
   end
-  if #old > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. cutoff) end
-  return #old
+  if oldest then
+    redis.call('HSET', t, 'f', string.format('%.0f', oldest))
+  else
+    redis.call('HDEL', t, 'f')
+  end
+  return removed
+end
+-- Every key of the series expires a TTL after its latest sample ('l'), or never.
+local function expire_series(keys, t, ttl)
+  local l = redis.call('HGET', t, 'l')
+  if ttl ~= '' and l then
+    local at = string.format('%.0f', math.floor((tonumber(l) + tonumber(ttl)) / 1000) + 1)
+    for _, key in ipairs(keys) do redis.call('PEXPIREAT', key, at) end
+  else
+    for _, key in ipairs(keys) do redis.call('PERSIST', key) end
+  end
 end
 "#;
 
-/// After a write to a series with a TTL: trims samples older than the cutoff and sets both
-/// keys to expire when the latest sample does. KEYS: samples, values. ARGV: ttl µs, cutoff µs.
-/// (The samples themselves are written by plain `HSET` and `ZADD`: no per-sample Lua.)
-const RETAIN: &str = r#"
-local z, v = KEYS[1], KEYS[2]
-trim(z, v, ARGV[2])
-local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
-if top[2] then
-  local at = string.format('%.0f', math.floor((tonumber(top[2]) + tonumber(ARGV[1])) / 1000) + 1)
-  redis.call('PEXPIREAT', z, at)
-  redis.call('PEXPIREAT', v, at)
+/// Appends one batch of a series to its head. KEYS: the five sample keys.
+/// ARGV: segments (one list element), latest timestamp µs, ttl µs or '', cutoff µs or '',
+/// window µs, default seal threshold, k, then k pairs (window, samples in it), then pairs
+/// (tag-set field, tags JSON). A tag-set field already holding other tags (a 64-bit hash
+/// collision) fails the call before anything is written.
+/// Returns 1 when the head should be sealed (more than one window in it, or the newest
+/// window past the threshold 'x'), 0 otherwise.
+const APPEND: &str = r#"
+local t, h, c, s, w = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local k = tonumber(ARGV[7])
+for i = 8 + 2 * k, #ARGV, 2 do
+  local old = redis.call('HGET', t, ARGV[i])
+  if not old then
+    redis.call('HSET', t, ARGV[i], ARGV[i + 1])
+  elseif old ~= ARGV[i + 1] then
+    return redis.error_reply('ERR aimon: two tag sets of one series share the hash ' .. ARGV[i])
+  end
 end
+redis.call('RPUSH', h, ARGV[1])
+for i = 8, 7 + 2 * k, 2 do redis.call('ZINCRBY', w, ARGV[i + 1], ARGV[i]) end
+local l = redis.call('HGET', t, 'l')
+if not l or tonumber(ARGV[2]) > tonumber(l) then redis.call('HSET', t, 'l', ARGV[2]) end
+if ARGV[4] ~= '' then trim_chunks(t, c, s, tonumber(ARGV[4]), tonumber(ARGV[5])) end
+expire_series(KEYS, t, ARGV[3])
+local hw = redis.call('ZRANGE', w, 0, -1, 'WITHSCORES')
+if #hw > 2 then return 1 end
+local x = tonumber(redis.call('HGET', t, 'x') or ARGV[6])
+if hw[2] and tonumber(hw[2]) >= x then return 1 end
+return 0
+"#;
+
+/// What sealing starts from, read atomically. KEYS: state, head.
+/// Returns the seal generation ('g', '0' before the first seal) and the head's elements.
+const SNAPSHOT: &str = r#"
+return {redis.call('HGET', KEYS[1], 'g') or '0', redis.call('LRANGE', KEYS[2], 0, -1)}
+"#;
+
+/// Commits a seal computed from a snapshot, unless another seal came first.
+/// KEYS: the five sample keys. ARGV: the snapshot's generation, how many head elements it
+/// read, the element to put back in front of the head (samples of windows left unsealed) or
+/// '', ttl µs or '', the new seal threshold, the oldest window sealed or '', k, then k pairs
+/// (window, change of its head count), then triples (field, chunk, summary).
+/// Returns 1 when committed, 0 when the generation moved (nothing written).
+const SEAL: &str = r#"
+local t, h, c, s, w = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if (redis.call('HGET', t, 'g') or '0') ~= ARGV[1] then return 0 end
+redis.call('LTRIM', h, tonumber(ARGV[2]), -1)
+if ARGV[3] ~= '' then redis.call('LPUSH', h, ARGV[3]) end
+local k = tonumber(ARGV[7])
+for i = 8, 7 + 2 * k, 2 do
+  if tonumber(redis.call('ZINCRBY', w, ARGV[i + 1], ARGV[i])) <= 0 then
+    redis.call('ZREM', w, ARGV[i])
+  end
+end
+for i = 8 + 2 * k, #ARGV, 3 do
+  redis.call('HSET', c, ARGV[i], ARGV[i + 1])
+  redis.call('HSET', s, ARGV[i], ARGV[i + 2])
+end
+redis.call('HINCRBY', t, 'g', 1)
+redis.call('HSET', t, 'x', ARGV[5])
+if ARGV[6] ~= '' then
+  local f = redis.call('HGET', t, 'f')
+  if not f or tonumber(ARGV[6]) < tonumber(f) then redis.call('HSET', t, 'f', ARGV[6]) end
+end
+expire_series(KEYS, t, ARGV[4])
 return 1
 "#;
 
-/// `apply_retention` for one series: KEYS: samples, values. ARGV: cutoff µs.
-const TRIM: &str = "return trim(KEYS[1], KEYS[2], ARGV[1])";
-
-/// Reads samples with scores in [min, max] whose tags include the given pairs.
-/// KEYS: samples, values. ARGV: min, max, then tag key, value pairs.
-/// Returns member, value, member, value…
-const RANGE: &str = r#"
-local ms = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2])
-if #ARGV > 2 then
-  local decoded, kept = {}, {}
-  for _, m in ipairs(ms) do
-    local tj = string.sub(m, 17)
-    local ok = decoded[tj]
-    if ok == nil then
-      local tags = cjson.decode(tj)
-      ok = true
-      for i = 3, #ARGV, 2 do
-        if tags[ARGV[i]] ~= ARGV[i + 1] then ok = false; break end
-      end
-      decoded[tj] = ok
-    end
-    if ok then kept[#kept + 1] = m end
+/// Reads a series' samples over [lo, hi). KEYS: the five sample keys. ARGV: lo µs, hi µs,
+/// history step µs or '' (every chunk's data), window µs.
+/// Returns {state hash (flat), head elements, chunks}: per chunk whose window overlaps the
+/// range, its field, summary and data; with a step, the data is left out (nil) where the
+/// summary answers alone: the window lies in the range and in one bucket, and no head sample
+/// falls in it.
+const LOAD: &str = r#"
+local lo, hi, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local step = tonumber(ARGV[3])
+local in_head = {}
+for _, m in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do in_head[tonumber(m)] = true end
+local out, need = {}, {}
+local sums = redis.call('HGETALL', KEYS[4])
+for i = 1, #sums, 2 do
+  local ws = window_of(sums[i])
+  if ws and ws + window > lo and ws < hi then
+    out[#out + 1] = sums[i]
+    out[#out + 1] = sums[i + 1]
+    local whole = step and ws >= lo and ws + window <= hi and ws + window < 9007199254740992
+      and not in_head[ws] and math.floor(ws / step) == math.floor((ws + window - 1) / step)
+    out[#out + 1] = false
+    if not whole then need[#need + 1] = #out end
   end
-  ms = kept
 end
+for i = 1, #need, 500 do
+  local last = math.min(i + 499, #need)
+  local fields = {}
+  for j = i, last do fields[#fields + 1] = out[need[j] - 2] end
+  local data = redis.call('HMGET', KEYS[3], unpack(fields))
+  for j = i, last do out[need[j]] = data[j - i + 1] end
+end
+return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1), out}
+"#;
+
+/// `apply_retention` for one series: drops whole chunks past the cutoff.
+/// KEYS: state, chunks, summaries. ARGV: cutoff µs, window µs. Returns the samples dropped.
+const TRIM: &str =
+    "return trim_chunks(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]))";
+
+/// Reads every sample of the layout before chunks (for the migration).
+/// KEYS: samples, values. Returns member, value, member, value…
+const LEGACY_RANGE: &str = r#"
+local ms = redis.call('ZRANGE', KEYS[1], 0, -1)
 local out = {}
 for i = 1, #ms, 1000 do
   local last = math.min(i + 999, #ms)
@@ -155,120 +261,6 @@ for i = 1, #ms, 1000 do
     out[#out + 1] = ms[j]
     out[#out + 1] = vs[j - i + 1] or ''
   end
-end
-return out
-"#;
-
-/// Downsamples one series in the server. KEYS: samples, values.
-/// ARGV: min score, max score (inclusive), start µs, end µs (exclusive), step µs, group_by tag
-/// or '', then tag filter key, value pairs.
-/// Returns, per (group, bucket) in order of appearance: has_group ('1'/'0'), group, bucket
-/// start, count, sum and its Neumaier compensation (%.17g), min, max, first member, first
-/// value, last member, last value, and whether the sum and compensation are in units of 2^64
-/// ('1' once a running sum overflowed, '0' otherwise). Samples at or after 2^53 µs (year 2255), where doubles
-/// lose microseconds, come back one record each with bucket '' for the client to place.
-const HISTORY: &str = r#"
-local ms = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2])
-local HUGE, SCALE = math.huge, 2 ^ -64
-local step = tonumber(ARGV[5])
-local group_by = ARGV[6]
-local filters = {}
-for i = 7, #ARGV, 2 do filters[#filters + 1] = {ARGV[i], ARGV[i + 1]} end
--- Per tags JSON: whether it passes the filters, its group, and the accumulator of the last
--- bucket it fed (samples come in time order, so most samples hit that one).
-local sets = {}
-local accs, order = {}, {}
-for i = 1, #ms, 1000 do
-  local last = math.min(i + 999, #ms)
-  local vs = redis.call('HMGET', KEYS[2], unpack(ms, i, last))
-  for j = i, last do
-    local m = ms[j]
-    local vstr = vs[j - i + 1]
-    local ts_text = string.sub(m, 1, 16)
-    local ts = tonumber(ts_text)
-    if vstr and ts_text >= ARGV[3] and ts_text < ARGV[4] then
-      local tj = string.sub(m, 17)
-      local set = sets[tj]
-      if not set then
-        local tags = cjson.decode(tj)
-        set = {ok = true}
-        for _, f in ipairs(filters) do
-          if tags[f[1]] ~= f[2] then set.ok = false; break end
-        end
-        if group_by ~= '' then set.g = tags[group_by] end
-        sets[tj] = set
-      end
-      if set.ok then
-        local g = set.g
-        local value = tonumber(vstr)
-        local acc, q
-        if ts < 9007199254740992 then
-          q = math.floor(ts / step)
-          local r = ts - q * step
-          if r < 0 then q = q - 1 elseif r >= step then q = q + 1 end
-          if set.q == q then acc = set.acc end
-        end
-        if not acc then
-          local bucket, key
-          if q then
-            bucket = string.format('%.0f', q * step)
-            key = (g and ('1' .. g) or '0') .. '\n' .. bucket
-          else
-            bucket = ''
-            key = 'raw\n' .. m
-          end
-          acc = accs[key]
-          if not acc then
-            acc = {g = g, bucket = bucket, count = 0, sum = 0, c = 0, min = value, minv = vstr,
-                   max = value, maxv = vstr, fm = m, fv = vstr}
-            accs[key] = acc
-            order[#order + 1] = key
-          end
-          if q then set.q = q; set.acc = acc end
-        end
-        acc.count = acc.count + 1
-        local v = value
-        if acc.scaled then v = v * SCALE end
-        local t = acc.sum + v
-        if t == HUGE or t == -HUGE then
-          -- An intermediate overflow: go on in units of 2^64 (exact scaling), where no
-          -- sum of finite values overflows.
-          acc.scaled = true
-          acc.sum = acc.sum * SCALE
-          acc.c = acc.c * SCALE
-          v = v * SCALE
-          t = acc.sum + v
-        end
-        if math.abs(acc.sum) >= math.abs(v) then
-          acc.c = acc.c + ((acc.sum - t) + v)
-        else
-          acc.c = acc.c + ((v - t) + acc.sum)
-        end
-        acc.sum = t
-        if value < acc.min then acc.min = value; acc.minv = vstr end
-        if value > acc.max then acc.max = value; acc.maxv = vstr end
-        acc.lm = m
-        acc.lv = vstr
-      end
-    end
-  end
-end
-local out = {}
-for _, key in ipairs(order) do
-  local a = accs[key]
-  out[#out + 1] = a.g and '1' or '0'
-  out[#out + 1] = a.g or ''
-  out[#out + 1] = a.bucket
-  out[#out + 1] = tostring(a.count)
-  out[#out + 1] = string.format('%.17g', a.sum)
-  out[#out + 1] = string.format('%.17g', a.c)
-  out[#out + 1] = a.minv
-  out[#out + 1] = a.maxv
-  out[#out + 1] = a.fm
-  out[#out + 1] = a.fv
-  out[#out + 1] = a.lm
-  out[#out + 1] = a.lv
-  out[#out + 1] = a.scaled and '1' or '0'
 end
 return out
 "#;
@@ -332,24 +324,28 @@ pub(crate) struct Scripts {
     pub(crate) alert: Script,
     pub(crate) agent: Script,
     pub(crate) series: Script,
-    pub(crate) retain: Script,
+    pub(crate) append: Script,
+    pub(crate) snapshot: Script,
+    pub(crate) seal: Script,
+    pub(crate) load: Script,
     pub(crate) trim: Script,
-    pub(crate) range: Script,
-    pub(crate) history: Script,
+    pub(crate) legacy_range: Script,
     pub(crate) sweep_indexes: Script,
     pub(crate) drop_items: Script,
 }
 
 impl Scripts {
-    pub(crate) fn all(&self) -> [&Script; 9] {
+    pub(crate) fn all(&self) -> [&Script; 11] {
         [
             &self.alert,
             &self.agent,
             &self.series,
-            &self.retain,
+            &self.append,
+            &self.snapshot,
+            &self.seal,
+            &self.load,
             &self.trim,
-            &self.range,
-            &self.history,
+            &self.legacy_range,
             &self.sweep_indexes,
             &self.drop_items,
         ]
@@ -360,10 +356,12 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     alert: Script::new("alert", format!("{PRELUDE}{ALERT}")),
     agent: Script::new("agent", format!("{PRELUDE}{AGENT}")),
     series: Script::new("series", format!("{PRELUDE}{SERIES}")),
-    retain: Script::new("retain", format!("{TRIM_BODY}{RETAIN}")),
-    trim: Script::new("trim", format!("{TRIM_BODY}{TRIM}")),
-    range: Script::new("range", RANGE.to_owned()),
-    history: Script::new("history", HISTORY.to_owned()),
+    append: Script::new("append", format!("{SAMPLES_PRELUDE}{APPEND}")),
+    snapshot: Script::new("snapshot", SNAPSHOT.to_owned()),
+    seal: Script::new("seal", format!("{SAMPLES_PRELUDE}{SEAL}")),
+    load: Script::new("load", format!("{SAMPLES_PRELUDE}{LOAD}")),
+    trim: Script::new("trim", format!("{SAMPLES_PRELUDE}{TRIM}")),
+    legacy_range: Script::new("legacy_range", LEGACY_RANGE.to_owned()),
     sweep_indexes: Script::new("sweep_indexes", SWEEP_INDEXES.to_owned()),
     drop_items: Script::new("drop_items", DROP_ITEMS.to_owned()),
 });

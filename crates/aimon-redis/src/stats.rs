@@ -76,7 +76,7 @@ impl RedisBackend {
     pub(crate) async fn database_stats(&self) -> Result<DatabaseStats> {
         let now = time::now();
         let now_us = time::to_micros(now);
-        let cutoff = self.config.retention.metric_cutoff(now).unwrap_or(0);
+        let cutoff = self.config.retention.metric_cutoff(now).unwrap_or(i64::MIN);
         let series_ids = self.live_ids(&self.keys.series_index(), now_us).await?;
         let mut pipe = redis::pipe();
         for index in [self.keys.alert_index(), self.keys.agent_index()] {
@@ -95,16 +95,15 @@ impl RedisBackend {
             .collect();
         let mut extra_reason = None;
         let mut samples = 0u64;
+        // Whole chunks count from their summaries; only chunks across the cutoff and the head
+        // are decoded.
         for chunk in series_ids.chunks(500) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("ZCOUNT")
-                    .arg(self.keys.samples(id))
-                    .arg(cutoff)
-                    .arg("+inf");
-            }
-            for reply in self.pool.pipeline(&pipe).await? {
-                samples += int(&reply).max(0) as u64;
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            for loaded in self
+                .load(&ids, cutoff, i64::MAX, Some(i64::MAX), &|_| true)
+                .await?
+            {
+                samples += loaded.count(cutoff, i64::MAX);
             }
         }
         let mut index_members = 0u64;
@@ -157,7 +156,7 @@ impl RedisBackend {
         );
         // Keys of the namespace: three id indexes, the registry, the secondary indexes, one
         // item key per series / alert / agent and two sample keys per series.
-        let keys = 4 + registry.len() as u64 + alerts + agent_states + 3 * series_ids.len() as u64;
+        let keys = 5 + registry.len() as u64 + alerts + agent_states + 6 * series_ids.len() as u64;
         extra.insert("namespace_keys".into(), keys.into());
         extra.insert(
             "namespace_index_keys".into(),

@@ -570,36 +570,20 @@ pub(crate) async fn fold_history(
                 let part = chunk::decode(&data).map_err(|e| tagset.damaged(window, e))?;
                 merged = merged.overwrite(&part);
             }
-            fold_samples(&merged, tagset, group.as_deref(), scan, downsampler);
+            chunk::fold_buckets(
+                &merged,
+                scan.lo,
+                scan.hi,
+                scan.step,
+                group.as_deref(),
+                &tagset.series_id,
+                &tagset.tags,
+                downsampler,
+            );
         }
         i = j;
     }
     Ok(())
-}
-
-/// Folds decoded samples bucket by bucket: each bucket's run is summarized once.
-fn fold_samples(
-    samples: &Samples,
-    tagset: &Tagset,
-    group: Option<&str>,
-    scan: &HistoryScan<'_>,
-    downsampler: &mut Downsampler,
-) {
-    let range = samples.range(scan.lo, scan.hi);
-    let (ts, values) = (&samples.timestamps[range.clone()], &samples.values[range]);
-    let mut start = 0;
-    while start < ts.len() {
-        let bucket = bucket_start(ts[start], scan.step);
-        let end = ts[start..].partition_point(|&t| t < bucket.saturating_add(scan.step)) + start;
-        let summary =
-            chunk::summarize(&ts[start..end], &values[start..end]).expect("a run is never empty");
-        downsampler.merge(
-            group.map(str::to_owned),
-            bucket,
-            summary.aggregate(&tagset.series_id, &tagset.tags),
-        );
-        start = end;
-    }
 }
 
 /// The registry rows of the series with these ids whose tags hold every `wanted` pair.
