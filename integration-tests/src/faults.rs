@@ -536,6 +536,8 @@ pub struct FaultTarget {
     /// [`ABSORBED_CUTS`] faults without a failed write the round ends and the data is checked.
     /// Otherwise a write must fail within that many faults.
     pub may_absorb_cuts: bool,
+    /// The batches the writer writes ([`LARGE`] unless a scenario needs another).
+    pub shape: Shape,
     /// Keeps the private server (and its data directory) alive.
     pub guard: Box<dyn std::any::Any + Send>,
 }
@@ -556,6 +558,7 @@ pub async fn disrupted_mid_batch(mut target: FaultTarget, rounds: usize) {
         unreachable!("opens given configs")
     });
     let store: Backend = open_retrying(&opener, &target.config).await;
+    let shape = target.shape;
     let mut next = 0u64;
     for round in 0..rounds {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -568,7 +571,7 @@ pub async fn disrupted_mid_batch(mut target: FaultTarget, rounds: usize) {
                     if stop.load(Ordering::SeqCst) {
                         return (n, None);
                     }
-                    if let Err(e) = write_batch(store.as_ref(), n, LARGE).await {
+                    if let Err(e) = write_batch(store.as_ref(), n, shape).await {
                         return (n, Some(e));
                     }
                     let _ = tx.send(n);
@@ -639,7 +642,7 @@ pub async fn disrupted_mid_batch(mut target: FaultTarget, rounds: usize) {
         );
         target.fault.recover().await;
         let fresh = open_retrying(&opener, &target.config).await;
-        if let Err(e) = verify(fresh.as_ref(), LARGE, in_flight, true).await {
+        if let Err(e) = verify(fresh.as_ref(), shape, in_flight, true).await {
             panic!(
                 "{what}: round {round}: batches {next}..{in_flight} acknowledged, {in_flight} cut ({err}):\n{e}"
             );
@@ -647,7 +650,7 @@ pub async fn disrupted_mid_batch(mut target: FaultTarget, rounds: usize) {
         // The original store recovers by itself: the retry goes through it.
         let retry_deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match write_batch(store.as_ref(), in_flight, LARGE).await {
+            match write_batch(store.as_ref(), in_flight, shape).await {
                 Ok(()) => break,
                 Err(e) if e.is_retryable() && Instant::now() < retry_deadline => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -655,7 +658,7 @@ pub async fn disrupted_mid_batch(mut target: FaultTarget, rounds: usize) {
                 Err(e) => panic!("{what}: round {round}: retrying batch {in_flight}: {e}"),
             }
         }
-        if let Err(e) = verify(fresh.as_ref(), LARGE, in_flight + 1, false).await {
+        if let Err(e) = verify(fresh.as_ref(), shape, in_flight + 1, false).await {
             panic!("{what}: round {round}: after retrying batch {in_flight}:\n{e}");
         }
         let _ = fresh.close().await;
@@ -1012,7 +1015,72 @@ pub async fn redis_server_killed() -> Option<FaultTarget> {
         fault: Box::new(ServerKill(server.clone())),
         guard: Box::new(server),
         may_absorb_cuts: false,
+        shape: LARGE,
     })
+}
+
+/// Batches of one whole hour each: with hour-long chunk windows (Redis), every write opens a
+/// window and seals the one before, so a fault at a random moment often lands in a seal.
+pub const SEALING: Shape = Shape {
+    series: 3,
+    samples: 3_600,
+    alerts: 1,
+    states: 1,
+};
+
+/// A private durable `redis-server` stopped by `SHUTDOWN NOSAVE` (the AOF, `appendfsync
+/// always`, is all it keeps) and restarted, while [`SEALING`] batches seal windows.
+#[cfg(feature = "redis")]
+pub async fn redis_shut_down_while_sealing() -> Option<FaultTarget> {
+    let (server, port, config) = match private_redis().await {
+        Ok(private) => private,
+        Err(e) => return skip_target("redis", &e),
+    };
+    Some(FaultTarget {
+        backend: "redis".into(),
+        config,
+        fault: Box::new(RedisShutdown {
+            server: server.clone(),
+            port,
+        }),
+        guard: Box::new(server),
+        may_absorb_cuts: false,
+        shape: SEALING,
+    })
+}
+
+/// A [`Fault`]: `SHUTDOWN NOSAVE` of a private Redis, then a restart on its data.
+pub struct RedisShutdown {
+    server: Arc<Mutex<PrivateServer>>,
+    port: u16,
+}
+
+impl Fault for RedisShutdown {
+    fn describe(&self) -> String {
+        "redis-server stopped by SHUTDOWN NOSAVE while windows seal, and restarted".to_owned()
+    }
+    fn inject(&mut self) -> BoxFuture<'_, ()> {
+        let port = self.port.to_string();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                // The server closes the connection instead of answering: no reply to check.
+                let _ = crate::fixtures::redis_cli(&["-p", &port, "SHUTDOWN", "NOSAVE"]);
+            })
+            .await
+            .expect("shutdown");
+        })
+    }
+    fn recover(&mut self) -> BoxFuture<'_, ()> {
+        let server = self.server.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                server.lock().unwrap_or_else(|e| e.into_inner()).restart()
+            })
+            .await
+            .expect("restart")
+            .expect("the server restarts on its data");
+        })
+    }
 }
 
 /// `CLIENT KILL` on a private standalone `redis-server`.
@@ -1031,6 +1099,7 @@ pub async fn redis_connection_cut() -> Option<FaultTarget> {
         }),
         guard: Box::new(server),
         may_absorb_cuts: false,
+        shape: LARGE,
     })
 }
 
@@ -1062,6 +1131,7 @@ pub async fn redis_cluster_connection_cut() -> Option<FaultTarget> {
         }),
         guard: Box::new(server),
         may_absorb_cuts: true,
+        shape: LARGE,
     })
 }
 
@@ -1097,6 +1167,7 @@ pub async fn redis_sentinel_connection_cut() -> Option<FaultTarget> {
         }),
         guard: Box::new(server),
         may_absorb_cuts: false,
+        shape: LARGE,
     })
 }
 
@@ -1163,6 +1234,7 @@ pub async fn postgres_server_killed() -> Option<FaultTarget> {
         fault: Box::new(ServerKill(server.clone())),
         guard: Box::new(server),
         may_absorb_cuts: false,
+        shape: LARGE,
     })
 }
 
@@ -1212,6 +1284,7 @@ pub async fn postgres_connection_cut() -> Option<FaultTarget> {
         fault: Box::new(PostgresTerminate { url }),
         guard: Box::new(server),
         may_absorb_cuts: false,
+        shape: LARGE,
     })
 }
 
@@ -1250,6 +1323,7 @@ pub async fn influxdb_server_killed() -> Option<FaultTarget> {
         fault: Box::new(ServerKill(server.clone())),
         guard: Box::new(server),
         may_absorb_cuts: false,
+        shape: LARGE,
     })
 }
 
@@ -1267,6 +1341,7 @@ pub async fn influxdb_server_stopped() -> Option<FaultTarget> {
         fault: Box::new(ServerStop(server.clone())),
         guard: Box::new(server),
         may_absorb_cuts: false,
+        shape: LARGE,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The fault suite on Redis: the client killed mid-batch on every topology (the shared
 //! fixture servers); a private durable server (`appendonly yes`, `appendfsync always`) killed
-//! with `SIGKILL` mid-batch and restarted; connections cut by `CLIENT KILL` mid-batch on a
+//! with `SIGKILL` mid-batch and restarted, and stopped by `SHUTDOWN NOSAVE` while every batch
+//! seals a chunk window; connections cut by `CLIENT KILL` mid-batch on a
 //! private standalone server, Cluster and Sentinel set.
 #![cfg(feature = "redis")]
 use aimon_integration_tests::{faults, fixtures};
@@ -9,6 +10,7 @@ aimon_integration_tests::fault_suite!(
     redis,
     fixtures::redis(),
     server_killed_mid_batch_and_restarted = (faults::redis_server_killed(), 3),
+    server_shut_down_while_windows_seal = (faults::redis_shut_down_while_sealing(), 6),
     connection_cut_mid_batch = (faults::redis_connection_cut(), 3),
 );
 aimon_integration_tests::fault_suite!(

@@ -59,8 +59,11 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{NS|id}:z` | sorted set | one member per sample: 16-digit µs timestamp + canonical tags JSON, scored by the timestamp |
-//! | `{NS|id}:v` | hash | the same member → the value as shortest round-trip text |
+//! | `{NS|id}:t` | hash | the series' tag sets (`#` + 16 hex digits of the xxh3 hash of the tags JSON → the JSON) and its chunk state: seal generation `g`, latest sample `l`, oldest chunk window `f`, seal threshold `x` |
+//! | `{NS|id}:h` | list | the head: one element per written batch, binary segments (tag-set hash, count, timestamps, values) |
+//! | `{NS|id}:w` | sorted set | the windows with samples in the head, scored by how many |
+//! | `{NS|id}:c` | hash | `window:tagset` → the chunk (aimon's pcodec chunk format, `aimon_core::chunk`) |
+//! | `{NS|id}:s` | hash | `window:tagset` → the chunk's 77-byte summary (count, compensated sum, min, max, first, last, CRC-32) |
 //! | `{NS}:m:meta:id` | hash | series metadata JSON (`j`), first `created_at` (`c`), `updated_at` (`u`), latest sample (`l`), its index keys (`x`) |
 //! | `{NS}:a:item:id` | hash | alert JSON (`j`) and its index keys (`x`) |
 //! | `{NS}:s:item:agent_id` | hash | latest agent state JSON (`j`), heartbeat (`h`), index keys (`x`) |
@@ -68,34 +71,61 @@
 //! | `{NS}:m:name:…`, `{NS}:m:type:…`, `{NS}:a:status:…`, `{NS}:a:sev:N`, `{NS}:a:source:…`, `{NS}:a:label:k:v`, `{NS}:s:status:…` | sorted sets | secondary indexes, scored the same way |
 //! | `{NS}:m:tag:k:v` | sorted sets | series with a sample tagged `k=v`, scored by when the last such sample expires (`ZADD GT`); a metric query with tag filters reads only the series in all of its tag indexes |
 //! | `{NS}:idx` | set | the names of the secondary index keys (so retention finds them without scanning) |
+//! | `{NS}:layout` | string | `2` once every series is in the chunk layout (see "Samples") |
 //! | channel `{NS}:events` | pub/sub | write events (JSON [`aimon_core::StorageEvent`]) |
 //!
 //! Why: the samples, by far the bulk of the data, live in one slot **per series** (`{NS|id}`),
-//! so a Cluster spreads them over its masters; a series' two sample keys share that slot.
+//! so a Cluster spreads them over its masters; a series' five sample keys share that slot, so
+//! every sample script is atomic there.
 //! Everything small (series metadata, alerts, agent
 //! states, indexes) lives in the **namespace slot** (`{NS}`), so an item and all its index
-//! entries change in one atomic script, also on a Cluster. A sample is keyed by (timestamp,
-//! tags) through its member, so rewriting the same key overwrites the value and a retried batch
-//! never duplicates; members with one timestamp sort by their tags JSON, which is the order
-//! every backend returns. Index scores are expiry instants, so "live entries" is the range
+//! entries change in one atomic script, also on a Cluster. Index scores are expiry instants, so "live entries" is the range
 //! `[now, +inf]` and expired entries are one `ZREMRANGEBYSCORE` away.
 //!
-//! ## Writes
-//! Samples are written with plain commands, no per-sample Lua: per series one `HSET` of the
-//! values, then one `ZADD` of the members (a Lua loop over the samples cost the server about
-//! 4 µs a sample, more than the two commands themselves), and, with a TTL, a small script
-//! that trims and sets the expiry. The order makes a partial write invisible: a reader only
-//! finds samples through `ZADD`ed members, whose values are already there, and the retry of a
-//! cut batch rewrites the same fields and members, so it completes the write and never
-//! duplicates. Every other multi-key write is a Lua script touching one slot (`EVALSHA`,
-//! reloaded after a `NOSCRIPT`): the series metadata with its indexes, one script per alert
-//! and per agent state (the latter compares heartbeats in the script, so a stale write never
-//! replaces a newer one). A batch is **one pipelined round trip** (per node on a Cluster),
-//! wrapped in `MULTI`/`EXEC` on a standalone or Sentinel master so it applies whole. The
-//! event of each write is `PUBLISH`ed by the series script after the samples, so events
-//! exist exactly for the writes that happened. (On a Cluster the slots of one batch are
-//! written concurrently, so an event may reach a subscriber a moment before the samples of
-//! another slot are readable.)
+//! ## Samples
+//! Samples are stored as **chunks**: the samples of one series under one tag set within one
+//! epoch-aligned **hour**, encoded by core's chunk codec (pcodec; `aimon_core::chunk`), with
+//! a 77-byte summary next to it that answers `metric_history` without decoding.
+//!
+//! - **A write appends.** Per series, one `EVALSHA` of the append script `RPUSH`es the batch
+//!   to the head list as one element of binary segments (per tag set: its hash, the count, the
+//!   timestamps, the values: 16 bytes a sample), adds the tag sets new to the series to `:t`,
+//!   and counts the batch's samples per window in `:w`. No per-sample Lua, no per-sample
+//!   command: the server's cost of a sample is copying 16 bytes.
+//! - **Sealing.** The script answers 1 when the head holds more than one window, or its one
+//!   window passed the threshold `x` (4,096 samples, then the size of the newest chunk, so a
+//!   dense window re-encodes O(log n) times). The client then reads the head and the
+//!   generation `g` atomically (a script), merges each closed window into its chunk (the
+//!   head's samples overwrite the chunk's at equal timestamps), and commits with the seal
+//!   script: only if `g` is unchanged does it replace the chunks and summaries, trim the
+//!   consumed head elements (`LTRIM`), push back what stays (the newest window) in front, and
+//!   bump `g`. Another writer's seal in between makes the commit a no-op, and the next write
+//!   seals again. A sample is therefore always in exactly one place a reader merges: the head
+//!   or a chunk, never neither.
+//! - **Tag sets** are interned per series by the 64-bit xxh3 hash of their canonical JSON.
+//!   The append script checks each hash it registers: a second tag set with the same hash in
+//!   the same series (a chance of about 1 in 10¹⁵ for a series with 200 tag sets) fails the
+//!   write with an error instead of mixing two tag sets.
+//! - The series metadata with its indexes is written by the series script, also per series
+//!   in the same pipeline, which `PUBLISH`es the write's event after the samples.
+//!
+//! A batch is **one pipelined round trip** (per node on a Cluster), wrapped in `MULTI`/`EXEC`
+//! on a standalone or Sentinel master so it applies whole; seals follow, one series at a time,
+//! for the series whose append asked for one. A retried batch appends its samples again; a
+//! reader (and the next seal) keeps the last write of each (timestamp, tags), so a retry
+//! never shows as a duplicate.
+//!
+//! **Memory.** A sealed sample costs its share of the chunk (about 3.4 bytes a sample for the
+//! demo's agents, where a chunk holds 360 samples) plus the chunk's two hash entries (field,
+//! 77-byte summary, chunk string header: about 200 bytes a chunk, 0.6 byte a sample). The
+//! head holds at most the newest hour of each series at 16 bytes a sample plus 12 bytes a
+//! segment. Measured figures are under "Performance".
+//!
+//! **Migration.** `connect` moves series from the layout before chunks (a sorted set of
+//! members and a hash of values per series) into chunks, one series at a time, deleting the
+//! old keys of each once its chunks are committed, then sets `{NS}:layout`. A migration cut
+//! midway is redone for the series left by the next `connect`; a native backup of an older
+//! release is migrated the same way when restored.
 //!
 //! ## Durability
 //! aimon cannot set a server's persistence; what an acknowledged write survives is the
@@ -110,12 +140,13 @@
 //! disabled (some managed services) such a check fails rather than pass unverified.
 //!
 //! ## Retention
-//! Keys get `PEXPIREAT` at the moment their data becomes stale (a sample `metric_ttl` after the
-//! latest sample; series metadata `metric_ttl` after the later of `updated_at` and its latest
-//! sample; alerts after `updated_at`; agent states after the heartbeat). Samples past the TTL
-//! are trimmed (`ZREMRANGEBYSCORE`, values `HDEL`ed) on every write to the series and by
-//! `apply_retention`. Every read filters by the exact cutoff, so expired data is never
-//! returned. Index entries pointing at expired data are removed lazily by the reads that use
+//! Keys get `PEXPIREAT` at the moment their data becomes stale (a series' sample keys
+//! `metric_ttl` after its latest sample; series metadata `metric_ttl` after the later of
+//! `updated_at` and its latest sample; alerts after `updated_at`; agent states after the
+//! heartbeat). Within a live series, retention drops **whole chunks**: a chunk whose window
+//! ended before the cutoff is deleted (data and summary) by the next write to the series and
+//! by `apply_retention`, which reports the samples it held. Every read filters by the exact
+//! cutoff inside a chunk, so expired data is never returned. Index entries pointing at expired data are removed lazily by the reads that use
 //! the index, and by `apply_retention` (which also drops empty index keys), so indexes never
 //! grow without bound ([`RedisBackend::orphan_index_members`] counts what is left; the tests
 //! assert zero after `apply_retention`). The capability is
@@ -125,23 +156,30 @@
 //! ## Queries and history
 //! Candidates come from the most selective index (`name`, `type`, `status`, `severity`,
 //! `source`, a label, or the id index), then items are fetched in pipelines and filtered and
-//! ordered exactly as core's [`aimon_core::filter`] says. Samples of a series are read with
-//! one script per series (`ZRANGEBYSCORE` + `HMGET`). `metric_history` runs **in Redis**: a
-//! Lua script per series buckets and aggregates (count, sum, min, max, first, last) next to
-//! the data, and aimon only merges the per-series partial aggregates (with core's
-//! [`aimon_core::downsample::Downsampler::merge`], so every store aggregates alike). The
-//! script's sum is core's compensated sum, scaled by 2⁻⁶⁴ from the first addition that would
-//! overflow (and flagged so in its reply), so an intermediate overflow never shows.
+//! ordered exactly as core's [`aimon_core::filter`] says. The samples of a series are read by
+//! one script per series (pipelined, 64 series a round trip) that returns the tag sets, the
+//! head and the chunks whose window meets the range; the client decodes and merges them.
+//!
+//! `metric_history` decides **next to the data** which chunks it needs: the load script,
+//! given the step, leaves out the data of every chunk whose window lies in the range and in
+//! one bucket and has no head sample, and returns only its summary; the client checks the
+//! summary (CRC-32, and that its first and last timestamps are in one bucket and in range)
+//! and merges it with core's [`aimon_core::downsample::Downsampler::merge`], and decodes only
+//! the chunks a bucket boundary or the range splits (with core's `chunk::fold_buckets`, so
+//! every store aggregates alike). The alternative, shipping every chunk and deciding in the
+//! client, is what the script does with buckets narrower than a window; both are measured
+//! under "Performance". A damaged chunk, summary or head element is `Corrupted`, naming the
+//! series and the window.
 //!
 //! **RedisTimeSeries is detected, not used.** [`RedisBackend::timeseries_module_loaded`] asks
 //! `TS.INFO` and stats report it (`extra.redistimeseries`), but history stays on the Lua
 //! script even where the module is loaded, for three reasons: a `TS.*` key holds one value
 //! per timestamp, while an aimon sample is keyed by (timestamp, tags), so the module would need
-//! a second copy of every sample in one key per tag set, doubling the write cost; `TS.MRANGE`
+//! one key per tag set and a second copy of every sample; `TS.MRANGE`
 //! aggregates each key apart and cannot give the exact cross-series `first`/`last` order and
 //! compensated sums the conformance suite pins; and on a Cluster `TS.MRANGE` only sees its own
 //! shard. No Debian package ships the module, so a `TS.*` path could not be verified here
-//! either; the script path is verified on all three topologies.
+//! either; the chunk path is verified on all three topologies.
 //!
 //! ## Backups
 //! `BackupFormat::Portable` is aimon's archive. `BackupFormat::Native` writes a directory with
