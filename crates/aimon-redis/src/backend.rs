@@ -24,6 +24,9 @@ pub struct RedisBackend {
     pub(crate) config: Arc<RedisConfig>,
     pub(crate) pool: Arc<Pool>,
     pub(crate) keys: Keys,
+    /// (series, tag set) pairs whose tag-set field this process has checked (by
+    /// `chunks::known_key`): their batches skip the append script.
+    pub(crate) known: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
     started: Instant,
 }
 
@@ -158,6 +161,7 @@ impl RedisBackend {
             keys: Keys::new(&config.namespace),
             config,
             pool: Arc::new(pool),
+            known: Arc::default(),
             started: Instant::now(),
         };
         backend.migrate_layout().await.map_err(|e| {
@@ -176,6 +180,7 @@ impl RedisBackend {
             config: Arc::new(config),
             pool: self.pool.clone(),
             keys: Keys::new(namespace),
+            known: Arc::default(),
             started: self.started,
         }
     }

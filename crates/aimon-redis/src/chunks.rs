@@ -22,6 +22,19 @@ pub(crate) const WINDOW: i64 = 3_600_000_000;
 /// size of the newest chunk, so a window sealed repeatedly costs O(n log n), not O(n²).
 pub(crate) const SEAL_AT: u64 = 4096;
 
+/// How many checked (series, tag set) pairs [`RedisBackend::known`] holds before it starts
+/// over (8 bytes each).
+const KNOWN_LIMIT: usize = 1 << 20;
+
+/// Where a series' append is in a write pipeline (see [`RedisBackend::push_append`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Append {
+    /// The append script's reply: 1 to seal.
+    Script(usize),
+    /// The plain path's `ZRANGE w 0 -1 WITHSCORES`, then `HGET t x`.
+    Plain(usize),
+}
+
 /// Bytes of a segment header: tag-set hash (u64) and sample count (u32).
 const SEGMENT_HEADER: usize = 12;
 
@@ -102,9 +115,9 @@ fn parse_segments(
 pub(crate) struct HeadBatch {
     payload: Vec<u8>,
     count: u64,
-    latest: i64,
     windows: BTreeMap<i64, u64>,
-    tagsets: Vec<(String, String)>,
+    /// (hash, field, tags JSON) of each tag set.
+    tagsets: Vec<(u64, String, String)>,
 }
 
 impl HeadBatch {
@@ -115,19 +128,15 @@ impl HeadBatch {
         }
         let hash = tagset_hash(tags_json);
         push_segment(&mut self.payload, hash, samples);
-        if self.count == 0 {
-            self.latest = i64::MIN;
-        }
         self.count += samples.len() as u64;
         for (ts, _) in samples {
-            self.latest = self.latest.max(*ts);
             *self
                 .windows
                 .entry(chunk::window_start(*ts, WINDOW))
                 .or_default() += 1;
         }
         self.tagsets
-            .push((tagset_field(hash), tags_json.to_owned()));
+            .push((hash, tagset_field(hash), tags_json.to_owned()));
     }
 }
 
@@ -162,15 +171,56 @@ impl RedisBackend {
             .with_backend(&self.config.name)
     }
 
-    /// The append script call of one series' batch. Its reply is 1 when the series should be
-    /// sealed.
-    pub(crate) fn append_cmd(&self, id: &str, batch: &HeadBatch) -> redis::Cmd {
+    /// The key under which [`RedisBackend::known`] remembers a checked tag set of a series.
+    fn known_key(id: &str, hash: u64) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), hash)
+    }
+
+    /// Adds one series' batch to `pipe`, and says where the reply deciding whether to seal
+    /// is.
+    ///
+    /// Without a TTL, a batch whose tag sets this process has already checked in this series
+    /// is written with plain commands (`RPUSH`, `ZINCRBY` per window, `HSETNX` of its tag sets,
+    /// which restores one lost with a deleted series); everything else goes through the
+    /// append script, which checks tag sets against hash collisions and applies retention.
+    pub(crate) fn push_append(
+        &self,
+        pipe: &mut redis::Pipeline,
+        id: &str,
+        batch: &HeadBatch,
+    ) -> Append {
         let keys = self.keys.series_samples(id);
         let retention = self.config.retention;
+        let known = retention.metric_ttl.is_none() && {
+            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            batch
+                .tagsets
+                .iter()
+                .all(|(hash, _, _)| known.contains(&Self::known_key(id, *hash)))
+        };
+        if known {
+            pipe.cmd("RPUSH").arg(&keys.head).arg(&batch.payload);
+            for (window, n) in &batch.windows {
+                pipe.cmd("ZINCRBY")
+                    .arg(&keys.head_windows)
+                    .arg(n)
+                    .arg(window);
+            }
+            for (_, field, json) in &batch.tagsets {
+                pipe.cmd("HSETNX").arg(&keys.state).arg(field).arg(json);
+            }
+            let at = pipe.len();
+            pipe.cmd("ZRANGE")
+                .arg(&keys.head_windows)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES");
+            pipe.cmd("HGET").arg(&keys.state).arg("x");
+            return Append::Plain(at);
+        }
         let cutoff = retention.metric_cutoff(time::now());
         let mut cmd = SCRIPTS.append.cmd(&keys.all());
         cmd.arg(&batch.payload)
-            .arg(batch.latest)
             .arg(ttl_arg(retention.metric_ttl))
             .arg(cutoff.map(|c| c.to_string()).unwrap_or_default())
             .arg(WINDOW)
@@ -179,10 +229,52 @@ impl RedisBackend {
         for (window, n) in &batch.windows {
             cmd.arg(window).arg(n);
         }
-        for (field, json) in &batch.tagsets {
+        for (_, field, json) in &batch.tagsets {
             cmd.arg(field).arg(json);
         }
-        cmd
+        let at = pipe.len();
+        pipe.add_command(cmd);
+        Append::Script(at)
+    }
+
+    /// After a successful write: remembers the batch's tag sets as checked, and says whether
+    /// the series should be sealed (more than one window in the head, or the newest past the
+    /// threshold `x`).
+    pub(crate) fn appended(
+        &self,
+        id: &str,
+        batch: &HeadBatch,
+        append: Append,
+        replies: &[Value],
+    ) -> bool {
+        match append {
+            Append::Script(at) => {
+                let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+                if known.len() > KNOWN_LIMIT {
+                    known.clear();
+                }
+                known.extend(
+                    batch
+                        .tagsets
+                        .iter()
+                        .map(|(hash, _, _)| Self::known_key(id, *hash)),
+                );
+                replies.get(at).map(crate::backend::int) == Some(1)
+            }
+            Append::Plain(at) => {
+                // (window, samples) pairs, whichever protocol version shaped them.
+                let windows: Vec<(String, f64)> = replies
+                    .get(at)
+                    .and_then(|v| redis::from_redis_value(v.clone()).ok())
+                    .unwrap_or_default();
+                let threshold = replies
+                    .get(at + 1)
+                    .and_then(text)
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .unwrap_or(SEAL_AT as f64);
+                windows.len() > 1 || windows.first().is_some_and(|(_, n)| *n >= threshold)
+            }
+        }
     }
 
     /// Seals the head of series `id`: every window but the newest, the newest too when `all`,
@@ -270,13 +362,10 @@ impl RedisBackend {
                 .arg(elements.len())
                 .arg(&kept)
                 .arg(ttl_arg(self.config.retention.metric_ttl))
+                .arg(WINDOW)
                 .arg(threshold)
-                .arg(
-                    targets
-                        .first()
-                        .map(|(w, _)| w.to_string())
-                        .unwrap_or_default(),
-                )
+                .arg(targets.iter().map(|(w, _)| *w).min().unwrap_or_default())
+                .arg(targets.iter().map(|(w, _)| *w).max().unwrap_or_default())
                 .arg(deltas.len());
             for (window, delta) in &deltas {
                 cmd.arg(window).arg(delta);
@@ -505,7 +594,10 @@ impl RedisBackend {
                 batch.add(json, samples);
             }
             if batch.count > 0 {
-                self.pool.query::<i64>(&self.append_cmd(id, &batch)).await?;
+                let mut pipe = redis::pipe();
+                let append = self.push_append(&mut pipe, id, &batch);
+                let replies = self.pool.pipeline(&pipe).await?;
+                self.appended(id, &batch, append, &replies);
                 self.seal(id, true).await?;
             }
             let mut del = redis::cmd("DEL");
@@ -579,7 +671,6 @@ mod tests {
         batch.add("{}", &[(WINDOW - 1, 1.0), (WINDOW, 2.0), (WINDOW + 5, 3.0)]);
         batch.add("{\"a\":\"b\"}", &[(3, 1.0)]);
         assert_eq!(batch.count, 4);
-        assert_eq!(batch.latest, WINDOW + 5);
         assert_eq!(batch.windows, BTreeMap::from([(0, 2), (WINDOW, 2)]));
         assert_eq!(batch.tagsets.len(), 2);
     }

@@ -246,6 +246,7 @@ pub use backend::RedisBackend;
 pub use backup::{NAMESPACE_DUMP, SERVER_RDB};
 pub use config::{MinDurability, RedisConfig, Topology};
 pub use keys::namespace_key;
+pub use metrics::HistoryPlan;
 
 /// What the registry needs to know of the Redis driver: standalone, Sentinel and Cluster.
 pub const DRIVER: aimon_core::Descriptor = aimon_core::Descriptor {

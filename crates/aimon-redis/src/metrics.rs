@@ -17,10 +17,11 @@ use aimon_core::{
     time,
 };
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use redis::Value;
 
-use crate::backend::{RedisBackend, bytes, int, items, live_until_arg, pad, text, ttl_arg};
-use crate::chunks::{HeadBatch, Loaded};
+use crate::backend::{RedisBackend, bytes, items, live_until_arg, pad, text, ttl_arg};
+use crate::chunks::{Append, HeadBatch, Loaded};
 use crate::scripts::SCRIPTS;
 
 /// Series fetched per pipeline while looking for series with matching samples.
@@ -125,6 +126,16 @@ fn tags_filter(filter: &Tags) -> impl Fn(&str) -> bool + '_ {
                 .map(|tags| filter.iter().all(|(k, want)| tags.get(k) == Some(want)))
                 .unwrap_or(true)
     }
+}
+
+/// How `metric_history` reads chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryPlan {
+    /// Decide next to the data: the load script leaves out the data of chunks whose summary
+    /// answers alone (the default).
+    Summaries,
+    /// Ship every chunk in the range to the client and decode it there.
+    DecodeAll,
 }
 
 /// The metadata stored for a series (no samples; `created_at` is the separate `c` field).
@@ -285,7 +296,7 @@ impl MetricDriver for RedisBackend {
         }
         let mut report = WriteReport::default();
         // Where each series' append reply is: 1 there means its head should be sealed.
-        let mut appends: Vec<(usize, &str)> = Vec::new();
+        let mut appends: Vec<(Append, &str, HeadBatch)> = Vec::new();
         for metric in metrics {
             let mut latest: Option<i64> = None;
             let mut live = 0u64;
@@ -306,8 +317,8 @@ impl MetricDriver for RedisBackend {
                 for set in &tag_sets.sets {
                     head.add(&set.json, &set.samples);
                 }
-                appends.push((pipe.len(), &metric.id));
-                pipe.add_command(self.append_cmd(&metric.id, &head));
+                let append = self.push_append(&mut pipe, &metric.id, &head);
+                appends.push((append, metric.id.as_str(), head));
             }
             report.written += live;
             let meta = metadata_of(metric);
@@ -347,10 +358,22 @@ impl MetricDriver for RedisBackend {
         let replies = self.pool.write(&pipe).await?;
         // The samples are stored once the pipeline succeeded; sealing only compacts them. A
         // seal cut by a fault leaves the head as it was, and the next write seals it.
-        for (at, id) in appends {
-            if replies.get(at).map(int) == Some(1) {
-                self.seal(id, false).await?;
+        // Seals of different series are independent: a few at a time overlap their round
+        // trips and their encoding.
+        let mut seals = futures::stream::FuturesUnordered::new();
+        for (append, id, head) in appends {
+            if !self.appended(id, &head, append, &replies) {
+                continue;
             }
+            if seals.len() >= 8
+                && let Some(sealed) = seals.next().await
+            {
+                sealed?;
+            }
+            seals.push(self.seal(id, false));
+        }
+        while let Some(sealed) = seals.next().await {
+            sealed?;
         }
         Ok(report)
     }
@@ -446,7 +469,19 @@ impl MetricDriver for RedisBackend {
     }
 
     async fn metric_history(&self, query: Valid<'_, HistoryQuery>) -> Result<Vec<HistorySeries>> {
-        let query = query.get();
+        self.history_with(query.get(), HistoryPlan::Summaries).await
+    }
+}
+
+impl RedisBackend {
+    /// `metric_history` with a chosen plan: what [`MetricDriver::metric_history`] does with
+    /// [`HistoryPlan::Summaries`]; [`HistoryPlan::DecodeAll`] is the alternative it was measured
+    /// against (`examples/history_plans.rs`). `query` must be valid ([`HistoryQuery::validate`]).
+    pub async fn history_with(
+        &self,
+        query: &HistoryQuery,
+        plan: HistoryPlan,
+    ) -> Result<Vec<HistorySeries>> {
         let range = query.range_micros();
         let now = time::now();
         let cutoff = self.config.retention.metric_cutoff(now);
@@ -471,7 +506,7 @@ impl MetricDriver for RedisBackend {
                 &ids,
                 lower,
                 range.end,
-                Some(step),
+                (plan == HistoryPlan::Summaries).then_some(step),
                 &tags_filter(&query.tags),
             )
             .await?;

@@ -23,15 +23,16 @@ local function set_indexes(item, master, registry, id, score, new_keys)
   end
   redis.call('ZADD', master, score, id)
   for _, k in ipairs(new_keys) do
-    redis.call('ZADD', k, score, id)
-    redis.call('SADD', registry, k)
+    -- A member already there means the key exists, and so does its registry entry.
+    if redis.call('ZADD', k, score, id) == 1 then redis.call('SADD', registry, k) end
   end
-  redis.call('HSET', item, 'x', table.concat(new_keys, '\n'))
+  local joined = table.concat(new_keys, '\n')
+  if joined ~= old then redis.call('HSET', item, 'x', joined) end
 end
 local function expire(key, live_until)
   if live_until then
     redis.call('PEXPIREAT', key, string.format('%.0f', math.floor(live_until / 1000) + 1))
-  else
+  elseif redis.call('PTTL', key) ~= -1 then
     redis.call('PERSIST', key)
   end
 end
@@ -82,8 +83,9 @@ local lu = nil
 if ARGV[6] ~= '' then lu = tonumber(last) + tonumber(ARGV[6]) end
 set_indexes(KEYS[1], KEYS[2], KEYS[3], ARGV[1], lu or '+inf', {KEYS[4], KEYS[5]})
 for i = 6, #KEYS do
-  redis.call('ZADD', KEYS[i], 'GT', ARGV[i + 4], ARGV[1])
-  redis.call('SADD', KEYS[3], KEYS[i])
+  if redis.call('ZADD', KEYS[i], 'GT', ARGV[i + 4], ARGV[1]) == 1 then
+    redis.call('SADD', KEYS[3], KEYS[i])
+  end
 end
 redis.call('HSETNX', KEYS[1], 'c', ARGV[3])
 redis.call('HSET', KEYS[1], 'j', ARGV[2], 'u', ARGV[4])
@@ -130,29 +132,39 @@ local function trim_chunks(t, c, s, cutoff, window)
   end
   return removed
 end
--- Every key of the series expires a TTL after its latest sample ('l'), or never.
-local function expire_series(keys, t, ttl)
-  local l = redis.call('HGET', t, 'l')
-  if ttl ~= '' and l then
-    local at = string.format('%.0f', math.floor((tonumber(l) + tonumber(ttl)) / 1000) + 1)
+-- Every key of the series expires a TTL after the end of the newest window holding a sample
+-- (the head's windows, and 'm', the newest chunk's), or never: within one window of the latest
+-- sample, the granularity retention works at anyway.
+local function expire_series(keys, t, w, ttl, window)
+  if ttl ~= '' then
+    local last = tonumber(redis.call('HGET', t, 'm'))
+    for _, ws in ipairs(redis.call('ZRANGE', w, 0, -1)) do
+      local v = tonumber(ws)
+      if v and (not last or v > last) then last = v end
+    end
+    if not last then return end
+    local at = string.format('%.0f', math.floor((last + window + tonumber(ttl)) / 1000) + 1)
     for _, key in ipairs(keys) do redis.call('PEXPIREAT', key, at) end
-  else
+  elseif redis.call('PTTL', t) ~= -1 then
+    -- A TTL configured earlier left expiries: the keys now live forever.
     for _, key in ipairs(keys) do redis.call('PERSIST', key) end
   end
 end
 "#;
 
-/// Appends one batch of a series to its head. KEYS: the five sample keys.
-/// ARGV: segments (one list element), latest timestamp µs, ttl µs or '', cutoff µs or '',
-/// window µs, default seal threshold, k, then k pairs (window, samples in it), then pairs
-/// (tag-set field, tags JSON). A tag-set field already holding other tags (a 64-bit hash
-/// collision) fails the call before anything is written.
+/// Appends one batch of a series to its head, checking its tag sets (the path of a batch
+/// with a tag set this process has not checked yet, or under a TTL; otherwise the client
+/// sends the same writes as plain commands). KEYS: the five sample keys.
+/// ARGV: segments (one list element), ttl µs or '', cutoff µs or '', window µs, default seal
+/// threshold, k, then k pairs (window, samples in it), then pairs (tag-set field, tags JSON).
+/// A tag-set field already holding other tags (a 64-bit hash collision) fails the call before
+/// anything is written.
 /// Returns 1 when the head should be sealed (more than one window in it, or the newest
 /// window past the threshold 'x'), 0 otherwise.
 const APPEND: &str = r#"
 local t, h, c, s, w = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local k = tonumber(ARGV[7])
-for i = 8 + 2 * k, #ARGV, 2 do
+local k = tonumber(ARGV[6])
+for i = 7 + 2 * k, #ARGV, 2 do
   local old = redis.call('HGET', t, ARGV[i])
   if not old then
     redis.call('HSET', t, ARGV[i], ARGV[i + 1])
@@ -161,14 +173,12 @@ for i = 8 + 2 * k, #ARGV, 2 do
   end
 end
 redis.call('RPUSH', h, ARGV[1])
-for i = 8, 7 + 2 * k, 2 do redis.call('ZINCRBY', w, ARGV[i + 1], ARGV[i]) end
-local l = redis.call('HGET', t, 'l')
-if not l or tonumber(ARGV[2]) > tonumber(l) then redis.call('HSET', t, 'l', ARGV[2]) end
-if ARGV[4] ~= '' then trim_chunks(t, c, s, tonumber(ARGV[4]), tonumber(ARGV[5])) end
-expire_series(KEYS, t, ARGV[3])
+for i = 7, 6 + 2 * k, 2 do redis.call('ZINCRBY', w, ARGV[i + 1], ARGV[i]) end
+if ARGV[3] ~= '' then trim_chunks(t, c, s, tonumber(ARGV[3]), tonumber(ARGV[4])) end
+expire_series(KEYS, t, w, ARGV[2], tonumber(ARGV[4]))
 local hw = redis.call('ZRANGE', w, 0, -1, 'WITHSCORES')
 if #hw > 2 then return 1 end
-local x = tonumber(redis.call('HGET', t, 'x') or ARGV[6])
+local x = tonumber(redis.call('HGET', t, 'x') or ARGV[5])
 if hw[2] and tonumber(hw[2]) >= x then return 1 end
 return 0
 "#;
@@ -182,31 +192,32 @@ return {redis.call('HGET', KEYS[1], 'g') or '0', redis.call('LRANGE', KEYS[2], 0
 /// Commits a seal computed from a snapshot, unless another seal came first.
 /// KEYS: the five sample keys. ARGV: the snapshot's generation, how many head elements it
 /// read, the element to put back in front of the head (samples of windows left unsealed) or
-/// '', ttl µs or '', the new seal threshold, the oldest window sealed or '', k, then k pairs
-/// (window, change of its head count), then triples (field, chunk, summary).
+/// '', ttl µs or '', window µs, the new seal threshold, the oldest and the newest window
+/// sealed, k, then k pairs (window, change of its head count), then triples (field, chunk,
+/// summary).
 /// Returns 1 when committed, 0 when the generation moved (nothing written).
 const SEAL: &str = r#"
 local t, h, c, s, w = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if (redis.call('HGET', t, 'g') or '0') ~= ARGV[1] then return 0 end
 redis.call('LTRIM', h, tonumber(ARGV[2]), -1)
 if ARGV[3] ~= '' then redis.call('LPUSH', h, ARGV[3]) end
-local k = tonumber(ARGV[7])
-for i = 8, 7 + 2 * k, 2 do
+local k = tonumber(ARGV[9])
+for i = 10, 9 + 2 * k, 2 do
   if tonumber(redis.call('ZINCRBY', w, ARGV[i + 1], ARGV[i])) <= 0 then
     redis.call('ZREM', w, ARGV[i])
   end
 end
-for i = 8 + 2 * k, #ARGV, 3 do
+for i = 10 + 2 * k, #ARGV, 3 do
   redis.call('HSET', c, ARGV[i], ARGV[i + 1])
   redis.call('HSET', s, ARGV[i], ARGV[i + 2])
 end
 redis.call('HINCRBY', t, 'g', 1)
-redis.call('HSET', t, 'x', ARGV[5])
-if ARGV[6] ~= '' then
-  local f = redis.call('HGET', t, 'f')
-  if not f or tonumber(ARGV[6]) < tonumber(f) then redis.call('HSET', t, 'f', ARGV[6]) end
-end
-expire_series(KEYS, t, ARGV[4])
+redis.call('HSET', t, 'x', ARGV[6])
+local f = redis.call('HGET', t, 'f')
+if not f or tonumber(ARGV[7]) < tonumber(f) then redis.call('HSET', t, 'f', ARGV[7]) end
+local m = redis.call('HGET', t, 'm')
+if not m or tonumber(ARGV[8]) > tonumber(m) then redis.call('HSET', t, 'm', ARGV[8]) end
+expire_series(KEYS, t, w, ARGV[4], tonumber(ARGV[5]))
 return 1
 "#;
 
