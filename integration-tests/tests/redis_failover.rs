@@ -241,25 +241,31 @@ fn writes_resume_after_a_sentinel_failover_and_acknowledged_writes_survive() {
                 "write {i} was acknowledged but is missing after the failover"
             );
         }
-        // And it is the new master itself that holds them (asked directly, not through aimon):
-        // the members of the series' sample set start with the 16-digit µs timestamp.
+        // And it is the new master itself that holds them: a standalone backend connected
+        // straight to it (not through the Sentinel) reads every acknowledged write.
         let (host, port) = new_master.split_once(':').unwrap();
         let (host, port) = (host.to_owned(), port.to_owned());
-        let key = format!("{{{}|failover}}:z", store.namespace());
-        let (role, members) = tokio::task::spawn_blocking(move || {
-            let role = redis_cli(&["-h", &host, "-p", &port, "role"]).unwrap();
-            let members =
-                redis_cli(&["-h", &host, "-p", &port, "zrange", &key, "0", "-1"]).unwrap();
-            (role, members)
-        })
-        .await
-        .unwrap();
+        let role = {
+            let (host, port) = (host.clone(), port.clone());
+            tokio::task::spawn_blocking(move || {
+                redis_cli(&["-h", &host, "-p", &port, "role"]).unwrap()
+            })
+            .await
+            .unwrap()
+        };
         assert!(role.starts_with("master"), "{role:?}");
-        let base = aimon_core::time::to_micros(t0());
-        let on_new_master: std::collections::BTreeSet<i64> = members
-            .lines()
-            .filter_map(|m| m.get(..16)?.parse::<i64>().ok())
-            .map(|ts| (ts - base) / 1000)
+        let direct = StorageConfig::from_url("direct", format!("redis://{host}:{port}/0"))
+            .unwrap()
+            .option("namespace", store.namespace());
+        let direct = Contract::new(RedisBackend::connect(&direct).await.unwrap());
+        let on_new_master: std::collections::BTreeSet<i64> = direct
+            .get_metric("failover")
+            .await
+            .unwrap()
+            .expect("the new master holds the series")
+            .values
+            .iter()
+            .map(|v| v.value as i64)
             .collect();
         for i in acked_before.iter().chain(&acked_after) {
             assert!(
