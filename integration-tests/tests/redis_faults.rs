@@ -1,6 +1,6 @@
 //! Redis-specific checks beyond the conformance suite: hostile key text, the namespace's memory
 //! in stats, orphan index members after retention, a connection killed mid-batch, events
-//! across two separate clients.
+//! across two separate clients, damaged chunks, summaries and head elements.
 #![cfg(feature = "redis")]
 
 use aimon_core::Contract;
@@ -361,6 +361,151 @@ fn events_reach_a_separate_client() {
             .unwrap();
         assert!(
             matches!(event, aimon_core::StorageEvent::AlertWritten { ref alert_id, .. } if alert_id == "x")
+        );
+    });
+}
+
+/// Damaged chunk bytes, a damaged summary and a damaged head element are each `Corrupted`,
+/// naming the series (and the window for a chunk), never a panic or a wrong answer; the other
+/// series read as before.
+#[test]
+fn damaged_chunks_summaries_and_heads_are_corrupted_errors() {
+    run_check("damaged chunks", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let (store, config) = open(&fixture, &[]).await;
+        let ns = store.namespace().to_owned();
+        // Two hours of samples, long past: both hours seal into chunks.
+        let start = t0();
+        let mut metrics = Vec::new();
+        for id in ["victim", "bystander"] {
+            let mut m = series(id, "damaged");
+            m.values = (0..240)
+                .map(|i| MetricValue::new(start + TimeDelta::seconds(30 * i), i as f64))
+                .collect();
+            metrics.push(m);
+        }
+        store.save_metrics(&metrics).await.unwrap();
+        let history = aimon_core::HistoryQuery::new(
+            "damaged",
+            TimeDelta::hours(2),
+            aimon_core::Aggregation::Sum,
+        )
+        .range(start - TimeDelta::hours(2), start + TimeDelta::hours(4));
+        let healthy = store.metric_history(&history).await.unwrap();
+
+        let client = redis::Client::open(config.connection_string.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let key = |suffix: &str| format!("{{{ns}|victim}}:{suffix}");
+        let chunks: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(key("c"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!chunks.is_empty(), "the first hour was sealed into a chunk");
+        let expect_corrupted = |err: &aimon_core::Error, what: &str| {
+            assert_eq!(err.kind(), ErrorKind::Corrupted, "{what}: {err}");
+            assert!(err.to_string().contains("victim"), "{what}: {err}");
+        };
+
+        // 1. A flipped byte in the chunk's data.
+        let (field, data) = &chunks[0];
+        let mut bad = data.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x40;
+        let _: () = redis::cmd("HSET")
+            .arg(key("c"))
+            .arg(field)
+            .arg(bad)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let err = store.get_metric("victim").await.unwrap_err();
+        expect_corrupted(&err, "chunk data");
+        assert!(err.to_string().contains("window"), "{err}");
+        let ok = store.get_metric("bystander").await.unwrap().unwrap();
+        assert_eq!(ok.values, metrics[1].values);
+        // History over a bucket that splits the window needs the data too.
+        let split = aimon_core::HistoryQuery::new(
+            "damaged",
+            TimeDelta::minutes(7),
+            aimon_core::Aggregation::Sum,
+        )
+        .range(start - TimeDelta::hours(2), start + TimeDelta::hours(4));
+        expect_corrupted(
+            &store.metric_history(&split).await.unwrap_err(),
+            "history data",
+        );
+        let _: () = redis::cmd("HSET")
+            .arg(key("c"))
+            .arg(field)
+            .arg(data.as_slice())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(store.metric_history(&history).await.unwrap(), healthy);
+
+        // 2. A flipped byte in its summary: history that would trust it fails instead.
+        let summary: Vec<u8> = redis::cmd("HGET")
+            .arg(key("s"))
+            .arg(field)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut bad = summary.clone();
+        bad[3] ^= 0x01;
+        let _: () = redis::cmd("HSET")
+            .arg(key("s"))
+            .arg(field)
+            .arg(bad)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        expect_corrupted(
+            &store.metric_history(&history).await.unwrap_err(),
+            "summary",
+        );
+        let _: () = redis::cmd("HSET")
+            .arg(key("s"))
+            .arg(field)
+            .arg(summary)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(store.metric_history(&history).await.unwrap(), healthy);
+
+        // 3. A head element cut short (a sample of the current hour stays in the head).
+        store
+            .save_metrics(&[
+                series("victim", "damaged").with_value(MetricValue::new(time::now(), 1.0))
+            ])
+            .await
+            .unwrap();
+        let head: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(key("h"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!head.is_empty(), "the current hour is in the head");
+        let cut = &head[0][..head[0].len() - 5];
+        let _: () = redis::cmd("LSET")
+            .arg(key("h"))
+            .arg(0)
+            .arg(cut)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        expect_corrupted(&store.get_metric("victim").await.unwrap_err(), "head");
+        expect_corrupted(
+            &store.metric_history(&history).await.unwrap_err(),
+            "head history",
+        );
+        assert_eq!(
+            store.get_metric("bystander").await.unwrap().unwrap().values,
+            metrics[1].values
         );
     });
 }
