@@ -509,3 +509,68 @@ fn damaged_chunks_summaries_and_heads_are_corrupted_errors() {
         );
     });
 }
+
+/// A series this process has written (so its next batches skip the series script) that
+/// another process's retention removes meanwhile comes back whole with the next write: the
+/// plain metadata write notices the hash was gone and runs the script that restores the
+/// indexes.
+#[test]
+fn a_series_removed_by_another_process_is_restored_whole_by_the_next_write() {
+    run_check("removed meanwhile", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let (store, config) = open(&fixture, &[]).await;
+        let ns = store.namespace().to_owned();
+        for i in 0..2 {
+            store
+                .save_metrics(
+                    &[series("gone", "comeback").with_value(sample(i, 1.0).tag("k", "v"))],
+                )
+                .await
+                .unwrap();
+        }
+        // What retention in another process does to an expired series: its keys and index
+        // entries go.
+        let client = redis::Client::open(config.connection_string.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        for (index, member) in [
+            format!("{{{ns}}}:m:idx"),
+            format!("{{{ns}}}:m:name:comeback"),
+            format!("{{{ns}}}:m:type:gauge"),
+            format!("{{{ns}}}:m:tag:k:v"),
+        ]
+        .into_iter()
+        .map(|k| (k, "gone"))
+        {
+            let _: i64 = redis::cmd("ZREM")
+                .arg(index)
+                .arg(member)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("{{{ns}}}:m:meta:gone"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(store.get_metric("gone").await.unwrap().is_none());
+
+        store
+            .save_metrics(&[series("gone", "comeback").with_value(sample(5, 2.0).tag("k", "v"))])
+            .await
+            .unwrap();
+        let by_name = store
+            .query_metrics(&aimon_core::MetricQuery::new().name("comeback"))
+            .await
+            .unwrap();
+        assert_eq!(metric_ids(&by_name), ["gone"]);
+        let by_tag = store
+            .query_metrics(&aimon_core::MetricQuery::new().tag("k", "v"))
+            .await
+            .unwrap();
+        assert_eq!(metric_ids(&by_tag), ["gone"]);
+        assert_eq!(store.stats().await.unwrap().series, 1);
+    });
+}

@@ -24,9 +24,9 @@ pub struct RedisBackend {
     pub(crate) config: Arc<RedisConfig>,
     pub(crate) pool: Arc<Pool>,
     pub(crate) keys: Keys,
-    /// (series, tag set) pairs whose tag-set field this process has checked (by
-    /// `chunks::known_key`): their batches skip the append script.
-    pub(crate) known: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+    /// What this process wrote through the scripts and may skip them for (see
+    /// `chunks::known_key`), and since when it has been collecting it.
+    pub(crate) known: Arc<std::sync::Mutex<(Instant, std::collections::HashSet<u64>)>>,
     started: Instant,
 }
 
@@ -161,7 +161,7 @@ impl RedisBackend {
             keys: Keys::new(&config.namespace),
             config,
             pool: Arc::new(pool),
-            known: Arc::default(),
+            known: Arc::new(std::sync::Mutex::new((Instant::now(), Default::default()))),
             started: Instant::now(),
         };
         backend.migrate_layout().await.map_err(|e| {
@@ -180,7 +180,7 @@ impl RedisBackend {
             config: Arc::new(config),
             pool: self.pool.clone(),
             keys: Keys::new(namespace),
-            known: Arc::default(),
+            known: Arc::new(std::sync::Mutex::new((Instant::now(), Default::default()))),
             started: self.started,
         }
     }

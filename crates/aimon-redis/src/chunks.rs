@@ -26,6 +26,9 @@ pub(crate) const SEAL_AT: u64 = 4096;
 /// over (8 bytes each).
 const KNOWN_LIMIT: usize = 1 << 20;
 
+/// How long this process trusts what it checked (see [`RedisBackend::all_known`]).
+const KNOWN_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where a series' append is in a write pipeline (see [`RedisBackend::push_append`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Append {
@@ -176,6 +179,59 @@ impl RedisBackend {
         xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), hash)
     }
 
+    /// What a series script write leaves true while nothing else changes: the series' name
+    /// and type are indexed, and so is each of its tag pairs (as [`RedisBackend::known`]
+    /// keys).
+    pub(crate) fn series_markers<'t>(
+        &self,
+        metric: &aimon_core::Metric,
+        pairs: impl Iterator<Item = &'t (&'t str, &'t str)>,
+    ) -> Vec<u64> {
+        let id = metric.id.as_str();
+        let mut markers = vec![Self::known_key(
+            id,
+            xxhash_rust::xxh3::xxh3_64(
+                format!("\0meta\0{}\0{}", metric.name, metric.metric_type.as_str()).as_bytes(),
+            ),
+        )];
+        markers.extend(pairs.map(|(k, v)| {
+            Self::known_key(
+                id,
+                xxhash_rust::xxh3::xxh3_64(format!("\0tag\0{k}\0{v}").as_bytes()),
+            )
+        }));
+        markers
+    }
+
+    /// Whether every marker is known. What this process knows is forgotten every
+    /// [`KNOWN_FOR`], so a change made by another process (a rename, a series removed by its
+    /// retention) is taken into account within that time.
+    pub(crate) fn all_known(&self, markers: &[u64]) -> bool {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.0.elapsed() > KNOWN_FOR {
+            *known = (std::time::Instant::now(), Default::default());
+            return false;
+        }
+        markers.iter().all(|m| known.1.contains(m))
+    }
+
+    /// Remembers markers as known.
+    pub(crate) fn remember(&self, markers: &[u64]) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.1.len() > KNOWN_LIMIT {
+            known.1.clear();
+        }
+        known.1.extend(markers.iter().copied());
+    }
+
+    /// Forgets markers (their series was found removed).
+    pub(crate) fn forget(&self, markers: &[u64]) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        for m in markers {
+            known.1.remove(m);
+        }
+    }
+
     /// Adds one series' batch to `pipe`, and says where the reply deciding whether to seal
     /// is.
     ///
@@ -192,11 +248,12 @@ impl RedisBackend {
         let keys = self.keys.series_samples(id);
         let retention = self.config.retention;
         let known = retention.metric_ttl.is_none() && {
-            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-            batch
+            let markers: Vec<u64> = batch
                 .tagsets
                 .iter()
-                .all(|(hash, _, _)| known.contains(&Self::known_key(id, *hash)))
+                .map(|(hash, _, _)| Self::known_key(id, *hash))
+                .collect();
+            self.all_known(&markers)
         };
         if known {
             pipe.cmd("RPUSH").arg(&keys.head).arg(&batch.payload);
@@ -249,16 +306,12 @@ impl RedisBackend {
     ) -> bool {
         match append {
             Append::Script(at) => {
-                let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-                if known.len() > KNOWN_LIMIT {
-                    known.clear();
-                }
-                known.extend(
-                    batch
-                        .tagsets
-                        .iter()
-                        .map(|(hash, _, _)| Self::known_key(id, *hash)),
-                );
+                let markers: Vec<u64> = batch
+                    .tagsets
+                    .iter()
+                    .map(|(hash, _, _)| Self::known_key(id, *hash))
+                    .collect();
+                self.remember(&markers);
                 replies.get(at).map(crate::backend::int) == Some(1)
             }
             Append::Plain(at) => {

@@ -128,6 +128,19 @@ fn tags_filter(filter: &Tags) -> impl Fn(&str) -> bool + '_ {
     }
 }
 
+/// How a batch wrote a series' metadata (see `save_metrics`).
+enum MetaWrite {
+    /// The series script; its markers are remembered once the write succeeded.
+    Script(Vec<u64>),
+    /// Plain `HSET` + `PUBLISH`, at `at` in the pipeline; `repair` is the script to run if
+    /// the `HSET` found the series gone.
+    Plain {
+        at: usize,
+        repair: redis::Cmd,
+        markers: Vec<u64>,
+    },
+}
+
 /// How `metric_history` reads chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistoryPlan {
@@ -297,6 +310,7 @@ impl MetricDriver for RedisBackend {
         let mut report = WriteReport::default();
         // Where each series' append reply is: 1 there means its head should be sealed.
         let mut appends: Vec<(Append, &str, HeadBatch)> = Vec::new();
+        let mut metas: Vec<MetaWrite> = Vec::new();
         for metric in metrics {
             let mut latest: Option<i64> = None;
             let mut live = 0u64;
@@ -330,32 +344,84 @@ impl MetricDriver for RedisBackend {
             let meta_key = self.keys.series_meta(&metric.id);
             let by_name = self.keys.series_by_name(&metric.name);
             let by_type = self.keys.series_by_type(metric.metric_type.as_str());
-            let mut keys = vec![meta_key, master.clone(), registry.clone(), by_name, by_type];
+            let mut keys = vec![
+                meta_key.clone(),
+                master.clone(),
+                registry.clone(),
+                by_name,
+                by_type,
+            ];
             keys.extend(tag_pairs.keys().map(|(k, v)| self.keys.series_by_tag(k, v)));
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let mut cmd = SCRIPTS.series.cmd(&keys);
-            cmd.arg(&metric.id)
-                .arg(serde_json::to_string(&meta)?)
-                .arg(time::format(meta.created_at))
-                .arg(pad(time::to_micros(meta.updated_at)))
-                .arg(latest.map(pad).unwrap_or_default())
-                .arg(&ttl)
-                .arg(if RetentionPolicy::is_live(cutoff, meta.updated_at) {
-                    "1"
-                } else {
-                    "0"
-                })
-                .arg(&channel)
-                .arg(event);
-            for last in tag_pairs.values() {
-                match retention.metric_ttl {
-                    Some(_) => cmd.arg(live_until_arg(*last, retention.metric_ttl)),
-                    None => cmd.arg("+inf"),
-                };
+            let meta_json = serde_json::to_string(&meta)?;
+            let updated = pad(time::to_micros(meta.updated_at));
+            let script = |channel: &str, event: &str| {
+                let mut cmd = SCRIPTS.series.cmd(&keys);
+                cmd.arg(&metric.id)
+                    .arg(&meta_json)
+                    .arg(time::format(meta.created_at))
+                    .arg(&updated)
+                    .arg(latest.map(pad).unwrap_or_default())
+                    .arg(&ttl)
+                    .arg(if RetentionPolicy::is_live(cutoff, meta.updated_at) {
+                        "1"
+                    } else {
+                        "0"
+                    })
+                    .arg(channel)
+                    .arg(event);
+                for last in tag_pairs.values() {
+                    match retention.metric_ttl {
+                        Some(_) => cmd.arg(live_until_arg(*last, retention.metric_ttl)),
+                        None => cmd.arg("+inf"),
+                    };
+                }
+                cmd
+            };
+            let markers = self.series_markers(metric, tag_pairs.keys());
+            if retention.metric_ttl.is_none() && self.all_known(&markers) {
+                // Name, type and tag pairs as this process last wrote them, no TTL: the
+                // indexes already hold everything the script would add, so only the metadata
+                // and the event are written. A reply of 2 new fields means the series was
+                // removed meanwhile (by another process's retention): the script then runs
+                // after all (without a second event) and puts its indexes back.
+                metas.push(MetaWrite::Plain {
+                    at: pipe.len(),
+                    repair: script("", ""),
+                    markers,
+                });
+                pipe.cmd("HSET")
+                    .arg(&meta_key)
+                    .arg("j")
+                    .arg(&meta_json)
+                    .arg("u")
+                    .arg(&updated);
+                pipe.cmd("PUBLISH").arg(&channel).arg(&event);
+            } else {
+                metas.push(MetaWrite::Script(markers));
+                pipe.add_command(script(&channel, &event));
             }
-            pipe.add_command(cmd);
         }
         let replies = self.pool.write(&pipe).await?;
+        let mut repairs = redis::pipe();
+        for meta in metas {
+            match meta {
+                MetaWrite::Script(markers) => self.remember(&markers),
+                MetaWrite::Plain {
+                    at,
+                    repair,
+                    markers,
+                } => {
+                    if replies.get(at).map(crate::backend::int) != Some(0) {
+                        self.forget(&markers);
+                        repairs.add_command(repair);
+                    }
+                }
+            }
+        }
+        if !repairs.is_empty() {
+            self.pool.write(&repairs).await?;
+        }
         // The samples are stored once the pipeline succeeded; sealing only compacts them. A
         // seal cut by a fault leaves the head as it was, and the next write seals it.
         // Seals of different series are independent: a few at a time overlap their round
