@@ -236,12 +236,12 @@
 //!   measures a list append, not a batch. Before the plain paths above, the two scripts a
 //!   series ran per batch held batches of 1,000 to 0.64×.
 //! - **History**: `metric_history`, 60 buckets over those 1M samples (one-minute buckets, so
-//!   every chunk is split and decoded), **33 – 52 ms** p50 (the layout before chunks: 1.7 s,
+//!   every chunk is split and decoded), **29 – 52 ms** p50 over seven runs (before chunks: 1.7 s,
 //!   a Lua script per series). `examples/history_plans.rs` on the demo's `llm.prompt_tokens`
 //!   (20 series): with hour-long buckets over a day, the summaries answer in 2.9 ms where
 //!   shipping and decoding every chunk takes 13.7 ms; with three-minute buckets (every chunk
 //!   split) both take 3.3 – 3.4 ms.
-//! - `query_metrics` of one series by name, range and tags: 14 – 19 ms p50 (was 30 – 32).
+//! - `query_metrics` of one series by name, range and tags: 13 – 20 ms p50 (was 30 – 32).
 //!
 //! ## Verified topologies
 //! The conformance suite of `integration-tests` runs against a standalone server
