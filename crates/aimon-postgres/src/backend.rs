@@ -128,6 +128,7 @@ impl PostgresBackend {
         };
         backend.reload_partitions().await.map_err(&fail)?;
         backend.create_partitions_ahead().await.map_err(&fail)?;
+        backend.migrate_legacy_samples().await.map_err(&fail)?;
         Ok(backend)
     }
 

@@ -195,6 +195,17 @@ impl PostgresConfig {
                 "option partition_interval: {partition_interval:?} is shorter than one minute"
             )));
         }
+        // Native partitions hold whole chunk windows (ten minutes): a partition must end where
+        // a window does.
+        let window = crate::metrics::chunks::WINDOW as u128;
+        if backend_type != StorageBackendType::Timescale
+            && partition_interval.as_micros() % window != 0
+        {
+            return Err(Error::config(format!(
+                "option partition_interval: {partition_interval:?} is not a whole multiple of ten \
+                 minutes, the chunk window of postgres:// stores"
+            )));
+        }
         let partitions_ahead = options
             .u64_at_most("partitions_ahead", MAX_PARTITIONS_AHEAD)?
             .map_or(DEFAULT_PARTITIONS_AHEAD, |n| n as u32);
