@@ -20,6 +20,8 @@ mod migrate;
 mod read;
 pub(crate) mod write;
 
+pub(crate) use write::{INSERT_SAMPLES, UPSERT_TAGSETS, last_bound};
+
 /// The columns of `series`, in the order [`metric_from_row`] reads them.
 pub(crate) const SERIES_COLUMNS: &str = "s.sid, s.id, s.name, s.\"type\", s.description, s.unit, \
      s.metadata, s.created_at, s.updated_at";

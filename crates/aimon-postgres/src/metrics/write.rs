@@ -46,7 +46,7 @@ pub(crate) const INSERT_SAMPLES: &str = "INSERT INTO samples (sid, time, tags, v
     ON CONFLICT (sid, time, tags_key) DO UPDATE SET value = EXCLUDED.value";
 
 /// Records the batch's distinct (series, tag set) pairs, keeping the greatest time bound.
-const UPSERT_TAGSETS: &str = "INSERT INTO series_tagsets (sid, tags, tags_jsonb, last_bound) \
+pub(crate) const UPSERT_TAGSETS: &str = "INSERT INTO series_tagsets (sid, tags, tags_jsonb, last_bound) \
     SELECT u.sid, u.tags, u.tags::jsonb, u.b \
     FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) AS u(sid, tags, b) \
     ON CONFLICT (sid, tags_key) DO UPDATE SET last_bound = EXCLUDED.last_bound \
