@@ -35,6 +35,8 @@ pub struct PostgresBackend {
     pub(crate) lock_budget: schema::LockBudget,
     /// The channel `NOTIFY` carries this store's events on.
     pub(crate) channel: String,
+    /// Row versions this process's writes left dead since its last vacuum (native mode).
+    pub(crate) rewritten: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for PostgresBackend {
@@ -125,6 +127,7 @@ impl PostgresBackend {
             partitions: Mutex::new(Vec::new()),
             lock_budget,
             channel,
+            rewritten: std::sync::atomic::AtomicU64::new(0),
         };
         backend.reload_partitions().await.map_err(&fail)?;
         backend.create_partitions_ahead().await.map_err(&fail)?;
@@ -197,7 +200,7 @@ impl PostgresBackend {
             "WITH u AS (SELECT u.n::int AS n, s.sid, u.tags FROM UNNEST($1::text[], $2::text[]) \
              WITH ORDINALITY AS u(id, tags, n) JOIN series s ON s.id = u.id), \
              ins AS (INSERT INTO series_tagsets (sid, tags, tags_jsonb, last_bound) \
-             SELECT sid, tags, tags::jsonb, 'infinity' FROM u ORDER BY sid, tags \
+             SELECT u.sid, u.tags, u.tags::jsonb, 'infinity' FROM u ORDER BY 1, 2 \
              ON CONFLICT (sid, tags_key) DO UPDATE SET last_bound = 'infinity' \
              RETURNING sid, tags, tsid) \
              SELECT u.n, ins.tsid FROM u JOIN ins ON ins.sid = u.sid AND ins.tags = u.tags \

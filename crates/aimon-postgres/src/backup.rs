@@ -660,7 +660,7 @@ impl PostgresBackend {
                 .db()?;
         } else {
             match crate::metrics::write::store_groups(&mut tx, groups).await {
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(chunks::WriteFailure::Other(e)) => return Err(e),
                 Err(chunks::WriteFailure::NoPartition) => {
                     return Err(Error::new(

@@ -24,7 +24,19 @@ pub(crate) const WINDOW: i64 = 10 * 60 * 1_000_000;
 /// The rows a closed window may hold before a write merges them into one: samples written into
 /// a closed window become a new fragment (`seq` one past the greatest), so a stream of small
 /// batches into closed windows re-encodes each window every few batches, not every time.
-const MAX_FRAGMENTS: i64 = 8;
+const MAX_FRAGMENTS: i64 = 16;
+
+/// A closed window holding fewer samples than this with the new ones is merged into one row
+/// at once rather than given a fragment: re-encoding so few costs little, and a window written
+/// in two batches (a writer's batch rarely ends where a window does) stays one row, whose
+/// summary history can use, instead of two that cost a row's overhead more and must be decoded.
+const MERGE_BELOW: i64 = 256;
+
+/// Rows a store's writes may delete (sealed head rows, merged chunk rows) before it vacuums the
+/// tables they left dead versions in, so that their space is reused by the next writes rather
+/// than added to: autovacuum's default naptime is a minute, in which a backfill rewrites
+/// thousands of windows.
+pub(crate) const VACUUM_AFTER: u64 = 1_024;
 
 /// Chunk rows per `INSERT … FROM UNNEST` statement.
 const CHUNKS_PER_INSERT: usize = 5_000;
@@ -136,13 +148,14 @@ pub(crate) async fn store(
     conn: &mut PgConnection,
     writes: &[TagsetWrite<'_>],
     open: i64,
-) -> std::result::Result<(), WriteFailure> {
+) -> std::result::Result<u64, WriteFailure> {
     // Head rows of closed windows: sealed now.
     let sealing: Vec<(i64, i64)> = writes
         .iter()
         .filter_map(|w| w.head_window.filter(|&h| h < open).map(|h| (w.tsid, h)))
         .collect();
     let mut sealed: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
+    let mut rewritten = 0u64;
     if !sealing.is_empty() {
         let rows = sqlx::query(
             "DELETE FROM samples s USING UNNEST($1::bigint[], $2::timestamptz[]) AS u(tsid, lo) \
@@ -154,6 +167,7 @@ pub(crate) async fn store(
         .bind(at(open))
         .fetch_all(&mut *conn)
         .await?;
+        rewritten += rows.len() as u64;
         for row in rows {
             let tsid: i64 = row.try_get(0)?;
             let t: DateTime<Utc> = row.try_get(1)?;
@@ -208,7 +222,7 @@ pub(crate) async fn store(
     }
 
     if !pieces.is_empty() {
-        write_closed(conn, pieces, &names).await?;
+        rewritten += write_closed(conn, pieces, &names).await?;
     }
     if !head_tsid.is_empty() {
         copy_head(conn, head_tsid, head_time, head_value).await?;
@@ -223,20 +237,20 @@ pub(crate) async fn store(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    Ok(rewritten)
 }
 
-/// Writes the pieces of closed windows: a new chunk where the window has none, a fragment
-/// where it has a few, and all of them merged into one where it would hold more than
-/// [`MAX_FRAGMENTS`].
+/// Writes the pieces of closed windows: a new chunk where the window has none; all of its rows
+/// and the piece merged into one where it would hold more than [`MAX_FRAGMENTS`] rows or fewer
+/// than [`MERGE_BELOW`] samples; else a fragment.
 async fn write_closed(
     conn: &mut PgConnection,
     pieces: BTreeMap<(i64, i64), Samples>,
     names: &HashMap<i64, &TagsetName<'_>>,
-) -> std::result::Result<(), WriteFailure> {
+) -> std::result::Result<u64, WriteFailure> {
     let keys: Vec<(i64, i64)> = pieces.keys().copied().collect();
     let existing = sqlx::query(
-        "SELECT c.tsid, c.window_start, count(*), max(c.seq) FROM chunks c \
+        "SELECT c.tsid, c.window_start, count(*), max(c.seq), sum(c.count)::bigint FROM chunks c \
          JOIN UNNEST($1::bigint[], $2::timestamptz[]) AS u(tsid, w) \
          ON c.tsid = u.tsid AND c.window_start = u.w \
          WHERE c.window_start >= $3 AND c.window_start <= $4 GROUP BY 1, 2",
@@ -247,15 +261,16 @@ async fn write_closed(
     .bind(at(keys.iter().map(|k| k.1).max().unwrap_or(0)))
     .fetch_all(&mut *conn)
     .await?;
-    let mut stored: HashMap<(i64, i64), (i64, i16)> = HashMap::new();
+    let mut stored: HashMap<(i64, i64), (i64, i16, i64)> = HashMap::new();
     for row in existing {
         let t: DateTime<Utc> = row.try_get(1)?;
         stored.insert(
             (row.try_get(0)?, micros(t)),
-            (row.try_get(2)?, row.try_get(3)?),
+            (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?),
         );
     }
     let mut new_rows = Vec::with_capacity(pieces.len());
+    let mut rewritten = 0u64;
     let mut merging: BTreeMap<(i64, i64), Samples> = BTreeMap::new();
     for (key, samples) in pieces {
         match stored.get(&key) {
@@ -265,7 +280,11 @@ async fn write_closed(
                 seq: 0,
                 samples,
             }),
-            Some(&(rows, max_seq)) if rows < MAX_FRAGMENTS && max_seq < i16::MAX => {
+            Some(&(rows, max_seq, count))
+                if rows < MAX_FRAGMENTS
+                    && max_seq < i16::MAX
+                    && count + samples.len() as i64 >= MERGE_BELOW =>
+            {
                 new_rows.push(NewChunk {
                     tsid: key.0,
                     window: key.1,
@@ -289,6 +308,7 @@ async fn write_closed(
         .bind(keys.iter().map(|k| at(k.1)).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
+        rewritten += rows.len() as u64;
         let mut fragments: BTreeMap<(i64, i64), Vec<Fragment>> = BTreeMap::new();
         for row in rows {
             let t: DateTime<Utc> = row.try_get(1)?;
@@ -316,7 +336,8 @@ async fn write_closed(
             });
         }
     }
-    insert_chunks(conn, &new_rows).await
+    insert_chunks(conn, &new_rows).await?;
+    Ok(rewritten)
 }
 
 /// Inserts chunk rows: the summary in columns, the samples encoded.

@@ -147,7 +147,7 @@ impl PostgresBackend {
             }
             moved += samples.len() as u64;
             match store_groups(&mut tx, groups).await {
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(WriteFailure::Other(e)) => return Err(e),
                 Err(WriteFailure::NoPartition) => {
                     return Err(aimon_core::Error::new(

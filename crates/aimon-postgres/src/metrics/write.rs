@@ -478,7 +478,7 @@ impl PostgresBackend {
         rows: &[SampleRow],
         sids: &[Option<i64>],
         series_ids: &[&str],
-    ) -> std::result::Result<(), WriteFailure> {
+    ) -> std::result::Result<u64, WriteFailure> {
         // Per (series, tag set): the samples in time order (rows are sorted by series, time).
         let mut groups: SampleGroups<'_> = BTreeMap::new();
         for row in rows {
@@ -503,9 +503,9 @@ pub(crate) type SampleGroups<'a> = BTreeMap<(i64, &'a str), (&'a str, Vec<(i64, 
 pub(crate) async fn store_groups(
     tx: &mut PgConnection,
     groups: SampleGroups<'_>,
-) -> std::result::Result<(), WriteFailure> {
+) -> std::result::Result<u64, WriteFailure> {
     if groups.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let bounds: Vec<DateTime<Utc>> = groups
         .values()
@@ -611,7 +611,10 @@ impl PostgresBackend {
                 .iter()
                 .map(|s| s.metric.id.as_str())
                 .collect();
-            self.store_native(&mut tx, rows, &sids, &series_ids).await?;
+            let rewritten = self.store_native(&mut tx, rows, &sids, &series_ids).await?;
+            // One row a batch for the series upsert's dead version.
+            self.rewritten
+                .fetch_add(rewritten + 1, std::sync::atomic::Ordering::Relaxed);
         }
         for chunk in rows.chunks(INSERT_CHUNK).filter(|_| self.timescale) {
             let mut sid_col = Vec::with_capacity(chunk.len());
@@ -681,7 +684,27 @@ impl PostgresBackend {
             .map_err(aimon_core::Error::from)?;
         self.notify(&mut tx, events).await?;
         tx.commit().await.db()?;
+        self.vacuum_if_rewritten().await;
         Ok(())
+    }
+
+    /// Vacuums the tables of samples and series once writes have left
+    /// [`chunks::VACUUM_AFTER`] dead row versions behind (native mode): their space is then
+    /// reused by later writes instead of growing the tables. The batch is committed already:
+    /// a vacuum that fails is logged, not the batch's error.
+    async fn vacuum_if_rewritten(&self) {
+        use std::sync::atomic::Ordering;
+        if self.timescale || self.rewritten.load(Ordering::Relaxed) < chunks::VACUUM_AFTER {
+            return;
+        }
+        self.rewritten.store(0, Ordering::Relaxed);
+        if let Err(e) =
+            sqlx::raw_sql("VACUUM (SKIP_LOCKED) chunks, samples, series, series_tagsets")
+                .execute(&self.pool)
+                .await
+        {
+            tracing::warn!(backend = %self.config.name, error = %e, "vacuum after rewrites failed");
+        }
     }
 }
 
