@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use aimon_core::chunk::{self, Samples, Summary, window_start};
 use aimon_core::downsample::{CompensatedSum, Downsampler, bucket_start};
+use aimon_core::query::Aggregation;
 use aimon_core::{Error, Result, time};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -24,7 +25,7 @@ pub(crate) const WINDOW: i64 = 10 * 60 * 1_000_000;
 /// The rows a closed window may hold before a write merges them into one: samples written into
 /// a closed window become a new fragment (`seq` one past the greatest), so a stream of small
 /// batches into closed windows re-encodes each window every few batches, not every time.
-const MAX_FRAGMENTS: i64 = 16;
+const MAX_FRAGMENTS: i64 = 8;
 
 /// A closed window holding fewer samples than this with the new ones is merged into one row
 /// at once rather than given a fragment: re-encoding so few costs little, and a window written
@@ -649,6 +650,7 @@ pub(crate) async fn history(
     low: i64,
     high: i64,
     step: i64,
+    aggregation: Aggregation,
     downsampler: &mut Downsampler,
 ) -> Result<()> {
     if tagsets.is_empty() || low >= high {
@@ -656,19 +658,18 @@ pub(crate) async fn history(
     }
     let tsids: Vec<i64> = tagsets.iter().map(|t| t.tsid).collect();
     let index: HashMap<i64, &Tagset> = tagsets.iter().map(|t| (t.tsid, t)).collect();
-    // Summaries where they answer; the data of the windows they cannot.
+    // Summaries where they can answer; the data of the windows a bucket or the range splits.
+    // No order and no window function: the server only filters index ranges.
     let rows = sqlx::query(
         "SELECT tsid, window_start, count, first_time, last_time, sum, sum_comp, sum_scaled, \
          min, max, first, last, \"check\", \
-         CASE WHEN pieces = 1 AND window_start >= $4 AND window_start + $6::interval <= $3 \
+         CASE WHEN window_start >= $4 AND window_start + $6::interval <= $3 \
               AND date_bin($5::bigint * INTERVAL '1 microsecond', window_start, TIMESTAMPTZ 'epoch') \
                 = date_bin($5::bigint * INTERVAL '1 microsecond', \
                            window_start + $6::interval - INTERVAL '1 microsecond', TIMESTAMPTZ 'epoch') \
-              THEN NULL ELSE data END \
-         FROM (SELECT *, count(*) OVER (PARTITION BY tsid, window_start) AS pieces FROM chunks \
-               WHERE tsid = ANY($1) AND window_start >= $2 AND window_start < $3 \
-               AND last_time >= $4 AND first_time < $3) c \
-         ORDER BY tsid, window_start, seq",
+              THEN NULL ELSE data END, seq \
+         FROM chunks WHERE tsid = ANY($1) AND window_start >= $2 AND window_start < $3 \
+         AND last_time >= $4 AND first_time < $3",
     )
     .bind(&tsids)
     .bind(at(window_start(low, WINDOW)))
@@ -679,19 +680,34 @@ pub(crate) async fn history(
     .fetch_all(&mut *conn)
     .await
     .db()?;
-    let mut head = head_rows(conn, &tsids, low, high).await?;
-    // The head rows per window, to merge over the chunks of their window.
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut pieces: HashMap<(i64, i64), u32> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let key = (row.try_get::<i64, _>(0).db()?, micros(row.try_get(1).db()?));
+        *pieces.entry(key).or_default() += 1;
+        keys.push(key);
+    }
+    // The head rows per window, to merge over the chunks of their window (or, for
+    // aggregations other than first and last, aggregated by the server where no chunk shares
+    // their window and the float sum is as exact as a compensated one).
     let mut head_windows: HashMap<(i64, i64), Samples> = HashMap::new();
-    for (tsid, rows) in head.drain() {
+    let by_server = !matches!(aggregation, Aggregation::First | Aggregation::Last);
+    let head = if by_server {
+        let wanted =
+            head_aggregates(conn, &tsids, low, high, step, &pieces, &index, downsampler).await?;
+        head_rows_of_windows(conn, &wanted).await?
+    } else {
+        head_rows(conn, &tsids, low, high).await?
+    };
+    for (tsid, rows) in head {
         for (w, part) in by_window(&Samples::from_unsorted(rows)) {
             head_windows.insert((tsid, w), part);
         }
     }
-    let mut decoded: BTreeMap<(i64, i64), Samples> = BTreeMap::new();
+    // Decoded fragments per window, with their seq.
+    let mut parts: BTreeMap<(i64, i64), Vec<(i16, Samples)>> = BTreeMap::new();
     let mut refetch: Vec<(i64, i64)> = Vec::new();
-    for row in &rows {
-        let tsid: i64 = row.try_get(0).db()?;
-        let w = micros(row.try_get(1).db()?);
+    for (row, &(tsid, w)) in rows.iter().zip(&keys) {
         let Some(tagset) = index.get(&tsid) else {
             continue;
         };
@@ -699,10 +715,17 @@ pub(crate) async fn history(
         match data {
             Some(data) => {
                 let part = chunk::decode(data).map_err(|e| tagset.name().damaged(w, e))?;
-                let merged = decoded.entry((tsid, w)).or_default();
-                *merged = std::mem::take(merged).overwrite(&part);
+                parts
+                    .entry((tsid, w))
+                    .or_default()
+                    .push((row.try_get(14).db()?, part));
             }
-            None if head_windows.contains_key(&(tsid, w)) => refetch.push((tsid, w)),
+            None if pieces[&(tsid, w)] > 1 || head_windows.contains_key(&(tsid, w)) => {
+                // Fragments or head rows over a whole window: decoded after all (once).
+                if parts.insert((tsid, w), Vec::new()).is_none() {
+                    refetch.push((tsid, w));
+                }
+            }
             None => {
                 let summary = summary_from_row(row).map_err(|e| tagset.name().damaged(w, e))?;
                 downsampler.merge(
@@ -714,11 +737,10 @@ pub(crate) async fn history(
         }
     }
     if !refetch.is_empty() {
-        // Whole windows that also have head rows (a head not sealed yet): decoded after all.
         let rows = sqlx::query(
-            "SELECT c.tsid, c.window_start, c.data FROM chunks c \
+            "SELECT c.tsid, c.window_start, c.data, c.seq FROM chunks c \
              JOIN UNNEST($1::bigint[], $2::timestamptz[]) AS u(tsid, w) \
-             ON c.tsid = u.tsid AND c.window_start = u.w ORDER BY 1, 2, c.seq",
+             ON c.tsid = u.tsid AND c.window_start = u.w",
         )
         .bind(refetch.iter().map(|r| r.0).collect::<Vec<_>>())
         .bind(refetch.iter().map(|r| at(r.1)).collect::<Vec<_>>())
@@ -733,9 +755,20 @@ pub(crate) async fn history(
                 continue;
             };
             let part = chunk::decode(data).map_err(|e| tagset.name().damaged(w, e))?;
-            let merged = decoded.entry((tsid, w)).or_default();
-            *merged = std::mem::take(merged).overwrite(&part);
+            parts
+                .entry((tsid, w))
+                .or_default()
+                .push((row.try_get(3).db()?, part));
         }
+    }
+    let mut decoded: BTreeMap<(i64, i64), Samples> = BTreeMap::new();
+    for (key, mut fragments) in parts {
+        fragments.sort_by_key(|f| f.0);
+        let mut merged = Samples::default();
+        for (_, part) in &fragments {
+            merged = merged.overwrite(part);
+        }
+        decoded.insert(key, merged);
     }
     for (key, newer) in head_windows {
         let merged = decoded.entry(key).or_default();
@@ -763,6 +796,108 @@ pub(crate) async fn history(
         }
     }
     Ok(())
+}
+
+/// The head's rows of `tsids` in `[low, high)` aggregated by the server per tag set, window and
+/// bucket, merged into `downsampler` where that is exact: no chunk row shares the window (head
+/// rows overwrite chunks, see [`read`]) and the float sum's error bound `(n-1)·2⁻⁵³·Σ|v|` is
+/// within 1e-10 of it (else the compensated sum of the rows is needed). Returns the windows
+/// whose rows must be read instead. `first` and `last` are not computed here.
+#[allow(clippy::too_many_arguments)]
+async fn head_aggregates(
+    conn: &mut PgConnection,
+    tsids: &[i64],
+    low: i64,
+    high: i64,
+    step: i64,
+    chunked: &HashMap<(i64, i64), u32>,
+    index: &HashMap<i64, &Tagset>,
+    downsampler: &mut Downsampler,
+) -> Result<Vec<(i64, i64)>> {
+    let rows = sqlx::query(
+        "SELECT tsid, date_bin($4::interval, time, TIMESTAMPTZ 'epoch'), min(time), count(*), \
+         sum(value), sum(abs(value)), min(value), max(value) FROM samples \
+         WHERE tsid = ANY($1) AND time >= $2 AND time < $3 \
+         GROUP BY 1, 2, date_bin($5::bigint * INTERVAL '1 microsecond', time, TIMESTAMPTZ 'epoch')",
+    )
+    .bind(tsids)
+    .bind(at(low))
+    .bind(at(high))
+    .bind(chrono::TimeDelta::microseconds(WINDOW))
+    .bind(step)
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
+    // First the windows whose rows must be read (a window is read whole: none of its buckets
+    // may be merged here then), then the aggregates of the others.
+    let mut wanted: std::collections::BTreeSet<(i64, i64)> = std::collections::BTreeSet::new();
+    let mut groups = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let tsid: i64 = row.try_get(0).db()?;
+        let w = micros(row.try_get(1).db()?);
+        let count: i64 = row.try_get(3).db()?;
+        let sum: f64 = row.try_get(4).db()?;
+        let abs_sum: f64 = row.try_get(5).db()?;
+        let bound = (count.saturating_sub(1)) as f64 * f64::EPSILON / 2.0 * abs_sum;
+        if chunked.contains_key(&(tsid, w)) || !sum.is_finite() || bound > 1e-10 * sum.abs() {
+            wanted.insert((tsid, w));
+        }
+        groups.push((tsid, w, count, sum));
+    }
+    for (row, (tsid, w, count, sum)) in rows.iter().zip(groups) {
+        if wanted.contains(&(tsid, w)) {
+            continue;
+        }
+        let Some(tagset) = index.get(&tsid) else {
+            continue;
+        };
+        let first = micros(row.try_get(2).db()?);
+        let key = || (first, tagset.series_id.clone(), tagset.tags.clone());
+        downsampler.merge(
+            tagset.group.clone(),
+            bucket_start(first, step),
+            aimon_core::downsample::BucketAggregate {
+                count: u64::try_from(count).unwrap_or(0),
+                sum: CompensatedSum::from_parts(sum, 0.0, false),
+                min: row.try_get(6).db()?,
+                max: row.try_get(7).db()?,
+                // Not read: the aggregation is neither first nor last.
+                first: (key(), f64::NAN),
+                last: (key(), f64::NAN),
+            },
+        );
+    }
+    Ok(wanted.into_iter().collect())
+}
+
+/// The head's rows of the windows `wanted` (tag set, window start).
+async fn head_rows_of_windows(
+    conn: &mut PgConnection,
+    wanted: &[(i64, i64)],
+) -> Result<HashMap<i64, Vec<(i64, f64)>>> {
+    let mut out: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let rows = sqlx::query(
+        "SELECT s.tsid, s.time, s.value FROM samples s \
+         JOIN UNNEST($1::bigint[], $2::timestamptz[]) AS u(tsid, w) \
+         ON s.tsid = u.tsid AND s.time >= u.w AND s.time < u.w + $3::interval",
+    )
+    .bind(wanted.iter().map(|w| w.0).collect::<Vec<_>>())
+    .bind(wanted.iter().map(|w| at(w.1)).collect::<Vec<_>>())
+    .bind(chrono::TimeDelta::microseconds(WINDOW))
+    .fetch_all(&mut *conn)
+    .await
+    .db()?;
+    for row in rows {
+        let tsid: i64 = row.try_get(0).db()?;
+        let t: DateTime<Utc> = row.try_get(1).db()?;
+        out.entry(tsid)
+            .or_default()
+            .push((micros(t), row.try_get(2).db()?));
+    }
+    Ok(out)
 }
 
 /// The summary in a row of the history query (columns 2 to 12), checked against its CRC.

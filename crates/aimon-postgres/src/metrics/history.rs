@@ -204,6 +204,7 @@ impl PostgresBackend {
             low,
             high,
             query.step_micros(),
+            query.aggregation,
             &mut downsampler,
         )
         .await?;
