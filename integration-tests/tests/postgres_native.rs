@@ -532,14 +532,16 @@ fn a_terminated_backend_mid_ingest_is_retryable_and_the_retry_does_not_duplicate
             .unwrap();
             for _ in 0..2000 {
                 let active: Option<String> = sqlx::query_scalar(
-                    "SELECT query FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                    "SELECT query FROM pg_stat_activity WHERE pid = $1 \
+                     AND state IN ('active', 'idle in transaction')",
                 )
                 .bind(pid)
                 .fetch_optional(&mut other)
                 .await
                 .unwrap();
-                // The chunk write (the batch lies in closed windows).
-                if active.is_some_and(|q| q.contains("INSERT INTO chunks")) {
+                // Inside the batch's transaction, once its tag sets are written (the client
+                // then encodes the chunks, which the batch's closed windows all go to).
+                if active.is_some_and(|q| q.contains("series_tagsets") || q.contains("chunks")) {
                     let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
                         .bind(pid)
                         .fetch_one(&mut other)

@@ -222,8 +222,49 @@ pub(crate) async fn store(
         }
     }
 
+    // A later seal: fragmented windows this batch has moved past (from the window before its
+    // first sample up to, not including, its newest) are merged into one row now, so that a
+    // writer filling closed windows batch by batch leaves whole windows behind it.
+    let spans: Vec<(i64, i64, i64)> = writes
+        .iter()
+        .filter_map(|w| {
+            let first = *w.samples.timestamps.first()?;
+            let last = *w.samples.timestamps.last()?;
+            Some((
+                w.tsid,
+                window_start(first, WINDOW).saturating_sub(WINDOW),
+                window_start(last, WINDOW).min(open),
+            ))
+        })
+        .filter(|s| s.1 < s.2)
+        .collect();
+    let mut seal: std::collections::HashSet<(i64, i64)> = std::collections::HashSet::new();
+    if !spans.is_empty() {
+        let lo = spans.iter().map(|s| s.1).min().unwrap_or(0);
+        let hi = spans.iter().map(|s| s.2).max().unwrap_or(0);
+        let rows = sqlx::query(
+            "SELECT c.tsid, c.window_start FROM chunks c \
+             JOIN UNNEST($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS u(tsid, lo, hi) \
+             ON c.tsid = u.tsid AND c.window_start >= u.lo AND c.window_start < u.hi \
+             WHERE c.window_start >= $4 AND c.window_start < $5 \
+             GROUP BY 1, 2 HAVING count(*) > 1",
+        )
+        .bind(spans.iter().map(|s| s.0).collect::<Vec<_>>())
+        .bind(spans.iter().map(|s| at(s.1)).collect::<Vec<_>>())
+        .bind(spans.iter().map(|s| at(s.2)).collect::<Vec<_>>())
+        .bind(at(lo))
+        .bind(at(hi))
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let t: DateTime<Utc> = row.try_get(1)?;
+            let key = (row.try_get(0)?, micros(t));
+            pieces.entry(key).or_default();
+            seal.insert(key);
+        }
+    }
     if !pieces.is_empty() {
-        rewritten += write_closed(conn, pieces, &names).await?;
+        rewritten += write_closed(conn, pieces, &names, &seal).await?;
     }
     if !head_tsid.is_empty() {
         copy_head(conn, head_tsid, head_time, head_value).await?;
@@ -248,6 +289,7 @@ async fn write_closed(
     conn: &mut PgConnection,
     pieces: BTreeMap<(i64, i64), Samples>,
     names: &HashMap<i64, &TagsetName<'_>>,
+    seal: &std::collections::HashSet<(i64, i64)>,
 ) -> std::result::Result<u64, WriteFailure> {
     let keys: Vec<(i64, i64)> = pieces.keys().copied().collect();
     let existing = sqlx::query(
@@ -275,6 +317,7 @@ async fn write_closed(
     let mut merging: BTreeMap<(i64, i64), Samples> = BTreeMap::new();
     for (key, samples) in pieces {
         match stored.get(&key) {
+            None if samples.is_empty() => {}
             None => new_rows.push(NewChunk {
                 tsid: key.0,
                 window: key.1,
@@ -282,7 +325,8 @@ async fn write_closed(
                 samples,
             }),
             Some(&(rows, max_seq, count))
-                if rows < MAX_FRAGMENTS
+                if !seal.contains(&key)
+                    && rows < MAX_FRAGMENTS
                     && max_seq < i16::MAX
                     && count + samples.len() as i64 >= MERGE_BELOW =>
             {
