@@ -10,7 +10,7 @@ use aimon_core::backend::{
     Capabilities, DatabaseStats, EventStream, RetentionMechanism, RetentionReport, StorageBackend,
     TransferReport,
 };
-use aimon_core::{Error, Result, StorageBackendType, StorageConfig};
+use aimon_core::{Error, ErrorKind, Result, StorageBackendType, StorageConfig};
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
@@ -35,6 +35,8 @@ pub struct PostgresBackend {
     pub(crate) lock_budget: schema::LockBudget,
     /// The channel `NOTIFY` carries this store's events on.
     pub(crate) channel: String,
+    /// Row versions this process's writes left dead since its last vacuum (native mode).
+    pub(crate) rewritten: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for PostgresBackend {
@@ -125,9 +127,11 @@ impl PostgresBackend {
             partitions: Mutex::new(Vec::new()),
             lock_budget,
             channel,
+            rewritten: std::sync::atomic::AtomicU64::new(0),
         };
         backend.reload_partitions().await.map_err(&fail)?;
         backend.create_partitions_ahead().await.map_err(&fail)?;
+        backend.migrate_legacy_samples().await.map_err(&fail)?;
         Ok(backend)
     }
 
@@ -184,6 +188,39 @@ impl PostgresBackend {
             .map_err(|e| self.labelled("series_keys", e))
     }
 
+    /// Registers tag sets, each a series id and its tags' canonical JSON
+    /// ([`aimon_core::model::tags_json`]), and returns their numbers (`series_tagsets.tsid`),
+    /// the key head rows carry in the native mode: for bulk loaders outside aimon, which then
+    /// `COPY` rows of the open window into [`PostgresBackend::samples_copy_target`] (the `aimon
+    /// bench --compare-psql` baseline). The series must exist. Public API for such loaders.
+    pub async fn register_tagsets(&self, tagsets: &[(String, String)]) -> Result<Vec<i64>> {
+        let ids: Vec<&str> = tagsets.iter().map(|t| t.0.as_str()).collect();
+        let tags: Vec<&str> = tagsets.iter().map(|t| t.1.as_str()).collect();
+        let rows: Vec<(i32, i64)> = sqlx::query_as(
+            "WITH u AS (SELECT u.n::int AS n, s.sid, u.tags FROM UNNEST($1::text[], $2::text[]) \
+             WITH ORDINALITY AS u(id, tags, n) JOIN series s ON s.id = u.id), \
+             ins AS (INSERT INTO series_tagsets (sid, tags, tags_jsonb, last_bound) \
+             SELECT u.sid, u.tags, u.tags::jsonb, 'infinity' FROM u ORDER BY 1, 2 \
+             ON CONFLICT (sid, tags_key) DO UPDATE SET last_bound = 'infinity' \
+             RETURNING sid, tags, tsid) \
+             SELECT u.n, ins.tsid FROM u JOIN ins ON ins.sid = u.sid AND ins.tags = u.tags \
+             ORDER BY u.n",
+        )
+        .bind(&ids)
+        .bind(&tags)
+        .fetch_all(&self.pool)
+        .await
+        .db()
+        .map_err(|e| self.labelled("register_tagsets", e))?;
+        if rows.len() != tagsets.len() {
+            return Err(self.labelled(
+                "register_tagsets",
+                Error::new(ErrorKind::NotFound, "a tag set's series does not exist"),
+            ));
+        }
+        Ok(rows.into_iter().map(|r| r.1).collect())
+    }
+
     /// Labels an error of one of this driver's own tool methods (calls through the contract
     /// are labelled by it).
     fn labelled(&self, operation: &'static str, err: Error) -> Error {
@@ -199,11 +236,23 @@ impl PostgresBackend {
     /// and the value; the partitions must exist first
     /// ([`PostgresBackend::prepare_partitions`]). Public API for such loaders, as the
     /// `aimon bench --compare-psql` baseline.
+    ///
+    /// In the native mode the target is the head of the open window, `"<schema>".samples
+    /// (tsid, time, value)`: a row is a tag set's number of
+    /// [`PostgresBackend::register_tagsets`], the time (in the open window: older windows are
+    /// chunks, which only aimon writes) and the value.
     pub fn samples_copy_target(&self) -> String {
-        format!(
-            "{}.samples (sid, time, tags, value)",
-            self.config.quoted_schema()
-        )
+        if self.timescale {
+            format!(
+                "{}.samples (sid, time, tags, value)",
+                self.config.quoted_schema()
+            )
+        } else {
+            format!(
+                "{}.samples (tsid, time, value)",
+                self.config.quoted_schema()
+            )
+        }
     }
 
     /// Drops this store's schema and everything in it. Public API for tests and tools that

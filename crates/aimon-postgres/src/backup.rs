@@ -395,30 +395,33 @@ impl PostgresBackend {
             }
             None => return Err(Error::corrupted("the dump's schema has no migrations")),
         }
-        // The partitions the restored samples need, first (outside the merge transaction).
-        if !self.timescale {
-            let times: Vec<chrono::DateTime<chrono::Utc>> =
-                sqlx::query_scalar(AssertSqlSafe(format!(
-                    "SELECT DISTINCT date_bin($1::bigint * INTERVAL '1 microsecond', time, \
-                     TIMESTAMPTZ '1970-01-01 00:00:00+00') FROM {s}.samples WHERE time >= $2"
-                )))
-                .bind(self.config.partition_micros())
-                .bind(metric_cutoff)
-                .fetch_all(&self.pool)
-                .await
-                .db()?;
-            let times: BTreeSet<i64> = times.into_iter().map(time::to_micros).collect();
-            self.ensure_partitions(&times).await?;
-        }
+        // A dump of schema version 4 or later in native mode holds chunks: its samples are
+        // decoded and written through this store's write path, as are all samples of a native
+        // store (after the transaction of the other kinds).
+        let chunked: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{s}.chunks"))
+            .fetch_one(&self.pool)
+            .await
+            .db()?;
+        let samples_by_sql = self.timescale && !chunked;
         let mut tx = self.pool.begin().await.db()?;
         let mut report = TransferReport {
             format: BackupFormat::Native,
             ..TransferReport::default()
         };
-        let live_series = format!(
-            "SELECT x.* FROM {s}.series x WHERE x.updated_at >= $1 OR EXISTS \
-             (SELECT 1 FROM {s}.samples y WHERE y.sid = x.sid AND y.time >= $1)"
-        );
+        let live_series = if chunked {
+            format!(
+                "SELECT x.* FROM {s}.series x WHERE x.updated_at >= $1 OR EXISTS \
+                 (SELECT 1 FROM {s}.series_tagsets t WHERE t.sid = x.sid AND (EXISTS \
+                 (SELECT 1 FROM {s}.samples y WHERE y.tsid = t.tsid AND y.time >= $1) OR EXISTS \
+                 (SELECT 1 FROM {s}.chunks c WHERE c.tsid = t.tsid AND c.last_time >= $1)))"
+            )
+        } else {
+            format!(
+                "SELECT x.* FROM {s}.series x WHERE x.updated_at >= $1 OR EXISTS \
+                 (SELECT 1 FROM {s}.samples y WHERE y.sid = x.sid AND y.time >= $1)"
+            )
+        };
         report.series = tx_exec(
             &mut tx,
             format!(
@@ -432,19 +435,20 @@ impl PostgresBackend {
             metric_cutoff,
         )
         .await?;
-        report.samples = tx_exec(
-            &mut tx,
-            format!(
-                "INSERT INTO samples (sid, time, tags, value) \
+        if samples_by_sql {
+            report.samples = tx_exec(
+                &mut tx,
+                format!(
+                    "INSERT INTO samples (sid, time, tags, value) \
                  SELECT t.sid, x.time, x.tags, x.value FROM {s}.samples x \
                  JOIN {s}.series o ON o.sid = x.sid JOIN series t ON t.id = o.id \
                  WHERE x.time >= $1 ORDER BY t.sid, x.time, x.tags \
                  ON CONFLICT (sid, time, tags_key) DO UPDATE SET value = EXCLUDED.value"
-            ),
-            metric_cutoff,
-        )
-        .await?;
-        tx_exec(
+                ),
+                metric_cutoff,
+            )
+            .await?;
+            tx_exec(
             &mut tx,
             format!(
                 "INSERT INTO series_tagsets (sid, tags, tags_jsonb, last_bound) \
@@ -458,6 +462,7 @@ impl PostgresBackend {
             metric_cutoff,
         )
         .await?;
+        }
         report.alerts = tx_exec(
             &mut tx,
             format!(
@@ -489,8 +494,13 @@ impl PostgresBackend {
             state_cutoff,
         )
         .await?;
+        let expired_samples = if samples_by_sql {
+            format!("(SELECT count(*) FROM {s}.samples WHERE time < $1)")
+        } else {
+            "(SELECT 0::bigint WHERE $1::timestamptz IS NOT NULL OR TRUE)".to_owned()
+        };
         let expired: i64 = sqlx::query(AssertSqlSafe(format!(
-            "SELECT (SELECT count(*) FROM {s}.samples WHERE time < $1) \
+            "SELECT {expired_samples} \
              + (SELECT count(*) FROM {s}.alerts WHERE updated_at < $2) \
              + (SELECT count(*) FROM {s}.agent_states WHERE last_heartbeat < $3)"
         )))
@@ -504,7 +514,164 @@ impl PostgresBackend {
         .db()?;
         report.expired = count(expired);
         tx.commit().await.db()?;
+        if !samples_by_sql {
+            let (stored, expired) = self
+                .merge_samples(&s, chunked, time::to_micros(metric_cutoff))
+                .await?;
+            report.samples = stored;
+            report.expired += expired;
+        }
         Ok(report)
+    }
+
+    /// Merges the samples of the restored schema `s` (quoted) through this store's write
+    /// rules: read whole (decoded where the dump holds chunks), the expired ones counted, the
+    /// rest stored as chunks and head rows (native) or rows (TimescaleDB). Returns the samples
+    /// stored and those expired.
+    async fn merge_samples(&self, s: &str, chunked: bool, cutoff: i64) -> Result<(u64, u64)> {
+        use std::collections::{BTreeMap, HashMap};
+
+        use crate::metrics::chunks;
+
+        // (series id, tags JSON) → samples, from the dump.
+        let mut source: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
+        let mut tx = self.pool.begin().await.db()?;
+        if chunked {
+            let tagsets: Vec<(i64, String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT t.tsid, o.id, t.tags FROM {s}.series_tagsets t \
+                 JOIN {s}.series o ON o.sid = t.sid"
+            )))
+            .fetch_all(&mut *tx)
+            .await
+            .db()?;
+            let list: Vec<chunks::Tagset> = tagsets
+                .iter()
+                .map(|(tsid, id, tags)| chunks::Tagset {
+                    tsid: *tsid,
+                    series_id: id.clone(),
+                    tags: tags.clone(),
+                    group: None,
+                })
+                .collect();
+            // Audited: the scratch schema's quoted name.
+            sqlx::raw_sql(AssertSqlSafe(format!("SET LOCAL search_path TO {s}")))
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            let found = chunks::read(
+                &mut tx,
+                &list,
+                time::MIN_TIMESTAMP_MICROS,
+                time::MAX_TIMESTAMP_MICROS,
+            )
+            .await?;
+            for t in list {
+                if let Some(samples) = found.get(&t.tsid) {
+                    source.insert(
+                        (t.series_id, t.tags),
+                        samples
+                            .timestamps
+                            .iter()
+                            .copied()
+                            .zip(samples.values.iter().copied())
+                            .collect(),
+                    );
+                }
+            }
+        } else {
+            let rows: Vec<(String, String, chrono::DateTime<chrono::Utc>, f64)> =
+                sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT o.id, x.tags, x.time, x.value FROM {s}.samples x \
+                     JOIN {s}.series o ON o.sid = x.sid ORDER BY 1, 2, 3"
+                )))
+                .fetch_all(&mut *tx)
+                .await
+                .db()?;
+            for (id, tags, t, v) in rows {
+                source
+                    .entry((id, tags))
+                    .or_default()
+                    .push((time::to_micros(t), v));
+            }
+        }
+        tx.commit().await.db()?;
+        let ours: HashMap<String, i64> = sqlx::query_as("SELECT id, sid FROM series")
+            .fetch_all(&self.pool)
+            .await
+            .db()?
+            .into_iter()
+            .collect();
+        let mut expired = 0u64;
+        let mut stored = 0u64;
+        let mut groups: crate::metrics::write::SampleGroups<'_> = BTreeMap::new();
+        let mut times = BTreeSet::new();
+        for ((id, tags), samples) in &source {
+            let Some(&sid) = ours.get(id) else {
+                expired += samples.len() as u64;
+                continue;
+            };
+            let live: Vec<(i64, f64)> = samples.iter().copied().filter(|p| p.0 >= cutoff).collect();
+            expired += (samples.len() - live.len()) as u64;
+            stored += live.len() as u64;
+            for p in &live {
+                times.insert(p.0);
+                times.insert(aimon_core::chunk::window_start(p.0, chunks::WINDOW));
+            }
+            if !live.is_empty() {
+                groups.insert((sid, tags.as_str()), (id.as_str(), live));
+            }
+        }
+        if groups.is_empty() {
+            return Ok((stored, expired));
+        }
+        if !self.timescale {
+            self.ensure_partitions(&times).await?;
+        }
+        let mut tx = self.pool.begin().await.db()?;
+        if self.timescale {
+            let (mut sids, mut ts, mut tags, mut values) = (vec![], vec![], vec![], vec![]);
+            let (mut t_sids, mut t_tags, mut t_bounds) = (vec![], vec![], vec![]);
+            for ((sid, tag), (_, samples)) in &groups {
+                for &(t, v) in samples {
+                    sids.push(*sid);
+                    ts.push(time::from_micros(t));
+                    tags.push(*tag);
+                    values.push(v);
+                }
+                t_sids.push(*sid);
+                t_tags.push(*tag);
+                let newest = samples.iter().map(|p| p.0).max().unwrap_or(0);
+                t_bounds.push(time::from_micros(crate::metrics::last_bound(newest)));
+            }
+            sqlx::query(crate::metrics::INSERT_SAMPLES)
+                .bind(sids)
+                .bind(ts)
+                .bind(tags)
+                .bind(values)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            sqlx::query(crate::metrics::UPSERT_TAGSETS)
+                .bind(t_sids)
+                .bind(t_tags)
+                .bind(t_bounds)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        } else {
+            match crate::metrics::write::store_groups(&mut tx, groups).await {
+                Ok(_) => {}
+                Err(chunks::WriteFailure::Other(e)) => return Err(e),
+                Err(chunks::WriteFailure::NoPartition) => {
+                    return Err(Error::new(
+                        ErrorKind::Backend,
+                        "no partition covers some restored samples",
+                    ));
+                }
+            }
+        }
+        tx.commit().await.db()?;
+        Ok((stored, expired))
     }
 }
 

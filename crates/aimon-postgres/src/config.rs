@@ -15,7 +15,7 @@
 //! |---|---|---|
 //! | `schema` | the namespace: every table, index and partition lives in it | [`DEFAULT_SCHEMA`] |
 //! | `max_connections` | pool size | [`DEFAULT_MAX_CONNECTIONS`] |
-//! | `partition_interval` | width of a samples partition: seconds, or `90s`, `15m`, `6h`, `1d`, `1w` | `1d` |
+//! | `partition_interval` | width of a samples partition: seconds, or `90s`, `15m`, `6h`, `1d`, `1w`; in native mode a whole multiple of ten minutes (the chunk window) | `1d` |
 //! | `partitions_ahead` | partitions kept ready past the current one | [`DEFAULT_PARTITIONS_AHEAD`] |
 //! | `compression_after` | TimescaleDB: compress chunks older than this (same forms) | off |
 //! | `ingest` | `copy` (binary `COPY … FROM STDIN`) or `unnest` (one `INSERT … FROM UNNEST` per batch) | `copy` |
@@ -193,6 +193,17 @@ impl PostgresConfig {
         if partition_interval < MIN_PARTITION_INTERVAL {
             return Err(Error::config(format!(
                 "option partition_interval: {partition_interval:?} is shorter than one minute"
+            )));
+        }
+        // Native partitions hold whole chunk windows (ten minutes): a partition must end where
+        // a window does.
+        let window = crate::metrics::chunks::WINDOW as u128;
+        if backend_type != StorageBackendType::Timescale
+            && partition_interval.as_micros() % window != 0
+        {
+            return Err(Error::config(format!(
+                "option partition_interval: {partition_interval:?} is not a whole multiple of ten \
+                 minutes, the chunk window of postgres:// stores"
             )));
         }
         let partitions_ahead = options

@@ -11,7 +11,9 @@ use sqlx::AssertSqlSafe;
 
 use crate::backend::{DbResult, PostgresBackend};
 use crate::error::count;
-use crate::schema::{advisory_xact_lock, load_partitions, lock_key};
+use crate::metrics::push_sample_exists;
+use crate::schema::{advisory_xact_lock, chunks_partition_name, load_partitions, lock_key};
+use crate::sql::{Run, Sql};
 use crate::timescale;
 
 impl PostgresBackend {
@@ -45,17 +47,20 @@ impl PostgresBackend {
             }
             for name in &expired {
                 let quoted = crate::config::quote_ident(name);
-                // Audited: partition names are aimon's own (`samples_p…`), quoted.
+                let chunks = crate::config::quote_ident(&chunks_partition_name(name));
+                // Audited: partition names are aimon's own (`samples_p…`, `chunks_p…`), quoted.
                 let rows: i64 =
                     sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {quoted}")))
                         .fetch_one(&mut *tx)
                         .await
                         .db()?;
-                removed += count(rows);
-                sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {quoted}")))
-                    .execute(&mut *tx)
-                    .await
-                    .db()?;
+                removed += count(rows) + chunked_samples(&mut tx, &chunks).await?;
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "DROP TABLE IF EXISTS {quoted}; DROP TABLE IF EXISTS {chunks}"
+                )))
+                .execute(&mut *tx)
+                .await
+                .db()?;
                 sqlx::query("DELETE FROM sample_partitions WHERE name = $1")
                     .bind(name)
                     .execute(&mut *tx)
@@ -139,15 +144,16 @@ impl PostgresBackend {
         }
         if let Some(cutoff) = retention.metric_cutoff(now) {
             let cutoff_time = time::from_micros(cutoff);
-            report.series_removed = sqlx::query(
-                "DELETE FROM series s WHERE s.updated_at < $1 \
-                 AND NOT EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid AND x.time >= $1)",
-            )
-            .bind(cutoff_time)
-            .execute(&self.pool)
-            .await
-            .db()?
-            .rows_affected();
+            let mut sql = Sql::new("DELETE FROM series s WHERE s.updated_at < ");
+            sql.bind(cutoff_time).push(" AND NOT ");
+            push_sample_exists(
+                &mut sql,
+                self.timescale,
+                cutoff,
+                time::MAX_TIMESTAMP_MICROS,
+                None,
+            );
+            report.series_removed = sql.query().execute(&self.pool).await.db()?.rows_affected();
             // Tag-set rows whose newest sample has expired (those of removed series went with
             // them, by cascade).
             sqlx::query("DELETE FROM series_tagsets WHERE last_bound < $1")
@@ -179,4 +185,50 @@ impl PostgresBackend {
         tracing::debug!(backend = %self.config.name, ?report, "retention sweep");
         Ok(report)
     }
+}
+
+/// The samples held by the chunks' partition `quoted` (a quoted name, or `NULL` count where it
+/// does not exist): the summaries' counts of windows stored in one row, the merged samples of
+/// windows in fragments (an overwritten timestamp counts once).
+async fn chunked_samples(tx: &mut sqlx::PgConnection, quoted: &str) -> Result<u64> {
+    // Audited: an aimon partition name, quoted.
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(quoted)
+        .fetch_one(&mut *tx)
+        .await
+        .db()?;
+    if !exists {
+        return Ok(0);
+    }
+    let whole: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT sum(n)::bigint FROM (SELECT sum(count) AS n FROM {quoted} \
+         GROUP BY tsid, window_start HAVING count(*) = 1) w"
+    )))
+    .fetch_one(&mut *tx)
+    .await
+    .db()?;
+    let fragments: Vec<(i64, chrono::DateTime<chrono::Utc>, Vec<u8>)> =
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT tsid, window_start, data FROM {quoted} c WHERE EXISTS (SELECT 1 FROM {quoted} d \
+             WHERE d.tsid = c.tsid AND d.window_start = c.window_start AND d.seq <> c.seq) \
+             ORDER BY tsid, window_start, seq"
+        )))
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+    let mut total = count(whole.unwrap_or(0));
+    let mut windows: std::collections::BTreeMap<(i64, i64), std::collections::BTreeSet<i64>> =
+        std::collections::BTreeMap::new();
+    for (tsid, window, data) in fragments {
+        // A damaged fragment of an expired window is dropped with it: counted as its summary
+        // cannot be trusted, by nothing.
+        if let Ok(part) = aimon_core::chunk::decode(&data) {
+            windows
+                .entry((tsid, time::to_micros(window)))
+                .or_default()
+                .extend(part.timestamps);
+        }
+    }
+    total += windows.values().map(|w| w.len() as u64).sum::<u64>();
+    Ok(total)
 }

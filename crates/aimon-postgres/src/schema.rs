@@ -43,18 +43,46 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "embeddings of alerts and agent states",
         sql: include_str!("../migrations/0003_embeddings.sql"),
     },
+    Migration {
+        version: 4,
+        description: "samples as chunks, tag sets numbered",
+        sql: include_str!("../migrations/0004_chunks.sql"),
+    },
 ];
 
-/// The samples table of the native mode: declaratively partitioned by range on `time`; the
-/// primary key is the sample key of DESIGN.md rule 1 (the partition key is part of it, as
-/// PostgreSQL requires) and serves reads by series and time range.
+/// The head of the native mode: the samples of open windows, one slim row each (the tag set's
+/// number, not its text), declaratively partitioned by range on `time`. The primary key is the
+/// sample key of DESIGN.md rule 1 (a tag set belongs to one series) and serves reads by tag
+/// set and time range.
 pub(crate) const NATIVE_SAMPLES: &str = "CREATE TABLE samples (\
-     sid bigint NOT NULL, \
+     tsid bigint NOT NULL, \
      time timestamptz NOT NULL, \
-     tags text COLLATE \"C\" NOT NULL, \
      value float8 NOT NULL, \
-     tags_key bytea NOT NULL GENERATED ALWAYS AS (tags_key(tags)) STORED, \
-     PRIMARY KEY (sid, time, tags_key)) PARTITION BY RANGE (time)";
+     CONSTRAINT samples_head_pkey PRIMARY KEY (tsid, time)) PARTITION BY RANGE (time)";
+
+/// The chunks of the native mode: one row per closed window of a tag set (or a few fragments,
+/// `seq` 1, 2, … overwriting `seq` 0), partitioned by range on the window's start like the
+/// head. The summary columns (`aimon_core::chunk::Summary`; `check` is its CRC-32) answer
+/// history over whole windows; `data` is `aimon_core::chunk::encode`'s bytes. Eight-byte
+/// columns first: no alignment padding.
+pub(crate) const NATIVE_CHUNKS: &str = "CREATE TABLE chunks (\
+     tsid bigint NOT NULL, \
+     window_start timestamptz NOT NULL, \
+     first_time timestamptz NOT NULL, \
+     last_time timestamptz NOT NULL, \
+     sum float8 NOT NULL, \
+     sum_comp float8 NOT NULL, \
+     min float8 NOT NULL, \
+     max float8 NOT NULL, \
+     first float8 NOT NULL, \
+     last float8 NOT NULL, \
+     count integer NOT NULL, \
+     \"check\" integer NOT NULL, \
+     seq smallint NOT NULL, \
+     sum_scaled boolean NOT NULL, \
+     data bytea NOT NULL, \
+     CONSTRAINT chunks_pkey PRIMARY KEY (tsid, window_start, seq)) \
+     PARTITION BY RANGE (window_start)";
 
 /// The samples table of the TimescaleDB mode, before `create_hypertable`.
 pub(crate) const PLAIN_SAMPLES: &str = "CREATE TABLE samples (\
@@ -97,13 +125,21 @@ pub(crate) fn time_literal(micros: i64) -> String {
     )
 }
 
-/// The `CREATE TABLE … PARTITION OF` statement of one partition.
+/// The `CREATE TABLE … PARTITION OF` statements of one partition: `name` (`samples_p…`) of
+/// the head, and the chunks' partition of the same range ([`chunks_partition_name`]).
 pub(crate) fn create_partition_sql(name: &str, start: i64, end: i64) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS \"{name}\" PARTITION OF samples FOR VALUES FROM ({}) TO ({})",
-        time_literal(start),
-        time_literal(end)
+        "CREATE TABLE IF NOT EXISTS \"{name}\" PARTITION OF samples FOR VALUES FROM ({from}) TO ({to}); \
+         CREATE TABLE IF NOT EXISTS \"{chunks}\" PARTITION OF chunks FOR VALUES FROM ({from}) TO ({to})",
+        chunks = chunks_partition_name(name),
+        from = time_literal(start),
+        to = time_literal(end)
     )
+}
+
+/// The chunks' partition paired with the head's partition `name`: `chunks_p…`.
+pub(crate) fn chunks_partition_name(name: &str) -> String {
+    format!("chunks_{}", name.strip_prefix("samples_").unwrap_or(name))
 }
 
 /// The range `[start, end)` of a new partition holding `ts`: the interval-aligned slot, clipped
@@ -216,10 +252,10 @@ async fn migrate_locked(conn: &mut PgConnection, config: &PostgresConfig) -> Res
     .db()?;
     match (samples_kind.as_deref(), config.timescale()) {
         (None, false) => {
-            sqlx::raw_sql(NATIVE_SAMPLES)
-                .execute(&mut *conn)
-                .await
-                .db()?;
+            let mut tx = conn.begin().await.db()?;
+            sqlx::raw_sql(NATIVE_SAMPLES).execute(&mut *tx).await.db()?;
+            sqlx::raw_sql(NATIVE_CHUNKS).execute(&mut *tx).await.db()?;
+            tx.commit().await.db()?;
             Ok(false)
         }
         (None, true) => {
@@ -272,14 +308,16 @@ pub(crate) struct LockBudget {
 }
 
 impl LockBudget {
-    /// The budget of a server whose `max_locks_per_transaction` is `max_locks`: a quarter of
-    /// it for a write's partitions (the rest is the series and tag-set tables, their indexes
-    /// and the parent table), a sixteenth for a DDL transaction's, at least one each.
+    /// The budget of a server whose `max_locks_per_transaction` is `max_locks`: an eighth of
+    /// it for a write's partitions (a partition of the native mode is two tables, the head's
+    /// and the chunks', each with its index; the rest is the series and tag-set tables, their
+    /// indexes and the parent tables), a thirty-second for a DDL transaction's, at least one
+    /// each.
     pub(crate) fn for_max_locks(max_locks: i64) -> LockBudget {
         let max_locks = usize::try_from(max_locks).unwrap_or(0);
         LockBudget {
-            partitions_per_ddl: (max_locks / 16).max(1),
-            partitions_per_write: (max_locks / 4).max(1),
+            partitions_per_ddl: (max_locks / 32).max(1),
+            partitions_per_write: (max_locks / 8).max(1),
         }
     }
 
@@ -483,27 +521,30 @@ mod tests {
         assert_eq!(
             create_partition_sql("samples_p20240101_000000", 0, DAY),
             "CREATE TABLE IF NOT EXISTS \"samples_p20240101_000000\" PARTITION OF samples \
+             FOR VALUES FROM ('1970-01-01T00:00:00.000000Z') TO ('1970-01-02T00:00:00.000000Z'); \
+             CREATE TABLE IF NOT EXISTS \"chunks_p20240101_000000\" PARTITION OF chunks \
              FOR VALUES FROM ('1970-01-01T00:00:00.000000Z') TO ('1970-01-02T00:00:00.000000Z')"
         );
     }
 
     #[test]
     fn lock_budget_keeps_each_transaction_within_its_share_of_the_lock_table() {
-        // PostgreSQL's default max_locks_per_transaction: 4 partitions created (about 32
-        // locks) or 16 written into (at most 32, plus the fixed tables) per transaction.
+        // PostgreSQL's default max_locks_per_transaction: 2 partitions created (two tables
+        // each, about 32 locks) or 8 written into (at most 32, plus the fixed tables) per
+        // transaction.
         let default = LockBudget::default();
         assert_eq!(
             (default.partitions_per_ddl, default.partitions_per_write),
-            (4, 16)
+            (2, 8)
         );
         let tuned = LockBudget::for_max_locks(1024);
         assert_eq!(
             (tuned.partitions_per_ddl, tuned.partitions_per_write),
-            (64, 256)
+            (32, 128)
         );
         // A tiny setting still allows one partition at a time.
         let tiny = LockBudget::for_max_locks(10);
-        assert_eq!((tiny.partitions_per_ddl, tiny.partitions_per_write), (1, 2));
+        assert_eq!((tiny.partitions_per_ddl, tiny.partitions_per_write), (1, 1));
         assert_eq!(LockBudget::for_max_locks(-1).partitions_per_write, 1);
     }
 

@@ -8,6 +8,9 @@ use sqlx::Row;
 
 use crate::backend::{DbResult, PostgresBackend};
 use crate::error::count;
+use crate::metrics::{native_sample_count, push_series_live};
+use crate::sql::{Run, Sql};
+use sqlx::AssertSqlSafe;
 
 impl PostgresBackend {
     pub(crate) async fn database_stats(&self) -> Result<DatabaseStats> {
@@ -15,17 +18,24 @@ impl PostgresBackend {
         let retention = self.config.retention;
         let at = |c: Option<i64>| c.map(time::from_micros);
         let mut tx = self.read_tx().await?;
-        let row = sqlx::query(
-            "SELECT current_setting('server_version'), \
-             extract(epoch FROM now() - pg_postmaster_start_time())::bigint, \
-             (SELECT count(*) FROM series s WHERE $1::timestamptz IS NULL OR s.updated_at >= $1 \
+        // The native mode counts its series and samples below (chunks need decoding).
+        let series_and_samples = if self.timescale {
+            "(SELECT count(*) FROM series s WHERE $1::timestamptz IS NULL OR s.updated_at >= $1 \
               OR EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid AND x.time >= $1)), \
              (SELECT count(*) FROM samples x JOIN series s ON s.sid = x.sid \
-              WHERE $1::timestamptz IS NULL OR x.time >= $1), \
+              WHERE $1::timestamptz IS NULL OR x.time >= $1)"
+        } else {
+            "(SELECT 0::bigint WHERE $1::timestamptz IS NULL OR TRUE), 0::bigint"
+        };
+        // Audited: fixed SQL text.
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT current_setting('server_version'), \
+             extract(epoch FROM now() - pg_postmaster_start_time())::bigint, \
+             {series_and_samples}, \
              (SELECT count(*) FROM alerts WHERE $2::timestamptz IS NULL OR updated_at >= $2), \
              (SELECT count(*) FROM agent_states \
-              WHERE $3::timestamptz IS NULL OR last_heartbeat >= $3)",
-        )
+              WHERE $3::timestamptz IS NULL OR last_heartbeat >= $3)"
+        )))
         .bind(at(retention.metric_cutoff(now)))
         .bind(at(retention.alert_cutoff(now)))
         .bind(at(retention.agent_state_cutoff(now)))
@@ -34,12 +44,31 @@ impl PostgresBackend {
         .db()?;
         let version: String = row.try_get(0).db()?;
         let uptime: i64 = row.try_get(1).db()?;
-        let (series, samples, alerts, agent_states): (i64, i64, i64, i64) = (
+        let (mut series, mut samples, alerts, agent_states): (i64, i64, i64, i64) = (
             row.try_get(2).db()?,
             row.try_get(3).db()?,
             row.try_get(4).db()?,
             row.try_get(5).db()?,
         );
+        let mut chunk_rows = 0;
+        if !self.timescale {
+            let cutoff = retention.metric_cutoff(now);
+            let mut sql = Sql::new("SELECT count(*) FROM series s WHERE TRUE");
+            push_series_live(&mut sql, cutoff, false);
+            series = sql
+                .query()
+                .fetch_one(&mut *tx)
+                .await
+                .db()?
+                .try_get(0)
+                .db()?;
+            let low = cutoff.unwrap_or(time::MIN_TIMESTAMP_MICROS);
+            samples = i64::try_from(native_sample_count(&mut tx, low).await?).unwrap_or(i64::MAX);
+            chunk_rows = sqlx::query_scalar("SELECT count(*) FROM chunks")
+                .fetch_one(&mut *tx)
+                .await
+                .db()?;
+        }
         // Sizes of the schema's tables with their indexes and TOAST (a partitioned table's size
         // is its partitions', which live in the same schema) and of its sequences (the series
         // ids'): every relation of the schema that has storage of its own, each counted once.
@@ -127,6 +156,12 @@ impl PostgresBackend {
             "stored_sample_rows".to_owned(),
             serde_json::json!(count(stored_samples)),
         );
+        if !self.timescale {
+            extra.insert(
+                "chunk_rows".to_owned(),
+                serde_json::json!(count(chunk_rows)),
+            );
+        }
         extra.insert(
             "mode".to_owned(),
             serde_json::json!(if self.timescale {

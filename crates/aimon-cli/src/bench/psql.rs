@@ -45,6 +45,20 @@ pub(super) async fn psql_baseline(url: &str, run: &str, workload: &Workload) -> 
         store.prepare_partitions(workload.start, end).await?;
         let sids: std::collections::HashMap<String, i64> =
             store.series_keys().await?.into_iter().collect();
+        // Native mode: rows of the head (tag set number, time, value), the tag sets
+        // registered first; TimescaleDB: rows of the hypertable (series key, time, tags, value).
+        let native = !store.is_timescale();
+        let tsids = if native {
+            let tagsets: Vec<(String, String)> = workload
+                .ids
+                .iter()
+                .cloned()
+                .zip(workload.tags_json())
+                .collect();
+            store.register_tagsets(&tagsets).await?
+        } else {
+            Vec::new()
+        };
 
         let dir = tempfile::tempdir()?;
         let csv = dir.path().join("samples.csv");
@@ -52,13 +66,17 @@ pub(super) async fn psql_baseline(url: &str, run: &str, workload: &Workload) -> 
         let tags = workload.csv_tags();
         for i in 0..workload.samples {
             let (s, timestamp, value) = workload.sample(i);
-            writeln!(
-                out,
-                "{},{},{},{value}",
-                sids[&workload.ids[s]],
-                aimon::time::format(timestamp),
-                tags[s]
-            )?;
+            if native {
+                writeln!(out, "{},{},{value}", tsids[s], aimon::time::format(timestamp))?;
+            } else {
+                writeln!(
+                    out,
+                    "{},{},{},{value}",
+                    sids[&workload.ids[s]],
+                    aimon::time::format(timestamp),
+                    tags[s]
+                )?;
+            }
         }
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
 
@@ -97,8 +115,12 @@ pub(super) async fn psql_baseline(url: &str, run: &str, workload: &Workload) -> 
         let samples_per_second = workload.samples as f64 / seconds.max(1e-9);
         Ok(ToolRun {
             tool,
-            command: "psql -c \"\\copy SCHEMA.samples (sid, time, tags, value) FROM 'samples.csv' WITH (FORMAT csv)\""
-                .to_owned(),
+            command: if native {
+                "psql -c \"\\copy SCHEMA.samples (tsid, time, value) FROM 'samples.csv' WITH (FORMAT csv)\""
+            } else {
+                "psql -c \"\\copy SCHEMA.samples (sid, time, tags, value) FROM 'samples.csv' WITH (FORMAT csv)\""
+            }
+            .to_owned(),
             seconds,
             samples_per_second,
             // The baseline schema measured as aimon's store is: its relations' sizes.

@@ -53,6 +53,11 @@ impl Workload {
             .collect()
     }
 
+    /// Each series' tags as canonical JSON.
+    pub(super) fn tags_json(&self) -> Vec<String> {
+        self.tags.iter().map(aimon::model::tags_json).collect()
+    }
+
     /// Sample `i`: its series index, timestamp and value.
     pub(super) fn sample(&self, i: u64) -> (usize, chrono::DateTime<chrono::Utc>, f64) {
         let s = (i % self.series) as usize;

@@ -1,7 +1,7 @@
 //! `metric_history` in SQL: buckets by `date_bin` (or TimescaleDB's `time_bucket`), with an
 //! exact decimal sum where the float sum could be off.
 
-use aimon_core::downsample::SUM_SCALE_UP;
+use aimon_core::downsample::{Downsampler, SUM_SCALE_UP};
 use aimon_core::query::{Aggregation, HistoryBucket, HistoryQuery, HistorySeries};
 use aimon_core::{Error, Result, model::tags_json, time};
 use chrono::{DateTime, Utc};
@@ -12,6 +12,8 @@ use crate::backend::{DbResult, PostgresBackend};
 use crate::error::sqlstate;
 use crate::sql::{Run, Sql};
 use crate::timescale;
+
+use super::chunks;
 
 /// One aggregated bucket as the SQL returns it.
 struct HistoryRow {
@@ -31,6 +33,15 @@ impl PostgresBackend {
         let cutoff = self.config.retention.metric_cutoff(time::now());
         let low = time::from_micros(range.start.max(cutoff.unwrap_or(i64::MIN)));
         let high = time::from_micros(range.end);
+        if !self.timescale {
+            return self
+                .native_history(
+                    query,
+                    range.start.max(cutoff.unwrap_or(i64::MIN)),
+                    range.end,
+                )
+                .await;
+        }
 
         let mut inner = Sql::new("SELECT ");
         let join_tagsets = query.group_by.is_some() || !query.tags.is_empty();
@@ -146,6 +157,59 @@ impl PostgresBackend {
             }
         }
         Ok(out)
+    }
+
+    /// Native mode: the matching tag sets, then their chunks' summaries where a bucket covers
+    /// a whole chunk, and the decoded samples of the others and the head's rows, all folded by
+    /// core's [`Downsampler`] (so the answer is the reference backend's).
+    async fn native_history(
+        &self,
+        query: &HistoryQuery,
+        low: i64,
+        high: i64,
+    ) -> Result<Vec<HistorySeries>> {
+        let mut sql = Sql::new("SELECT t.tsid, s.id, t.tags, ");
+        match &query.group_by {
+            Some(tag) => {
+                sql.push("t.tags_jsonb ->> ").bind(tag.as_str());
+            }
+            None => {
+                sql.push("NULL::text");
+            }
+        }
+        sql.push(" FROM series_tagsets t JOIN series s ON s.sid = t.sid WHERE s.name = ")
+            .bind(query.name.as_str());
+        if !query.tags.is_empty() {
+            sql.push(" AND t.tags_jsonb @> ")
+                .bind(tags_json(&query.tags))
+                .push("::jsonb");
+        }
+        let mut tx = self.read_tx().await?;
+        let rows = sql.query().fetch_all(&mut *tx).await.db()?;
+        let tagsets = rows
+            .iter()
+            .map(|row| {
+                Ok(chunks::Tagset {
+                    tsid: row.try_get(0).db()?,
+                    series_id: row.try_get(1).db()?,
+                    tags: row.try_get(2).db()?,
+                    group: row.try_get(3).db()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut downsampler = Downsampler::new(query);
+        chunks::history(
+            &mut tx,
+            &tagsets,
+            low,
+            high,
+            query.step_micros(),
+            query.aggregation,
+            &mut downsampler,
+        )
+        .await?;
+        tx.commit().await.db()?;
+        Ok(downsampler.finish())
     }
 
     /// Runs the aggregate of `inner` (the matching samples with their group and bucket);

@@ -8,7 +8,9 @@ use aimon_core::{DataKind, Metric, MetricValue, Result, Tags, model::tags_json, 
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::{SERIES_COLUMNS, metric_from_row, push_series_live};
+use super::{
+    SERIES_COLUMNS, chunks, metric_from_row, native_tagsets, push_sample_exists, push_series_live,
+};
 use crate::backend::{DbResult, PostgresBackend};
 use crate::error::parse_json;
 use crate::sql::{Run, Sql, push_filters, push_order_and_page};
@@ -50,12 +52,26 @@ impl PostgresBackend {
         sql.push(SERIES_COLUMNS)
             .push(" FROM series s WHERE s.id = ")
             .bind(id);
-        push_series_live(&mut sql, cutoff);
+        push_series_live(&mut sql, cutoff, self.timescale);
         let Some(row) = sql.query().fetch_optional(&mut *tx).await.db()? else {
             tx.commit().await.db()?;
             return Ok(None);
         };
         let (sid, mut metric) = metric_from_row(&row)?;
+        if !self.timescale {
+            let low = cutoff.unwrap_or(time::MIN_TIMESTAMP_MICROS);
+            let mut found = native_samples(
+                &mut tx,
+                &[sid],
+                &Tags::new(),
+                low,
+                time::MAX_TIMESTAMP_MICROS,
+            )
+            .await?;
+            tx.commit().await.db()?;
+            metric.values = found.remove(&sid).unwrap_or_default();
+            return Ok(Some(metric));
+        }
         let rows = sqlx::query(
             "SELECT time, tags, value FROM samples WHERE sid = $1 AND time >= $2 \
              ORDER BY time, tags",
@@ -102,8 +118,37 @@ impl PostgresBackend {
         if let Some(t) = query.metric_type {
             sql.push(" AND s.\"type\" = ").bind(t.as_str());
         }
-        push_series_live(&mut sql, cutoff);
+        push_series_live(&mut sql, cutoff, self.timescale);
         push_filters(&mut sql, options, "s.labels");
+        if sample_filter && !self.timescale {
+            let (low, high) = (range.start.max(cutoff.unwrap_or(i64::MIN)), range.end);
+            sql.push(" AND ");
+            push_sample_exists(&mut sql, false, low, high, Some(&query.tags));
+            // Chunks may enclose a range without a sample in it: the series are checked
+            // against the samples read, and paged here.
+            let mut all = options.clone();
+            all.limit = usize::MAX;
+            all.offset = 0;
+            push_order_and_page(&mut sql, &all, tie_breaker(DataKind::Metrics));
+            let mut tx = self.read_tx().await?;
+            let rows = sql.query().fetch_all(&mut *tx).await.db()?;
+            let mut found = Vec::with_capacity(rows.len());
+            for row in &rows {
+                found.push(metric_from_row(row)?);
+            }
+            let sids: Vec<i64> = found.iter().map(|f| f.0).collect();
+            let mut samples = native_samples(&mut tx, &sids, &query.tags, low, high).await?;
+            tx.commit().await.db()?;
+            return Ok(found
+                .into_iter()
+                .filter_map(|(sid, mut metric)| {
+                    metric.values = samples.remove(&sid)?;
+                    Some(metric)
+                })
+                .skip(options.offset)
+                .take(options.limit)
+                .collect());
+        }
         if sample_filter {
             push_series_tags_match(&mut sql, &query.tags);
             sql.push(" AND EXISTS (SELECT 1 FROM samples x WHERE x.sid = s.sid");
@@ -126,6 +171,22 @@ impl PostgresBackend {
             return Ok(found);
         }
         let sids: Vec<i64> = index.keys().copied().collect();
+        if !self.timescale {
+            let low = cutoff.unwrap_or(time::MIN_TIMESTAMP_MICROS);
+            let mut samples = native_samples(
+                &mut tx,
+                &sids,
+                &Tags::new(),
+                low,
+                time::MAX_TIMESTAMP_MICROS,
+            )
+            .await?;
+            tx.commit().await.db()?;
+            for (sid, i) in index {
+                found[i].values = samples.remove(&sid).unwrap_or_default();
+            }
+            return Ok(found);
+        }
         let mut sql =
             Sql::new("SELECT x.sid, x.time, x.tags, x.value FROM samples x WHERE x.sid = ANY(");
         sql.bind(crate::sql::Arg::Ints(sids)).push(")");
@@ -141,4 +202,44 @@ impl PostgresBackend {
         }
         Ok(found)
     }
+}
+
+/// Native mode: the samples of series `sids` in `[low, high)` whose tags hold `tags`, per
+/// series in (time, tags) order, read from chunks and the head; series without one are absent.
+async fn native_samples(
+    conn: &mut sqlx::PgConnection,
+    sids: &[i64],
+    tags: &Tags,
+    low: i64,
+    high: i64,
+) -> Result<HashMap<i64, Vec<MetricValue>>> {
+    let tagsets = native_tagsets(conn, sids, tags).await?;
+    let list: Vec<chunks::Tagset> = tagsets.iter().map(|t| t.1.clone()).collect();
+    let mut samples = chunks::read(conn, &list, low, high).await?;
+    let mut out: HashMap<i64, Vec<(i64, &str, MetricValue)>> = HashMap::new();
+    for (sid, tagset) in &tagsets {
+        let Some(found) = samples.remove(&tagset.tsid) else {
+            continue;
+        };
+        let parsed: Tags = parse_json(&tagset.tags, "sample tags")?;
+        let values = out.entry(*sid).or_default();
+        for (&ts, &value) in found.timestamps.iter().zip(&found.values) {
+            values.push((
+                ts,
+                tagset.tags.as_str(),
+                MetricValue {
+                    timestamp: time::from_micros(ts),
+                    value,
+                    tags: parsed.clone(),
+                },
+            ));
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(sid, mut values)| {
+            values.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            (sid, values.into_iter().map(|v| v.2).collect())
+        })
+        .collect())
 }

@@ -15,6 +15,8 @@ use crate::backend::{DbResult, PostgresBackend};
 use crate::config::IngestMethod;
 use crate::error::{from_sqlx, sqlstate};
 
+use super::chunks::{self, NO_PARTITION, TagsetName, TagsetWrite, WriteFailure};
+
 /// Samples per `COPY` (or `INSERT … SELECT FROM UNNEST(…)` statement): larger batches are
 /// split, so that no single message, and no fallback upsert's arrays, grow without bound.
 pub(crate) const INSERT_CHUNK: usize = 100_000;
@@ -44,7 +46,7 @@ pub(crate) const INSERT_SAMPLES: &str = "INSERT INTO samples (sid, time, tags, v
     ON CONFLICT (sid, time, tags_key) DO UPDATE SET value = EXCLUDED.value";
 
 /// Records the batch's distinct (series, tag set) pairs, keeping the greatest time bound.
-const UPSERT_TAGSETS: &str = "INSERT INTO series_tagsets (sid, tags, tags_jsonb, last_bound) \
+pub(crate) const UPSERT_TAGSETS: &str = "INSERT INTO series_tagsets (sid, tags, tags_jsonb, last_bound) \
     SELECT u.sid, u.tags, u.tags::jsonb, u.b \
     FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) AS u(sid, tags, b) \
     ON CONFLICT (sid, tags_key) DO UPDATE SET last_bound = EXCLUDED.last_bound \
@@ -228,9 +230,6 @@ async fn upsert_unless_done(
     }
 }
 
-/// The SQLSTATE of an insert into a range no partition covers.
-const NO_PARTITION: &str = "23514";
-
 /// One series of a write, after merging the batch's metrics with the same id.
 struct SeriesRow<'a> {
     metric: &'a Metric,
@@ -346,18 +345,6 @@ fn prepare(metrics: &[Metric], cutoff: Option<i64>) -> PreparedWrite<'_> {
     }
 }
 
-/// Why a write attempt failed: a missing partition is retried once after a refresh.
-enum WriteFailure {
-    NoPartition,
-    Other(aimon_core::Error),
-}
-
-impl From<aimon_core::Error> for WriteFailure {
-    fn from(e: aimon_core::Error) -> Self {
-        WriteFailure::Other(e)
-    }
-}
-
 impl PostgresBackend {
     pub(crate) async fn write_metrics(&self, metrics: &[Metric]) -> Result<WriteReport> {
         let cutoff = self.config.retention.metric_cutoff(time::now());
@@ -365,7 +352,15 @@ impl PostgresBackend {
         // Every timestamp, not one per interval: partitions made with another
         // `partition_interval` (or clipped by their neighbours) need not line up with ours,
         // so one interval may need two partitions. ensure_partitions skips covered ones.
-        let times: BTreeSet<i64> = prepared.samples.iter().map(|row| row.ts).collect();
+        let mut times: BTreeSet<i64> = prepared.samples.iter().map(|row| row.ts).collect();
+        if !self.timescale {
+            // The chunks' partitions are found by their windows' starts.
+            let windows: Vec<i64> = times
+                .iter()
+                .map(|&t| aimon_core::chunk::window_start(t, chunks::WINDOW))
+                .collect();
+            times.extend(windows);
+        }
         self.ensure_partitions(&times).await?;
         match self.write_batch(&prepared, &times).await {
             Ok(()) => {}
@@ -474,6 +469,95 @@ impl PostgresBackend {
         Some(groups)
     }
 
+    /// Native mode: the tag sets of `rows` upserted (and their rows locked, in key order, so
+    /// that two writers of one tag set take turns), then the samples stored as head rows and
+    /// chunks ([`chunks::store`]).
+    async fn store_native(
+        &self,
+        tx: &mut PgConnection,
+        rows: &[SampleRow],
+        sids: &[Option<i64>],
+        series_ids: &[&str],
+    ) -> std::result::Result<u64, WriteFailure> {
+        // Per (series, tag set): the samples in time order (rows are sorted by series, time).
+        let mut groups: SampleGroups<'_> = BTreeMap::new();
+        for row in rows {
+            if let Some(sid) = sids[row.series] {
+                groups
+                    .entry((sid, &row.tags))
+                    .or_insert_with(|| (series_ids[row.series], Vec::new()))
+                    .1
+                    .push((row.ts, row.value));
+            }
+        }
+        store_groups(tx, groups).await
+    }
+}
+
+/// Samples grouped by (series key, canonical tags JSON), each group with its series id and
+/// its (timestamp µs, value) pairs in time order.
+pub(crate) type SampleGroups<'a> = BTreeMap<(i64, &'a str), (&'a str, Vec<(i64, f64)>)>;
+
+/// Stores samples grouped by (series key, tags JSON), with each group's series id: the tag
+/// sets upserted and locked, then [`chunks::store`].
+pub(crate) async fn store_groups(
+    tx: &mut PgConnection,
+    groups: SampleGroups<'_>,
+) -> std::result::Result<u64, WriteFailure> {
+    if groups.is_empty() {
+        return Ok(0);
+    }
+    let bounds: Vec<DateTime<Utc>> = groups
+        .values()
+        .map(|(_, s)| time::from_micros(last_bound(s.iter().map(|p| p.0).max().unwrap_or(0))))
+        .collect();
+    let key_sids: Vec<i64> = groups.keys().map(|k| k.0).collect();
+    let key_tags: Vec<&str> = groups.keys().map(|k| k.1).collect();
+    sqlx::query(UPSERT_TAGSETS)
+        .bind(&key_sids)
+        .bind(&key_tags)
+        .bind(bounds)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+    let found = sqlx::query(
+        "SELECT t.sid, t.tags, t.tsid, t.head_window FROM series_tagsets t \
+             JOIN UNNEST($1::bigint[], $2::text[]) AS u(sid, tags) \
+             ON t.sid = u.sid AND t.tags_key = tags_key(u.tags)",
+    )
+    .bind(&key_sids)
+    .bind(&key_tags)
+    .fetch_all(&mut *tx)
+    .await
+    .db()?;
+    let mut tagsets: HashMap<(i64, String), (i64, Option<i64>)> = HashMap::new();
+    for row in found {
+        let head: Option<DateTime<Utc>> = row.try_get(3).db()?;
+        tagsets.insert(
+            (row.try_get(0).db()?, row.try_get(1).db()?),
+            (row.try_get(2).db()?, head.map(time::to_micros)),
+        );
+    }
+    let mut writes = Vec::with_capacity(groups.len());
+    for ((sid, tags), (series_id, samples)) in groups {
+        let Some(&(tsid, head_window)) = tagsets.get(&(sid, tags.to_owned())) else {
+            return Err(WriteFailure::Other(aimon_core::Error::new(
+                aimon_core::ErrorKind::Backend,
+                "a tag set just written is missing",
+            )));
+        };
+        writes.push(TagsetWrite {
+            tsid,
+            head_window,
+            name: TagsetName { series_id, tags },
+            samples: aimon_core::chunk::Samples::from_unsorted(samples),
+        });
+    }
+    let open = aimon_core::chunk::window_start(time::to_micros(time::now()), chunks::WINDOW);
+    chunks::store(tx, &writes, open).await
+}
+
+impl PostgresBackend {
     /// One transaction: series upserts, the samples `rows` (all of the batch's, or one group
     /// of them), their tag sets and, with `notify`, the batch's events.
     async fn write_prepared(
@@ -521,7 +605,18 @@ impl PostgresBackend {
                 }
             }
         }
-        for chunk in rows.chunks(INSERT_CHUNK) {
+        if !self.timescale {
+            let series_ids: Vec<&str> = prepared
+                .series
+                .iter()
+                .map(|s| s.metric.id.as_str())
+                .collect();
+            let rewritten = self.store_native(&mut tx, rows, &sids, &series_ids).await?;
+            // One row a batch for the series upsert's dead version.
+            self.rewritten
+                .fetch_add(rewritten + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+        for chunk in rows.chunks(INSERT_CHUNK).filter(|_| self.timescale) {
             let mut sid_col = Vec::with_capacity(chunk.len());
             let mut time_col = Vec::with_capacity(chunk.len());
             let mut tags_col: Vec<&str> = Vec::with_capacity(chunk.len());
@@ -552,7 +647,7 @@ impl PostgresBackend {
             }
         }
         let mut tagsets: BTreeMap<(i64, &str), i64> = BTreeMap::new();
-        for row in rows {
+        for row in rows.iter().filter(|_| self.timescale) {
             if let Some(sid) = sids[row.series] {
                 let bound = last_bound(row.ts);
                 let entry = tagsets.entry((sid, &row.tags)).or_insert(bound);
@@ -589,7 +684,27 @@ impl PostgresBackend {
             .map_err(aimon_core::Error::from)?;
         self.notify(&mut tx, events).await?;
         tx.commit().await.db()?;
+        self.vacuum_if_rewritten().await;
         Ok(())
+    }
+
+    /// Vacuums the tables of samples and series once writes have left
+    /// [`chunks::VACUUM_AFTER`] dead row versions behind (native mode): their space is then
+    /// reused by later writes instead of growing the tables. The batch is committed already:
+    /// a vacuum that fails is logged, not the batch's error.
+    async fn vacuum_if_rewritten(&self) {
+        use std::sync::atomic::Ordering;
+        if self.timescale || self.rewritten.load(Ordering::Relaxed) < chunks::VACUUM_AFTER {
+            return;
+        }
+        self.rewritten.store(0, Ordering::Relaxed);
+        if let Err(e) =
+            sqlx::raw_sql("VACUUM (SKIP_LOCKED) chunks, samples, series, series_tagsets")
+                .execute(&self.pool)
+                .await
+        {
+            tracing::warn!(backend = %self.config.name, error = %e, "vacuum after rewrites failed");
+        }
     }
 }
 

@@ -1,0 +1,430 @@
+//! PostgreSQL's samples as chunks (schema version 4), beyond the conformance suite: a store
+//! written by the release before chunks migrated in place (every sample compared), damaged
+//! chunk bytes and summaries reported as `Corrupted` naming series and window, and the
+//! writer's backend terminated at random moments while windows seal, with every acknowledged
+//! sample counted afterwards.
+#![cfg(feature = "postgres")]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aimon_core::{
+    Aggregation, Contract, ErrorKind, HistoryQuery, Metric, MetricQuery, MetricType, MetricValue,
+    StorageBackend, StorageConfig, time,
+};
+use aimon_integration_tests::fixtures::{self, Fixture, run_check};
+use aimon_postgres::PostgresBackend;
+use aimon_postgres::config::PostgresConfig;
+use chrono::TimeDelta;
+
+async fn fixture() -> Option<Fixture> {
+    fixtures::postgres().await
+}
+
+async fn open(config: &StorageConfig) -> Contract<PostgresBackend> {
+    Contract::new(PostgresBackend::connect(config).await.expect("connects"))
+}
+
+/// 2024-01-01T00:00:00Z.
+const BASE: i64 = 1_704_067_200_000_000;
+
+/// The fixture's dump (`crates/aimon-postgres/tests/fixtures/README.md`).
+const V3_DUMP: &str = include_str!("../../crates/aimon-postgres/tests/fixtures/v3.sql");
+/// Its samples as the release that wrote it read them back: `id micros value-bits tags`.
+const V3_EXPECTED: &str =
+    include_str!("../../crates/aimon-postgres/tests/fixtures/v3_expected.txt");
+
+/// Loads the version-3 dump into the schema of `config` with `psql` (the dump is `pg_dump`'s
+/// plain format: `COPY` blocks keep every float bit, `-0` included).
+async fn load_v3(config: &StorageConfig) {
+    let parsed = PostgresConfig::from_storage_config(config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("v3.sql");
+    std::fs::write(&file, V3_DUMP.replace("aimon_v3_fixture", &parsed.schema)).unwrap();
+    let (url, password) = parsed.libpq_url_and_password();
+    let mut psql = std::process::Command::new("psql");
+    psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(url)
+        .arg("-f")
+        .arg(&file);
+    if let Some(password) = password {
+        psql.env("PGPASSWORD", password.expose());
+    }
+    let out = psql.output().expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn listing(metric: &Metric) -> Vec<String> {
+    metric
+        .values
+        .iter()
+        .map(|v| {
+            format!(
+                "{} {} {} {}",
+                metric.id,
+                time::to_micros(v.timestamp),
+                v.value.to_bits(),
+                aimon_core::model::tags_json(&v.tags)
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_store_of_the_release_before_chunks_migrates_in_place_keeping_every_sample() {
+    run_check("v3 migration", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let config = fixture.config(&[]);
+        load_v3(&config).await;
+        let store = open(&config).await;
+        let expected: Vec<&str> = V3_EXPECTED.lines().collect();
+        let mut found = Vec::new();
+        for id in ["empty", "m1", "m2", "edge"] {
+            let metric = store.get_metric(id).await.unwrap().expect(id);
+            found.extend(listing(&metric));
+        }
+        assert_eq!(found.len(), expected.len());
+        for (found, expected) in found.iter().zip(&expected) {
+            assert_eq!(found, expected);
+        }
+        assert_eq!(store.stats().await.unwrap().samples, expected.len() as u64);
+        // The old rows are gone, the chunks hold them, the schema is at version 4.
+        let pool = store.pool();
+        let legacy: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('legacy_samples')::text")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(legacy, None);
+        let version: i64 = sqlx::query_scalar("SELECT max(version) FROM schema_migrations")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(version, 4);
+        let chunked: i64 = sqlx::query_scalar("SELECT coalesce(sum(count), 0) FROM chunks")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(chunked as usize, expected.len());
+        // History over the migrated chunks (whole windows from summaries) counts them all, and
+        // agrees with the decoded samples bucket by bucket.
+        let end = time::from_micros(BASE) + TimeDelta::days(4);
+        let start = time::from_micros(BASE);
+        for step in [TimeDelta::hours(1), TimeDelta::minutes(7)] {
+            let history = store
+                .metric_history(
+                    &HistoryQuery::new("latency", step, Aggregation::Sum).range(start, end),
+                )
+                .await
+                .unwrap();
+            let edge = store.get_metric("edge").await.unwrap().unwrap();
+            let mut reference = aimon_core::downsample::Downsampler::new(
+                &HistoryQuery::new("latency", step, Aggregation::Sum).range(start, end),
+            );
+            for v in &edge.values {
+                let tags = aimon_core::model::tags_json(&v.tags);
+                reference.push(aimon_core::downsample::SampleRef {
+                    series_id: "edge",
+                    tags_json: &tags,
+                    group: None,
+                    timestamp_micros: time::to_micros(v.timestamp),
+                    value: v.value,
+                });
+            }
+            let reference = reference.finish();
+            assert_eq!(history.len(), 1);
+            assert_eq!(history[0].buckets.len(), reference[0].buckets.len());
+            for (a, b) in history[0].buckets.iter().zip(&reference[0].buckets) {
+                assert_eq!((a.start, a.count), (b.start, b.count));
+                // Sums of ±1e308 and subnormals, merged per window rather than per sample:
+                // equal to rounding, or both beyond f64.
+                assert!(
+                    a.value == b.value
+                        || (a.value - b.value).abs() <= 1e-12 * b.value.abs()
+                        || (!a.value.is_finite() && !b.value.is_finite()),
+                    "{step}: {a:?} vs {b:?}"
+                );
+            }
+        }
+        // The alert and the sample-less series came along; opening again changes nothing.
+        assert!(store.get_alert("a1").await.unwrap().is_some());
+        let again = open(&config).await;
+        assert_eq!(again.stats().await.unwrap().samples, expected.len() as u64);
+    });
+}
+
+/// A series of `n` samples ten seconds apart from `BASE` (closed windows: stored as chunks).
+fn old_series(id: &str, n: i64) -> Metric {
+    let mut m = Metric::new(id, "dmg", MetricType::Gauge);
+    m.values = (0..n)
+        .map(|i| MetricValue::new(time::from_micros(BASE + i * 10_000_000), i as f64).tag("k", "v"))
+        .collect();
+    m
+}
+
+#[test]
+fn a_damaged_chunk_is_corrupted_naming_its_series_and_window() {
+    run_check("damaged chunk", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let store = open(&fixture.config(&[])).await;
+        store.save_metric(&old_series("dmg-1", 120)).await.unwrap();
+        let pool = store.pool();
+        // One byte of the second window's data flipped.
+        sqlx::query(
+            "UPDATE chunks SET data = set_byte(data, 7, get_byte(data, 7) # 255) \
+             WHERE window_start = $1",
+        )
+        .bind(time::from_micros(BASE + 600_000_000))
+        .execute(pool)
+        .await
+        .unwrap();
+        let err = store.get_metric("dmg-1").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("dmg-1"), "{text}");
+        assert!(text.contains("2024-01-01T00:10:00"), "{text}");
+        let err = store
+            .query_metrics(&MetricQuery::new().name("dmg"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+        // History that needs the samples (a bucket splits the window) fails the same way;
+        // history over whole windows reads the (intact) summary and stays right.
+        let range = (
+            time::from_micros(BASE),
+            time::from_micros(BASE + 1_200_000_000),
+        );
+        let split = store
+            .metric_history(
+                &HistoryQuery::new("dmg", TimeDelta::minutes(5), Aggregation::Count)
+                    .range(range.0, range.1),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(split.kind(), ErrorKind::Corrupted, "{split}");
+        let whole = store
+            .metric_history(
+                &HistoryQuery::new("dmg", TimeDelta::minutes(10), Aggregation::Sum)
+                    .range(range.0, range.1),
+            )
+            .await
+            .unwrap();
+        let sums: Vec<f64> = whole[0].buckets.iter().map(|b| b.value).collect();
+        assert_eq!(
+            sums,
+            [(0..60).sum::<i64>() as f64, (60..120).sum::<i64>() as f64]
+        );
+        // A summary that does not match its check is not trusted.
+        store.save_metric(&old_series("dmg-2", 60)).await.unwrap();
+        sqlx::query(
+            "UPDATE chunks c SET max = max + 1 FROM series_tagsets t JOIN series s ON s.sid = t.sid \
+             WHERE t.tsid = c.tsid AND s.id = 'dmg-2'",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        let err = store
+            .metric_history(
+                &HistoryQuery::new("dmg", TimeDelta::minutes(10), Aggregation::Max)
+                    .range(range.0, range.1),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+        assert!(err.to_string().contains("dmg-2"), "{err}");
+        // A truncated chunk too.
+        sqlx::query("UPDATE chunks SET data = substring(data FROM 1 FOR 3)")
+            .execute(pool)
+            .await
+            .unwrap();
+        let err = store.get_metric("dmg-2").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+    });
+}
+
+/// A small deterministic generator (no dependency): the moments the killer strikes.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[test]
+fn killing_the_writer_while_windows_seal_loses_and_duplicates_no_acknowledged_sample() {
+    run_check("kill while sealing", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let app = format!("aimon-seal-kill-{}", std::process::id());
+        let mut config = fixture.config(&[]);
+        let separator = if config.connection_string.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        config.connection_string = format!(
+            "{}{separator}application_name={app}",
+            config.connection_string
+        );
+        let store = open(&config).await;
+        let killer_pool = open(&fixture.config(&[])).await.pool().clone();
+        // The model: every acknowledged sample of series "k" by (timestamp, tags).
+        let mut model: BTreeMap<(i64, String), f64> = BTreeMap::new();
+        let mut rng = Lcg(20);
+        let now = time::to_micros(time::now());
+        let (mut kills, mut failures) = (0, 0);
+        for round in 0..30i64 {
+            // A head that was written while its window was open and has closed since: its
+            // rows and the tag set's head_window, as a write of that time left them.
+            let stale = BASE + round * 600_000_000;
+            if round > 0 {
+                let tsid: i64 = sqlx::query_scalar(
+                    "SELECT t.tsid FROM series_tagsets t JOIN series s ON s.sid = t.sid \
+                     WHERE s.id = 'k' AND t.tags = '{\"t\":\"a\"}'",
+                )
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                let rows: Vec<i64> = (0..30).map(|i| stale + i * 20_000_000).collect();
+                sqlx::query(
+                    "INSERT INTO samples (tsid, time, value) SELECT $1, t, 0.5 \
+                     FROM UNNEST($2::timestamptz[]) AS t",
+                )
+                .bind(tsid)
+                .bind(
+                    rows.iter()
+                        .map(|&t| time::from_micros(t))
+                        .collect::<Vec<_>>(),
+                )
+                .execute(store.pool())
+                .await
+                .unwrap();
+                sqlx::query("UPDATE series_tagsets SET head_window = $1 WHERE tsid = $2")
+                    .bind(time::from_micros(stale))
+                    .bind(tsid)
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+                for t in rows {
+                    model.insert((t, "{\"t\":\"a\"}".to_owned()), 0.5);
+                }
+            }
+            // The batch: overwrites into the stale head's window (sealed with it), more samples
+            // into the first windows (fragments, merged every few rounds), and the open window.
+            let mut m = Metric::new("k", "kill", MetricType::Gauge);
+            for i in 0..40i64 {
+                let value = (round * 1000 + i) as f64;
+                m.values.push(
+                    MetricValue::new(time::from_micros(stale + i * 15_000_000), value)
+                        .tag("t", "a"),
+                );
+                m.values.push(
+                    MetricValue::new(time::from_micros(BASE + (i * 7 + round) * 1_000_000), value)
+                        .tag("t", "b"),
+                );
+                m.values.push(
+                    MetricValue::new(time::from_micros(now - i * 1_000 - round * 50_000), value)
+                        .tag("t", "c"),
+                );
+            }
+            let delay = rng.next(40);
+            let killer = {
+                let pool = killer_pool.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    let killed: Vec<bool> = sqlx::query_scalar(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE application_name = $1",
+                    )
+                    .bind(app)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                    killed.len()
+                })
+            };
+            let first = store.save_metric(&m).await;
+            kills += killer.await.unwrap();
+            if let Err(e) = &first {
+                failures += 1;
+                assert!(e.is_retryable(), "{e}");
+            }
+            // Retried until acknowledged (a lost connection is retryable).
+            let mut attempts = 0;
+            while first.is_err() {
+                attempts += 1;
+                match store.save_metric(&m).await {
+                    Ok(_) => break,
+                    Err(e) if e.is_retryable() && attempts < 20 => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+            }
+            for v in &m.values {
+                model.insert(
+                    (
+                        time::to_micros(v.timestamp),
+                        aimon_core::model::tags_json(&v.tags),
+                    ),
+                    v.value,
+                );
+            }
+            // Everything acknowledged is there, once.
+            let back = store.get_metric("k").await.unwrap().unwrap();
+            let found: Vec<((i64, String), f64)> = back
+                .values
+                .iter()
+                .map(|v| {
+                    (
+                        (
+                            time::to_micros(v.timestamp),
+                            aimon_core::model::tags_json(&v.tags),
+                        ),
+                        v.value,
+                    )
+                })
+                .collect();
+            let expected: Vec<((i64, String), f64)> =
+                model.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            let mut sorted = found.clone();
+            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(sorted, expected, "round {round}");
+            assert_eq!(
+                store.stats().await.unwrap().samples,
+                model.len() as u64,
+                "round {round}"
+            );
+        }
+        // The loop did what it claims: backends were terminated and writes failed.
+        assert!(
+            kills > 0 && failures > 0,
+            "kills {kills}, failures {failures}"
+        );
+        // Every stale head was sealed: tag set "a" has no head row left in 2024.
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM samples x JOIN series_tagsets t ON t.tsid = x.tsid \
+             WHERE t.tags = '{\"t\":\"a\"}' AND x.time < $1",
+        )
+        .bind(time::from_micros(BASE) + TimeDelta::days(1))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "head rows of closed windows left unsealed");
+    });
+}
