@@ -541,7 +541,7 @@ mod timescaledb {
                 settings,
                 [
                     ("sid".to_owned(), Some(1), None),
-                    ("tags".to_owned(), None, Some(2)),
+                    ("tags_key".to_owned(), Some(2), None),
                     ("time".to_owned(), None, Some(1)),
                 ]
             );

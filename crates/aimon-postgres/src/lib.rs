@@ -267,8 +267,12 @@
 //! ## TimescaleDB
 //! With `timescale://`, `samples` is a hypertable (`create_hypertable`, chunks of
 //! `partition_interval`), `metric_ttl` becomes `add_retention_policy`, `compression_after`
-//! compression segmented by series (ordered by time and tags) with its policy, and history
-//! uses `time_bucket`. The extension is created in `public` when a store first needs it, under
+//! TimescaleDB's own compression (aimon's chunk codec is not used there) segmented by series
+//! and tag set (`compress_segmentby = 'sid, tags_key'`) and ordered by time, so each
+//! compressed segment is one time series, with its policy; history uses `time_bucket`, over
+//! compressed chunks too. Stores whose compression was enabled by an earlier release keep its
+//! settings (segmented by series, ordered by time and tags): TimescaleDB does not change the
+//! settings of chunks already compressed, and aimon does not rewrite them. The extension is created in `public` when a store first needs it, under
 //! a database-wide advisory lock (two stores opened at once would otherwise race on
 //! `CREATE EXTENSION IF NOT EXISTS`). A store reopened with another `metric_ttl` or
 //! `compression_after` moves the server's policy to it (enabling compression where needed); a

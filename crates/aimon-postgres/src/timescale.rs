@@ -106,8 +106,9 @@ pub(crate) const POLICIES_QUERY: &str = "SELECT \
       AND hypertable_name = 'samples' AND proc_name = 'policy_compression' LIMIT 1)";
 
 /// The statements that bring the hypertable's policies from `current` to `config`'s
-/// `metric_ttl` (a retention policy) and `compression_after` (compression segmented by series,
-/// and its policy); run in one transaction. A setting that `config` leaves out leaves the
+/// `metric_ttl` (a retention policy) and `compression_after` (compression segmented by series
+/// and tag set and ordered by time, so each compressed segment is one time series; and its
+/// policy); run in one transaction. A setting that `config` leaves out leaves the
 /// server's policy alone: a store opened only to read (the CLI's `stats`, say) must not remove
 /// the retention policy a writer set, and a policy is removed with TimescaleDB's
 /// `remove_retention_policy` / `remove_compression_policy`. A policy at another interval is
@@ -136,7 +137,7 @@ pub(crate) fn policy_statements(config: &PostgresConfig, current: &Policies) -> 
         if !current.compression_enabled {
             out.push(
                 "ALTER TABLE samples SET (timescaledb.compress, \
-                 timescaledb.compress_segmentby = 'sid', timescaledb.compress_orderby = 'time, tags')"
+                 timescaledb.compress_segmentby = 'sid, tags_key', timescaledb.compress_orderby = 'time')"
                     .to_owned(),
             );
         }
@@ -259,7 +260,8 @@ mod tests {
              INTERVAL '3600 seconds', if_not_exists => TRUE)"
         );
         assert!(statements[2].starts_with("ALTER TABLE samples SET (timescaledb.compress"));
-        assert!(statements[2].contains("compress_segmentby = 'sid'"));
+        assert!(statements[2].contains("compress_segmentby = 'sid, tags_key'"));
+        assert!(statements[2].contains("compress_orderby = 'time'"));
         assert_eq!(
             statements[3],
             "SELECT add_compression_policy('\"aimon\".samples'::regclass, \
