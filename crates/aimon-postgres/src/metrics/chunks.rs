@@ -822,22 +822,16 @@ pub(crate) async fn history(
         let Some(tagset) = index.get(&tsid) else {
             continue;
         };
-        let r = samples.range(low, high);
-        let (ts, vs) = (&samples.timestamps[r.clone()], &samples.values[r]);
-        let mut i = 0;
-        while i < ts.len() {
-            let bucket = bucket_start(ts[i], step);
-            let end = bucket.saturating_add(step);
-            let j = i + ts[i..].partition_point(|&t| t < end);
-            if let Some(summary) = chunk::summarize(&ts[i..j], &vs[i..j]) {
-                downsampler.merge(
-                    tagset.group.clone(),
-                    bucket,
-                    summary.aggregate(&tagset.series_id, &tagset.tags),
-                );
-            }
-            i = j;
-        }
+        chunk::fold_buckets(
+            &samples,
+            low,
+            high,
+            step,
+            tagset.group.as_deref(),
+            &tagset.series_id,
+            &tagset.tags,
+            downsampler,
+        );
     }
     Ok(())
 }
