@@ -1040,7 +1040,7 @@ pub async fn redis_shut_down_while_sealing() -> Option<FaultTarget> {
         backend: "redis".into(),
         config,
         fault: Box::new(RedisShutdown {
-            server: server.clone(),
+            restart: ServerKill(server.clone()),
             port,
         }),
         guard: Box::new(server),
@@ -1049,9 +1049,10 @@ pub async fn redis_shut_down_while_sealing() -> Option<FaultTarget> {
     })
 }
 
-/// A [`Fault`]: `SHUTDOWN NOSAVE` of a private Redis, then a restart on its data.
+/// A [`Fault`]: `SHUTDOWN NOSAVE` of a private Redis, then a restart on its data (as
+/// [`ServerKill`] restarts it).
 pub struct RedisShutdown {
-    server: Arc<Mutex<PrivateServer>>,
+    restart: ServerKill,
     port: u16,
 }
 
@@ -1071,15 +1072,7 @@ impl Fault for RedisShutdown {
         })
     }
     fn recover(&mut self) -> BoxFuture<'_, ()> {
-        let server = self.server.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                server.lock().unwrap_or_else(|e| e.into_inner()).restart()
-            })
-            .await
-            .expect("restart")
-            .expect("the server restarts on its data");
-        })
+        self.restart.recover()
     }
 }
 

@@ -149,15 +149,15 @@ pub(crate) struct Loaded {
     /// Per tag set (its JSON): the samples decoded from chunks and the head, time-ordered,
     /// the head's overriding the chunks' at equal timestamps.
     pub(crate) samples: BTreeMap<String, Samples>,
-    /// Summaries of whole chunks (history and counting only): tags JSON, window, summary.
-    pub(crate) summaries: Vec<(String, i64, Summary)>,
+    /// Summaries of whole chunks (history and counting only), with their tags JSON.
+    pub(crate) summaries: Vec<(String, Summary)>,
 }
 
 impl Loaded {
     /// How many samples in `[lo, hi)` (summaries are whole chunks in the range).
     pub(crate) fn count(&self, lo: i64, hi: i64) -> u64 {
         let decoded: usize = self.samples.values().map(|s| s.range(lo, hi).len()).sum();
-        decoded as u64 + self.summaries.iter().map(|(_, _, s)| s.count).sum::<u64>()
+        decoded as u64 + self.summaries.iter().map(|(_, s)| s.count).sum::<u64>()
     }
 }
 
@@ -528,11 +528,9 @@ impl RedisBackend {
                                     == bucket_start(summary.last.0, step)
                         });
                         if whole {
-                            loaded.summaries.push((
-                                tags_of(hash, Some(window))?.clone(),
-                                window,
-                                summary,
-                            ));
+                            loaded
+                                .summaries
+                                .push((tags_of(hash, Some(window))?.clone(), summary));
                             None
                         } else {
                             let mut get = redis::cmd("HGET");

@@ -673,15 +673,7 @@ async fn head_rows(
     .fetch_all(&mut *conn)
     .await
     .db()?;
-    let mut out: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
-    for row in rows {
-        let tsid: i64 = row.try_get(0).db()?;
-        let t: DateTime<Utc> = row.try_get(1).db()?;
-        out.entry(tsid)
-            .or_default()
-            .push((micros(t), row.try_get(2).db()?));
-    }
-    Ok(out)
+    rows_by_tagset(rows)
 }
 
 /// Folds the samples of `tagsets` in `[low, high)` into `downsampler`: the summary of every
@@ -913,9 +905,8 @@ async fn head_rows_of_windows(
     conn: &mut PgConnection,
     wanted: &[(i64, i64)],
 ) -> Result<HashMap<i64, Vec<(i64, f64)>>> {
-    let mut out: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
     if wanted.is_empty() {
-        return Ok(out);
+        return Ok(HashMap::new());
     }
     let rows = sqlx::query(
         "SELECT s.tsid, s.time, s.value FROM samples s \
@@ -928,6 +919,12 @@ async fn head_rows_of_windows(
     .fetch_all(&mut *conn)
     .await
     .db()?;
+    rows_by_tagset(rows)
+}
+
+/// Head rows `(tsid, time, value)` grouped by tag set, in the order read.
+fn rows_by_tagset(rows: Vec<sqlx::postgres::PgRow>) -> Result<HashMap<i64, Vec<(i64, f64)>>> {
+    let mut out: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
     for row in rows {
         let tsid: i64 = row.try_get(0).db()?;
         let t: DateTime<Utc> = row.try_get(1).db()?;
