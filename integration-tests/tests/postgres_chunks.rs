@@ -250,6 +250,103 @@ fn a_damaged_chunk_is_corrupted_naming_its_series_and_window() {
     });
 }
 
+/// Samples of `id` at `now + i` seconds for each `i` of `offsets`, all of value `value`.
+fn recent(id: &str, now: i64, offsets: std::ops::Range<i64>, value: f64) -> Metric {
+    let mut m = Metric::new(id, "cut", MetricType::Gauge);
+    m.values = offsets
+        .map(|i| MetricValue::new(time::from_micros(now + i * 1_000_000), value))
+        .collect();
+    m
+}
+
+/// The rows of the head and the chunk rows of the series `id`.
+async fn rows_of(pool: &sqlx::PgPool, id: &str) -> (i64, i64) {
+    let head: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM samples h JOIN series_tagsets t ON t.tsid = h.tsid \
+         JOIN series s ON s.sid = t.sid WHERE s.id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let chunks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM chunks c JOIN series_tagsets t ON t.tsid = c.tsid \
+         JOIN series s ON s.sid = t.sid WHERE s.id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (head, chunks)
+}
+
+#[test]
+fn a_sizable_batch_cuts_the_head_and_the_newest_write_still_wins() {
+    run_check("head cut", async {
+        let Some(fixture) = fixture().await else {
+            return;
+        };
+        let store = open(&fixture.config(&[])).await;
+        let pool = store.pool();
+        // A window two ahead of the open one: every sample below stays at or after the open
+        // window even if the clock crosses a window's end meanwhile.
+        let window = 600_000_000;
+        let now = time::to_micros(time::now());
+        let open = now - now.rem_euclid(window) + 2 * window;
+        // A trickle: a few samples stay rows of the head.
+        store
+            .save_metric(&recent("cut-1", open, 0..3, 1.0))
+            .await
+            .unwrap();
+        assert_eq!(rows_of(pool, "cut-1").await, (3, 0));
+        // A sizable batch (40 samples, two of them rewriting head rows) cuts the head: no row
+        // is left, its samples and the head's are chunks.
+        store
+            .save_metric(&recent("cut-1", open, 1..41, 2.0))
+            .await
+            .unwrap();
+        let (head, chunks) = rows_of(pool, "cut-1").await;
+        assert_eq!(head, 0);
+        assert!(chunks >= 1);
+        // A trickle over the chunk goes to the head again and wins over the chunk.
+        store
+            .save_metric(&recent("cut-1", open, 3..6, 3.0))
+            .await
+            .unwrap();
+        assert_eq!(rows_of(pool, "cut-1").await.0, 3);
+        let stored = store.get_metric("cut-1").await.unwrap().expect("stored");
+        let values: Vec<f64> = stored.values.iter().map(|v| v.value).collect();
+        let mut expected = vec![1.0];
+        expected.extend(std::iter::repeat_n(2.0, 40));
+        expected[3..6].fill(3.0);
+        assert_eq!(values, expected);
+        // Another cut seals those rows with the batch over them: the batch wins where it
+        // writes (5), the sealed rows where it does not (3, 4).
+        store
+            .save_metric(&recent("cut-1", open, 5..45, 4.0))
+            .await
+            .unwrap();
+        assert_eq!(rows_of(pool, "cut-1").await.0, 0);
+        let stored = store.get_metric("cut-1").await.unwrap().expect("stored");
+        let values: Vec<f64> = stored.values.iter().map(|v| v.value).collect();
+        let mut expected = vec![1.0, 2.0, 2.0, 3.0, 3.0];
+        expected.extend(std::iter::repeat_n(4.0, 40));
+        assert_eq!(values, expected);
+        // History over the open window agrees with the samples.
+        let history = store
+            .metric_history(
+                &HistoryQuery::new("cut", TimeDelta::seconds(7), Aggregation::Sum).range(
+                    time::from_micros(open),
+                    time::from_micros(open + 60_000_000),
+                ),
+            )
+            .await
+            .unwrap();
+        let total: f64 = history[0].buckets.iter().map(|b| b.value).sum();
+        assert_eq!(total, expected.iter().sum::<f64>());
+    });
+}
+
 /// A small deterministic generator (no dependency): the moments the killer strikes.
 struct Lcg(u64);
 

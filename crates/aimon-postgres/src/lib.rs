@@ -78,6 +78,17 @@
 //!   (`series_tagsets.head_window` says from which window on) first **seals** them: deletes
 //!   them (`DELETE … RETURNING`), merges the batch's samples of their windows over them and
 //!   writes each window as a chunk, in the batch's transaction.
+//! - **Cutting the head.** A batch that brings 32 or more samples of one tag set at or after
+//!   the open window (`chunks::CUT_AT`) cuts that tag set's head, as a TSDB cuts a head chunk:
+//!   its head rows are sealed and the batch's samples of every window, the open one included,
+//!   are written as chunks (fragments of the open window, below). A fast series written in
+//!   sizable batches so keeps no rows at all, while a trickle (an agent's few samples a batch)
+//!   stays rows until its window closes. Head rows always overwrite chunks, so a cut seals
+//!   every head row of the tag set: none may stay behind a newer chunk. On the bench (100
+//!   series, 50 samples each a batch) this took `metric_history` from 48 – 104 ms, depending
+//!   on how far the clock was into the open window (the head held up to 141,800 rows, which
+//!   the server aggregated in about 50 ms), to 26 ms, and the store from 14.1 to 1.6 bytes a
+//!   sample.
 //! - **Closed windows.** A batch's samples of closed windows go straight to chunks: a new row
 //!   where the window has none; else, where the window would hold fewer than 256 samples, its
 //!   rows are merged with them into one (a window written by two batches stays one row); else
@@ -202,6 +213,13 @@
 //! (0.5 ms), `COMMIT`'s WAL flush (5.5 ms). Writing the whole batch as one autocommit statement
 //! of data-modifying CTEs (one round trip instead of eight) was tried and measured slower.
 //!
+//! **Chunks, measured** (the same bench, 2026-12-06): **0.84× – 0.86×** of `psql \copy` of the
+//! same samples as rows of the slim head table, 475,000 samples/s, the store 1.7 bytes a
+//! sample after the writes. The driver needs sqlx 0.9.1 or later: 0.9.0 left Nagle's algorithm
+//! on, so every statement whose message spans several TCP segments (the chunk insert binds a
+//! few kilobytes of arrays) waited for the server's delayed ACK, 40 ms a statement; with it the
+//! same bench reached 0.17×.
+//!
 //! ## History
 //! Native mode: one query lists the matching tag sets (name, tag filter, the `group_by` tag's
 //! value, from `series_tagsets`); one query returns, for every chunk of theirs overlapping the
@@ -217,11 +235,13 @@
 //! `Downsampler` merges it all, so the answer is exactly the reference backend's, sums
 //! compensated. With a step that is a multiple of ten minutes, history over closed windows
 //! decodes nothing: on the demo, 49 buckets of 30 minutes over a metric's 172,800 samples
-//! take 8 – 12 ms, against 2.4 – 2.8 ms for a hand-written `GROUP BY` of the same summaries
+//! take 7.2 ms, against 1.9 – 2.1 ms for a hand-written `GROUP BY` of the same summaries
 //! (`examples/history_vs_sql.rs`, which neither checks the summaries' CRCs nor merges
-//! fragments, head rows and compensated sums); the bench's 60 one-minute buckets over 1M
-//! samples of the last hour (every window split by buckets, so decoded) 63 – 136 ms,
-//! against 560 ms with one row a sample.
+//! fragments, head rows and compensated sums: listing the 5,760 summaries alone takes the
+//! server 5.5 ms, and checking them in SQL, which has no CRC function before PostgreSQL 18,
+//! would cost more again: `md5` over a summary's bytes made a `sum` over 34,320 chunks 6.6×
+//! slower); the bench's 60 one-minute buckets over 1M samples of the last hour (every window
+//! split by buckets, so decoded) 20.7 – 25.6 ms, against 560 ms with one row a sample.
 //!
 //! TimescaleDB mode: `metric_history` runs in SQL: buckets are `date_bin(step, time, '1970-01-01')` (TimescaleDB:
 //! `time_bucket` with the same origin); tag filters and `group_by` read the decoded tags of the

@@ -33,6 +33,14 @@ const MAX_FRAGMENTS: i64 = 8;
 /// summary history can use, instead of two that cost a row's overhead more and must be decoded.
 const MERGE_BELOW: i64 = 256;
 
+/// A batch that brings at least this many samples of one tag set at or after the open window
+/// **cuts** that tag set's head: its head rows and these samples are written as chunk
+/// fragments of their windows (the open one included), as a TSDB cuts a head chunk, instead of
+/// adding rows. A fast series written in sizable batches then keeps no rows at all (rows cost
+/// about 65 bytes each and are read one by one by history), while a trickle of single samples
+/// (an agent's heartbeat metrics) still goes to the head and is sealed when its window closes.
+pub(crate) const CUT_AT: usize = 32;
+
 /// Rows a store's writes may delete (sealed head rows, merged chunk rows) before it vacuums the
 /// tables they left dead versions in, so that their space is reused by the next writes rather
 /// than added to: autovacuum's default naptime is a minute, in which a backfill rewrites
@@ -145,27 +153,46 @@ fn by_window(samples: &Samples) -> Vec<(i64, Samples)> {
 /// now) go to the head by `COPY`; samples of closed windows go to chunks. A tag set whose head
 /// holds rows of windows that have closed since has them sealed first: deleted from the head,
 /// merged with this batch's samples of their window (the batch wins) and written as chunks.
+/// A tag set with at least [`CUT_AT`] samples in the open window (or later) has its head cut
+/// instead: all of its head rows sealed and all of its samples written as chunks, so that it
+/// keeps no head rows (head rows overwrite chunks, so none may stay behind a newer chunk).
 pub(crate) async fn store(
     conn: &mut PgConnection,
     writes: &[TagsetWrite<'_>],
     open: i64,
 ) -> std::result::Result<u64, WriteFailure> {
-    // Head rows of closed windows: sealed now.
-    let sealing: Vec<(i64, i64)> = writes
+    // Whether each write cuts its tag set's head (see [`CUT_AT`]): then all of its samples
+    // go to chunks, and so do all of its head rows.
+    let cuts: Vec<bool> = writes
         .iter()
-        .filter_map(|w| w.head_window.filter(|&h| h < open).map(|h| (w.tsid, h)))
+        .map(|w| w.samples.len() - w.samples.timestamps.partition_point(|&t| t < open) >= CUT_AT)
+        .collect();
+    // Head rows sealed now: those of closed windows, and every one of a cut head. The upper
+    // bound of a cut is past every valid timestamp.
+    let sealing: Vec<(i64, i64, i64)> = writes
+        .iter()
+        .zip(&cuts)
+        .filter_map(|(w, &cut)| {
+            let h = w.head_window?;
+            if cut {
+                Some((w.tsid, h, time::MAX_TIMESTAMP_MICROS))
+            } else {
+                (h < open).then_some((w.tsid, h, open))
+            }
+        })
         .collect();
     let mut sealed: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
     let mut rewritten = 0u64;
     if !sealing.is_empty() {
         let rows = sqlx::query(
-            "DELETE FROM samples s USING UNNEST($1::bigint[], $2::timestamptz[]) AS u(tsid, lo) \
-             WHERE s.tsid = u.tsid AND s.time >= u.lo AND s.time < $3 \
+            "DELETE FROM samples s \
+             USING UNNEST($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS u(tsid, lo, hi) \
+             WHERE s.tsid = u.tsid AND s.time >= u.lo AND s.time <= u.hi \
              RETURNING s.tsid, s.time, s.value",
         )
         .bind(sealing.iter().map(|s| s.0).collect::<Vec<_>>())
         .bind(sealing.iter().map(|s| at(s.1)).collect::<Vec<_>>())
-        .bind(at(open))
+        .bind(sealing.iter().map(|s| at(s.2 - 1)).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
         rewritten += rows.len() as u64;
@@ -183,13 +210,23 @@ pub(crate) async fn store(
     let mut pieces: BTreeMap<(i64, i64), Samples> = BTreeMap::new();
     let mut names: HashMap<i64, &TagsetName<'_>> = HashMap::new();
     let (mut head_tsid, mut head_time, mut head_value) = (Vec::new(), Vec::new(), Vec::new());
-    let mut new_heads: Vec<(i64, i64)> = Vec::new();
-    for w in writes {
+    let mut new_heads: Vec<(i64, Option<i64>)> = Vec::new();
+    for (w, &cut) in writes.iter().zip(&cuts) {
         names.insert(w.tsid, &w.name);
         if let Some(rows) = sealed.remove(&w.tsid) {
             for (window, part) in by_window(&Samples::from_unsorted(rows)) {
                 pieces.insert((w.tsid, window), part);
             }
+        }
+        if cut {
+            for (window, part) in by_window(&w.samples) {
+                let piece = pieces.remove(&(w.tsid, window)).unwrap_or_default();
+                pieces.insert((w.tsid, window), piece.overwrite(&part));
+            }
+            if w.head_window.is_some() {
+                new_heads.push((w.tsid, None));
+            }
+            continue;
         }
         let split = w.samples.timestamps.partition_point(|&t| t < open);
         let closed = Samples {
@@ -218,7 +255,7 @@ pub(crate) async fn store(
             None => lowest_new,
         };
         if new_head != w.head_window {
-            new_heads.push((w.tsid, new_head.unwrap_or(open)));
+            new_heads.push((w.tsid, new_head.or(Some(open))));
         }
     }
 
@@ -275,7 +312,7 @@ pub(crate) async fn store(
              FROM UNNEST($1::bigint[], $2::timestamptz[]) AS u(tsid, h) WHERE t.tsid = u.tsid",
         )
         .bind(new_heads.iter().map(|h| h.0).collect::<Vec<_>>())
-        .bind(new_heads.iter().map(|h| at(h.1)).collect::<Vec<_>>())
+        .bind(new_heads.iter().map(|h| h.1.map(at)).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }
