@@ -213,35 +213,52 @@
 //! (0.5 ms), `COMMIT`'s WAL flush (5.5 ms). Writing the whole batch as one autocommit statement
 //! of data-modifying CTEs (one round trip instead of eight) was tried and measured slower.
 //!
-//! **Chunks, measured** (the same bench, 2026-12-06): **0.84× – 0.86×** of `psql \copy` of the
-//! same samples as rows of the slim head table, 475,000 samples/s, the store 1.7 bytes a
-//! sample after the writes. The driver needs sqlx 0.9.1 or later: 0.9.0 left Nagle's algorithm
+//! **Chunks, measured** (the same bench, seven runs on 2026-12-06): **0.77× – 0.86×** of `psql
+//! \copy` of the same samples as rows of the slim head table, 427,000 – 476,000 samples/s, the
+//! store 1.4 – 1.9 bytes a sample after the writes. The driver needs sqlx 0.9.1 or later: 0.9.0 left Nagle's algorithm
 //! on, so every statement whose message spans several TCP segments (the chunk insert binds a
 //! few kilobytes of arrays) waited for the server's delayed ACK, 40 ms a statement; with it the
 //! same bench reached 0.17×.
 //!
 //! ## History
-//! Native mode: one query lists the matching tag sets (name, tag filter, the `group_by` tag's
-//! value, from `series_tagsets`); one query returns, for every chunk of theirs overlapping the
-//! range, its summary columns, and its `data` only where the summary cannot answer (the window
-//! has fragments, sticks out of the range, or a bucket boundary splits it: `date_bin` of its
-//! first and last microsecond differ); one reads the head's rows in range. Summaries are
-//! checked against their CRC and merged into their bucket as a whole; decoded windows (with
-//! head rows over them) are cut into runs per bucket and each run summarized. The head's rows
-//! are aggregated by the server per tag set, window and bucket (count, float sum, its
-//! `sum(abs(value))` error bound, min, max) where that is exact: no chunk shares their window
-//! and the float sum's error bound is within 1e-10 of it; else (and for `first`/`last`) their
-//! window's rows are read. Core's
-//! `Downsampler` merges it all, so the answer is exactly the reference backend's, sums
-//! compensated. With a step that is a multiple of ten minutes, history over closed windows
-//! decodes nothing: on the demo, 49 buckets of 30 minutes over a metric's 172,800 samples
-//! take 7.2 ms, against 1.9 – 2.1 ms for a hand-written `GROUP BY` of the same summaries
-//! (`examples/history_vs_sql.rs`, which neither checks the summaries' CRCs nor merges
-//! fragments, head rows and compensated sums: listing the 5,760 summaries alone takes the
-//! server 5.5 ms, and checking them in SQL, which has no CRC function before PostgreSQL 18,
-//! would cost more again: `md5` over a summary's bytes made a `sum` over 34,320 chunks 6.6×
-//! slower); the bench's 60 one-minute buckets over 1M samples of the last hour (every window
-//! split by buckets, so decoded) 20.7 – 25.6 ms, against 560 ms with one row a sample.
+//! Native mode, for `sum`, `avg`, `count`, `min` and `max` at a step that is a whole number of
+//! ten-minute windows (a dashboard's 10 min, 30 min, 1 h, 1 d): **one statement**
+//! (`metrics/summed.rs`), no transaction. A `MATERIALIZED` CTE lists the matching tag sets
+//! (name, tag filter, the `group_by` tag's value, `head_window`); the server aggregates, per
+//! bucket (per tag set with `group_by`), the summary columns of the windows wholly inside the
+//! range and before every tag set's head, only the aggregates the answer needs; and the same
+//! statement returns the chunk rows at the range's edges and from the earliest head on, the tag
+//! sets, and the head's rows aggregated per tag set and window. Every branch is an index range
+//! on `(tsid, window_start)` through `tsid = ANY(ARRAY(SELECT tsid FROM ts))`, with no join, so
+//! the plan does not depend on the planner's estimates (a join with the tag sets turned into a
+//! hash join over every chunk once the tables were analyzed: 12 ms instead of 2). aimon folds
+//! the rest: edge chunks decoded, whole ones from their CRC-checked summaries. It gives up, and
+//! the general path below answers, where the result would not be exact: a window among the
+//! aggregated ones has fragments or a scaled sum, a head window shares its window with a chunk,
+//! a float sum overflows, or the float sums' error bounds `(n-1)·2⁻⁵³·Σ|v|`, summed over every
+//! part of a bucket, are not within 1e-10 of the bucket's final sum (parts of a bucket can
+//! cancel, so a part's bound is checked against the whole, not against the part). On the demo
+//! (`examples/history_vs_sql.rs`, 24 h of one metric, 20 tag sets, 560 head rows) it answers in
+//! 2.3 – 2.9 ms against 1.8 – 2.2 ms for a hand-written `GROUP BY` of the summary columns (which
+//! leaves out the head's rows and the range's partial first window) and 2.1 – 2.6 ms for one
+//! that adds the head's rows; the general path took 7.2 ms. The summaries the server aggregates
+//! are not checked against their `check` column (docs/semantics.md, "Damaged storage").
+//!
+//! The general path (any aggregation and step): one query lists the matching tag sets; one
+//! query returns, for every chunk of theirs overlapping the range, its summary columns, and its
+//! `data` only where the summary cannot answer (the window has fragments, sticks out of the
+//! range, or a bucket boundary splits it: `date_bin` of its first and last microsecond
+//! differ); one reads the head's rows in range. Summaries are checked against their CRC and
+//! merged into their bucket as a whole; decoded windows (with head rows over them) are cut into
+//! runs per bucket and each run summarized. The head's rows are aggregated by the server per
+//! tag set, window and bucket (count, float sum, its `sum(abs(value))` error bound, min, max)
+//! where no chunk shares their window, and the whole history runs again with the rows read
+//! where a bucket's summed bounds are not within 1e-10 of its sum (and for `first`/`last`
+//! they are read). Core's `Downsampler` merges it all, so the answer is exactly the reference
+//! backend's, sums compensated. The bench's 60 one-minute buckets over 1M samples of the last
+//! hour (every window split by buckets, so decoded) take 20.7 – 34 ms, against 560 ms with one
+//! row a sample. `integration-tests/tests/postgres_chunks.rs` compares both paths with the
+//! reference backend over fragments, head rows, groups and cancelling sums.
 //!
 //! TimescaleDB mode: `metric_history` runs in SQL: buckets are `date_bin(step, time, '1970-01-01')` (TimescaleDB:
 //! `time_bucket` with the same origin); tag filters and `group_by` read the decoded tags of the

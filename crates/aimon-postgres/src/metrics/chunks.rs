@@ -717,6 +717,11 @@ async fn head_rows(
 /// window that is the only chunk row of its window, lies wholly inside the range and inside one
 /// bucket, and has no head row; the decoded samples of the others (the windows a bucket or the
 /// range splits, fragments) and the head's rows, per bucket.
+///
+/// With `head_by_server`, head rows are aggregated by the server where that may be exact, and
+/// the error bounds of those float sums are added to `bounds`, for the caller to check against
+/// the final buckets (a part's sum may cancel against another's); without it, they are read.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn history(
     conn: &mut PgConnection,
     tagsets: &[Tagset],
@@ -724,6 +729,8 @@ pub(crate) async fn history(
     high: i64,
     step: i64,
     aggregation: Aggregation,
+    head_by_server: bool,
+    bounds: &mut super::summed::ErrorBounds,
     downsampler: &mut Downsampler,
 ) -> Result<()> {
     if tagsets.is_empty() || low >= high {
@@ -764,10 +771,21 @@ pub(crate) async fn history(
     // aggregations other than first and last, aggregated by the server where no chunk shares
     // their window and the float sum is as exact as a compensated one).
     let mut head_windows: HashMap<(i64, i64), Samples> = HashMap::new();
-    let by_server = !matches!(aggregation, Aggregation::First | Aggregation::Last);
+    let by_server =
+        head_by_server && !matches!(aggregation, Aggregation::First | Aggregation::Last);
     let head = if by_server {
-        let wanted =
-            head_aggregates(conn, &tsids, low, high, step, &pieces, &index, downsampler).await?;
+        let wanted = head_aggregates(
+            conn,
+            &tsids,
+            low,
+            high,
+            step,
+            &pieces,
+            &index,
+            bounds,
+            downsampler,
+        )
+        .await?;
         head_rows_of_windows(conn, &wanted).await?
     } else {
         head_rows(conn, &tsids, low, high).await?
@@ -866,10 +884,12 @@ pub(crate) async fn history(
 }
 
 /// The head's rows of `tsids` in `[low, high)` aggregated by the server per tag set, window and
-/// bucket, merged into `downsampler` where that is exact: no chunk row shares the window (head
-/// rows overwrite chunks, see [`read`]) and the float sum's error bound `(n-1)·2⁻⁵³·Σ|v|` is
-/// within 1e-10 of it (else the compensated sum of the rows is needed). Returns the windows
-/// whose rows must be read instead. `first` and `last` are not computed here.
+/// bucket, merged into `downsampler` where no chunk row shares the window (head rows overwrite
+/// chunks, see [`read`]) and the float sum is finite; the float sum's error bound
+/// `(n-1)·2⁻⁵³·Σ|v|` goes to `bounds`, which the caller checks against the final bucket (the
+/// shared semantics want it within 1e-10 of the sum; else the rows are read after all).
+/// Returns the windows whose rows must be read instead. `first` and `last` are not computed
+/// here.
 #[allow(clippy::too_many_arguments)]
 async fn head_aggregates(
     conn: &mut PgConnection,
@@ -879,6 +899,7 @@ async fn head_aggregates(
     step: i64,
     chunked: &HashMap<(i64, i64), u32>,
     index: &HashMap<i64, &Tagset>,
+    bounds: &mut super::summed::ErrorBounds,
     downsampler: &mut Downsampler,
 ) -> Result<Vec<(i64, i64)>> {
     let rows = sqlx::query(
@@ -906,12 +927,12 @@ async fn head_aggregates(
         let sum: f64 = row.try_get(4).db()?;
         let abs_sum: f64 = row.try_get(5).db()?;
         let bound = (count.saturating_sub(1)) as f64 * f64::EPSILON / 2.0 * abs_sum;
-        if chunked.contains_key(&(tsid, w)) || !sum.is_finite() || bound > 1e-10 * sum.abs() {
+        if chunked.contains_key(&(tsid, w)) || !sum.is_finite() {
             wanted.insert((tsid, w));
         }
-        groups.push((tsid, w, count, sum));
+        groups.push((tsid, w, count, sum, bound));
     }
-    for (row, (tsid, w, count, sum)) in rows.iter().zip(groups) {
+    for (row, (tsid, w, count, sum, bound)) in rows.iter().zip(groups) {
         if wanted.contains(&(tsid, w)) {
             continue;
         }
@@ -920,6 +941,7 @@ async fn head_aggregates(
         };
         let first = micros(row.try_get(2).db()?);
         let key = || (first, tagset.series_id.clone(), tagset.tags.clone());
+        bounds.add(&tagset.group, bucket_start(first, step), bound);
         downsampler.merge(
             tagset.group.clone(),
             bucket_start(first, step),

@@ -168,6 +168,12 @@ impl PostgresBackend {
         low: i64,
         high: i64,
     ) -> Result<Vec<HistorySeries>> {
+        if low < high
+            && super::summed::applies(query)
+            && let Some(out) = self.summed_history(query, low, high).await?
+        {
+            return Ok(out);
+        }
         let mut sql = Sql::new("SELECT t.tsid, s.id, t.tags, ");
         match &query.group_by {
             Some(tag) => {
@@ -197,19 +203,18 @@ impl PostgresBackend {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut downsampler = Downsampler::new(query);
-        chunks::history(
-            &mut tx,
-            &tagsets,
-            low,
-            high,
-            query.step_micros(),
-            query.aggregation,
-            &mut downsampler,
-        )
-        .await?;
+        // Head rows aggregated by the server first; read instead where a float sum turns out
+        // not exact enough against its bucket's total.
+        let (out, exact) = native_pass(&mut tx, &tagsets, query, low, high, true).await?;
+        let out = if exact {
+            out
+        } else {
+            native_pass(&mut tx, &tagsets, query, low, high, false)
+                .await?
+                .0
+        };
         tx.commit().await.db()?;
-        Ok(downsampler.finish())
+        Ok(out)
     }
 
     /// Runs the aggregate of `inner` (the matching samples with their group and bucket);
@@ -307,4 +312,35 @@ impl PostgresBackend {
             .collect::<Result<_>>()
             .map(Some)
     }
+}
+
+/// One pass of the native history (see [`chunks::history`]): the answer, and whether the float
+/// sums of head rows the server aggregated are within 1e-10 of their buckets' sums (always,
+/// without `head_by_server` or for aggregations other than sums and averages).
+async fn native_pass(
+    conn: &mut sqlx::PgConnection,
+    tagsets: &[chunks::Tagset],
+    query: &HistoryQuery,
+    low: i64,
+    high: i64,
+    head_by_server: bool,
+) -> Result<(Vec<HistorySeries>, bool)> {
+    let mut downsampler = Downsampler::new(query);
+    let mut bounds = super::summed::ErrorBounds::default();
+    chunks::history(
+        conn,
+        tagsets,
+        low,
+        high,
+        query.step_micros(),
+        query.aggregation,
+        head_by_server,
+        &mut bounds,
+        &mut downsampler,
+    )
+    .await?;
+    let out = downsampler.finish();
+    let exact = !matches!(query.aggregation, Aggregation::Sum | Aggregation::Avg)
+        || bounds.hold(&out, query.aggregation);
+    Ok((out, exact))
 }

@@ -18,6 +18,7 @@ pub(crate) mod chunks;
 mod history;
 mod migrate;
 mod read;
+mod summed;
 pub(crate) mod write;
 
 pub(crate) use write::{INSERT_SAMPLES, UPSERT_TAGSETS, last_bound};
