@@ -383,26 +383,43 @@ fn history_over_fragments_heads_and_groups_matches_the_reference() {
         let mut rng = Lcg(7);
         let now = time::to_micros(time::now());
         let window = 600_000_000;
-        // Three hours back to the open window: closed windows written in several batches
-        // (fragments), and trickles and sizable batches into the open one (head rows, cuts).
+        // Three hours of closed windows, then the open one.
         let start = now - now.rem_euclid(window) - 18 * window;
-        // Two metrics: "par" with ordinary values, whose float sums the server's aggregates
-        // answer; "par-big" with cancelling ones (±1e16) across the tag sets of a group, whose
-        // sums must come out compensated all the same.
-        for (name, big) in [("par", false), ("par-big", true)] {
+        let open_window = start + 18 * window;
+        // Three metrics, three tag sets each, two per group:
+        // - "par": closed windows of a few dozen samples (one row each), trickles into the open
+        //   window (head rows) and, every third round, 40 samples into it (a cut), so that the
+        //   open window holds a chunk and head rows over it;
+        // - "par-frag": closed windows filled by batches of 80 past 256 samples (fragments);
+        // - "par-big": like "par", with ±1e16 values that cancel across the tag sets of a group.
+        for (name, fragmented, big) in [
+            ("par", false, false),
+            ("par-frag", true, false),
+            ("par-big", false, true),
+        ] {
             for round in 0..12 {
                 let mut batch = Vec::new();
                 for (i, id) in ["p-a", "p-b", "p-c"].iter().enumerate() {
                     let mut m = Metric::new(format!("{name}/{id}"), name, MetricType::Gauge);
-                    let trickle = round % 3 != 0;
-                    let n = if trickle { 1 + rng.next(5) as i64 } else { 40 };
-                    for _ in 0..n {
-                        // Half of the trickles go to the open window: head rows.
-                        let t = if trickle && rng.next(2) == 0 {
-                            start + 18 * window + rng.next(600) as i64 * 1_000_000
-                        } else {
-                            start + rng.next(19 * 600) as i64 * 1_000_000 + rng.next(1000) as i64
-                        };
+                    let mut times = Vec::new();
+                    if fragmented {
+                        // 80 samples into each of three neighbouring closed windows.
+                        let first = rng.next(16) as i64;
+                        for w in first..first + 3 {
+                            for _ in 0..80 {
+                                times.push(start + w * window + rng.next(600_000_000) as i64);
+                            }
+                        }
+                    } else {
+                        for _ in 0..6 {
+                            times.push(start + rng.next(18 * 600_000_000) as i64);
+                        }
+                        let open = if round % 3 == 0 { 40 } else { 1 + rng.next(4) };
+                        for _ in 0..open {
+                            times.push(open_window + rng.next(600_000_000) as i64);
+                        }
+                    }
+                    for t in times {
                         let v = match rng.next(10) {
                             0 if big => 1e16,
                             1 if big => -1e16,
@@ -421,11 +438,13 @@ fn history_over_fragments_heads_and_groups_matches_the_reference() {
                 reference.save_metrics(&batch).await.unwrap();
             }
         }
+        // The range starts inside the data (a partial first window) and ends past the open
+        // window.
         let range = (
-            time::from_micros(start - window / 2),
-            time::from_micros(now + window),
+            time::from_micros(start + window / 3 + 7),
+            time::from_micros(open_window + 2 * window),
         );
-        for name in ["par", "par-big"] {
+        for name in ["par", "par-frag", "par-big"] {
             for minutes in [10, 30, 60, 7] {
                 for aggregation in [
                     Aggregation::Sum,
@@ -444,10 +463,26 @@ fn history_over_fragments_heads_and_groups_matches_the_reference() {
                         if grouped {
                             q = q.group_by("region");
                         }
+                        let before = store.one_statement_histories();
                         let ours = store.metric_history(&q).await.unwrap();
+                        let one_statement = store.one_statement_histories() > before;
                         let theirs = reference.metric_history(&q).await.unwrap();
-                        let what =
-                            format!("{name} {aggregation:?} {minutes} min grouped {grouped}");
+                        let what = format!(
+                            "{name} {aggregation:?} {minutes} min grouped {grouped} \
+                             (one statement: {one_statement})"
+                        );
+                        // Clean data at whole-window steps takes the one-statement path.
+                        let expected = name == "par"
+                            && minutes % 10 == 0
+                            && !matches!(aggregation, Aggregation::First | Aggregation::Last);
+                        if expected {
+                            assert!(one_statement, "{what}");
+                        }
+                        if minutes % 10 != 0
+                            || matches!(aggregation, Aggregation::First | Aggregation::Last)
+                        {
+                            assert!(!one_statement, "{what}");
+                        }
                         assert_eq!(ours.len(), theirs.len(), "{what}");
                         for (a, b) in ours.iter().zip(&theirs) {
                             assert_eq!(a.group, b.group, "{what}");
@@ -466,6 +501,22 @@ fn history_over_fragments_heads_and_groups_matches_the_reference() {
                 }
             }
         }
+        // The data has what the paths must handle: fragments, head rows next to a chunk of
+        // their window.
+        let fragments: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks WHERE seq > 0")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert!(fragments > 0);
+        let shared: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM samples x WHERE EXISTS (SELECT 1 FROM chunks c \
+             WHERE c.tsid = x.tsid AND c.window_start = date_bin('10 minutes', x.time, \
+             TIMESTAMPTZ 'epoch'))",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert!(shared > 0);
     });
 }
 

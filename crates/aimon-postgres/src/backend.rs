@@ -37,6 +37,8 @@ pub struct PostgresBackend {
     pub(crate) channel: String,
     /// Row versions this process's writes left dead since its last vacuum (native mode).
     pub(crate) rewritten: std::sync::atomic::AtomicU64,
+    /// `metric_history` calls answered by the one-statement path (native mode).
+    pub(crate) one_statement_histories: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for PostgresBackend {
@@ -128,6 +130,7 @@ impl PostgresBackend {
             lock_budget,
             channel,
             rewritten: std::sync::atomic::AtomicU64::new(0),
+            one_statement_histories: std::sync::atomic::AtomicU64::new(0),
         };
         backend.reload_partitions().await.map_err(&fail)?;
         backend.create_partitions_ahead().await.map_err(&fail)?;
@@ -144,6 +147,13 @@ impl PostgresBackend {
     /// that need SQL access: benchmarks, inspection, tests.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// How many `metric_history` calls of this backend the one-statement path answered (the
+    /// crate docs, "History"), for tests and benchmarks that must know which path ran.
+    pub fn one_statement_histories(&self) -> u64 {
+        self.one_statement_histories
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether samples live in a TimescaleDB hypertable rather than native partitions.

@@ -255,7 +255,7 @@ pub(crate) async fn store(
             None => lowest_new,
         };
         if new_head != w.head_window {
-            new_heads.push((w.tsid, new_head.or(Some(open))));
+            new_heads.push((w.tsid, new_head));
         }
     }
 
@@ -400,16 +400,15 @@ async fn write_closed(
                 .push((row.try_get(2)?, row.try_get(3)?));
         }
         for (key, newer) in merging {
-            let mut parts = fragments.remove(&key).unwrap_or_default();
-            parts.sort_by_key(|p| p.0);
-            let mut merged = Samples::default();
-            for (_, data) in &parts {
-                let part = chunk::decode(data).map_err(|e| match names.get(&key.0) {
+            let mut parts = Vec::new();
+            for (seq, data) in fragments.remove(&key).unwrap_or_default() {
+                let part = chunk::decode(&data).map_err(|e| match names.get(&key.0) {
                     Some(name) => name.damaged(key.1, e),
                     None => Error::corrupted(format!("a chunk is damaged: {e}")),
                 })?;
-                merged = merged.overwrite(&part);
+                parts.push((seq, part));
             }
+            let merged = merge_fragments(parts);
             new_rows.push(NewChunk {
                 tsid: key.0,
                 window: key.1,
@@ -730,7 +729,7 @@ pub(crate) async fn history(
     step: i64,
     aggregation: Aggregation,
     head_by_server: bool,
-    bounds: &mut super::summed::ErrorBounds,
+    bounds: &mut ErrorBounds,
     downsampler: &mut Downsampler,
 ) -> Result<()> {
     if tagsets.is_empty() || low >= high {
@@ -741,8 +740,9 @@ pub(crate) async fn history(
     // Summaries where they can answer; the data of the windows a bucket or the range splits.
     // No order and no window function: the server only filters index ranges.
     let rows = sqlx::query(
-        "SELECT tsid, window_start, count, first_time, last_time, sum, sum_comp, sum_scaled, \
-         min, max, first, last, \"check\", \
+        "SELECT tsid, window_start, count AS n, first_time AS t1, last_time AS t2, sum AS s, \
+         sum_comp AS comp, sum_scaled AS scaled, min AS lo, max AS hi, first AS f, last AS l, \
+         \"check\" AS chk, \
          CASE WHEN window_start >= $4 AND window_start + $6::interval <= $3 \
               AND date_bin($5::bigint * INTERVAL '1 microsecond', window_start, TIMESTAMPTZ 'epoch') \
                 = date_bin($5::bigint * INTERVAL '1 microsecond', \
@@ -853,13 +853,8 @@ pub(crate) async fn history(
         }
     }
     let mut decoded: BTreeMap<(i64, i64), Samples> = BTreeMap::new();
-    for (key, mut fragments) in parts {
-        fragments.sort_by_key(|f| f.0);
-        let mut merged = Samples::default();
-        for (_, part) in &fragments {
-            merged = merged.overwrite(part);
-        }
-        decoded.insert(key, merged);
+    for (key, fragments) in parts {
+        decoded.insert(key, merge_fragments(fragments));
     }
     for (key, newer) in head_windows {
         let merged = decoded.entry(key).or_default();
@@ -899,7 +894,7 @@ async fn head_aggregates(
     step: i64,
     chunked: &HashMap<(i64, i64), u32>,
     index: &HashMap<i64, &Tagset>,
-    bounds: &mut super::summed::ErrorBounds,
+    bounds: &mut ErrorBounds,
     downsampler: &mut Downsampler,
 ) -> Result<Vec<(i64, i64)>> {
     let rows = sqlx::query(
@@ -946,7 +941,9 @@ async fn head_aggregates(
             tagset.group.clone(),
             bucket_start(first, step),
             aimon_core::downsample::BucketAggregate {
-                count: u64::try_from(count).unwrap_or(0),
+                count: u64::try_from(count).map_err(|_| {
+                    Error::corrupted("the server counted a negative number of rows")
+                })?,
                 sum: CompensatedSum::from_parts(sum, 0.0, false),
                 min: row.try_get(6).db()?,
                 max: row.try_get(7).db()?,
@@ -994,29 +991,80 @@ fn rows_by_tagset(rows: Vec<sqlx::postgres::PgRow>) -> Result<HashMap<i64, Vec<(
     Ok(out)
 }
 
-/// The summary in a row of the history query (columns 2 to 12), checked against its CRC.
-fn summary_from_row(row: &sqlx::postgres::PgRow) -> std::result::Result<Summary, String> {
+/// The summary in a row of a history query, checked against its CRC: the columns `n` (count,
+/// an `int4` or `int8`), `s`, `comp`, `scaled`, `lo`, `hi`, `t1`, `f`, `t2`, `l` and `chk`.
+pub(crate) fn summary_from_row(
+    row: &sqlx::postgres::PgRow,
+) -> std::result::Result<Summary, String> {
     let get = |e: sqlx::Error| e.to_string();
-    let count: i32 = row.try_get(2).map_err(get)?;
-    let first_time: DateTime<Utc> = row.try_get(3).map_err(get)?;
-    let last_time: DateTime<Utc> = row.try_get(4).map_err(get)?;
+    let count: i64 = match row.try_get::<i32, _>("n") {
+        Ok(n) => n.into(),
+        Err(_) => row.try_get("n").map_err(get)?,
+    };
+    let first_time: DateTime<Utc> = row.try_get("t1").map_err(get)?;
+    let last_time: DateTime<Utc> = row.try_get("t2").map_err(get)?;
     let summary = Summary {
         count: u64::try_from(count).map_err(|_| "a negative count".to_owned())?,
         sum: CompensatedSum::from_parts(
-            row.try_get(5).map_err(get)?,
-            row.try_get(6).map_err(get)?,
-            row.try_get(7).map_err(get)?,
+            row.try_get("s").map_err(get)?,
+            row.try_get("comp").map_err(get)?,
+            row.try_get("scaled").map_err(get)?,
         ),
-        min: row.try_get(8).map_err(get)?,
-        max: row.try_get(9).map_err(get)?,
-        first: (micros(first_time), row.try_get(10).map_err(get)?),
-        last: (micros(last_time), row.try_get(11).map_err(get)?),
+        min: row.try_get("lo").map_err(get)?,
+        max: row.try_get("hi").map_err(get)?,
+        first: (micros(first_time), row.try_get("f").map_err(get)?),
+        last: (micros(last_time), row.try_get("l").map_err(get)?),
     };
-    let check: i32 = row.try_get(12).map_err(get)?;
+    let check: i32 = row.try_get("chk").map_err(get)?;
     if summary.checksum() as i32 != check {
         return Err("its summary does not match its checksum".to_owned());
     }
     Ok(summary)
+}
+
+/// A window's fragments merged: later `seq` overwriting earlier at equal timestamps.
+pub(crate) fn merge_fragments(mut parts: Vec<(i16, Samples)>) -> Samples {
+    parts.sort_by_key(|p| p.0);
+    parts.iter().fold(Samples::default(), |merged, (_, part)| {
+        merged.overwrite(part)
+    })
+}
+
+/// The summed error bounds of the float sums merged into each (group, bucket start): the
+/// server's sums are plain `float8` additions, which the shared semantics accept where their
+/// worst-case error is within 1e-10 of the bucket's sum. A part's bound is checked against the
+/// whole bucket, not against the part: parts of one bucket may cancel each other.
+#[derive(Default)]
+pub(crate) struct ErrorBounds(HashMap<(Option<String>, i64), f64>);
+
+impl ErrorBounds {
+    pub(crate) fn add(&mut self, group: &Option<String>, bucket: i64, bound: f64) {
+        *self.0.entry((group.clone(), bucket)).or_default() += bound;
+    }
+
+    /// Whether every bucket's bound is within 1e-10 of its sum (an average's sum is its value
+    /// times its count).
+    pub(crate) fn hold(
+        &self,
+        series: &[aimon_core::query::HistorySeries],
+        aggregation: Aggregation,
+    ) -> bool {
+        if self.0.is_empty() || !matches!(aggregation, Aggregation::Sum | Aggregation::Avg) {
+            return true;
+        }
+        series.iter().all(|s| {
+            s.buckets.iter().all(|b| {
+                let Some(bound) = self.0.get(&(s.group.clone(), micros(b.start))) else {
+                    return true;
+                };
+                let sum = match aggregation {
+                    Aggregation::Avg => b.value * b.count as f64,
+                    _ => b.value,
+                };
+                *bound <= 1e-10 * sum.abs()
+            })
+        })
+    }
 }
 
 #[cfg(test)]

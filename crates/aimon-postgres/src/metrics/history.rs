@@ -172,24 +172,11 @@ impl PostgresBackend {
             && super::summed::applies(query)
             && let Some(out) = self.summed_history(query, low, high).await?
         {
+            self.one_statement_histories
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(out);
         }
-        let mut sql = Sql::new("SELECT t.tsid, s.id, t.tags, ");
-        match &query.group_by {
-            Some(tag) => {
-                sql.push("t.tags_jsonb ->> ").bind(tag.as_str());
-            }
-            None => {
-                sql.push("NULL::text");
-            }
-        }
-        sql.push(" FROM series_tagsets t JOIN series s ON s.sid = t.sid WHERE s.name = ")
-            .bind(query.name.as_str());
-        if !query.tags.is_empty() {
-            sql.push(" AND t.tags_jsonb @> ")
-                .bind(tags_json(&query.tags))
-                .push("::jsonb");
-        }
+        let sql = tagsets_sql(query);
         let mut tx = self.read_tx().await?;
         let rows = sql.query().fetch_all(&mut *tx).await.db()?;
         let tagsets = rows
@@ -326,7 +313,7 @@ async fn native_pass(
     head_by_server: bool,
 ) -> Result<(Vec<HistorySeries>, bool)> {
     let mut downsampler = Downsampler::new(query);
-    let mut bounds = super::summed::ErrorBounds::default();
+    let mut bounds = chunks::ErrorBounds::default();
     chunks::history(
         conn,
         tagsets,
@@ -340,7 +327,31 @@ async fn native_pass(
     )
     .await?;
     let out = downsampler.finish();
-    let exact = !matches!(query.aggregation, Aggregation::Sum | Aggregation::Avg)
-        || bounds.hold(&out, query.aggregation);
+    let exact = bounds.hold(&out, query.aggregation);
     Ok((out, exact))
+}
+
+/// The tag sets `query` reads: `tsid`, `id` (the series'), `tags` (canonical JSON), `grp` (the
+/// `group_by` tag's value, else `NULL`) and `head_window`, for the native history's two paths.
+pub(crate) fn tagsets_sql(query: &HistoryQuery) -> Sql {
+    let mut sql = Sql::new("SELECT t.tsid, s.id, t.tags, ");
+    match &query.group_by {
+        Some(tag) => {
+            sql.push("t.tags_jsonb ->> ").bind(tag.as_str());
+        }
+        None => {
+            sql.push("NULL::text");
+        }
+    }
+    sql.push(
+        " AS grp, t.head_window FROM series_tagsets t JOIN series s ON s.sid = t.sid \
+         WHERE s.name = ",
+    )
+    .bind(query.name.as_str());
+    if !query.tags.is_empty() {
+        sql.push(" AND t.tags_jsonb @> ")
+            .bind(tags_json(&query.tags))
+            .push("::jsonb");
+    }
+    sql
 }
