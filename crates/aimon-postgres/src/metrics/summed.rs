@@ -105,8 +105,6 @@ impl PostgresBackend {
             .push(" AND c.window_start <= least(")
             .bind(last_whole)
             .push(&format!(", {earliest_head} - {window}) GROUP BY 2, 4"));
-        // The chunks aimon folds, each window whole: those at the range's start, and those
-        // from the tag set's head window (or the range's end) on.
         // The chunks aimon folds: those at the range's start (partial, so with their data),
         // and those from the earliest head window (or the range's end) on, with their data
         // only where their summary cannot answer: the window sticks out of the range or lies
