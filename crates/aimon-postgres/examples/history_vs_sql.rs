@@ -19,7 +19,26 @@ use std::time::{Duration, Instant};
 
 use aimon_core::{Aggregation, HistoryQuery, StorageBackend, StorageConfig, time};
 use aimon_postgres::PostgresBackend;
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// One timed run of a hand-written history query (`$1` the name, `$2`/`$3` the range, `$4` the
+/// step in minutes): its time and the samples its buckets count.
+async fn hand_written(
+    pool: &sqlx::PgPool,
+    sql: &'static str,
+    (name, start, end, step_minutes): (&str, DateTime<Utc>, DateTime<Utc>, i64),
+) -> (Duration, i64) {
+    let t = Instant::now();
+    let rows: Vec<(DateTime<Utc>, f64, i64)> = sqlx::query_as(sql)
+        .bind(name)
+        .bind(start)
+        .bind(end)
+        .bind(step_minutes)
+        .fetch_all(pool)
+        .await
+        .expect("hand-written SQL");
+    (t.elapsed(), rows.iter().map(|r| r.2).sum())
+}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -67,28 +86,13 @@ async fn main() -> aimon_core::Result<()> {
             .map(|b| b.count)
             .sum::<u64>();
         buckets = out.iter().map(|s| s.buckets.len()).sum::<usize>();
-        let t = Instant::now();
-        let rows: Vec<(chrono::DateTime<chrono::Utc>, f64, i64)> = sqlx::query_as(sql)
-            .bind(&name)
-            .bind(start)
-            .bind(end)
-            .bind(step_minutes)
-            .fetch_all(store.pool())
-            .await
-            .expect("hand-written SQL");
-        theirs.push(t.elapsed());
-        summarized = rows.iter().map(|r| r.2).sum::<i64>();
-        let t = Instant::now();
-        let rows: Vec<(chrono::DateTime<chrono::Utc>, f64, i64)> = sqlx::query_as(with_head)
-            .bind(&name)
-            .bind(start)
-            .bind(end)
-            .bind(step_minutes)
-            .fetch_all(store.pool())
-            .await
-            .expect("hand-written SQL with the head");
-        theirs_head.push(t.elapsed());
-        with_head_samples = rows.iter().map(|r| r.2).sum::<i64>();
+        let run = (name.as_str(), start, end, step_minutes);
+        let (took, counted) = hand_written(store.pool(), sql, run).await;
+        theirs.push(took);
+        summarized = counted;
+        let (took, counted) = hand_written(store.pool(), with_head, run).await;
+        theirs_head.push(took);
+        with_head_samples = counted;
     }
     let (a, b, c) = (median(ours), median(theirs), median(theirs_head));
     println!(
