@@ -614,11 +614,33 @@ pub(crate) struct Tagset {
 }
 
 impl Tagset {
-    fn name(&self) -> TagsetName<'_> {
+    pub(crate) fn name(&self) -> TagsetName<'_> {
         TagsetName {
             series_id: &self.series_id,
             tags: &self.tags,
         }
+    }
+
+    /// Folds this tag set's `samples` in `[low, high)` into `downsampler`, per bucket of
+    /// `step` ([`chunk::fold_buckets`]).
+    pub(crate) fn fold(
+        &self,
+        samples: &Samples,
+        low: i64,
+        high: i64,
+        step: i64,
+        downsampler: &mut Downsampler,
+    ) {
+        chunk::fold_buckets(
+            samples,
+            low,
+            high,
+            step,
+            self.group.as_deref(),
+            &self.series_id,
+            &self.tags,
+            downsampler,
+        );
     }
 }
 
@@ -864,16 +886,7 @@ pub(crate) async fn history(
         let Some(tagset) = index.get(&tsid) else {
             continue;
         };
-        chunk::fold_buckets(
-            &samples,
-            low,
-            high,
-            step,
-            tagset.group.as_deref(),
-            &tagset.series_id,
-            &tagset.tags,
-            downsampler,
-        );
+        tagset.fold(&samples, low, high, step, downsampler);
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ use crate::backend::{DbResult, PostgresBackend};
 use crate::error::sqlstate;
 use crate::sql::Run;
 
-use super::chunks::{ErrorBounds, TagsetName, WINDOW, merge_fragments, summary_from_row};
+use super::chunks::{ErrorBounds, Tagset, WINDOW, merge_fragments, summary_from_row};
 
 /// The SQLSTATE of a float8 sum that overflowed.
 const OUT_OF_RANGE: &str = "22003";
@@ -174,13 +174,6 @@ impl PostgresBackend {
     }
 }
 
-/// A tag set as the statement lists it.
-struct Tagset {
-    group: Option<String>,
-    series_id: String,
-    tags: String,
-}
-
 /// What the statement returned of one tag set's window that aimon folds itself.
 #[derive(Default)]
 struct Window<'r> {
@@ -203,9 +196,11 @@ fn fold(
         let kind: i32 = row.try_get("kind").db()?;
         kinds.push(kind);
         if kind == TAGSET {
+            let tsid = row.try_get("tsid").db()?;
             tagsets.insert(
-                row.try_get("tsid").db()?,
+                tsid,
                 Tagset {
+                    tsid,
                     group: row.try_get("grp").db()?,
                     series_id: row.try_get("sid").db()?,
                     tags: row.try_get("tags").db()?,
@@ -286,10 +281,7 @@ fn fold(
         let Some(tagset) = tagsets.get(&tsid) else {
             continue;
         };
-        let name = TagsetName {
-            series_id: &tagset.series_id,
-            tags: &tagset.tags,
-        };
+        let name = tagset.name();
         // A whole window of one row and no head rows: its summary (CRC-checked) answers.
         if window.head.is_empty() && window.chunks.len() == 1 && w >= low && w + WINDOW <= high {
             let summary = summary_from_row(window.chunks[0]).map_err(|e| name.damaged(w, e))?;
@@ -311,16 +303,7 @@ fn fold(
             parts.push((row.try_get::<i16, _>("seq").db()?, part));
         }
         let merged = merge_fragments(parts).overwrite(&window.head);
-        chunk::fold_buckets(
-            &merged,
-            low,
-            high,
-            step,
-            tagset.group.as_deref(),
-            &tagset.series_id,
-            &tagset.tags,
-            &mut downsampler,
-        );
+        tagset.fold(&merged, low, high, step, &mut downsampler);
     }
     let out = downsampler.finish();
     Ok(bounds.hold(&out, query.aggregation).then_some(out))
