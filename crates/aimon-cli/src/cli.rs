@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use aimon::{AlertSeverity, AlertStatus, MetricType, QueryFilter, SortOrder};
 
-use crate::parse;
+use aimon::parse;
 
 /// Store, query, chart and benchmark the monitoring data of AI-agent fleets.
 #[derive(Debug, Parser)]
@@ -80,8 +80,44 @@ pub enum Command {
     ///
     /// With --codecs it compares chunk codecs on generated samples instead, and opens no store.
     Bench(BenchArgs),
+    /// Serve the store over HTTP: a JSON API, OTLP and Prometheus remote-write ingest, live
+    /// events and the server's own metrics (docs/server.md).
+    ///
+    /// Tokens come from the config file's [server] section or AIMON_TOKENS
+    /// (NAME:SCOPES:SECRET,…, scopes read, write, admin); without any, the server listens
+    /// only on a loopback address and every route is open.
+    Serve(ServeArgs),
     /// List the backend types and whether this build has them.
     Backends,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8428, or the config file's [server] listen].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Bearer tokens, NAME:SCOPES:SECRET separated by commas (ci:read+write:s3cret); added to
+    /// the config file's. Read from the environment only, so no secret shows in `ps`.
+    #[arg(skip = std::env::var("AIMON_TOKENS").ok())]
+    pub tokens: Option<String>,
+
+    /// TLS certificate chain (PEM); with --tls-key, serve HTTPS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// An origin allowed to call the API from a browser (CORS); repeatable. CORS is off
+    /// without one.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+
+    /// Seconds to let requests in flight finish after SIGINT or SIGTERM.
+    #[arg(long, default_value_t = 10)]
+    pub grace_seconds: u64,
 }
 
 #[derive(Debug, Args)]

@@ -23,7 +23,7 @@ use crate::demo::alerts_table;
 use crate::error::{CliError, Result};
 use crate::footprint;
 use crate::output::{self, number, thousands};
-use crate::parse;
+use aimon::parse;
 
 fn when(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     parse::time_at(text, now).map_err(CliError::new)

@@ -18,6 +18,7 @@
 //! `AIMON_ROUTES_METRICS=name` (and `_ALERTS`, `_AGENT_STATES`) override the routes.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -42,6 +43,9 @@ pub struct FileConfig {
     pub storage: Vec<StorageConfig>,
     #[serde(default)]
     pub routes: Routes,
+    /// `aimon serve`: listen address, tokens, TLS, CORS and limits.
+    #[serde(default)]
+    pub server: Option<aimon_server::ServerConfig>,
 }
 
 /// Which named backend receives each kind of data when a command names none.
@@ -112,7 +116,7 @@ pub enum Origin {
 
 /// An open set of backends and the backend a command asked for (`--backend`).
 pub struct Storage {
-    pub manager: StorageManager,
+    pub manager: Arc<StorageManager>,
     pub backend: Option<String>,
     pub origin: Origin,
 }
@@ -156,7 +160,7 @@ impl Storage {
             }
         };
         let storage = Storage {
-            manager,
+            manager: Arc::new(manager),
             backend: global.backend.clone(),
             origin,
         };
@@ -239,6 +243,7 @@ mod tests {
                 alerts: Some("b".into()),
                 ..Routes::default()
             },
+            server: None,
         };
         let err = open_file(&manager, file).await.unwrap_err();
         assert!(err.to_string().contains("[routes] alerts"), "{err}");

@@ -23,9 +23,9 @@ use crate::config::Storage;
 use crate::error::{CliError, Result};
 use crate::footprint::Footprint;
 use crate::output::{self, thousands};
-use crate::parse;
 use crate::progress;
 use crate::sim::{Fleet, METRICS, SimCounts};
+use aimon::parse;
 
 /// Items the summary reads back at most.
 const READ_LIMIT: usize = 10_000;

@@ -10,8 +10,8 @@ mod demo;
 mod error;
 mod footprint;
 mod output;
-mod parse;
 mod progress;
+mod serve;
 mod sim;
 
 use std::io::IsTerminal;
@@ -137,6 +137,7 @@ async fn run(cli: Cli) -> Result<()> {
             commands::retention_apply(&storage, global).await
         }
         Command::Bench(args) => bench::run(&storage, global, args).await,
+        Command::Serve(args) => serve::run(&storage, global, args).await,
         Command::Backends | Command::Migrate(_) => Ok(()),
     };
     let closed = storage.close().await;

@@ -36,6 +36,7 @@ pub mod events;
 pub mod filter;
 pub mod memory;
 pub mod model;
+pub mod parse;
 pub mod query;
 pub mod retention;
 pub mod similarity;

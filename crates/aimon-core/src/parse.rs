@@ -1,10 +1,12 @@
-//! Parsers for command-line values: durations, times, `key=value` pairs, filters and sort keys.
+//! Parsers for the text forms of query values: durations, times, `key=value` pairs, filters and
+//! sort keys, shared by the command line and the HTTP API (`aimon serve`).
 //!
-//! Each returns a `String` error that names what is wrong, so clap can print it as one line.
+//! Each returns a `String` error that names what is wrong, so clap or an HTTP error can show it
+//! as one line.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use aimon::{FilterOp, QueryFilter, SortOrder};
+use crate::query::{FilterOp, QueryFilter, SortOrder};
 
 /// Parses `500ms`, `10s`, `5m`, `6h`, `1d`, `2w` (also combined: `1h30m`). Zero is allowed.
 pub fn duration(text: &str) -> Result<TimeDelta, String> {
@@ -157,7 +159,7 @@ fn scalar(field: &str, raw: &str, now: DateTime<Utc>) -> serde_json::Value {
         && DateTime::parse_from_rfc3339(&text).is_err()
         && let Ok(ts) = time_at(&text, now)
     {
-        return serde_json::Value::String(aimon::time::format(ts));
+        return serde_json::Value::String(crate::time::format(ts));
     }
     serde_json::Value::String(text)
 }

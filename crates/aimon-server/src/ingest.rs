@@ -1,0 +1,168 @@
+//! Ingest coalescing: many small concurrent writes become few backend batches.
+//!
+//! Every metric write of the server (JSON, OTLP, remote write) goes through one queue, bounded
+//! in samples. One task takes what is queued, up to [`Limits::batch_samples`], stores it with
+//! one `save_metrics` call and answers each request when the batch holding it is stored: an OK
+//! means stored. A request that would overfill the queue is answered 503 with `Retry-After` at
+//! once; the queue never grows past its bound. Requests are validated before they are queued,
+//! so one bad request never fails the batch it would have shared; a batch the backend rejects
+//! fails every request in it with the backend's error, and none of them is acknowledged.
+//!
+//! The contract merges a series that appears twice in one batch, the later item winning
+//! (conformance check `one_batch_with_a_series_twice_merges`), so concatenating requests in
+//! arrival order stores what storing them one after the other would.
+//!
+//! [`Limits::batch_samples`]: crate::config::Limits::batch_samples
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aimon::{Metric, StorageManager};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::ApiError;
+use crate::telemetry::Telemetry;
+
+/// One queued request.
+struct Job {
+    metrics: Vec<Metric>,
+    samples: usize,
+    reply: oneshot::Sender<aimon::Result<()>>,
+}
+
+/// The sending side of the queue; cloned into every handler.
+#[derive(Clone)]
+pub struct Ingest {
+    sender: mpsc::UnboundedSender<Job>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    telemetry: Arc<Telemetry>,
+}
+
+/// The task that stores batches; [`Flusher::finish`] waits until everything queued is stored.
+pub struct Flusher(JoinHandle<()>);
+
+impl Flusher {
+    /// Waits for the task, which ends once every [`Ingest`] is dropped and the queue is empty.
+    pub async fn finish(self) {
+        let _ = self.0.await;
+    }
+}
+
+impl Ingest {
+    /// The queue and its task, storing through `manager` (its metrics route).
+    pub fn start(
+        manager: Arc<StorageManager>,
+        capacity: usize,
+        batch_samples: usize,
+        telemetry: Arc<Telemetry>,
+    ) -> (Ingest, Flusher) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(run(
+            manager,
+            receiver,
+            Arc::clone(&queued),
+            batch_samples.max(1),
+            Arc::clone(&telemetry),
+        ));
+        (
+            Ingest {
+                sender,
+                queued,
+                capacity,
+                telemetry,
+            },
+            Flusher(task),
+        )
+    }
+
+    /// Stores `metrics` with whatever else is queued and answers, once they are stored, the
+    /// number of samples accepted: stored, or dropped as already past the store's TTL (DESIGN.md
+    /// rule 6; a coalesced batch does not say whose samples expired). 503 when the queue cannot
+    /// take them now; 400 when they are invalid (nothing queued).
+    pub async fn submit(&self, metrics: Vec<Metric>) -> Result<usize, ApiError> {
+        aimon::validate::metrics(&metrics)?;
+        let samples = metrics.iter().map(|m| m.values.len()).sum::<usize>();
+        // Reserve room first: concurrent requests never overfill the queue together.
+        let reserved = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                let after = queued.checked_add(samples)?;
+                // An empty queue takes any request (the request limit bounds it), so a request
+                // larger than the queue is not refused forever.
+                (queued == 0 || after <= self.capacity).then_some(after)
+            });
+        if reserved.is_err() {
+            self.telemetry.rejected_busy.increment(1);
+            return Err(ApiError::busy(
+                "the ingest queue is full; retry after the time in Retry-After",
+            ));
+        }
+        self.telemetry.queue_depth.increment(samples as f64);
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            metrics,
+            samples,
+            reply,
+        };
+        if self.sender.send(job).is_err() {
+            self.release(samples);
+            return Err(ApiError::busy("the server is shutting down"));
+        }
+        match answer.await {
+            Ok(result) => result.map(|()| samples).map_err(ApiError::from),
+            Err(_) => Err(ApiError::busy("the server is shutting down")),
+        }
+    }
+
+    fn release(&self, samples: usize) {
+        self.queued.fetch_sub(samples, Ordering::AcqRel);
+        self.telemetry.queue_depth.decrement(samples as f64);
+    }
+}
+
+async fn run(
+    manager: Arc<StorageManager>,
+    mut receiver: mpsc::UnboundedReceiver<Job>,
+    queued: Arc<AtomicUsize>,
+    batch_samples: usize,
+    telemetry: Arc<Telemetry>,
+) {
+    while let Some(first) = receiver.recv().await {
+        let mut jobs = vec![first];
+        let mut samples = jobs[0].samples;
+        while samples < batch_samples {
+            match receiver.try_recv() {
+                Ok(job) => {
+                    samples += job.samples;
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut batch = Vec::with_capacity(jobs.iter().map(|j| j.metrics.len()).sum());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            batch.extend(job.metrics);
+            replies.push(job.reply);
+        }
+        let result = manager.save_metrics(&batch, None).await;
+        queued.fetch_sub(samples, Ordering::AcqRel);
+        telemetry.queue_depth.decrement(samples as f64);
+        telemetry.batches.increment(1);
+        match &result {
+            Ok(_) => telemetry.samples_ingested.increment(samples as u64),
+            Err(_) => telemetry.backend_errors.increment(1),
+        }
+        for reply in replies {
+            // The error is the backend's, for every request of the batch.
+            let answer = match &result {
+                Ok(_) => Ok(()),
+                Err(e) => Err(aimon::Error::new(e.kind(), e.to_string())),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}

@@ -1,0 +1,852 @@
+//! `aimon serve` (the `aimon-server` crate) over real HTTP, against SQLite, Redis and
+//! PostgreSQL: every check starts a server on a free loopback port in front of a fresh
+//! namespace and talks to it with an HTTP client.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aimon_core::{
+    Aggregation, DataKind, HistoryQuery, Metric, MetricQuery, StorageBackend, StorageConfig,
+};
+use aimon_integration_tests::fixtures::{self, Fixture};
+use aimon_registry::StorageManager;
+use aimon_server::{Limits, Server, ServerConfig, TokenConfig};
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A server in front of one fresh namespace.
+struct Running {
+    base: String,
+    http: reqwest::Client,
+    manager: Arc<StorageManager>,
+    config: StorageConfig,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<aimon_core::Result<()>>>,
+}
+
+impl Running {
+    /// A server on a free loopback port (whatever `server.listen` says).
+    async fn start(fixture: &Fixture, mut server: ServerConfig) -> Running {
+        server.listen = "127.0.0.1:0".parse().unwrap();
+        let config = fixture.config(&[]);
+        let manager = Arc::new(StorageManager::new());
+        manager
+            .initialize_backend(config.clone())
+            .await
+            .expect("a fresh namespace");
+        let server = Server::bind(Arc::clone(&manager), server).expect("bind");
+        let base = format!("http://{}", server.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(10),
+        ));
+        Running {
+            base,
+            http: reqwest::Client::new(),
+            manager,
+            config,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    /// Stops the server and waits until everything it accepted is stored.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("the server task").expect("a clean stop");
+        }
+        let _ = self.manager.close(None).await;
+    }
+}
+
+/// The JSON of an answer, with its status checked.
+async fn body(response: reqwest::Response, status: u16) -> Value {
+    let got = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(got, status, "{text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    aimon_core::time::now() - TimeDelta::hours(2) + TimeDelta::seconds(seconds)
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    aimon_core::time::format(t)
+}
+
+/// Samples written through the API come back exactly through every read route, and
+/// `history` answers what the store itself answers.
+async fn metrics_round_trip(fixture: &Fixture) {
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    let values = |agent: &str| {
+        (0..120)
+            .map(|i| json!({"timestamp": time(at(i * 10)), "value": i as f64 * 1.5 + 0.25, "tags": {"agent": agent}}))
+            .collect::<Vec<_>>()
+    };
+    let answer = server
+        .post(
+            "/api/v1/metrics",
+            json!({"metrics": [
+                {"id": "a1/latency", "name": "llm.latency_ms", "type": "gauge", "unit": "ms", "values": values("a1")},
+                {"id": "a2/latency", "name": "llm.latency_ms", "values": values("a2")},
+            ]}),
+        )
+        .await;
+    assert_eq!(body(answer, 200).await["accepted"], 240);
+    let one = body(server.get("/api/v1/metrics/a1%2Flatency").await, 200).await;
+    let stored: Metric = serde_json::from_value(one).unwrap();
+    assert_eq!(stored.values.len(), 120);
+    assert_eq!(stored.values[7].value, 7.0 * 1.5 + 0.25);
+    assert_eq!(stored.unit.as_deref(), Some("ms"));
+    let list = body(
+        server
+            .get("/api/v1/metrics?name=llm.latency_ms&tag=agent%3Da2&sort=id")
+            .await,
+        200,
+    )
+    .await;
+    let list: Vec<Metric> = serde_json::from_value(list).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].id, "a2/latency");
+    // History through the API is the store's own answer, value for value.
+    let (start, end) = (at(0), at(1200));
+    let path = format!(
+        "/api/v1/history?name=llm.latency_ms&step=5m&aggregation=sum&start={}&end={}&group_by=agent",
+        urlencode(&time(start)),
+        urlencode(&time(end))
+    );
+    let through_api: Vec<aimon_core::HistorySeries> =
+        serde_json::from_value(body(server.get(&path).await, 200).await).unwrap();
+    let direct = server
+        .manager
+        .get_metric_history(
+            &HistoryQuery::new("llm.latency_ms", TimeDelta::minutes(5), Aggregation::Sum)
+                .range(start, end)
+                .group_by("agent"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(through_api, direct);
+    assert_eq!(through_api.len(), 2);
+    server.stop().await;
+}
+
+fn urlencode(text: &str) -> String {
+    text.replace(':', "%3A").replace('+', "%2B")
+}
+
+/// Alerts: upsert, query, acknowledge, resolve; unknown ids are 404 with a JSON error.
+async fn alert_lifecycle(fixture: &Fixture) {
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    let answer = server
+        .post(
+            "/api/v1/alerts",
+            json!({"alerts": [
+                {"id": "al-1", "name": "high-latency", "severity": "high", "source": "a1", "labels": {"agent": "a1"}},
+                {"id": "al-2", "name": "cost", "severity": "low", "source": "a2"},
+            ]}),
+        )
+        .await;
+    assert_eq!(body(answer, 200).await["written"], 2);
+    let active = body(
+        server
+            .get("/api/v1/alerts?status=active&min_severity=medium")
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(active.as_array().unwrap().len(), 1);
+    assert_eq!(active[0]["id"], "al-1");
+    let acked = body(
+        server
+            .post("/api/v1/alerts/al-1/acknowledge", json!({"by": "oncall"}))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(acked["status"], "acknowledged");
+    assert_eq!(acked["acknowledged_by"], "oncall");
+    let stored = server
+        .manager
+        .get_alert("al-1", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.acknowledged_by.as_deref(), Some("oncall"));
+    // An empty body is allowed: the actor is the token's name, or `api`.
+    let resolved = server
+        .http
+        .post(server.url("/api/v1/alerts/al-1/resolve"))
+        .send()
+        .await
+        .unwrap();
+    let resolved = body(resolved, 200).await;
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["resolved_by"], "api");
+    let missing = body(
+        server
+            .post("/api/v1/alerts/nope/acknowledge", json!({}))
+            .await,
+        404,
+    )
+    .await;
+    assert_eq!(missing["error"]["kind"], "not_found");
+    server.stop().await;
+}
+
+/// Heartbeats: the latest state per agent.
+async fn agent_heartbeats(fixture: &Fixture) {
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    let answer = server
+        .post(
+            "/api/v1/agents",
+            json!({"states": [
+                {"agent_id": "a1", "status": "running", "last_heartbeat": time(at(0)), "metrics": {"tokens": 10}},
+                {"agent_id": "a1", "status": "degraded", "last_heartbeat": time(at(60))},
+                {"agent_id": "a2", "status": "idle"},
+            ]}),
+        )
+        .await;
+    body(answer, 200).await;
+    let a1 = body(server.get("/api/v1/agents/a1").await, 200).await;
+    assert_eq!(a1["status"], "degraded");
+    let all = body(server.get("/api/v1/agents?sort=agent_id").await, 200).await;
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let idle = body(server.get("/api/v1/agents?status=idle").await, 200).await;
+    assert_eq!(idle[0]["agent_id"], "a2");
+    body(server.get("/api/v1/agents/nobody").await, 404).await;
+    server.stop().await;
+}
+
+/// Hostile requests get a clear JSON error and store nothing.
+async fn hostile_requests_are_refused_and_store_nothing(fixture: &Fixture) {
+    let limits = Limits {
+        max_body_bytes: 256 << 10,
+        max_decompressed_bytes: 1 << 20,
+        max_samples_per_request: 1_000,
+        ..Limits::default()
+    };
+    let server = Running::start(
+        fixture,
+        ServerConfig {
+            limits,
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let http = &server.http;
+    let metrics = server.url("/api/v1/metrics");
+    let one = json!({"metrics": [{"id": "s", "name": "n", "values": [{"timestamp": time(at(0)), "value": 1.0}]}]});
+    // Wrong content type.
+    let r = http
+        .post(&metrics)
+        .body(one.to_string())
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        body(r, 415).await["error"]["kind"],
+        "unsupported_media_type"
+    );
+    // Malformed and truncated JSON, unknown fields, a number out of range (JSON has no NaN).
+    for bad in [
+        "{".to_owned(),
+        one.to_string()[..20].to_owned(),
+        r#"{"metrics": [], "extra": 1}"#.to_owned(),
+        r#"{"metrics": [{"id": "s", "name": "n", "values": [{"timestamp": "2025-01-01T00:00:00Z", "value": 1e999}]}]}"#.to_owned(),
+        r#"{"metrics": [{"id": "s", "name": "n", "values": [{"timestamp": "yesterday", "value": 1}]}]}"#.to_owned(),
+    ] {
+        let r = http.post(&metrics).body(bad.clone()).header("content-type", "application/json").send().await.unwrap();
+        let e = body(r, 400).await;
+        assert_eq!(e["error"]["kind"], "invalid_input", "{bad}");
+    }
+    // A valid document with one invalid sample (a control character in a tag): nothing stored.
+    let half_bad = json!({"metrics": [
+        {"id": "ok", "name": "n", "values": [{"timestamp": time(at(0)), "value": 1.0}]},
+        {"id": "bad", "name": "n", "values": [{"timestamp": time(at(0)), "value": 1.0, "tags": {"k": "a\u{1}b"}}]},
+    ]});
+    body(server.post("/api/v1/metrics", half_bad).await, 400).await;
+    // Too many samples.
+    let many: Vec<Value> = (0..1_001)
+        .map(|i| json!({"timestamp": time(at(i)), "value": 1.0}))
+        .collect();
+    let r = server
+        .post(
+            "/api/v1/metrics",
+            json!({"metrics": [{"id": "s", "name": "n", "values": many}]}),
+        )
+        .await;
+    assert_eq!(body(r, 413).await["error"]["kind"], "too_large");
+    // A body over the limit as sent, and a gzip bomb under it that inflates past the limit.
+    let big = "x".repeat(300 << 10);
+    let r = http
+        .post(&metrics)
+        .body(big)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    body(r, 413).await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![b' '; 32 << 20]).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 256 << 10);
+    let r = http
+        .post(&metrics)
+        .body(bomb)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    body(r, 413).await;
+    // Injection attempts in paths and parameters are data, not code.
+    let r = server.get("/api/v1/metrics?name=n'%20OR%20'1'%3D'1").await;
+    assert_eq!(body(r, 200).await, json!([]));
+    let r = server.get("/api/v1/metrics/..%2F..%2Fetc%2Fpasswd").await;
+    body(r, 404).await;
+    let r = server
+        .get("/api/v1/alerts?status=active;DROP%20TABLE%20alerts")
+        .await;
+    body(r, 400).await;
+    let r = server.get("/api/v1/metrics?nmae=typo").await;
+    assert_eq!(body(r, 400).await["error"]["field"], "nmae");
+    let r = server.get("/api/v1/history?name=n&step=0s").await;
+    body(r, 400).await;
+    let r = server.get("/no/such/route").await;
+    assert_eq!(body(r, 404).await["error"]["kind"], "not_found");
+    // Nothing of any of these was stored.
+    let stored = server
+        .manager
+        .query_metrics(&MetricQuery::new(), None)
+        .await
+        .unwrap();
+    assert!(stored.is_empty(), "{stored:?}");
+    server.stop().await;
+}
+
+/// Tokens: none is 401, a read token on a write route 403, secrets never echoed.
+async fn tokens_and_scopes(fixture: &Fixture) {
+    let config = ServerConfig {
+        tokens: TokenConfig::parse_list(
+            "reader:read:r-s3cret,writer:write:w-s3cret,root:admin:a-s3cret",
+        )
+        .unwrap(),
+        ..ServerConfig::default()
+    };
+    let server = Running::start(fixture, config).await;
+    let write = |token: Option<&str>| {
+        let mut request = server
+            .http
+            .post(server.url("/api/v1/alerts"))
+            .json(&json!({"alerts": [{"id": "x", "name": "n", "severity": "low", "source": "s"}]}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let r = write(None).await.unwrap();
+    assert_eq!(body(r, 401).await["error"]["kind"], "unauthenticated");
+    let r = write(Some("wrong")).await.unwrap();
+    let text = body(r, 401).await.to_string();
+    assert!(
+        !text.contains("wrong") && !text.contains("s3cret"),
+        "{text}"
+    );
+    let r = write(Some("r-s3cret")).await.unwrap();
+    let text = body(r, 403).await.to_string();
+    assert!(
+        text.contains("reader") && !text.contains("s3cret"),
+        "{text}"
+    );
+    body(write(Some("w-s3cret")).await.unwrap(), 200).await;
+    // Reads need a token too; a write token reads.
+    body(server.get("/api/v1/alerts").await, 401).await;
+    let r = server
+        .http
+        .get(server.url("/api/v1/alerts"))
+        .bearer_auth("w-s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(r, 200).await.as_array().unwrap().len(), 1);
+    // Retention needs admin.
+    let r = server
+        .http
+        .post(server.url("/api/v1/retention"))
+        .bearer_auth("w-s3cret")
+        .send()
+        .await
+        .unwrap();
+    body(r, 403).await;
+    let r = server
+        .http
+        .post(server.url("/api/v1/retention"))
+        .bearer_auth("a-s3cret")
+        .send()
+        .await
+        .unwrap();
+    body(r, 200).await;
+    // The acknowledging token's name is the default actor.
+    let r = server
+        .http
+        .post(server.url("/api/v1/alerts/x/acknowledge"))
+        .bearer_auth("w-s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(r, 200).await["acknowledged_by"], "writer");
+    server.stop().await;
+}
+
+/// Many small concurrent writes become few backend batches, and every acknowledged sample is
+/// stored.
+async fn concurrent_small_writes_coalesce(fixture: &Fixture) {
+    let server = Arc::new(Running::start(fixture, ServerConfig::default()).await);
+    let clients = 200;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let server = Arc::clone(&server);
+        tasks.push(tokio::spawn(async move {
+            let values: Vec<Value> = (0..10)
+                .map(|i| json!({"timestamp": time(at(i)), "value": c as f64, "tags": {"client": c.to_string()}}))
+                .collect();
+            let r = server
+                .post("/api/v1/metrics", json!({"metrics": [{"id": format!("c{c}"), "name": "load", "values": values}]}))
+                .await;
+            r.status().as_u16()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let text = server.get("/metrics").await.text().await.unwrap();
+    let batches = counter(&text, "aimon_ingest_batches_total");
+    let samples = counter(&text, "aimon_samples_ingested_total");
+    assert_eq!(samples, 2_000.0, "{text}");
+    assert!(
+        batches < clients as f64 / 2.0,
+        "{batches} batches for {clients} requests"
+    );
+    let stored = server
+        .manager
+        .query_metrics(
+            &MetricQuery::new()
+                .name("load")
+                .options(aimon_core::QueryOptions::default().limit(1000)),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.iter().map(|m| m.values.len()).sum::<usize>(), 2_000);
+    Arc::into_inner(server).expect("one owner").stop().await;
+}
+
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("{name} not in {text}"))
+}
+
+/// Server-Sent Events carry writes, of this server and (Redis, PostgreSQL) of other processes.
+async fn live_events(fixture: &Fixture) {
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    let response = server.get("/api/v1/events?kind=alerts").await;
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    // Give the subscription a moment to be in place before writing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
+        .post(
+            "/api/v1/alerts",
+            json!({"alerts": [{"id": "live-1", "name": "n", "severity": "low", "source": "s"}]}),
+        )
+        .await;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.contains("live-1") {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("the event within 5 s")
+            .expect("the stream stays open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: alert"), "{seen}");
+    // Another process's write (another connection to the same namespace).
+    let other = aimon_registry::open(&server.config).await.unwrap();
+    if other.capabilities().cross_process_events {
+        let alert = aimon_core::Alert::new("live-2", "n", aimon_core::AlertSeverity::Low, "other");
+        other.save_alert(&alert).await.unwrap();
+        while !seen.contains("live-2") {
+            let chunk = tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .expect("another process's event within 5 s")
+                .expect("the stream stays open")
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    other.close().await.unwrap();
+    drop(stream);
+    server.stop().await;
+}
+
+/// A client that does not read is dropped with a final event, and the server's memory for it
+/// stays bounded.
+async fn a_slow_event_consumer_is_dropped(fixture: &Fixture) {
+    let limits = Limits {
+        event_buffer: 8,
+        ..Limits::default()
+    };
+    let server = Running::start(
+        fixture,
+        ServerConfig {
+            limits,
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let response = server.get("/api/v1/events?kind=metrics").await;
+    let mut stream = response.bytes_stream();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Without reading, many events: the socket buffers fill, then the event buffer.
+    let big_id = "m".repeat(400);
+    for batch in 0..40 {
+        let metrics: Vec<Value> = (0..200)
+            .map(|i| json!({"id": format!("{big_id}{batch}-{i}"), "name": "n", "values": [{"timestamp": time(at(i)), "value": 1.0}]}))
+            .collect();
+        body(
+            server
+                .post("/api/v1/metrics", json!({"metrics": metrics}))
+                .await,
+            200,
+        )
+        .await;
+    }
+    let mut seen = String::new();
+    while let Ok(Some(Ok(chunk))) =
+        tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+    {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.contains("event: dropped"),
+        "no dropped event in {} bytes",
+        seen.len()
+    );
+    let text = server.get("/metrics").await.text().await.unwrap();
+    assert!(counter(&text, "aimon_events_slow_consumers_dropped_total") >= 1.0);
+    server.stop().await;
+}
+
+/// Shutting down answers every request in flight and stores everything it acknowledged.
+async fn shutdown_stores_what_it_acknowledged(fixture: &Fixture) {
+    let mut server = Running::start(fixture, ServerConfig::default()).await;
+    let url = server.url("/api/v1/metrics");
+    let http = server.http.clone();
+    let mut stop = server.stop.take();
+    let mut tasks = Vec::new();
+    for c in 0..50 {
+        let (url, http) = (url.clone(), http.clone());
+        tasks.push(tokio::spawn(async move {
+            let values: Vec<Value> = (0..100).map(|i| json!({"timestamp": time(at(i)), "value": 1.0})).collect();
+            let sent = http
+                .post(&url)
+                .json(&json!({"metrics": [{"id": format!("s{c}"), "name": "shutdown", "values": values}]}))
+                .send()
+                .await;
+            matches!(sent, Ok(r) if r.status() == 200)
+        }));
+        if c == 25 {
+            // Stop half-way through the requests: those in flight are answered, later ones
+            // refused.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if let Some(stop) = stop.take() {
+                let _ = stop.send(());
+            }
+        }
+    }
+    let Running {
+        manager,
+        task,
+        config,
+        ..
+    } = server;
+    let mut acknowledged = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            acknowledged += 1;
+        }
+    }
+    task.unwrap().await.unwrap().unwrap();
+    manager.close(None).await.unwrap();
+    // Read back through a fresh connection: every acknowledged series is there, whole.
+    let reopened = aimon_registry::open(&config).await.unwrap();
+    let stored = reopened
+        .query_metrics(
+            &MetricQuery::new()
+                .name("shutdown")
+                .options(aimon_core::QueryOptions::default().limit(1000)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        stored.len() >= acknowledged,
+        "{} stored, {acknowledged} acknowledged",
+        stored.len()
+    );
+    assert!(stored.iter().all(|m| m.values.len() == 100));
+    reopened.close().await.unwrap();
+}
+
+/// The OpenAPI document lists every route the server answers.
+async fn openapi_lists_every_route(fixture: &Fixture) {
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    let doc = body(server.get("/api/v1/openapi.json").await, 200).await;
+    assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in [
+        ("post", "/api/v1/metrics"),
+        ("get", "/api/v1/metrics"),
+        ("get", "/api/v1/metrics/{id}"),
+        ("get", "/api/v1/history"),
+        ("post", "/api/v1/alerts"),
+        ("get", "/api/v1/alerts"),
+        ("get", "/api/v1/alerts/{id}"),
+        ("post", "/api/v1/alerts/{id}/acknowledge"),
+        ("post", "/api/v1/alerts/{id}/resolve"),
+        ("post", "/api/v1/alerts/similar"),
+        ("post", "/api/v1/agents"),
+        ("get", "/api/v1/agents"),
+        ("get", "/api/v1/agents/{agent_id}"),
+        ("post", "/api/v1/agents/similar"),
+        ("get", "/api/v1/stats"),
+        ("get", "/api/v1/backends"),
+        ("post", "/api/v1/retention"),
+        ("get", "/api/v1/events"),
+        ("get", "/metrics"),
+        ("post", "/api/v1/write"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+        // And the server answers it (not the fallback's "no such route").
+        let url = server.url(&path.replace("{id}", "x").replace("{agent_id}", "x"));
+        let r = if method == "get" && path != "/api/v1/events" {
+            server.http.get(&url).send().await.unwrap()
+        } else if method == "post" {
+            server.http.post(&url).send().await.unwrap()
+        } else {
+            continue;
+        };
+        let text = r.text().await.unwrap();
+        assert!(!text.contains("no such route"), "{method} {path}: {text}");
+    }
+    let backends = body(server.get("/api/v1/backends").await, 200).await;
+    assert_eq!(
+        backends[0]["routes"],
+        json!([DataKind::Metrics, DataKind::Alerts, DataKind::AgentStates])
+    );
+    server.stop().await;
+}
+
+/// Without tokens the server listens only on loopback.
+async fn refuses_an_open_non_loopback_address(fixture: &Fixture) {
+    let manager = Arc::new(StorageManager::new());
+    manager
+        .initialize_backend(fixture.config(&[]))
+        .await
+        .unwrap();
+    let config = ServerConfig {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        ..ServerConfig::default()
+    };
+    let e = Server::bind(Arc::clone(&manager), config)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("without tokens"), "{e}");
+    manager.close(None).await.unwrap();
+}
+
+/// A real Prometheus (Debian's `prometheus`, a child process on free loopback ports) scrapes
+/// the server's `/metrics` and remote-writes what it scraped to `/api/v1/write`; the samples
+/// read back through aimon equal Prometheus's own, and the metadata Prometheus sends apart
+/// gives the series their types.
+async fn prometheus_scrapes_and_remote_writes(fixture: &Fixture) {
+    let Some(binary) = fixtures::find_binary("prometheus") else {
+        fixtures::skip(
+            "prometheus",
+            "no `prometheus` binary on PATH (Debian: apt-get install prometheus)",
+        );
+        return;
+    };
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    let target = server.base.trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: aimon\n    static_configs:\n      - targets: ['{target}']\n\
+         remote_write:\n  - url: {}/api/v1/write\n    queue_config:\n      batch_send_deadline: 500ms\n      min_backoff: 100ms\n      max_backoff: 1s\n    metadata_config:\n      send_interval: 1s\n",
+        server.base
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let port = fixtures::free_port().unwrap();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let mut child = std::process::Command::new(binary)
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("prometheus starts");
+    let outcome = async {
+        // `scrape_samples_scraped{job="aimon"}` arrives through remote write, typed once the
+        // metadata has come too.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let (series, typed) = loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no remote-written samples within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let found = server
+                .manager
+                .get_metric("aimon/scrape_samples_scraped", None)
+                .await
+                .unwrap();
+            let typed = server
+                .manager
+                .get_metric("aimon/aimon_http_requests_total", None)
+                .await
+                .unwrap();
+            match (found, typed) {
+                (Some(f), Some(t))
+                    if f.values.len() >= 3 && t.metric_type == aimon_core::MetricType::Counter =>
+                {
+                    break (f, t);
+                }
+                _ => {}
+            }
+        };
+        assert_eq!(
+            series.values[0].tags.get("job").map(String::as_str),
+            Some("aimon")
+        );
+        assert_eq!(series.values[0].tags.get("instance"), Some(&target));
+        assert!(typed.description.is_some(), "{typed:?}");
+        // Each sample equals what Prometheus itself holds at that instant.
+        for sample in series.values.iter().take(3) {
+            let at = sample.timestamp.timestamp_millis() as f64 / 1e3;
+            let url = format!(
+                "http://127.0.0.1:{port}/api/v1/query?query=scrape_samples_scraped&time={at}"
+            );
+            let answer: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+            let value: f64 = answer["data"]["result"][0]["value"][1]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(value, sample.value, "{answer}");
+        }
+        // `up` is 1, as Prometheus scraped the server.
+        let up = server
+            .manager
+            .get_metric("aimon/up", None)
+            .await
+            .unwrap()
+            .expect("up");
+        assert!(up.values.iter().all(|v| v.value == 1.0));
+    };
+    let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(outcome)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = result {
+        let log = std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+        eprintln!("prometheus log:\n{log}");
+        std::panic::resume_unwind(panic);
+    }
+    let text = server.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains("route=\"/api/v1/write\",status=\"204\""),
+        "{text}"
+    );
+    server.stop().await;
+}
+
+macro_rules! server_checks {
+    ($($backend:ident => $fixture:expr),* $(,)?) => {
+        $(
+            mod $backend {
+                use super::*;
+                server_checks!(@checks $fixture;
+                    metrics_round_trip, alert_lifecycle, agent_heartbeats,
+                    hostile_requests_are_refused_and_store_nothing, tokens_and_scopes,
+                    concurrent_small_writes_coalesce, live_events, a_slow_event_consumer_is_dropped,
+                    shutdown_stores_what_it_acknowledged, openapi_lists_every_route,
+                    refuses_an_open_non_loopback_address, prometheus_scrapes_and_remote_writes);
+            }
+        )*
+    };
+    (@checks $fixture:expr; $($check:ident),*) => {
+        $(
+            #[test]
+            fn $check() {
+                fixtures::run_check(stringify!($check), async {
+                    let Some(fixture) = $fixture.await else { return };
+                    super::$check(&fixture).await;
+                });
+            }
+        )*
+    };
+}
+
+server_checks! {
+    sqlite => fixtures::sqlite(),
+    redis => fixtures::redis(),
+    postgres => fixtures::postgres(),
+}
