@@ -664,6 +664,7 @@ async fn openapi_lists_every_route(fixture: &Fixture) {
         ("get", "/api/v1/events"),
         ("get", "/metrics"),
         ("post", "/api/v1/write"),
+        ("post", "/v1/metrics"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -818,6 +819,271 @@ async fn prometheus_scrapes_and_remote_writes(fixture: &Fixture) {
     server.stop().await;
 }
 
+/// Reads back, through aimon, what [`record_genai`] and `otel/send_metrics.py` record, and
+/// compares every value exactly: GenAI histograms as `_sum`, `_count` and `_bucket` series
+/// tagged by their attributes, a counter as a counter, all under the agent's id.
+async fn assert_genai_metrics(server: &Running, agent: &str) {
+    let get = |suffix: &str| {
+        let id = format!("{agent}/{suffix}");
+        let manager = Arc::clone(&server.manager);
+        async move {
+            manager
+                .get_metric(&id, None)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("no series {id}"))
+        }
+    };
+    let value = |m: &Metric, key: &str, tag: &str| -> f64 {
+        let matching: Vec<f64> = m
+            .values
+            .iter()
+            .filter(|v| v.tags.get(key).map(String::as_str) == Some(tag))
+            .map(|v| v.value)
+            .collect();
+        // Cumulative: each export (the flush, then the shutdown) repeats the same totals.
+        assert!(!matching.is_empty(), "{key}={tag} in {m:?}");
+        assert!(
+            matching.iter().all(|v| *v == matching[0]),
+            "{key}={tag} in {m:?}"
+        );
+        matching[0]
+    };
+    let sum = get("gen_ai.client.token.usage_sum").await;
+    assert_eq!(value(&sum, "gen_ai.token.type", "input"), 200.0);
+    assert_eq!(value(&sum, "gen_ai.token.type", "output"), 30.0);
+    assert_eq!(sum.metric_type, aimon_core::MetricType::Histogram);
+    assert!(
+        sum.values
+            .iter()
+            .all(|v| v.tags["agent"] == agent && v.tags["gen_ai.request.model"] == "m1")
+    );
+    let count = get("gen_ai.client.token.usage_count").await;
+    assert_eq!(value(&count, "gen_ai.token.type", "input"), 2.0);
+    // Cumulative buckets: 80 and 120 are both at most 250, only 80 at most 100.
+    let buckets = get("gen_ai.client.token.usage_bucket").await;
+    let bucket = |le: &str| {
+        buckets
+            .values
+            .iter()
+            .find(|v| {
+                v.tags.get("le").map(String::as_str) == Some(le)
+                    && v.tags["gen_ai.token.type"] == "input"
+            })
+            .map(|v| v.value)
+            .unwrap_or_else(|| panic!("no le={le} in {buckets:?}"))
+    };
+    assert_eq!(
+        (bucket("100"), bucket("250"), bucket("+Inf")),
+        (1.0, 2.0, 2.0)
+    );
+    let duration = get("gen_ai.client.operation.duration_sum").await;
+    assert_eq!(value(&duration, "gen_ai.operation.name", "chat"), 0.25);
+    let calls = get("agent.tool_calls").await;
+    assert_eq!(calls.metric_type, aimon_core::MetricType::Counter);
+    assert!(!calls.values.is_empty() && calls.values.iter().all(|v| v.value == 3.0));
+    // And history answers over them by name, grouped by token type. The values are cumulative
+    // totals: the last one is the total (a sum would add up the exports).
+    let path = "/api/v1/history?name=gen_ai.client.token.usage_sum&step=1h&aggregation=last&start=1h&group_by=gen_ai.token.type";
+    let history = body(
+        server.get(&format!("{path}&tag=agent%3D{agent}")).await,
+        200,
+    )
+    .await;
+    let total = |group: &str| {
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["group"] == group)
+            .map(|s| {
+                // The newest bucket: both exports may straddle a bucket boundary.
+                s["buckets"].as_array().unwrap().last().unwrap()["value"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .unwrap()
+    };
+    assert_eq!((total("input"), total("output")), (200.0, 30.0));
+}
+
+/// The values both OTLP senders record.
+fn record_genai(provider: &opentelemetry_sdk::metrics::SdkMeterProvider) {
+    use opentelemetry::KeyValue;
+    use opentelemetry::metrics::MeterProvider as _;
+    let meter = provider.meter("aimon-test-agent");
+    let tokens = meter
+        .u64_histogram("gen_ai.client.token.usage")
+        .with_unit("{token}")
+        .build();
+    let input = [
+        KeyValue::new("gen_ai.token.type", "input"),
+        KeyValue::new("gen_ai.request.model", "m1"),
+    ];
+    let output = [
+        KeyValue::new("gen_ai.token.type", "output"),
+        KeyValue::new("gen_ai.request.model", "m1"),
+    ];
+    tokens.record(120, &input);
+    tokens.record(80, &input);
+    tokens.record(30, &output);
+    let duration = meter
+        .f64_histogram("gen_ai.client.operation.duration")
+        .with_unit("s")
+        .build();
+    duration.record(0.25, &[KeyValue::new("gen_ai.operation.name", "chat")]);
+    meter.u64_counter("agent.tool_calls").build().add(3, &[]);
+}
+
+/// OpenTelemetry's Rust SDK and its OTLP/HTTP exporter, in protobuf and in JSON.
+async fn otlp_from_the_rust_exporter(fixture: &Fixture) {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    for (protocol, agent) in [
+        (Protocol::HttpBinary, "rust-proto"),
+        (Protocol::HttpJson, "rust-json"),
+    ] {
+        let endpoint = server.url("/v1/metrics");
+        let agent_name = agent.to_owned();
+        // The exporter's HTTP client blocks: off the runtime's threads.
+        tokio::task::spawn_blocking(move || {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_protocol(protocol)
+                .with_endpoint(endpoint)
+                .build()
+                .expect("an OTLP exporter");
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name("fleet")
+                .with_attribute(opentelemetry::KeyValue::new(
+                    "gen_ai.agent.name",
+                    agent_name,
+                ))
+                .build();
+            let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+                .with_periodic_exporter(exporter)
+                .with_resource(resource)
+                .build();
+            record_genai(&provider);
+            provider.force_flush().expect("the exporter delivers");
+            provider.shutdown().expect("a clean shutdown");
+        })
+        .await
+        .unwrap();
+        assert_genai_metrics(&server, agent).await;
+    }
+    server.stop().await;
+}
+
+/// OpenTelemetry's Python SDK (`pip install opentelemetry-sdk
+/// opentelemetry-exporter-otlp-proto-http`): its OTLP/HTTP exporter (protobuf, gzip), and the
+/// same request as OTLP/JSON (integration-tests/otel/send_metrics.py says why).
+async fn otlp_from_the_python_sdk(fixture: &Fixture) {
+    let probe = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import opentelemetry.sdk.metrics, opentelemetry.exporter.otlp.proto.http",
+        ])
+        .output();
+    if !matches!(&probe, Ok(out) if out.status.success()) {
+        fixtures::skip(
+            "python-otel",
+            "python3 with opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http is not installed",
+        );
+        return;
+    }
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/otel/send_metrics.py");
+    for (mode, agent) in [("protobuf", "py-proto"), ("json", "py-json")] {
+        let endpoint = server.url("/v1/metrics");
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("python3")
+                .args([script, &endpoint, mode, agent])
+                .output()
+                .expect("python3 runs")
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{mode}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_genai_metrics(&server, agent).await;
+    }
+    server.stop().await;
+}
+
+/// OTLP that is not OTLP, or not all valid: clear errors, and a partial success that counts
+/// what was refused while the rest is stored.
+async fn otlp_hostile_and_partial(fixture: &Fixture) {
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    let url = server.url("/v1/metrics");
+    let send = |content_type: &'static str, body: Vec<u8>| {
+        server
+            .http
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    body(
+        send("application/x-protobuf", vec![0xff, 0xff, 0xff, 0x01])
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    body(
+        send("application/json", b"{\"resourceMetrics\": 7}".to_vec())
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    body(send("text/plain", b"{}".to_vec()).await.unwrap(), 415).await;
+    // One good point, one NaN, one at time 0: two rejected, one stored.
+    let t = (aimon_core::time::to_micros(at(0)) * 1000).to_string();
+    let point = |value: &str, time: &str| {
+        format!(
+            r#"{{"timeUnixNano": "{time}", "asDouble": {value}, "attributes": [{{"key": "k", "value": {{"stringValue": "v"}}}}]}}"#
+        )
+    };
+    let request = format!(
+        r#"{{"resourceMetrics": [{{"resource": {{"attributes": [{{"key": "service.name", "value": {{"stringValue": "svc"}}}}]}},
+            "scopeMetrics": [{{"metrics": [{{"name": "partial.gauge", "gauge": {{"dataPoints": [{}, {}, {}]}}}}]}}]}}]}}"#,
+        point("1.5", &t),
+        point("\"NaN\"", &t),
+        point("2.5", "0")
+    );
+    let answer = body(
+        send("application/json", request.into_bytes())
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(
+        answer["partialSuccess"]["rejectedDataPoints"], "2",
+        "{answer}"
+    );
+    assert!(
+        answer["partialSuccess"]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    let stored = server
+        .manager
+        .get_metric("svc/partial.gauge", None)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.values.len(), 1);
+    assert_eq!(stored.values[0].value, 1.5);
+    server.stop().await;
+}
+
 macro_rules! server_checks {
     ($($backend:ident => $fixture:expr),* $(,)?) => {
         $(
@@ -828,7 +1094,8 @@ macro_rules! server_checks {
                     hostile_requests_are_refused_and_store_nothing, tokens_and_scopes,
                     concurrent_small_writes_coalesce, live_events, a_slow_event_consumer_is_dropped,
                     shutdown_stores_what_it_acknowledged, openapi_lists_every_route,
-                    refuses_an_open_non_loopback_address, prometheus_scrapes_and_remote_writes);
+                    refuses_an_open_non_loopback_address, prometheus_scrapes_and_remote_writes,
+                    otlp_from_the_rust_exporter, otlp_from_the_python_sdk, otlp_hostile_and_partial);
             }
         )*
     };

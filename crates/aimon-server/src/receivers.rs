@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::body;
 use crate::error::{ApiError, ApiResult};
-use crate::remote_write;
+use crate::{otlp, remote_write};
 use crate::server::App;
 
 /// The server's own metrics (requests, latency, samples ingested, backend errors, queue depth)
@@ -97,4 +97,47 @@ pub async fn remote_write(
     } else {
         Err(ApiError::invalid("body", mapped.response_text()))
     }
+}
+
+/// OTLP/HTTP metrics, `application/x-protobuf` or `application/json`, gzip or not. 200 with
+/// the spec's partial success (rejected data points counted, with a message) once the
+/// accepted points are stored; 400 for a body that does not decode (not retried by
+/// exporters); 503 when the queue is full. docs/otlp.md has the mapping.
+#[utoipa::path(post, path = "/v1/metrics", tag = "ingest",
+    request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "ExportMetricsServiceRequest (or its OTLP/JSON form as application/json)"),
+    responses((status = 200, description = "ExportMetricsServiceResponse, in the request's encoding"),
+        (status = 400), (status = 413), (status = 415), (status = 503)))]
+pub async fn otlp_metrics(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let content_type = body::media_type(&headers).unwrap_or_default();
+    let Some(encoding) = otlp::Encoding::from_content_type(&content_type) else {
+        return Err(ApiError::unsupported_media(format!(
+            "Content-Type {content_type:?}: OTLP/HTTP is application/x-protobuf or application/json"
+        )));
+    };
+    let bytes = body::decoded(&headers, body::bytes(body)?, app.limits.max_decompressed_bytes)?;
+    let request = otlp::decode(&bytes, encoding)?;
+    let limits = otlp::AttributeLimits {
+        max_attributes: app.limits.max_attributes,
+        ..otlp::AttributeLimits::default()
+    };
+    let mapped = otlp::to_metrics(&request, &limits);
+    app.check_samples(mapped.metrics.iter().map(|m| m.values.len()).sum())?;
+    let response = otlp::partial_success(&mapped);
+    if !mapped.metrics.is_empty() {
+        app.ingest.submit(mapped.metrics).await?;
+    }
+    let content_type = match encoding {
+        otlp::Encoding::Protobuf => "application/x-protobuf",
+        otlp::Encoding::Json => "application/json",
+    };
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type)],
+        otlp::encode_response(&response, encoding),
+    )
+        .into_response())
 }

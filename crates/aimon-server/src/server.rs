@@ -97,6 +97,7 @@ fn routes(app: &App) -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(api::resolve_alert))
         .routes(routes!(api::write_agents))
         .routes(routes!(receivers::remote_write))
+        .routes(routes!(receivers::otlp_metrics))
         .route_layer(middleware::from_fn_with_state(
             (app.clone(), Scope::Write),
             authorize,
