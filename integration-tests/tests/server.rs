@@ -1084,6 +1084,116 @@ async fn otlp_hostile_and_partial(fixture: &Fixture) {
     server.stop().await;
 }
 
+/// With a certificate and key, the server speaks HTTPS only (rustls): a client that trusts the
+/// certificate writes and reads; plain HTTP to the same port gets no answer.
+async fn tls_serves_https(fixture: &Fixture) {
+    let dir = tempfile::tempdir().unwrap();
+    // A test CA and a server certificate it signs (webpki refuses a self-signed end entity).
+    std::fs::write(
+        dir.path().join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=aimon-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+        [
+            &["req", "-new"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ],
+    ];
+    for step in steps {
+        let made = std::process::Command::new("openssl")
+            .args(&step)
+            .current_dir(dir.path())
+            .output();
+        if !matches!(&made, Ok(out) if out.status.success()) {
+            fixtures::skip("openssl", &format!("openssl {step:?} failed: {made:?}"));
+            return;
+        }
+    }
+    let config = ServerConfig {
+        tls: Some(aimon_server::TlsConfig {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+        }),
+        ..ServerConfig::default()
+    };
+    let mut server = Running::start(fixture, config).await;
+    let pem = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    server.http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let plain = server.base.clone();
+    server.base = server.base.replace("http://", "https://");
+    let answer = server
+        .post(
+            "/api/v1/alerts",
+            json!({"alerts": [{"id": "tls", "name": "n", "severity": "low", "source": "s"}]}),
+        )
+        .await;
+    body(answer, 200).await;
+    let got = body(server.get("/api/v1/alerts/tls").await, 200).await;
+    assert_eq!(got["id"], "tls");
+    let refused = reqwest::Client::new()
+        .get(format!("{plain}/api/v1/alerts"))
+        .send()
+        .await;
+    assert!(
+        !matches!(&refused, Ok(r) if r.status().is_success()),
+        "{refused:?}"
+    );
+    server.stop().await;
+}
+
 macro_rules! server_checks {
     ($($backend:ident => $fixture:expr),* $(,)?) => {
         $(
@@ -1095,7 +1205,8 @@ macro_rules! server_checks {
                     concurrent_small_writes_coalesce, live_events, a_slow_event_consumer_is_dropped,
                     shutdown_stores_what_it_acknowledged, openapi_lists_every_route,
                     refuses_an_open_non_loopback_address, prometheus_scrapes_and_remote_writes,
-                    otlp_from_the_rust_exporter, otlp_from_the_python_sdk, otlp_hostile_and_partial);
+                    otlp_from_the_rust_exporter, otlp_from_the_python_sdk, otlp_hostile_and_partial,
+                    tls_serves_https);
             }
         )*
     };

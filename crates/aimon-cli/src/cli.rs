@@ -385,6 +385,23 @@ pub struct BenchArgs {
     /// decode speed. Opens no store; the other options do not apply.
     #[arg(long, conflicts_with_all = ["compare_sqlite3", "compare_psql", "compare_redis_benchmark", "compare_curl", "similarity"])]
     pub codecs: bool,
+
+    /// Server mode: start `aimon serve` in front of the store (127.0.0.1, a free port) and
+    /// compare its ingest with `save_metrics` called directly on the same store, each by
+    /// --clients concurrent writers of --batch samples: through the JSON API and OTLP
+    /// (protobuf). Then 1,000 concurrent clients of 10 samples each (latency, and requests
+    /// against backend batches), and with --soak-seconds a steady load with an event-stream
+    /// client attached (resident memory at the start and the end).
+    #[arg(long, conflicts_with_all = ["compare_sqlite3", "compare_psql", "compare_redis_benchmark", "compare_curl", "similarity", "codecs"])]
+    pub serve: bool,
+
+    /// Concurrent writers in --serve mode.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub clients: u64,
+
+    /// Seconds of the steady-load soak in --serve mode (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub soak_seconds: u64,
 }
 
 fn parse_enum<T: std::str::FromStr<Err = aimon::Error>>(s: &str) -> Result<T, String> {

@@ -1598,3 +1598,99 @@ fn a_closed_pipe_ends_json_output_quietly() {
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// One HTTP/1.1 request over a plain socket; the status and the body.
+fn http(addr: &str, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+/// `aimon serve`: tokens from AIMON_TOKENS, a request log at -v without any token in it, and a
+/// clean stop on SIGTERM with what it acknowledged stored.
+#[test]
+fn serve_logs_without_secrets_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("served.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aimon"))
+        .args(["--storage", &db, "-v", "serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env(
+            "AIMON_TOKENS",
+            "agents:write:t0p-s3cret-w,ui:read:t0p-s3cret-r",
+        )
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .rsplit("http://")
+        .next()
+        .expect("the address on stdout")
+        .to_owned();
+    let body = r#"{"alerts": [{"id": "a-1", "name": "n", "severity": "low", "source": "s"}]}"#;
+    let post = |token: &str| {
+        format!(
+            "POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    assert_eq!(http(&addr, &post("t0p-s3cret-w")).0, 200);
+    let (status, answer) = http(&addr, &post("t0p-s3cret-r"));
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = http(&addr, &post("guessed-wrong"));
+    assert_eq!(status, 401, "{answer}");
+    assert!(!answer.contains("guessed-wrong"), "{answer}");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.contains("POST /api/v1/alerts 200"), "{stderr}");
+    assert!(stderr.contains("token=agents"), "{stderr}");
+    assert!(stderr.contains("POST /api/v1/alerts 403"), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+    for secret in ["t0p-s3cret-w", "t0p-s3cret-r", "guessed-wrong"] {
+        assert!(!stderr.contains(secret), "{secret} in {stderr}");
+    }
+    let stored = ok(dir.path(), &["--storage", &db, "query", "alerts", "--json"]);
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored[0]["id"], "a-1");
+}
+
+/// `aimon serve` refuses a non-loopback address without tokens, before it listens.
+#[test]
+fn serve_refuses_an_open_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("open.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_aimon"))
+        .args(["--storage", &db, "serve", "--listen", "0.0.0.0:0"])
+        .current_dir(dir.path())
+        .env_remove("AIMON_TOKENS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("without tokens"), "{stderr}");
+}

@@ -25,6 +25,7 @@ mod curl;
 mod plain_sql;
 mod psql;
 mod redis_benchmark;
+mod serve;
 mod similarity;
 mod sqlite3;
 mod workload;
@@ -179,6 +180,9 @@ pub async fn run(storage: &Storage, global: &Global, args: &BenchArgs) -> Result
     let name = storage.name();
     if let Some(alerts) = args.similarity {
         return similarity_bench(storage, global, args, alerts).await;
+    }
+    if args.serve {
+        return serve::serve_bench(storage, global, args).await;
     }
     if args.compare_sqlite3 && backend.backend_type() != aimon::StorageBackendType::Sqlite {
         return Err(CliError::new(format!(
