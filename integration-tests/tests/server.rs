@@ -1194,6 +1194,173 @@ async fn tls_serves_https(fixture: &Fixture) {
     server.stop().await;
 }
 
+/// Remote-write bodies that are not remote write 1.0: each a clear error, nothing stored.
+async fn remote_write_hostile(fixture: &Fixture) {
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    let url = server.url("/api/v1/write");
+    let send = |content_type: &'static str, body: Vec<u8>| {
+        server
+            .http
+            .post(&url)
+            .header("content-type", content_type)
+            .header("content-encoding", "snappy")
+            .body(body)
+            .send()
+    };
+    // Not snappy; snappy of garbage; a snappy header claiming 1 GiB; remote write 2.0.
+    body(
+        send("application/x-protobuf", b"definitely not snappy".to_vec())
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    let garbage = snap::raw::Encoder::new().compress_vec(&[0xff; 64]).unwrap();
+    body(send("application/x-protobuf", garbage).await.unwrap(), 400).await;
+    let mut claims_a_gib = Vec::new();
+    let mut n: u64 = 1 << 30;
+    while n >= 0x80 {
+        claims_a_gib.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    claims_a_gib.push(n as u8);
+    claims_a_gib.extend_from_slice(&[0; 16]);
+    let e = body(
+        send("application/x-protobuf", claims_a_gib).await.unwrap(),
+        413,
+    )
+    .await;
+    assert_eq!(e["error"]["kind"], "too_large");
+    let empty = snap::raw::Encoder::new().compress_vec(&[]).unwrap();
+    body(
+        send(
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            empty,
+        )
+        .await
+        .unwrap(),
+        415,
+    )
+    .await;
+    let r = server
+        .http
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "gzip")
+        .body(vec![1])
+        .send()
+        .await
+        .unwrap();
+    body(r, 415).await;
+    let stored = server
+        .manager
+        .query_metrics(&MetricQuery::new(), None)
+        .await
+        .unwrap();
+    assert!(stored.is_empty(), "{stored:?}");
+    server.stop().await;
+}
+
+/// A full ingest queue answers 503 with Retry-After at once; what it answered 200 is stored.
+async fn a_full_queue_answers_503_and_loses_nothing(fixture: &Fixture) {
+    let limits = Limits {
+        queue_samples: 100,
+        batch_samples: 100,
+        ..Limits::default()
+    };
+    let server = Arc::new(
+        Running::start(
+            fixture,
+            ServerConfig {
+                limits,
+                ..ServerConfig::default()
+            },
+        )
+        .await,
+    );
+    let mut tasks = Vec::new();
+    for c in 0..100 {
+        let server = Arc::clone(&server);
+        tasks.push(tokio::spawn(async move {
+            let values: Vec<Value> = (0..50).map(|i| json!({"timestamp": time(at(i)), "value": 1.0})).collect();
+            let r = server.post("/api/v1/metrics", json!({"metrics": [{"id": format!("q{c}"), "name": "queue", "values": values}]})).await;
+            let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            (c, r.status().as_u16(), retry)
+        }));
+    }
+    let (mut ok, mut busy) = (Vec::new(), 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            (c, 200, _) => ok.push(format!("q{c}")),
+            (_, 503, Some(retry)) => {
+                assert_eq!(retry, "1");
+                busy += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(
+        busy > 0,
+        "100 concurrent requests of 50 samples never filled a queue of 100"
+    );
+    for id in &ok {
+        let stored = server
+            .manager
+            .get_metric(id, None)
+            .await
+            .unwrap()
+            .expect("acknowledged, so stored");
+        assert_eq!(stored.values.len(), 50);
+    }
+    let text = server.get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        counter(&text, "aimon_ingest_rejected_busy_total"),
+        busy as f64
+    );
+    Arc::into_inner(server).expect("one owner").stop().await;
+}
+
+/// A client that never finishes its headers is cut off after the header timeout; CORS answers
+/// only configured origins.
+async fn slow_headers_and_cors(fixture: &Fixture) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = Limits {
+        header_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let config = ServerConfig {
+        limits,
+        cors_origins: vec!["http://dashboard.test".to_owned()],
+        ..ServerConfig::default()
+    };
+    let server = Running::start(fixture, config).await;
+    let mut slow = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    slow.write_all(b"GET /api/v1/alerts HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection is still open after 5 s");
+    let preflight = |origin: &'static str| {
+        server
+            .http
+            .request(reqwest::Method::OPTIONS, server.url("/api/v1/alerts"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let allowed = preflight("http://dashboard.test").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://dashboard.test"
+    );
+    let other = preflight("http://elsewhere.test").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    server.stop().await;
+}
+
 macro_rules! server_checks {
     ($($backend:ident => $fixture:expr),* $(,)?) => {
         $(
@@ -1206,7 +1373,8 @@ macro_rules! server_checks {
                     shutdown_stores_what_it_acknowledged, openapi_lists_every_route,
                     refuses_an_open_non_loopback_address, prometheus_scrapes_and_remote_writes,
                     otlp_from_the_rust_exporter, otlp_from_the_python_sdk, otlp_hostile_and_partial,
-                    tls_serves_https);
+                    tls_serves_https, remote_write_hostile, a_full_queue_answers_503_and_loses_nothing,
+                    slow_headers_and_cors);
             }
         )*
     };
