@@ -1073,6 +1073,43 @@ async fn otlp_hostile_and_partial(fixture: &Fixture) {
             .as_str()
             .is_some_and(|m| !m.is_empty())
     );
+    // 10,000 attributes on one point: stored with the first 64, the rest dropped and counted
+    // in a partial success that rejects nothing.
+    let attributes: Vec<String> = (0..10_000)
+        .map(|i| format!(r#"{{"key": "k{i:05}", "value": {{"stringValue": "v"}}}}"#))
+        .collect();
+    let crowded = format!(
+        r#"{{"resourceMetrics": [{{"resource": {{"attributes": [{{"key": "service.name", "value": {{"stringValue": "svc"}}}}]}},
+            "scopeMetrics": [{{"metrics": [{{"name": "crowded", "gauge": {{"dataPoints": [{{"timeUnixNano": "{t}", "asDouble": 1, "attributes": [{}]}}]}}}}]}}]}}]}}"#,
+        attributes.join(",")
+    );
+    let answer = body(
+        send("application/json", crowded.into_bytes())
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(
+        answer["partialSuccess"]["rejectedDataPoints"], "0",
+        "{answer}"
+    );
+    assert!(
+        answer["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("attributes dropped"),
+        "{answer}"
+    );
+    let crowded = server
+        .manager
+        .get_metric("svc/crowded", None)
+        .await
+        .unwrap()
+        .expect("stored");
+    // The limit's 64 attributes, and the `agent` tag the mapping adds.
+    assert_eq!(crowded.values[0].tags.len(), 65);
+    assert_eq!(crowded.values[0].tags["agent"], "svc");
     let stored = server
         .manager
         .get_metric("svc/partial.gauge", None)

@@ -199,9 +199,11 @@ pub fn to_metrics(request: &ExportMetricsServiceRequest, limits: &AttributeLimit
 }
 
 /// The OTLP response for a mapped request: `partial_success` with the number of rejected data
-/// points and the reasons when some were rejected, none otherwise.
+/// points and the reasons when some were rejected; with zero rejected points and a warning
+/// when only attributes were dropped (the spec's way to report what was accepted with
+/// changes); none when everything was stored as sent.
 pub fn partial_success(mapped: &Mapped) -> ExportMetricsServiceResponse {
-    if mapped.rejected_points == 0 {
+    if mapped.rejected_points == 0 && mapped.dropped_attributes == 0 {
         return ExportMetricsServiceResponse {
             partial_success: None,
         };
@@ -209,6 +211,12 @@ pub fn partial_success(mapped: &Mapped) -> ExportMetricsServiceResponse {
     let count = mapped.rejected_points;
     let points = if count == 1 { "point" } else { "points" };
     let mut error_message = format!("{count} data {points} rejected");
+    if mapped.dropped_attributes > 0 {
+        error_message.push_str(&format!(
+            ", {} attributes dropped",
+            mapped.dropped_attributes
+        ));
+    }
     if !mapped.messages.is_empty() {
         error_message.push_str(": ");
         error_message.push_str(&mapped.messages.join("; "));
