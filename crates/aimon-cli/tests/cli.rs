@@ -1667,9 +1667,15 @@ fn serve_logs_without_secrets_and_stops_on_sigterm() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
-    assert!(stderr.contains("POST /api/v1/alerts 200"), "{stderr}");
+    assert!(
+        stderr.contains("method=POST route=/api/v1/alerts status=200"),
+        "{stderr}"
+    );
     assert!(stderr.contains("token=agents"), "{stderr}");
-    assert!(stderr.contains("POST /api/v1/alerts 403"), "{stderr}");
+    assert!(
+        stderr.contains("method=POST route=/api/v1/alerts status=403"),
+        "{stderr}"
+    );
     assert!(stderr.contains("stopped"), "{stderr}");
     for secret in ["t0p-s3cret-w", "t0p-s3cret-r", "guessed-wrong"] {
         assert!(!stderr.contains(secret), "{secret} in {stderr}");

@@ -197,8 +197,12 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
         .map_or("-", |c| c.0.as_str());
     tracing::info!(
         target: "aimon_server::request",
-        "{method} {route} {status} {:.1} ms token={caller}",
-        elapsed.as_secs_f64() * 1e3
+        method = %method,
+        route = %route,
+        status,
+        ms = format_args!("{:.1}", elapsed.as_secs_f64() * 1e3),
+        token = %caller,
+        "request"
     );
     response
 }
