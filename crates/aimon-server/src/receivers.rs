@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::body;
 use crate::error::{ApiError, ApiResult};
-use crate::{otlp, remote_write};
 use crate::server::App;
+use crate::{otlp, remote_write};
 
 /// The server's own metrics (requests, latency, samples ingested, backend errors, queue depth)
 /// in the Prometheus text format.
@@ -118,7 +118,11 @@ pub async fn otlp_metrics(
             "Content-Type {content_type:?}: OTLP/HTTP is application/x-protobuf or application/json"
         )));
     };
-    let bytes = body::decoded(&headers, body::bytes(body)?, app.limits.max_decompressed_bytes)?;
+    let bytes = body::decoded(
+        &headers,
+        body::bytes(body)?,
+        app.limits.max_decompressed_bytes,
+    )?;
     let request = otlp::decode(&bytes, encoding)?;
     let limits = otlp::AttributeLimits {
         max_attributes: app.limits.max_attributes,
