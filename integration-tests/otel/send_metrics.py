@@ -45,9 +45,9 @@ def main():
         reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
         provider = MeterProvider(resource=resource, metric_readers=[reader])
         record(provider)
-        # Exports what was recorded; False when the export failed.
-        if not provider.force_flush(timeout_millis=10_000):
-            sys.exit("the OTLP exporter did not deliver")
+        # Exports what was recorded. (It answers True even when the export failed: the Rust
+        # test finds out by reading the values back.)
+        provider.force_flush(timeout_millis=10_000)
         provider.shutdown()
     elif mode == "json":
         from google.protobuf.json_format import MessageToJson

@@ -347,6 +347,28 @@ async fn hostile_requests_are_refused_and_store_nothing(fixture: &Fixture) {
     assert_eq!(body(r, 400).await["error"]["field"], "nmae");
     let r = server.get("/api/v1/history?name=n&step=0s").await;
     body(r, 400).await;
+    let r = server
+        .http
+        .put(server.url("/api/v1/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(r, 405).await["error"]["kind"], "method_not_allowed");
+    // A misspelt field of a similarity query is an error, not a wider query.
+    let r = server
+        .post(
+            "/api/v1/alerts/similar",
+            json!({"target": {"text": "x"}, "limt": 3}),
+        )
+        .await;
+    body(r, 400).await;
+    let r = server
+        .post(
+            "/api/v1/alerts/similar",
+            json!({"target": {"text": "x"}, "filter": {"statuss": "active"}}),
+        )
+        .await;
+    body(r, 400).await;
     let r = server.get("/no/such/route").await;
     assert_eq!(body(r, 404).await["error"]["kind"], "not_found");
     // Nothing of any of these was stored.
@@ -1398,6 +1420,31 @@ async fn slow_headers_and_cors(fixture: &Fixture) {
     server.stop().await;
 }
 
+/// Stopping the server ends the event streams at once, with a last `shutdown` event, rather
+/// than waiting out the grace period for them.
+async fn event_streams_end_when_the_server_stops(fixture: &Fixture) {
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    let response = server.get("/api/v1/events").await;
+    let mut stream = response.bytes_stream();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = tokio::time::Instant::now();
+    let stopping = tokio::spawn(server.stop());
+    let mut seen = String::new();
+    while let Ok(Some(Ok(chunk))) =
+        tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+    {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    stopping.await.unwrap();
+    assert!(seen.contains("event: shutdown"), "{seen}");
+    // The grace period is 10 s: the stream did not hold the stop.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 macro_rules! server_checks {
     ($($backend:ident => $fixture:expr),* $(,)?) => {
         $(
@@ -1411,7 +1458,7 @@ macro_rules! server_checks {
                     refuses_an_open_non_loopback_address, prometheus_scrapes_and_remote_writes,
                     otlp_from_the_rust_exporter, otlp_from_the_python_sdk, otlp_hostile_and_partial,
                     tls_serves_https, remote_write_hostile, a_full_queue_answers_503_and_loses_nothing,
-                    slow_headers_and_cors);
+                    slow_headers_and_cors, event_streams_end_when_the_server_stops);
             }
         )*
     };

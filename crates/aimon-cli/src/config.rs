@@ -90,6 +90,31 @@ pub fn load_file(path: &Path) -> Result<FileConfig> {
     Ok(config)
 }
 
+/// The `[server]` section of a config file, which may hold nothing else when `--storage`
+/// names the store (the other sections are checked for their names only).
+pub fn load_server_section(path: &Path) -> Result<Option<aimon_server::ServerConfig>> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ServerOnly {
+        #[serde(default)]
+        #[allow(dead_code)]
+        storage: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        #[allow(dead_code)]
+        routes: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        server: Option<aimon_server::ServerConfig>,
+    }
+    if !path.is_file() {
+        return Err(CliError::new(format!(
+            "config file {} does not exist or is not a file",
+            path.display()
+        )));
+    }
+    let file: ServerOnly = Figment::new().merge(Toml::file_exact(path)).extract()?;
+    Ok(file.server)
+}
+
 /// What a command falls back to when neither `--storage`, `AIMON_STORAGE` nor a config file is
 /// given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,10 +11,11 @@ use crate::cli::{Global, ServeArgs};
 use crate::config::{self, Storage};
 use crate::error::{CliError, Result};
 
-/// The server's configuration: the config file's `[server]`, then the flags and `AIMON_TOKENS`.
+/// The server's configuration: the config file's `[server]` (a file of that section alone is
+/// enough when `--storage` names the store), then the flags and `AIMON_TOKENS`.
 pub fn server_config(global: &Global, args: &ServeArgs) -> Result<ServerConfig> {
     let mut server = match &global.config {
-        Some(path) => config::load_file(path)?.server.unwrap_or_default(),
+        Some(path) => config::load_server_section(path)?.unwrap_or_default(),
         None => ServerConfig::default(),
     };
     if let Some(listen) = args.listen {

@@ -1700,3 +1700,36 @@ fn serve_refuses_an_open_public_address() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("without tokens"), "{stderr}");
 }
+
+/// A config file with only a `[server]` section serves the store `--storage` names; a typo in
+/// it is an error naming the key.
+#[test]
+fn serve_reads_a_server_only_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    std::fs::write(
+        dir.path().join("server.toml"),
+        "[server]\nlisten = \"0.0.0.0:0\"\n[[server.tokens]]\nname = \"ci\"\nsecret = \"x\"\nscopes = []\n",
+    )
+    .unwrap();
+    // The file is read: its non-loopback address needs tokens, and its token has no scope.
+    let out = aimon(
+        dir.path(),
+        &["--storage", &db, "--config", "server.toml", "serve"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no scope"), "{stderr}");
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\nlimts = {}\n",
+    )
+    .unwrap();
+    let out = aimon(
+        dir.path(),
+        &["--storage", &db, "--config", "typo.toml", "serve"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("limts"), "{stderr}");
+}

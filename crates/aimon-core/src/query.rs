@@ -105,6 +105,7 @@ impl FromStr for FilterOp {
 
 /// One condition on a field of the queried kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueryFilter {
     /// A field of the queried kind (see the module docs' table), or `labels.<key>` for alerts.
     pub field: String,
@@ -143,7 +144,7 @@ pub enum SortOrder {
 
 /// Filters, paging and order shared by every query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueryOptions {
     /// Conditions an item must all meet.
     pub filters: Vec<QueryFilter>,
@@ -517,7 +518,7 @@ impl MicrosRange {
 /// The time range and tags filter *samples*; a series left with no sample is omitted. `limit`,
 /// `offset` and order apply to series.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MetricQuery {
     /// Only series with exactly this name.
     pub name: Option<String>,
@@ -588,7 +589,7 @@ impl MetricQuery {
 
 /// `query_alerts` (DESIGN.md rule 4); the time range applies to `start_time`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AlertQuery {
     /// Only alerts in this status.
     pub status: Option<AlertStatus>,
@@ -675,7 +676,7 @@ impl AlertQuery {
 
 /// `get_agent_states`: the latest state of each agent (DESIGN.md rule 5).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AgentStateQuery {
     /// Only agents whose latest state has exactly this status.
     pub status: Option<String>,

@@ -343,6 +343,7 @@ pub enum SimilarityTarget {
 /// `find_similar_alerts`: alerts like a text, an alert or a vector, among those `filter`
 /// selects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SimilarAlertsQuery {
     /// What the results should be like.
     pub target: SimilarityTarget,
@@ -358,6 +359,7 @@ pub struct SimilarAlertsQuery {
 /// `find_similar_agent_states`: latest agent states like a text, an agent's state or a vector,
 /// among those `filter` selects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SimilarAgentStatesQuery {
     /// What the results should be like; an `Item` is an `agent_id`.
     pub target: SimilarityTarget,

@@ -135,13 +135,16 @@ pub struct Limits {
     pub batch_samples: usize,
     /// Events an event-stream client may fall behind before it is dropped.
     pub event_buffer: usize,
+    /// Write requests handled at once; more wait for their turn before their body is read,
+    /// which bounds the memory bodies take (each up to the limits above).
+    pub max_concurrent_writes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 16 << 20,
-            max_decompressed_bytes: 64 << 20,
+            max_decompressed_bytes: 16 << 20,
             max_samples_per_request: 100_000,
             max_attributes: 64,
             header_timeout: Duration::from_secs(10),
@@ -149,7 +152,59 @@ impl Default for Limits {
             queue_samples: 1_000_000,
             batch_samples: 50_000,
             event_buffer: 1024,
+            max_concurrent_writes: 64,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Refuses what would make a server that misbehaves: a token without a scope or secret,
+    /// two tokens with one secret, an origin that is not a header value, a zero limit.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, token) in self.tokens.iter().enumerate() {
+            if token.name.is_empty() {
+                return Err(format!("token {}: the name is empty", i + 1));
+            }
+            if token.secret.is_empty() {
+                return Err(format!("token {:?}: the secret is empty", token.name));
+            }
+            if token.scopes.is_empty() {
+                return Err(format!(
+                    "token {:?}: no scope (read, write or admin)",
+                    token.name
+                ));
+            }
+            if self.tokens[..i].iter().any(|t| t.secret == token.secret) {
+                return Err(format!(
+                    "token {:?}: its secret is another token's",
+                    token.name
+                ));
+            }
+        }
+        for origin in &self.cors_origins {
+            if origin.is_empty() || axum::http::HeaderValue::from_str(origin).is_err() {
+                return Err(format!("cors_origins: {origin:?} is not an origin"));
+            }
+        }
+        let l = &self.limits;
+        for (name, value) in [
+            ("max_body_bytes", l.max_body_bytes),
+            ("max_decompressed_bytes", l.max_decompressed_bytes),
+            ("max_samples_per_request", l.max_samples_per_request),
+            ("max_attributes", l.max_attributes),
+            ("queue_samples", l.queue_samples),
+            ("batch_samples", l.batch_samples),
+            ("event_buffer", l.event_buffer),
+            ("max_concurrent_writes", l.max_concurrent_writes),
+        ] {
+            if value == 0 {
+                return Err(format!("limits.{name} must be above 0"));
+            }
+        }
+        if l.header_timeout.is_zero() || l.request_timeout.is_zero() {
+            return Err("limits: timeouts must be above 0 seconds".to_owned());
+        }
+        Ok(())
     }
 }
 
@@ -180,6 +235,36 @@ mod tests {
         let e = TokenConfig::parse_list("s3cret").unwrap_err();
         assert!(!e.contains("s3cret"), "{e}");
         assert!(!format!("{tokens:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn configurations_that_would_misbehave_are_refused() {
+        assert!(ServerConfig::default().validate().is_ok());
+        let with = |tokens: &str| ServerConfig {
+            tokens: TokenConfig::parse_list(tokens).unwrap(),
+            ..ServerConfig::default()
+        };
+        assert!(with("a:read:s1,b:write:s2").validate().is_ok());
+        let e = with("a:read:same,b:write:same").validate().unwrap_err();
+        assert!(e.contains("another token") && !e.contains("same"), "{e}");
+        let mut empty_scopes = with("a:read:s1");
+        empty_scopes.tokens[0].scopes.clear();
+        assert!(empty_scopes.validate().unwrap_err().contains("no scope"));
+        assert!(
+            with("a:read:")
+                .validate()
+                .unwrap_err()
+                .contains("secret is empty")
+        );
+        let mut cors = ServerConfig::default();
+        cors.cors_origins.push("http://ok.test\n".to_owned());
+        assert!(cors.validate().is_err());
+        let mut zero = ServerConfig::default();
+        zero.limits.request_timeout = Duration::ZERO;
+        assert!(zero.validate().is_err());
+        zero = ServerConfig::default();
+        zero.limits.queue_samples = 0;
+        assert!(zero.validate().unwrap_err().contains("queue_samples"));
     }
 
     #[test]

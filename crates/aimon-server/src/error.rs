@@ -8,7 +8,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// How long a client should wait before retrying an answer of 429 or 503.
+/// How long a client should wait before retrying an answer of 503 (a full ingest queue, a
+/// server stopping, a store that is unavailable).
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// An error answer. Built from an [`aimon::Error`] (its kind picks the status) or directly for

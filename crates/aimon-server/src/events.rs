@@ -56,7 +56,8 @@ fn parse_kind(text: &str) -> ApiResult<DataKind> {
 
 /// The store's writes as they happen: events `metric`, `alert` and `agent_state`, each with the
 /// JSON of an `aimon::StorageEvent`; `kind=metrics,alerts` (repeatable or comma-separated)
-/// selects. A `dropped` event ends the stream of a client that fell behind.
+/// selects. A `dropped` event ends the stream of a client that fell behind, a `shutdown` event
+/// the streams of a server that is stopping.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     params(("kind" = Option<Vec<String>>, Query, description = "metrics, alerts, agents; default all")),
     responses((status = 200, content_type = "text/event-stream", description = "Server-Sent Events")))]
@@ -120,22 +121,34 @@ pub async fn events(
     });
     // Ends when the client is gone (the stream is dropped, and the forwarder with it), or with
     // a `dropped` event once the forwarder found the client's buffer full.
+    let closing = app.closing.clone();
     let stream = futures::stream::unfold(
-        (receiver, Some(Forwarder(forwarder))),
-        |(mut receiver, forwarder)| async move {
+        (receiver, Some(Forwarder(forwarder)), closing),
+        |(mut receiver, forwarder, mut closing)| async move {
             let mut forwarder = forwarder?;
-            match receiver.recv().await {
+            let next = tokio::select! {
+                // The server is stopping: a last event, then the end of the stream.
+                _ = closing.wait_for(|closing| *closing) => None,
+                next = receiver.recv() => Some(next),
+            };
+            let Some(next) = next else {
+                let last = Event::default()
+                    .event("shutdown")
+                    .data(r#"{"reason":"the server is stopping; reconnect to resume"}"#);
+                return Some((Ok(last), (receiver, None, closing)));
+            };
+            match next {
                 Some(event) => {
                     let kind = kind_of(&event);
                     let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
                     let sse = Event::default().event(event_name(kind)).data(data);
-                    Some((Ok(sse), (receiver, Some(forwarder))))
+                    Some((Ok(sse), (receiver, Some(forwarder), closing)))
                 }
                 None if (&mut forwarder.0).await.unwrap_or(false) => {
                     let dropped = Event::default()
                         .event("dropped")
                         .data(r#"{"reason":"the client fell behind; reconnect to resume"}"#);
-                    Some((Ok(dropped), (receiver, None)))
+                    Some((Ok(dropped), (receiver, None, closing)))
                 }
                 None => None,
             }

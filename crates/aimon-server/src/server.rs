@@ -13,7 +13,6 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -36,6 +35,9 @@ pub struct Shared {
     pub(crate) ingest: Ingest,
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) limits: Limits,
+    /// Turns `true` when the server starts shutting down: event streams end then, instead of
+    /// holding the shutdown for its whole grace period.
+    pub(crate) closing: tokio::sync::watch::Receiver<bool>,
     /// Prometheus metadata by family name (see [`receivers::remote_write`]).
     pub(crate) prometheus_metadata: std::sync::Mutex<
         std::collections::HashMap<String, crate::remote_write::proto::MetricMetadata>,
@@ -98,6 +100,10 @@ fn routes(app: &App) -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(api::write_agents))
         .routes(routes!(receivers::remote_write))
         .routes(routes!(receivers::otlp_metrics))
+        // Waiting requests have not read their bodies yet: memory stays bounded.
+        .route_layer(tower::limit::ConcurrencyLimitLayer::new(
+            app.limits.max_concurrent_writes,
+        ))
         .route_layer(middleware::from_fn_with_state(
             (app.clone(), Scope::Write),
             authorize,
@@ -125,11 +131,14 @@ pub fn router(app: App, config: &ServerConfig) -> Router {
             }),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take this method",
+            )
+        })
         .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.limits.request_timeout,
-        ))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app);
     if !config.cors_origins.is_empty() {
@@ -186,7 +195,17 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let response = next.run(request).await;
+    // The answer's head within the request timeout (an event stream's body runs on).
+    let response = match tokio::time::timeout(app.limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request took longer than the server's request timeout; a write may still be \
+             stored (docs/server.md, \"Limits\")",
+        )
+        .into_response(),
+    };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     app.telemetry
@@ -213,6 +232,7 @@ pub struct Server {
     app: App,
     flusher: Flusher,
     listener: std::net::TcpListener,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -220,6 +240,9 @@ impl Server {
     /// non-loopback address without tokens: an open server must not be reachable from the
     /// network by mistake.
     pub fn bind(manager: Arc<StorageManager>, config: ServerConfig) -> aimon::Result<Server> {
+        config
+            .validate()
+            .map_err(|e| aimon::Error::config(format!("server configuration: {e}")))?;
         if config.tokens.is_empty() && !config.listen.ip().is_loopback() {
             return Err(aimon::Error::config(format!(
                 "refusing to listen on {} without tokens: configure [server] tokens or \
@@ -236,6 +259,7 @@ impl Server {
         listener.set_nonblocking(true).map_err(|e| {
             aimon::Error::new(aimon::ErrorKind::Unavailable, format!("listener: {e}"))
         })?;
+        let (closing, closing_seen) = tokio::sync::watch::channel(false);
         let telemetry = Arc::new(Telemetry::new());
         let (ingest, flusher) = Ingest::start(
             Arc::clone(&manager),
@@ -249,6 +273,7 @@ impl Server {
             ingest,
             telemetry,
             limits: config.limits.clone(),
+            closing: closing_seen,
             prometheus_metadata: Default::default(),
         }));
         Ok(Server {
@@ -256,6 +281,7 @@ impl Server {
             app,
             flusher,
             listener,
+            closing,
         })
     }
 
@@ -264,9 +290,9 @@ impl Server {
         self.listener.local_addr().unwrap_or(self.config.listen)
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets every request in flight
-    /// finish (up to `grace`; the event streams are closed) and stores everything queued
-    /// before it returns.
+    /// Serves until `shutdown` completes, then stops accepting, ends the event streams (with
+    /// a final `shutdown` event), lets every request in flight finish (up to `grace`) and
+    /// stores everything queued before it returns.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -277,12 +303,14 @@ impl Server {
             app,
             flusher,
             listener,
+            closing,
         } = self;
         let router = router(app, &config);
         let handle = axum_server::Handle::new();
         let stopper = handle.clone();
         tokio::spawn(async move {
             shutdown.await;
+            let _ = closing.send(true);
             stopper.graceful_shutdown(Some(grace));
         });
         let io = |e: std::io::Error| {
