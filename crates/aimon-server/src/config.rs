@@ -133,6 +133,10 @@ pub struct Limits {
     pub queue_samples: usize,
     /// Most samples in one backend batch made of coalesced requests.
     pub batch_samples: usize,
+    /// Batches stored at once, each by its own `save_metrics` call. Unset: one for SQLite,
+    /// whose writes take turns anyway (concurrent batches only make them smaller), four for
+    /// the stores that gain from concurrent calls.
+    pub ingest_writers: Option<usize>,
     /// Events an event-stream client may fall behind before it is dropped.
     pub event_buffer: usize,
     /// Write requests handled at once; more wait for their turn before their body is read,
@@ -151,6 +155,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(60),
             queue_samples: 1_000_000,
             batch_samples: 50_000,
+            ingest_writers: None,
             event_buffer: 1024,
             max_concurrent_writes: 64,
         }
@@ -194,6 +199,7 @@ impl ServerConfig {
             ("max_attributes", l.max_attributes),
             ("queue_samples", l.queue_samples),
             ("batch_samples", l.batch_samples),
+            ("ingest_writers", l.ingest_writers.unwrap_or(1)),
             ("event_buffer", l.event_buffer),
             ("max_concurrent_writes", l.max_concurrent_writes),
         ] {

@@ -1,9 +1,12 @@
 //! Ingest coalescing: many small concurrent writes become few backend batches.
 //!
 //! Every metric write of the server (JSON, OTLP, remote write) goes through one queue, bounded
-//! in samples. One task takes what is queued, up to [`Limits::batch_samples`], stores it with
-//! one `save_metrics` call and answers each request when the batch holding it is stored: an OK
-//! means stored. A request that would overfill the queue is answered 503 with `Retry-After` at
+//! in samples. A few writer tasks ([`Limits::ingest_writers`]) each take what is queued, up to
+//! [`Limits::batch_samples`], store it with one `save_metrics` call and answer each request
+//! when the batch holding it is stored: an OK means stored. Several writers keep a store that
+//! gains from concurrent calls (Redis, PostgreSQL) busy; requests in flight at the same time
+//! have no order between them, and a request sent after another's OK is queued after it was
+//! stored, so concurrent batches change no outcome a client can rely on. A request that would overfill the queue is answered 503 with `Retry-After` at
 //! once; the queue never grows past its bound. Requests are validated before they are queued,
 //! so one bad request never fails the batch it would have shared; a batch the backend rejects
 //! fails every request in it with the backend's error, and none of them is acknowledged.
@@ -13,6 +16,7 @@
 //! arrival order stores what storing them one after the other would.
 //!
 //! [`Limits::batch_samples`]: crate::config::Limits::batch_samples
+//! [`Limits::ingest_writers`]: crate::config::Limits::ingest_writers
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,13 +44,15 @@ pub struct Ingest {
     telemetry: Arc<Telemetry>,
 }
 
-/// The task that stores batches; [`Flusher::finish`] waits until everything queued is stored.
-pub struct Flusher(JoinHandle<()>);
+/// The tasks that store batches; [`Flusher::finish`] waits until everything queued is stored.
+pub struct Flusher(Vec<JoinHandle<()>>);
 
 impl Flusher {
-    /// Waits for the task, which ends once every [`Ingest`] is dropped and the queue is empty.
+    /// Waits for the tasks, which end once every [`Ingest`] is dropped and the queue is empty.
     pub async fn finish(self) {
-        let _ = self.0.await;
+        for task in self.0 {
+            let _ = task.await;
+        }
     }
 }
 
@@ -56,17 +62,23 @@ impl Ingest {
         manager: Arc<StorageManager>,
         capacity: usize,
         batch_samples: usize,
+        writers: usize,
         telemetry: Arc<Telemetry>,
     ) -> (Ingest, Flusher) {
         let (sender, receiver) = mpsc::unbounded_channel();
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         let queued = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(run(
-            manager,
-            receiver,
-            Arc::clone(&queued),
-            batch_samples.max(1),
-            Arc::clone(&telemetry),
-        ));
+        let tasks = (0..writers.max(1))
+            .map(|_| {
+                tokio::spawn(run(
+                    Arc::clone(&manager),
+                    Arc::clone(&receiver),
+                    Arc::clone(&queued),
+                    batch_samples.max(1),
+                    Arc::clone(&telemetry),
+                ))
+            })
+            .collect();
         (
             Ingest {
                 sender,
@@ -74,7 +86,7 @@ impl Ingest {
                 capacity,
                 telemetry,
             },
-            Flusher(task),
+            Flusher(tasks),
         )
     }
 
@@ -123,25 +135,33 @@ impl Ingest {
     }
 }
 
+/// One writer: takes a batch (holding the queue only while it takes), stores it, answers.
 async fn run(
     manager: Arc<StorageManager>,
-    mut receiver: mpsc::UnboundedReceiver<Job>,
+    receiver: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>,
     queued: Arc<AtomicUsize>,
     batch_samples: usize,
     telemetry: Arc<Telemetry>,
 ) {
-    while let Some(first) = receiver.recv().await {
-        let mut jobs = vec![first];
-        let mut samples = jobs[0].samples;
-        while samples < batch_samples {
-            match receiver.try_recv() {
-                Ok(job) => {
-                    samples += job.samples;
-                    jobs.push(job);
+    loop {
+        let (jobs, samples) = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut samples = first.samples;
+            let mut jobs = vec![first];
+            while samples < batch_samples {
+                match receiver.try_recv() {
+                    Ok(job) => {
+                        samples += job.samples;
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
+            (jobs, samples)
+        };
         let mut batch = Vec::with_capacity(jobs.iter().map(|j| j.metrics.len()).sum());
         let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs {

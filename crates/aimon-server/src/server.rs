@@ -226,6 +226,18 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
     response
 }
 
+/// The writers of the ingest queue: the configured number, else one for SQLite (its writes
+/// take turns) and four for the others.
+fn ingest_writers(manager: &StorageManager, limits: &Limits) -> usize {
+    limits.ingest_writers.unwrap_or_else(|| {
+        let sqlite = manager
+            .router()
+            .resolve(aimon::DataKind::Metrics, None)
+            .is_ok_and(|b| b.backend_type() == aimon::StorageBackendType::Sqlite);
+        if sqlite { 1 } else { 4 }
+    })
+}
+
 /// A server bound to its address, not yet serving.
 pub struct Server {
     config: ServerConfig,
@@ -265,6 +277,7 @@ impl Server {
             Arc::clone(&manager),
             config.limits.queue_samples,
             config.limits.batch_samples,
+            ingest_writers(&manager, &config.limits),
             Arc::clone(&telemetry),
         );
         let app = App(Arc::new(Shared {
