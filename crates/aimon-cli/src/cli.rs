@@ -389,9 +389,9 @@ pub struct BenchArgs {
     /// Server mode: start `aimon serve` in front of the store (127.0.0.1, a free port) and
     /// compare its ingest with `save_metrics` called directly on the same store, each by
     /// --clients concurrent writers of --batch samples: through the JSON API and OTLP
-    /// (protobuf). Then 1,000 concurrent clients of 10 samples each (latency, and requests
-    /// against backend batches), and with --soak-seconds a steady load with an event-stream
-    /// client attached (resident memory at the start and the end).
+    /// (protobuf); then 1,000 concurrent clients of 10 samples each (latency, and requests
+    /// against backend batches). With --soak-seconds, a steady load with an event-stream client
+    /// attached instead (resident memory at the start, at most and at the end).
     #[arg(long, conflicts_with_all = ["compare_sqlite3", "compare_psql", "compare_redis_benchmark", "compare_curl", "similarity", "codecs"])]
     pub serve: bool,
 
@@ -399,7 +399,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     pub clients: u64,
 
-    /// Seconds of the steady-load soak in --serve mode (0: none).
+    /// --serve mode: instead of the ingest phases, a steady load of this many seconds (5,000
+    /// samples a second) with an event-stream client attached, reporting resident memory.
     #[arg(long, default_value_t = 0)]
     pub soak_seconds: u64,
 }

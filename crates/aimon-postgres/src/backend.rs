@@ -39,6 +39,9 @@ pub struct PostgresBackend {
     pub(crate) rewritten: std::sync::atomic::AtomicU64,
     /// `metric_history` calls answered by the one-statement path (native mode).
     pub(crate) one_statement_histories: std::sync::atomic::AtomicU64,
+    /// Connections for the one-statement history, whose planner hashes rather than sorts
+    /// (`enable_sort = off`; see `metrics::summed`). Opened on first use.
+    pub(crate) hashing_pool: PgPool,
 }
 
 impl fmt::Debug for PostgresBackend {
@@ -106,6 +109,20 @@ impl PostgresBackend {
             let _ = conn.close().await;
             (migrated, budget)
         };
+        let hashing_path = search_path.clone();
+        let hashing_pool = PgPoolOptions::new()
+            .max_connections(config.max_connections.min(2))
+            .after_connect(move |conn, _meta| {
+                let statement = format!("{hashing_path}; SET enable_sort = off");
+                Box::pin(async move {
+                    // Audited: a checked identifier, quoted, and a constant.
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options.clone());
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .after_connect(move |conn, _meta| {
@@ -131,6 +148,7 @@ impl PostgresBackend {
             channel,
             rewritten: std::sync::atomic::AtomicU64::new(0),
             one_statement_histories: std::sync::atomic::AtomicU64::new(0),
+            hashing_pool,
         };
         backend.reload_partitions().await.map_err(&fail)?;
         backend.create_partitions_ahead().await.map_err(&fail)?;

@@ -80,8 +80,6 @@ struct Report {
     /// OTLP's rate over `direct_otlp` (target ≥ 0.7).
     otlp_ratio: f64,
     crowd: Crowd,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    soak: Option<Soak>,
     store: Footprint,
 }
 
@@ -104,15 +102,43 @@ pub async fn serve_bench(storage: &Storage, global: &Global, args: &BenchArgs) -
         },
         Duration::from_secs(10),
     ));
-    let result = phases(storage, &base, args).await;
+    // The soak runs alone, in a process that did nothing else, so its memory is the server's
+    // (with the store's and a small load generator's).
+    let result = if args.soak_seconds > 0 {
+        soak_alone(&base, args).await.map(Err)
+    } else {
+        phases(storage, &base, args).await.map(Ok)
+    };
     let _ = stop.send(());
     serving
         .await
         .map_err(|e| CliError::new(format!("the server task failed: {e}")))??;
-    let mut report = result?;
-    report.backend = backend.backend_type().to_string();
-    report.store = Footprint::read(storage).await?;
-    print(&report, backend.backend_type(), global)
+    let store = Footprint::read(storage).await?;
+    match result? {
+        Ok(mut report) => {
+            report.backend = backend.backend_type().to_string();
+            report.store = store;
+            print(&report, backend.backend_type(), global)
+        }
+        Err(soak) => {
+            if global.json {
+                return output::json(&serde_json::json!({ "soak": soak, "store": store }));
+            }
+            output::line(format!(
+                "aimon serve on {}: soak of {} s, {} samples at 5,000 a second, {} events to \
+                 an SSE client: RSS {} MiB at the start, {} MiB at most, {} MiB at the end",
+                backend.backend_type(),
+                soak.seconds,
+                thousands(soak.samples),
+                thousands(soak.events_received),
+                soak.rss_start_bytes >> 20,
+                soak.rss_max_bytes >> 20,
+                soak.rss_end_bytes >> 20
+            ));
+            output::line(store.sentence(backend.backend_type()));
+            Ok(())
+        }
+    }
 }
 
 async fn phases(storage: &Storage, base: &str, args: &BenchArgs) -> Result<Report> {
@@ -187,11 +213,6 @@ async fn phases(storage: &Storage, base: &str, args: &BenchArgs) -> Result<Repor
     let otlp = post_all(&http, &url, "application/x-protobuf", bodies, clients).await?;
 
     let crowd = crowd(&http, base, &workload("crowd")).await?;
-    let soak = if args.soak_seconds > 0 {
-        Some(soak(&http, base, &workload("soak"), args.soak_seconds).await?)
-    } else {
-        None
-    };
     Ok(Report {
         backend: String::new(),
         run,
@@ -204,7 +225,6 @@ async fn phases(storage: &Storage, base: &str, args: &BenchArgs) -> Result<Repor
         json_api,
         otlp,
         crowd,
-        soak,
         store: Footprint {
             size_bytes: None,
             samples: 0,
@@ -478,6 +498,20 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The soak, with its own client and workload.
+async fn soak_alone(base: &str, args: &BenchArgs) -> Result<Soak> {
+    let http = reqwest::Client::new();
+    let now = aimon::time::now();
+    let run = format!("{}-soak", now.timestamp_millis());
+    soak(
+        &http,
+        base,
+        &Workload::new(&run, now, args),
+        args.soak_seconds,
+    )
+    .await
+}
+
 /// A steady 5,000 samples a second (ten requests of 500) for `seconds`, with an event-stream
 /// client reading every event.
 async fn soak(
@@ -578,18 +612,6 @@ fn print(report: &Report, backend_type: aimon::StorageBackendType, global: &Glob
         c.latency.p50_ms,
         c.latency.p99_ms
     ));
-    if let Some(s) = &report.soak {
-        output::line(format!(
-            "Soak {} s, {} samples, {} events to an SSE client: RSS {} MiB at the start, {} MiB \
-             at most, {} MiB at the end",
-            s.seconds,
-            thousands(s.samples),
-            thousands(s.events_received),
-            s.rss_start_bytes >> 20,
-            s.rss_max_bytes >> 20,
-            s.rss_end_bytes >> 20
-        ));
-    }
     output::line(report.store.sentence(backend_type));
     Ok(())
 }
