@@ -1445,6 +1445,137 @@ async fn event_streams_end_when_the_server_stops(fixture: &Fixture) {
     );
 }
 
+/// Injection attempts in every parameter of every read route: a JSON answer (200 with data
+/// that matches nothing, 400 or 404), never a 500, and the stored data intact. Responses are
+/// gzip-compressed for a client that asks.
+async fn injection_in_every_parameter(fixture: &Fixture) {
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    server
+        .post("/api/v1/alerts", json!({"alerts": [{"id": "keep", "name": "n", "severity": "high", "source": "s", "labels": {"k": "v"}}]}))
+        .await;
+    let values: Vec<Value> = (0..5)
+        .map(|i| json!({"timestamp": time(at(i)), "value": 1.0}))
+        .collect();
+    server
+        .post(
+            "/api/v1/metrics",
+            json!({"metrics": [{"id": "keep", "name": "n", "values": values}]}),
+        )
+        .await;
+    let hostile = [
+        "' OR '1'='1",
+        "'; DROP TABLE alerts; --",
+        "../../../../etc/passwd",
+        "%00",
+        "\u{0}",
+        "<script>alert(1)</script>",
+        "${jndi:ldap://127.0.0.1/x}",
+        "*",
+        "{\"$ne\": null}",
+        &"x".repeat(10_000),
+    ];
+    let routes: [(&str, &[&str]); 5] = [
+        (
+            "/api/v1/metrics",
+            &[
+                "name", "type", "start", "end", "tag", "limit", "offset", "sort", "filter",
+            ],
+        ),
+        (
+            "/api/v1/history",
+            &[
+                "name",
+                "step",
+                "aggregation",
+                "start",
+                "end",
+                "tag",
+                "group_by",
+            ],
+        ),
+        (
+            "/api/v1/alerts",
+            &[
+                "status",
+                "severity",
+                "min_severity",
+                "source",
+                "start",
+                "end",
+                "label",
+                "limit",
+                "sort",
+                "filter",
+            ],
+        ),
+        (
+            "/api/v1/agents",
+            &["status", "since", "limit", "offset", "sort", "filter"],
+        ),
+        ("/api/v1/events", &["kind"]),
+    ];
+    for (route, params) in routes {
+        for param in params {
+            for value in hostile {
+                let mut url = reqwest::Url::parse(&server.url(route)).unwrap();
+                url.query_pairs_mut().append_pair(param, value);
+                if route == "/api/v1/history" && *param != "name" {
+                    url.query_pairs_mut().append_pair("name", "n");
+                }
+                let r = server.http.get(url.clone()).send().await.unwrap();
+                let status = r.status().as_u16();
+                assert!(
+                    matches!(status, 200 | 400 | 404 | 414 | 431),
+                    "{route}?{param}: {status}"
+                );
+                if status == 200 && route == "/api/v1/events" {
+                    continue;
+                }
+                if status != 200 || route != "/api/v1/events" {
+                    let text = r.text().await.unwrap();
+                    if status != 414 && status != 431 {
+                        assert!(
+                            serde_json::from_str::<Value>(&text).is_ok(),
+                            "{route}?{param}: {text}"
+                        );
+                    }
+                }
+            }
+        }
+        for value in hostile {
+            let id = reqwest::Url::parse(&server.url(route)).unwrap();
+            let mut id = id;
+            id.path_segments_mut().unwrap().push(value);
+            let r = server.http.get(id).send().await.unwrap();
+            assert!(
+                matches!(r.status().as_u16(), 200 | 400 | 404 | 405 | 414 | 431),
+                "{route}/…: {}",
+                r.status()
+            );
+        }
+    }
+    let kept = body(server.get("/api/v1/alerts/keep").await, 200).await;
+    assert_eq!(kept["severity"], "high");
+    let kept: Metric =
+        serde_json::from_value(body(server.get("/api/v1/metrics/keep").await, 200).await).unwrap();
+    assert_eq!(kept.values.len(), 5);
+    // A client that accepts gzip gets it.
+    let r = server
+        .http
+        .get(server.url("/api/v1/openapi.json"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("gzip")
+    );
+    server.stop().await;
+}
+
 macro_rules! server_checks {
     ($($backend:ident => $fixture:expr),* $(,)?) => {
         $(
@@ -1458,7 +1589,8 @@ macro_rules! server_checks {
                     refuses_an_open_non_loopback_address, prometheus_scrapes_and_remote_writes,
                     otlp_from_the_rust_exporter, otlp_from_the_python_sdk, otlp_hostile_and_partial,
                     tls_serves_https, remote_write_hostile, a_full_queue_answers_503_and_loses_nothing,
-                    slow_headers_and_cors, event_streams_end_when_the_server_stops);
+                    slow_headers_and_cors, event_streams_end_when_the_server_stops,
+                    injection_in_every_parameter);
             }
         )*
     };

@@ -118,7 +118,7 @@ fn routes(app: &App) -> (Router<App>, utoipa::openapi::OpenApi) {
 }
 
 /// The whole router: every route, `GET /api/v1/openapi.json`, and the layers (request log and
-/// metrics, body limit, timeout, CORS).
+/// metrics, timeout, response compression, body limit, CORS).
 pub fn router(app: App, config: &ServerConfig) -> Router {
     let (routes, doc) = routes(&app);
     let doc = Arc::new(doc);
@@ -139,6 +139,9 @@ pub fn router(app: App, config: &ServerConfig) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
+        // gzip answers for clients that accept it; its default predicate leaves event streams,
+        // small bodies and images alone.
+        .layer(tower_http::compression::CompressionLayer::new())
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app);
     if !config.cors_origins.is_empty() {
