@@ -229,6 +229,17 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
     response
 }
 
+/// hyper's time limit on a request's headers (HTTP/1), which needs a timer to run.
+fn limit_headers(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    timeout: Duration,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
+}
+
 /// The writers of the ingest queue: the configured number, else one for SQLite (its writes
 /// take turns) and four for the others.
 fn ingest_writers(manager: &StorageManager, limits: &Limits) -> usize {
@@ -336,11 +347,7 @@ impl Server {
         match &config.tls {
             None => {
                 let mut server = axum_server::from_tcp(listener).handle(handle);
-                server
-                    .http_builder()
-                    .http1()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(config.limits.header_timeout);
+                limit_headers(server.http_builder(), config.limits.header_timeout);
                 server.serve(service).await.map_err(io)?;
             }
             Some(tls) => {
@@ -350,11 +357,7 @@ impl Server {
                     axum_server::tls_rustls::RustlsConfig::from_config(rustls),
                 )
                 .handle(handle);
-                server
-                    .http_builder()
-                    .http1()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(config.limits.header_timeout);
+                limit_headers(server.http_builder(), config.limits.header_timeout);
                 server.serve(service).await.map_err(io)?;
             }
         }

@@ -152,21 +152,7 @@ async fn phases(storage: &Storage, base: &str, args: &BenchArgs) -> Result<Repor
     let clients = args.clients as usize;
 
     // save_metrics, called directly by `clients` concurrent writers.
-    let direct_batches = batches(&workload("direct"), args);
-    let manager = Arc::clone(&storage.manager);
-    let name = storage.name().map(str::to_owned);
-    let direct = concurrently(direct_batches, clients, move |batch: Arc<Vec<Metric>>| {
-        let manager: Arc<StorageManager> = Arc::clone(&manager);
-        let name = name.clone();
-        async move {
-            manager
-                .save_metrics(&batch, name.as_deref())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await?;
+    let direct = save_all(storage, batches(&workload("direct"), args), clients).await?;
 
     // The same shape of batches through POST /api/v1/metrics.
     let bodies: Vec<(Vec<u8>, u64)> = batches(&workload("json"), args)
@@ -191,20 +177,7 @@ async fn phases(storage: &Storage, base: &str, args: &BenchArgs) -> Result<Repor
             Arc::new(aimon_server::otlp::to_metrics(&request, &limits).metrics)
         })
         .collect();
-    let manager = Arc::clone(&storage.manager);
-    let name = storage.name().map(str::to_owned);
-    let direct_otlp = concurrently(mapped, clients, move |batch: Arc<Vec<Metric>>| {
-        let manager: Arc<StorageManager> = Arc::clone(&manager);
-        let name = name.clone();
-        async move {
-            manager
-                .save_metrics(&batch, name.as_deref())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await?;
+    let direct_otlp = save_all(storage, mapped, clients).await?;
     let bodies: Vec<(Vec<u8>, u64)> = otlp_batches
         .iter()
         .map(|b| (otlp_body(b, &format!("bench-{run}-otlp")), sample_count(b)))
@@ -245,17 +218,19 @@ fn batches(workload: &Workload, args: &BenchArgs) -> Vec<Arc<Vec<Metric>>> {
         .collect()
 }
 
-/// Runs `work` over every item with `clients` concurrent workers; the rate is samples over
-/// the wall time of the whole phase.
-async fn concurrently<F, Fut>(items: Vec<Arc<Vec<Metric>>>, clients: usize, work: F) -> Result<Rate>
+/// Runs `work` over every item with `clients` concurrent workers; the rate is `samples` over
+/// the wall time of the whole phase, the latency each call's.
+async fn concurrently<T, F, Fut>(
+    items: Vec<Arc<T>>,
+    samples: u64,
+    clients: usize,
+    work: F,
+) -> Result<Rate>
 where
-    F: Fn(Arc<Vec<Metric>>) -> Fut + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+    F: Fn(Arc<T>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = std::result::Result<(), String>> + Send,
 {
-    let samples: u64 = items
-        .iter()
-        .map(|b| b.iter().map(|m| m.values.len() as u64).sum::<u64>())
-        .sum();
     let items = Arc::new(items);
     let next = Arc::new(AtomicU64::new(0));
     let work = Arc::new(work);
@@ -294,6 +269,29 @@ where
     })
 }
 
+/// `save_metrics` of every batch, by `clients` concurrent callers.
+async fn save_all(
+    storage: &Storage,
+    batches: Vec<Arc<Vec<Metric>>>,
+    clients: usize,
+) -> Result<Rate> {
+    let samples = batches.iter().map(|b| sample_count(b)).sum();
+    let manager = Arc::clone(&storage.manager);
+    let name = storage.name().map(str::to_owned);
+    concurrently(batches, samples, clients, move |batch: Arc<Vec<Metric>>| {
+        let manager: Arc<StorageManager> = Arc::clone(&manager);
+        let name = name.clone();
+        async move {
+            manager
+                .save_metrics(&batch, name.as_deref())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+}
+
 fn sample_count(metrics: &[Metric]) -> u64 {
     metrics.iter().map(|m| m.values.len() as u64).sum()
 }
@@ -308,72 +306,43 @@ async fn post_all(
     clients: usize,
 ) -> Result<Rate> {
     let samples = bodies.iter().map(|(_, n)| n).sum::<u64>();
-    let items = Arc::new(bodies);
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..clients)
-        .map(|_| {
-            let (items, next, http, url) = (
-                Arc::clone(&items),
-                Arc::clone(&next),
-                http.clone(),
-                url.to_owned(),
-            );
-            tokio::spawn(async move {
-                let mut times = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some((body, count)) = items.get(i) else {
-                        break;
-                    };
-                    let t = Instant::now();
-                    let answer = http
-                        .post(&url)
-                        .header("content-type", content_type)
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .map_err(|e| format!("POST {url}: {e}"))?;
-                    let status = answer.status();
-                    let text = answer.bytes().await.map_err(|e| e.to_string())?;
-                    times.push(t.elapsed());
-                    if status != 200 {
-                        return Err(format!(
-                            "POST {url}: {status}: {}",
-                            String::from_utf8_lossy(&text)
-                        ));
-                    }
-                    if content_type == "application/json" {
-                        let v: serde_json::Value =
-                            serde_json::from_slice(&text).map_err(|e| e.to_string())?;
-                        if v["accepted"].as_u64() != Some(*count) {
-                            return Err(format!(
-                                "POST {url}: accepted {} of {count}",
-                                v["accepted"]
-                            ));
-                        }
+    let (http, url) = (http.clone(), url.to_owned());
+    let bodies = bodies.into_iter().map(Arc::new).collect();
+    concurrently(
+        bodies,
+        samples,
+        clients,
+        move |item: Arc<(Vec<u8>, u64)>| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let (body, count) = item.as_ref();
+                let answer = http
+                    .post(&url)
+                    .header("content-type", content_type)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .map_err(|e| format!("POST {url}: {e}"))?;
+                let status = answer.status();
+                let text = answer.bytes().await.map_err(|e| e.to_string())?;
+                if status != 200 {
+                    return Err(format!(
+                        "POST {url}: {status}: {}",
+                        String::from_utf8_lossy(&text)
+                    ));
+                }
+                if content_type == "application/json" {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+                    if v["accepted"].as_u64() != Some(*count) {
+                        return Err(format!("POST {url}: accepted {} of {count}", v["accepted"]));
                     }
                 }
-                Ok::<_, String>(times)
-            })
-        })
-        .collect();
-    let mut times = Vec::new();
-    for worker in workers {
-        times.extend(
-            worker
-                .await
-                .map_err(|e| CliError::new(format!("a client failed: {e}")))?
-                .map_err(CliError::new)?,
-        );
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(Rate {
-        samples,
-        seconds,
-        samples_per_second: samples as f64 / seconds,
-        request_latency: latency(&times),
-    })
+                Ok(())
+            }
+        },
+    )
+    .await
 }
 
 /// The JSON API's body for `metrics`.
