@@ -83,7 +83,7 @@ pub enum Command {
     /// Serve the store over HTTP: a JSON API, OTLP and Prometheus remote-write ingest, live
     /// events and the server's own metrics (docs/server.md).
     ///
-    /// Tokens come from the config file's [server] section or AIMON_TOKENS
+    /// Tokens come from the server section of the config file or AIMON_TOKENS
     /// (NAME:SCOPES:SECRET,…, scopes read, write, admin); without any, the server listens
     /// only on a loopback address and every route is open.
     Serve(ServeArgs),
@@ -93,7 +93,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8428, or the config file's [server] listen].
+    /// Address to listen on (default 127.0.0.1:8428, or the config file's server listen).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
 
