@@ -670,6 +670,8 @@ async fn openapi_lists_every_route(fixture: &Fixture) {
         ("get", "/api/v1/metrics"),
         ("get", "/api/v1/metrics/{id}"),
         ("get", "/api/v1/history"),
+        ("get", "/api/v1/series"),
+        ("get", "/api/v1/fleet"),
         ("post", "/api/v1/alerts"),
         ("get", "/api/v1/alerts"),
         ("get", "/api/v1/alerts/{id}"),
@@ -1577,6 +1579,234 @@ async fn injection_in_every_parameter(fixture: &Fixture) {
     server.stop().await;
 }
 
+/// `GET /api/v1/fleet` over a fleet whose every figure is known: two agents with samples, a
+/// third with only a stale state, alerts open and closed; and its tag filter.
+async fn fleet_overview(fixture: &Fixture) {
+    let server = Running::start(fixture, ServerConfig::default()).await;
+    // a1: 20 samples of each metric, latency 1..=20 ms; a2: 10 samples, latency 100 ms.
+    let series = |agent: &str, model: &str, name: &str, n: i64, value: &dyn Fn(i64) -> f64| {
+        json!({"id": format!("{agent}/{name}"), "name": name, "values": (0..n).map(|i| json!({
+            "timestamp": time(at(i * 10)), "value": value(i), "tags": {"agent": agent, "model": model}
+        })).collect::<Vec<_>>()})
+    };
+    let mut metrics = Vec::new();
+    for (agent, model, n) in [("a1", "large", 20), ("a2", "small", 10)] {
+        let big = agent == "a1";
+        metrics.push(series(agent, model, "llm.prompt_tokens", n, &|_| 100.0));
+        metrics.push(series(agent, model, "llm.completion_tokens", n, &|_| 10.0));
+        metrics.push(series(agent, model, "llm.cost_usd", n, &|_| 0.25));
+        metrics.push(series(agent, model, "llm.latency_ms", n, &move |i| {
+            if big { (i + 1) as f64 } else { 100.0 }
+        }));
+        metrics.push(series(agent, model, "llm.error_rate", n, &move |i| {
+            if big && i < 5 { 0.2 } else { 0.0 }
+        }));
+    }
+    body(
+        server
+            .post("/api/v1/metrics", json!({"metrics": metrics}))
+            .await,
+        200,
+    )
+    .await;
+    body(
+        server
+            .post(
+                "/api/v1/agents",
+                json!({"states": [
+                    {"agent_id": "a1", "status": "running", "last_heartbeat": time(aimon_core::time::now()),
+                     "metadata": {"model": "large", "replicas": 3}},
+                    {"agent_id": "a3", "status": "idle", "last_heartbeat": time(at(0)),
+                     "metadata": {"model": "large"}},
+                ]}),
+            )
+            .await,
+        200,
+    )
+    .await;
+    body(
+        server
+            .post(
+                "/api/v1/alerts",
+                json!({"alerts": [
+                    {"id": "x1", "name": "latency", "severity": "high", "source": "a1", "start_time": time(at(30))},
+                    {"id": "x2", "name": "latency", "severity": "low", "source": "a1", "start_time": time(at(40)), "status": "acknowledged"},
+                    {"id": "x3", "name": "errors", "severity": "low", "source": "a2", "start_time": time(at(50)), "status": "resolved"},
+                ]}),
+            )
+            .await,
+        200,
+    )
+    .await;
+    let range = format!(
+        "start={}&end={}",
+        urlencode(&time(at(-60))),
+        urlencode(&time(at(600)))
+    );
+    let fleet = body(server.get(&format!("/api/v1/fleet?{range}")).await, 200).await;
+    let agents = fleet["agents"].as_array().unwrap();
+    let ids: Vec<&str> = agents
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a1", "a2", "a3"], "{fleet}");
+    let (a1, a2, a3) = (&agents[0], &agents[1], &agents[2]);
+    assert_eq!(a1["status"], "running");
+    assert_eq!(a1["stale"], false);
+    assert_eq!(a1["tags"], json!({"model": "large"}));
+    assert_eq!(a1["prompt_tokens"], 2000.0);
+    assert_eq!(a1["completion_tokens"], 200.0);
+    assert_eq!(a1["tokens"], 2200.0);
+    assert_eq!(a1["cost_usd"], 5.0);
+    assert_eq!(a1["latency_avg_ms"], 10.5);
+    assert_eq!(a1["latency_p95_ms"], 19.0);
+    assert_eq!(a1["error_rate"], 0.05);
+    assert_eq!(a1["samples"], 20);
+    assert_eq!(a1["open_alerts"], 2);
+    assert_eq!(a1["alerts_in_range"], 2);
+    assert_eq!(a2["status"], Value::Null, "a2 has samples but no state");
+    assert_eq!(a2["stale"], true);
+    assert_eq!(a2["latency_p95_ms"], 100.0);
+    assert_eq!(a2["open_alerts"], 0);
+    assert_eq!(a2["alerts_in_range"], 1);
+    assert_eq!(a3["stale"], true, "its heartbeat is two hours old");
+    assert_eq!(a3["tokens"], Value::Null);
+    assert_eq!(a3["samples"], 0);
+    let totals = &fleet["totals"];
+    assert_eq!(totals["agents"], 3);
+    assert_eq!(totals["stale"], 2);
+    assert_eq!(totals["tokens"], 3300.0);
+    assert_eq!(totals["cost_usd"], 7.5);
+    assert_eq!(totals["latency_avg_ms"], (210.0 + 1000.0) / 30.0);
+    assert_eq!(totals["latency_p95_ms"], 100.0);
+    assert_eq!(totals["open_alerts"], 2);
+    assert_eq!(totals["alerts_in_range"], 3);
+
+    // The tag filter keeps the samples with the tag and the agents whose state has it.
+    let large = body(
+        server
+            .get(&format!("/api/v1/fleet?{range}&tag=model%3Dlarge"))
+            .await,
+        200,
+    )
+    .await;
+    let ids: Vec<&str> = large["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a1", "a3"]);
+    assert_eq!(large["totals"]["tokens"], 2200.0);
+
+    // A range holding only a2's last sample, and hostile parameters.
+    let late = format!(
+        "start={}&end={}",
+        urlencode(&time(at(95))),
+        urlencode(&time(at(100)))
+    );
+    let fleet = body(server.get(&format!("/api/v1/fleet?{late}")).await, 200).await;
+    assert_eq!(fleet["totals"]["samples"], 1, "{fleet}");
+    for bad in [
+        format!("{range}&stale_after=0s"),
+        format!(
+            "start={}&end={}",
+            urlencode(&time(at(10))),
+            urlencode(&time(at(0)))
+        ),
+        "tag=model".to_owned(),
+        "nonsense=1".to_owned(),
+    ] {
+        let error = body(server.get(&format!("/api/v1/fleet?{bad}")).await, 400).await;
+        assert_eq!(error["error"]["kind"], "invalid_input", "{bad}: {error}");
+    }
+
+    // The series catalog: what a query finds, without samples.
+    let catalog = body(
+        server
+            .get(&format!(
+                "/api/v1/series?name=llm.latency_ms&{range}&sort=id"
+            ))
+            .await,
+        200,
+    )
+    .await;
+    let catalog = catalog.as_array().unwrap();
+    assert_eq!(catalog.len(), 2);
+    assert_eq!(catalog[0]["id"], "a1/llm.latency_ms");
+    assert!(catalog.iter().all(|s| s["values"] == json!([])));
+    let none = body(
+        server
+            .get(&format!(
+                "/api/v1/series?start={}&end={}",
+                urlencode(&time(at(-3600))),
+                urlencode(&time(at(-60)))
+            ))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(none, json!([]));
+    server.stop().await;
+}
+
+/// The dashboard's files: public even where the API needs a token, with a content security
+/// policy, revalidated by ETag, and nothing outside their folder.
+async fn dashboard_files(fixture: &Fixture) {
+    let config = ServerConfig {
+        tokens: TokenConfig::parse_list("reader:read:r-s3cret").unwrap(),
+        ..ServerConfig::default()
+    };
+    let server = Running::start(fixture, config).await;
+    let page = server.get("/").await;
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/ui/"), "{html}");
+    let etag = headers["etag"].clone();
+    let again = server
+        .http
+        .get(server.url("/"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let script = server.get("/ui/app.js").await;
+    assert_eq!(script.status(), 200);
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
+    body(server.get("/api/v1/fleet").await, 401).await;
+    for outside in [
+        "/ui/../Cargo.toml",
+        "/ui/%2e%2e/Cargo.toml",
+        "/ui/..%2FCargo.toml",
+        "/ui/%2Fetc%2Fpasswd",
+        "/ui//etc/passwd",
+        "/ui/nothing.js",
+        "/index.html/x",
+    ] {
+        let error = body(server.get(outside).await, 404).await;
+        assert_eq!(error["error"]["kind"], "not_found", "{outside}");
+    }
+    server.stop().await;
+}
+
 macro_rules! server_checks {
     ($($backend:ident => $fixture:expr),* $(,)?) => {
         $(
@@ -1591,7 +1821,7 @@ macro_rules! server_checks {
                     otlp_from_the_rust_exporter, otlp_from_the_python_sdk, otlp_hostile_and_partial,
                     tls_serves_https, remote_write_hostile, a_full_queue_answers_503_and_loses_nothing,
                     slow_headers_and_cors, event_streams_end_when_the_server_stops,
-                    injection_in_every_parameter);
+                    injection_in_every_parameter, fleet_overview, dashboard_files);
             }
         )*
     };

@@ -67,6 +67,7 @@ async fn query_metrics(storage: &Storage, global: &Global, args: &MetricsQueryAr
         end,
         tags: args.tag.iter().cloned().collect(),
         options: options(&args.page),
+        series_only: false,
     };
     let metrics = storage
         .manager

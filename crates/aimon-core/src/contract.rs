@@ -157,7 +157,12 @@ impl<D: Driver> StorageBackend for Contract<D> {
 
     async fn query_metrics(&self, query: &MetricQuery) -> Result<Vec<Metric>> {
         self.call("query_metrics", async {
-            self.driver.query_metrics(Check::check(query)?).await
+            let mut found = self.driver.query_metrics(Check::check(query)?).await?;
+            if query.series_only {
+                // A driver may read the samples anyway; the answer never carries them.
+                found.iter_mut().for_each(|m| m.values = Vec::new());
+            }
+            Ok(found)
         })
         .await
     }

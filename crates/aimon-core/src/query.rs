@@ -532,6 +532,10 @@ pub struct MetricQuery {
     pub tags: Tags,
     /// Filters on series fields, paging and order.
     pub options: QueryOptions,
+    /// Only the series, each with `values` empty: the same series the query finds otherwise,
+    /// without reading their samples (a catalog of what a range holds).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub series_only: bool,
 }
 
 impl MetricQuery {
@@ -543,6 +547,12 @@ impl MetricQuery {
     /// Only series named `name`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Only the series, without their samples (see [`MetricQuery::series_only`]).
+    pub fn series_only(mut self) -> Self {
+        self.series_only = true;
         self
     }
 

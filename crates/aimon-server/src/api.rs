@@ -100,7 +100,31 @@ pub async fn query_metrics(
     State(app): State<App>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Vec<Metric>>> {
-    let mut p = Params::new(query.as_deref());
+    let query = metric_query(query.as_deref())?;
+    Ok(Json(app.manager.query_metrics(&query, None).await?))
+}
+
+/// The series a query finds, without their samples: a catalog of names, units and ids (as
+/// `GET /api/v1/metrics` with the same parameters, each series with `values` empty).
+#[utoipa::path(get, path = "/api/v1/series", tag = "metrics",
+    params(("name" = Option<String>, Query), ("type" = Option<String>, Query),
+        ("start" = Option<String>, Query), ("end" = Option<String>, Query),
+        ("tag" = Option<Vec<String>>, Query, description = "KEY=VALUE, repeatable"),
+        ("limit" = Option<usize>, Query), ("offset" = Option<usize>, Query),
+        ("sort" = Option<String>, Query), ("filter" = Option<Vec<String>>, Query)),
+    responses((status = 200, body = Vec<Object>)))]
+pub async fn query_series(
+    State(app): State<App>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Vec<Metric>>> {
+    let mut query = metric_query(query.as_deref())?;
+    query.series_only = true;
+    Ok(Json(app.manager.query_metrics(&query, None).await?))
+}
+
+/// The [`MetricQuery`] of the parameters `GET /api/v1/metrics` and `/series` take.
+fn metric_query(query: Option<&str>) -> ApiResult<MetricQuery> {
+    let mut p = Params::new(query);
     let query = MetricQuery {
         name: p.one("name")?,
         metric_type: p.parsed("type")?,
@@ -108,9 +132,10 @@ pub async fn query_metrics(
         end: p.time("end")?,
         tags: p.pairs("tag")?,
         options: p.options()?,
+        series_only: false,
     };
     p.finish()?;
-    Ok(Json(app.manager.query_metrics(&query, None).await?))
+    Ok(query)
 }
 
 /// One series with every live sample.

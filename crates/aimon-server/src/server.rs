@@ -22,7 +22,7 @@ use crate::config::{Limits, ServerConfig};
 use crate::error::ApiError;
 use crate::ingest::{Flusher, Ingest};
 use crate::telemetry::Telemetry;
-use crate::{api, events, receivers};
+use crate::{api, dashboard, events, receivers};
 
 /// The state every handler shares.
 #[derive(Clone)]
@@ -77,6 +77,8 @@ fn routes(app: &App) -> (Router<App>, utoipa::openapi::OpenApi) {
     let read = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::query_metrics))
         .routes(routes!(api::get_metric))
+        .routes(routes!(api::query_series))
+        .routes(routes!(crate::fleet::fleet))
         .routes(routes!(api::history))
         .routes(routes!(api::query_alerts))
         .routes(routes!(api::get_alert))
@@ -130,6 +132,8 @@ pub fn router(app: App, config: &ServerConfig) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .route("/", axum::routing::get(dashboard::index))
+        .route("/ui/{*path}", axum::routing::get(dashboard::file))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -299,7 +299,11 @@ impl MetricDriver for SqliteBackend {
             .iter()
             .flat_map(|m| series_of.get(m.id.as_str()).into_iter().flatten().cloned())
             .collect();
-        let loaded = chunks::load(&mut tx, &wanted, low, range.end).await?;
+        let loaded = if query.series_only {
+            Vec::new()
+        } else {
+            chunks::load(&mut tx, &wanted, low, range.end).await?
+        };
         tx.commit().await.db()?;
         let mut values: HashMap<Arc<str>, Vec<(Tagset, Samples)>> = HashMap::new();
         for (tagset, samples) in loaded {

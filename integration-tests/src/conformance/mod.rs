@@ -77,6 +77,7 @@ macro_rules! __with_conformance_checks {
                     empty_and_reversed_ranges,
                     tag_filter_matches_a_subset_of_tags,
                     series_left_without_samples_are_omitted,
+                    series_only_finds_the_same_series_without_samples,
                     query_by_name_and_type,
                     every_operator_on_text_fields,
                     contains_treats_wildcards_literally,

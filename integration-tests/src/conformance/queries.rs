@@ -168,6 +168,51 @@ pub async fn series_left_without_samples_are_omitted(fixture: &Fixture) {
     assert!(none.is_empty());
 }
 
+/// `series_only` finds exactly the series the same query finds, in the same order and pages,
+/// each without samples.
+pub async fn series_only_finds_the_same_series_without_samples(fixture: &Fixture) {
+    let store = fixture.open(&[]).await;
+    store
+        .save_metrics(&[
+            series("a", "n").with_value(sample(0, 1.0).tag("k", "x")),
+            series("b", "n").with_value(sample(100, 2.0).tag("k", "y")),
+            series("c", "n"),
+            series("d", "other").with_value(sample(10, 3.0).tag("k", "x")),
+        ])
+        .await
+        .unwrap();
+    let queries = [
+        MetricQuery::new(),
+        MetricQuery::new().range(at(0), at(50)),
+        MetricQuery::new().tag("k", "x"),
+        MetricQuery::new().name("n"),
+        MetricQuery::new().tag("k", "z"),
+        MetricQuery {
+            options: QueryOptions {
+                limit: 1,
+                offset: 1,
+                ..QueryOptions::default()
+            },
+            ..MetricQuery::new().range(at(0), at(200))
+        },
+    ];
+    for query in queries {
+        let full = store.query_metrics(&query).await.unwrap();
+        let only = store
+            .query_metrics(&query.clone().series_only())
+            .await
+            .unwrap();
+        assert_eq!(metric_ids(&only), metric_ids(&full), "{query:?}");
+        assert!(only.iter().all(|m| m.values.is_empty()), "{query:?}");
+        for (o, f) in only.iter().zip(&full) {
+            assert_eq!(
+                (&o.name, o.metric_type, &o.unit),
+                (&f.name, f.metric_type, &f.unit)
+            );
+        }
+    }
+}
+
 /// `name` and `type` select series; the returned series carry their matching samples.
 pub async fn query_by_name_and_type(fixture: &Fixture) {
     let store = fixture.open(&[]).await;
