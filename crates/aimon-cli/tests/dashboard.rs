@@ -25,6 +25,10 @@ const WIDTHS: [(u32, u32); 2] = [(1280, 900), (390, 844)];
 const READ_TOKEN: &str = "read-secret-3f9a";
 const WRITE_TOKEN: &str = "write-secret-81c2";
 
+/// Text that would run if a page put it in as markup.
+const HOSTILE: &str =
+    r#"<img src=x onerror="window.injected=1"><script>window.injected=2</script>"#;
+
 /// One browser test at a time: each runs a server and a browser, and this machine has 2 cores.
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -578,6 +582,74 @@ fn the_fleet_table_shows_what_the_api_answers() {
     });
 }
 
+/// The explorer's bucket table holds, bucket for bucket, what `/api/v1/history` answers for
+/// the same metric, aggregation, grouping, step and range.
+#[test]
+fn the_explorer_shows_the_buckets_the_api_answers() {
+    run("the_explorer_shows_the_buckets_the_api_answers", async {
+        let served = Served::start(false);
+        let Some(browser) = Browser::open(1280, 900).await else {
+            return;
+        };
+        // A range on 5-minute boundaries, so the page asks for exactly this one.
+        let now = chrono::Utc::now().timestamp();
+        let end = chrono::DateTime::from_timestamp(now - now % 300, 0).unwrap();
+        let start = end - chrono::TimeDelta::hours(6);
+        let f =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let (start, end) = (f(start), f(end));
+        browser
+            .load(&served.url(&format!(
+                "/#/explorer?metric=llm.cost_usd&agg=sum&group_by=model&step=5m&range=custom&start={start}&end={end}"
+            )))
+            .await;
+        browser.ready("the explorer").await;
+        assert_eq!(
+            browser
+                .js("return document.querySelector('[data-testid=chart]').dataset.step")
+                .await,
+            "300"
+        );
+        let shown = browser
+            .js(r#"return [...document.querySelectorAll('[data-testid=buckets] tbody tr[data-start]')].map(tr =>
+                Object.fromEntries([...tr.querySelectorAll('[data-field]')].map(td => [td.dataset.field, td.dataset.value])))"#)
+            .await;
+        let shown = shown.as_array().unwrap();
+        let api = served
+            .get(&format!(
+                "/api/v1/history?name=llm.cost_usd&aggregation=sum&group_by=model&step=5m&start={start}&end={end}"
+            ))
+            .await;
+        let mut expected = Vec::new();
+        for series in api.as_array().unwrap() {
+            for bucket in series["buckets"].as_array().unwrap() {
+                expected.push((
+                    series["group"].as_str().unwrap().to_owned(),
+                    bucket["start"].as_str().unwrap().to_owned(),
+                    bucket["value"].as_f64().unwrap(),
+                    bucket["count"].as_u64().unwrap(),
+                ));
+            }
+        }
+        assert!(expected.len() > 100, "{} buckets", expected.len());
+        assert_eq!(shown.len(), expected.len());
+        for (group, bucket_start, value, count) in &expected {
+            let row = shown
+                .iter()
+                .find(|r| r["group"] == group.as_str() && r["start"] == bucket_start.as_str())
+                .unwrap_or_else(|| panic!("no row for {group} at {bucket_start}"));
+            let got: f64 = row["value"].as_str().unwrap().parse().unwrap();
+            assert!(
+                (got - value).abs() <= value.abs() * 1e-12,
+                "{group} {bucket_start}: {got} vs {value}"
+            );
+            assert_eq!(row["count"], count.to_string());
+        }
+        browser.assert_no_console_errors("explorer").await;
+        browser.close().await;
+    });
+}
+
 /// The range picker and the explorer's controls change what the chart draws, and the URL
 /// keeps the view: a reload shows the same.
 #[test]
@@ -747,7 +819,8 @@ fn tokens_gate_the_pages_and_the_alert_actions() {
             .post(
                 "/api/v1/alerts",
                 json!({"alerts": [{"id": id, "name": "high-latency", "severity": "high",
-                    "source": "agent-05", "description": "raised by the dashboard test"}]}),
+                    "source": "agent-05", "description": HOSTILE,
+                    "labels": {"note": HOSTILE}}]}),
             )
             .await;
 
@@ -815,6 +888,20 @@ fn tokens_gate_the_pages_and_the_alert_actions() {
             .await;
         let alert = served.get("/api/v1/alerts/agent-05%2Fdashboard-test").await;
         assert_eq!(alert["status"], "active", "a read token changed the alert");
+        // The alert's text is shown as text: its markup neither runs nor becomes elements.
+        let shown = browser
+            .js("return document.querySelector('main').textContent")
+            .await;
+        assert!(
+            shown.as_str().unwrap().contains(HOSTILE),
+            "the description is not shown"
+        );
+        assert_eq!(
+            browser
+                .js("return [window.injected === undefined, document.querySelectorAll('main img, main script').length]")
+                .await,
+            json!([true, 0])
+        );
 
         // A write token acknowledges, then resolves.
         browser
