@@ -88,13 +88,28 @@ pub async fn write_metrics(
     Ok(Json(Accepted { accepted }))
 }
 
+/// The query parameters of `GET /api/v1/metrics` and `/series`, for the OpenAPI document (the
+/// handlers read them with [`Params`], as every route does).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct MetricParams {
+    name: Option<String>,
+    #[param(rename = "type")]
+    metric_type: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    /// KEY=VALUE, repeatable.
+    tag: Option<Vec<String>>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    sort: Option<String>,
+    filter: Option<Vec<String>>,
+}
+
 /// Series and their samples (filters and paging as `aimon query metrics`).
 #[utoipa::path(get, path = "/api/v1/metrics", tag = "metrics",
-    params(("name" = Option<String>, Query), ("type" = Option<String>, Query),
-        ("start" = Option<String>, Query), ("end" = Option<String>, Query),
-        ("tag" = Option<Vec<String>>, Query, description = "KEY=VALUE, repeatable"),
-        ("limit" = Option<usize>, Query), ("offset" = Option<usize>, Query),
-        ("sort" = Option<String>, Query), ("filter" = Option<Vec<String>>, Query)),
+    params(MetricParams),
     responses((status = 200, body = Vec<Object>)))]
 pub async fn query_metrics(
     State(app): State<App>,
@@ -107,11 +122,7 @@ pub async fn query_metrics(
 /// The series a query finds, without their samples: a catalog of names, units and ids (as
 /// `GET /api/v1/metrics` with the same parameters, each series with `values` empty).
 #[utoipa::path(get, path = "/api/v1/series", tag = "metrics",
-    params(("name" = Option<String>, Query), ("type" = Option<String>, Query),
-        ("start" = Option<String>, Query), ("end" = Option<String>, Query),
-        ("tag" = Option<Vec<String>>, Query, description = "KEY=VALUE, repeatable"),
-        ("limit" = Option<usize>, Query), ("offset" = Option<usize>, Query),
-        ("sort" = Option<String>, Query), ("filter" = Option<Vec<String>>, Query)),
+    params(MetricParams),
     responses((status = 200, body = Vec<Object>)))]
 pub async fn query_series(
     State(app): State<App>,
