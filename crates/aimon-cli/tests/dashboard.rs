@@ -25,6 +25,10 @@ const WIDTHS: [(u32, u32); 2] = [(1280, 900), (390, 844)];
 const READ_TOKEN: &str = "read-secret-3f9a";
 const WRITE_TOKEN: &str = "write-secret-81c2";
 
+/// The WebDriver codes of the Tab and Enter keys.
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
+
 /// Text that would run if a page put it in as markup.
 const HOSTILE: &str =
     r#"<img src=x onerror="window.injected=1"><script>window.injected=2</script>"#;
@@ -646,6 +650,70 @@ fn the_explorer_shows_the_buckets_the_api_answers() {
             assert_eq!(row["count"], count.to_string());
         }
         browser.assert_no_console_errors("explorer").await;
+        browser.close().await;
+    });
+}
+
+/// The keyboard alone: the first Tab reaches the skip link; Enter on a column's sort button
+/// sorts the fleet by it (the biggest cost first); Enter on an agent's link opens its page.
+#[test]
+fn the_fleet_works_from_the_keyboard() {
+    run("the_fleet_works_from_the_keyboard", async {
+        let served = Served::start(false);
+        let Some(browser) = Browser::open(1280, 900).await else {
+            return;
+        };
+        browser.load(&served.url("/#/")).await;
+        browser.ready("the fleet").await;
+        let key = |k: &'static str| {
+            let browser = &browser;
+            async move {
+                let focused = browser.client.active_element().await.unwrap();
+                focused.send_keys(k).await.unwrap();
+            }
+        };
+        browser.js("document.activeElement.blur(); return 1;").await;
+        key(TAB).await;
+        let focused = browser.js("return document.activeElement.className").await;
+        assert_eq!(focused, "skip-link");
+
+        browser
+            .js("document.querySelector('[data-testid=fleet-table] button[data-sort=cost_usd]').focus(); return 1;")
+            .await;
+        key(ENTER).await;
+        let sorted = browser
+            .until(
+                "sorted by cost",
+                10,
+                "document.body.dataset.state === 'ready' && document.querySelector('[data-testid=fleet-table] th[aria-sort=descending] button[data-sort=cost_usd]') && location.hash.includes('sort=cost_usd')",
+            )
+            .await;
+        assert_eq!(sorted, true);
+        let costs = browser
+            .js("return [...document.querySelectorAll('[data-testid=fleet-table] tr[data-agent] td[data-field=cost_usd]')].map(td => +td.dataset.value)")
+            .await;
+        let costs: Vec<f64> = serde_json::from_value(costs).unwrap();
+        assert!(costs.windows(2).all(|w| w[0] >= w[1]), "{costs:?}");
+        assert_eq!(
+            browser
+                .js("return document.activeElement.dataset.sort")
+                .await,
+            "cost_usd",
+            "the focus stays on the button"
+        );
+
+        let first = browser
+            .js("const a = document.querySelector('[data-testid=fleet-table] tr[data-agent] a'); a.focus(); return a.textContent")
+            .await;
+        key(ENTER).await;
+        browser
+            .until(
+                "the agent's page",
+                10,
+                &format!("location.hash.startsWith('#/agent/{}') && document.body.dataset.state === 'ready'", first.as_str().unwrap()),
+            )
+            .await;
+        browser.assert_no_console_errors("fleet and agent").await;
         browser.close().await;
     });
 }
