@@ -1632,6 +1632,7 @@ async fn fleet_overview(fixture: &Fixture) {
                     {"id": "x1", "name": "latency", "severity": "high", "source": "a1", "start_time": time(at(30))},
                     {"id": "x2", "name": "latency", "severity": "low", "source": "a1", "start_time": time(at(40)), "status": "acknowledged"},
                     {"id": "x3", "name": "errors", "severity": "low", "source": "a2", "start_time": time(at(50)), "status": "resolved"},
+                    {"id": "x4", "name": "down", "severity": "critical", "source": "gateway", "start_time": time(at(-7200))},
                 ]}),
             )
             .await,
@@ -1665,7 +1666,11 @@ async fn fleet_overview(fixture: &Fixture) {
     assert_eq!(a1["open_alerts"], 2);
     assert_eq!(a1["alerts_in_range"], 2);
     assert_eq!(a2["status"], Value::Null, "a2 has samples but no state");
-    assert_eq!(a2["stale"], true);
+    assert_eq!(
+        a2["stale"],
+        Value::Null,
+        "no state, so no heartbeat to be late"
+    );
     assert_eq!(a2["latency_p95_ms"], 100.0);
     assert_eq!(a2["open_alerts"], 0);
     assert_eq!(a2["alerts_in_range"], 1);
@@ -1674,13 +1679,15 @@ async fn fleet_overview(fixture: &Fixture) {
     assert_eq!(a3["samples"], 0);
     let totals = &fleet["totals"];
     assert_eq!(totals["agents"], 3);
-    assert_eq!(totals["stale"], 2);
+    assert_eq!(totals["stale"], 1);
     assert_eq!(totals["tokens"], 3300.0);
     assert_eq!(totals["cost_usd"], 7.5);
     assert_eq!(totals["latency_avg_ms"], (210.0 + 1000.0) / 30.0);
     assert_eq!(totals["latency_p95_ms"], 100.0);
-    assert_eq!(totals["open_alerts"], 2);
+    // The gateway's alert counts in the totals, though the gateway is no agent.
+    assert_eq!(totals["open_alerts"], 3);
     assert_eq!(totals["alerts_in_range"], 3);
+    assert_eq!(fleet["truncated"], false);
 
     // The tag filter keeps the samples with the tag and the agents whose state has it.
     let large = body(
@@ -1698,6 +1705,10 @@ async fn fleet_overview(fixture: &Fixture) {
         .collect();
     assert_eq!(ids, ["a1", "a3"]);
     assert_eq!(large["totals"]["tokens"], 2200.0);
+    assert_eq!(
+        large["totals"]["open_alerts"], 2,
+        "under a filter, the listed agents' alerts"
+    );
 
     // A range holding only a2's last sample, and hostile parameters.
     let late = format!(
@@ -1715,6 +1726,7 @@ async fn fleet_overview(fixture: &Fixture) {
             urlencode(&time(at(0)))
         ),
         "tag=model".to_owned(),
+        "tag=model%3Dlarge&tag=model%3Dsmall".to_owned(),
         "nonsense=1".to_owned(),
     ] {
         let error = body(server.get(&format!("/api/v1/fleet?{bad}")).await, 400).await;

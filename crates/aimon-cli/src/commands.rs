@@ -65,7 +65,7 @@ async fn query_metrics(storage: &Storage, global: &Global, args: &MetricsQueryAr
         metric_type: args.metric_type,
         start,
         end,
-        tags: args.tag.iter().cloned().collect(),
+        tags: parse::tag_set(args.tag.iter().cloned()).map_err(CliError::new)?,
         options: options(&args.page),
         series_only: false,
     };
@@ -119,7 +119,7 @@ async fn query_alerts(storage: &Storage, global: &Global, args: &AlertsQueryArgs
         source: args.source.clone(),
         start,
         end,
-        labels: args.label.iter().cloned().collect(),
+        labels: parse::tag_set(args.label.iter().cloned()).map_err(CliError::new)?,
         options: options(&args.page),
     };
     let alerts = storage.manager.query_alerts(&query, storage.name()).await?;
@@ -176,7 +176,7 @@ pub async fn history(storage: &Storage, global: &Global, args: &HistoryArgs) -> 
         end: Some(end),
         step: args.step,
         aggregation: args.agg,
-        tags: args.tag.iter().cloned().collect(),
+        tags: parse::tag_set(args.tag.iter().cloned()).map_err(CliError::new)?,
         group_by: args.group_by.clone(),
     };
     let series = storage

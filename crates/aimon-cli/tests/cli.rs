@@ -928,6 +928,32 @@ fn hostile_input_is_one_line_and_never_a_panic() {
             "KEY=VALUE",
         ),
         (
+            vec![
+                "--storage",
+                m,
+                "query",
+                "metrics",
+                "--tag",
+                "model=a",
+                "--tag",
+                "model=b",
+            ],
+            "given twice",
+        ),
+        (
+            vec![
+                "--storage",
+                m,
+                "query",
+                "alerts",
+                "--label",
+                "region=eu",
+                "--label",
+                "region=us",
+            ],
+            "given twice",
+        ),
+        (
             vec!["--storage", m, "query", "alerts", "--severity", "loud"],
             "loud",
         ),

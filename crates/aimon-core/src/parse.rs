@@ -104,6 +104,24 @@ pub fn key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `KEY=VALUE` pairs as a tag set. A key given twice with two values is an error: a sample
+/// (or an alert) carries one value per key, so the filter could never match, and keeping
+/// either value silently would answer another question than the one asked.
+pub fn tag_set(pairs: impl IntoIterator<Item = (String, String)>) -> Result<crate::Tags, String> {
+    let mut tags = crate::Tags::new();
+    for (key, value) in pairs {
+        if let Some(before) = tags.get(&key)
+            && *before != value
+        {
+            return Err(format!(
+                "{key:?} is given twice ({key}={before}, {key}={value}); a sample carries one value per key"
+            ));
+        }
+        tags.insert(key, value);
+    }
+    Ok(tags)
+}
+
 /// `FIELD` or `FIELD:asc` / `FIELD:desc`.
 pub fn sort(text: &str) -> Result<(String, SortOrder), String> {
     let (field, order) = match text.rsplit_once(':') {
@@ -230,6 +248,18 @@ pub fn filter(text: &str) -> Result<QueryFilter, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_given_twice_with_two_values_is_an_error() {
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let tags = tag_set([pair("model", "a"), pair("region", "eu"), pair("model", "a")]).unwrap();
+        assert_eq!(tags.len(), 2);
+        let error = tag_set([pair("model", "a"), pair("model", "b")]).unwrap_err();
+        assert!(
+            error.contains("model=a") && error.contains("model=b"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn durations_parse_in_every_unit() {

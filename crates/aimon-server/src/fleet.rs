@@ -48,6 +48,9 @@ pub struct Fleet {
     /// Every agent with a state or a sample in the range, by `agent_id`.
     agents: Vec<AgentRow>,
     totals: Totals,
+    /// The store held more agents, latency series or alerts than one answer reads
+    /// ([`MAX_ITEMS`] of each): the figures leave the rest out.
+    truncated: bool,
 }
 
 /// One agent's figures; a figure without samples is `null`.
@@ -57,8 +60,9 @@ pub struct AgentRow {
     /// Its latest state's status; `null` for an agent that only has samples.
     status: Option<String>,
     last_heartbeat: Option<DateTime<Utc>>,
-    /// No heartbeat, or the last one more than `stale_after` before `end`.
-    stale: bool,
+    /// Its last heartbeat is more than `stale_after` before `end`; `null` for an agent without
+    /// any state (one that only sends samples, as OTLP and Prometheus senders do).
+    stale: Option<bool>,
     /// The string fields of its latest state's metadata (model, region, …).
     #[schema(value_type = Object)]
     tags: Tags,
@@ -81,9 +85,10 @@ pub struct Figures {
     error_rate: Option<f64>,
     /// Latency samples in the range.
     samples: u64,
-    /// Alerts from this agent (`source`) that are active or acknowledged now.
+    /// Alerts from this agent (`source`) that are active or acknowledged now; in `totals`,
+    /// every such alert of the store (of the listed agents under a tag filter).
     open_alerts: u64,
-    /// Alerts from this agent that started in the range.
+    /// Alerts from this agent that started in the range; in `totals`, as `open_alerts`.
     alerts_in_range: u64,
 }
 
@@ -184,14 +189,26 @@ pub async fn fleet(State(app): State<App>, RawQuery(query): RawQuery) -> ApiResu
         m.query_alerts(&started, None),
     )?;
 
+    let truncated = [
+        samples.len(),
+        states.len(),
+        active.len(),
+        acked.len(),
+        started.len(),
+    ]
+    .iter()
+    .any(|&n| n >= MAX_ITEMS);
     let mut latencies: HashMap<String, Vec<f64>> = HashMap::new();
     for series in samples {
         for sample in series.values {
-            if let Some(agent) = sample.tags.get(AGENT_TAG) {
-                latencies
-                    .entry(agent.clone())
-                    .or_default()
-                    .push(sample.value);
+            let Some(agent) = sample.tags.get(AGENT_TAG) else {
+                continue;
+            };
+            match latencies.get_mut(agent) {
+                Some(values) => values.push(sample.value),
+                None => {
+                    latencies.insert(agent.clone(), vec![sample.value]);
+                }
             }
         }
     }
@@ -246,7 +263,7 @@ pub async fn fleet(State(app): State<App>, RawQuery(query): RawQuery) -> ApiResu
         row.agent_id = agent.clone();
         row.stale = row
             .last_heartbeat
-            .is_none_or(|heartbeat| heartbeat < end - stale_after);
+            .map(|heartbeat| heartbeat < end - stale_after);
         let get = |g: &HashMap<String, Acc>| g.get(agent).copied().unwrap_or_default();
         let (p, c, cost, lat, err) = (
             get(prompt),
@@ -280,9 +297,14 @@ pub async fn fleet(State(app): State<App>, RawQuery(query): RawQuery) -> ApiResu
             total.count += acc.count;
         }
         fleet.agents += 1;
-        fleet.stale += usize::from(row.stale);
+        fleet.stale += usize::from(row.stale == Some(true));
         fleet.figures.open_alerts += row.figures.open_alerts;
         fleet.figures.alerts_in_range += row.figures.alerts_in_range;
+    }
+    if tags.is_empty() {
+        // Alerts whose source is no agent of the answer (a gateway, a job) count too.
+        fleet.figures.open_alerts = (active.len() + acked.len()) as u64;
+        fleet.figures.alerts_in_range = started.len() as u64;
     }
     fleet.figures.prompt_tokens = fleet_prompt.total();
     fleet.figures.completion_tokens = fleet_completion.total();
@@ -299,6 +321,7 @@ pub async fn fleet(State(app): State<App>, RawQuery(query): RawQuery) -> ApiResu
         stale_after_seconds: stale_after.num_seconds(),
         agents: rows.into_values().collect(),
         totals: fleet,
+        truncated,
     }))
 }
 

@@ -85,12 +85,14 @@ impl Params {
             .transpose()
     }
 
-    /// Every `name=KEY=VALUE` pair.
+    /// Every `name=KEY=VALUE` pair; a key given twice with two values is refused.
     pub fn pairs(&mut self, name: &str) -> ApiResult<Tags> {
-        self.all(name)
+        let pairs = self
+            .all(name)
             .iter()
             .map(|v| parse::key_value(v).map_err(|e| ApiError::invalid(name, e)))
-            .collect()
+            .collect::<ApiResult<Vec<_>>>()?;
+        parse::tag_set(pairs).map_err(|e| ApiError::invalid(name, e))
     }
 
     /// `limit`, `offset`, `sort` (`FIELD` or `FIELD:desc`) and `filter` (`FIELD OP VALUE`,
