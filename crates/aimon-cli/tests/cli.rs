@@ -928,32 +928,6 @@ fn hostile_input_is_one_line_and_never_a_panic() {
             "KEY=VALUE",
         ),
         (
-            vec![
-                "--storage",
-                m,
-                "query",
-                "metrics",
-                "--tag",
-                "model=a",
-                "--tag",
-                "model=b",
-            ],
-            "given twice",
-        ),
-        (
-            vec![
-                "--storage",
-                m,
-                "query",
-                "alerts",
-                "--label",
-                "region=eu",
-                "--label",
-                "region=us",
-            ],
-            "given twice",
-        ),
-        (
             vec!["--storage", m, "query", "alerts", "--severity", "loud"],
             "loud",
         ),
@@ -1049,6 +1023,32 @@ fn hostile_input_is_one_line_and_never_a_panic() {
         (
             vec!["--storage", m, "history", "bad\tname", "--since", "1h"],
             "name",
+        ),
+        (
+            vec![
+                "--storage",
+                m,
+                "query",
+                "metrics",
+                "--tag",
+                "model=a",
+                "--tag",
+                "model=b",
+            ],
+            "given twice",
+        ),
+        (
+            vec![
+                "--storage",
+                m,
+                "query",
+                "alerts",
+                "--label",
+                "region=eu",
+                "--label",
+                "region=us",
+            ],
+            "given twice",
         ),
         (
             vec!["migrate", "--from", m, "--to", "cassandra://db"],
