@@ -392,6 +392,24 @@ impl Browser {
     }
 }
 
+/// A number as a cell shows it (`$1,234.56`, `1,084 ms`, `12.5 s`, `1.07 %`, `5`) and its unit;
+/// `None` for compact forms (`26.7M`), which round too much to compare.
+fn shown_number(text: &str) -> Option<(f64, &'static str)> {
+    let text = text.trim();
+    let (number, unit) = if let Some(n) = text.strip_suffix(" ms") {
+        (n, "ms")
+    } else if let Some(n) = text.strip_suffix(" s") {
+        (n, "s")
+    } else if let Some(n) = text.strip_suffix(" %") {
+        (n, "%")
+    } else if let Some(n) = text.strip_prefix('$') {
+        (n, "$")
+    } else {
+        (text, "")
+    };
+    number.replace(',', "").parse().ok().map(|n| (n, unit))
+}
+
 /// The demo's last 24 hours as the dashboard's custom range (whole seconds, so the hash and
 /// the API's parameters name the same instants).
 fn demo_range() -> (String, String) {
@@ -518,13 +536,14 @@ fn the_fleet_table_shows_what_the_api_answers() {
             .await;
         let shown = browser
             .js(r#"return [...document.querySelectorAll('[data-testid=fleet-table] tr[data-agent]')].map(tr =>
-                [tr.dataset.agent, Object.fromEntries([...tr.querySelectorAll('[data-field]')].map(td => [td.dataset.field, td.dataset.value]))])"#)
+                [tr.dataset.agent, Object.fromEntries([...tr.querySelectorAll('[data-field]')].map(td => [td.dataset.field, td.dataset.value]))]
+                .concat([Object.fromEntries([...tr.querySelectorAll('[data-field]')].map(td => [td.dataset.field, td.textContent.trim()]))]))"#)
             .await;
         let shown = shown.as_array().unwrap();
         let agents = api["agents"].as_array().unwrap();
         assert_eq!(shown.len(), agents.len(), "rows: {shown:?}");
         assert_eq!(agents.len(), 20);
-        let mut compared = 0;
+        let (mut compared, mut read) = (0, 0);
         for agent in agents {
             let id = agent["agent_id"].as_str().unwrap();
             let row = shown
@@ -550,10 +569,26 @@ fn the_fleet_table_shows_what_the_api_answers() {
                     (got - expected).abs() <= expected.abs() * 1e-12,
                     "{id} {field}: page {got}, API {expected}"
                 );
+                // And the text people read says the same, in the column's unit.
+                let text = row[2][field].as_str().unwrap();
+                if let Some((shown, unit)) = shown_number(text) {
+                    let expected = match unit {
+                        "%" => expected * 100.0,
+                        "s" => expected / 1000.0,
+                        _ => expected,
+                    };
+                    let tolerance = if text.contains('.') { 0.006 } else { 0.51 };
+                    assert!(
+                        (shown - expected).abs() <= tolerance,
+                        "{id} {field}: shown {text:?}, API {expected}"
+                    );
+                    read += 1;
+                }
                 compared += 1;
             }
         }
         assert_eq!(compared, 20 * 6);
+        assert!(read >= 20 * 5, "only {read} cells' text compared");
         let totals = browser
             .js("const t = document.querySelector('[data-testid=fleet-totals] [data-field=cost_usd]'); return t && t.dataset.value")
             .await;
@@ -677,9 +712,20 @@ fn the_fleet_works_from_the_keyboard() {
         let focused = browser.js("return document.activeElement.className").await;
         assert_eq!(focused, "skip-link");
 
-        browser
-            .js("document.querySelector('[data-testid=fleet-table] button[data-sort=cost_usd]').focus(); return 1;")
-            .await;
+        // Tab by Tab to the cost column's sort button.
+        let mut presses = 0;
+        while browser
+            .js("return document.activeElement.dataset.sort !== 'cost_usd'")
+            .await
+            == true
+        {
+            presses += 1;
+            assert!(
+                presses < 150,
+                "Tab never reaches the cost column's sort button"
+            );
+            key(TAB).await;
+        }
         key(ENTER).await;
         let sorted = browser
             .until(
@@ -702,8 +748,18 @@ fn the_fleet_works_from_the_keyboard() {
             "the focus stays on the button"
         );
 
+        // On from there to the first agent's link.
+        while browser
+            .js("return !document.activeElement.closest('[data-testid=fleet-table] tr[data-agent]')")
+            .await
+            == true
+        {
+            presses += 1;
+            assert!(presses < 300, "Tab never reaches an agent's link");
+            key(TAB).await;
+        }
         let first = browser
-            .js("const a = document.querySelector('[data-testid=fleet-table] tr[data-agent] a'); a.focus(); return a.textContent")
+            .js("return document.activeElement.textContent")
             .await;
         key(ENTER).await;
         browser
@@ -713,6 +769,12 @@ fn the_fleet_works_from_the_keyboard() {
                 &format!("location.hash.startsWith('#/agent/{}') && document.body.dataset.state === 'ready'", first.as_str().unwrap()),
             )
             .await;
+        // The page changed under the keyboard: focus moves to its content, not back to the top.
+        assert_eq!(
+            browser.js("return document.activeElement.id").await,
+            "main",
+            "focus after opening the agent's page"
+        );
         browser.assert_no_console_errors("fleet and agent").await;
         browser.close().await;
     });

@@ -136,6 +136,9 @@ export class EventStream {
 
   stop(status = 'offline') {
     this.stopped = true;
+    // A later start() is a fresh stream, not a reconnection: whoever restarts it re-reads what
+    // the pause missed (once), so onReconnect must not fire a second full load on top.
+    this.everLive = false;
     clearTimeout(this.timer);
     this.timer = null;
     if (this.controller) this.controller.abort();

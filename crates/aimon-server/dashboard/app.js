@@ -68,6 +68,8 @@ let refreshTimer = null;
 let lastRefresh = 0;
 let refreshPending = false;
 let authShown = false;
+/** The page (its route key) last shown, null before the first: a change of page moves the focus. */
+let shownKey = null;
 
 /** A link to `path` keeping the range of the current view. */
 function href(path, params = {}) {
@@ -105,6 +107,7 @@ function route() {
     destroyPage();
     main.replaceChildren(h('h1', null, 'Not found'),
       h('p', {role: 'alert', 'data-testid': 'error'}, `There is no page ${path}. `, h('a', {href: '#/'}, 'Go to the fleet overview.')));
+    pageShown(null);
     setState('error');
     return;
   }
@@ -117,11 +120,26 @@ function route() {
     main.replaceChildren();
     const page = found.module.create({main, navigate, href, arg: found.arg, setTitle});
     current = {key: found.key, page, path, params};
+    pageShown(found.key);
   } else {
     current.path = path;
     current.params = params;
   }
   runLoad(false);
+}
+
+/**
+ * A page was just built in `main`: when it replaces another page (not on the document's first
+ * load, and not for new parameters of the same page, which keep their page), the focus moves
+ * to `main`, so keyboard and screen reader users start at the new content, not on a link of a
+ * page that is gone.
+ */
+function pageShown(key) {
+  const before = shownKey;
+  shownKey = key ?? '(not found)';
+  if (before === null || before === shownKey) return;
+  main.focus({preventScroll: true});
+  if (main.getBoundingClientRect().top < 0) window.scrollTo(0, 0);
 }
 
 function destroyPage() {
@@ -164,6 +182,7 @@ async function runLoad(quiet) {
   loading = true;
   if (!quiet) setState('loading');
   const {page, params} = current;
+  lastRefresh = Date.now(); // a full load counts as a refresh too: the next live one waits
   try {
     // One request first: without a token a server that wants one answers a single 401.
     await backends();
@@ -195,7 +214,10 @@ async function runLoad(quiet) {
   }
 }
 
-/** A live refresh of the page, at most once a second and never two at once. */
+/**
+ * A live refresh of the page, never two at once, and at most once per the page's `refreshMs`
+ * (once a second unless the page asks for less often).
+ */
 function requestRefresh() {
   if (!current || authShown) return;
   if (loading) {
@@ -203,7 +225,8 @@ function requestRefresh() {
     return;
   }
   if (refreshTimer) return;
-  const wait = Math.max(0, lastRefresh + 1000 - Date.now());
+  const interval = (current.page && current.page.refreshMs) || 1000;
+  const wait = Math.max(0, lastRefresh + interval - Date.now());
   refreshTimer = setTimeout(() => {
     refreshTimer = null;
     if (!current || authShown) return;
@@ -286,7 +309,7 @@ function showAuth(err, {manual = false} = {}) {
     h('p', {class: 'small'}, 'The token is kept in this tab only (sessionStorage) until you sign out or close the tab.'),
     h('div', {class: 'actions'},
       h('button', {type: 'submit', class: 'primary', 'data-testid': 'token-save'}, 'Save'),
-      manual ? h('button', {type: 'button', onclick: () => route()}, 'Cancel') : null));
+      manual ? h('button', {type: 'button', onclick: () => leaveAuth()}, 'Cancel') : null));
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     const token = input.value.trim();
@@ -297,11 +320,17 @@ function showAuth(err, {manual = false} = {}) {
     setToken(token);
     syncTokenButton();
     stream.stop();
-    route();
+    leaveAuth();
   });
   main.replaceChildren(form);
   setState('auth');
   input.focus();
+}
+
+/** Back from the prompt to the page: the focus, which was in the prompt, goes to `main`. */
+function leaveAuth() {
+  route();
+  if (!document.activeElement || document.activeElement === body) main.focus({preventScroll: true});
 }
 
 tokenButton.addEventListener('click', () => {

@@ -2,9 +2,12 @@
 
 import {h, fill, fmtUnit, fmtStep, fmtNumber} from './util.js';
 
-/** Okabe–Ito: distinguishable with every common colour-vision deficiency. */
-export const PALETTE = ['#0072B2', '#E69F00', '#009E73', '#CC79A7', '#56B4E9', '#D55E00', '#F0E442', '#000000'];
-/** A dash pattern per palette cycle, so a 9th series differs from the 1st by more than colour. */
+/**
+ * Okabe–Ito: distinguishable with every common colour-vision deficiency. Without its yellow
+ * (#F0E442, barely visible on white), the colours of most contrast against white first.
+ */
+export const PALETTE = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#000000', '#E69F00', '#56B4E9'];
+/** A dash pattern per palette cycle, so an 8th series differs from the 1st by more than colour. */
 const DASHES = [undefined, [6, 3], [2, 3], [8, 3, 2, 3]];
 
 const HEIGHT = 220;

@@ -35,6 +35,14 @@ export function fill(el, ...children) {
   return el;
 }
 
+/**
+ * Sets the text of `el` only when it differs: a live region (aria-live) announces every write,
+ * even of the same text, so a refresh that changes nothing must leave it alone.
+ */
+export function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
 /** A `<select>` with `[value, label]` options, `value` selected. */
 export function select(attrs, options, value) {
   const el = h('select', attrs);

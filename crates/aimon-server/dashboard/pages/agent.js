@@ -3,11 +3,59 @@
 import {api} from '../api.js';
 import {Chart} from '../charts.js';
 import {h, fill, field, select, setOptions, resolveRange, timeEl, statusBadge, fmtTime, MANUAL_STEPS, DASH} from '../util.js';
-import {settle, allSeries, invalidateSeries, metricInfo, ensureTags, tagKeys, drawHistory, guard, scroller,
-  groupLabel} from './common.js';
+import {settle, allSeries, invalidateSeries, ensureTags, tagKeys, drawHistory, guard, scroller,
+  groupLabel, keepRowFocus} from './common.js';
 import {alertsTable} from './alerts.js';
 
 const AGGREGATIONS = ['avg', 'sum', 'min', 'max', 'count', 'first', 'last'];
+
+/** The parts of a Prometheus (or OTLP) histogram or summary that count since the start. */
+const TOTAL_PARTS = /_(bucket|sum|count)$/;
+
+/**
+ * Whether a series' samples are running totals (each repeats the total so far), from what
+ * `/api/v1/series` says of it: OTLP records `metadata.temporality` ("cumulative" or "delta") for
+ * sums and histograms; OTLP summaries are cumulative by definition; Prometheus remote write
+ * records no metadata, but its counters are running totals (named `*_total`, as client
+ * libraries and OpenMetrics name them) and so are the `_bucket`, `_sum` and `_count` series of
+ * its histograms and summaries. A counter sent to aimon's own API counts per interval.
+ */
+export function isRunningTotal({name, type, metadata}) {
+  const meta = metadata || {};
+  const temporality = String(meta.temporality || '').toLowerCase();
+  if (temporality === 'cumulative') return true;
+  if (temporality === 'delta') return false;
+  const n = String(name || '');
+  if (meta.otlp_type === 'summary') return TOTAL_PARTS.test(n) && !n.endsWith('_bucket');
+  if (meta.otlp_type) return false;
+  if (type === 'histogram' || type === 'summary') return TOTAL_PARTS.test(n);
+  return type === 'counter' && n.endsWith('_total');
+}
+
+/**
+ * What "auto" aggregates a series' buckets with: the `last` value of a running total, the
+ * `sum` of a per-interval counter (or of an OTLP delta sum or histogram count), else `avg`.
+ */
+export function autoAggregation(info) {
+  if (isRunningTotal(info)) return 'last';
+  const meta = info.metadata || {};
+  if (info.type === 'counter') return 'sum';
+  if (String(meta.temporality || '').toLowerCase() === 'delta'
+    && (meta.otlp_type === 'sum' || TOTAL_PARTS.test(String(info.name || '')))) return 'sum';
+  return 'avg';
+}
+
+/** name → {name, unit, type, description, metadata} of the first series of each name in `list`. */
+function seriesInfo(list) {
+  const out = new Map();
+  for (const s of list) {
+    if (!out.has(s.name)) {
+      out.set(s.name, {name: s.name, unit: s.unit || '', type: s.type || '', description: s.description || '',
+        metadata: s.metadata || {}});
+    }
+  }
+  return out;
+}
 
 /** A JSON value as short text. */
 function show(value) {
@@ -31,10 +79,11 @@ export function create(ctx) {
   let infos = new Map();
 
   const statusEl = h('span', {class: 'agent-status'});
-  const headerBody = h('div', {class: 'agent-header', 'aria-live': 'polite'}, h('p', {class: 'small'}, 'Loading…'));
+  // Not a live region: it is refilled on every heartbeat.
+  const headerBody = h('div', {class: 'agent-header'}, h('p', {class: 'small'}, 'Loading…'));
   const groupSel = select({'data-testid': 'group-by'}, [['', 'none']]);
   const aggSel = select({'data-testid': 'aggregation'},
-    [['auto', 'auto (sum for counters, avg otherwise)'], ...AGGREGATIONS]);
+    [['auto', 'auto (by series type)'], ...AGGREGATIONS]);
   const stepSel = select({'data-testid': 'step'}, [['auto', 'auto'], ...MANUAL_STEPS]);
   groupSel.addEventListener('change', () => navigate({group_by: groupSel.value || null}));
   aggSel.addEventListener('change', () => navigate({agg: aggSel.value === 'auto' ? null : aggSel.value}));
@@ -122,21 +171,31 @@ export function create(ctx) {
       const tagsTask = ensureTags(signal).then(() => renderControls(params), () => {});
       const alertsTask = api('alerts', {signal, query: {source: agentId, start: range.start, end: range.end,
         sort: 'start_time:desc', limit: 100}})
-        .then((alerts) => fill(alertsBox, alerts.length
-          ? scroller(alertsTable(alerts, (a) => href('/alerts', {source: agentId, id: a.id}), null), 'Alerts of this agent')
-          : h('p', null, 'No alert of this agent started in this range.')));
-      const chartsTask = allSeries().then((series) => {
-        infos = metricInfo(series);
-        const list = [...new Set(series.filter((s) => s.id.startsWith(tagPrefix)).map((s) => s.name))].sort();
+        .then((alerts) => {
+          const restoreFocus = keepRowFocus(alertsBox, 'alert');
+          fill(alertsBox, alerts.length
+            ? scroller(alertsTable(alerts, (a) => href('/alerts', {source: agentId, id: a.id}), null), 'Alerts of this agent')
+            : h('p', null, 'No alert of this agent started in this range.'));
+          restoreFocus();
+        });
+      const chartsTask = allSeries(range).then((series) => {
+        // The catalog is shared (and not aborted with this load): a load superseded meanwhile
+        // stops here.
+        signal.throwIfAborted();
+        const mine = series.filter((s) => s.id.startsWith(tagPrefix));
+        // This agent's own series: their type and metadata decide the aggregation.
+        infos = seriesInfo(mine);
+        const list = [...new Set(mine.map((s) => s.name))].sort();
         syncCharts(list);
         chartNote.textContent = list.length ? `${list.length} metric${list.length === 1 ? '' : 's'}; hover a chart for its values.`
-          : 'This agent has no series.';
+          + (aggParam && AGGREGATIONS.includes(aggParam) ? ''
+            : ' Aggregation auto: the last value of each step for running totals, the sum for other counters, the average otherwise.')
+          : 'This agent has no series with samples in this range.';
         return settle(list.map((name) => {
           const chart = charts.get(name);
           const info = infos.get(name) || {};
           chart.setUnit(info.unit);
-          const aggregation = aggParam && AGGREGATIONS.includes(aggParam) ? aggParam
-            : (info.type === 'counter' ? 'sum' : 'avg');
+          const aggregation = aggParam && AGGREGATIONS.includes(aggParam) ? aggParam : autoAggregation(info);
           return guard(chart, drawHistory(chart, {name, aggregation, groupBy, range, step, signal,
             tags: [`agent=${agentId}`], label: groupLabel(groupBy, name)}));
         }));
@@ -144,7 +203,7 @@ export function create(ctx) {
       await settle([stateTask, tagsTask, alertsTask, chartsTask]);
       if (!hasState && !names.length) {
         fill(headerBody, h('p', null, 'Unknown agent.'));
-        throw new Error(`There is no agent "${agentId}": it has neither a state nor a series.`);
+        throw new Error(`There is no agent "${agentId}" in this range: it has no state, and no series with samples in the range.`);
       }
     },
     wants(type, data) {

@@ -2,9 +2,9 @@
 // alerts most like it (where the backend has similarity search).
 
 import {api, seg, getToken, backends} from '../api.js';
-import {h, fill, field, select, setOptions, resolveRange, timeEl, fmtTime, statusBadge, severityBadge,
+import {h, fill, setText, field, select, setOptions, resolveRange, timeEl, fmtTime, statusBadge, severityBadge,
   SEVERITIES, ALERT_STATUSES, splitPair, isAbort, DASH} from '../util.js';
-import {settle, PairFilter, scroller, tagValuesOf, ensureTags} from './common.js';
+import {settle, PairFilter, scroller, tagValuesOf, ensureTags, keepRowFocus} from './common.js';
 
 const LIMIT = 200;
 /** Marks an alert shown although outside the filters (the selected one). */
@@ -109,11 +109,13 @@ export function create(ctx) {
     const sig = JSON.stringify(alerts);
     if (sig !== listSig) {
       listSig = sig;
+      const restoreFocus = keepRowFocus(listBox, 'alert');
       if (!alerts.length) {
         fill(listBox, h('p', null, 'No alert matches these filters in this range.'));
       } else {
         fill(listBox, scroller(alertsTable(alerts, linkFor, selectedId), 'Alerts table'));
       }
+      restoreFocus();
     } else {
       for (const tr of listBox.querySelectorAll('tr[data-alert]')) {
         const on = tr.dataset.alert === selectedId;
@@ -126,7 +128,7 @@ export function create(ctx) {
         }
       }
     }
-    count.textContent = `${alerts.length}${alerts.length >= LIMIT ? ` (the newest ${LIMIT})` : ''} alert${alerts.length === 1 ? '' : 's'}`;
+    setText(count, `${alerts.length}${alerts.length >= LIMIT ? ` (the newest ${LIMIT})` : ''} alert${alerts.length === 1 ? '' : 's'}`);
   }
 
   function renderFilters(params) {

@@ -18,11 +18,17 @@ export async function settle(tasks) {
 
 let seriesCache = null;
 
-/** Every series, without samples (`/api/v1/series`), cached for 30 s. */
-export function allSeries() {
-  if (seriesCache && Date.now() - seriesCache.at < 30000) return seriesCache.promise;
-  const promise = api('series', {query: {limit: 100000}});
-  const entry = {at: Date.now(), promise};
+/**
+ * The series with samples in `range` (from resolveRange), without samples (`/api/v1/series`),
+ * cached for 30 s per range: a preset by its name (its window slides, the catalog hardly
+ * changes), a custom range by its bounds. Without a range every store but SQLite would read
+ * every sample it holds.
+ */
+export function allSeries(range) {
+  const key = range.range === 'custom' ? `${range.start}/${range.end}` : range.range;
+  if (seriesCache && seriesCache.key === key && Date.now() - seriesCache.at < 30000) return seriesCache.promise;
+  const promise = api('series', {query: {start: range.start, end: range.end, limit: 100000}});
+  const entry = {at: Date.now(), key, promise};
   seriesCache = entry;
   promise.catch(() => {
     if (seriesCache === entry) seriesCache = null;
@@ -134,7 +140,13 @@ export class PairFilter {
       const v = this.valueSelect.value;
       if (!k || v === '') return;
       const pair = `${k}=${v}`;
-      if (!this.pairs.includes(pair)) this.onChange([...this.pairs, pair]);
+      if (this.pairs.includes(pair)) return;
+      // The server keeps one value per key: a pair of a key already filtered on replaces its
+      // chip (in place) instead of adding a second one.
+      const keyOf = (p) => (splitPair(p) || [p])[0];
+      const at = this.pairs.findIndex((p) => keyOf(p) === k);
+      if (at < 0) this.onChange([...this.pairs, pair]);
+      else this.onChange(this.pairs.map((p, i) => (i === at ? pair : p)).filter((p, i) => i <= at || keyOf(p) !== k));
     });
     this.valuesOf = () => [];
     this.el = h('fieldset', {class: 'pair-filter'}, h('legend', null, legend),
@@ -217,6 +229,34 @@ export function sortRows(rows, key, dir, get = (r, k) => r[k]) {
 export function parseSort(text, fallback) {
   const [key, dir] = String(text || '').split(':');
   return key ? {key, dir: dir === 'desc' ? 'desc' : 'asc'} : fallback;
+}
+
+/**
+ * Before a table body (or a whole table) in `container` is rebuilt: remembers which link or
+ * button of which row (`tr[data-<attr>]`, e.g. attr 'agent' or 'alert') has the focus, or that
+ * the table's scroller has it. Answers a function that, called after the rebuild, focuses the
+ * same element of the same row (or the new scroller); it does nothing when the focus was
+ * elsewhere or the row is gone.
+ */
+export function keepRowFocus(container, attr) {
+  const focused = document.activeElement;
+  if (!focused || focused === document.body || !container.contains(focused)) return () => {};
+  if (focused.classList.contains('table-scroll')) {
+    return () => {
+      const scrollerEl = container.querySelector('.table-scroll');
+      if (scrollerEl && !scrollerEl.contains(document.activeElement)) scrollerEl.focus({preventScroll: true});
+    };
+  }
+  const tr = focused.closest(`tr[data-${attr}]`);
+  if (!tr || !focused.matches('a, button')) return () => {};
+  const key = tr.dataset[attr];
+  const index = [...tr.querySelectorAll('a, button')].indexOf(focused);
+  return () => {
+    if (focused.isConnected && container.contains(focused)) return; // not rebuilt after all
+    const row = [...container.querySelectorAll(`tr[data-${attr}]`)].find((r) => r.dataset[attr] === key);
+    const target = row && row.querySelectorAll('a, button')[index];
+    if (target) target.focus({preventScroll: true});
+  };
 }
 
 /** A table in its own horizontal scroller. */

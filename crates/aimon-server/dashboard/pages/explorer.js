@@ -1,7 +1,7 @@
 // `#/explorer`: any metric, any aggregation, grouped and filtered by tags; a chart and its buckets.
 
 import {Chart} from '../charts.js';
-import {h, fill, field, select, setOptions, resolveRange, fmtTime, fmtUnit, MANUAL_STEPS, DASH} from '../util.js';
+import {h, fill, setText, field, select, setOptions, resolveRange, fmtTime, fmtUnit, MANUAL_STEPS, DASH} from '../util.js';
 import {settle, allSeries, invalidateSeries, metricInfo, ensureTags, tagKeys, tagValuesOf, drawHistory, guard,
   PairFilter, scroller, groupLabel} from './common.js';
 import {metricMatches} from './fleet.js';
@@ -75,15 +75,18 @@ export function create(ctx) {
       }
     }
     fill(tbody, rows.length ? rows : h('tr', {class: 'empty'}, h('td', {colspan: 4}, 'No buckets in this range.')));
-    bucketNote.textContent = `${total} bucket${total === 1 ? '' : 's'} in ${series.length} group${series.length === 1 ? '' : 's'}`
-      + (total > MAX_ROWS ? `; the first ${MAX_ROWS} are listed` : '');
+    setText(bucketNote, `${total} bucket${total === 1 ? '' : 's'} in ${series.length} group${series.length === 1 ? '' : 's'}`
+      + (total > MAX_ROWS ? `; the first ${MAX_ROWS} are listed` : ''));
   }
 
   return {
     async load(params, {signal}) {
       const range = resolveRange(params);
       const tagsTask = ensureTags(signal).then(() => renderControls(params, metric), () => {});
-      const series = await allSeries();
+      const series = await allSeries(range);
+      // The catalog is shared (and not aborted with this load): a load superseded meanwhile
+      // stops here.
+      signal.throwIfAborted();
       const infos = metricInfo(series);
       names = [...infos.keys()].sort();
       const asked = params.get('metric');

@@ -2,10 +2,10 @@
 
 import {api} from '../api.js';
 import {Chart, alignHistory} from '../charts.js';
-import {h, fill, resolveRange, fmtCount, fmtUsd, fmtMs, fmtPercent, fmtNumber, timeEl, statusBadge,
+import {h, fill, setText, resolveRange, fmtCount, fmtUsd, fmtMs, fmtPercent, fmtNumber, timeEl, statusBadge,
   chooseStep, chartRange, DASH} from '../util.js';
 import {settle, rememberTags, tagKeys, tagValuesOf, PairFilter, sortableHead, sortRows, parseSort, scroller,
-  groupLabel, drawHistory, guard} from './common.js';
+  groupLabel, drawHistory, guard, keepRowFocus} from './common.js';
 
 const PROMPT = 'llm.prompt_tokens';
 const COMPLETION = 'llm.completion_tokens';
@@ -13,6 +13,9 @@ const COST = 'llm.cost_usd';
 const LATENCY = 'llm.latency_ms';
 const ERRORS = 'llm.error_rate';
 const WATCHED = [PROMPT, COMPLETION, COST, LATENCY, ERRORS];
+/** The fleet's figures (a p95 over every latency sample of the range) are costly to compute:
+ * live updates refresh this page at most every 10 s. */
+const REFRESH_MS = 10000;
 
 const COLUMNS = [
   {key: 'agent_id', label: 'Agent'},
@@ -86,24 +89,32 @@ export function create(ctx) {
     }
     const agents = fleet ? fleet.agents : [];
     const rows = sortRows(agents, sort.key, sort.dir);
+    const restoreFocus = keepRowFocus(tbody, 'agent');
     if (!rows.length) {
       fill(tbody, h('tr', {class: 'empty'}, h('td', {colspan: COLUMNS.length}, fleet ? 'No agents in this range.' : 'Loading…')));
     } else {
       fill(tbody, rows.map(row));
     }
-    count.textContent = fleet ? `${agents.length} agent${agents.length === 1 ? '' : 's'}` : '';
+    restoreFocus();
+    setText(count, fleet ? `${agents.length} agent${agents.length === 1 ? '' : 's'}` : '');
   }
 
   function row(a) {
-    return h('tr', {dataset: {agent: a.agent_id, stale: a.stale ? 'true' : 'false'}}, COLUMNS.map((c) => {
+    // `stale` is null for an agent with samples but no state (it never sent a heartbeat).
+    const noState = a.stale === null || (a.status == null && a.last_heartbeat == null);
+    const stale = a.stale === true && !noState;
+    return h('tr', {dataset: {agent: a.agent_id, stale: noState ? 'null' : String(stale)}}, COLUMNS.map((c) => {
       const raw = a[c.key];
       const attrs = {dataset: {field: c.key, value: raw == null ? '' : raw}, class: c.numeric ? 'num' : null};
       if (c.key === 'agent_id') {
         return h('td', {...attrs, class: 'agent-cell'}, h('a', {href: href(`/agent/${encodeURIComponent(a.agent_id)}`)}, a.agent_id));
       }
       if (c.key === 'status') {
+        if (noState) {
+          return h('td', attrs, h('span', {class: 'no-state', title: 'Samples but no heartbeat: no state recorded'}, 'no state'));
+        }
         return h('td', attrs, statusBadge(a.status),
-          a.stale ? h('span', {class: 'badge stale', title: `No heartbeat in the last ${fleet.stale_after_seconds} s`},
+          stale ? h('span', {class: 'badge stale', title: `No heartbeat in the last ${fleet.stale_after_seconds} s`},
             h('span', {class: 'icon', 'aria-hidden': 'true'}, '⚠'), ' stale') : null);
       }
       if (c.key === 'last_heartbeat') return h('td', attrs, raw ? timeEl(raw) : DASH);
@@ -147,6 +158,7 @@ export function create(ctx) {
   renderTable();
 
   return {
+    refreshMs: REFRESH_MS,
     async load(params, {signal, quiet}) {
       const range = resolveRange(params);
       const tags = params.getAll('tag');
