@@ -501,8 +501,10 @@ impl MetricDriver for RedisBackend {
         let lower = range.start.max(cutoff.unwrap_or(0));
         if !sample_filter {
             filter::sort_and_page(&mut found, options, tie);
-            self.fill_samples(&mut found, lower, range.end, &Tags::new())
-                .await?;
+            if !query.series_only {
+                self.fill_samples(&mut found, lower, range.end, &Tags::new())
+                    .await?;
+            }
             return Ok(found);
         }
         found.sort_by(|a, b| filter::compare(a, b, options, tie));

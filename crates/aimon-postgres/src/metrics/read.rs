@@ -166,7 +166,9 @@ impl PostgresBackend {
             index.insert(sid, found.len());
             found.push(metric);
         }
-        if found.is_empty() {
+        // The series are decided by now (by the statement's `EXISTS` where samples filter
+        // them): a catalog needs no sample.
+        if found.is_empty() || query.series_only {
             tx.commit().await.db()?;
             return Ok(found);
         }

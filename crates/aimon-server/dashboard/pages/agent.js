@@ -178,7 +178,7 @@ export function create(ctx) {
             : h('p', null, 'No alert of this agent started in this range.'));
           restoreFocus();
         });
-      const chartsTask = allSeries(range).then((series) => {
+      const chartsTask = allSeries().then((series) => {
         // The catalog is shared (and not aborted with this load): a load superseded meanwhile
         // stops here.
         signal.throwIfAborted();
@@ -190,7 +190,7 @@ export function create(ctx) {
         chartNote.textContent = list.length ? `${list.length} metric${list.length === 1 ? '' : 's'}; hover a chart for its values.`
           + (aggParam && AGGREGATIONS.includes(aggParam) ? ''
             : ' Aggregation auto: the last value of each step for running totals, the sum for other counters, the average otherwise.')
-          : 'This agent has no series with samples in this range.';
+          : 'This agent has no series.';
         return settle(list.map((name) => {
           const chart = charts.get(name);
           const info = infos.get(name) || {};
@@ -203,7 +203,7 @@ export function create(ctx) {
       await settle([stateTask, tagsTask, alertsTask, chartsTask]);
       if (!hasState && !names.length) {
         fill(headerBody, h('p', null, 'Unknown agent.'));
-        throw new Error(`There is no agent "${agentId}" in this range: it has no state, and no series with samples in the range.`);
+        throw new Error(`There is no agent "${agentId}": it has no state and no series.`);
       }
     },
     wants(type, data) {

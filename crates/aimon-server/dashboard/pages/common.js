@@ -19,16 +19,13 @@ export async function settle(tasks) {
 let seriesCache = null;
 
 /**
- * The series with samples in `range` (from resolveRange), without samples (`/api/v1/series`),
- * cached for 30 s per range: a preset by its name (its window slides, the catalog hardly
- * changes), a custom range by its bounds. Without a range every store but SQLite would read
- * every sample it holds.
+ * Every series, without samples (`/api/v1/series`), cached for 30 s. No range: without one no
+ * store reads a sample for the catalog (with one, all but SQLite would read the range's).
  */
-export function allSeries(range) {
-  const key = range.range === 'custom' ? `${range.start}/${range.end}` : range.range;
-  if (seriesCache && seriesCache.key === key && Date.now() - seriesCache.at < 30000) return seriesCache.promise;
-  const promise = api('series', {query: {start: range.start, end: range.end, limit: 100000}});
-  const entry = {at: Date.now(), key, promise};
+export function allSeries() {
+  if (seriesCache && Date.now() - seriesCache.at < 30000) return seriesCache.promise;
+  const promise = api('series', {query: {limit: 100000}});
+  const entry = {at: Date.now(), promise};
   seriesCache = entry;
   promise.catch(() => {
     if (seriesCache === entry) seriesCache = null;

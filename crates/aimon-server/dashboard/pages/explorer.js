@@ -83,7 +83,7 @@ export function create(ctx) {
     async load(params, {signal}) {
       const range = resolveRange(params);
       const tagsTask = ensureTags(signal).then(() => renderControls(params, metric), () => {});
-      const series = await allSeries(range);
+      const series = await allSeries();
       // The catalog is shared (and not aborted with this load): a load superseded meanwhile
       // stops here.
       signal.throwIfAborted();
