@@ -438,13 +438,22 @@ fn history_over_fragments_heads_and_groups_matches_the_reference() {
                 reference.save_metrics(&batch).await.unwrap();
             }
         }
-        // The range starts inside the data (a partial first window) and ends past the open
-        // window.
-        let range = (
-            time::from_micros(start + window / 3 + 7),
-            time::from_micros(open_window + 2 * window),
-        );
-        for name in ["par", "par-frag", "par-big"] {
+        // The closed windows' samples lie in the first 36 minutes (the generator's 31 bits of
+        // microseconds). The first range starts in the data (a partial first window) and ends
+        // past the open window; the second ends in the middle of a window with samples on both
+        // sides of its end; the third starts just after the first window's start and ends
+        // after the last sample of a window that ends later, so both edge windows have every
+        // sample in the range and their summaries answer.
+        let ranges = [
+            (start + window / 3 + 7, open_window + 2 * window),
+            (start + window / 3 + 7, start + 2 * window + window / 2),
+            (start + 7, start + 3 * window + 7 * window / 10),
+        ];
+        for (range, name) in ranges
+            .iter()
+            .map(|&(a, b)| (time::from_micros(a), time::from_micros(b)))
+            .flat_map(|range| ["par", "par-frag", "par-big"].map(|name| (range, name)))
+        {
             for minutes in [10, 30, 60, 7] {
                 for aggregation in [
                     Aggregation::Sum,
@@ -469,7 +478,7 @@ fn history_over_fragments_heads_and_groups_matches_the_reference() {
                         let theirs = reference.metric_history(&q).await.unwrap();
                         let what = format!(
                             "{name} {aggregation:?} {minutes} min grouped {grouped} \
-                             (one statement: {one_statement})"
+                             over {range:?} (one statement: {one_statement})"
                         );
                         // Clean data at whole-window steps takes the one-statement path.
                         let expected = name == "par"

@@ -229,15 +229,17 @@
 //! windows that lie wholly inside the range and before the earliest head window of those tag
 //! sets, only the aggregates the answer needs; the same statement returns the chunk rows at the
 //! range's start and from that head window on (their data only where the summary cannot
-//! answer: the window sticks out of the range, or lies at or after its own tag set's head
-//! window), and each tag set's head rows as two arrays. The chunk and head branches are index
+//! answer: a sample of the window lies outside the range, by its first and last times, or the
+//! window lies at or after its own tag set's head window), and each tag set's head rows as two
+//! arrays. The chunk and head branches are index
 //! ranges through `tsid = ANY(ARRAY(SELECT tsid FROM ts))`, so the plan does not hang on the
 //! planner's estimates (a plain join with the tag sets became a hash join over every chunk of
 //! the range once the tables had statistics: 12 ms instead of 2). It runs on two connections of
 //! its own whose planner does not sort (`enable_sort = off`, opened on first use): the generic
 //! plan estimates a handful of chunk rows and would sort thousands into buckets, where hashing
 //! them is 0.3 – 0.6 ms faster on the demo's store. aimon folds the rest
-//! exactly: whole single-row windows from their CRC-checked summaries, the others decoded,
+//! exactly: single-row windows whose samples all lie in the range from their CRC-checked
+//! summaries (the checksum covers the first and last times that decide it), the others decoded,
 //! fragments in `seq` order and head rows over them. It gives up, and the general path below
 //! answers, where that would not be exact: a window among the aggregated ones has fragments or
 //! a scaled sum, a whole window sent without its data has fragments, a float sum overflows, or

@@ -133,16 +133,19 @@ impl PostgresBackend {
             .bind(first_window)
             .push(" AND c.window_start < ")
             .bind(low_at);
+        // A window's summary answers where every sample of it is in the range (its first and
+        // last times, which its checksum covers, say so) and no head row is in it.
         sql.push(&columns)
-            .push("CASE WHEN c.window_start >= ")
+            .push("CASE WHEN c.first_time >= ")
             .bind(low_at)
-            .push(&format!(" AND c.window_start + {window} <= least("))
+            .push(" AND c.last_time < ")
             .bind(high_at)
-            .push(
-                ", coalesce(ts.head_window, 'infinity'::timestamptz)) THEN NULL ELSE c.data END, \
+            .push(&format!(
+                " AND c.window_start + {window} <= coalesce(ts.head_window, 'infinity'::timestamptz) \
+                 THEN NULL ELSE c.data END, \
                  c.seq, NULL, NULL, NULL, NULL FROM chunks c JOIN ts ON ts.tsid = c.tsid \
-                 WHERE c.tsid = ANY(ARRAY(SELECT tsid FROM ts)) AND c.last_time >= ",
-            )
+                 WHERE c.tsid = ANY(ARRAY(SELECT tsid FROM ts)) AND c.last_time >= "
+            ))
             .bind(low_at)
             .push(" AND c.first_time < ")
             .bind(high_at)
@@ -290,8 +293,14 @@ fn fold(
             continue;
         };
         let name = tagset.name();
-        // A whole window of one row and no head rows: its summary (CRC-checked) answers.
-        if window.head.is_empty() && window.chunks.len() == 1 && w >= low && w + WINDOW <= high {
+        // One row, no head rows, and every sample in the range (its first and last times say
+        // so; the checksum below covers them): its summary answers.
+        let inside = |row: &PgRow| -> Result<bool> {
+            let first: DateTime<Utc> = row.try_get("t1").db()?;
+            let last: DateTime<Utc> = row.try_get("t2").db()?;
+            Ok(micros(first) >= low && micros(last) < high)
+        };
+        if window.head.is_empty() && window.chunks.len() == 1 && inside(window.chunks[0])? {
             let summary = summary_from_row(window.chunks[0]).map_err(|e| name.damaged(w, e))?;
             downsampler.merge(
                 tagset.group.clone(),
