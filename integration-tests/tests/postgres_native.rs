@@ -1254,7 +1254,9 @@ fn timescale_retention_counts_the_samples_of_dropped_chunks() {
         let now = time::now();
         let mut m = Metric::new("span", "span", MetricType::Gauge);
         m.updated_at = now;
-        m.values = (0..(3 * 24 * 6))
+        // Four days back: whatever the time of day, the chunks before the cutoff's midnight
+        // hold two whole days (with three, the hour after midnight UTC left 47 h 30 min).
+        m.values = (0..(4 * 24 * 6))
             .map(|i| MetricValue::new(now - TimeDelta::minutes(10 * i + 5), i as f64))
             .collect();
         writer.save_metric(&m).await.unwrap();
