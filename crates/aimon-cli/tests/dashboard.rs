@@ -766,15 +766,23 @@ fn the_fleet_works_from_the_keyboard() {
             .until(
                 "the agent's page",
                 10,
-                &format!("location.hash.startsWith('#/agent/{}') && document.body.dataset.state === 'ready'", first.as_str().unwrap()),
+                // The agent's own heading: the hash changes before the page does, and the
+                // fleet page was `ready` too.
+                &format!(
+                    "location.hash.startsWith('#/agent/{0}') && document.body.dataset.state === 'ready' \
+                     && [...document.querySelectorAll('main h1')].some(h => h.textContent.includes('{0}'))",
+                    first.as_str().unwrap()
+                ),
             )
             .await;
         // The page changed under the keyboard: focus moves to its content, not back to the top.
-        assert_eq!(
-            browser.js("return document.activeElement.id").await,
-            "main",
-            "focus after opening the agent's page"
-        );
+        browser
+            .until(
+                "focus on the agent page's content",
+                5,
+                "document.activeElement && document.activeElement.id === 'main'",
+            )
+            .await;
         browser.assert_no_console_errors("fleet and agent").await;
         browser.close().await;
     });
