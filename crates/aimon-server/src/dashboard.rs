@@ -18,7 +18,7 @@ struct Assets;
 
 /// What the pages may load and run: only this server's own files and API, no inline script.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-    style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+    style-src 'self'; img-src 'self' data:; connect-src 'self'; \
     frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// `GET /`: the dashboard's page.
