@@ -39,6 +39,8 @@ pub struct PostgresBackend {
     pub(crate) rewritten: std::sync::atomic::AtomicU64,
     /// `metric_history` calls answered by the one-statement path (native mode).
     pub(crate) one_statement_histories: std::sync::atomic::AtomicU64,
+    /// One-statement histories of sums that ran again with `sum(abs(…))` (`metrics::summed`).
+    pub(crate) absolute_sum_reruns: std::sync::atomic::AtomicU64,
     /// Connections for the one-statement history, whose planner hashes rather than sorts
     /// (`enable_sort = off`; see `metrics::summed`). Opened on first use.
     pub(crate) hashing_pool: PgPool,
@@ -148,6 +150,7 @@ impl PostgresBackend {
             channel,
             rewritten: std::sync::atomic::AtomicU64::new(0),
             one_statement_histories: std::sync::atomic::AtomicU64::new(0),
+            absolute_sum_reruns: std::sync::atomic::AtomicU64::new(0),
             hashing_pool,
         };
         backend.reload_partitions().await.map_err(&fail)?;
@@ -171,6 +174,14 @@ impl PostgresBackend {
     /// crate docs, "History"), for tests and benchmarks that must know which path ran.
     pub fn one_statement_histories(&self) -> u64 {
         self.one_statement_histories
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many one-statement histories of sums or averages ran their statement again with
+    /// the error bounds' `sum(abs(…))`, because a window in range has a negative value
+    /// (`metrics/summed.rs`), for tests that must know which pass answered.
+    pub fn absolute_sum_reruns(&self) -> u64 {
+        self.absolute_sum_reruns
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

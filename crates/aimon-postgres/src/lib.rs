@@ -50,7 +50,7 @@
 //! |---|---|---|
 //! | `series` | one row per metric id; `sid` is the compact key samples carry | `sid` identity PK, `id` unique, `name`, `updated_at` |
 //! | `series_tagsets` | each distinct (series, tag set), numbered (`tsid`): tags as canonical JSON text and as `jsonb`, an hour-rounded bound of the newest sample, `head_window` (a lower bound of the windows of its head rows) | PK `(sid, tags_key)` (`tags_key` = SHA-256 of the tags, generated: a btree entry holds ~2.7 KB and a tag value may be 16 KiB that does not compress), `tsid` unique, GIN on the tags, `last_bound` |
-//! | `chunks` | native mode: one row per closed ten-minute window of a tag set (or a few fragments): `(tsid, window_start, seq)`, the summary in columns (`count`, `first_time`, `last_time`, `sum`, `sum_comp`, `sum_scaled`, `min`, `max`, `first`, `last`, `check` = its CRC-32), `data` = the encoded samples; `PARTITION BY RANGE (window_start)` | PK `(tsid, window_start, seq)` |
+//! | `chunks` | native mode: one row per closed ten-minute window of a tag set (or a few fragments): `(tsid, window_start, seq)`, the summary in columns (`count`, `first_time`, `last_time`, `sum`, `sum_comp`, `sum_scaled`, `min`, `max`, `first`, `last`, `check` = its CRC-32), `data` = the encoded samples; `PARTITION BY RANGE (window_start)` | PK `(tsid, window_start, seq)`; `chunks_irregular`, a partial index on `(tsid, window_start)` of the rare chunks whose summary history cannot sum as it stands (fragments, scaled sums, negative values; schema version 5) |
 //! | `samples` | native mode: the head, one row per sample of the open window, `(tsid, time, value)`; `PARTITION BY RANGE (time)`. TimescaleDB mode: the hypertable of every sample, `(sid, time, tags, value)` | native: PK `(tsid, time)`, the sample key of rule 1 (a tag set belongs to one series); TimescaleDB: PK `(sid, time, tags_key)` |
 //! | `samples_pYYYYMMDD_HHMMSS`, `chunks_pYYYYMMDD_HHMMSS` | one partition of each per `partition_interval` (native mode), over the same range | listed (by the head's name) in `sample_partitions` with their bounds |
 //! | `alerts` | alerts by id; severity as its rank; labels `jsonb` | `(status, start_time)`, `(severity, start_time)`, `start_time`, `source`, `updated_at`, GIN on labels |
@@ -160,15 +160,15 @@
 //! (default 64) locks per connection on average; a transaction that holds far more fills it,
 //! and then it and everyone else asking for a lock fail with `out of shared memory`. Creating
 //! a partition takes about eight locks until commit (the table and its TOAST table in two
-//! modes, the TOAST index, the primary key) and writing into one takes one or two, so a batch
+//! modes, the TOAST index, the primary key) and writing into one takes one to three, so a batch
 //! spanning 5,000 daily partitions once failed that way. No transaction of the driver now
 //! takes more than its share: at connect it reads `max_locks_per_transaction` and derives a
-//! budget (at the default, 4 partitions per DDL transaction and 16 per write transaction).
+//! budget (at the default, 2 partitions per DDL transaction and 8 per write transaction).
 //! Missing partitions are created a few per short transaction, each committed before the
 //! next (which also keeps the exclusive lock on `samples` that `CREATE TABLE … PARTITION OF`
-//! takes short). A batch whose samples lie in at most 16 partitions — every ordinary batch —
+//! takes short). A batch whose samples lie in at most 8 partitions — every ordinary batch —
 //! is written in one transaction, as below; a larger one is written in one transaction per
-//! group of 16 partitions, in time order, the series and tag-set rows with each group and the
+//! group of 8 partitions, in time order, the series and tag-set rows with each group and the
 //! events with the last. **A failure midway** (a lost connection, say) leaves the groups
 //! before it committed and the rest unwritten, and the partitions created so far (empty ones
 //! are harmless); the error says why, as for any write, and retrying the batch completes it:
@@ -227,7 +227,10 @@
 //! lists the matching tag sets (name, tag filter, the `group_by` tag's value, `head_window`).
 //! The server aggregates per bucket (per tag set with `group_by`) the summary columns of the
 //! windows that lie wholly inside the range and before the earliest head window of those tag
-//! sets, only the aggregates the answer needs; the same statement returns the chunk rows at the
+//! sets, only the aggregates the answer needs (no more than hand-written SQL would: whether
+//! those windows have fragments, scaled sums or negative values is a look into the partial
+//! index `chunks_irregular`, and only a sum over windows with a negative value runs again with
+//! `sum(abs(sum))` for its error bound); the same statement returns the chunk rows at the
 //! range's start and from that head window on (their data only where the summary cannot
 //! answer: a sample of the window lies outside the range, by its first and last times, or the
 //! window lies at or after its own tag set's head window), and each tag set's head rows as two

@@ -48,6 +48,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "samples as chunks, tag sets numbered",
         sql: include_str!("../migrations/0004_chunks.sql"),
     },
+    Migration {
+        version: 5,
+        description: "an index of the chunks history cannot aggregate as they stand",
+        sql: include_str!("../migrations/0005_chunks_irregular.sql"),
+    },
 ];
 
 /// The head of the native mode: the samples of open windows, one slim row each (the tag set's
@@ -83,6 +88,14 @@ pub(crate) const NATIVE_CHUNKS: &str = "CREATE TABLE chunks (\
      data bytea NOT NULL, \
      CONSTRAINT chunks_pkey PRIMARY KEY (tsid, window_start, seq)) \
      PARTITION BY RANGE (window_start)";
+
+/// The chunks whose summary the server may not aggregate as it stands: fragments (`seq` above
+/// 0), sums scaled against overflow, and windows with a negative value, whose float sums may
+/// cancel (their error bound needs `sum(abs(sum))`). They are rare, so the index is small,
+/// and the one-statement history (`metrics::summed`) asks it whether its range has any rather
+/// than aggregating a flag over every chunk. Also created by migration 5 on older stores.
+pub(crate) const CHUNKS_IRREGULAR_INDEX: &str = "CREATE INDEX IF NOT EXISTS chunks_irregular \
+     ON chunks (tsid, window_start) WHERE seq > 0 OR sum_scaled OR min < 0";
 
 /// The samples table of the TimescaleDB mode, before `create_hypertable`.
 pub(crate) const PLAIN_SAMPLES: &str = "CREATE TABLE samples (\
@@ -255,6 +268,10 @@ async fn migrate_locked(conn: &mut PgConnection, config: &PostgresConfig) -> Res
             let mut tx = conn.begin().await.db()?;
             sqlx::raw_sql(NATIVE_SAMPLES).execute(&mut *tx).await.db()?;
             sqlx::raw_sql(NATIVE_CHUNKS).execute(&mut *tx).await.db()?;
+            sqlx::raw_sql(CHUNKS_IRREGULAR_INDEX)
+                .execute(&mut *tx)
+                .await
+                .db()?;
             tx.commit().await.db()?;
             Ok(false)
         }
@@ -310,9 +327,9 @@ pub(crate) struct LockBudget {
 impl LockBudget {
     /// The budget of a server whose `max_locks_per_transaction` is `max_locks`: an eighth of
     /// it for a write's partitions (a partition of the native mode is two tables, the head's
-    /// and the chunks', each with its index; the rest is the series and tag-set tables, their
-    /// indexes and the parent tables), a thirty-second for a DDL transaction's, at least one
-    /// each.
+    /// with its primary key and the chunks' with its primary key and `chunks_irregular`: five
+    /// locks; the rest is the series and tag-set tables, their indexes and the parent tables),
+    /// a thirty-second for a DDL transaction's, at least one each.
     pub(crate) fn for_max_locks(max_locks: i64) -> LockBudget {
         let max_locks = usize::try_from(max_locks).unwrap_or(0);
         LockBudget {
@@ -530,7 +547,8 @@ mod tests {
     #[test]
     fn lock_budget_keeps_each_transaction_within_its_share_of_the_lock_table() {
         // PostgreSQL's default max_locks_per_transaction: 2 partitions created (two tables
-        // each, about 32 locks) or 8 written into (at most 32, plus the fixed tables) per
+        // each, about 34 locks) or 8 written into (five locks each, at most 40, plus the fixed
+        // tables) per
         // transaction.
         let default = LockBudget::default();
         assert_eq!(
