@@ -459,12 +459,16 @@ fn history_over_fragments_heads_and_groups_matches_the_reference() {
         // - "par-frag": closed windows filled by batches of 80 past 256 samples (fragments);
         // - "par-big": like "par", with ±1e16 values that cancel across the tag sets of a group;
         // - "par-pos": like "par", with no negative value (the server's float sums bound their
-        //   own error; "par" has negative values, so its sums run again with `sum(abs(…))`).
-        for (name, fragmented, big, positive) in [
-            ("par", false, false, false),
-            ("par-frag", true, false, false),
-            ("par-big", false, true, false),
-            ("par-pos", false, false, true),
+        //   own error; "par" has negative values, so its sums run again with `sum(abs(…))`);
+        // - "par-tail": like "par-pos", but the open window gets 40 samples in its first 40
+        //   seconds in the first round (a cut) and one sample a round after them, so that its
+        //   chunk's summary answers and the head rows are added to it.
+        for (name, fragmented, big, positive, tail) in [
+            ("par", false, false, false, false),
+            ("par-frag", true, false, false, false),
+            ("par-big", false, true, false, false),
+            ("par-pos", false, false, true, false),
+            ("par-tail", false, false, true, true),
         ] {
             for round in 0..12 {
                 let mut batch = Vec::new();
@@ -483,9 +487,15 @@ fn history_over_fragments_heads_and_groups_matches_the_reference() {
                         for _ in 0..6 {
                             times.push(start + rng.next(18 * 600_000_000) as i64);
                         }
-                        let open = if round % 3 == 0 { 40 } else { 1 + rng.next(4) };
-                        for _ in 0..open {
-                            times.push(open_window + rng.next(600_000_000) as i64);
+                        if tail && round == 0 {
+                            times.extend((0..40).map(|s| open_window + s * 1_000_000));
+                        } else if tail {
+                            times.push(open_window + (60 + round as i64) * 1_000_000);
+                        } else {
+                            let open = if round % 3 == 0 { 40 } else { 1 + rng.next(4) };
+                            for _ in 0..open {
+                                times.push(open_window + rng.next(600_000_000) as i64);
+                            }
                         }
                     }
                     for t in times {
@@ -522,7 +532,9 @@ fn history_over_fragments_heads_and_groups_matches_the_reference() {
         for (range, name) in ranges
             .iter()
             .map(|&(a, b)| (time::from_micros(a), time::from_micros(b)))
-            .flat_map(|range| ["par", "par-frag", "par-big", "par-pos"].map(|name| (range, name)))
+            .flat_map(|range| {
+                ["par", "par-frag", "par-big", "par-pos", "par-tail"].map(|name| (range, name))
+            })
         {
             for minutes in [10, 30, 60, 7] {
                 for aggregation in [
@@ -553,7 +565,7 @@ fn history_over_fragments_heads_and_groups_matches_the_reference() {
                              over {range:?} (one statement: {one_statement})"
                         );
                         // Clean data at whole-window steps takes the one-statement path.
-                        let expected = (name == "par" || name == "par-pos")
+                        let expected = matches!(name, "par" | "par-pos" | "par-tail")
                             && minutes % 10 == 0
                             && !matches!(aggregation, Aggregation::First | Aggregation::Last);
                         if expected {
@@ -601,6 +613,20 @@ fn history_over_fragments_heads_and_groups_matches_the_reference() {
         .await
         .unwrap();
         assert!(shared > 0);
+        // "par-tail"'s open window: a chunk of each id, and head rows of its tag set, all
+        // after the chunk's last sample.
+        let (cut, apart): (i64, bool) = sqlx::query_as(
+            "SELECT count(*), bool_and(EXISTS (SELECT 1 FROM samples x WHERE x.tsid = c.tsid) \
+             AND NOT EXISTS (SELECT 1 FROM samples x WHERE x.tsid = c.tsid \
+             AND x.time <= c.last_time)) FROM chunks c \
+             JOIN series_tagsets t ON t.tsid = c.tsid JOIN series s ON s.sid = t.sid \
+             WHERE s.name = 'par-tail' AND c.window_start = $1",
+        )
+        .bind(time::from_micros(open_window))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!((cut, apart), (3, true));
     });
 }
 

@@ -26,7 +26,11 @@
 //! The chunks at the range's start are the statement's first branch, and aimon reads its rows
 //! as a stream, decoding each chunk as it arrives: the server sends its output 8 KB at a time,
 //! so with a few dozen tag sets most of those chunks reach aimon, and are decoded, while the
-//! server is still aggregating the windows after them, instead of after the last row.
+//! server is still aggregating the windows after them, instead of after the last row. The
+//! other chunks are decoded only where their summary cannot answer: a window whose one chunk
+//! has every sample in the range and no head row at or between its first and last times (the
+//! open window once a batch has cut its head into a chunk and newer rows came after it) is its
+//! summary plus its head rows.
 //!
 //! It runs on connections of their own whose planner does not sort (`enable_sort = off`): the
 //! generic plan of a prepared statement estimates a handful of chunk rows behind
@@ -279,7 +283,10 @@ impl PostgresBackend {
                 }
                 Err(e) => return Err(crate::error::from_sqlx(e)),
             };
-            decoded.push(if row.try_get::<i32, _>(col::KIND).db()? == CHUNK {
+            // The range's partial first window: always decoded. The others only if need be.
+            let partial = row.try_get::<i32, _>(col::KIND).db()? == CHUNK
+                && micros(row.try_get(col::T).db()?) < low;
+            decoded.push(if partial {
                 row.try_get::<Option<&[u8]>, _>(col::DATA)
                     .db()?
                     .map(chunk::decode)
@@ -428,31 +435,39 @@ fn fold(
             continue;
         };
         let name = tagset.name();
-        // One row, no head rows, and every sample in the range (its first and last times say
-        // so; the checksum below covers them): its summary answers.
-        let inside = |row: &PgRow| -> Result<bool> {
-            let first: DateTime<Utc> = row.try_get(col::T1).db()?;
-            let last: DateTime<Utc> = row.try_get(col::T2).db()?;
-            Ok(micros(first) >= low && micros(last) < high)
-        };
-        if let [only] = window.chunks[..]
-            && window.head.is_empty()
-            && inside(&rows[only])?
-        {
-            let summary = summary_from_row(&rows[only]).map_err(|e| name.damaged(w, e))?;
-            downsampler.merge(
-                tagset.group.clone(),
-                bucket_start(w, step),
-                summary.aggregate(&tagset.series_id, &tagset.tags),
-            );
-            continue;
+        // One row, every sample in the range, and no head row at or between its first and
+        // last times (those times say so; the checksum below covers them): its summary
+        // answers for its samples, and the head rows, none of which overwrites one, are
+        // added to it. The usual open window: a chunk cut from the head, newer rows after it.
+        if let [only] = window.chunks[..] {
+            let row = &rows[only];
+            let first = micros(row.try_get(col::T1).db()?);
+            let last = micros(row.try_get(col::T2).db()?);
+            let head = &window.head.timestamps;
+            let over = head.partition_point(|&t| t <= last) - head.partition_point(|&t| t < first);
+            if first >= low && last < high && over == 0 {
+                let summary = summary_from_row(row).map_err(|e| name.damaged(w, e))?;
+                downsampler.merge(
+                    tagset.group.clone(),
+                    bucket_start(w, step),
+                    summary.aggregate(&tagset.series_id, &tagset.tags),
+                );
+                if !head.is_empty() {
+                    tagset.fold(&window.head, low, high, step, &mut downsampler);
+                }
+                continue;
+            }
         }
         // Else its samples: fragments in `seq` order, the head's rows over them.
         let mut parts = Vec::with_capacity(window.chunks.len());
         for index in window.chunks {
-            let Some(part) = decoded[index].take() else {
-                // A whole window with fragments or head rows: its data was not sent.
-                return Ok(Pass::Done(None));
+            let part = match decoded[index].take() {
+                Some(part) => part,
+                None => match rows[index].try_get::<Option<&[u8]>, _>(col::DATA).db()? {
+                    Some(data) => chunk::decode(data),
+                    // A whole window with fragments or head rows: its data was not sent.
+                    None => return Ok(Pass::Done(None)),
+                },
             };
             let part = part.map_err(|e| name.damaged(w, e))?;
             parts.push((rows[index].try_get::<i16, _>(col::SEQ).db()?, part));
