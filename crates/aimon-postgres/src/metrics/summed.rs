@@ -234,9 +234,10 @@ impl PostgresBackend {
         .push(" AND c.last_time < ")
         .bind(high_at)
         .push(&format!(
-            " AND c.window_start + {window} <= coalesce(ts.head_window, 'infinity'::timestamptz) \
+            " AND c.window_start + {window} <= coalesce((SELECT ts.head_window FROM ts \
+                 WHERE ts.tsid = c.tsid), 'infinity'::timestamptz) \
                  THEN NULL ELSE c.data END, \
-                 c.seq, NULL, NULL, NULL, NULL FROM chunks c JOIN ts ON ts.tsid = c.tsid \
+                 c.seq, NULL, NULL, NULL, NULL FROM chunks c \
                  WHERE c.tsid = ANY(ARRAY(SELECT tsid FROM ts)) AND c.last_time >= "
         ))
         .bind(low_at)
